@@ -1,0 +1,40 @@
+# Quick start: `make demo` and `make test`. Both set up what they need on a
+# fresh machine with only Python 3.11, and are quick once it is set up.
+
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+# py-libp2p is our interoperability peer; it lives in its own environment so
+# that its pins never constrain ours.
+INTEROP_VENV := .venv-interop
+PYLIBP2P_VERSION := 0.8.1
+
+.PHONY: demo test bench setup interop-setup clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --upgrade "pip>=24"
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[test]'
+	touch $@
+
+interop-setup: $(INTEROP_VENV)/.installed
+
+$(INTEROP_VENV)/.installed: Makefile
+	test -x $(INTEROP_VENV)/bin/python || $(PYTHON) -m venv $(INTEROP_VENV)
+	$(INTEROP_VENV)/bin/python -m pip install --quiet --disable-pip-version-check "libp2p==$(PYLIBP2P_VERSION)"
+	touch $@
+
+demo: setup
+	$(BIN)/python -m hypermesh.node.demo
+
+test: setup interop-setup
+	HYPERMESH_INTEROP_PYTHON=$(abspath $(INTEROP_VENV))/bin/python \
+		$(BIN)/python -m pytest -n 2 -q
+
+bench: setup interop-setup
+	HYPERMESH_INTEROP_PYTHON=$(abspath $(INTEROP_VENV))/bin/python $(BIN)/python bench/transport.py
+
+clean:
+	rm -rf $(VENV) $(INTEROP_VENV) build *.egg-info

@@ -1,0 +1,1 @@
+"""HyperMesh capsules layer."""

@@ -1,0 +1,1 @@
+"""HyperMesh transport layer."""
