@@ -1,0 +1,457 @@
+"""Trio driver for one QUIC connection and its streams.
+
+:class:`QuicConnectionDriver` feeds a :class:`Libp2pQuicConnection` (the
+sans-IO state machine) with datagrams from its endpoint and the time, turns
+its events into stream data, and sends what it produces. It never reads the
+clock itself except through ``trio.current_time()``, so tests can run it on
+trio's mock clock.
+
+:class:`QuicStream` is the application's view of one bidirectional stream:
+``send_all`` waits for the peer's flow-control credit and a bounded local
+buffer; ``receive_some`` returns what the peer sent, and only what has been
+read counts towards the window we grant back (see quic_hooks).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import TYPE_CHECKING, Callable
+
+import trio
+from aioquic.quic import events
+from aioquic.quic.connection import QuicConnectionState
+
+from .errors import ConnectionClosed, HandshakeError, PeerIdMismatch, ResourceLimitError, StreamReset
+from .identity import PeerId
+from .quic_hooks import Libp2pQuicConnection
+
+if TYPE_CHECKING:
+    from .endpoint import QuicEndpoint
+
+log = logging.getLogger("hypermesh.transport")
+
+# Bytes one stream may hold in aioquic's send buffer (unsent + unacknowledged)
+# before send_all waits. Large enough to keep a fast path full, small enough
+# that a peer that stops reading pins little memory.
+STREAM_SEND_BUFFER = 2 << 20
+# Largest slice handed to aioquic per call, so one writer cannot monopolise a
+# connection's packets.
+WRITE_SLICE = 256 << 10
+# Application error codes used on RESET_STREAM / STOP_SENDING.
+STREAM_ERROR_RESET = 0
+STREAM_ERROR_LIMIT = 1
+STREAM_ERROR_PROTOCOL = 2
+KEEPALIVE_INTERVAL = 5.0
+
+
+class QuicStream:
+    """One bidirectional QUIC stream, negotiated with multistream-select."""
+
+    def __init__(self, connection: "QuicConnectionDriver", stream_id: int):
+        self._connection = connection
+        self.stream_id = stream_id
+        self.protocol: str | None = None
+        self._receive_buffer = bytearray()
+        self._receive_eof = False
+        self._data_arrived = trio.Event()
+        self._send_eof = False
+        self._reset_error: StreamReset | None = None
+        self._closed = False
+
+    # -- identity -----------------------------------------------------------
+
+    @property
+    def remote_peer(self) -> PeerId:
+        return self._connection.remote_peer_id
+
+    @property
+    def remote_addr(self) -> str:
+        return self._connection.remote_multiaddr
+
+    @property
+    def connection(self) -> "QuicConnectionDriver":
+        return self._connection
+
+    def __repr__(self) -> str:
+        return f"<QuicStream {self.stream_id} {self.protocol} with {self._connection.remote_peer_id}>"
+
+    # -- receiving ----------------------------------------------------------
+
+    def _on_data(self, data: bytes, end_stream: bool) -> None:
+        if data:
+            self._receive_buffer += data
+        if end_stream:
+            self._receive_eof = True
+        self._data_arrived.set()
+
+    def _on_reset(self, error: StreamReset) -> None:
+        self._reset_error = error
+        self._data_arrived.set()
+        self._connection._wake_writers()
+
+    def unread(self, data: bytes) -> None:
+        """Put bytes back at the front (used after multistream negotiation)."""
+        if data:
+            self._receive_buffer[:0] = data
+            # They were counted as consumed when first read; uncount them.
+            self._connection.quic.consume(self.stream_id, -len(data))
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes:
+        """Up to ``max_bytes`` bytes; ``b""`` once the peer has finished sending."""
+        while True:
+            if self._receive_buffer:
+                if max_bytes is None or max_bytes >= len(self._receive_buffer):
+                    data = bytes(self._receive_buffer)
+                    self._receive_buffer.clear()
+                else:
+                    data = bytes(self._receive_buffer[:max_bytes])
+                    del self._receive_buffer[:max_bytes]
+                self._connection._consumed(self.stream_id, len(data))
+                return data
+            if self._reset_error is not None:
+                raise self._reset_error
+            if self._receive_eof:
+                await trio.lowlevel.checkpoint()
+                return b""
+            if self._connection.closed:
+                raise ConnectionClosed(self._connection.close_reason)
+            self._data_arrived = trio.Event()
+            await self._data_arrived.wait()
+
+    # -- sending ------------------------------------------------------------
+
+    async def send_all(self, data: bytes) -> None:
+        view = memoryview(data)
+        connection = self._connection
+        while True:
+            if self._reset_error is not None:
+                raise self._reset_error
+            if self._send_eof:
+                raise StreamReset("cannot send after send_eof")
+            if connection.closed:
+                raise ConnectionClosed(connection.close_reason)
+            room = connection._send_room(self.stream_id)
+            if room > 0:
+                chunk = view[: min(room, WRITE_SLICE)]
+                connection.quic.send_stream_data(self.stream_id, bytes(chunk))
+                view = view[len(chunk) :]
+                connection.transmit()
+                if not view:
+                    await trio.lowlevel.checkpoint()
+                    return
+            else:
+                await connection._wait_for_send_room()
+
+    async def send_eof(self) -> None:
+        """Finish our side of the stream (QUIC FIN); the peer sees end of data."""
+        if self._send_eof or self._reset_error is not None or self._connection.closed:
+            await trio.lowlevel.checkpoint()
+            return
+        self._send_eof = True
+        self._connection.quic.send_stream_data(self.stream_id, b"", end_stream=True)
+        self._connection.transmit()
+        await trio.lowlevel.checkpoint()
+
+    async def aclose(self) -> None:
+        """Finish sending and stop reading: a graceful close of both halves."""
+        if self._closed:
+            await trio.lowlevel.checkpoint()
+            return
+        await self.send_eof()
+        self._close_locally(stop_reading=not self._receive_eof)
+
+    async def reset(self, error_code: int = STREAM_ERROR_RESET) -> None:
+        """Abort both directions at once."""
+        if not self._closed and self._reset_error is None and not self._connection.closed:
+            quic = self._connection.quic
+            if not self._send_eof:
+                quic.reset_stream(self.stream_id, error_code)
+            self._send_eof = True
+            self._close_locally(stop_reading=not self._receive_eof, error_code=error_code)
+        self._reset_error = self._reset_error or StreamReset("stream was reset locally")
+        await trio.lowlevel.checkpoint()
+
+    def _close_locally(self, stop_reading: bool, error_code: int = STREAM_ERROR_RESET) -> None:
+        self._closed = True
+        connection = self._connection
+        if stop_reading and not connection.closed:
+            try:
+                connection.quic.stop_stream(self.stream_id, error_code)
+            except ValueError:
+                pass  # aioquic refuses when the stream is already gone
+        self._receive_buffer.clear()
+        connection._forget_stream(self.stream_id)
+        connection.transmit()
+
+
+NewStreamCallback = Callable[[QuicStream], None]
+
+
+class QuicConnectionDriver:
+    """Drives one :class:`Libp2pQuicConnection` over an endpoint."""
+
+    def __init__(
+        self,
+        endpoint: "QuicEndpoint",
+        quic: Libp2pQuicConnection,
+        remote_addr: tuple,
+        *,
+        is_client: bool,
+        on_new_stream: NewStreamCallback,
+        on_closed: Callable[["QuicConnectionDriver"], None],
+        max_streams: int,
+    ):
+        self.endpoint = endpoint
+        self.quic = quic
+        self.remote_addr = remote_addr
+        self.is_client = is_client
+        self._on_new_stream = on_new_stream
+        self._on_closed = on_closed
+        self._max_streams = max_streams
+        self._streams: dict[int, QuicStream] = {}
+        self.handshake_complete = trio.Event()
+        self.closed_event = trio.Event()
+        self.closed = False
+        self.close_reason = "connection closed"
+        self.handshake_error: Exception | None = None
+        self._send_room_changed = trio.Event()
+        self._writers_waiting = 0
+        self._timer_scope: trio.CancelScope | None = None
+        self._timer_at = math.inf
+        self._ping_uid = 0
+        self._probe_callbacks: dict[int, Callable[[bool], None]] = {}
+        self._last_activity = trio.current_time()
+        self.opened_at = self._last_activity
+        self.resumed = False
+        self.remote_peer_id: PeerId | None = None
+        self.remote_multiaddr = ""
+        self.user_data: dict = {}
+
+    # -- time and transmission ----------------------------------------------
+
+    def transmit(self) -> None:
+        """Send whatever the state machine has ready and re-arm its timer."""
+        quic = self.quic
+        now = trio.current_time()
+        send = self.endpoint.send_datagram
+        for data, addr in quic.datagrams_to_send(now):
+            send(data, addr)
+        timer = quic.get_timer()
+        self._timer_at = timer if timer is not None else math.inf
+        scope = self._timer_scope
+        if scope is not None and scope.deadline != self._timer_at:
+            scope.deadline = self._timer_at
+        if quic._state in (QuicConnectionState.CLOSING, QuicConnectionState.DRAINING):
+            pass
+        elif quic._state == QuicConnectionState.TERMINATED and not self.closed:
+            self._mark_closed(self.close_reason)
+
+    async def run_timers(self) -> None:
+        """Fire the state machine's timers and keep the connection alive."""
+        while not self.closed:
+            with trio.CancelScope(deadline=self._timer_at) as scope:
+                self._timer_scope = scope
+                await trio.sleep_forever()
+            self._timer_scope = None
+            if self.closed:
+                return
+            now = trio.current_time()
+            if now >= self._timer_at:
+                self.quic.handle_timer(now)
+                self._process_events()
+                self.transmit()
+
+    async def run_keepalive(self) -> None:
+        """PING when quiet, so neither side's idle timeout ends a live connection."""
+        while not self.closed:
+            await trio.sleep(KEEPALIVE_INTERVAL)
+            if trio.current_time() - self._last_activity >= KEEPALIVE_INTERVAL and not self.closed:
+                self._ping_uid += 1
+                self.quic.send_ping(self._ping_uid)
+                self.transmit()
+
+    # -- input ---------------------------------------------------------------
+
+    def datagram_received(self, data: bytes, addr: tuple, now: float) -> None:
+        self._last_activity = now
+        self.quic.receive_datagram(data, addr, now)
+        self._process_events()
+
+    def _process_events(self) -> None:
+        quic = self.quic
+        while True:
+            event = quic.next_event()
+            if event is None:
+                break
+            kind = type(event)
+            if kind is events.StreamDataReceived:
+                stream = self._streams.get(event.stream_id)
+                if stream is None:
+                    stream = self._accept_stream(event.stream_id)
+                    if stream is None:
+                        continue
+                stream._on_data(event.data, event.end_stream)
+            elif kind is events.StreamReset or kind is events.StopSendingReceived:
+                stream = self._streams.get(event.stream_id)
+                if stream is not None:
+                    stream._on_reset(StreamReset(f"stream reset by peer (code {event.error_code})"))
+                if kind is events.StopSendingReceived:
+                    try:
+                        quic.reset_stream(event.stream_id, event.error_code)
+                    except ValueError:
+                        pass
+            elif kind is events.PingAcknowledged:
+                callback = self._probe_callbacks.pop(event.uid, None)
+                if callback is not None:
+                    callback(True)
+            elif kind is events.HandshakeCompleted:
+                self._on_handshake_completed(event)
+            elif kind is events.ConnectionIdIssued:
+                self.endpoint.register_cid(event.connection_id, self)
+            elif kind is events.ConnectionIdRetired:
+                self.endpoint.unregister_cid(event.connection_id)
+            elif kind is events.ConnectionTerminated:
+                self._on_terminated(event)
+        if self._writers_waiting:
+            self._wake_writers()
+
+    def _on_handshake_completed(self, event: events.HandshakeCompleted) -> None:
+        peer_id = self.quic.remote_peer_id
+        if peer_id is None:
+            # Cannot happen with our TLS hooks; refuse rather than trust.
+            self.quic.close(error_code=0x100 + 40, reason_phrase="peer not authenticated")
+            self.handshake_error = HandshakeError("peer was not authenticated")
+            return
+        self.remote_peer_id = peer_id
+        self.resumed = event.session_resumed
+        self.handshake_complete.set()
+
+    def _on_terminated(self, event: events.ConnectionTerminated) -> None:
+        error = self.quic.verification_error
+        if not self.handshake_complete.is_set():
+            if error is not None and "mismatch" in str(error):
+                self.handshake_error = PeerIdMismatch(str(error))
+            elif error is not None:
+                self.handshake_error = HandshakeError(f"handshake failed: {error}")
+            else:
+                reason = event.reason_phrase or f"error 0x{event.error_code:x}"
+                self.handshake_error = HandshakeError(f"handshake failed: {reason}")
+        self._mark_closed(event.reason_phrase or "connection closed by peer")
+
+    def _mark_closed(self, reason: str) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        self.close_reason = reason
+        for stream in list(self._streams.values()):
+            stream._on_reset(StreamReset(f"connection closed: {reason}"))
+        self._streams.clear()
+        for callback in self._probe_callbacks.values():
+            callback(False)
+        self._probe_callbacks.clear()
+        self._wake_writers()
+        if self._timer_scope is not None:
+            self._timer_scope.cancel()
+        self.closed_event.set()
+        self._on_closed(self)
+
+    # -- streams ---------------------------------------------------------------
+
+    def _accept_stream(self, stream_id: int) -> QuicStream | None:
+        is_unidirectional = bool(stream_id & 2)
+        # Bit 0 of a stream ID is set on server-initiated streams.
+        locally_initiated = bool(stream_id & 1) == (not self.is_client)
+        quic_stream = self.quic._streams.get(stream_id)
+        if is_unidirectional or locally_initiated or quic_stream is None or getattr(quic_stream, "hm_closed", False):
+            # libp2p uses bidirectional streams only; data on a stream we
+            # closed already is simply late.
+            return None
+        if len(self._streams) >= self._max_streams:
+            self.quic.reset_stream(stream_id, STREAM_ERROR_LIMIT)
+            self.quic.stop_stream(stream_id, STREAM_ERROR_LIMIT)
+            return None
+        stream = QuicStream(self, stream_id)
+        self._streams[stream_id] = stream
+        self._on_new_stream(stream)
+        return stream
+
+    def open_stream(self) -> QuicStream:
+        if self.closed:
+            raise ConnectionClosed(self.close_reason)
+        if len(self._streams) >= self._max_streams:
+            raise ResourceLimitError(f"connection already has {self._max_streams} open streams")
+        stream_id = self.quic.get_next_available_stream_id()
+        stream = QuicStream(self, stream_id)
+        self._streams[stream_id] = stream
+        return stream
+
+    def _forget_stream(self, stream_id: int) -> None:
+        self._streams.pop(stream_id, None)
+        quic_stream = self.quic._streams.get(stream_id)
+        if quic_stream is not None:
+            quic_stream.hm_closed = True
+        self.quic.forget_stream(stream_id)
+
+    @property
+    def stream_count(self) -> int:
+        return len(self._streams)
+
+    def _consumed(self, stream_id: int, count: int) -> None:
+        quic = self.quic
+        quic.consume(stream_id, count)
+        # Transmit only when a window update is due (a quarter window read).
+        if quic.window_update_due(stream_id):
+            self.transmit()
+
+    def _send_room(self, stream_id: int) -> int:
+        stream = self.quic._streams.get(stream_id)
+        if stream is None:
+            return STREAM_SEND_BUFFER
+        sender = stream.sender
+        buffered = sender._buffer_stop - sender._buffer_start
+        return STREAM_SEND_BUFFER - buffered
+
+    async def _wait_for_send_room(self) -> None:
+        self._writers_waiting += 1
+        try:
+            event = self._send_room_changed
+            await event.wait()
+        finally:
+            self._writers_waiting -= 1
+
+    def _wake_writers(self) -> None:
+        self._send_room_changed.set()
+        self._send_room_changed = trio.Event()
+
+    # -- probes and close ------------------------------------------------------
+
+    def send_probe(self, size: int, on_result: Callable[[bool], None]) -> None:
+        """Send a padded datagram-size probe; ``on_result(acknowledged)`` later."""
+        self._ping_uid += 1
+        uid = self._ping_uid
+        self._probe_callbacks[uid] = lambda acked: on_result(acked and self.quic.confirm_probe(uid))
+        for data, addr in self.quic.datagrams_for_probe(size, uid, trio.current_time()):
+            if not self.endpoint.send_datagram(data, addr):
+                # The kernel refused the size outright (EMSGSIZE): not this path.
+                self._probe_callbacks.pop(uid, None)
+                on_result(False)
+                return
+        self.transmit()
+
+    def probe_lost(self) -> bool:
+        return self.quic.probe_failed
+
+    def close(self, reason: str = "closed", error_code: int = 0) -> None:
+        if self.closed:
+            return
+        self.quic.close(error_code=error_code, reason_phrase=reason)
+        self.transmit()
+        self.close_reason = reason
+
+    async def aclose(self, reason: str = "closed") -> None:
+        self.close(reason)
+        with trio.move_on_after(1):
+            await self.closed_event.wait()
+        if not self.closed:
+            self._mark_closed(reason)

@@ -1,0 +1,263 @@
+"""One UDP socket shared by many QUIC connections.
+
+The endpoint reads datagrams, routes each to its connection by destination
+connection ID (so a client that changes address keeps its connection), hands
+unknown Initial packets to the host to accept, and answers unsupported
+versions with Version Negotiation. Anything else is dropped and counted.
+
+Sockets are plain non-blocking stdlib sockets driven with trio's
+``wait_readable``: reading until the socket is empty before sleeping, and
+sending synchronously, keeps the per-datagram cost to one system call.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import socket
+from typing import TYPE_CHECKING, Callable
+
+import trio
+from aioquic.quic.packet import QuicProtocolVersion, encode_quic_version_negotiation
+
+from . import metrics
+
+if TYPE_CHECKING:
+    from .connection import QuicConnectionDriver
+
+log = logging.getLogger("hypermesh.transport")
+
+# Our connection IDs are 8 bytes (aioquic's default), which short-header
+# packets carry right after the first byte.
+HOST_CID_LENGTH = 8
+# RFC 9000 §14.1: a server must not start a connection for an Initial in a
+# datagram smaller than this (amplification defence).
+MIN_INITIAL_DATAGRAM = 1200
+# Receive buffer: the largest UDP payload, since peers (quinn, ourselves on
+# loopback) may send datagrams well above 1,500 bytes.
+MAX_UDP_PAYLOAD = 65527
+# Datagrams handled per wake-up before yielding to other tasks.
+MAX_BATCH = 64
+# Kernel socket buffers: large enough to absorb a burst at loopback speed.
+SOCKET_BUFFER_BYTES = 8 << 20
+SUPPORTED_VERSIONS = [QuicProtocolVersion.VERSION_1]
+# After traffic, poll the socket this long before sleeping: waking a sleeping
+# process costs far more than a ping-pong round trip on loopback. Never
+# spins while idle.
+SPIN_SECONDS = float(os.environ.get("HYPERMESH_SPIN_US", "100")) / 1e6
+
+AcceptCallback = Callable[["QuicEndpoint", bytes, tuple, bytes, int], "QuicConnectionDriver | None"]
+
+_PMTU_OPTIONS = {
+    socket.AF_INET: (socket.IPPROTO_IP, getattr(socket, "IP_MTU_DISCOVER", 10), 3),  # IP_PMTUDISC_PROBE
+    socket.AF_INET6: (socket.IPPROTO_IPV6, getattr(socket, "IPV6_MTU_DISCOVER", 23), 3),  # IPV6_PMTUDISC_PROBE
+}
+
+
+def make_udp_socket(family: int, host: str, port: int) -> socket.socket:
+    sock = socket.socket(family, socket.SOCK_DGRAM)
+    try:
+        if family == socket.AF_INET6:
+            # Separate IPv4 and IPv6 sockets avoid ::ffff: mapped addresses.
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        for option in (socket.SO_RCVBUF, socket.SO_SNDBUF):
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, option, SOCKET_BUFFER_BYTES)
+            except OSError:
+                pass
+        # Set "don't fragment" so an oversized probe is dropped (or refused
+        # with EMSGSIZE), never silently fragmented.
+        level, name, value = _PMTU_OPTIONS[family]
+        try:
+            sock.setsockopt(level, name, value)
+        except OSError:
+            pass
+        sock.setblocking(False)
+        sock.bind((host, port) if family == socket.AF_INET else (host, port, 0, 0))
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def route_mtu(family: int, addr: tuple) -> int | None:
+    """The kernel's MTU for the route to ``addr``, or None if unknown.
+
+    Connecting a UDP socket sends nothing; it only resolves the route.
+    """
+    probe = socket.socket(family, socket.SOCK_DGRAM)
+    try:
+        probe.connect(addr)
+        if family == socket.AF_INET:
+            return probe.getsockopt(socket.IPPROTO_IP, getattr(socket, "IP_MTU", 14))
+        return probe.getsockopt(socket.IPPROTO_IPV6, getattr(socket, "IPV6_MTU", 24))
+    except OSError:
+        return None
+    finally:
+        probe.close()
+
+
+def destination_cid(data: bytes) -> tuple[bytes, bool] | None:
+    """(destination connection ID, is_long_header) or None if unparseable."""
+    if len(data) < 1 + HOST_CID_LENGTH:
+        return None
+    first = data[0]
+    if first & 0x80:
+        if len(data) < 7:
+            return None
+        length = data[5]
+        if length > 20 or len(data) < 6 + length:
+            return None
+        return data[6 : 6 + length], True
+    return data[1 : 1 + HOST_CID_LENGTH], False
+
+
+class QuicEndpoint:
+    def __init__(self, sock: socket.socket, family: int, accept: AcceptCallback | None):
+        self.sock = sock
+        self.family = family
+        self._accept = accept
+        self._connections: dict[bytes, "QuicConnectionDriver"] = {}
+        self.closed = False
+        host, port = sock.getsockname()[:2]
+        self.local_host = host
+        self.local_port = port
+        self._recv_buffer = bytearray(MAX_UDP_PAYLOAD)
+        # False for a dial-only endpoint, which is not advertised.
+        self.listening = True
+
+    # -- routing -------------------------------------------------------------
+
+    def register_cid(self, cid: bytes, driver: "QuicConnectionDriver") -> None:
+        self._connections[cid] = driver
+        driver.user_data.setdefault("cids", set()).add(cid)
+
+    def unregister_cid(self, cid: bytes) -> None:
+        driver = self._connections.pop(cid, None)
+        if driver is not None:
+            driver.user_data.get("cids", set()).discard(cid)
+
+    def unregister_connection(self, driver: "QuicConnectionDriver") -> None:
+        for cid in driver.user_data.get("cids", ()):
+            if self._connections.get(cid) is driver:
+                del self._connections[cid]
+        driver.user_data["cids"] = set()
+
+    @property
+    def connection_count(self) -> int:
+        return len({id(driver) for driver in self._connections.values()})
+
+    # -- I/O -------------------------------------------------------------------
+
+    def send_datagram(self, data: bytes, addr: tuple) -> bool:
+        """Send now; False only if the kernel refuses the size (EMSGSIZE).
+
+        A full socket buffer drops the datagram, as a congested router
+        would; QUIC's loss recovery resends and slows down.
+        """
+        try:
+            self.sock.sendto(data, addr)
+        except BlockingIOError:
+            metrics.DATAGRAMS_DROPPED.labels("send_buffer_full").inc()
+        except OSError as exc:
+            if exc.errno == errno.EMSGSIZE:
+                return False
+            metrics.DATAGRAMS_DROPPED.labels("send_error").inc()
+            log.debug("sendto %s failed: %s", addr, exc)
+        return True
+
+    async def run(self) -> None:
+        """Receive until closed. Never raises on bad input."""
+        sock = self.sock
+        buffer = self._recv_buffer
+        view = memoryview(buffer)
+        dirty: dict[int, "QuicConnectionDriver"] = {}
+        clock = trio.current_time
+        spin_until = 0.0
+        while not self.closed:
+            received = 0
+            while received < MAX_BATCH:
+                try:
+                    size, addr = sock.recvfrom_into(buffer)
+                except BlockingIOError:
+                    break
+                except OSError as exc:
+                    # ICMP errors surface here on Linux (e.g. port unreachable).
+                    log.debug("recvfrom failed: %s", exc)
+                    continue
+                received += 1
+                now = clock()
+                driver = self._datagram_received(bytes(view[:size]), addr, now)
+                if driver is not None:
+                    dirty[id(driver)] = driver
+            if dirty:
+                for driver in dirty.values():
+                    driver.transmit()
+                dirty.clear()
+            if received:
+                spin_until = clock() + SPIN_SECONDS
+                await trio.lowlevel.checkpoint()
+            elif clock() < spin_until:
+                await trio.lowlevel.checkpoint()
+            else:
+                try:
+                    await trio.lowlevel.wait_readable(sock)
+                except (trio.ClosedResourceError, OSError):
+                    return
+
+    def _datagram_received(self, data: bytes, addr: tuple, now: float) -> "QuicConnectionDriver | None":
+        metrics.DATAGRAMS_RECEIVED.inc()
+        parsed = destination_cid(data)
+        if parsed is None:
+            metrics.DATAGRAMS_DROPPED.labels("malformed").inc()
+            return None
+        cid, is_long = parsed
+        driver = self._connections.get(cid)
+        if driver is None:
+            if not is_long or self._accept is None:
+                metrics.DATAGRAMS_DROPPED.labels("unknown_connection").inc()
+                return None
+            version = int.from_bytes(data[1:5], "big")
+            if version not in SUPPORTED_VERSIONS:
+                self._send_version_negotiation(data, addr, cid)
+                return None
+            # Only an Initial packet (type 0 in QUIC v1) may open a connection.
+            if (data[0] & 0x30) != 0 or len(data) < MIN_INITIAL_DATAGRAM:
+                metrics.DATAGRAMS_DROPPED.labels("not_initial").inc()
+                return None
+            driver = self._accept(self, data, addr, cid, version)
+            if driver is None:
+                return None
+        try:
+            driver.datagram_received(data, addr, now)
+        except Exception:
+            # aioquic validates packets itself; anything escaping it is a bug
+            # in handling this peer's input, which must not stop the endpoint.
+            log.exception("dropping connection to %s after an internal error", addr)
+            driver.close("internal error", error_code=0x1)
+            metrics.DATAGRAMS_DROPPED.labels("internal_error").inc()
+        return driver
+
+    def _send_version_negotiation(self, data: bytes, addr: tuple, dcid: bytes) -> None:
+        if len(data) < MIN_INITIAL_DATAGRAM or len(data) < 7 + len(dcid):
+            metrics.DATAGRAMS_DROPPED.labels("bad_version").inc()
+            return
+        scid_offset = 6 + len(dcid)
+        scid_length = data[scid_offset]
+        scid = data[scid_offset + 1 : scid_offset + 1 + scid_length]
+        if scid_length > 20 or len(scid) != scid_length:
+            metrics.DATAGRAMS_DROPPED.labels("malformed").inc()
+            return
+        self.send_datagram(
+            encode_quic_version_negotiation(
+                source_cid=dcid, destination_cid=scid, supported_versions=SUPPORTED_VERSIONS
+            ),
+            addr,
+        )
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            trio.lowlevel.notify_closing(self.sock)
+            self.sock.close()

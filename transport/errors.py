@@ -1,0 +1,39 @@
+"""Errors the transport raises. Every one carries a message fit for a user."""
+
+from __future__ import annotations
+
+
+class TransportError(Exception):
+    """Base class: a dial, handshake, stream or protocol failure."""
+
+
+class HandshakeError(TransportError):
+    """The QUIC/TLS handshake failed or timed out."""
+
+
+class PeerIdMismatch(HandshakeError):
+    """The remote proved a different peer ID than the one we dialled."""
+
+
+class CertificateError(HandshakeError):
+    """The remote's libp2p TLS certificate is invalid."""
+
+
+class ProtocolError(TransportError):
+    """The remote violated a protocol (multistream-select, framing, …)."""
+
+
+class NegotiationError(ProtocolError):
+    """No protocol could be agreed on a stream."""
+
+
+class StreamReset(TransportError):
+    """The stream was reset by either side."""
+
+
+class ConnectionClosed(TransportError):
+    """The connection is closed; no further streams or data."""
+
+
+class ResourceLimitError(TransportError):
+    """A configured limit (connections, streams, buffers) refused the request."""

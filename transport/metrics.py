@@ -1,0 +1,24 @@
+"""Prometheus metrics of the transport (served by ``hypermesh run --metrics``)."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+CONNECTIONS_OPEN = Gauge("hypermesh_connections_open", "Open QUIC connections", ["direction"])
+CONNECTIONS_TOTAL = Counter(
+    "hypermesh_connections_total", "Connections opened, by direction and outcome", ["direction", "outcome"]
+)
+HANDSHAKE_SECONDS = Histogram(
+    "hypermesh_handshake_seconds",
+    "QUIC + libp2p TLS handshake latency",
+    ["direction", "resumed"],
+    buckets=(0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+STREAMS_OPEN = Gauge("hypermesh_streams_open", "Open streams")
+STREAMS_TOTAL = Counter("hypermesh_streams_total", "Streams opened, by direction and protocol", ["direction", "protocol"])
+STREAMS_REFUSED = Counter("hypermesh_streams_refused_total", "Inbound streams refused", ["reason"])
+BYTES_SENT = Counter("hypermesh_stream_bytes_sent_total", "Application bytes written to streams")
+BYTES_RECEIVED = Counter("hypermesh_stream_bytes_received_total", "Application bytes read from streams")
+DATAGRAMS_RECEIVED = Counter("hypermesh_datagrams_received_total", "UDP datagrams received")
+DATAGRAMS_DROPPED = Counter("hypermesh_datagrams_dropped_total", "UDP datagrams dropped, by reason", ["reason"])
+DATAGRAM_SIZE = Gauge("hypermesh_max_datagram_size_bytes", "Datagram size adopted after the last path probe")

@@ -1,0 +1,278 @@
+"""The one place where HyperMesh reaches into aioquic's internals.
+
+aioquic has no public switches for what libp2p over QUIC needs, so
+:class:`Libp2pQuicConnection` subclasses ``QuicConnection`` and hooks in at
+these points (each has its own test in ``tests/transport/test_quic_hooks.py``;
+``pyproject.toml`` pins aioquic to the 1.7 series because of them):
+
+1. Mutual TLS: the server requests a client certificate and refuses a client
+   that sends none (unless the handshake resumes a session we issued).
+2. libp2p certificate verification inside the handshake, on both sides, so a
+   wrong peer ID aborts with a TLS alert before any stream opens.
+3. Session tickets remember which peer they were issued to, so a resumed
+   handshake (which carries no certificates) still authenticates the peer.
+4. Receive windows follow what the application has *read*, not what has
+   arrived, so a slow reader throttles its sender (aioquic grants credit as
+   soon as data arrives, which would let a peer fill our memory).
+5. Datagram size probes (DPLPMTUD, RFC 8899): a PING padded to a candidate
+   size; only its acknowledgement raises the datagram size.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from aioquic import tls
+from aioquic.buffer import Buffer
+from aioquic.quic.connection import QuicConnection
+from aioquic.quic.packet import pull_quic_transport_parameters
+from aioquic.quic.packet_builder import QuicDeliveryState
+
+from .errors import CertificateError
+from .identity import PeerId
+from .tls import verify_certificate_chain
+
+# Per-stream receive window: what a peer may send beyond what we have read.
+# 1 MiB covers the bandwidth-delay product of a 100 MB/s path at 10 ms.
+STREAM_RECEIVE_WINDOW = 1 << 20
+# Connection-wide receive window, bounding buffered data per connection.
+CONNECTION_RECEIVE_WINDOW = 8 << 20
+
+
+class Libp2pTlsContext(tls.Context):
+    """A TLS context that verifies libp2p certificates during the handshake."""
+
+    expected_peer_id: PeerId | None
+    remote_peer_id: PeerId | None
+    verification_error: CertificateError | None
+    resumed_peer_id: PeerId | None
+
+    def _verify_libp2p_peer(self) -> None:
+        chain = [self._peer_certificate] + list(self._peer_certificate_chain)
+        try:
+            peer_id = verify_certificate_chain(chain)
+        except CertificateError as exc:
+            self.verification_error = exc
+            raise tls.AlertBadCertificate(str(exc)) from None
+        if self.expected_peer_id is not None and peer_id != self.expected_peer_id:
+            self.verification_error = CertificateError(
+                f"peer ID mismatch: dialled {self.expected_peer_id} but the remote is {peer_id}"
+            )
+            raise tls.AlertBadCertificate(str(self.verification_error))
+        self.remote_peer_id = peer_id
+
+    def _client_handle_certificate_verify(self, input_buf: Buffer) -> None:
+        super()._client_handle_certificate_verify(input_buf)
+        self._verify_libp2p_peer()
+
+    def _server_handle_certificate(self, input_buf: Buffer) -> None:
+        start = input_buf.tell()
+        certificate = tls.pull_certificate(input_buf)
+        input_buf.seek(start)
+        if not certificate.certificates:
+            self.verification_error = CertificateError("client sent no certificate (libp2p requires mutual TLS)")
+            raise tls.AlertHandshakeFailure(str(self.verification_error))
+        super()._server_handle_certificate(input_buf)
+
+    def _server_handle_certificate_verify(self, input_buf: Buffer) -> None:
+        super()._server_handle_certificate_verify(input_buf)
+        self._verify_libp2p_peer()
+
+    def _client_handle_finished(self, input_buf: Buffer, output_buf: Buffer) -> None:
+        # A resumed handshake has no Certificate message: the server proved
+        # the PSK from the ticket it issued to the peer we resumed with.
+        if self.remote_peer_id is None and self.session_resumed:
+            self.remote_peer_id = self.resumed_peer_id
+        super()._client_handle_finished(input_buf, output_buf)
+
+    def _server_handle_finished(self, input_buf: Buffer, output_buf: Buffer) -> None:
+        if self.remote_peer_id is None:
+            if self.session_resumed and self.resumed_peer_id is not None:
+                self.remote_peer_id = self.resumed_peer_id
+            else:
+                self.verification_error = CertificateError("client did not authenticate")
+                raise tls.AlertHandshakeFailure(str(self.verification_error))
+        super()._server_handle_finished(input_buf, output_buf)
+
+
+TicketLookup = Callable[[bytes], "tuple[tls.SessionTicket, PeerId] | None"]
+
+
+class Libp2pQuicConnection(QuicConnection):
+    """``QuicConnection`` with libp2p authentication, read-paced flow control
+    and datagram-size probing. See the module docstring for each hook."""
+
+    def __init__(
+        self,
+        *,
+        expected_peer_id: PeerId | None = None,
+        resumed_peer_id: PeerId | None = None,
+        server_ticket_lookup: TicketLookup | None = None,
+        **kwargs,
+    ):
+        self._expected_peer_id = expected_peer_id
+        self._resumed_peer_id = resumed_peer_id
+        self._server_ticket_lookup = server_ticket_lookup
+        # Bytes the application has consumed, per stream and in total.
+        self._consumed_by_stream: dict[int, int] = {}
+        self._consumed_total = 0
+        self._probe_uid: int | None = None
+        self._probe_size = 0
+        self._probe_failed = False
+        self._building_probe = False
+        self.remote_max_udp_payload_size: int | None = None
+        super().__init__(**kwargs)
+        self._local_max_data.value = CONNECTION_RECEIVE_WINDOW
+        self._local_max_data.sent = CONNECTION_RECEIVE_WINDOW
+        self._local_max_stream_data_bidi_local = STREAM_RECEIVE_WINDOW
+        self._local_max_stream_data_bidi_remote = STREAM_RECEIVE_WINDOW
+        self._local_max_stream_data_uni = STREAM_RECEIVE_WINDOW
+
+    # -- hooks 1–3: authentication ------------------------------------------
+
+    def _initialize(self, peer_cid: bytes) -> None:
+        super()._initialize(peer_cid)
+        context = self.tls
+        context.__class__ = Libp2pTlsContext
+        context.expected_peer_id = self._expected_peer_id
+        context.remote_peer_id = None
+        context.verification_error = None
+        context.resumed_peer_id = self._resumed_peer_id
+        if not self._is_client:
+            context._request_client_certificate = True
+            if self._server_ticket_lookup is not None:
+                context.get_session_ticket_cb = self._fetch_server_ticket
+
+    def _fetch_server_ticket(self, label: bytes):
+        found = self._server_ticket_lookup(label)
+        if found is None:
+            return None
+        ticket, peer_id = found
+        self.tls.resumed_peer_id = peer_id
+        return ticket
+
+    @property
+    def remote_peer_id(self) -> PeerId | None:
+        return getattr(self.tls, "remote_peer_id", None)
+
+    @property
+    def verification_error(self) -> CertificateError | None:
+        return getattr(self.tls, "verification_error", None)
+
+    # -- hook 4: receive windows follow the reader --------------------------
+
+    def consume(self, stream_id: int, count: int) -> None:
+        """Record that the application read ``count`` bytes from a stream."""
+        self._consumed_by_stream[stream_id] = self._consumed_by_stream.get(stream_id, 0) + count
+        self._consumed_total += count
+
+    def window_update_due(self, stream_id: int) -> bool:
+        """Whether reads since the last grant warrant a MAX_STREAM_DATA/MAX_DATA now."""
+        stream = self._streams.get(stream_id)
+        if stream is not None and stream.max_stream_data_local:
+            consumed = self._consumed_by_stream.get(stream_id, 0)
+            if consumed + STREAM_RECEIVE_WINDOW - stream.max_stream_data_local >= STREAM_RECEIVE_WINDOW // 4:
+                return True
+        wanted = self._consumed_total + CONNECTION_RECEIVE_WINDOW
+        return wanted - self._local_max_data.value >= CONNECTION_RECEIVE_WINDOW // 4
+
+    def forget_stream(self, stream_id: int) -> None:
+        self._consumed_by_stream.pop(stream_id, None)
+
+    def _write_connection_limits(self, builder, space) -> None:
+        limit = self._local_max_data
+        # Keep aioquic's doubling rule from firing: the window moves only as
+        # the application reads.
+        wanted = self._consumed_total + CONNECTION_RECEIVE_WINDOW
+        if wanted - limit.value >= CONNECTION_RECEIVE_WINDOW // 4:
+            limit.value = wanted
+        saved_used = limit.used
+        limit.used = 0
+        try:
+            super()._write_connection_limits(builder, space)
+        finally:
+            limit.used = saved_used
+
+    def _write_stream_limits(self, builder, space, stream) -> None:
+        if stream.max_stream_data_local:
+            consumed = self._consumed_by_stream.get(stream.stream_id, 0)
+            wanted = consumed + STREAM_RECEIVE_WINDOW
+            # Update in quarter-window steps to batch MAX_STREAM_DATA frames.
+            if wanted - stream.max_stream_data_local >= STREAM_RECEIVE_WINDOW // 4:
+                stream.max_stream_data_local = wanted
+            # Defeat aioquic's own doubling (it compares against arrivals).
+            saved = stream.receiver.highest_offset
+            stream.receiver.highest_offset = 0
+            try:
+                super()._write_stream_limits(builder, space, stream)
+            finally:
+                stream.receiver.highest_offset = saved
+        else:
+            super()._write_stream_limits(builder, space, stream)
+
+    # -- hook 5: datagram size probes ---------------------------------------
+
+    def _parse_transport_parameters(self, data: bytes, from_session_ticket: bool = False) -> None:
+        super()._parse_transport_parameters(data, from_session_ticket)
+        params = pull_quic_transport_parameters(Buffer(data=data))
+        self.remote_max_udp_payload_size = params.max_udp_payload_size
+
+    @property
+    def max_datagram_size(self) -> int:
+        return self._max_datagram_size
+
+    def datagrams_for_probe(self, size: int, uid: int, now: float) -> list[tuple[bytes, tuple]]:
+        """Build one ack-eliciting datagram padded to ``size`` bytes.
+
+        Its acknowledgement arrives as a ``PingAcknowledged(uid)`` event; call
+        :meth:`confirm_probe` then. A lost probe is not retransmitted.
+        """
+        self._probe_uid = uid
+        self._probe_size = size
+        self._probe_failed = False
+        self._ping_pending.append(uid)
+        # Lets the probe exceed the congestion window, as RFC 8899 §4.1 allows.
+        self._probe_pending = True
+        saved = self._max_datagram_size
+        self._max_datagram_size = size
+        self._building_probe = True
+        try:
+            return self.datagrams_to_send(now)
+        finally:
+            self._building_probe = False
+            self._max_datagram_size = saved
+
+    def _write_ping_frame(self, builder, uids=[], comment: str = "") -> None:
+        super()._write_ping_frame(builder, uids, comment)
+        if self._building_probe and self._probe_uid in uids:
+            builder._datagram_needs_padding = True
+
+    def _on_ping_delivery(self, delivery: QuicDeliveryState, uids) -> None:
+        if self._probe_uid is not None and self._probe_uid in uids and delivery == QuicDeliveryState.LOST:
+            # Never resend a probe at a smaller size: its ack would prove nothing.
+            self._probe_failed = True
+            uids = tuple(uid for uid in uids if uid != self._probe_uid)
+            if not uids:
+                return
+        super()._on_ping_delivery(delivery, uids)
+
+    @property
+    def probe_failed(self) -> bool:
+        return self._probe_failed
+
+    def confirm_probe(self, uid: int) -> bool:
+        """Adopt the probed size if ``uid`` is the probe's. Returns True if adopted."""
+        if uid != self._probe_uid or self._probe_failed:
+            return False
+        self.set_max_datagram_size(self._probe_size)
+        self._probe_uid = None
+        return True
+
+    def set_max_datagram_size(self, size: int) -> None:
+        self._max_datagram_size = size
+        self._loss._pacer._max_datagram_size = size
+        congestion = self._loss._cc
+        if hasattr(congestion, "_max_datagram_size"):
+            congestion._max_datagram_size = size
+        # Room for at least two full datagrams, or nothing of the new size fits.
+        congestion.congestion_window = max(congestion.congestion_window, 2 * size)
