@@ -36,6 +36,7 @@ from .errors import (
     TransportError,
 )
 from .identity import Identity, PeerId
+from .interfaces import expand_wildcard
 from .multiaddrs import (
     MultiaddrError,
     QuicAddress,
@@ -149,12 +150,14 @@ class Host:
     def listen_addrs(self) -> list[str]:
         """Full multiaddrs (with /p2p) of every endpoint we listen on.
 
-        Wildcard binds are reported as-is; see :meth:`interface_addrs`.
+        A wildcard bind (``::``, ``0.0.0.0``) is reported as the addresses of
+        the local interfaces, which peers can dial.
         """
         return [
-            format_quic_address(endpoint.local_host, endpoint.local_port, self.peer_id)
+            format_quic_address(host, endpoint.local_port, self.peer_id)
             for endpoint in self._endpoints
             if endpoint.listening
+            for host in expand_wildcard(endpoint.local_host)
         ]
 
     async def aclose(self) -> None:
