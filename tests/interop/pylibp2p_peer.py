@@ -91,6 +91,43 @@ def emit(obj: dict[str, Any]) -> None:
     sys.stdout.flush()
 
 
+def apply_quic_ipv6_workaround() -> None:
+    """Opt-in monkeypatch (--fix-quic-ipv6) for the py-libp2p 0.8.1 IPv6 QUIC bug.
+
+    py-libp2p dials with remote_addr=(host, port) (transport/quic/transport.py:314)
+    but an AF_INET6 socket's recvfrom() returns (host, port, flowinfo, scope_id);
+    aioquic (connection.py ~L787, RFC 9000 s9) drops client packets whose source
+    address differs from every known network path, so the handshake never
+    completes.  Normalise the client-side address to the path's own form.
+    Also fixes listener.py:1021 ``host, port = addr`` (4-tuple on IPv6).
+    """
+    from aioquic.quic.connection import QuicConnection
+
+    orig = QuicConnection.receive_datagram
+    if getattr(orig, "_hm_patched", False):
+        return
+
+    def receive_datagram(self, data, addr, now):  # type: ignore[no-untyped-def]
+        if self._is_client and len(addr) == 4:
+            for path in self._network_paths:
+                if tuple(path.addr[:2]) == tuple(addr[:2]):
+                    addr = path.addr
+                    break
+        return orig(self, data, addr, now)
+
+    receive_datagram._hm_patched = True  # type: ignore[attr-defined]
+    QuicConnection.receive_datagram = receive_datagram
+
+    from libp2p.transport.quic.listener import QUICListener
+
+    orig_pp = QUICListener._process_packet
+
+    async def _process_packet(self, data, addr):  # type: ignore[no-untyped-def]
+        return await orig_pp(self, data, tuple(addr[:2]))
+
+    QUICListener._process_packet = _process_packet
+
+
 def key_pair_from_seed(seed: int | None):
     if seed is None:
         return create_new_key_pair(secrets.token_bytes(32))
@@ -557,7 +594,10 @@ def main(argv: list[str] | None = None) -> int:
     dp.add_argument("--seed", type=int, default=None)
     dp.add_argument("--timeout", type=float, default=20.0)
     dp.add_argument("--verbose", action="store_true")
+    p.add_argument("--fix-quic-ipv6", action="store_true", help="apply a monkeypatch for py-libp2p's IPv6 QUIC bug (see docs/INTEROP.md)")
     args = p.parse_args(argv)
+    if args.fix_quic_ipv6:
+        apply_quic_ipv6_workaround()
     logging.getLogger().setLevel(args.log_level.upper())
     for name in ("libp2p", "multiaddr", "aioquic", "async_service"):
         logging.getLogger(name).setLevel(max(logging.getLogger().level, logging.WARNING) if args.log_level.upper() != "DEBUG" else logging.DEBUG)
