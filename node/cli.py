@@ -11,22 +11,18 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import math
-import signal
 import sys
 from pathlib import Path
 
 import trio
 
-from hypermesh.transport import identify as identify_protocol
-from hypermesh.transport import perf as perf_protocol
-from hypermesh.transport import ping as ping_protocol
 from hypermesh.transport.errors import TransportError
 from hypermesh.transport.host import open_host
 from hypermesh.transport.identity import Identity, IdentityError, init_identity, key_path, load_identity
-from hypermesh.transport.multiaddrs import MultiaddrError, parse_quic_address
+from hypermesh.transport.multiaddrs import MultiaddrError
 
-from .config import DEFAULT_DATA_DIR, DEFAULT_LISTEN
+from . import control, operations
+from .config import DEFAULT_DATA_DIR
 from .logs import setup_logging
 
 log = logging.getLogger("hypermesh.node")
@@ -50,13 +46,6 @@ def _client_identity(data_dir: Path) -> Identity:
     if key_path(data_dir).exists():
         return load_identity(data_dir)
     return Identity.generate()
-
-
-def _target(maddr: str):
-    address = parse_quic_address(maddr)
-    if address.peer_id is None:
-        raise CommandError(f"{maddr} lacks /p2p/<peer id>: the peer must be named so that it can be authenticated")
-    return address
 
 
 # -- commands -------------------------------------------------------------------
@@ -83,56 +72,83 @@ def cmd_run(args) -> int:
     return trio.run(_run_node, args)
 
 
-async def _ping(args) -> int:
-    address = _target(args.maddr)
-    identity = _client_identity(args.data_dir)
-    async with open_host(identity) as host:
-        started = trio.current_time()
-        await host.connect(address)
-        connect_ms = (trio.current_time() - started) * 1000
-        rtts = await ping_protocol.ping(host, address.peer_id, args.count)
-    rtts_ms = [round(rtt * 1000, 3) for rtt in rtts]
+async def _on_node(args, command: str, **params):
+    """Run an operation on the node of ``--data-dir``: through its control
+    socket when it is running, else on a short-lived node with its identity
+    (or a throwaway one)."""
+    if control.node_is_running(args.data_dir):
+        try:
+            return await control.call(args.data_dir, command, **params)
+        except control.ControlError as exc:
+            if "no node is running" not in str(exc):
+                raise CommandError(str(exc)) from None
+    operation = getattr(operations, {"id": "identify"}.get(command, command))
+    async with open_host(_client_identity(args.data_dir)) as host:
+        positional = params.pop("addr", None)
+        return await (operation(host, positional, **params) if positional is not None else operation(host, **params))
+
+
+def _show(args, result, lines) -> int:
     if args.json:
-        _print_json({"peer_id": str(address.peer_id), "connect_ms": round(connect_ms, 3), "rtts_ms": rtts_ms})
+        _print_json(result)
     else:
-        print(f"connected to {address.peer_id} in {connect_ms:.2f} ms")
-        for index, rtt in enumerate(rtts_ms, 1):
-            print(f"ping {index}: {rtt:.3f} ms")
+        for line in lines(result):
+            print(line)
     return EXIT_OK
+
+
+def _ping_lines(result):
+    yield f"connected to {result['peer_id']} in {result['connect_ms']:.2f} ms"
+    for index, rtt in enumerate(result["rtts_ms"], 1):
+        yield f"ping {index}: {rtt:.3f} ms"
+
+
+def _identify_lines(record):
+    yield f"peer:      {record['peer_id']}"
+    yield f"agent:     {record['agent_version']}"
+    yield f"protocol:  {record['protocol_version']}"
+    yield "protocols: " + ", ".join(record["protocols"])
+    for addr in record["listen_addrs"]:
+        yield f"listening: {addr}"
+    if record["observed_addr"]:
+        yield f"sees us:   {record['observed_addr']}"
+
+
+def _key_value_lines(result):
+    for key, value in result.items():
+        yield f"{key}: {value}"
+
+
+def _peers_lines(result):
+    if not result:
+        yield "no connected peers"
+    for peer in result:
+        yield f"{peer['peer_id']}  {' '.join(peer['addrs'])}  {peer['agent_version']}"
+
+
+async def _ping(args) -> int:
+    result = await _on_node(args, "ping", addr=args.maddr, count=args.count)
+    return _show(args, result, _ping_lines)
 
 
 async def _identify(args) -> int:
-    address = _target(args.maddr)
-    async with open_host(_client_identity(args.data_dir)) as host:
-        driver = await host.connect(address)
-        record = await identify_protocol.identify(host, driver)
-    if args.json:
-        _print_json(record.to_json())
-    else:
-        print(f"peer:      {record.peer_id}")
-        print(f"agent:     {record.agent_version}")
-        print(f"protocol:  {record.protocol_version}")
-        print("protocols: " + ", ".join(record.protocols))
-        for addr in record.listen_addrs:
-            print(f"listening: {addr}")
-        if record.observed_addr:
-            print(f"sees us:   {record.observed_addr}")
-    return EXIT_OK
+    result = await _on_node(args, "id", addr=args.maddr)
+    return _show(args, result, _identify_lines)
 
 
 async def _perf(args) -> int:
-    address = _target(args.maddr)
-    async with open_host(_client_identity(args.data_dir)) as host:
-        await host.connect(address)
-        stream = await host.new_stream(address.peer_id, [perf_protocol.PROTOCOL])
-        result = await perf_protocol.run_perf(stream, args.upload, args.download)
-    report = {"peer_id": str(address.peer_id), **result.to_json()}
-    if args.json:
-        _print_json(report)
-    else:
-        for key, value in report.items():
-            print(f"{key}: {value}")
-    return EXIT_OK
+    result = await _on_node(args, "perf", addr=args.maddr, upload=args.upload, download=args.download)
+    return _show(args, result, _key_value_lines)
+
+
+async def _peers(args) -> int:
+    if not control.node_is_running(args.data_dir):
+        raise CommandError(f"no node is running in {args.data_dir}: start one with `hypermesh run`")
+    try:
+        result = await control.call(args.data_dir, "peers")
+    except control.ControlError as exc:
+        raise CommandError(str(exc)) from None
+    return _show(args, result, _peers_lines)
 
 
 def _byte_count(text: str) -> int:
@@ -191,6 +207,8 @@ def build_parser() -> argparse.ArgumentParser:
     perf.add_argument("--upload", type=_byte_count, default=0, metavar="BYTES")
     perf.add_argument("--download", type=_byte_count, default=0, metavar="BYTES")
 
+    command("peers", lambda args: trio.run(_peers, args), "list the running node's connected peers")
+
     for extension in _extensions():
         extension(commands, command)
     return parser
@@ -219,7 +237,7 @@ def main(argv: list[str] | None = None) -> int:
         return args.handler(args) or EXIT_OK
     except KeyboardInterrupt:
         return 130
-    except (CommandError, TransportError, IdentityError, MultiaddrError, trio.TooSlowError, OSError) as exc:
+    except (CommandError, control.ControlError, TransportError, IdentityError, MultiaddrError, trio.TooSlowError, OSError) as exc:
         message = str(exc) or type(exc).__name__
         print(f"error: {message}", file=sys.stderr)
         return EXIT_FAILURE

@@ -14,7 +14,9 @@ from hypermesh.transport.host import open_host
 from hypermesh.transport.identity import init_identity
 from hypermesh.transport.multiaddrs import MultiaddrError, parse_quic_address
 
+from . import operations
 from .config import DEFAULT_LISTEN
+from .control import ControlServer
 
 log = logging.getLogger("hypermesh.node")
 
@@ -61,6 +63,9 @@ async def run_node(args) -> int:
         start_metrics_server(args.metrics)
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with open_host(identity, listen) as host:
+            control_server = ControlServer(args.data_dir)
+            operations.register_all(control_server, host)
+            await host._nursery.start(control_server.serve)
             addrs = host.listen_addrs()
             if args.json:
                 sys.stdout.write(json.dumps({"peer_id": str(identity.peer_id), "addrs": addrs}) + "\n")
