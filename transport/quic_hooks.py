@@ -148,7 +148,14 @@ class Libp2pQuicConnection(QuicConnection):
         if found is None:
             return None
         ticket, peer_id = found
+        if not ticket.is_valid:
+            return None
         self.tls.resumed_peer_id = peer_id
+        # TLS 1.3 forbids a CertificateRequest in a PSK handshake, but aioquic
+        # would still wait for the client's Certificate. If the PSK is then not
+        # used after all, _server_handle_finished refuses the unauthenticated
+        # client: this fails closed.
+        self.tls._request_client_certificate = False
         return ticket
 
     @property
@@ -236,11 +243,22 @@ class Libp2pQuicConnection(QuicConnection):
         saved = self._max_datagram_size
         self._max_datagram_size = size
         self._building_probe = True
+        pacer = self._loss._pacer
+        # A probe is one datagram, sent now: pacing would only postpone it
+        # into an ordinary-sized packet, whose ack would prove nothing.
+        pacer.next_send_time = lambda now: None
         try:
-            return self.datagrams_to_send(now)
+            datagrams = self.datagrams_to_send(now)
         finally:
+            del pacer.next_send_time
             self._building_probe = False
             self._max_datagram_size = saved
+        if not any(len(data) == size for data, _ in datagrams):
+            # Could not be built at full size (e.g. anti-amplification limit).
+            if uid in self._ping_pending:
+                self._ping_pending.remove(uid)
+            self._probe_failed = True
+        return datagrams
 
     def _write_ping_frame(self, builder, uids=[], comment: str = "") -> None:
         super()._write_ping_frame(builder, uids, comment)

@@ -1,0 +1,12 @@
+"""Shared test settings."""
+
+import os
+
+from hypothesis import HealthCheck, settings
+
+# CI runs on 2 cores beside other tests: keep examples bounded and deadlines off.
+settings.register_profile(
+    "hypermesh", max_examples=int(os.environ.get("HYPOTHESIS_MAX_EXAMPLES", "200")), deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+settings.load_profile("hypermesh")
