@@ -184,6 +184,14 @@ def decode_maddr(b: bytes) -> str:
 # --------------------------------------------------------------------------
 
 
+async def read_some(stream, n: int) -> bytes:
+    """stream.read() that returns b"" at EOF (py-libp2p raises StreamEOF instead)."""
+    try:
+        return await stream.read(n)
+    except EOFError:
+        return b""
+
+
 async def do_connect(host, addr: str) -> tuple[ID, float]:
     info = info_from_p2p_addr(multiaddr.Multiaddr(addr))
     t0 = time.perf_counter()
@@ -201,7 +209,7 @@ async def do_ping(host, peer_id: ID, count: int) -> list[float]:
             await stream.write(payload)
             got = b""
             while len(got) < 32:
-                chunk = await stream.read(32 - len(got))
+                chunk = await read_some(stream, 32 - len(got))
                 if not chunk:
                     raise RuntimeError(f"ping stream closed after {len(got)} bytes")
                 got += chunk
@@ -241,7 +249,7 @@ async def do_identify(host, peer_id: ID) -> dict[str, Any]:
     try:
         # The responder writes one (or more) varint-delimited messages, then closes.
         while True:
-            chunk = await stream.read(65536)
+            chunk = await read_some(stream, 65536)
             if not chunk:
                 break
             data += chunk
@@ -298,7 +306,7 @@ async def sink_handler(stream) -> None:
     total = 0
     try:
         while True:
-            chunk = await stream.read(1 << 20)
+            chunk = await read_some(stream, 1 << 20)
             if not chunk:
                 break
             total += len(chunk)
