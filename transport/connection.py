@@ -442,6 +442,14 @@ class QuicConnectionDriver:
     def probe_lost(self) -> bool:
         return self.quic.probe_failed
 
+    def is_viable(self) -> bool:
+        """False for a server connection whose first packet never parsed."""
+        return bool(self.quic._network_paths)
+
+    def abandon(self, reason: str) -> None:
+        """Drop the connection without sending anything."""
+        self._mark_closed(reason)
+
     def close(self, reason: str = "closed", error_code: int = 0) -> None:
         if self.closed:
             return

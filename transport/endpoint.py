@@ -229,6 +229,16 @@ class QuicEndpoint:
             driver = self._accept(self, data, addr, cid, version)
             if driver is None:
                 return None
+            try:
+                driver.datagram_received(data, addr, now)
+            finally:
+                if not driver.is_viable():
+                    # Not a real Initial (aioquic could not decrypt it): forget
+                    # it without a word, as RFC 9000 §5.2.2 allows.
+                    metrics.DATAGRAMS_DROPPED.labels("bad_initial").inc()
+                    driver.abandon("undecryptable initial packet")
+                    return None
+            return driver
         try:
             driver.datagram_received(data, addr, now)
         except Exception:

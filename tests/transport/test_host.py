@@ -1,0 +1,234 @@
+"""Hosts talking over real QUIC sockets on [::1] and 127.0.0.1."""
+
+import contextlib
+import os
+import socket
+
+import pytest
+import trio
+
+from hypermesh.transport import identify, perf, ping
+from hypermesh.transport.connection import STREAM_SEND_BUFFER
+from hypermesh.transport.errors import HandshakeError, NegotiationError, PeerIdMismatch, ResourceLimitError
+from hypermesh.transport.host import HostConfig, open_host
+from hypermesh.transport.identity import Identity
+from hypermesh.transport.multistream import HEADER, encode_message
+from hypermesh.transport.quic_hooks import STREAM_RECEIVE_WINDOW
+from hypermesh.transport.varint import encode_uvarint
+
+V6 = "/ip6/::1/udp/0/quic-v1"
+V4 = "/ip4/127.0.0.1/udp/0/quic-v1"
+# Generous bound for every network step: loopback answers in milliseconds.
+STEP = 10
+
+
+@pytest.fixture
+async def pair():
+    async with open_host(Identity.generate(), [V6, V4]) as server, open_host(Identity.generate(), [V6, V4]) as client:
+        yield server, client
+
+
+@pytest.mark.parametrize("family", ["/ip6/", "/ip4/"])
+async def test_ping_and_identify_over_both_families(pair, family):
+    server, client = pair
+    addr = next(a for a in server.listen_addrs() if a.startswith(family))
+    with trio.fail_after(STEP):
+        driver = await client.connect(addr)
+        rtts = await ping.ping(client, server.peer_id, count=3)
+        record = await identify.identify(client, driver)
+    assert len(rtts) == 3 and all(0 < rtt < 1 for rtt in rtts)
+    assert record.peer_id == server.peer_id
+    assert set(record.protocols) >= {ping.PROTOCOL, identify.PROTOCOL, perf.PROTOCOL}
+    assert record.observed_addr.startswith(family)
+    assert client.peerstore.protocols(server.peer_id) >= {ping.PROTOCOL}
+
+
+async def test_second_dial_reuses_the_connection(pair):
+    server, client = pair
+    with trio.fail_after(STEP):
+        first = await client.connect(server.listen_addrs()[0])
+        second = await client.connect(server.listen_addrs()[1])
+    assert first is second
+    assert client.connection_count == 1
+
+
+async def test_dialling_the_wrong_peer_id_is_refused_clearly(pair):
+    server, client = pair
+    wrong = Identity.generate().peer_id
+    addr = server.listen_addrs()[0].rsplit("/p2p/", 1)[0] + f"/p2p/{wrong}"
+    with trio.fail_after(STEP), pytest.raises(PeerIdMismatch, match="mismatch"):
+        await client.connect(addr)
+    assert not client.connections_to(wrong)
+    # The server keeps serving the right peer ID.
+    with trio.fail_after(STEP):
+        await client.connect(server.listen_addrs()[0])
+        assert await ping.ping(client, server.peer_id)
+
+
+async def test_redial_after_close_resumes_the_session(pair):
+    server, client = pair
+    addr = server.listen_addrs()[0]
+    with trio.fail_after(STEP):
+        first = await client.connect(addr)
+        await ping.ping(client, server.peer_id)  # lets the session ticket arrive
+        await first.aclose()
+        second = await client.connect(addr)
+        rtts = await ping.ping(client, server.peer_id)
+    assert not first.resumed and second.resumed
+    assert second.remote_peer_id == server.peer_id and rtts
+
+
+async def test_perf_moves_data_both_ways(pair):
+    server, client = pair
+    with trio.fail_after(STEP):
+        await client.connect(server.listen_addrs()[0])
+        stream = await client.new_stream(server.peer_id, [perf.PROTOCOL])
+        result = await perf.run_perf(stream, upload=3 << 20, download=5 << 20)
+    assert (result.upload_bytes, result.download_bytes) == (3 << 20, 5 << 20)
+
+
+async def test_connection_survives_the_client_changing_address(pair):
+    server, client = pair
+    with trio.fail_after(STEP):
+        driver = await client.connect(server.listen_addrs()[0])
+        await ping.ping(client, server.peer_id)
+        # Move the client to a fresh socket: the server sees a new address.
+        from hypermesh.transport.endpoint import QuicEndpoint, make_udp_socket
+
+        new_endpoint = QuicEndpoint(make_udp_socket(socket.AF_INET6, "::1", 0), socket.AF_INET6, None)
+        client._add_endpoint(new_endpoint)
+        old_port = driver.endpoint.local_port
+        for cid in list(driver.user_data["cids"]):
+            new_endpoint.register_cid(cid, driver)
+        driver.endpoint = new_endpoint
+        driver.quic.change_connection_id()
+        rtts = await ping.ping(client, server.peer_id, count=3)
+    server_side = server.connections_to(client.peer_id)[0]
+    assert rtts and server_side.quic._network_paths[0].addr[1] == new_endpoint.local_port != old_port
+
+
+async def test_garbage_datagrams_are_dropped_and_service_continues(pair):
+    server, client = pair
+    host, port = server.listen_addrs()[0].split("/")[2], int(server.listen_addrs()[0].split("/")[4])
+    with trio.socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as attacker:
+        for size in (0, 1, 20, 1200, 1500, 9000):
+            await attacker.sendto(os.urandom(size), (host, port))
+        # A long header claiming QUIC v1 Initial with random bytes.
+        await attacker.sendto(b"\xc0\x00\x00\x00\x01\x08" + os.urandom(1300), (host, port))
+        # An unknown version gets a Version Negotiation reply, not a crash.
+        await attacker.sendto(b"\xc0\x0a\x0a\x0a\x0a\x08" + b"\x01" * 8 + b"\x08" + b"\x02" * 8 + bytes(1200), (host, port))
+        with trio.fail_after(STEP):
+            reply, _ = await attacker.recvfrom(2048)
+        assert reply[1:5] == b"\x00\x00\x00\x00"  # version negotiation packet
+    with trio.fail_after(STEP):
+        await client.connect(server.listen_addrs()[0])
+        assert await ping.ping(client, server.peer_id)
+
+
+async def test_certificate_whose_key_does_not_match_its_peer_id_is_refused(pair):
+    server, client = pair
+    impostor_identity = Identity.generate()
+    async with open_host(impostor_identity, [V6]) as impostor:
+        # The impostor presents a certificate signed for someone else's key.
+        from hypermesh.transport.tls import make_certificate
+
+        certificate, key = make_certificate(Identity.generate())
+        impostor._server_config.certificate = certificate
+        impostor._server_config.private_key = key
+        with trio.fail_after(STEP), pytest.raises(PeerIdMismatch):
+            await client.connect(impostor.listen_addrs()[0])
+    with trio.fail_after(STEP):
+        await client.connect(server.listen_addrs()[0])
+        assert await ping.ping(client, server.peer_id)
+
+
+async def test_one_megabyte_protocol_name_resets_only_that_stream(pair):
+    server, client = pair
+    with trio.fail_after(STEP):
+        driver = await client.connect(server.listen_addrs()[0])
+        stream = driver.open_stream()
+        await stream.send_all(encode_message(HEADER) + encode_uvarint(1 << 20) + b"/" * (1 << 20))
+        # The server refuses: the stream ends in a reset, never an echo.
+        with pytest.raises(Exception):
+            while await stream.receive_some():
+                pass
+        assert await ping.ping(client, server.peer_id)
+
+
+async def test_unknown_protocol_is_refused_with_a_negotiation_error(pair):
+    server, client = pair
+    with trio.fail_after(STEP):
+        await client.connect(server.listen_addrs()[0])
+        with pytest.raises(NegotiationError, match="supports none"):
+            await client.new_stream(server.peer_id, ["/not/served/1.0.0"])
+
+
+async def test_ten_thousand_streams_from_one_peer_are_bounded(pair):
+    server, client = pair
+    with trio.fail_after(60):
+        driver = await client.connect(server.listen_addrs()[0])
+        opened = 0
+        # Open without waiting: the server's stream limit holds the excess back.
+        streams = []
+        for _ in range(10_000):
+            try:
+                stream = driver.open_stream()
+            except ResourceLimitError:
+                break
+            await stream.send_all(encode_message(HEADER) + encode_message(ping.PROTOCOL))
+            streams.append(stream)
+            opened += 1
+        assert opened == client.config.max_streams_per_connection
+        for stream in streams:
+            await stream.reset()
+        # Then 10,000 short streams one after the other: all served in turn.
+        server_peak = 0
+        for index in range(10_000 // 50):
+            async with trio.open_nursery() as nursery:
+                for _ in range(50):
+                    nursery.start_soon(ping.ping, client, server.peer_id)
+            server_peak = max(server_peak, server._inbound_handlers)
+        assert server.connections_to(client.peer_id)[0].stream_count <= server.config.max_streams_per_connection
+    with trio.fail_after(STEP):
+        assert await ping.ping(client, server.peer_id)
+
+
+async def test_peer_that_stops_reading_holds_the_writer_not_the_node(pair):
+    server, client = pair
+    stalled = trio.Event()
+
+    async def sink_that_never_reads(stream):
+        stalled.set()
+        await trio.sleep_forever()
+
+    server.set_stream_handler("/stall/1.0.0", sink_that_never_reads)
+    with trio.fail_after(STEP):
+        await client.connect(server.listen_addrs()[0])
+        stream = await client.new_stream(server.peer_id, ["/stall/1.0.0"])
+        await stalled.wait()
+    written = 0
+    with trio.move_on_after(1.5):
+        while True:
+            await stream.send_all(bytes(64 << 10))
+            written += 64 << 10
+    # Bounded by the receiver's window plus our own send buffer.
+    assert written <= STREAM_RECEIVE_WINDOW + STREAM_SEND_BUFFER + (64 << 10)
+    with trio.fail_after(STEP):
+        assert await ping.ping(client, server.peer_id)
+    await stream.reset()
+
+
+async def test_connection_limit_refuses_extra_peers():
+    config = HostConfig(max_connections=2)
+    async with contextlib.AsyncExitStack() as stack:
+        server = await stack.enter_async_context(open_host(Identity.generate(), [V6], config))
+        clients = [
+            await stack.enter_async_context(open_host(Identity.generate(), [V6], HostConfig(handshake_timeout=1)))
+            for _ in range(3)
+        ]
+        with trio.fail_after(STEP):
+            await clients[0].connect(server.listen_addrs()[0])
+            await clients[1].connect(server.listen_addrs()[0])
+            with pytest.raises(HandshakeError, match="timed out"):
+                await clients[2].connect(server.listen_addrs()[0])
+        assert server.connection_count == 2
