@@ -30,11 +30,11 @@ demo: setup
 	$(BIN)/python -m hypermesh.node.demo
 
 test: setup interop-setup
-	HYPERMESH_INTEROP_PYTHON=$(abspath $(INTEROP_VENV))/bin/python \
+	HYPERMESH_INTEROP_PY=$(abspath $(INTEROP_VENV))/bin/python \
 		$(BIN)/python -m pytest -n 2 -q
 
 bench: setup interop-setup
-	HYPERMESH_INTEROP_PYTHON=$(abspath $(INTEROP_VENV))/bin/python $(BIN)/python bench/transport.py
+	HYPERMESH_INTEROP_PY=$(abspath $(INTEROP_VENV))/bin/python $(BIN)/python bench/transport.py
 
 clean:
 	rm -rf $(VENV) $(INTEROP_VENV) build *.egg-info
