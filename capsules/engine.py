@@ -1,0 +1,127 @@
+"""One wasmtime engine per node, its epoch ticker and the compiled-artifact cache.
+
+Every store this node creates comes from one :class:`CapsuleEngine`: fuel
+metering and epoch interruption are on for all of them, so every call has an
+instruction budget and a wall-clock deadline. A daemon thread advances the
+engine's epoch every ``EPOCH_TICK_S``; a call's deadline is its timeout in
+ticks plus one, so a runaway guest is interrupted at most one tick (plus
+scheduling delay) after its timeout.
+
+Compiled code is cached by content hash: in memory (bounded LRU) and on disk
+under ``<data_dir>/artifacts/<engine fingerprint>/<sha256>.cwasm``. Only
+files this node wrote are ever deserialized (deserializing is equivalent to
+running native code), which is why the directory is created mode 0700 and
+files enter it by atomic rename only.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import threading
+from collections import OrderedDict
+from pathlib import Path
+from typing import Callable
+
+import wasmtime
+from wasmtime import component as wasm_component
+
+from .errors import LinkError
+from .storage import atomic_write, ensure_private_dir
+
+EPOCH_TICK_S = 0.001
+MAX_CACHED_MODULES = 256
+# A componentize-py guest is ~40 MB of machine code once loaded.
+MAX_CACHED_COMPONENTS = 8
+
+
+def deadline_ticks(timeout_ms: int) -> int:
+    return math.ceil(timeout_ms / 1000 / EPOCH_TICK_S) + 1
+
+
+class _LRU:
+    def __init__(self, capacity: int):
+        self.capacity = capacity
+        self.items: OrderedDict[str, object] = OrderedDict()
+
+    def get(self, key: str) -> object | None:
+        value = self.items.get(key)
+        if value is not None:
+            self.items.move_to_end(key)
+        return value
+
+    def put(self, key: str, value: object) -> None:
+        self.items[key] = value
+        self.items.move_to_end(key)
+        while len(self.items) > self.capacity:
+            self.items.popitem(last=False)
+
+
+class CapsuleEngine:
+    """The node's wasmtime engine, epoch ticker and artifact cache."""
+
+    def __init__(self, data_dir: Path | None = None):
+        config = wasmtime.Config()
+        config.consume_fuel = True
+        config.epoch_interruption = True
+        self.engine = wasmtime.Engine(config)
+        # Artifacts only load into an engine with the same settings and version.
+        self.fingerprint = hashlib.sha256(
+            f"wasmtime-py {wasmtime.__dict__.get('__version__', '50')}|fuel|epoch".encode()
+        ).hexdigest()[:16]
+        self.artifact_dir = None if data_dir is None else ensure_private_dir(Path(data_dir) / "artifacts" / self.fingerprint)
+        self._lock = threading.Lock()
+        self._modules = _LRU(MAX_CACHED_MODULES)
+        self._components = _LRU(MAX_CACHED_COMPONENTS)
+        self._stop = threading.Event()
+        self._ticker = threading.Thread(target=self._tick, name="capsule-epoch", daemon=True)
+        self._ticker.start()
+        self.stats = {"compiled": 0, "deserialized": 0, "memory_hits": 0}
+
+    def _tick(self) -> None:
+        # Event.wait doubles as the sleep and the stop signal.
+        while not self._stop.wait(EPOCH_TICK_S):
+            self.engine.increment_epoch()
+
+    def close(self) -> None:
+        self._stop.set()
+        self._ticker.join(timeout=1)
+
+    def artifact_path(self, digest: str) -> Path | None:
+        return None if self.artifact_dir is None else self.artifact_dir / f"{digest}.cwasm"
+
+    def _load(self, code: bytes, lru: _LRU, compile_: Callable, deserialize_file: Callable, what: str):
+        digest = hashlib.sha256(code).hexdigest()
+        with self._lock:
+            cached = lru.get(digest)
+        if cached is not None:
+            self.stats["memory_hits"] += 1
+            return cached
+        path = self.artifact_path(digest)
+        loaded = None
+        if path is not None and path.exists():
+            try:
+                loaded = deserialize_file(self.engine, str(path))
+                self.stats["deserialized"] += 1
+            except wasmtime.WasmtimeError:
+                # Left by another wasmtime build: recompile and replace it.
+                loaded = None
+        if loaded is None:
+            try:
+                loaded = compile_(self.engine, code)
+            except wasmtime.WasmtimeError as exc:
+                raise LinkError(f"{what} does not compile: {str(exc).splitlines()[0]}") from None
+            self.stats["compiled"] += 1
+            if path is not None:
+                atomic_write(path, bytes(loaded.serialize()), mode=0o600)
+        with self._lock:
+            lru.put(digest, loaded)
+        return loaded
+
+    def module(self, code: bytes) -> wasmtime.Module:
+        """A compiled core module, from memory, the disk cache or the compiler."""
+        return self._load(code, self._modules, wasmtime.Module, wasmtime.Module.deserialize_file, "core module")
+
+    def component(self, code: bytes) -> wasm_component.Component:
+        return self._load(code, self._components, wasm_component.Component,
+                          wasm_component.Component.deserialize_file, "component")

@@ -1,0 +1,25 @@
+"""The example Python capsule (see spec/README.md)."""
+
+import wit_world
+from wit_world.imports import clock, kv, log
+
+
+class WitWorld(wit_world.WitWorld):
+    def handle(self, input: bytes) -> bytes:
+        if input == b"ping":
+            return b"pong"
+        if input == b"count":
+            current = kv.get("count")
+            count = (int(current) if current is not None else 0) + 1
+            kv.set("count", str(count).encode())
+            log.log("info", f"count is now {count}")
+            return str(count).encode()
+        if input == b"time":
+            return str(clock.now_ms()).encode()
+        if input == b"spin":
+            while True:
+                pass
+        return input
+
+    def handle_hex(self, input: str) -> str:
+        return self.handle(bytes.fromhex(input)).hex()

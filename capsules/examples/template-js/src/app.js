@@ -1,0 +1,11 @@
+// A HyperMesh capsule in JavaScript, built into a WebAssembly component by
+// jco / componentize-js:
+//   npm install @bytecodealliance/jco @bytecodealliance/componentize-js
+//   hypermesh capsule build DIR
+// Imports follow manifest.json `capabilities.requires`.
+import { log } from "hypermesh:capsule/log@0.1.0";
+
+export function handle(input) {
+  log("info", `handling ${input.length} bytes`);
+  return input;
+}

@@ -1,0 +1,374 @@
+"""Running capsule code: one fresh wasmtime store per call, with the capsule's limits.
+
+A sandbox is built once per loaded capsule (linking is checked then, so an
+undeclared import fails at load, never mid-call) and then creates a new
+store for every call: fuel, a memory ceiling and an epoch deadline are set
+on the store before any guest code runs, and nothing survives from one call
+to the next except what the guest wrote through the ``kv`` capability.
+
+Core-module ABI (see docs/CAPSULES.md): the module exports ``memory``,
+``hm_alloc(len: i32) -> i32`` and, per entry point, ``name(ptr: i32, len: i32)
+-> i64`` returning ``(out_ptr << 32) | out_len``.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import re
+import threading
+from dataclasses import dataclass
+from typing import Callable
+
+import wasmtime
+from wasmtime import component as wasm_component
+
+from . import corecall
+from .component_bytes import call_bytes_func
+from .engine import CapsuleEngine, deadline_ticks
+from .errors import CallError, LinkError
+from .host import CORE_IMPORT_CAPABILITY, CORE_IMPORT_MODULE, CORE_IMPORTS, WIT_PACKAGE, HostServices, core_func_type, wit_interface
+from .manifest import COMPONENT_ENTRY, Manifest, Resources
+
+ALLOC_EXPORT = "hm_alloc"
+MEMORY_EXPORT = "memory"
+HEX_ENTRY = "handle-hex"
+# Above this size a component input goes through `handle-hex` when exported:
+# hex strings cross the C API with one copy, list<u8> one value per byte.
+HEX_THRESHOLD = 16 * 1024
+MAX_INPUT_BYTES = 64 * 1024 * 1024
+_U32 = 0xFFFFFFFF
+
+
+@dataclass(slots=True)
+class CallOutcome:
+    output: bytes
+    fuel_used: int
+
+
+def _first_line(error: BaseException) -> str:
+    return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+
+
+def classify_failure(error: Exception, resources: Resources, label: str, fault: list[str]) -> CallError:
+    """Turn a wasmtime trap or error into a :class:`CallError` that says which limit was hit."""
+    if fault:
+        return CallError("host", f"{label}: host function failed: {fault[0]}")
+    code = getattr(error, "trap_code", None)
+    text = str(error)
+    if code == wasmtime.TrapCode.OUT_OF_FUEL or "all fuel consumed" in text:
+        return CallError("fuel", f"{label} ran out of fuel ({resources.fuel} units)")
+    if code == wasmtime.TrapCode.INTERRUPT or "interrupt" in text:
+        return CallError("timeout", f"{label} exceeded its {resources.timeout_ms} ms deadline")
+    if "memory" in text and ("limit" in text or "minimum" in text or "exceeds" in text):
+        return CallError("memory", f"{label} needs more than its {resources.memory_bytes}-byte memory limit: {_first_line(error)}")
+    return CallError("trap", f"{label} trapped: {_first_line(error)}")
+
+
+class _Call:
+    """Per-call state the host functions need: the store (for memory) and a fault slot."""
+
+    __slots__ = ("fault",)
+
+    def __init__(self) -> None:
+        self.fault: list[str] = []
+
+
+class CoreSandbox:
+    """A linked core module, ready to run calls."""
+
+    def __init__(self, engine: CapsuleEngine, code: bytes, manifest: Manifest, resources: Resources, host: HostServices):
+        self.engine = engine
+        self.manifest = manifest
+        self.resources = resources
+        self.host = host
+        self.label = manifest.label
+        self.ticks = deadline_ticks(resources.timeout_ms)
+        module = engine.module(code)
+        self._check_imports(module)
+        self._check_exports(module)
+        linker = wasmtime.Linker(engine.engine)
+        # Calls may run concurrently on several threads: each has its own _Call.
+        self._local = threading.local()
+        for capability in sorted(manifest.requires):
+            for name in CORE_IMPORTS[capability]:
+                linker.define_func(CORE_IMPORT_MODULE, name, core_func_type(name), self._host_function(name), access_caller=True)
+        try:
+            self.pre = linker.instantiate_pre(module)
+        except wasmtime.WasmtimeError as exc:
+            raise LinkError(f"{self.label} does not link: {_first_line(exc)}") from None
+
+    def _check_imports(self, module: wasmtime.Module) -> None:
+        for imported in module.imports:
+            where = f"{imported.module}.{imported.name}"
+            if imported.module != CORE_IMPORT_MODULE:
+                raise LinkError(f"{self.label} imports {where}; capsules may import only host functions from {CORE_IMPORT_MODULE!r}")
+            capability = CORE_IMPORT_CAPABILITY.get(imported.name)
+            if capability is None:
+                raise LinkError(f"{self.label} imports {where}, which is not a host function (known: {sorted(CORE_IMPORT_CAPABILITY)})")
+            if capability not in self.manifest.requires:
+                raise LinkError(f"{self.label} imports {where}, which needs capability {capability!r} that its manifest does not require")
+
+    def _check_exports(self, module: wasmtime.Module) -> None:
+        exports = {item.name: item.type for item in module.exports}
+        if not isinstance(exports.get(MEMORY_EXPORT), wasmtime.MemoryType):
+            raise LinkError(f"{self.label} does not export its linear memory as {MEMORY_EXPORT!r}")
+        wanted = {ALLOC_EXPORT: ([wasmtime.ValType.i32()], [wasmtime.ValType.i32()])}
+        for name in self.manifest.entry_points:
+            wanted[name] = ([wasmtime.ValType.i32()] * 2, [wasmtime.ValType.i64()])
+        for name, (params, results) in wanted.items():
+            found = exports.get(name)
+            if not isinstance(found, wasmtime.FuncType):
+                raise LinkError(f"{self.label} does not export function {name!r}")
+            if list(found.params) != params or list(found.results) != results:
+                raise LinkError(f"{self.label} exports {name!r} as {found.params}->{found.results}, expected {params}->{results}")
+
+    def _host_function(self, name: str) -> Callable:
+        """The adapter from the core ABI (pointers into linear memory) to HostServices."""
+        host = self.host
+
+        def memory_of(caller: wasmtime.Caller) -> tuple[wasmtime.Memory, int]:
+            memory = caller.get(MEMORY_EXPORT)
+            if not isinstance(memory, wasmtime.Memory):
+                raise CallError("abi", "guest has no exported memory")
+            return memory, memory.data_len(caller)
+
+        def read(caller: wasmtime.Caller, ptr: int, length: int, limit: int) -> bytes:
+            memory, size = memory_of(caller)
+            ptr &= _U32
+            length &= _U32
+            if length > limit or ptr + length > size:
+                raise CallError("abi", f"{name}: range {ptr}+{length} is outside guest memory ({size} bytes) or over {limit}")
+            return bytes(memory.read(caller, ptr, ptr + length))
+
+        def write(caller: wasmtime.Caller, ptr: int, capacity: int, data: bytes) -> None:
+            memory, size = memory_of(caller)
+            ptr &= _U32
+            count = min(len(data), capacity & _U32)
+            if ptr + count > size:
+                raise CallError("abi", f"{name}: buffer {ptr}+{count} is outside guest memory ({size} bytes)")
+            if count:
+                memory.write(caller, data[:count], ptr)
+
+        def guarded(body: Callable) -> Callable:
+            def run(caller, *args):
+                try:
+                    return body(caller, *args)
+                except Exception as exc:
+                    # Record why before trapping: the trap's own text is generic.
+                    message = str(exc) or type(exc).__name__
+                    current = getattr(self._local, "call", None)
+                    if current is not None:
+                        current.fault.append(message)
+                    raise wasmtime.Trap(f"host function {name} failed: {message}") from None
+            return run
+
+        def log(caller, ptr, length):
+            host.log("info", read(caller, ptr, length, 1 << 20))
+
+        def kv_get(caller, kptr, klen, vptr, vcap):
+            value = host.kv_get(read(caller, kptr, klen, 4096))
+            if value is None:
+                return -1
+            write(caller, vptr, vcap, value)
+            return len(value)
+
+        def kv_set(caller, kptr, klen, vptr, vlen):
+            host.kv_set(read(caller, kptr, klen, 4096), read(caller, vptr, vlen, 1 << 20))
+            return 0
+
+        def kv_delete(caller, kptr, klen):
+            return 1 if host.kv_delete(read(caller, kptr, klen, 4096)) else 0
+
+        def clock_now_ms(caller):
+            return host.clock_now_ms()
+
+        def random_fill(caller, ptr, length):
+            write(caller, ptr, length, host.random_bytes(length & _U32))
+
+        def invoke(caller, cptr, clen, fptr, flen, iptr, ilen, optr, ocap):
+            capsule = read(caller, cptr, clen, 256).decode("utf-8", "replace")
+            function = read(caller, fptr, flen, 64).decode("utf-8", "replace")
+            try:
+                output = host.invoke(capsule, function, read(caller, iptr, ilen, MAX_INPUT_BYTES))
+            except CallError as exc:
+                host.log("warn", f"invoke {capsule}.{function} failed: {exc}")
+                return -1
+            write(caller, optr, ocap, output)
+            return len(output)
+
+        bodies = {"log": log, "kv_get": kv_get, "kv_set": kv_set, "kv_delete": kv_delete,
+                  "clock_now_ms": clock_now_ms, "random_fill": random_fill, "invoke": invoke}
+        return guarded(bodies[name])
+
+    def new_store(self) -> wasmtime.Store:
+        store = wasmtime.Store(self.engine.engine)
+        store.set_limits(memory_size=self.resources.memory_bytes)
+        store.set_fuel(self.resources.fuel)
+        store.set_epoch_deadline(self.ticks)
+        return store
+
+    def call(self, function: str, data: bytes) -> CallOutcome:
+        if function not in self.manifest.entry_points:
+            raise CallError("input", f"{self.label} has no entry point {function!r} (has {sorted(self.manifest.entry_points)})")
+        if len(data) > MAX_INPUT_BYTES:
+            raise CallError("input", f"input of {len(data)} bytes is over the {MAX_INPUT_BYTES}-byte limit")
+        store = self.new_store()
+        call = _Call()
+        previous, self._local.call = getattr(self._local, "call", None), call
+        try:
+            instance = corecall.instantiate(self.pre, store)
+            memory = corecall.memory(store, instance, b"memory")
+            size = len(data)
+            ptr = corecall.call_i32(store, corecall.func(store, instance, b"hm_alloc"), size) & _U32
+            base, memory_size = corecall.memory_view(store, memory)
+            if ptr + size > memory_size:
+                raise CallError("abi", f"{self.label}: {ALLOC_EXPORT}({size}) returned {ptr}, outside its memory")
+            if size:
+                ctypes.memmove(base + ptr, data, size)
+            packed = corecall.call_i32(store, corecall.func(store, instance, function.encode()), ptr, size) & 0xFFFFFFFFFFFFFFFF
+            out_ptr, out_len = packed >> 32, packed & _U32
+            if out_len > self.resources.max_output_bytes:
+                raise CallError("output", f"{self.label}.{function} returned {out_len} bytes, over its {self.resources.max_output_bytes}-byte limit")
+            # The guest may have grown (moved) its memory: look again.
+            base, memory_size = corecall.memory_view(store, memory)
+            if out_ptr + out_len > memory_size:
+                raise CallError("abi", f"{self.label}.{function} returned range {out_ptr}+{out_len}, outside its memory")
+            output = ctypes.string_at(base + out_ptr, out_len) if out_len else b""
+        except CallError:
+            raise
+        except (wasmtime.Trap, wasmtime.WasmtimeError) as exc:
+            raise classify_failure(exc, self.resources, f"{self.label}.{function}", call.fault) from None
+        finally:
+            self._local.call = previous
+        return CallOutcome(output, self.resources.fuel - store.get_fuel())
+
+
+_HYPERMESH_IMPORT = re.compile(rf"^{re.escape(WIT_PACKAGE)}/([a-z-]+)@")
+
+
+class ComponentSandbox:
+    """A compiled component and a linker holding WASI 0.2 plus the granted host interfaces."""
+
+    def __init__(self, engine: CapsuleEngine, code: bytes, manifest: Manifest, resources: Resources, host: HostServices):
+        self.engine = engine
+        self.manifest = manifest
+        self.resources = resources
+        self.host = host
+        self.label = manifest.label
+        self.ticks = deadline_ticks(resources.timeout_ms)
+        self.component = engine.component(code)
+        component_type = self.component.type
+        imports = component_type.imports(engine.engine)
+        exports = component_type.exports(engine.engine)
+        self._check_imports(imports)
+        if COMPONENT_ENTRY not in exports:
+            raise LinkError(f"{self.label} does not export {COMPONENT_ENTRY!r} (world hypermesh:capsule/handler)")
+        self.has_hex_entry = HEX_ENTRY in exports
+        self.linker = wasm_component.Linker(engine.engine)
+        # Capsules get WASI 0.2 with an empty WasiConfig: no preopened
+        # directories, no environment, no arguments, no inherited stdio.
+        self.linker.add_wasip2()
+        self._local = threading.local()
+        with self.linker.root() as root:
+            for capability in sorted(manifest.requires):
+                with root.add_instance(wit_interface(capability)) as instance:
+                    for name, func in self._host_functions(capability).items():
+                        instance.add_func(name, func)
+        self.handle_index = self.component.get_export_index(COMPONENT_ENTRY)
+        self.hex_index = self.component.get_export_index(HEX_ENTRY) if self.has_hex_entry else None
+
+    def _check_imports(self, imports: dict) -> None:
+        for name in imports:
+            if name.startswith("wasi:"):
+                continue
+            match = _HYPERMESH_IMPORT.match(name)
+            if match is None:
+                raise LinkError(f"{self.label} imports {name}; components may import only WASI 0.2 and {WIT_PACKAGE} interfaces")
+            capability = match.group(1)
+            if capability not in CORE_IMPORTS:
+                raise LinkError(f"{self.label} imports {name}, which is not a host interface")
+            if capability not in self.manifest.requires:
+                raise LinkError(f"{self.label} imports {name}, which needs capability {capability!r} that its manifest does not require")
+
+    def _host_functions(self, capability: str) -> dict[str, Callable]:
+        host = self.host
+
+        def guarded(body: Callable) -> Callable:
+            def run(store, *args):
+                try:
+                    return body(*args)
+                except Exception as exc:
+                    message = str(exc) or type(exc).__name__
+                    self._local.fault.append(message)
+                    # A WasmtimeError (not any exception) keeps wasmtime-py from
+                    # parking the exception in a process-wide global.
+                    raise wasmtime.WasmtimeError(f"host function failed: {message}") from None
+            return run
+
+        def invoke(capsule: str, function: str, data: bytes):
+            try:
+                return wasm_component.Variant("ok", host.invoke(capsule, function, data))
+            except CallError as exc:
+                return wasm_component.Variant("err", str(exc))
+
+        table = {
+            "log": {"log": lambda level, message: host.log(level, message)},
+            "kv": {
+                "get": lambda key: host.kv_get(key.encode("utf-8")),
+                "set": lambda key, value: host.kv_set(key.encode("utf-8"), bytes(value)),
+                "delete": lambda key: host.kv_delete(key.encode("utf-8")),
+            },
+            "clock": {"now-ms": host.clock_now_ms},
+            "random": {"bytes": host.random_bytes},
+            "invoke": {"call": invoke},
+        }
+        return {name: guarded(body) for name, body in table[capability].items()}
+
+    def new_store(self) -> wasmtime.Store:
+        store = wasmtime.Store(self.engine.engine)
+        # Must precede instantiation: without a WASI context wasmtime aborts the process.
+        store.set_wasi(wasmtime.WasiConfig())
+        store.set_limits(memory_size=self.resources.memory_bytes)
+        store.set_fuel(self.resources.fuel)
+        store.set_epoch_deadline(self.ticks)
+        return store
+
+    def call(self, function: str, data: bytes) -> CallOutcome:
+        if function != COMPONENT_ENTRY:
+            raise CallError("input", f"{self.label} is a component; its only entry point is {COMPONENT_ENTRY!r}")
+        if len(data) > MAX_INPUT_BYTES:
+            raise CallError("input", f"input of {len(data)} bytes is over the {MAX_INPUT_BYTES}-byte limit")
+        store = self.new_store()
+        label = f"{self.label}.{function}"
+        fault: list[str] = []
+        previous, self._local.fault = getattr(self._local, "fault", None), fault
+        limit = self.resources.max_output_bytes
+        try:
+            instance = self.linker.instantiate(store, self.component)
+            if self.hex_index is not None and len(data) >= HEX_THRESHOLD:
+                func = instance.get_func(store, self.hex_index)
+                text = func(store, data.hex())
+                if not isinstance(text, str) or len(text) > 2 * limit:
+                    raise CallError("output", f"{label} returned more than {limit} bytes through {HEX_ENTRY}")
+                try:
+                    output = bytes.fromhex(text)
+                except ValueError:
+                    raise CallError("abi", f"{label}: {HEX_ENTRY} returned a string that is not hex") from None
+            else:
+                func = instance.get_func(store, self.handle_index)
+                output = call_bytes_func(func, store, data, limit)
+            func.post_return(store)
+        except CallError:
+            raise
+        except OverflowError as exc:
+            raise CallError("output", f"{label}: {exc}") from None
+        except (wasmtime.Trap, wasmtime.WasmtimeError, TypeError) as exc:
+            raise classify_failure(exc, self.resources, label, fault) from None
+        finally:
+            self._local.fault = previous
+        return CallOutcome(output, self.resources.fuel - store.get_fuel())
+
+
+def build_sandbox(engine: CapsuleEngine, code: bytes, manifest: Manifest, resources: Resources, host: HostServices):
+    cls = ComponentSandbox if manifest.kind == "component" else CoreSandbox
+    return cls(engine, code, manifest, resources, host)
