@@ -1,0 +1,306 @@
+"""Transport benchmark: our QUIC transport against py-libp2p and plain trio TCP.
+
+    .venv/bin/python bench/transport.py [--quick]
+
+Runs everything in one go on loopback and prints ONE JSON object on stdout:
+for our transport over [::1] and 127.0.0.1 — full connect (handshake + first
+negotiated stream) p50/p99, resumed connect p50, ping RTT p50/p99 on an open
+connection, bulk throughput on one stream and on 8 parallel streams, and
+1,000 concurrent connections held by one node (setup time, RSS) — then the
+same figures for py-libp2p (QUIC and TCP, bench/baselines/pylibp2p_transport.py
+in the interop venv) and plain trio TCP (bench/baselines/trio_tcp.py), and a
+``checks`` list with every target of the transport issue.
+
+The server is always a separate ``hypermesh run`` process, as for the
+baselines, so both sides of every figure pay real process boundaries.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+import tempfile
+
+import trio
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from hypermesh.node.processes import start_node  # noqa: E402
+from hypermesh.transport import perf, ping  # noqa: E402
+from hypermesh.transport.host import HostConfig, open_host  # noqa: E402
+from hypermesh.transport.identity import Identity  # noqa: E402
+from hypermesh.transport.multiaddrs import parse_quic_address  # noqa: E402
+
+INTEROP_PY = os.environ.get("HYPERMESH_INTEROP_PY", str(REPO / ".venv-interop" / "bin" / "python"))
+MB = 1e6
+
+
+def summary(samples_s: list[float]) -> dict:
+    ms = sorted(sample * 1000 for sample in samples_s)
+    if not ms:
+        return None
+    return {
+        "n": len(ms),
+        "p50": round(statistics.median(ms), 4),
+        "p99": round(ms[min(len(ms) - 1, int(len(ms) * 0.99))], 4),
+        "mean": round(statistics.fmean(ms), 4),
+        "min": round(ms[0], 4),
+        "max": round(ms[-1], 4),
+    }
+
+
+async def measure_connects(addr: str, count: int, resumption: bool) -> list[float]:
+    """Dial, negotiate the first stream (ping) and answer one ping; then close."""
+    target = parse_quic_address(addr)
+    samples = []
+    async with open_host(Identity.generate(), config=HostConfig(enable_resumption=resumption)) as client:
+        for index in range(count + 1):
+            started = trio.current_time()
+            driver = await client.connect(target)
+            stream = await client.open_stream_on(driver, [ping.PROTOCOL])
+            await ping.Pinger(stream).ping()
+            elapsed = trio.current_time() - started
+            if index or not resumption:  # with resumption, the first dial earns the ticket
+                samples.append(elapsed)
+            await stream.aclose()
+            await driver.aclose()
+    return samples[-count:]
+
+
+async def measure_pings(addr: str, count: int) -> list[float]:
+    target = parse_quic_address(addr)
+    async with open_host(Identity.generate()) as client:
+        await client.connect(target)
+        pinger = ping.Pinger(await client.new_stream(target.peer_id, [ping.PROTOCOL]))
+        for _ in range(min(50, count)):  # warm up
+            await pinger.ping()
+        samples = [await pinger.ping() for _ in range(count)]
+        await pinger.aclose()
+    return samples
+
+
+async def measure_bulk(addr: str, total_bytes: int, streams: int) -> dict:
+    target = parse_quic_address(addr)
+    async with open_host(Identity.generate()) as client:
+        driver = await client.connect(target)
+        # Let the datagram-size probe finish, as any long-lived connection would.
+        await perf.run_perf(await client.open_stream_on(driver, [perf.PROTOCOL]), 1 << 20, 0)
+        per_stream = total_bytes // streams
+        started = trio.current_time()
+        async with trio.open_nursery() as nursery:
+            for _ in range(streams):
+                async def one():
+                    stream = await client.open_stream_on(driver, [perf.PROTOCOL])
+                    await perf.run_perf(stream, per_stream, 0)
+                nursery.start_soon(one)
+        seconds = trio.current_time() - started
+        datagram_size = driver.quic.max_datagram_size
+    moved = per_stream * streams
+    return {"bytes": moved, "seconds": round(seconds, 4), "mb_per_s": round(moved / seconds / MB, 2),
+            "streams": streams, "datagram_size": datagram_size}
+
+
+async def measure_family(addr: str, quick: bool) -> dict:
+    connects = 20 if quick else 100
+    pings = 200 if quick else 2000
+    bulk = (20 if quick else 200) * 1_000_000
+    return {
+        "addr": addr,
+        "connect_ms": summary(await measure_connects(addr, connects, resumption=False)),
+        "resumed_connect_ms": summary(await measure_connects(addr, connects, resumption=True)),
+        "ping_rtt_ms": summary(await measure_pings(addr, pings)),
+        "bulk_1stream": await measure_bulk(addr, bulk, 1),
+        "bulk_8streams": await measure_bulk(addr, bulk, 8),
+    }
+
+
+# -- many connections ---------------------------------------------------------------
+
+
+async def hold_connections(addr: str, count: int) -> None:
+    """Worker: ``count`` hosts, each with its own identity, connect and hold."""
+    target = parse_quic_address(addr)
+    async with trio.open_nursery() as nursery:
+        ready = 0
+        all_ready = trio.Event()
+
+        async def one_host():
+            nonlocal ready
+            async with open_host(Identity.generate(), config=HostConfig(probe_datagram_size=False)) as host:
+                await host.connect(target)
+                ready += 1
+                if ready == count:
+                    all_ready.set()
+                await trio.sleep_forever()
+
+        for _ in range(count):
+            nursery.start_soon(one_host)
+        await all_ready.wait()
+        print("ready", flush=True)
+        # Hold until the parent closes our stdin.
+        await trio.to_thread.run_sync(sys.stdin.read)
+        nursery.cancel_scope.cancel()
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return round(int(line.split()[1]) / 1024, 1)
+    return float("nan")
+
+
+def measure_many_connections(server, count: int, workers: int = 2) -> dict:
+    addr = server.addr("/ip6/")
+    rss_before = rss_mb(server.process.pid)
+    started = time.monotonic()
+    processes = [
+        subprocess.Popen(
+            [sys.executable, __file__, "--hold-connections", addr, str(count // workers)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+        )
+        for _ in range(workers)
+    ]
+    held = 0
+    try:
+        for process in processes:
+            line = process.stdout.readline()  # bounded by the workers' own handshake timeouts
+            if line.strip() == "ready":
+                held += count // workers
+        setup_seconds = time.monotonic() - started
+        # Let identify and probes settle before sampling memory.
+        time.sleep(1.0)
+        rss_after = rss_mb(server.process.pid)
+        peers = json.loads(subprocess.run(
+            [sys.executable, "-m", "hypermesh.node.cli", "peers", "--json", "--data-dir", str(server.data_dir)],
+            capture_output=True, text=True, timeout=60).stdout or "[]")
+    finally:
+        for process in processes:
+            process.stdin.close()
+            try:
+                process.wait(30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+    return {
+        "connections": count, "held_by_clients": held, "server_sees_peers": len(peers),
+        "setup_seconds": round(setup_seconds, 3), "server_rss_mb_before": rss_before,
+        "server_rss_mb_after": rss_after,
+        "rss_kb_per_connection": round((rss_after - rss_before) * 1024 / max(1, len(peers)), 1),
+    }
+
+
+# -- baselines ----------------------------------------------------------------------
+
+
+def run_json(command: list[str], timeout: float) -> dict:
+    try:
+        result = subprocess.run(command, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+        return json.loads(result.stdout.strip().splitlines()[-1])
+    except (subprocess.TimeoutExpired, IndexError, ValueError) as exc:
+        return {"error": f"{type(exc).__name__}: {exc}"}
+
+
+def baselines(quick: bool) -> dict:
+    quick_flag = ["--quick"] if quick else []
+    pylibp2p = (
+        run_json([INTEROP_PY, str(REPO / "bench/baselines/pylibp2p_transport.py"), *quick_flag], timeout=900)
+        if os.path.exists(INTEROP_PY) else {"error": "interop venv missing (make interop-setup)"}
+    )
+    trio_tcp = run_json([sys.executable, str(REPO / "bench/baselines/trio_tcp.py"), *quick_flag, "--ip", "::1"], 600)
+    return {"py-libp2p": pylibp2p, "trio-tcp-ipv6": trio_tcp}
+
+
+# -- checks -------------------------------------------------------------------------
+
+
+def check(name, value, unit, target, baseline=None, ratio=None, met=None) -> dict:
+    return {"name": name, "value": value, "unit": unit, "target": target, "baseline": baseline,
+            "ratio": None if ratio is None else round(ratio, 2), "met": bool(met)}
+
+
+def get(tree, *path):
+    for key in path:
+        if not isinstance(tree, dict) or tree.get(key) is None:
+            return None
+        tree = tree[key]
+    return tree
+
+
+def build_checks(ours: dict, base: dict, many: dict) -> list[dict]:
+    v6 = ours["ipv6"]
+    quic = get(base, "py-libp2p", "transports", "quic") or {}
+    checks = []
+    connect = get(v6, "connect_ms", "p50")
+    py_connect = get(quic, "connect_ms", "p50")
+    checks.append(check("connect_p50_ipv6", connect, "ms", "<= 10", met=connect is not None and connect <= 10))
+    checks.append(check("connect_speedup_vs_pylibp2p_quic", connect, "ms", ">= 20x faster", py_connect,
+                        py_connect / connect if connect and py_connect else None,
+                        bool(connect and py_connect and py_connect / connect >= 20)))
+    rtt = get(v6, "ping_rtt_ms", "p50")
+    py_rtt = get(quic, "ping_rtt_ms", "p50")
+    checks.append(check("ping_rtt_p50_ipv6", rtt, "ms", "<= 0.3", met=rtt is not None and rtt <= 0.3))
+    checks.append(check("ping_rtt_vs_pylibp2p_quic", rtt, "ms", ">= 4x lower", py_rtt,
+                        py_rtt / rtt if rtt and py_rtt else None, bool(rtt and py_rtt and py_rtt / rtt >= 4)))
+    bulk = get(v6, "bulk_1stream", "mb_per_s")
+    py_bulk = get(quic, "bulk_1stream", "mb_per_s")
+    checks.append(check("bulk_1stream_ipv6", bulk, "MB/s", ">= 50", met=bulk is not None and bulk >= 50))
+    checks.append(check("bulk_1stream_vs_pylibp2p_quic", bulk, "MB/s", ">= 20x", py_bulk,
+                        bulk / py_bulk if bulk and py_bulk else None, bool(bulk and py_bulk and bulk / py_bulk >= 20)))
+    checks.append(check("concurrent_connections_held", many["server_sees_peers"], "connections",
+                        f">= {many['connections']}", met=many["server_sees_peers"] >= many["connections"]))
+    return checks
+
+
+def machine() -> dict:
+    cpu = ""
+    try:
+        cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                   if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(), "kernel": platform.release()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="small run for a smoke test")
+    parser.add_argument("--hold-connections", nargs=2, metavar=("ADDR", "COUNT"), help=argparse.SUPPRESS)
+    parser.add_argument("--skip-baselines", action="store_true")
+    args = parser.parse_args()
+    if args.hold_connections:
+        trio.run(hold_connections, args.hold_connections[0], int(args.hold_connections[1]))
+        return
+    started = time.monotonic()
+    connections = 100 if args.quick else 1000
+    with tempfile.TemporaryDirectory(prefix="hypermesh-bench-") as tmp:
+        listen = ["/ip6/::1/udp/0/quic-v1", "/ip4/127.0.0.1/udp/0/quic-v1"]
+        with start_node(Path(tmp) / "server", listen) as server:
+            ours = {
+                "ipv6": trio.run(measure_family, server.addr("/ip6/"), args.quick),
+                "ipv4": trio.run(measure_family, server.addr("/ip4/"), args.quick),
+            }
+        with start_node(Path(tmp) / "many", ["/ip6/::1/udp/0/quic-v1"]) as server:
+            many = measure_many_connections(server, connections)
+    base = {} if args.skip_baselines else baselines(args.quick)
+    report = {
+        "bench": "transport",
+        "quick": args.quick,
+        "machine": machine(),
+        "hypermesh": ours,
+        "many_connections": many,
+        "baselines": base,
+        "checks": build_checks(ours, base, many),
+        "elapsed_s": round(time.monotonic() - started, 1),
+    }
+    print(json.dumps(report, indent=1))
+
+
+if __name__ == "__main__":
+    main()
