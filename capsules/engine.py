@@ -8,7 +8,7 @@ ticks plus one, so a runaway guest is interrupted at most one tick (plus
 scheduling delay) after its timeout.
 
 Compiled code is cached by content hash: in memory (bounded LRU) and on disk
-under ``<data_dir>/artifacts/<engine fingerprint>/<sha256>.cwasm``. Only
+under ``<artifact_root>/<engine fingerprint>/<sha256>.cwasm``. Only
 files this node wrote are ever deserialized (deserializing is equivalent to
 running native code), which is why the directory is created mode 0700 and
 files enter it by atomic rename only.
@@ -20,6 +20,7 @@ import hashlib
 import math
 import threading
 from collections import OrderedDict
+from importlib.metadata import version
 from pathlib import Path
 from typing import Callable
 
@@ -60,16 +61,17 @@ class _LRU:
 class CapsuleEngine:
     """The node's wasmtime engine, epoch ticker and artifact cache."""
 
-    def __init__(self, data_dir: Path | None = None):
+    def __init__(self, artifact_root: Path | None = None):
+        """``artifact_root`` holds compiled code (``<data_dir>/artifacts``); None keeps it in memory only."""
         config = wasmtime.Config()
         config.consume_fuel = True
         config.epoch_interruption = True
         self.engine = wasmtime.Engine(config)
         # Artifacts only load into an engine with the same settings and version.
         self.fingerprint = hashlib.sha256(
-            f"wasmtime-py {wasmtime.__dict__.get('__version__', '50')}|fuel|epoch".encode()
+            f"wasmtime-py {version('wasmtime')}|fuel|epoch".encode()
         ).hexdigest()[:16]
-        self.artifact_dir = None if data_dir is None else ensure_private_dir(Path(data_dir) / "artifacts" / self.fingerprint)
+        self.artifact_dir = None if artifact_root is None else ensure_private_dir(Path(artifact_root) / self.fingerprint)
         self._lock = threading.Lock()
         self._modules = _LRU(MAX_CACHED_MODULES)
         self._components = _LRU(MAX_CACHED_COMPONENTS)

@@ -107,7 +107,7 @@ class CapsuleRuntime:
         self.policy = policy
         self.bus = bus if bus is not None else EventBus()
         self._owns_engine = engine is None
-        self.engine = engine if engine is not None else CapsuleEngine(self.data_dir)
+        self.engine = engine if engine is not None else CapsuleEngine(self.data_dir / "artifacts")
         root = ensure_private_dir(self.data_dir / "capsules")
         self.store_dir = ensure_private_dir(root / "store")
         self.quarantine_dir = ensure_private_dir(root / "quarantine")
