@@ -22,7 +22,7 @@ import trio
 from aioquic.quic import events
 from aioquic.quic.connection import QuicConnectionState
 
-from .errors import ConnectionClosed, HandshakeError, PeerIdMismatch, ResourceLimitError, StreamReset
+from .errors import ConnectionClosed, HandshakeError, NegotiationError, PeerIdMismatch, ResourceLimitError, StreamReset
 from .identity import PeerId
 from .quic_hooks import Libp2pQuicConnection
 
@@ -58,6 +58,7 @@ class QuicStream:
         self._send_eof = False
         self._reset_error: StreamReset | None = None
         self._closed = False
+        self._lazy_negotiator = None
 
     # -- identity -----------------------------------------------------------
 
@@ -97,8 +98,30 @@ class QuicStream:
             # They were counted as consumed when first read; uncount them.
             self._connection.quic.consume(self.stream_id, -len(data))
 
+    def negotiate_lazily(self, negotiator) -> None:
+        """Let the application use the stream before the listener confirms the
+        protocol (as go-libp2p does for a single proposal): the first read
+        consumes the confirmation, or raises if the protocol was refused."""
+        self._lazy_negotiator = negotiator
+
     async def receive_some(self, max_bytes: int | None = None) -> bytes:
         """Up to ``max_bytes`` bytes; ``b""`` once the peer has finished sending."""
+        if self._lazy_negotiator is not None:
+            await self._finish_lazy_negotiation()
+        return await self._receive_buffered(max_bytes)
+
+    async def _finish_lazy_negotiation(self) -> None:
+        negotiator = self._lazy_negotiator
+        while negotiator.result is None:
+            data = await self._receive_buffered(None)
+            if not data:
+                raise NegotiationError(f"{self.remote_peer} closed the stream during protocol negotiation")
+            # A single-proposal dialer never has anything to answer.
+            negotiator.receive_data(data)
+        self._lazy_negotiator = None
+        self.unread(negotiator.result.leftover)
+
+    async def _receive_buffered(self, max_bytes: int | None) -> bytes:
         while True:
             if self._receive_buffer:
                 if max_bytes is None or max_bytes >= len(self._receive_buffer):

@@ -419,6 +419,14 @@ class Host:
     async def open_stream_on(self, driver: QuicConnectionDriver, protocols: list[str]) -> QuicStream:
         stream = driver.open_stream()
         negotiator = Negotiator.dialer(protocols)
+        if len(protocols) == 1:
+            # One proposal: nothing to choose, so skip the round trip and let
+            # the first read take the listener's confirmation.
+            stream.protocol = protocols[0]
+            stream.negotiate_lazily(negotiator)
+            await stream.send_all(negotiator.initial_bytes())
+            metrics.STREAMS_TOTAL.labels("outbound", stream.protocol).inc()
+            return stream
         try:
             with trio.fail_after(self.config.negotiation_timeout):
                 await stream.send_all(negotiator.initial_bytes())

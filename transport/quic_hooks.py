@@ -16,6 +16,10 @@ these points (each has its own test in ``tests/transport/test_quic_hooks.py``;
    soon as data arrives, which would let a peer fill our memory).
 5. Datagram size probes (DPLPMTUD, RFC 8899): a PING padded to a candidate
    size; only its acknowledgement raises the datagram size.
+6. Speed: key shares for X25519 (preferred) and P-256 only, instead of
+   aioquic's four groups (each costs a key generation per handshake, and a
+   server would otherwise pick P-256 first); PADDING frames skipped in C
+   rather than byte by byte (aioquic's loop costs 0.7 ms per 16 KB probe).
 """
 
 from __future__ import annotations
@@ -37,6 +41,11 @@ from .tls import verify_certificate_chain
 STREAM_RECEIVE_WINDOW = 1 << 20
 # Connection-wide receive window, bounding buffered data per connection.
 CONNECTION_RECEIVE_WINDOW = 8 << 20
+
+
+# Every libp2p implementation offers X25519; P-256 is kept for TLS stacks that
+# insist on a NIST curve.
+HANDSHAKE_GROUPS = (tls.Group.X25519, tls.Group.SECP256R1)
 
 
 class Libp2pTlsContext(tls.Context):
@@ -138,6 +147,7 @@ class Libp2pQuicConnection(QuicConnection):
         context.remote_peer_id = None
         context.verification_error = None
         context.resumed_peer_id = self._resumed_peer_id
+        context._supported_groups = list(HANDSHAKE_GROUPS)
         if not self._is_client:
             context._request_client_certificate = True
             if self._server_ticket_lookup is not None:
@@ -165,6 +175,11 @@ class Libp2pQuicConnection(QuicConnection):
     @property
     def verification_error(self) -> CertificateError | None:
         return getattr(self.tls, "verification_error", None)
+
+    def _handle_padding_frame(self, context, frame_type: int, buf: Buffer) -> None:
+        position = buf.tell()
+        rest = buf.data_slice(position, buf.capacity)
+        buf.seek(position + len(rest) - len(rest.lstrip(b"\x00")))
 
     # -- hook 4: receive windows follow the reader --------------------------
 

@@ -160,7 +160,11 @@ async def test_unknown_protocol_is_refused_with_a_negotiation_error(pair):
     with trio.fail_after(STEP):
         await client.connect(server.listen_addrs()[0])
         with pytest.raises(NegotiationError, match="supports none"):
-            await client.new_stream(server.peer_id, ["/not/served/1.0.0"])
+            await client.new_stream(server.peer_id, ["/not/served/2.0.0", "/not/served/1.0.0"])
+        # A single proposal is negotiated lazily: the refusal arrives on first read.
+        stream = await client.new_stream(server.peer_id, ["/not/served/1.0.0"])
+        with pytest.raises(NegotiationError, match="supports none"):
+            await stream.receive_some()
 
 
 async def test_ten_thousand_streams_from_one_peer_are_bounded(pair):
