@@ -20,6 +20,9 @@ stdout: ONE JSON object
   "provide_ms":        {"n","p50","p99","mean"} | null,
   "find_providers_ms": {"n","p50","p99","mean"} | null,   # successful lookups only
   "lookups": L, "found": int,      # lookups that returned the provider
+  "found_in_local_store": int,     # of those, answered from the seeker's own store
+                                   # (provide() sends ADD_PROVIDER to the k=20 closest
+                                   # nodes, so with N <= 21 every lookup is local)
   "errors": {...}, "elapsed_s": float
 }
 Everything is bounded by --cap (default 300 s); a phase cut short reports what it did.
@@ -119,6 +122,7 @@ async def amain(args, out: dict) -> None:
             provide_ms: list[float] = []
             find_ms: list[float] = []
             found = 0
+            local_hits = 0
             for j in range(args.lookups):
                 a, b = rng.sample(range(len(hosts)), 2)
                 key = cid_for(f"kad-bench-{args.seed}-{j}".encode())
@@ -128,6 +132,10 @@ async def amain(args, out: dict) -> None:
                         await dhts[a].provide(key)
                         provide_ms.append((time.perf_counter() - t) * 1000)
                     await trio.sleep(0.05)  # ADD_PROVIDER is fire-and-forget
+                    from libp2p.kad_dht.kad_dht import _encode_key
+
+                    if dhts[b].provider_store.get_providers(_encode_key(key)):
+                        local_hits += 1  # seeker already got the ADD_PROVIDER itself
                     with trio.fail_after(30):
                         t = time.perf_counter()
                         provs = await dhts[b].find_providers(key)
@@ -141,6 +149,7 @@ async def amain(args, out: dict) -> None:
                     errors.setdefault("lookup", fmt_exc(e))
                 out["lookups_done"] = j + 1
                 out["found"] = found
+                out["found_in_local_store"] = local_hits
                 out["provide_ms"] = summ(provide_ms)
                 out["find_providers_ms"] = summ(find_ms)
     if cap_scope.cancelled_caught:
