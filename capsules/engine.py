@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import math
 import threading
+import time
 from collections import OrderedDict
 from importlib.metadata import version
 from pathlib import Path
@@ -81,9 +82,16 @@ class CapsuleEngine:
         self.stats = {"compiled": 0, "deserialized": 0, "memory_hits": 0}
 
     def _tick(self) -> None:
-        # Event.wait doubles as the sleep and the stop signal.
+        # Sleeps overshoot (timer slack, the GIL), so count ticks from the
+        # clock rather than from wake-ups: after a late wake-up the epoch
+        # catches up, keeping deadlines in wall-clock time.
+        started = time.monotonic()
+        ticks = 0
         while not self._stop.wait(EPOCH_TICK_S):
-            self.engine.increment_epoch()
+            due = int((time.monotonic() - started) / EPOCH_TICK_S)
+            while ticks < due:
+                self.engine.increment_epoch()
+                ticks += 1
 
     def close(self) -> None:
         self._stop.set()

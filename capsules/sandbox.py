@@ -46,7 +46,16 @@ class CallOutcome:
 
 
 def _first_line(error: BaseException) -> str:
-    return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    """The cause of a wasmtime error, without its backtrace.
+
+    wasmtime prints "error while executing at wasm backtrace: <frames>
+    Caused by: <cause>"; the cause is the useful part.
+    """
+    text = str(error).strip()
+    if "Caused by:" in text:
+        text = text.split("Caused by:", 1)[1].strip()
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return lines[0] if lines else type(error).__name__
 
 
 def classify_failure(error: Exception, resources: Resources, label: str, fault: list[str]) -> CallError:

@@ -1,0 +1,118 @@
+"""Sandbox limits: fuel, epoch deadline, memory ceiling, link-time refusal of imports."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from capsule_testkit import LIMITS_WAT, manifest, write_capsule
+from hypermesh.capsules.errors import CallError, LinkError
+from hypermesh.capsules.lifecycle import State
+
+
+def activate(runtime, tmp_path, doc, code=LIMITS_WAT):
+    capsule = runtime.install(write_capsule(tmp_path / doc["name"], doc, code))
+    assert capsule.state == State.VERIFIED, capsule.diagnostics
+    runtime.activate(capsule.cid)
+    return capsule
+
+
+def assert_runtime_healthy(runtime, name):
+    assert runtime.call(name, "echo", b"still alive").output == b"still alive"
+
+
+def test_endless_loop_is_stopped_by_fuel(runtime, tmp_path):
+    activate(runtime, tmp_path, manifest(fuel=5_000_000, timeout_ms=10_000))
+    with pytest.raises(CallError) as failure:
+        runtime.call("tests.limits", "spin", b"")
+    assert failure.value.kind == "fuel"
+    assert "ran out of fuel (5000000 units)" in str(failure.value)
+    assert_runtime_healthy(runtime, "tests.limits")
+
+
+@pytest.mark.parametrize("timeout_ms", [20, 100])
+def test_endless_loop_is_stopped_by_epoch_within_timeout_plus_10ms(runtime, tmp_path, timeout_ms):
+    activate(runtime, tmp_path, manifest(fuel=100_000_000_000, timeout_ms=timeout_ms))
+    elapsed = []
+    for _ in range(3):  # the best of three rules out a scheduler hiccup on a busy CI machine
+        started = time.perf_counter()
+        with pytest.raises(CallError) as failure:
+            runtime.call("tests.limits", "spin", b"")
+        elapsed.append((time.perf_counter() - started) * 1000)
+        assert failure.value.kind == "timeout"
+        assert f"exceeded its {timeout_ms} ms deadline" in str(failure.value)
+    assert min(elapsed) <= timeout_ms + 10, elapsed
+    assert min(elapsed) >= timeout_ms * 0.9, elapsed
+    assert_runtime_healthy(runtime, "tests.limits")
+
+
+def test_memory_grow_past_the_limit_returns_minus_one(runtime, tmp_path):
+    limit_pages = 4
+    activate(runtime, tmp_path, manifest(memory=limit_pages * 65536))
+    # The guest grows until memory.grow returns -1 and reports the pages it holds.
+    assert runtime.call("tests.limits", "hog", b"").output == b"04,-1"
+    assert_runtime_healthy(runtime, "tests.limits")
+
+
+def test_module_whose_initial_memory_exceeds_the_limit_cannot_run(runtime, tmp_path):
+    code = LIMITS_WAT.replace('(memory (export "memory") 1)', '(memory (export "memory") 32)')
+    activate(runtime, tmp_path, manifest(memory=4 * 65536), code)
+    with pytest.raises(CallError) as failure:
+        runtime.call("tests.limits", "echo", b"x")
+    assert failure.value.kind in {"memory", "trap"}
+    assert "memory" in str(failure.value)
+
+
+def test_trust_zone_tightens_the_manifest(runtime, tmp_path):
+    capsule = activate(runtime, tmp_path, manifest(zone="ephemeral", fuel=100_000_000_000, timeout_ms=600_000, memory=1 << 30))
+    zone = runtime.policy.zone_limits["ephemeral"]
+    assert capsule.resources.fuel == zone.fuel
+    assert capsule.resources.timeout_ms == zone.timeout_ms
+    assert capsule.resources.memory_bytes == zone.memory_bytes
+
+
+def test_undeclared_host_import_is_refused_at_link(runtime, tmp_path):
+    code = LIMITS_WAT.replace("(module", '(module (import "hypermesh" "kv_get" (func (param i32 i32 i32 i32) (result i32)))', 1)
+    capsule = runtime.install(write_capsule(tmp_path / "c", manifest(requires=["log"]), code))
+    with pytest.raises(LinkError) as failure:
+        runtime.activate(capsule.cid)
+    assert "imports hypermesh.kv_get, which needs capability 'kv' that its manifest does not require" in str(failure.value)
+    assert capsule.state == State.QUARANTINED
+    assert capsule.diagnostics[0].code == "link_error"
+
+
+@pytest.mark.parametrize("module, name, expected", [
+    ("wasi_snapshot_preview1", "fd_write", "may import only host functions from 'hypermesh'"),
+    ("hypermesh", "open_socket", "which is not a host function"),
+])
+def test_foreign_imports_are_refused_at_link(runtime, tmp_path, module, name, expected):
+    code = LIMITS_WAT.replace("(module", f'(module (import "{module}" "{name}" (func (param i32 i32))) ', 1)
+    capsule = runtime.install(write_capsule(tmp_path / "c", manifest(), code))
+    with pytest.raises(LinkError, match=expected):
+        runtime.activate(capsule.cid)
+    # Other capsules are unaffected.
+    activate(runtime, tmp_path, manifest(name="tests.other"))
+    assert_runtime_healthy(runtime, "tests.other")
+
+
+def test_trap_is_reported_and_the_next_call_works(runtime, tmp_path):
+    activate(runtime, tmp_path, manifest())
+    with pytest.raises(CallError) as failure:
+        runtime.call("tests.limits", "boom", b"")
+    assert failure.value.kind == "trap" and "unreachable" in str(failure.value)
+    assert_runtime_healthy(runtime, "tests.limits")
+
+
+def test_missing_export_is_a_link_error(runtime, tmp_path):
+    capsule = runtime.install(write_capsule(tmp_path / "c", manifest(entries=("echo", "absent")), LIMITS_WAT))
+    with pytest.raises(LinkError, match="does not export function 'absent'"):
+        runtime.activate(capsule.cid)
+
+
+def test_output_range_outside_memory_is_an_abi_error(runtime, tmp_path):
+    code = LIMITS_WAT.replace("(i64.const 0))\n  ;; grows", "(i64.const 0xFFFF000000000010))\n  ;; grows")
+    activate(runtime, tmp_path, manifest(), code)
+    with pytest.raises(CallError) as failure:
+        runtime.call("tests.limits", "spin", b"")
+    assert failure.value.kind in {"abi", "fuel", "timeout"}
