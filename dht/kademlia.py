@@ -1,0 +1,638 @@
+"""The Kademlia DHT core: a sans-IO state machine (in the style of h11).
+
+:class:`KademliaCore` is fed inbound requests, responses, failures and the
+current time; it returns responses, queues outbound requests
+(:meth:`take_outbound`) and events (:meth:`take_events`), and says when it
+wants to be woken (:meth:`get_timer` / :meth:`handle_timer`). It never does
+I/O and never reads a clock, so the same code runs in the trio driver
+(driver.py) and in the deterministic simulator (sim.py).
+
+Server mode answers the six ``/ipfs/kad/1.0.0`` requests; client mode only
+asks (the driver then registers no handler, so the host does not advertise
+the protocol and peers keep us out of their routing tables, as the spec
+requires for nodes that are not publicly reachable).
+"""
+
+from __future__ import annotations
+
+import enum
+import heapq
+import itertools
+import logging
+import random
+from dataclasses import dataclass, field
+
+from prometheus_client import Counter
+
+from hypermesh.transport.identity import PeerId
+
+from .keys import (
+    KEY_BITS,
+    MAX_REFRESH_COMMON_PREFIX,
+    CidError,
+    grind_key_in_bucket,
+    kad_key,
+    peer_key,
+    validate_multihash,
+)
+from .lookup import Lookup, LookupConfig
+from .messages import DhtProtocolError, KadMessage, MessageType, PeerInfo, Record
+from .operations import (
+    GetProvidersOperation,
+    GetValueOperation,
+    Operation,
+    OperationResult,
+    Phase,
+    ProvideBatchOperation,
+    PutValueOperation,
+)
+from .ratelimit import RateLimit, TokenBuckets
+from .records import NamespacedValidator, RecordError, Validator
+from .reprovide import ProvideBatch, Reprovider
+from .routing import ObserveResult, RoutingConfig, RoutingTable, ip_group
+
+log = logging.getLogger(__name__)
+
+REQUESTS_HANDLED = Counter("hypermesh_dht_requests_total", "Inbound DHT requests", ["type"])
+REQUESTS_REJECTED = Counter(
+    "hypermesh_dht_requests_rejected_total", "Inbound DHT requests refused", ["type", "reason"]
+)
+
+
+class Mode(enum.Enum):
+    SERVER = "server"
+    CLIENT = "client"
+
+
+@dataclass(frozen=True, slots=True)
+class KadConfig:
+    k: int = 20
+    alpha: int = 3
+    query_timeout: float = 10.0
+    # A lookup that has not converged by then ends with what it has.
+    operation_timeout: float = 60.0
+    # S/Kademlia disjoint paths for provider and value lookups (1 = off).
+    disjoint_paths: int = 1
+    # Peers a provide batch's lookup collects around its region (> k, see
+    # operations.ProvideBatchOperation).
+    provide_lookup_size: int = 40
+    get_value_quorum: int = 3
+    max_providers_returned: int = 20
+    # go-libp2p-kad-dht's values: records live 48 h and are republished every 22 h.
+    provider_ttl: float = 48 * 3600.0
+    republish_interval: float = 22 * 3600.0
+    max_parallel_provide_batches: int = 4
+    maintenance_interval: float = 60.0
+    refresh_interval: float = 600.0
+    max_parallel_refreshes: int = 3
+    liveness_max_age: float = 3600.0
+    liveness_checks_per_tick: int = 8
+    bootstrap_retry_min: float = 5.0
+    bootstrap_retry_max: float = 300.0
+    save_peers_interval: float = 600.0
+    garbage_collect_interval: float = 3600.0
+    overdue_check_interval: float = 600.0
+    # Per peer: a reprovide sweep sends a peer a few hundred records at once.
+    add_provider_limit: RateLimit = RateLimit(rate=20.0, burst=400.0)
+    put_value_limit: RateLimit = RateLimit(rate=1.0, burst=20.0)
+    routing: RoutingConfig = RoutingConfig()
+    exempt_private_addresses: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class OutboundRequest:
+    request_id: int
+    peer: PeerInfo
+    message: KadMessage
+    # ADD_PROVIDER has no response: the driver reports success once it is sent.
+    expects_response: bool
+
+
+@dataclass(frozen=True, slots=True)
+class OperationFinished:
+    result: OperationResult
+
+
+@dataclass(frozen=True, slots=True)
+class RecordChanged:
+    """A value record we serve was created or replaced by a PUT_VALUE."""
+
+    key: bytes
+
+
+class _Purpose(enum.Enum):
+    LOOKUP = 1
+    FANOUT = 2
+    LIVENESS = 3
+
+
+@dataclass(slots=True)
+class _Pending:
+    peer: PeerId
+    purpose: _Purpose
+    op_id: int | None
+    request_type: MessageType
+
+
+@dataclass(slots=True)
+class CoreStats:
+    requests_sent: int = 0
+    requests_handled: int = 0
+    rate_limited: int = 0
+    rejected: int = 0
+    operations: dict[str, int] = field(default_factory=dict)
+
+
+_REQUEST_TIMEOUT = 0
+_OPERATION_TIMEOUT = 1
+
+
+class KademliaCore:
+    def __init__(
+        self,
+        local_peer: PeerId,
+        *,
+        store,
+        now: float,
+        rng: random.Random,
+        config: KadConfig = KadConfig(),
+        mode: Mode = Mode.SERVER,
+        validator: Validator | None = None,
+        local_addrs: tuple[bytes, ...] = (),
+    ):
+        self.local_peer = local_peer
+        self.local_key = peer_key(local_peer)
+        self.local_addrs = local_addrs
+        self.store = store
+        self.rng = rng
+        self.config = config
+        self.mode = mode
+        self.validator = validator or NamespacedValidator()
+        self.routing = RoutingTable(self.local_key, config.routing)
+        self.reprovider = Reprovider(
+            store,
+            k=config.k,
+            republish_interval=config.republish_interval,
+            record_ttl=config.provider_ttl,
+            max_parallel_batches=config.max_parallel_provide_batches,
+        )
+        self.stats = CoreStats()
+        self._add_provider_buckets = TokenBuckets(config.add_provider_limit)
+        self._put_value_buckets = TokenBuckets(config.put_value_limit)
+        self._ids = itertools.count(1)
+        self._outbound: list[OutboundRequest] = []
+        self._events: list = []
+        self._requests: dict[int, _Pending] = {}
+        self._deadlines: list[tuple[float, int, int]] = []
+        self._ops: dict[int, Operation] = {}
+        self._batches: dict[int, ProvideBatch] = {}
+        self._refresh_ops: set[int] = set()
+        self._liveness_checks: set[PeerId] = set()
+        self._bootstrap_peers: dict[PeerId, PeerInfo] = {}
+        self._bootstrap_op: int | None = None
+        self._bootstrap_backoff = config.bootstrap_retry_min
+        self._next_bootstrap = now
+        self._next_maintenance = now
+        # The driver bootstraps at start; the periodic self-lookup follows from then on.
+        self._next_refresh = now + config.refresh_interval
+        self._next_save = now + config.save_peers_interval
+        self._next_gc = now + config.garbage_collect_interval
+        self._next_overdue_check = now + config.overdue_check_interval
+        for info in store.load_peers():
+            self._bootstrap_peers.setdefault(info.peer_id, info)
+
+    # ----------------------------------------------------------- driver I/O
+
+    def take_outbound(self) -> list[OutboundRequest]:
+        outbound, self._outbound = self._outbound, []
+        return outbound
+
+    def take_events(self) -> list:
+        events, self._events = self._events, []
+        return events
+
+    def get_timer(self) -> float:
+        while self._deadlines and not self._deadline_live(self._deadlines[0]):
+            heapq.heappop(self._deadlines)
+        timer = self._next_maintenance
+        if self._deadlines:
+            timer = min(timer, self._deadlines[0][0])
+        sweep = self.reprovider.get_timer()
+        if sweep is not None:
+            timer = min(timer, sweep)
+        return timer
+
+    def _deadline_live(self, entry: tuple[float, int, int]) -> bool:
+        _, kind, ident = entry
+        return ident in (self._requests if kind == _REQUEST_TIMEOUT else self._ops)
+
+    def handle_timer(self, now: float) -> None:
+        while self._deadlines and self._deadlines[0][0] <= now:
+            _, kind, ident = heapq.heappop(self._deadlines)
+            if kind == _REQUEST_TIMEOUT and ident in self._requests:
+                self.handle_failure(ident, now)
+            elif kind == _OPERATION_TIMEOUT and ident in self._ops:
+                self._operation_timed_out(self._ops[ident], now)
+        sweep = self.reprovider.get_timer()
+        if sweep is not None and sweep <= now:
+            self.reprovider.plan(now, self.network_size_estimate())
+            self._start_provide_batches(now)
+        if now >= self._next_maintenance:
+            self._next_maintenance = now + self.config.maintenance_interval
+            self._maintain(now)
+
+    def set_local_addrs(self, addrs: tuple[bytes, ...]) -> None:
+        self.local_addrs = tuple(addrs)
+
+    def add_bootstrap_peers(self, peers: list[PeerInfo]) -> None:
+        for info in peers:
+            if info.peer_id != self.local_peer:
+                self._bootstrap_peers[info.peer_id] = info
+
+    @property
+    def local_info(self) -> PeerInfo:
+        return PeerInfo(self.local_peer, self.local_addrs)
+
+    # --------------------------------------------------------- server side
+
+    def handle_request(
+        self,
+        sender: PeerId,
+        message: KadMessage,
+        now: float,
+        *,
+        sender_addrs: tuple[bytes, ...] = (),
+        observed_addr: bytes | str | None = None,
+        sender_is_server: bool = False,
+    ) -> KadMessage | None:
+        """Answer one inbound request; None means send nothing back.
+
+        Raises :class:`DhtProtocolError` for a request that breaks the
+        protocol; the driver then resets the stream.
+        """
+        if self.mode is Mode.CLIENT:
+            raise DhtProtocolError("this node is a DHT client and serves no requests")
+        self.stats.requests_handled += 1
+        REQUESTS_HANDLED.labels(message.type.name).inc()
+        if sender_is_server and sender != self.local_peer:
+            # No liveness checks on inbound contacts: a check is itself an
+            # inbound contact for its target, so that would chain across the network.
+            self._observe_server(sender, sender_addrs, observed_addr, now, may_check=False)
+        handler = {
+            MessageType.FIND_NODE: self._serve_find_node,
+            MessageType.GET_PROVIDERS: self._serve_get_providers,
+            MessageType.ADD_PROVIDER: self._serve_add_provider,
+            MessageType.GET_VALUE: self._serve_get_value,
+            MessageType.PUT_VALUE: self._serve_put_value,
+            MessageType.PING: self._serve_ping,
+        }[message.type]
+        try:
+            return handler(sender, message, now, sender_addrs)
+        except DhtProtocolError as exc:
+            self.stats.rejected += 1
+            REQUESTS_REJECTED.labels(message.type.name, "invalid").inc()
+            log.debug("rejected %s from %s: %s", message.type.name, sender.short(), exc)
+            raise
+
+    def _closer_peers(self, key: bytes, exclude: PeerId) -> tuple[PeerInfo, ...]:
+        entries = self.routing.closest(kad_key(key), self.config.k, exclude=exclude)
+        return tuple(e.info for e in entries)
+
+    def _serve_find_node(self, sender, message, now, sender_addrs):
+        return KadMessage(MessageType.FIND_NODE, key=message.key, closer_peers=self._closer_peers(message.key, sender))
+
+    @staticmethod
+    def _require_multihash(key: bytes) -> None:
+        try:
+            validate_multihash(key)
+        except CidError as exc:
+            raise DhtProtocolError(f"provider key is not a multihash: {exc}") from None
+
+    def _serve_get_providers(self, sender, message, now, sender_addrs):
+        self._require_multihash(message.key)
+        providers = self.store.get_providers(message.key, now, self.config.max_providers_returned)
+        return KadMessage(
+            MessageType.GET_PROVIDERS,
+            key=message.key,
+            closer_peers=self._closer_peers(message.key, sender),
+            provider_peers=tuple(providers),
+        )
+
+    def _rate_limited(self, buckets: TokenBuckets, sender: PeerId, message: KadMessage, now: float) -> bool:
+        if buckets.allow(sender, now):
+            return False
+        self.stats.rate_limited += 1
+        REQUESTS_REJECTED.labels(message.type.name, "rate_limited").inc()
+        return True
+
+    def _serve_add_provider(self, sender, message, now, sender_addrs):
+        self._require_multihash(message.key)
+        if self._rate_limited(self._add_provider_buckets, sender, message, now):
+            return None
+        for provider in message.provider_peers:
+            # The spec lets a peer announce only itself; anything else would let
+            # one peer point the network at a victim.
+            if provider.peer_id != sender:
+                continue
+            addrs = provider.addrs or sender_addrs
+            if not self.store.add_provider(message.key, sender, addrs, now + self.config.provider_ttl, now):
+                REQUESTS_REJECTED.labels(message.type.name, "full").inc()
+        return None
+
+    def _serve_get_value(self, sender, message, now, sender_addrs):
+        value = self.store.get_value(message.key, now)
+        record = Record(message.key, value) if value is not None else None
+        return KadMessage(
+            MessageType.GET_VALUE, key=message.key, record=record, closer_peers=self._closer_peers(message.key, sender)
+        )
+
+    def _serve_put_value(self, sender, message, now, sender_addrs):
+        record = message.record
+        if record is None or record.key != message.key:
+            raise DhtProtocolError("PUT_VALUE without a record for its key")
+        if self._rate_limited(self._put_value_buckets, sender, message, now):
+            raise DhtProtocolError("PUT_VALUE rate limit exceeded")
+        self._store_value(record.key, record.value, now)
+        return KadMessage(MessageType.PUT_VALUE, key=message.key, record=Record(record.key, record.value))
+
+    def _store_value(self, key: bytes, value: bytes, now: float) -> None:
+        existing = self.store.get_value(key, now)
+        try:
+            merged = self.validator.merge(key, existing, value, now)
+        except RecordError as exc:
+            raise DhtProtocolError(f"record rejected: {exc}") from None
+        if merged == existing:
+            return
+        if not self.store.put_value(key, merged, self.validator.expires_at(key, merged, now), now):
+            raise DhtProtocolError("value store is full")
+        self._events.append(RecordChanged(key))
+
+    def _serve_ping(self, sender, message, now, sender_addrs):
+        return KadMessage(MessageType.PING)
+
+    # --------------------------------------------------------- client side
+
+    def handle_response(
+        self, request_id: int, message: KadMessage | None, now: float, remote_addr: bytes | str | None = None
+    ) -> None:
+        """A response (or, for ADD_PROVIDER, None once it was sent) arrived."""
+        pending = self._requests.pop(request_id, None)
+        if pending is None:
+            return
+        if message is not None and message.type != pending.request_type:
+            self._requests[request_id] = pending
+            self.handle_failure(request_id, now)
+            return
+        if message is not None:
+            self._observe_server(pending.peer, (), remote_addr, now)
+        if pending.purpose is _Purpose.LIVENESS:
+            self._liveness_checks.discard(pending.peer)
+            return
+        op = self._ops.get(pending.op_id)
+        if op is None:
+            return
+        if pending.purpose is _Purpose.FANOUT:
+            op.on_fanout_answer(message is not None or pending.request_type is MessageType.ADD_PROVIDER)
+        elif op.phase is Phase.LOOKUP and message is not None:
+            closer = [
+                (info, peer_key(info.peer_id))
+                for info in message.closer_peers[: self.config.k]
+                if info.peer_id != self.local_peer
+            ]
+            if op.lookup.on_response(pending.peer, closer, now):
+                op.on_answer(op.lookup.candidate(pending.peer), message, now)
+        self._advance(op, now)
+
+    def handle_failure(self, request_id: int, now: float) -> None:
+        """A request failed: the peer could not be reached, reset, or timed out."""
+        pending = self._requests.pop(request_id, None)
+        if pending is None:
+            return
+        self.routing.record_failure(pending.peer)
+        if not len(self.routing):
+            self._next_maintenance = now  # lost every peer: re-bootstrap at once
+        if pending.purpose is _Purpose.LIVENESS:
+            self._liveness_checks.discard(pending.peer)
+            return
+        op = self._ops.get(pending.op_id)
+        if op is None:
+            return
+        if pending.purpose is _Purpose.FANOUT:
+            op.on_fanout_answer(False)
+        else:
+            op.lookup.on_failure(pending.peer, now)
+        self._advance(op, now)
+
+    def _observe_server(
+        self, peer: PeerId, addrs: tuple[bytes, ...], observed: bytes | str | None, now: float, may_check: bool = True
+    ) -> None:
+        if observed is not None and not addrs:
+            addrs = (observed,) if isinstance(observed, bytes) else ()
+        group = ip_group(observed, exempt_private=self.config.exempt_private_addresses)
+        outcome, stalest = self.routing.observe(peer, peer_key(peer), addrs, now, group)
+        if outcome is ObserveResult.PENDING and stalest is not None and may_check:
+            self._check_liveness(stalest.peer_id, stalest.addrs, now)
+
+    def _check_liveness(self, peer: PeerId, addrs: tuple[bytes, ...], now: float) -> None:
+        if peer in self._liveness_checks:
+            return
+        self._liveness_checks.add(peer)
+        # FIND_NODE for ourselves rather than the deprecated PING: every
+        # implementation answers it, and the answer may teach us neighbours.
+        message = KadMessage(MessageType.FIND_NODE, key=self.local_peer.multihash)
+        self._send(PeerInfo(peer, addrs), message, now, _Purpose.LIVENESS, None, True)
+
+    def _send(self, peer: PeerInfo, message: KadMessage, now: float, purpose: _Purpose, op_id, expects_response: bool) -> None:
+        request_id = next(self._ids)
+        self._requests[request_id] = _Pending(peer.peer_id, purpose, op_id, message.type)
+        heapq.heappush(self._deadlines, (now + self.config.query_timeout, _REQUEST_TIMEOUT, request_id))
+        self._outbound.append(OutboundRequest(request_id, peer, message, expects_response))
+        self.stats.requests_sent += 1
+
+    # ---------------------------------------------------------- operations
+
+    def _start(self, op_class, key: bytes, now: float, *, target: int | None = None, paths: int = 1,
+               result_size: int | None = None, extra_seeds=(), **kwargs) -> int:
+        target = kad_key(key) if target is None else target
+        self.routing.mark_refreshed(target, now)
+        seeds = [(e.info, e.key) for e in self.routing.closest(target, self.config.k)]
+        known = {info.peer_id for info, _ in seeds}
+        seeds += [(info, peer_key(info.peer_id)) for info in extra_seeds if info.peer_id not in known]
+        lookup_config = LookupConfig(
+            alpha=self.config.alpha,
+            result_size=result_size or self.config.k,
+            query_timeout=self.config.query_timeout,
+            paths=paths,
+        )
+        op_id = next(self._ids)
+        lookup = Lookup(target, seeds, lookup_config, self.local_peer)
+        op = op_class(op_id, key, lookup, now + self.config.operation_timeout, **kwargs)
+        self._ops[op_id] = op
+        self.stats.operations[op.kind] = self.stats.operations.get(op.kind, 0) + 1
+        heapq.heappush(self._deadlines, (op.deadline, _OPERATION_TIMEOUT, op_id))
+        self._advance(op, now)
+        return op_id
+
+    def _advance(self, op: Operation, now: float) -> None:
+        if op.phase is Phase.LOOKUP:
+            if not op.lookup.done and op.wants_more():
+                for info in op.lookup.next_queries(now):
+                    self._send(info, op.query_message(), now, _Purpose.LOOKUP, op.op_id, True)
+            if op.lookup.done or not op.wants_more():
+                op.lookup.finish()
+                self._begin_fanout(op, now)
+        if op.phase is Phase.FANOUT and op.fanout_pending <= 0:
+            self._finish(op, now)
+
+    def _begin_fanout(self, op: Operation, now: float) -> None:
+        op.phase = Phase.FANOUT
+        messages = op.fanout(self.local_info)
+        op.fanout_pending = op.fanout_sent = len(messages)
+        for peer, message, expects_response in messages:
+            self._send(peer, message, now, _Purpose.FANOUT, op.op_id, expects_response)
+
+    def _operation_timed_out(self, op: Operation, now: float) -> None:
+        op.timed_out = True
+        op.lookup.finish()
+        if op.phase is Phase.LOOKUP:
+            self._begin_fanout(op, now)
+        else:
+            op.fanout_pending = 0
+        self._advance(op, now)
+
+    def _finish(self, op: Operation, now: float) -> None:
+        op.phase = Phase.DONE
+        del self._ops[op.op_id]
+        self._refresh_ops.discard(op.op_id)
+        if op.op_id == self._bootstrap_op:
+            self._bootstrap_finished(now)
+        batch = self._batches.pop(op.op_id, None)
+        if batch is not None:
+            self.reprovider.batch_done(batch, op.placed_keys(), op.unplaced, now)
+            self._start_provide_batches(now)
+        self._events.append(OperationFinished(op.result()))
+
+    def find_node(self, key: bytes, now: float) -> int:
+        """Find the k closest peers to ``key`` (a peer ID's bytes, or any key)."""
+        return self._start(Operation, key, now)
+
+    def get_providers(self, key: bytes, now: float, wanted: int = 20) -> int:
+        """Find up to ``wanted`` providers of a multihash (CID.multihash)."""
+        known = self.store.get_providers(key, now, wanted)
+        return self._start(
+            GetProvidersOperation, key, now, paths=self.config.disjoint_paths, wanted=wanted, known=known
+        )
+
+    def get_value(self, key: bytes, now: float, quorum: int | None = None) -> int:
+        return self._start(
+            GetValueOperation,
+            key,
+            now,
+            paths=self.config.disjoint_paths,
+            quorum=quorum or self.config.get_value_quorum,
+            validator=self.validator,
+            local=self.store.get_value(key, now),
+        )
+
+    def put_value(self, key: bytes, value: bytes, now: float) -> int:
+        """Validate and store ``value`` locally, then at the k closest peers."""
+        try:
+            self.validator.validate(key, value, now)
+        except RecordError as exc:
+            raise DhtProtocolError(f"refusing to publish an invalid record: {exc}") from None
+        self._store_value(key, value, now)
+        return self._start(PutValueOperation, key, now, value=value)
+
+    def provide(self, keys: list[bytes], now: float) -> None:
+        """Announce us as a provider of each multihash, now and every republish interval."""
+        for key in keys:
+            self._require_multihash(key)
+            self.store.add_provider(key, self.local_peer, self.local_addrs, now + self.config.provider_ttl, now)
+        self.reprovider.add(keys, now)
+
+    def _start_provide_batches(self, now: float) -> None:
+        for batch in self.reprovider.take_batches():
+            op_id = self._start(
+                ProvideBatchOperation,
+                batch.lookup_key,
+                now,
+                result_size=self.config.provide_lookup_size,
+                keys=list(batch.keys),
+                k=self.config.k,
+            )
+            if op_id in self._ops:
+                self._batches[op_id] = batch
+            else:  # finished at once (no peers at all): nothing was placed
+                self.reprovider.batch_done(batch, [], list(batch.keys), now)
+
+    def bootstrap(self, now: float) -> int:
+        """Look ourselves up through our table, the bootstrap peers and saved peers."""
+        if self._bootstrap_op is not None:
+            return self._bootstrap_op
+        op_id = self._start(Operation, self.local_peer.multihash, now, extra_seeds=list(self._bootstrap_peers.values()))
+        if op_id in self._ops:
+            self._bootstrap_op = op_id
+        else:  # nobody to ask at all
+            self._bootstrap_finished(now)
+        return op_id
+
+    def _bootstrap_finished(self, now: float) -> None:
+        self._bootstrap_op = None
+        if len(self.routing):
+            self._bootstrap_backoff = self.config.bootstrap_retry_min
+            return
+        self._next_bootstrap = now + self._bootstrap_backoff
+        log.warning("DHT bootstrap found no peers; retrying in %.0f s", self._bootstrap_backoff)
+        self._bootstrap_backoff = min(self._bootstrap_backoff * 2, self.config.bootstrap_retry_max)
+
+    def network_size_estimate(self) -> int:
+        """Peers in the network, from how densely our closest neighbours pack.
+
+        The i-th closest of N random keys lies at about i * 2**256 / N, so
+        each neighbour gives an estimate; their mean is good to tens of percent.
+        """
+        closest = self.routing.closest(self.local_key, self.config.k)
+        if len(closest) < self.config.k:
+            return len(closest) + 1
+        estimates = [(i + 1) * (1 << KEY_BITS) / max(1, e.key ^ self.local_key) for i, e in enumerate(closest)]
+        return max(1, int(sum(estimates) / len(estimates)))
+
+    # --------------------------------------------------------- maintenance
+
+    def _maintain(self, now: float) -> None:
+        if not len(self.routing) and self._bootstrap_op is None and now >= self._next_bootstrap:
+            if self._bootstrap_peers:
+                self.bootstrap(now)
+        if now >= self._next_refresh and len(self.routing):
+            self._next_refresh = now + self.config.refresh_interval
+            self.bootstrap(now)  # the self-lookup keeps our own neighbourhood fresh
+        self._refresh_buckets(now)
+        for entry in self.routing.stale_entries(now, self.config.liveness_max_age)[: self.config.liveness_checks_per_tick]:
+            self._check_liveness(entry.peer_id, entry.addrs, now)
+        if now >= self._next_save:
+            self._next_save = now + self.config.save_peers_interval
+            closest = self.routing.closest(self.local_key, self.store.limits.max_saved_peers)
+            if closest:
+                self.store.save_peers([e.info for e in closest])
+        if now >= self._next_gc:
+            self._next_gc = now + self.config.garbage_collect_interval
+            self.store.collect_garbage(now)
+        if now >= self._next_overdue_check:
+            self._next_overdue_check = now + self.config.overdue_check_interval
+            self.reprovider.report_overdue(now)
+
+    def _refresh_buckets(self, now: float) -> None:
+        slots = self.config.max_parallel_refreshes - len(self._refresh_ops)
+        if slots <= 0:
+            return
+        lowest_refreshable = KEY_BITS - 1 - MAX_REFRESH_COMMON_PREFIX
+        for index in self.routing.buckets_to_refresh(now, self.config.refresh_interval):
+            if index < lowest_refreshable or slots <= 0:
+                continue
+            key = grind_key_in_bucket(self.local_key, index, self.rng)
+            if key is None:
+                continue
+            op_id = self.find_node(key, now)
+            if op_id in self._ops:
+                self._refresh_ops.add(op_id)
+            slots -= 1

@@ -1,0 +1,186 @@
+"""The iterative Kademlia lookup as a sans-IO state machine.
+
+A :class:`Lookup` is fed responses, failures and the current time, and says
+which peers to query next; it never sends anything or reads a clock. At most
+``alpha`` queries are in flight (spread over the paths), each with its own
+deadline. The lookup ends when the ``result_size`` closest peers it knows
+that have not failed have all answered.
+
+Disjoint paths (S/Kademlia, Baumgart & Mies 2007): with ``paths = d > 1`` the
+seeds are dealt round-robin to d paths, and every peer belongs to the path
+that first heard of it, so no peer is queried on two paths. An attacker must
+then sit on every path to hide a value or a provider from us, instead of
+answering one query with only its own sybils.
+"""
+
+from __future__ import annotations
+
+import bisect
+import enum
+import math
+from dataclasses import dataclass
+
+from hypermesh.transport.identity import PeerId
+
+from .messages import PeerInfo
+
+
+class QueryState(enum.Enum):
+    NOT_QUERIED = 0
+    WAITING = 1
+    SUCCEEDED = 2
+    FAILED = 3
+
+
+@dataclass(slots=True)
+class Candidate:
+    info: PeerInfo
+    key: int
+    distance: int
+    # 1 for a seed from our own table, the discoverer's hops + 1 otherwise:
+    # the number of sequential round trips needed to reach this peer.
+    hops: int
+    path: int
+    state: QueryState = QueryState.NOT_QUERIED
+    deadline: float = math.inf
+
+
+@dataclass(frozen=True, slots=True)
+class LookupConfig:
+    alpha: int = 3
+    result_size: int = 20
+    query_timeout: float = 10.0
+    paths: int = 1
+
+
+class Lookup:
+    def __init__(
+        self,
+        target: int,
+        seeds: list[tuple[PeerInfo, int]],
+        config: LookupConfig,
+        local_peer: PeerId | None = None,
+    ):
+        """``seeds`` are (peer, keyspace key) pairs, typically from our routing table."""
+        self.target = target
+        self.config = config
+        self.local_peer = local_peer
+        self.paths = max(1, min(config.paths, len(seeds) or 1))
+        self.per_path_parallelism = max(1, math.ceil(config.alpha / self.paths))
+        self._candidates: dict[PeerId, Candidate] = {}
+        # Per path: sorted distances and the candidates in the same order.
+        self._order: list[list[tuple[int, PeerId]]] = [[] for _ in range(self.paths)]
+        self._in_flight = [0] * self.paths
+        self.queries_sent = 0
+        self.finished = False
+        for position, (info, key) in enumerate(seeds):
+            self._add(info, key, hops=1, path=position % self.paths)
+
+    def _add(self, info: PeerInfo, key: int, hops: int, path: int) -> None:
+        if info.peer_id in self._candidates or info.peer_id == self.local_peer:
+            return
+        distance = key ^ self.target
+        self._candidates[info.peer_id] = Candidate(info, key, distance, hops, path)
+        bisect.insort(self._order[path], (distance, info.peer_id))
+
+    def candidate(self, peer_id: PeerId) -> Candidate | None:
+        return self._candidates.get(peer_id)
+
+    def _window(self, path: int):
+        """The first ``result_size`` candidates of a path that have not failed."""
+        taken = 0
+        for _, peer_id in self._order[path]:
+            candidate = self._candidates[peer_id]
+            if candidate.state is QueryState.FAILED:
+                continue
+            yield candidate
+            taken += 1
+            if taken >= self.config.result_size:
+                return
+
+    def next_queries(self, now: float) -> list[PeerInfo]:
+        """Peers to query now; they are marked in flight with a deadline."""
+        if self.finished:
+            return []
+        chosen = []
+        for path in range(self.paths):
+            free = self.per_path_parallelism - self._in_flight[path]
+            if free <= 0:
+                continue
+            for candidate in self._window(path):
+                if candidate.state is QueryState.NOT_QUERIED:
+                    candidate.state = QueryState.WAITING
+                    candidate.deadline = now + self.config.query_timeout
+                    self._in_flight[path] += 1
+                    self.queries_sent += 1
+                    chosen.append(candidate.info)
+                    free -= 1
+                    if free == 0:
+                        break
+        return chosen
+
+    def on_response(self, peer_id: PeerId, closer: list[tuple[PeerInfo, int]], now: float) -> bool:
+        """``peer_id`` answered with ``closer`` (peer, key) pairs.
+
+        Returns False for an answer we are not waiting for (late, after a
+        timeout, or unsolicited), which is then ignored.
+        """
+        candidate = self._candidates.get(peer_id)
+        if candidate is None or candidate.state is not QueryState.WAITING:
+            return False
+        candidate.state = QueryState.SUCCEEDED
+        self._in_flight[candidate.path] -= 1
+        for info, key in closer:
+            self._add(info, key, candidate.hops + 1, candidate.path)
+        return True
+
+    def on_failure(self, peer_id: PeerId, now: float) -> None:
+        candidate = self._candidates.get(peer_id)
+        if candidate is None or candidate.state is not QueryState.WAITING:
+            return
+        candidate.state = QueryState.FAILED
+        self._in_flight[candidate.path] -= 1
+
+    def get_timer(self) -> float | None:
+        deadlines = [c.deadline for c in self._candidates.values() if c.state is QueryState.WAITING]
+        return min(deadlines) if deadlines and not self.finished else None
+
+    def handle_timer(self, now: float) -> list[PeerId]:
+        """Fail the queries whose deadline passed; returns their peers."""
+        expired = [
+            c.info.peer_id
+            for c in self._candidates.values()
+            if c.state is QueryState.WAITING and c.deadline <= now
+        ]
+        for peer_id in expired:
+            self.on_failure(peer_id, now)
+        return expired
+
+    def in_flight(self) -> int:
+        return sum(self._in_flight)
+
+    @property
+    def done(self) -> bool:
+        if self.finished:
+            return True
+        for path in range(self.paths):
+            if self._in_flight[path]:
+                return False
+            for candidate in self._window(path):
+                if candidate.state is QueryState.NOT_QUERIED:
+                    return False
+        return True
+
+    def finish(self) -> None:
+        """Stop early, e.g. when enough providers or values were found."""
+        self.finished = True
+
+    def closest_succeeded(self, count: int | None = None) -> list[Candidate]:
+        """The closest peers that answered, across all paths."""
+        count = self.config.result_size if count is None else count
+        answered = [c for c in self._candidates.values() if c.state is QueryState.SUCCEEDED]
+        answered.sort(key=lambda c: c.distance)
+        return answered[:count]
+
+    def failed_peers(self) -> list[PeerId]:
+        return [p for p, c in self._candidates.items() if c.state is QueryState.FAILED]

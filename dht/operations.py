@@ -1,0 +1,230 @@
+"""The DHT's client operations: a lookup phase, then an optional fan-out phase.
+
+Each operation owns a :class:`~hypermesh.dht.lookup.Lookup` and decides what
+to ask each peer, what to make of the answers, when it has enough, and what
+to send once the closest peers are known (PUT_VALUE, ADD_PROVIDER). The core
+(kademlia.py) moves messages between operations and the network.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+from hypermesh.transport.identity import PeerId
+
+from .keys import kad_key
+from .lookup import Candidate, Lookup
+from .messages import KadMessage, MessageType, PeerInfo, Record
+from .records import RecordError, Validator
+
+
+class Phase(enum.Enum):
+    LOOKUP = 1
+    FANOUT = 2
+    DONE = 3
+
+
+@dataclass(slots=True)
+class OperationResult:
+    op_id: int
+    kind: str
+    key: bytes
+    closest: list[PeerInfo] = field(default_factory=list)
+    providers: list[PeerInfo] = field(default_factory=list)
+    value: bytes | None = None
+    values_received: int = 0
+    # Round trips from our table to the peer that gave the answer (the
+    # closest peer for FIND_NODE, the first provider/value otherwise).
+    hops: int = 0
+    queries: int = 0
+    # Everything this operation sent: lookup queries plus fan-out messages.
+    messages: int = 0
+    stored: int = 0
+    # Provide batches: keys whose closest peers this lookup could not pin down.
+    unplaced_keys: list[bytes] = field(default_factory=list)
+    timed_out: bool = False
+
+
+class Operation:
+    """FIND_NODE towards ``key``: the base that the others extend."""
+
+    kind = "find_node"
+    query_type = MessageType.FIND_NODE
+
+    def __init__(self, op_id: int, key: bytes, lookup: Lookup, deadline: float):
+        self.op_id = op_id
+        self.key = key
+        self.lookup = lookup
+        self.deadline = deadline
+        self.phase = Phase.LOOKUP
+        self.fanout_pending = 0
+        self.fanout_sent = 0
+        self.stored = 0
+        self.answer_hops = 0
+        self.timed_out = False
+
+    def query_message(self) -> KadMessage:
+        return KadMessage(self.query_type, key=self.key)
+
+    def on_answer(self, candidate: Candidate, message: KadMessage, now: float) -> None:
+        """Inspect a lookup answer beyond its closer peers."""
+
+    def wants_more(self) -> bool:
+        return True
+
+    def fanout(self, local: PeerInfo) -> list[tuple[PeerInfo, KadMessage, bool]]:
+        """(peer, message, expects_response) to send once the lookup is over."""
+        return []
+
+    def on_fanout_answer(self, ok: bool) -> None:
+        self.fanout_pending -= 1
+        if ok:
+            self.stored += 1
+
+    def closest_infos(self) -> list[PeerInfo]:
+        return [c.info for c in self.lookup.closest_succeeded()]
+
+    def result(self) -> OperationResult:
+        closest = self.lookup.closest_succeeded()
+        hops = self.answer_hops or (closest[0].hops if closest else 0)
+        return OperationResult(
+            op_id=self.op_id,
+            kind=self.kind,
+            key=self.key,
+            closest=[c.info for c in closest],
+            hops=hops,
+            queries=self.lookup.queries_sent,
+            messages=self.lookup.queries_sent + self.fanout_sent,
+            stored=self.stored,
+            timed_out=self.timed_out,
+        )
+
+
+class GetProvidersOperation(Operation):
+    kind = "get_providers"
+    query_type = MessageType.GET_PROVIDERS
+
+    def __init__(self, op_id, key, lookup, deadline, wanted: int, known: list[PeerInfo]):
+        super().__init__(op_id, key, lookup, deadline)
+        self.wanted = wanted
+        self.providers: dict[PeerId, PeerInfo] = {p.peer_id: p for p in known}
+
+    def on_answer(self, candidate, message, now):
+        for provider in message.provider_peers:
+            if provider.peer_id not in self.providers and len(self.providers) < self.wanted:
+                self.providers[provider.peer_id] = provider
+                if not self.answer_hops:
+                    self.answer_hops = candidate.hops
+
+    def wants_more(self):
+        return len(self.providers) < self.wanted
+
+    def result(self):
+        result = super().result()
+        result.providers = list(self.providers.values())
+        return result
+
+
+class GetValueOperation(Operation):
+    """GET_VALUE: every answer is validated here, never trusted; sets are merged."""
+
+    kind = "get_value"
+    query_type = MessageType.GET_VALUE
+
+    def __init__(self, op_id, key, lookup, deadline, quorum: int, validator: Validator, local: bytes | None):
+        super().__init__(op_id, key, lookup, deadline)
+        self.quorum = quorum
+        self.validator = validator
+        self.value = local
+        self.values_received = 0
+
+    def on_answer(self, candidate, message, now):
+        record = message.record
+        if record is None or record.key != self.key:
+            return
+        try:
+            self.validator.validate(self.key, record.value, now)
+            self.value = self.validator.merge(self.key, self.value, record.value, now) if self.value else record.value
+        except RecordError:
+            # Invalid, or older than what we hold: a stale peer, still counted
+            # as an answer so a quorum of stale peers ends the lookup.
+            pass
+        self.values_received += 1
+        if not self.answer_hops:
+            self.answer_hops = candidate.hops
+
+    def wants_more(self):
+        return self.values_received < self.quorum
+
+    def result(self):
+        result = super().result()
+        result.value = self.value
+        result.values_received = self.values_received
+        return result
+
+
+class PutValueOperation(Operation):
+    """Find the k closest peers to the key, then PUT_VALUE to each of them."""
+
+    kind = "put_value"
+
+    def __init__(self, op_id, key, lookup, deadline, value: bytes):
+        super().__init__(op_id, key, lookup, deadline)
+        self.value = value
+
+    def fanout(self, local):
+        message = KadMessage(MessageType.PUT_VALUE, key=self.key, record=Record(self.key, self.value))
+        return [(peer, message, True) for peer in self.closest_infos()]
+
+
+class ProvideBatchOperation(Operation):
+    """Publish provider records for many keys of one keyspace region with one lookup.
+
+    The lookup collects the ``result_size`` (> k) closest peers to the
+    region's centre. For each key the k closest of those are its true k
+    closest whenever the key and its k-th closest peer both lie strictly
+    inside the ball the lookup covered (XOR is an ultrametric: anything
+    closer to the key is then closer to the centre too, so we saw it). Keys
+    for which that cannot be shown are handed back as ``unplaced_keys``.
+    """
+
+    kind = "provide"
+
+    def __init__(self, op_id, target_key, lookup, deadline, keys: list[bytes], k: int):
+        super().__init__(op_id, target_key, lookup, deadline)
+        self.keys = keys
+        self.k = k
+        self.unplaced: list[bytes] = []
+
+    def query_message(self):
+        # Any key works for FIND_NODE; the region's centre is not a peer ID.
+        return KadMessage(MessageType.FIND_NODE, key=self.key)
+
+    def fanout(self, local):
+        covered = self.lookup.closest_succeeded()
+        exhaustive = len(covered) < self.lookup.config.result_size
+        radius = covered[-1].distance if covered else 0
+        messages = []
+        provider = (PeerInfo(local.peer_id, local.addrs),)
+        for key in self.keys:
+            position = kad_key(key)
+            nearest = sorted(covered, key=lambda c: c.key ^ position)[: self.k]
+            inside = position ^ self.lookup.target < radius and (
+                not nearest or nearest[-1].key ^ position < radius
+            )
+            if not (exhaustive or inside):
+                self.unplaced.append(key)
+                continue
+            message = KadMessage(MessageType.ADD_PROVIDER, key=key, provider_peers=provider)
+            messages.extend((c.info, message, False) for c in nearest)
+        return messages
+
+    def placed_keys(self) -> list[bytes]:
+        unplaced = set(self.unplaced)
+        return [k for k in self.keys if k not in unplaced]
+
+    def result(self):
+        result = super().result()
+        result.unplaced_keys = list(self.unplaced)
+        return result

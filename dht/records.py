@@ -1,0 +1,292 @@
+"""Value records and their validators: ``/pk/<peer id>`` and ``/hm/service/<name>``.
+
+A DHT server stores a value only if the namespace's validator accepts it,
+and a client believes a value only after validating it itself: the peers we
+ask are not trusted. Unknown namespaces are refused (as go-libp2p-kad-dht
+does), so the DHT cannot be used as free anonymous storage.
+
+``/hm/service/<name>`` holds a set of signed entries, one per peer offering
+the service. Each entry names the peer, its addresses, the protocol, a
+weight, a sequence number, when it was issued and when it expires, signed by
+the peer's host key. Servers merge sets entry by entry, so many instances of
+one service live under one key, and a stale or replayed entry (lower
+sequence number) never replaces a newer one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+from google.protobuf.message import DecodeError
+
+from hypermesh.transport.identity import Identity, IdentityError, PeerId, verify_signature
+
+from . import kad_pb2
+from .messages import DhtProtocolError, validate_multiaddr_bytes
+
+PK_NAMESPACE = b"/pk/"
+SERVICE_NAMESPACE = b"/hm/service/"
+# Domain separation: a service-record signature can never be replayed as a
+# signature over anything else the host key signs (TLS handshakes, envelopes).
+SERVICE_SIGNATURE_DOMAIN = b"hypermesh-service-record:"
+
+# Clocks on the internet disagree by seconds, not minutes; a record issued
+# further ahead than this is from the future and refused.
+MAX_CLOCK_SKEW = 300.0
+# An entry must be re-signed at least this often, which bounds how long a
+# revoked instance (or a flood of sybil entries) can linger.
+MAX_SERVICE_TTL = 24 * 3600.0
+DEFAULT_SERVICE_TTL = 3600.0
+# Value records other than service entries (public keys) are dropped after this
+# long without a re-put, like go-libp2p-kad-dht's MaxRecordAge.
+MAX_RECORD_AGE = 36 * 3600.0
+MAX_SERVICE_NAME_LENGTH = 128
+MAX_SERVICE_PROTOCOL_LENGTH = 256
+MAX_SERVICE_ADDRS = 16
+MAX_SERVICE_WEIGHT = 65535
+# Entries kept per service name; when full, only peers already listed can update.
+MAX_SERVICE_INSTANCES = 64
+
+
+class RecordError(ValueError):
+    """A record is invalid, expired, from the future, or older than the one we have."""
+
+
+def service_key(name: str) -> bytes:
+    _check_service_name(name)
+    return SERVICE_NAMESPACE + name.encode("utf-8")
+
+
+def pk_key(peer_id: PeerId) -> bytes:
+    return PK_NAMESPACE + peer_id.multihash
+
+
+def _check_service_name(name: str) -> None:
+    if not name or len(name.encode("utf-8")) > MAX_SERVICE_NAME_LENGTH or "/" in name:
+        raise RecordError(f"invalid service name {name!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceRecord:
+    """One verified instance of a service."""
+
+    name: str
+    peer_id: PeerId
+    addrs: tuple[bytes, ...]
+    protocol: str
+    weight: int
+    seq: int
+    issued_at: int
+    expires_at: int
+    signed: bytes  # the SignedServiceRecord, to pass on unchanged
+
+
+def sign_service_record(
+    identity: Identity,
+    name: str,
+    protocol: str,
+    addrs: list[bytes],
+    *,
+    weight: int,
+    seq: int,
+    now: float,
+    ttl: float = DEFAULT_SERVICE_TTL,
+) -> bytes:
+    """A SignedServiceRecord for this host, valid from ``now`` for ``ttl`` seconds."""
+    _check_service_name(name)
+    if not 0 < ttl <= MAX_SERVICE_TTL:
+        raise RecordError(f"service record TTL must be in (0, {MAX_SERVICE_TTL}]")
+    body = kad_pb2.ServiceRecordBody(
+        name=name,
+        peer_id=identity.peer_id.multihash,
+        addrs=list(addrs),
+        protocol=protocol,
+        weight=weight,
+        seq=seq,
+        issued_at=int(now),
+        expires_at=int(now + ttl),
+    ).SerializeToString()
+    signed = kad_pb2.SignedServiceRecord(
+        body=body,
+        public_key=identity.public_key_proto,
+        signature=identity.sign(SERVICE_SIGNATURE_DOMAIN + body),
+    )
+    return signed.SerializeToString()
+
+
+def _parse(message_class, data: bytes):
+    message = message_class()
+    try:
+        message.ParseFromString(data)
+    except (DecodeError, RecursionError, ValueError) as exc:
+        raise RecordError(f"malformed {message_class.__name__}: {exc}") from None
+    return message
+
+
+def verify_service_entry(signed_bytes: bytes, name: str, now: float) -> ServiceRecord:
+    """Check one signed entry completely; raises :class:`RecordError`."""
+    signed = _parse(kad_pb2.SignedServiceRecord, signed_bytes)
+    if not signed.signature:
+        raise RecordError("service record is unsigned")
+    try:
+        peer_id = PeerId.from_public_key(signed.public_key)
+        if not verify_signature(signed.public_key, SERVICE_SIGNATURE_DOMAIN + signed.body, signed.signature):
+            raise RecordError("service record signature does not verify")
+    except IdentityError as exc:
+        raise RecordError(f"service record key: {exc}") from None
+    body = _parse(kad_pb2.ServiceRecordBody, signed.body)
+    if body.peer_id != peer_id.multihash:
+        raise RecordError("service record is signed by another peer than it names")
+    if body.name != name:
+        raise RecordError(f"service record for {body.name!r} stored under {name!r}")
+    if body.expires_at <= now:
+        raise RecordError("service record has expired")
+    if body.issued_at > now + MAX_CLOCK_SKEW:
+        raise RecordError("service record is issued in the future")
+    if body.expires_at - body.issued_at > MAX_SERVICE_TTL or body.expires_at < body.issued_at:
+        raise RecordError("service record lifetime is out of bounds")
+    if len(body.protocol) > MAX_SERVICE_PROTOCOL_LENGTH or not body.protocol:
+        raise RecordError("service record protocol is empty or too long")
+    if body.weight > MAX_SERVICE_WEIGHT:
+        raise RecordError("service record weight is out of range")
+    if len(body.addrs) > MAX_SERVICE_ADDRS:
+        raise RecordError("service record lists too many addresses")
+    try:
+        for addr in body.addrs:
+            validate_multiaddr_bytes(addr)
+    except DhtProtocolError as exc:
+        raise RecordError(f"service record address: {exc}") from None
+    return ServiceRecord(
+        name=name,
+        peer_id=peer_id,
+        addrs=tuple(bytes(a) for a in body.addrs),
+        protocol=body.protocol,
+        weight=body.weight,
+        seq=body.seq,
+        issued_at=body.issued_at,
+        expires_at=body.expires_at,
+        signed=signed_bytes,
+    )
+
+
+def service_name_from_key(key: bytes) -> str:
+    try:
+        name = key[len(SERVICE_NAMESPACE) :].decode("utf-8")
+    except UnicodeDecodeError:
+        raise RecordError("service name is not UTF-8") from None
+    _check_service_name(name)
+    return name
+
+
+def decode_service_set(key: bytes, value: bytes, now: float) -> list[ServiceRecord]:
+    """All valid, unexpired entries of a stored set; invalid ones are dropped."""
+    name = service_name_from_key(key)
+    entries = _parse(kad_pb2.ServiceRecordSet, value).entries
+    records: dict[PeerId, ServiceRecord] = {}
+    for entry in entries[:MAX_SERVICE_INSTANCES * 2]:
+        try:
+            record = verify_service_entry(entry.SerializeToString(), name, now)
+        except RecordError:
+            continue
+        current = records.get(record.peer_id)
+        if current is None or record.seq > current.seq:
+            records[record.peer_id] = record
+    return list(records.values())
+
+
+def encode_service_set(records: list[ServiceRecord]) -> bytes:
+    entries = [_parse(kad_pb2.SignedServiceRecord, r.signed) for r in records]
+    return kad_pb2.ServiceRecordSet(entries=entries).SerializeToString()
+
+
+class Validator(Protocol):
+    def validate(self, key: bytes, value: bytes, now: float) -> None:
+        """Raise RecordError unless ``value`` may be stored under ``key``."""
+
+    def merge(self, key: bytes, existing: bytes | None, incoming: bytes, now: float) -> bytes:
+        """The value to keep when ``incoming`` arrives; RecordError if it is older."""
+
+    def expires_at(self, key: bytes, value: bytes, now: float) -> float:
+        """When a stored value stops being served."""
+
+
+class PublicKeyValidator:
+    """``/pk/<peer id multihash>`` → the libp2p public key that hashes to it."""
+
+    def validate(self, key: bytes, value: bytes, now: float) -> None:
+        try:
+            peer_id = PeerId.from_bytes(key[len(PK_NAMESPACE) :])
+            matches = peer_id.matches_public_key(value)
+        except IdentityError as exc:
+            raise RecordError(f"public key record: {exc}") from None
+        if not matches:
+            raise RecordError("public key does not match the peer ID in the key")
+
+    def merge(self, key: bytes, existing: bytes | None, incoming: bytes, now: float) -> bytes:
+        self.validate(key, incoming, now)
+        return incoming
+
+    def expires_at(self, key: bytes, value: bytes, now: float) -> float:
+        return now + MAX_RECORD_AGE
+
+
+class ServiceRecordValidator:
+    """``/hm/service/<name>`` → a set of signed service entries, merged per peer."""
+
+    def validate(self, key: bytes, value: bytes, now: float) -> None:
+        name = service_name_from_key(key)
+        entries = _parse(kad_pb2.ServiceRecordSet, value).entries
+        if not entries:
+            raise RecordError("empty service record set")
+        if len(entries) > MAX_SERVICE_INSTANCES:
+            raise RecordError("service record set is too large")
+        for entry in entries:
+            verify_service_entry(entry.SerializeToString(), name, now)
+
+    def merge(self, key: bytes, existing: bytes | None, incoming: bytes, now: float) -> bytes:
+        self.validate(key, incoming, now)
+        merged = {r.peer_id: r for r in decode_service_set(key, existing, now)} if existing else {}
+        accepted = 0
+        for record in decode_service_set(key, incoming, now):
+            current = merged.get(record.peer_id)
+            if current is not None and (
+                record.seq < current.seq or (record.seq == current.seq and record.signed != current.signed)
+            ):
+                continue  # a replay or a conflicting entry at the same sequence number
+            if current is None and len(merged) >= MAX_SERVICE_INSTANCES:
+                continue
+            merged[record.peer_id] = record
+            accepted += 1
+        if not accepted:
+            raise RecordError("every entry is older than the one stored, or the service is full")
+        return encode_service_set(list(merged.values()))
+
+    def expires_at(self, key: bytes, value: bytes, now: float) -> float:
+        records = decode_service_set(key, value, now)
+        return float(max((r.expires_at for r in records), default=now))
+
+
+class NamespacedValidator:
+    """Dispatches on the key's namespace; unknown namespaces are refused."""
+
+    def __init__(self) -> None:
+        self._validators: list[tuple[bytes, Validator]] = [
+            (PK_NAMESPACE, PublicKeyValidator()),
+            (SERVICE_NAMESPACE, ServiceRecordValidator()),
+        ]
+
+    def _for(self, key: bytes) -> Validator:
+        for prefix, validator in self._validators:
+            if key.startswith(prefix):
+                return validator
+        raise RecordError(f"no validator for the namespace of {key[:32]!r}")
+
+    def validate(self, key: bytes, value: bytes, now: float) -> None:
+        self._for(key).validate(key, value, now)
+
+    def merge(self, key: bytes, existing: bytes | None, incoming: bytes, now: float) -> bytes:
+        return self._for(key).merge(key, existing, incoming, now)
+
+    def expires_at(self, key: bytes, value: bytes, now: float) -> float:
+        return self._for(key).expires_at(key, value, now)
