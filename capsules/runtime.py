@@ -61,6 +61,8 @@ class Capsule:
     sandbox: object | None = None
     code: bytes | None = field(default=None, repr=False)
     inflight: int = 0
+    # While on probation (and after a rollback), where a failed call is retried.
+    fallback_cid: str | None = None
     validators: dict = field(default_factory=dict, repr=False)
 
     @property
@@ -331,12 +333,13 @@ class CapsuleRuntime:
         if error.kind not in GUEST_FAULTS or capsule.manifest is None:
             return None
         with self._lock:
-            probation = self._probation.get(capsule.manifest.name)
-            if probation is None or probation.new is not capsule:
+            if capsule.fallback_cid is None:
                 return None
-            if not probation.rolled_back:
+            probation = self._probation.get(capsule.manifest.name)
+            if probation is not None and probation.new is capsule and not probation.rolled_back:
                 self._roll_back(probation, f"failed on probation: {error}")
-            return probation.old.cid
+            # Calls that were already running on the rolled-back version land here too.
+            return capsule.fallback_cid
 
     def _roll_back(self, probation: _Probation, reason: str) -> None:
         name = probation.new.manifest.name
@@ -391,12 +394,15 @@ class CapsuleRuntime:
             new.lifecycle.transition(State.ACTIVE, f"hot swap replacing {old.cid}")
             self._serving[name] = new_cid
             old.lifecycle.transition(State.SUSPENDED, f"hot swap to {new_cid}")
+            new.fallback_cid = old.cid
             self._probation[name] = probation
         self.bus.publish(Event("swap.switched", new_cid, name, {"previous": old.cid}))
         await trio.to_thread.run_sync(probation.done.wait, probation_s, abandon_on_cancel=True)
         with self._lock:
             del self._probation[name]
             loser = new if probation.rolled_back else old
+            if not probation.rolled_back:
+                new.fallback_cid = None
         drained = await trio.to_thread.run_sync(self._wait_idle, loser, drain_timeout_s)
         self.unload(loser.cid, "rolled back" if probation.rolled_back else f"replaced by {new_cid}")
         if probation.rolled_back:

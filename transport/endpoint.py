@@ -45,7 +45,7 @@ SUPPORTED_VERSIONS = [QuicProtocolVersion.VERSION_1]
 # After traffic, poll the socket this long before sleeping: waking a sleeping
 # process costs far more than a ping-pong round trip on loopback. Never
 # spins while idle.
-SPIN_SECONDS = float(os.environ.get("HYPERMESH_SPIN_US", "100")) / 1e6
+SPIN_SECONDS = float(os.environ.get("HYPERMESH_SPIN_US", "200")) / 1e6
 
 AcceptCallback = Callable[["QuicEndpoint", bytes, tuple, bytes, int], "QuicConnectionDriver | None"]
 
@@ -126,6 +126,8 @@ class QuicEndpoint:
         self._recv_buffer = bytearray(MAX_UDP_PAYLOAD)
         # False for a dial-only endpoint, which is not advertised.
         self.listening = True
+        # Until when to poll the socket instead of sleeping (see SPIN_SECONDS).
+        self.spin_until = 0.0
 
     # -- routing -------------------------------------------------------------
 
@@ -156,6 +158,8 @@ class QuicEndpoint:
         A full socket buffer drops the datagram, as a congested router
         would; QUIC's loss recovery resends and slows down.
         """
+        # A reply usually follows what we send: poll for it a little while.
+        self.spin_until = trio.current_time() + SPIN_SECONDS
         try:
             self.sock.sendto(data, addr)
         except BlockingIOError:
@@ -174,7 +178,6 @@ class QuicEndpoint:
         view = memoryview(buffer)
         dirty: dict[int, "QuicConnectionDriver"] = {}
         clock = trio.current_time
-        spin_until = 0.0
         while not self.closed:
             received = 0
             while received < MAX_BATCH:
@@ -191,14 +194,15 @@ class QuicEndpoint:
                 driver = self._datagram_received(bytes(view[:size]), addr, now)
                 if driver is not None:
                     dirty[id(driver)] = driver
-            if dirty:
+            if received:
+                # Let woken stream readers run first: their replies then carry
+                # the acknowledgements, one packet instead of two.
+                await trio.lowlevel.checkpoint()
                 for driver in dirty.values():
                     driver.transmit()
                 dirty.clear()
-            if received:
-                spin_until = clock() + SPIN_SECONDS
-                await trio.lowlevel.checkpoint()
-            elif clock() < spin_until:
+                self.spin_until = clock() + SPIN_SECONDS
+            elif clock() < self.spin_until:
                 await trio.lowlevel.checkpoint()
             else:
                 try:

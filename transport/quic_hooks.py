@@ -131,6 +131,10 @@ class Libp2pQuicConnection(QuicConnection):
         self._building_probe = False
         self.remote_max_udp_payload_size: int | None = None
         super().__init__(**kwargs)
+        # Acknowledge at the next transmit rather than after 1 ms: the driver
+        # transmits once per batch of datagrams, after the application has
+        # had its turn, so the ACK rides on the reply instead of its own packet.
+        self._ack_delay = 0.0
         self._local_max_data.value = CONNECTION_RECEIVE_WINDOW
         self._local_max_data.sent = CONNECTION_RECEIVE_WINDOW
         self._local_max_stream_data_bidi_local = STREAM_RECEIVE_WINDOW
