@@ -212,17 +212,29 @@ async def unpack(chunk_list: ChunkList, fetch: Fetch, dest: Path, store: ChunkSt
     missing = [digest for digest in chunk_list.unique_chunks if not store.has(digest)]
     limiter = trio.CapacityLimiter(max(1, parallel))
 
-    async def fetch_one(digest: str) -> None:
-        async with limiter:
-            data = await fetch(digest)
-        if not isinstance(data, (bytes, bytearray)):
-            raise ChunkError(f"fetch returned {type(data).__name__} for chunk {digest}, not bytes")
-        verify_chunk(digest, bytes(data))
-        store.put(bytes(data))
+    failures: list[Exception] = []
+
+    async def fetch_one(digest: str, cancel_scope: trio.CancelScope) -> None:
+        try:
+            async with limiter:
+                data = await fetch(digest)
+            if not isinstance(data, (bytes, bytearray)):
+                raise ChunkError(f"fetch returned {type(data).__name__} for chunk {digest}, not bytes")
+            verify_chunk(digest, bytes(data))
+            store.put(bytes(data))
+        except Exception as exc:
+            # The first failure stops the other fetches: the capsule is unusable anyway.
+            failures.append(exc)
+            cancel_scope.cancel()
 
     async with trio.open_nursery() as nursery:
         for digest in missing:
-            nursery.start_soon(fetch_one, digest)
+            nursery.start_soon(fetch_one, digest, nursery.cancel_scope)
+    if failures:
+        first = failures[0]
+        if isinstance(first, ChunkError):
+            raise first
+        raise ChunkError(f"fetching a chunk failed: {type(first).__name__}: {first}") from first
 
     staging = dest.with_name(f".{dest.name}.{os.getpid()}.partial")
     shutil.rmtree(staging, ignore_errors=True)

@@ -1,0 +1,101 @@
+"""`hypermesh capsule …` end to end, through `python -m hypermesh.capsules.cli`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+
+import pytest
+
+from hypermesh.capsules import cli
+
+
+def run(*args, cwd, check=True):
+    result = subprocess.run([sys.executable, "-m", "hypermesh.capsules.cli", "capsule", *map(str, args)],
+                            cwd=cwd, capture_output=True, timeout=120)
+    if check:
+        assert result.returncode == 0, result.stderr.decode()
+    return result
+
+
+def test_new_build_sign_verify_run_ls_inspect(tmp_path):
+    data = tmp_path / "node"
+    run("new", "acme.greeter", "--lang", "wat", cwd=tmp_path)
+    run("build", "greeter", cwd=tmp_path)
+    signed = json.loads(run("sign", "greeter", "--data-dir", data, "--json", cwd=tmp_path).stdout)
+    assert signed["cid"].startswith("bafkrei") and signed["new_identity"]
+    assert (data / "identity.key").stat().st_mode & 0o077 == 0
+
+    verified = json.loads(run("verify", "greeter", "--data-dir", data, "--json", cwd=tmp_path).stdout)
+    assert verified == {**verified, "status": "verified", "cid": signed["cid"], "name": "acme.greeter"}
+
+    output = run("run", "greeter", "reverse", "--input", "abc", "--data-dir", data, cwd=tmp_path).stdout
+    assert output == b"cba"
+    by_cid = json.loads(run("run", signed["cid"], "echo", "--input", "hi", "--data-dir", data, "--json", cwd=tmp_path).stdout)
+    assert by_cid["output"] == "hi" and by_cid["receipt"]["capsule"] == signed["cid"]
+    hex_run = run("run", signed["cid"], "echo", "--input", "00ff", "--hex", "--data-dir", data, "--json", cwd=tmp_path)
+    assert json.loads(hex_run.stdout)["output_base64"] == "AP8="
+
+    listing = json.loads(run("ls", "--data-dir", data, "--json", cwd=tmp_path).stdout)
+    assert listing == [{"cid": signed["cid"], "status": "installed", "name": "acme.greeter", "version": "0.1.0",
+                        "kind": "module", "trust_zone": "tenant"}]
+    inspected = json.loads(run("inspect", signed["cid"], "--data-dir", data, "--json", cwd=tmp_path).stdout)
+    assert inspected["admission"]["status"] == "verified" and inspected["manifest"]["name"] == "acme.greeter"
+
+    packed = json.loads(run("pack", "greeter", "--data-dir", data, "--json", cwd=tmp_path).stdout)
+    assert packed["cid"] == signed["cid"]
+
+
+def test_verify_of_a_tampered_capsule_fails_with_the_reason(tmp_path):
+    data = tmp_path / "node"
+    run("new", "acme.t", cwd=tmp_path)
+    run("build", "t", cwd=tmp_path)
+    run("sign", "t", "--data-dir", data, cwd=tmp_path)
+    wasm = tmp_path / "t" / "impl" / "capsule.wasm"
+    wasm.write_bytes(wasm.read_bytes()[:-1] + b"\x01")
+    result = run("verify", "t", "--data-dir", data, cwd=tmp_path, check=False)
+    assert result.returncode == 1
+    assert b"hash_mismatch: impl/capsule.wasm does not match" in result.stdout
+
+
+def test_capsule_signed_by_another_node_is_untrusted_until_trusted(tmp_path):
+    builder, runner = tmp_path / "builder", tmp_path / "runner"
+    run("new", "acme.shared", cwd=tmp_path)
+    run("build", "shared", cwd=tmp_path)
+    signer = json.loads(run("sign", "shared", "--data-dir", builder, "--json", cwd=tmp_path).stdout)["signer"]
+    result = run("verify", "shared", "--data-dir", runner, cwd=tmp_path, check=False)
+    assert result.returncode == 1 and b"untrusted_signer" in result.stdout
+    run("trust", signer, "--zones", "tenant", "--data-dir", runner, cwd=tmp_path)
+    run("verify", "shared", "--data-dir", runner, cwd=tmp_path)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["run", "nowhere", "f", "--data-dir", "{d}"], b"error: nowhere is neither an installed CID nor a capsule directory"),
+    (["build", "missing"], b"error: "),
+    (["new", "Bad Name"], b"error: invalid capsule name"),
+    (["new", "acme.x", "--lang", "cobol"], b"invalid choice"),
+])
+def test_errors_are_one_line_and_nonzero(tmp_path, args, message):
+    result = run(*[a.replace("{d}", str(tmp_path / "d")) for a in args], cwd=tmp_path, check=False)
+    assert result.returncode != 0
+    assert message in result.stderr
+    assert b"Traceback" not in result.stderr
+
+
+def test_register_adds_the_capsule_tree_to_a_parent_cli():
+    parser = argparse.ArgumentParser(prog="hypermesh")
+    subparsers = parser.add_subparsers(dest="command")
+    cli.register(subparsers)
+    args = parser.parse_args(["capsule", "ls", "--json", "--data-dir", "/nonexistent"])
+    assert args.command == "capsule" and args.capsule_command == "ls" and callable(args.func)
+
+
+def test_new_scaffolds_python_and_js(tmp_path):
+    run("new", "acme.py-thing", "--lang", "python", cwd=tmp_path)
+    run("new", "acme.js-thing", "--lang", "js", cwd=tmp_path)
+    assert (tmp_path / "py-thing" / "src" / "app.py").exists()
+    assert (tmp_path / "js-thing" / "src" / "app.js").exists()
+    manifest = json.loads((tmp_path / "js-thing" / "manifest.json").read_text())
+    assert manifest["name"] == "acme.js-thing" and manifest["kind"] == "component"

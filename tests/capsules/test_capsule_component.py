@@ -1,0 +1,111 @@
+"""WebAssembly components: the Python-guest example, its capabilities and its limits."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+
+import pytest
+
+from capsule_testkit import BUILDER
+from hypermesh.capsules.build import build_capsule, world_wit
+from hypermesh.capsules.errors import CallError, LinkError
+from hypermesh.capsules.lifecycle import State
+from hypermesh.capsules.receipt import sign_capsule
+from hypermesh.capsules.sandbox import HEX_THRESHOLD
+
+
+@pytest.fixture
+def hello(runtime, python_capsule):
+    capsule = runtime.install(python_capsule)
+    assert capsule.state == State.VERIFIED, capsule.diagnostics
+    runtime.activate(capsule.cid)
+    return capsule
+
+
+def test_python_guest_handles_calls(runtime, hello):
+    assert runtime.call("examples.hello-python", "handle", b"ping").output == b"pong"
+    assert runtime.call("examples.hello-python", "handle", b"\x00\xffbytes").output == b"\x00\xffbytes"
+    assert runtime.call("examples.hello-python", "handle", b"").output == b""
+    now = int(runtime.call("examples.hello-python", "handle", b"time").output)
+    assert abs(now - time.time() * 1000) < 60_000
+
+
+def test_python_guest_kv_is_persistent_per_name(runtime, hello):
+    assert [runtime.call("examples.hello-python", "handle", b"count").output for _ in range(3)] == [b"1", b"2", b"3"]
+    assert runtime.kv.get("examples.hello-python", b"count") == b"3"
+
+
+@pytest.mark.parametrize("size", [HEX_THRESHOLD - 1, HEX_THRESHOLD, 1 << 20])
+def test_large_inputs_round_trip(runtime, hello, size):
+    data = os.urandom(size)
+    result = runtime.call("examples.hello-python", "handle", data)
+    assert result.output == data
+
+
+def test_spinning_guest_is_stopped_and_runtime_recovers(runtime, hello):
+    started = time.perf_counter()
+    with pytest.raises(CallError) as failure:
+        runtime.call("examples.hello-python", "handle", b"spin")
+    assert failure.value.kind in {"fuel", "timeout"}
+    assert time.perf_counter() - started < 5 + 0.5
+    assert runtime.call("examples.hello-python", "handle", b"ping").output == b"pong"
+
+
+def test_component_epoch_deadline(runtime, python_capsule, tmp_path):
+    directory = shutil.copytree(python_capsule, tmp_path / "short", ignore=shutil.ignore_patterns("src"))
+    manifest = json.loads((directory / "manifest.json").read_text())
+    manifest["resources"].update(fuel=100_000_000_000, timeout_ms=50)
+    (directory / "manifest.json").write_text(json.dumps(manifest))
+    sign_capsule(directory, BUILDER)
+    capsule = runtime.install(directory)
+    runtime.activate(capsule.cid)
+    started = time.perf_counter()
+    with pytest.raises(CallError) as failure:
+        runtime.call(capsule.cid, "handle", b"spin")
+    elapsed_ms = (time.perf_counter() - started) * 1000
+    assert failure.value.kind == "timeout", failure.value
+    assert elapsed_ms <= 50 + 10 + 5, elapsed_ms  # + instantiation of the 18 MB guest
+    assert runtime.call(capsule.cid, "handle", b"ping").output == b"pong"
+
+
+def test_component_memory_limit(runtime, python_capsule, tmp_path):
+    directory = shutil.copytree(python_capsule, tmp_path / "tiny", ignore=shutil.ignore_patterns("src"))
+    manifest = json.loads((directory / "manifest.json").read_text())
+    manifest["resources"]["memory_bytes"] = 4 * 65536
+    (directory / "manifest.json").write_text(json.dumps(manifest))
+    sign_capsule(directory, BUILDER)
+    capsule = runtime.install(directory)
+    runtime.activate(capsule.cid)
+    with pytest.raises(CallError) as failure:
+        runtime.call(capsule.cid, "handle", b"ping")
+    assert failure.value.kind in {"memory", "trap"} and "memory" in str(failure.value)
+
+
+def test_component_importing_an_ungranted_interface_is_refused(runtime, python_capsule, tmp_path):
+    # The guest imports log, kv and clock; a manifest that drops kv must not link.
+    directory = shutil.copytree(python_capsule, tmp_path / "nokv", ignore=shutil.ignore_patterns("src"))
+    manifest = json.loads((directory / "manifest.json").read_text())
+    manifest["capabilities"]["requires"] = ["log", "clock"]
+    (directory / "manifest.json").write_text(json.dumps(manifest))
+    sign_capsule(directory, BUILDER)
+    capsule = runtime.install(directory)
+    with pytest.raises(LinkError, match=r"imports hypermesh:capsule/kv@0.1.0, which needs capability 'kv'"):
+        runtime.activate(capsule.cid)
+    assert capsule.state == State.QUARANTINED
+
+
+def test_world_imports_exactly_the_required_interfaces():
+    text = world_wit({"kv", "log"}, bulk=True)
+    assert "include bulk-handler;" in text
+    assert "import kv;" in text and "import log;" in text and "import invoke;" not in text
+
+
+def test_python_build_is_cached(python_capsule, tmp_path):
+    directory = shutil.copytree(python_capsule, tmp_path / "again")
+    started = time.perf_counter()
+    build_capsule(directory)
+    assert time.perf_counter() - started < 2
+    assert (directory / "impl" / "capsule.wasm").read_bytes() == (python_capsule / "impl" / "capsule.wasm").read_bytes()
