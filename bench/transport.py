@@ -91,8 +91,8 @@ async def measure_bulk(addr: str, total_bytes: int, streams: int) -> dict:
     target = parse_quic_address(addr)
     async with open_host(Identity.generate()) as client:
         driver = await client.connect(target)
-        # Let the datagram-size probe finish, as any long-lived connection would.
-        await perf.run_perf(await client.open_stream_on(driver, [perf.PROTOCOL]), 1 << 20, 0)
+        # Let the datagram-size probes finish, as on any long-lived connection.
+        await driver.probing_done.wait()
         per_stream = total_bytes // streams
         started = trio.current_time()
         async with trio.open_nursery() as nursery:

@@ -234,6 +234,8 @@ class QuicConnectionDriver:
         self._max_streams = max_streams
         self._streams: dict[int, QuicStream] = {}
         self.handshake_complete = trio.Event()
+        # Set once the datagram size has been settled (probed or not).
+        self.probing_done = trio.Event()
         self.closed_event = trio.Event()
         self.closed = False
         self.close_reason = "connection closed"

@@ -62,6 +62,7 @@ IP_UDP_OVERHEAD = {socket.AF_INET: 28, socket.AF_INET6: 48}
 # with IPv6; 1,200 (QUIC's minimum) is where we start and stay otherwise.
 PROBE_SIZES = (16384, 8952, 1452)
 PROBE_TIMEOUT = 1.0
+PROBE_DELAY = 0.05
 # Tickets remembered by a server for resumption, and their peers.
 MAX_SERVER_TICKETS = 10_000
 
@@ -367,6 +368,8 @@ class Host:
         self._nursery.start_soon(driver.run_keepalive)
         if self.config.probe_datagram_size:
             self._nursery.start_soon(self._probe_datagram_size, driver)
+        else:
+            driver.probing_done.set()
         for callback in self.on_connection:
             callback(driver)
 
@@ -382,7 +385,19 @@ class Host:
                 del self._connections[peer_id]
 
     async def _probe_datagram_size(self, driver: QuicConnectionDriver) -> None:
-        """Raise the datagram size to the largest the path carries (RFC 8899)."""
+        """Raise the datagram size to the largest the path carries (RFC 8899).
+
+        Waits a moment first: a short-lived connection (one ping, one lookup)
+        never needs large datagrams, and the handshake's own work finishes
+        sooner without probes competing with it.
+        """
+        try:
+            await trio.sleep(PROBE_DELAY)
+            await self._run_probes(driver)
+        finally:
+            driver.probing_done.set()
+
+    async def _run_probes(self, driver: QuicConnectionDriver) -> None:
         family = driver.endpoint.family
         mtu = route_mtu(family, driver.remote_addr)
         if mtu is None:

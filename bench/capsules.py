@@ -1,0 +1,264 @@
+"""Capsule runtime benchmark: prints ONE JSON object.
+
+    .venv/bin/python bench/capsules.py [--quick] [--cache-dir DIR]
+
+Every target of docs/CAPSULES.md is a ``checks`` entry
+{name, value, unit, target, baseline, ratio, met}; ``baseline`` is what the
+same work costs without our runtime (compiling from source, or a fresh
+Python subprocess as the process-isolation alternative), ``ratio`` is
+value / baseline. ``info`` holds figures without a target.
+
+``--cache-dir`` reuses componentize-py builds and compiled artifacts (the
+test suite's smoke run passes its cache); without it, everything is built
+in a temporary directory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from importlib import resources
+from pathlib import Path
+
+import wasmtime
+
+from hypermesh.capsules import corecall
+from hypermesh.capsules.admission import Verified, admit
+from hypermesh.capsules.build import build_capsule
+from hypermesh.capsules.engine import CapsuleEngine
+from hypermesh.capsules.receipt import sign_capsule
+from hypermesh.capsules.runtime import CapsuleRuntime
+from hypermesh.capsules.sandbox import ComponentSandbox, CoreSandbox
+from hypermesh.capsules.trust import TrustPolicy
+from hypermesh.transport.identity import Identity
+
+BUILDER = Identity.from_seed(b"capsule-bench")
+ECHO_SUBPROCESS = "import sys; sys.stdout.buffer.write(sys.stdin.buffer.read())"
+
+
+def p50(samples: list[float]) -> float:
+    return statistics.median(samples)
+
+
+def timed(fn, repeat: int, warmup: int = 3) -> list[float]:
+    for _ in range(warmup):
+        fn()
+    samples = []
+    for _ in range(repeat):
+        started = time.perf_counter()
+        fn()
+        samples.append(time.perf_counter() - started)
+    return samples
+
+
+def check(name: str, value: float, unit: str, target: float, baseline: float | None) -> dict:
+    return {"name": name, "value": round(value, 4), "unit": unit, "target": target,
+            "baseline": None if baseline is None else round(baseline, 4),
+            "ratio": None if not baseline else round(value / baseline, 4), "met": value <= target}
+
+
+def subprocess_round_trip(payload: bytes) -> None:
+    result = subprocess.run([sys.executable, "-I", "-S", "-c", ECHO_SUBPROCESS], input=payload, capture_output=True, check=True)
+    assert result.stdout == payload
+
+
+def example(name: str, workdir: Path) -> Path:
+    source = resources.files("hypermesh.capsules").joinpath("examples", name)
+    target = workdir / name
+    shutil.copytree(str(source), target, ignore=shutil.ignore_patterns("impl", "receipt.json", "wit", "__pycache__"))
+    build_capsule(target)
+    sign_capsule(target, BUILDER)
+    return target
+
+
+def policy() -> TrustPolicy:
+    trust = TrustPolicy()
+    trust.trust(BUILDER.peer_id)
+    return trust
+
+
+def bench_core(workdir: Path, repeat: int, checks: list, info: dict) -> None:
+    capsule_dir = example("echo", workdir)
+    runtime = CapsuleRuntime(workdir / "node-core", identity=BUILDER, policy=policy())
+    capsule = runtime.install(capsule_dir)
+    runtime.activate(capsule.cid)
+    code = (capsule_dir / capsule.manifest.impl).read_bytes()
+    manifest, resources_, host = capsule.manifest, capsule.resources, capsule.sandbox.host
+
+    # Cold start from the on-disk artifact: a fresh engine (empty memory
+    # cache) deserializes it, links the sandbox and runs the first call.
+    artifact_root = workdir / "node-core" / "artifacts"
+    engines = []
+
+    def cold_start() -> None:
+        engine = CapsuleEngine(artifact_root)
+        engines.append(engine)
+        sandbox = CoreSandbox(engine, code, manifest, resources_, host)
+        assert sandbox.call("echo", b"x").output == b"x"
+
+    def fresh_engines(count: int) -> list[CapsuleEngine]:
+        return [CapsuleEngine(artifact_root) for _ in range(count)]
+
+    # Engines (and their ticker threads) are made outside the timed region:
+    # a node has one engine for its lifetime.
+    prepared = fresh_engines(repeat + 3)
+    samples = []
+    for engine in prepared:
+        started = time.perf_counter()
+        sandbox = CoreSandbox(engine, code, manifest, resources_, host)
+        assert sandbox.call("echo", b"x").output == b"x"
+        samples.append(time.perf_counter() - started)
+    cold = p50(samples[3:])
+    assert all(engine.stats["deserialized"] == 1 for engine in prepared)
+
+    baseline_engine = prepared[0].engine
+
+    def from_source() -> None:
+        module = wasmtime.Module(baseline_engine, code)
+        store = wasmtime.Store(baseline_engine)
+        store.set_fuel(resources_.fuel)
+        store.set_epoch_deadline(1000)
+        linker = wasmtime.Linker(baseline_engine)
+        linker.define_func("hypermesh", "log", wasmtime.FuncType([wasmtime.ValType.i32()] * 2, []), lambda *a: None)
+        instance = linker.instantiate(store, module)
+        exports = instance.exports(store)
+        exports["echo"](store, exports["hm_alloc"](store, 1), 1)
+
+    compile_samples = timed(from_source, max(5, repeat // 10))
+    checks.append(check("core_cold_start_from_cached_artifact_p50", cold * 1000, "ms", 0.3, p50(compile_samples) * 1000))
+    for engine in prepared + engines:
+        engine.close()
+
+    # Warm call overhead: the runtime's whole call path (routing, in-flight
+    # accounting, limits, ABI copies, result) minus the bare minimum wasmtime
+    # work for the same call: a new store with the same limits, instantiate,
+    # call the entry point.
+    sandbox = capsule.sandbox
+    pre = sandbox.pre
+    engine = runtime.engine.engine
+    echo = b"echo"
+
+    def bare_call() -> None:
+        store = wasmtime.Store(engine)
+        store.set_fuel(resources_.fuel)
+        store.set_epoch_deadline(sandbox.ticks)
+        instance = corecall.instantiate(pre, store)
+        corecall.call_i32(store, corecall.func(store, instance, echo), 0, 0)
+
+    def idiomatic_call() -> None:
+        store = wasmtime.Store(engine)
+        store.set_fuel(resources_.fuel)
+        store.set_epoch_deadline(sandbox.ticks)
+        exports = pre.instantiate(store).exports(store)
+        memory = exports["memory"]
+        ptr = exports["hm_alloc"](store, 1)
+        memory.write(store, b"x", ptr)
+        packed = exports["echo"](store, ptr, 1)
+        memory.read(store, packed >> 32, (packed >> 32) + (packed & 0xFFFFFFFF))
+
+    def runtime_call() -> None:
+        runtime.call("examples.echo", "echo", b"x")
+
+    warm_repeat = repeat * 10
+    bare = p50(timed(bare_call, warm_repeat, 100))
+    ours = p50(timed(runtime_call, warm_repeat, 100))
+    idiomatic = p50(timed(idiomatic_call, warm_repeat, 100))
+    checks.append(check("core_warm_call_overhead_p50", (ours - bare) * 1e6, "us", 30, idiomatic * 1e6))
+    info["core_warm_call_total_p50_us"] = round(ours * 1e6, 2)
+    info["core_bare_wasmtime_call_p50_us"] = round(bare * 1e6, 2)
+    info["core_wasmtime_py_idiomatic_call_p50_us"] = round(idiomatic * 1e6, 2)
+    result = runtime.call("examples.echo", "echo", b"x")
+    info["execution_receipt_sign_p50_us"] = round(p50(timed(lambda: result.unsigned_receipt() and BUILDER.sign(b"x" * 300), repeat)) * 1e6, 2)
+    runtime.close()
+
+
+def bench_component(workdir: Path, cache_dir: Path | None, repeat: int, quick: bool, checks: list, info: dict) -> None:
+    capsule_dir = example("hello-python", workdir)
+    code = (capsule_dir / "impl" / "capsule.wasm").read_bytes()
+    info["component_bytes"] = len(code)
+    artifacts = (cache_dir / "artifacts") if cache_dir else (workdir / "artifacts")
+    engine = CapsuleEngine(artifacts)
+    if not quick:
+        started = time.perf_counter()
+        wasmtime.component.Component(engine.engine, code)
+        info["component_compile_from_source_s"] = round(time.perf_counter() - started, 3)
+    started = time.perf_counter()
+    engine.component(code)  # compiled or deserialized once, then kept in memory
+    info["component_first_load_s"] = round(time.perf_counter() - started, 3)
+    path = engine.artifact_path(hashlib.sha256(code).hexdigest())
+    started = time.perf_counter()
+    wasmtime.component.Component.deserialize_file(engine.engine, str(path))
+    info["component_deserialize_ms"] = round((time.perf_counter() - started) * 1000, 2)
+
+    runtime = CapsuleRuntime(workdir / "node-component", identity=BUILDER, policy=policy(), engine=engine)
+    capsule = runtime.install(capsule_dir)
+    runtime.activate(capsule.cid)
+    sandbox: ComponentSandbox = capsule.sandbox
+
+    # Every call instantiates the in-memory component in a new store.
+    first_call = p50(timed(lambda: sandbox.call("handle", b"ping"), repeat))
+    spawn = p50(timed(lambda: subprocess_round_trip(b"ping"), max(3, repeat // 10), 1))
+    checks.append(check("component_instantiate_and_first_call_p50", first_call * 1000, "ms", 2, spawn * 1000))
+
+    megabyte = os.urandom(1 << 20)
+
+    def round_trip() -> None:
+        assert runtime.call("examples.hello-python", "handle", megabyte).output == megabyte
+
+    big = p50(timed(round_trip, max(3, repeat // 5), 1))
+    spawn_big = p50(timed(lambda: subprocess_round_trip(megabyte), max(3, repeat // 10), 1))
+    checks.append(check("component_1mb_round_trip_p50", big * 1000, "ms", 20, spawn_big * 1000))
+    runtime.close()
+    engine.close()
+
+
+def bench_admission(workdir: Path, repeat: int, checks: list, info: dict) -> None:
+    directory = workdir / "big"
+    (directory / "impl").mkdir(parents=True)
+    (directory / "spec").mkdir()
+    shutil.copy(example("echo", workdir / "for-big") / "manifest.json", directory / "manifest.json")
+    (directory / "impl" / "echo.wasm").write_bytes(wasmtime.wat2wasm("(module)"))
+    payload = os.urandom(5 * 1024 * 1024 - 1024)
+    (directory / "spec" / "model.bin").write_bytes(payload)
+    sign_capsule(directory, BUILDER)
+    trust = policy()
+    assert isinstance(admit(directory, trust), Verified)
+    samples = timed(lambda: admit(directory, trust), repeat)
+    hashing = p50(timed(lambda: hashlib.sha256(payload).digest(), repeat))
+    checks.append(check("admission_5mb_capsule_p50", p50(samples) * 1000, "ms", 50, hashing * 1000))
+    from hypermesh.capsules.chunks import ChunkStore
+
+    started = time.perf_counter()
+    ChunkStore(workdir / "chunks").pack(directory)
+    info["chunk_pack_5mb_s"] = round(time.perf_counter() - started, 3)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="fewer iterations: a smoke run")
+    parser.add_argument("--cache-dir", type=Path, help="reuse builds and compiled artifacts from here")
+    args = parser.parse_args()
+    if args.cache_dir:
+        os.environ.setdefault("HYPERMESH_BUILD_CACHE", str(args.cache_dir / "builds"))
+    repeat = 20 if args.quick else 200
+    checks: list[dict] = []
+    info: dict = {}
+    with tempfile.TemporaryDirectory(prefix="capsule-bench-") as tmp:
+        workdir = Path(tmp)
+        bench_core(workdir, repeat, checks, info)
+        bench_component(workdir, args.cache_dir, repeat, args.quick, checks, info)
+        bench_admission(workdir, max(5, repeat // 10), checks, info)
+    print(json.dumps({"bench": "capsules", "quick": args.quick, "wasmtime": "50", "python": sys.version.split()[0],
+                      "cpus": os.cpu_count(), "checks": checks, "info": info}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
