@@ -93,33 +93,25 @@ def bench_core(workdir: Path, repeat: int, checks: list, info: dict) -> None:
     code = (capsule_dir / capsule.manifest.impl).read_bytes()
     manifest, resources_, host = capsule.manifest, capsule.resources, capsule.sandbox.host
 
-    # Cold start from the on-disk artifact: a fresh engine (empty memory
-    # cache) deserializes it, links the sandbox and runs the first call.
-    artifact_root = workdir / "node-core" / "artifacts"
-    engines = []
+    # Cold start from the on-disk artifact: the engine's in-memory cache is
+    # dropped, so each sample deserializes the artifact, links a sandbox and
+    # runs the first call. (A node has one engine for its lifetime.)
+    engine = CapsuleEngine(workdir / "node-core" / "artifacts")
 
     def cold_start() -> None:
-        engine = CapsuleEngine(artifact_root)
-        engines.append(engine)
         sandbox = CoreSandbox(engine, code, manifest, resources_, host)
         assert sandbox.call("echo", b"x").output == b"x"
 
-    def fresh_engines(count: int) -> list[CapsuleEngine]:
-        return [CapsuleEngine(artifact_root) for _ in range(count)]
-
-    # Engines (and their ticker threads) are made outside the timed region:
-    # a node has one engine for its lifetime.
-    prepared = fresh_engines(repeat + 3)
     samples = []
-    for engine in prepared:
+    for _ in range(repeat + 3):
+        engine.forget_loaded()
         started = time.perf_counter()
-        sandbox = CoreSandbox(engine, code, manifest, resources_, host)
-        assert sandbox.call("echo", b"x").output == b"x"
+        cold_start()
         samples.append(time.perf_counter() - started)
     cold = p50(samples[3:])
-    assert all(engine.stats["deserialized"] == 1 for engine in prepared)
+    assert engine.stats["compiled"] == 0 and engine.stats["deserialized"] == repeat + 3
 
-    baseline_engine = prepared[0].engine
+    baseline_engine = engine.engine
 
     def from_source() -> None:
         module = wasmtime.Module(baseline_engine, code)
@@ -134,8 +126,7 @@ def bench_core(workdir: Path, repeat: int, checks: list, info: dict) -> None:
 
     compile_samples = timed(from_source, max(5, repeat // 10))
     checks.append(check("core_cold_start_from_cached_artifact_p50", cold * 1000, "ms", 0.3, p50(compile_samples) * 1000))
-    for engine in prepared + engines:
-        engine.close()
+    engine.close()
 
     # Warm call overhead: the runtime's whole call path (routing, in-flight
     # accounting, limits, ABI copies, result) minus the bare minimum wasmtime

@@ -76,6 +76,9 @@ class CapsuleEngine:
         self._lock = threading.Lock()
         self._modules = _LRU(MAX_CACHED_MODULES)
         self._components = _LRU(MAX_CACHED_COMPONENTS)
+        self._checked: set[str] = set()
+        # Host function types, which wasmtime ties to the engine that first used them.
+        self.host_func_types: dict = {}
         self._stop = threading.Event()
         self._ticker = threading.Thread(target=self._tick, name="capsule-epoch", daemon=True)
         self._ticker.start()
@@ -96,6 +99,28 @@ class CapsuleEngine:
     def close(self) -> None:
         self._stop.set()
         self._ticker.join(timeout=1)
+
+    def link_checked(self, key: str) -> bool:
+        """Whether a link check with this key passed before (in this process or, via a marker file, earlier)."""
+        if key in self._checked:
+            return True
+        if self.artifact_dir is not None and (self.artifact_dir / f"{key}.linked").exists():
+            self._checked.add(key)
+            return True
+        return False
+
+    def mark_link_checked(self, key: str) -> None:
+        """Record a passed link check; it is a pure function of the key (code hash, entry points, capabilities)."""
+        self._checked.add(key)
+        if self.artifact_dir is not None:
+            atomic_write(self.artifact_dir / f"{key}.linked", b"", mode=0o600)
+
+    def forget_loaded(self) -> None:
+        """Drop the in-memory cache (the disk cache stays): the next load is a cold start."""
+        with self._lock:
+            self._modules.items.clear()
+            self._components.items.clear()
+            self._checked.clear()
 
     def artifact_path(self, digest: str) -> Path | None:
         return None if self.artifact_dir is None else self.artifact_dir / f"{digest}.cwasm"

@@ -99,6 +99,13 @@ class HostServices:
         return self.invoke_fn(capsule, function, data)
 
 
-def core_func_type(name: str) -> FuncType:
-    params, results = CORE_IMPORTS[CORE_IMPORT_CAPABILITY[name]][name]
-    return FuncType(params, results)
+def core_func_type(name: str, cache: dict[str, FuncType]) -> FuncType:
+    """The wasm type of a host function, built once per engine.
+
+    ``cache`` must belong to one engine: wasmtime registers a type with the
+    first engine that uses it and refuses (panics on) it in another.
+    """
+    if name not in cache:
+        params, results = CORE_IMPORTS[CORE_IMPORT_CAPABILITY[name]][name]
+        cache[name] = FuncType(params, results)
+    return cache[name]

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
+import stat
 import threading
 import time
 from dataclasses import dataclass, field
@@ -32,7 +32,7 @@ from .errors import CallError, CapsuleError, LifecycleError, LinkError
 from .execution import CallResult
 from .host import MAX_INVOKE_DEPTH, HostServices
 from .kvstore import KeyValueStore
-from .layout import MANIFEST_FILE, RECEIPT_FILE, list_capsule_files
+from .layout import MANIFEST_FILE, MAX_DEPTH, MAX_FILE_BYTES, MAX_FILES, RECEIPT_FILE, list_capsule_files, read_bounded
 from .lifecycle import Event, EventBus, Lifecycle, State
 from .manifest import Manifest, Resources
 from .storage import atomic_write, ensure_private_dir, fsync_directory
@@ -168,9 +168,9 @@ class CapsuleRuntime:
         label = result.cid or f"unidentified-{time.time_ns()}"
         name = result.manifest.name if result.manifest else None
         target = self.quarantine_dir / label
-        if not target.exists():
-            shutil.copytree(result.directory, target, symlinks=True, ignore=shutil.ignore_patterns("src"))
-        report = {"cid": result.cid, "source": str(result.directory), "diagnostics": [d.to_document() for d in result.diagnostics]}
+        skipped = [] if target.exists() else _copy_for_inspection(result.directory, target)
+        report = {"cid": result.cid, "source": str(result.directory), "diagnostics": [d.to_document() for d in result.diagnostics],
+                  "not_copied": skipped}
         atomic_write(target / "diagnostics.json", json.dumps(report, indent=2).encode())
         capsule = Capsule(label, target, Lifecycle(result.cid, name, self.bus), result.manifest, diagnostics=result.diagnostics)
         with self._lock:
@@ -413,6 +413,38 @@ class CapsuleRuntime:
     def _wait_idle(self, capsule: Capsule, timeout: float) -> bool:
         with self._idle:
             return self._idle.wait_for(lambda: capsule.inflight == 0, timeout)
+
+
+def _copy_for_inspection(source: Path, target: Path) -> list[str]:
+    """Copy what can safely be copied of a rejected capsule; returns what was left out and why.
+
+    Only regular files within the size limits are copied: a symlink is not
+    followed, a FIFO would block the copy, a device must not be read.
+    """
+    skipped: list[str] = []
+    copied = 0
+    target.mkdir(parents=True, exist_ok=True)
+    for top in (MANIFEST_FILE, RECEIPT_FILE, "spec", "impl"):
+        pending = [source / top]
+        while pending:
+            path = pending.pop()
+            relative = path.relative_to(source).as_posix()
+            try:
+                info = path.lstat()
+            except FileNotFoundError:
+                continue
+            if stat.S_ISDIR(info.st_mode):
+                if len(relative.split("/")) <= MAX_DEPTH:
+                    pending.extend(path.iterdir())
+                continue
+            if not stat.S_ISREG(info.st_mode):
+                skipped.append(f"{relative}: not a regular file")
+            elif info.st_size > MAX_FILE_BYTES or copied >= MAX_FILES:
+                skipped.append(f"{relative}: over the size or count limit")
+            else:
+                atomic_write(target / relative, read_bounded(path, relative, MAX_FILE_BYTES))
+                copied += 1
+    return skipped
 
 
 def _validate_json(data: bytes, validator, what: str, kind: str):

@@ -14,6 +14,7 @@ Core-module ABI (see docs/CAPSULES.md): the module exports ``memory``,
 from __future__ import annotations
 
 import ctypes
+import hashlib
 import re
 import threading
 from dataclasses import dataclass
@@ -93,14 +94,20 @@ class CoreSandbox:
         self.label = manifest.label
         self.ticks = deadline_ticks(resources.timeout_ms)
         module = engine.module(code)
-        self._check_imports(module)
-        self._check_exports(module)
+        # Inspecting a module's types through wasmtime-py costs more than the
+        # rest of a cold start, and the result only depends on these inputs.
+        check_key = hashlib.sha256(repr((hashlib.sha256(code).hexdigest(), sorted(manifest.entry_points),
+                                         sorted(manifest.requires))).encode()).hexdigest()
+        if not engine.link_checked(check_key):
+            self._check_imports(module)
+            self._check_exports(module)
+            engine.mark_link_checked(check_key)
         linker = wasmtime.Linker(engine.engine)
         # Calls may run concurrently on several threads: each has its own _Call.
         self._local = threading.local()
         for capability in sorted(manifest.requires):
             for name in CORE_IMPORTS[capability]:
-                linker.define_func(CORE_IMPORT_MODULE, name, core_func_type(name), self._host_function(name), access_caller=True)
+                linker.define_func(CORE_IMPORT_MODULE, name, core_func_type(name, engine.host_func_types), self._host_function(name), access_caller=True)
         try:
             self.pre = linker.instantiate_pre(module)
         except wasmtime.WasmtimeError as exc:

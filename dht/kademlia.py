@@ -249,6 +249,11 @@ class KademliaCore:
             if info.peer_id != self.local_peer:
                 self._bootstrap_peers[info.peer_id] = info
 
+    def peer_seen(self, peer: PeerId, addrs: tuple[bytes, ...], now: float) -> None:
+        """A connected peer advertises the DHT protocol (learned through identify)."""
+        if peer != self.local_peer:
+            self._observe_server(peer, addrs, addrs[0] if addrs else None, now, may_check=False)
+
     @property
     def local_info(self) -> PeerInfo:
         return PeerInfo(self.local_peer, self.local_addrs)

@@ -195,8 +195,9 @@ def decode_service_set(key: bytes, value: bytes, now: float) -> list[ServiceReco
     return list(records.values())
 
 
-def encode_service_set(records: list[ServiceRecord]) -> bytes:
-    entries = [_parse(kad_pb2.SignedServiceRecord, r.signed) for r in records]
+def encode_service_set(signed_entries: list[bytes]) -> bytes:
+    """A ServiceRecordSet value from serialized SignedServiceRecords."""
+    entries = [_parse(kad_pb2.SignedServiceRecord, signed) for signed in signed_entries]
     return kad_pb2.ServiceRecordSet(entries=entries).SerializeToString()
 
 
@@ -260,7 +261,7 @@ class ServiceRecordValidator:
             accepted += 1
         if not accepted:
             raise RecordError("every entry is older than the one stored, or the service is full")
-        return encode_service_set(list(merged.values()))
+        return encode_service_set([r.signed for r in merged.values()])
 
     def expires_at(self, key: bytes, value: bytes, now: float) -> float:
         records = decode_service_set(key, value, now)

@@ -134,7 +134,9 @@ class Libp2pQuicConnection(QuicConnection):
         # Acknowledge at the next transmit rather than after 1 ms: the driver
         # transmits once per batch of datagrams, after the application has
         # had its turn, so the ACK rides on the reply instead of its own packet.
-        self._ack_delay = 0.0
+        # Not zero: aioquic lets an ACK bypass pacing only once strictly due,
+        # and a zero delay would make it due "now" for ever at one instant.
+        self._ack_delay = 1e-6
         self._local_max_data.value = CONNECTION_RECEIVE_WINDOW
         self._local_max_data.sent = CONNECTION_RECEIVE_WINDOW
         self._local_max_stream_data_bidi_local = STREAM_RECEIVE_WINDOW
