@@ -73,6 +73,7 @@ def run_lookups(sim: Simulator, count: int, start_at: float, spacing: float, chu
         churn(start_at, count * spacing)
     sim.run_until(start_at + count * spacing + 600.0, stop=lambda: len(outcomes) == count)
     sim.on_result = None
+    # Lookups whose own node crashed before they finished have no outcome.
     return outcomes
 
 
@@ -166,6 +167,7 @@ def main() -> None:
     churn = summarise(run_lookups(sim, params["churn_lookups"], sim.now + 1, CHURN_DURATION / params["churn_lookups"],
                                   churn=schedule_churn(sim, CHURN_FRACTION)))
     churn["replaced_nodes"] = sum(1 for n in sim.nodes if not n.online)
+    churn["lost_with_crashed_origin"] = params["churn_lookups"] - churn["lookups"]
     timings["churn_s"] = round(time.monotonic() - mark, 1)
 
     mark = time.monotonic()

@@ -213,7 +213,7 @@ class ProvideBatchOperation(Operation):
             inside = position ^ self.lookup.target < radius and (
                 not nearest or nearest[-1].key ^ position < radius
             )
-            if not (exhaustive or inside):
+            if not covered or not (exhaustive or inside):
                 self.unplaced.append(key)
                 continue
             message = KadMessage(MessageType.ADD_PROVIDER, key=key, provider_peers=provider)

@@ -1,0 +1,205 @@
+"""Discovery for the rest of the node: providers, values and named services.
+
+    async with open_discovery(host, data_dir, bootstrap=[...]) as discovery:
+        await discovery.register_service("relay", "/hm/relay/1", weight=10)
+        instances = await discovery.resolve_service("relay")
+        discovery.provide(Cid.for_string("some content"))
+        providers = await discovery.find_providers(Cid.for_string("some content"))
+
+Service resolution is cached: a repeat resolution is a dict lookup (well
+under a millisecond) until the cache entry's TTL passes, an entry in it
+expires, this node re-registers the service, or a PUT_VALUE changes the set
+we serve for it. Our own registrations are re-signed with a new sequence
+number and re-published at half their lifetime.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import trio
+
+from .driver import KademliaService, multiaddr_bytes, parse_peer_addr
+from .kademlia import KadConfig, Mode
+from .keys import Cid
+from .messages import PeerInfo
+from .records import (
+    DEFAULT_SERVICE_TTL,
+    SERVICE_NAMESPACE,
+    ServiceRecord,
+    decode_service_set,
+    encode_service_set,
+    service_key,
+    service_name_from_key,
+    sign_service_record,
+)
+from .store import SqliteRecordStore
+
+log = logging.getLogger(__name__)
+
+# A resolution is reused this long at most, even if no change is seen.
+DEFAULT_CACHE_TTL = 60.0
+
+
+@dataclass(slots=True)
+class _CachedResolution:
+    records: list[ServiceRecord]
+    valid_until: float
+
+
+@dataclass(slots=True)
+class _Registration:
+    name: str
+    protocol: str
+    addrs: list[bytes] | None  # None: our listen addresses at publish time
+    weight: int
+    ttl: float
+    renew_at: float = 0.0
+
+
+def _as_cid(cid: Cid | str) -> Cid:
+    return cid if isinstance(cid, Cid) else Cid.parse(cid)
+
+
+class Discovery:
+    def __init__(self, service: KademliaService, identity, *, cache_ttl: float = DEFAULT_CACHE_TTL):
+        self.service = service
+        self.identity = identity
+        self.cache_ttl = cache_ttl
+        self._cache: dict[str, _CachedResolution] = {}
+        self._registrations: dict[str, _Registration] = {}
+        self._renewal_wakeup = trio.Event()
+        service.on_record_changed(self._record_changed)
+
+    # ------------------------------------------------------------ providers
+
+    def provide(self, cid: Cid | str) -> None:
+        """Announce this node as a provider of ``cid``, republished until the node stops."""
+        self.service.provide([_as_cid(cid).multihash])
+
+    async def find_providers(self, cid: Cid | str, wanted: int = 20) -> list[PeerInfo]:
+        result = await self.service.get_providers(_as_cid(cid).multihash, wanted)
+        return result.providers
+
+    # --------------------------------------------------------------- values
+
+    async def put(self, key: bytes, value: bytes) -> int:
+        """Store a value record; returns how many peers accepted it."""
+        return (await self.service.put_value(key, value)).stored
+
+    async def get(self, key: bytes) -> bytes | None:
+        return (await self.service.get_value(key)).value
+
+    # ------------------------------------------------------------- services
+
+    async def register_service(
+        self,
+        name: str,
+        protocol: str,
+        addrs: list[str | bytes] | None = None,
+        *,
+        weight: int = 100,
+        ttl: float = DEFAULT_SERVICE_TTL,
+    ) -> int:
+        """Publish (and keep publishing) a signed record that we offer ``name``.
+
+        Returns how many peers stored the first publication.
+        """
+        encoded = None if addrs is None else [a for a in (multiaddr_bytes(x) for x in addrs) if a]
+        registration = _Registration(name, protocol, encoded, weight, ttl)
+        self._registrations[name] = registration
+        stored = await self._publish(registration)
+        self._renewal_wakeup.set()
+        return stored
+
+    def unregister_service(self, name: str) -> None:
+        """Stop renewing; the record disappears from the network when it expires."""
+        self._registrations.pop(name, None)
+
+    async def _publish(self, registration: _Registration) -> int:
+        now = self.service.now()
+        addrs = registration.addrs if registration.addrs is not None else list(self.service.core.local_addrs)
+        signed = sign_service_record(
+            self.identity,
+            registration.name,
+            registration.protocol,
+            addrs,
+            weight=registration.weight,
+            seq=self.service.store.next_sequence(f"service:{registration.name}", now),
+            now=now,
+            ttl=registration.ttl,
+        )
+        registration.renew_at = now + registration.ttl / 2
+        self._cache.pop(registration.name, None)
+        result = await self.service.put_value(service_key(registration.name), encode_service_set([signed]))
+        return result.stored
+
+    async def resolve_service(self, name: str) -> list[ServiceRecord]:
+        """Live instances of ``name``, highest weight first."""
+        now = self.service.now()
+        cached = self._cache.get(name)
+        if cached is not None and now < cached.valid_until:
+            return [r for r in cached.records if r.expires_at > now]
+        result = await self.service.get_value(service_key(name))
+        now = self.service.now()
+        records = decode_service_set(service_key(name), result.value, now) if result.value else []
+        records.sort(key=lambda r: (-r.weight, r.peer_id.multihash))
+        valid_until = min([now + self.cache_ttl] + [float(r.expires_at) for r in records])
+        self._cache[name] = _CachedResolution(records, valid_until)
+        return records
+
+    def invalidate(self, name: str) -> None:
+        self._cache.pop(name, None)
+
+    def _record_changed(self, key: bytes) -> None:
+        if key.startswith(SERVICE_NAMESPACE):
+            try:
+                self.invalidate(service_name_from_key(key))
+            except ValueError:
+                pass
+
+    async def run(self) -> None:
+        """Renew our service registrations before they expire."""
+        while True:
+            due = min((r.renew_at for r in self._registrations.values()), default=None)
+            with trio.move_on_at(float("inf") if due is None else due - self.service.now() + trio.current_time()):
+                await self._renewal_wakeup.wait()
+            self._renewal_wakeup = trio.Event()
+            now = self.service.now()
+            for registration in list(self._registrations.values()):
+                if registration.renew_at <= now:
+                    try:
+                        await self._publish(registration)
+                    except Exception as exc:  # a failed renewal is retried at the next wake-up
+                        log.warning("renewing service %s failed: %s", registration.name, exc)
+                        registration.renew_at = now + 60.0
+
+
+@asynccontextmanager
+async def open_discovery(
+    host,
+    data_dir: Path | str,
+    *,
+    bootstrap: list[str] = (),
+    mode: Mode = Mode.SERVER,
+    config: KadConfig = KadConfig(),
+    rng: random.Random | None = None,
+):
+    """Run the DHT on ``host`` with its records under ``data_dir``; yields a :class:`Discovery`."""
+    store = SqliteRecordStore(data_dir)
+    service = KademliaService(
+        host, store, mode=mode, config=config, bootstrap=[parse_peer_addr(a) for a in bootstrap], rng=rng
+    )
+    try:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(service.run)
+            discovery = Discovery(service, host.identity)
+            nursery.start_soon(discovery.run)
+            yield discovery
+            nursery.cancel_scope.cancel()
+    finally:
+        store.close()

@@ -1,0 +1,278 @@
+"""The trio driver: runs a :class:`KademliaCore` over a libp2p host.
+
+All protocol decisions are the core's; this module only moves bytes. One
+task sleeps until the core's timer (or until something wakes it), one task
+per outbound request opens a stream, writes one length-prefixed message and
+reads the answer, and the inbound handler feeds requests to the core.
+
+Host contract (hypermesh.transport.host.Host): ``set_stream_handler``,
+``new_stream(peer_id, [protocol])``, ``peerstore.add_addrs/addrs/protocols``,
+``connected_peers()``, ``listen_addrs()``; streams have ``remote_peer``,
+``remote_addr``, ``send_all``, ``receive_some``, ``aclose`` and ``reset``.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import random
+import time
+from typing import Callable
+
+import trio
+from multiaddr import Multiaddr
+
+from hypermesh.transport.errors import TransportError
+from hypermesh.transport.framing import BufferedReader, FramingError, write_frame
+from hypermesh.transport.identity import IdentityError, PeerId
+
+from .kademlia import KadConfig, KademliaCore, Mode, OperationFinished, OutboundRequest, RecordChanged
+from .messages import MAX_MESSAGE_SIZE, PROTOCOL_ID, DhtProtocolError, PeerInfo, decode_message, encode_message
+from .operations import OperationResult
+
+log = logging.getLogger(__name__)
+
+# Streams we keep open at once for outbound requests: a provide sweep queues
+# thousands of ADD_PROVIDER messages, which must not become thousands of dials.
+MAX_OUTBOUND_STREAMS = 64
+# Requests one inbound stream may carry (go-libp2p-kad-dht reuses streams),
+# and how long it may sit idle between them.
+MAX_REQUESTS_PER_STREAM = 100
+INBOUND_IDLE_TIMEOUT = 30.0
+# How long addresses learned from DHT answers stay in the peerstore.
+LEARNED_ADDR_TTL = 600.0
+# How often connected peers that speak the DHT are offered to the routing table.
+CONNECTED_PEERS_SCAN_INTERVAL = 30.0
+
+
+@functools.lru_cache(maxsize=4096)
+def multiaddr_bytes(addr: str | bytes) -> bytes | None:
+    try:
+        return Multiaddr(addr).to_bytes()
+    except Exception:  # an address we cannot encode is simply not passed on
+        return None
+
+
+def parse_peer_addr(text: str) -> PeerInfo:
+    """``/ip4/…/udp/4001/quic-v1/p2p/<peer id>`` → PeerInfo (bootstrap lists)."""
+    head, separator, peer_text = text.rpartition("/p2p/")
+    if not separator or not head:
+        raise ValueError(f"bootstrap address {text!r} must end in /p2p/<peer id>")
+    try:
+        peer_id = PeerId.from_base58(peer_text)
+    except IdentityError as exc:
+        raise ValueError(f"bootstrap address {text!r}: {exc}") from None
+    raw = multiaddr_bytes(head)
+    if raw is None:
+        raise ValueError(f"bootstrap address {text!r} is not a multiaddr")
+    return PeerInfo(peer_id, (raw,))
+
+
+class _Waiter:
+    def __init__(self) -> None:
+        self.done = trio.Event()
+        self.result: OperationResult | None = None
+
+
+class KademliaService:
+    """A DHT node on a host. Start with ``await nursery.start(service.run)``."""
+
+    def __init__(
+        self,
+        host,
+        store,
+        *,
+        mode: Mode = Mode.SERVER,
+        config: KadConfig = KadConfig(),
+        bootstrap: list[PeerInfo] = (),
+        rng: random.Random | None = None,
+        wall_clock: Callable[[], float] = time.time,
+    ):
+        self.host = host
+        self.store = store
+        self.mode = mode
+        self.config = config
+        self._bootstrap = list(bootstrap)
+        self._rng = rng or random.Random()
+        self._wall_clock = wall_clock
+        self._offset: float | None = None
+        self.core: KademliaCore | None = None
+        self._wakeup = trio.Event()
+        self._waiters: dict[int, _Waiter] = {}
+        self._record_listeners: list[Callable[[bytes], None]] = []
+        self._outbound_limit = trio.CapacityLimiter(MAX_OUTBOUND_STREAMS)
+        self._nursery: trio.Nursery | None = None
+
+    # ------------------------------------------------------------- clock
+
+    def now(self) -> float:
+        """Wall-clock seconds, advanced by trio's clock (virtual under MockClock).
+
+        Records carry Unix times, so the core needs wall time; tying it to
+        trio's clock keeps timers and record expiry on one time base.
+        """
+        if self._offset is None:
+            self._offset = self._wall_clock() - trio.current_time()
+        return self._offset + trio.current_time()
+
+    # --------------------------------------------------------------- run
+
+    async def run(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
+        now = self.now()
+        self.core = KademliaCore(
+            self.host.peer_id,
+            store=self.store,
+            now=now,
+            rng=self._rng,
+            config=self.config,
+            mode=self.mode,
+            local_addrs=self._local_addrs(),
+        )
+        self.core.add_bootstrap_peers(self._bootstrap)
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            if self.mode is Mode.SERVER:
+                # Registering the handler is what makes identify advertise the
+                # protocol, and so what makes other peers treat us as a server.
+                self.host.set_stream_handler(PROTOCOL_ID, self._handle_stream)
+            self.core.bootstrap(now)
+            self._pump()
+            nursery.start_soon(self._scan_connected_peers)
+            task_status.started()
+            await self._timer_loop()
+
+    async def _timer_loop(self) -> None:
+        while True:
+            deadline = self.core.get_timer() - self._offset
+            with trio.move_on_at(deadline):
+                await self._wakeup.wait()
+            self._wakeup = trio.Event()
+            self.core.handle_timer(self.now())
+            self._pump()
+
+    def _local_addrs(self) -> tuple[bytes, ...]:
+        return tuple(a for a in (multiaddr_bytes(t) for t in self.host.listen_addrs()) if a)
+
+    def _pump(self) -> None:
+        """Carry out what the core asked for, then re-arm the timer."""
+        for request in self.core.take_outbound():
+            self._nursery.start_soon(self._send_request, request)
+        for event in self.core.take_events():
+            if isinstance(event, OperationFinished):
+                waiter = self._waiters.pop(event.result.op_id, None)
+                if waiter is not None:
+                    waiter.result = event.result
+                    waiter.done.set()
+            elif isinstance(event, RecordChanged):
+                for listener in self._record_listeners:
+                    listener(event.key)
+        self._wakeup.set()
+
+    async def _scan_connected_peers(self) -> None:
+        """Offer connected DHT servers to the routing table (found via identify)."""
+        while True:
+            now = self.now()
+            for peer in self.host.connected_peers():
+                if PROTOCOL_ID in self.host.peerstore.protocols(peer):
+                    self.core.peer_seen(peer, self._peer_addrs(peer), now)
+            self._pump()
+            await trio.sleep(CONNECTED_PEERS_SCAN_INTERVAL)
+
+    def _peer_addrs(self, peer: PeerId) -> tuple[bytes, ...]:
+        return tuple(a for a in (multiaddr_bytes(t) for t in self.host.peerstore.addrs(peer)) if a)
+
+    # ---------------------------------------------------------- outbound
+
+    async def _send_request(self, request: OutboundRequest) -> None:
+        peer = request.peer.peer_id
+        if request.peer.addrs:
+            self.host.peerstore.add_addrs(peer, list(request.peer.addrs), LEARNED_ADDR_TTL)
+        try:
+            async with self._outbound_limit:
+                with trio.fail_after(self.config.query_timeout):
+                    response, remote_addr = await self._exchange(peer, request)
+        except (TransportError, FramingError, DhtProtocolError, trio.TooSlowError) as exc:
+            log.debug("DHT %s to %s failed: %s", request.message.type.name, peer.short(), exc)
+            self.core.handle_failure(request.request_id, self.now())
+        else:
+            self.core.handle_response(request.request_id, response, self.now(), remote_addr=remote_addr)
+        self._pump()
+
+    async def _exchange(self, peer: PeerId, request: OutboundRequest):
+        stream = await self.host.new_stream(peer, [PROTOCOL_ID])
+        try:
+            await write_frame(stream, encode_message(request.message))
+            response = None
+            if request.expects_response:
+                data = await BufferedReader(stream).read_frame(MAX_MESSAGE_SIZE)
+                if data is None:
+                    raise DhtProtocolError("the peer closed the stream without answering")
+                response = decode_message(data)
+            return response, multiaddr_bytes(stream.remote_addr)
+        finally:
+            await stream.aclose()
+
+    # ----------------------------------------------------------- inbound
+
+    async def _handle_stream(self, stream) -> None:
+        peer = stream.remote_peer
+        reader = BufferedReader(stream)
+        try:
+            for _ in range(MAX_REQUESTS_PER_STREAM):
+                with trio.move_on_after(INBOUND_IDLE_TIMEOUT):
+                    data = await reader.read_frame(MAX_MESSAGE_SIZE)
+                    if data is None:
+                        return
+                    request = decode_message(data)
+                    response = self.core.handle_request(
+                        peer,
+                        request,
+                        self.now(),
+                        sender_addrs=self._peer_addrs(peer),
+                        observed_addr=multiaddr_bytes(stream.remote_addr),
+                        sender_is_server=PROTOCOL_ID in self.host.peerstore.protocols(peer),
+                    )
+                    self._pump()
+                    if response is not None:
+                        await write_frame(stream, encode_message(response))
+                    continue
+                return  # idle for too long
+        except (DhtProtocolError, FramingError) as exc:
+            log.debug("DHT request from %s rejected: %s", peer.short(), exc)
+            self._pump()
+            await stream.reset()
+
+    # -------------------------------------------------------- operations
+
+    async def _run_operation(self, start: Callable[[KademliaCore, float], int]) -> OperationResult:
+        if self.core is None:
+            raise RuntimeError("the DHT service is not running: start it with nursery.start(service.run)")
+        op_id = start(self.core, self.now())
+        # setdefault: bootstrap() hands back the running bootstrap's id.
+        waiter = self._waiters.setdefault(op_id, _Waiter())
+        self._pump()
+        await waiter.done.wait()
+        return waiter.result
+
+    async def find_node(self, key: bytes) -> OperationResult:
+        return await self._run_operation(lambda core, now: core.find_node(key, now))
+
+    async def get_providers(self, key: bytes, wanted: int = 20) -> OperationResult:
+        return await self._run_operation(lambda core, now: core.get_providers(key, now, wanted))
+
+    async def get_value(self, key: bytes, quorum: int | None = None) -> OperationResult:
+        return await self._run_operation(lambda core, now: core.get_value(key, now, quorum))
+
+    async def put_value(self, key: bytes, value: bytes) -> OperationResult:
+        return await self._run_operation(lambda core, now: core.put_value(key, value, now))
+
+    async def bootstrap(self) -> OperationResult:
+        return await self._run_operation(lambda core, now: core.bootstrap(now))
+
+    def provide(self, keys: list[bytes]) -> None:
+        """Queue provider records; the reprovider publishes them in region batches."""
+        self.core.provide(keys, self.now())
+        self._pump()
+
+    def on_record_changed(self, listener: Callable[[bytes], None]) -> None:
+        self._record_listeners.append(listener)

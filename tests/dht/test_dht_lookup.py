@@ -1,0 +1,107 @@
+"""The sans-IO lookup state machine, driven by hand."""
+
+import random
+
+from hypermesh.dht.keys import peer_key
+from hypermesh.dht.lookup import Lookup, LookupConfig, QueryState
+from hypermesh.dht.messages import PeerInfo
+from hypermesh.transport.identity import PeerId
+
+
+def peers(count, seed=1):
+    rng = random.Random(seed)
+    return [PeerInfo(PeerId(b"\x12\x20" + rng.randbytes(32))) for _ in range(count)]
+
+
+def keyed(infos):
+    return [(info, peer_key(info.peer_id)) for info in infos]
+
+
+def run_against(network, lookup, answer, now=0.0, max_rounds=1000):
+    """Answer every query at once with ``answer(peer)``: a list of PeerInfo, or None to fail."""
+    for _ in range(max_rounds):
+        queries = lookup.next_queries(now)
+        if not queries:
+            break
+        for info in queries:
+            closer = answer(info)
+            if closer is None:
+                lookup.on_failure(info.peer_id, now)
+            else:
+                lookup.on_response(info.peer_id, keyed(closer), now)
+    assert lookup.done
+
+
+def oracle_answer(network, k=20):
+    def answer(info):
+        # Each peer knows everyone and answers honestly with its k closest to the target.
+        return sorted(network, key=lambda p: peer_key(p.peer_id) ^ answer.target)[:k]
+    return answer
+
+
+def test_never_more_than_alpha_in_flight():
+    network = peers(200)
+    lookup = Lookup(12345, keyed(network[:20]), LookupConfig(alpha=3))
+    first = lookup.next_queries(0.0)
+    assert len(first) == 3 and lookup.in_flight() == 3
+    assert lookup.next_queries(0.0) == []
+    lookup.on_response(first[0].peer_id, [], 0.0)
+    assert len(lookup.next_queries(0.0)) == 1
+
+
+def test_finds_the_true_closest():
+    network = peers(500)
+    target = random.Random(9).getrandbits(256)
+    answer = oracle_answer(network)
+    answer.target = target
+    lookup = Lookup(target, keyed(network[:5]), LookupConfig())
+    run_against(network, lookup, answer)
+    best = min(network, key=lambda p: peer_key(p.peer_id) ^ target)
+    assert lookup.closest_succeeded()[0].info.peer_id == best.peer_id
+    assert lookup.queries_sent <= 60
+
+
+def test_query_timeouts_fail_peers_and_free_slots():
+    network = peers(30)
+    lookup = Lookup(1, keyed(network), LookupConfig(alpha=2, query_timeout=5.0))
+    sent = lookup.next_queries(0.0)
+    assert lookup.get_timer() == 5.0
+    assert sorted(lookup.handle_timer(5.0), key=str) == sorted((p.peer_id for p in sent), key=str)
+    assert all(lookup.candidate(p.peer_id).state is QueryState.FAILED for p in sent)
+    assert len(lookup.next_queries(5.0)) == 2
+    # A late answer from a failed peer is ignored.
+    assert not lookup.on_response(sent[0].peer_id, keyed(peers(5, seed=2)), 6.0)
+
+
+def test_all_peers_failing_still_terminates():
+    network = peers(40)
+    lookup = Lookup(7, keyed(network), LookupConfig())
+    run_against(network, lookup, lambda info: None)
+    assert lookup.closest_succeeded() == []
+    assert len(lookup.failed_peers()) == 40
+
+
+def test_disjoint_paths_never_share_a_peer():
+    network = peers(400)
+    target = 42
+    answer = oracle_answer(network)
+    answer.target = target
+    lookup = Lookup(target, keyed(network[:9]), LookupConfig(paths=3))
+    queried_by_path = {0: set(), 1: set(), 2: set()}
+    for _ in range(500):
+        queries = lookup.next_queries(0.0)
+        if not queries:
+            break
+        for info in queries:
+            queried_by_path[lookup.candidate(info.peer_id).path].add(info.peer_id)
+            lookup.on_response(info.peer_id, keyed(answer(info)), 0.0)
+    assert lookup.done
+    paths = list(queried_by_path.values())
+    assert all(paths) and not (paths[0] & paths[1]) and not (paths[1] & paths[2]) and not (paths[0] & paths[2])
+
+
+def test_finish_stops_querying():
+    lookup = Lookup(1, keyed(peers(10)), LookupConfig())
+    lookup.next_queries(0.0)
+    lookup.finish()
+    assert lookup.done and lookup.next_queries(0.0) == [] and lookup.get_timer() is None
