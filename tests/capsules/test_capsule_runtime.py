@@ -202,3 +202,17 @@ def test_compiled_artifacts_are_cached_on_disk(tmp_path, policy):
     second.module(bytes(__import__("wasmtime").wat2wasm(LIMITS_WAT)))
     assert second.stats == {"compiled": 0, "deserialized": 1, "memory_hits": 0}
     second.close()
+
+
+def test_quarantine_copy_skips_fifos_and_symlinks(runtime, tmp_path):
+    import os
+
+    directory = write_capsule(tmp_path / "odd", manifest(), LIMITS_WAT)
+    os.mkfifo(directory / "spec" / "pipe")
+    os.symlink("/etc/passwd", directory / "spec" / "link")
+    capsule = runtime.install(directory)  # a FIFO must not block the copy
+    assert capsule.state == State.QUARANTINED
+    report = json.loads((capsule.directory / "diagnostics.json").read_text())
+    assert sorted(report["not_copied"]) == ["spec/link: not a regular file", "spec/pipe: not a regular file"]
+    assert (capsule.directory / "impl" / "code.wasm").exists()
+    assert not (capsule.directory / "spec" / "link").exists()
