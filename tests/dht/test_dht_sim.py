@@ -1,0 +1,136 @@
+"""The core end to end on the deterministic simulator."""
+
+import dataclasses
+import logging
+
+from hypermesh.dht.kademlia import KadConfig
+from hypermesh.dht.keys import Cid, kad_key
+from hypermesh.dht.records import decode_service_set, encode_service_set, service_key, sign_service_record
+from hypermesh.dht.reprovide import OVERDUE_KEYS
+from hypermesh.dht.sim import SIM_KAD_CONFIG, NetworkConfig, Simulator, build_network, closest_online
+from hypermesh.transport.identity import Identity
+
+
+def lookup_outcomes(sim, count):
+    outcomes = []
+    for i in range(count):
+        online = sim.online_nodes()
+        node = online[sim.rng.randrange(len(online))]
+        key = b"key-%d" % i
+        result = sim.run_operation(node, lambda core, now: core.find_node(key, now))
+        best = closest_online(sim, kad_key(key), exclude=node)
+        outcomes.append((result.closest[0].peer_id == best.peer_id, result.hops, result.messages))
+    return outcomes
+
+
+def test_same_seed_same_run():
+    first = lookup_outcomes(build_network(7, 120), 20)
+    second = lookup_outcomes(build_network(7, 120), 20)
+    assert first == second
+
+
+def test_nodes_that_join_one_by_one_find_everything():
+    sim = build_network(3, 150, warm=False)
+    outcomes = lookup_outcomes(sim, 60)
+    assert all(ok for ok, _, _ in outcomes)
+    assert max(hops for _, hops, _ in outcomes) <= 4
+
+
+def test_providers_and_services_over_the_wire_with_loss():
+    sim = build_network(4, 120, network=NetworkConfig(loss=0.03, wire=True))
+    publisher = sim.nodes[0]
+    keys = [Cid.for_string(f"file-{i}").multihash for i in range(40)]
+    publisher.core.provide(keys, sim.now)
+    sim._sync(publisher)
+    sim.run_until(sim.now + 120)
+    assert all(t > 0 for t in publisher.core.store.local_provides().values())
+    for i, key in enumerate(keys[:10]):
+        seeker = sim.nodes[10 + i]
+        result = sim.run_operation(seeker, lambda core, now: core.get_providers(key, now, wanted=1))
+        assert [p.peer_id for p in result.providers] == [publisher.peer_id]
+
+
+def test_signed_service_records_through_the_network():
+    sim = build_network(5, 100)
+    alice_identity = Identity.from_seed(b"alice")
+    alice = sim.add_node(peer_id=alice_identity.peer_id)
+    sim.run_operation(alice, lambda core, now: sim.join(alice, sim.nodes[:1]))
+    key = service_key("relay")
+    for seq in (1, 2):
+        value = encode_service_set(
+            [sign_service_record(alice_identity, "relay", "/hm/relay/1", [alice.addr], weight=seq, seq=seq, now=sim.now)]
+        )
+        put = sim.run_operation(alice, lambda core, now: core.put_value(key, value, now))
+        assert put.stored >= 15
+    reader = sim.nodes[50]
+    got = sim.run_operation(reader, lambda core, now: core.get_value(key, now))
+    [record] = decode_service_set(key, got.value, sim.now)
+    assert record.peer_id == alice_identity.peer_id and record.seq == 2
+
+
+def test_disjoint_path_provider_lookups():
+    kad = dataclasses.replace(SIM_KAD_CONFIG, disjoint_paths=3)
+    sim = build_network(6, 200, kad=kad)
+    publisher = sim.nodes[0]
+    key = Cid.for_string("disjoint").multihash
+    publisher.core.provide([key], sim.now)
+    sim._sync(publisher)
+    sim.run_until(sim.now + 60)
+    result = sim.run_operation(sim.nodes[100], lambda core, now: core.get_providers(key, now, wanted=1))
+    assert [p.peer_id for p in result.providers] == [publisher.peer_id]
+
+
+def test_node_that_loses_all_peers_bootstraps_again():
+    sim = build_network(8, 60)
+    loner = sim.add_node()
+    helper = sim.nodes[0]
+    sim.run_operation(loner, lambda core, now: sim.join(loner, [helper]))
+    assert len(loner.core.routing) > 5
+    for node in sim.nodes:
+        if node is not loner:
+            sim.crash(node)
+    for i in range(4):  # lookups time out until every peer is evicted
+        sim.run_operation(loner, lambda core, now: core.find_node(b"any-%d" % i, now))
+    assert len(loner.core.routing) == 0
+    helper.online = True  # the bootstrap peer comes back
+    sim.run_until(sim.now + 900)
+    assert helper.peer_id in loner.core.routing
+
+
+def test_reprovide_batches_share_lookups():
+    sim = build_network(9, 300)
+    publisher = sim.nodes[0]
+    keys = [Cid.for_string(f"batch-{i}").multihash for i in range(600)]
+    before = publisher.core.stats.requests_sent
+    publisher.core.provide(keys, sim.now)
+    sim._sync(publisher)
+    sim.run_until(sim.now + 300)
+    sent = publisher.core.stats.requests_sent - before
+    lookups = publisher.core.stats.operations["provide"]
+    assert lookups < 60  # one per region (and a few single-key retries), not one per key
+    assert sent < len(keys) * (20 + 3)
+
+
+def test_reprovide_warns_when_records_may_have_expired(caplog):
+    kad = dataclasses.replace(SIM_KAD_CONFIG, provider_ttl=600.0, republish_interval=300.0, overdue_check_interval=60.0,
+                              maintenance_interval=60.0)
+    sim = build_network(10, 50, kad=kad)
+    publisher = sim.nodes[0]
+    publisher.core.provide([Cid.for_string("doomed").multihash], sim.now)
+    sim._sync(publisher)
+    sim.run_until(sim.now + 60)
+    assert all(t > 0 for t in publisher.core.store.local_provides().values())
+    for node in sim.nodes[1:]:
+        sim.crash(node)  # nobody left to republish to
+    with caplog.at_level(logging.WARNING, logger="hypermesh.dht.reprovide"):
+        sim.run_until(sim.now + 1200)
+    assert "falling behind" in caplog.text
+    assert OVERDUE_KEYS._value.get() >= 1
+
+
+def test_simulator_uses_virtual_time_only():
+    sim = Simulator(1, kad=KadConfig(query_timeout=5.0))
+    a, b = sim.add_node(), sim.add_node()
+    sim.crash(b)
+    result = sim.run_operation(a, lambda core, now: sim.join(a, [b]))
+    assert result.closest == [] and 5.0 <= sim.now - 1_700_000_000.0 < 6.0
