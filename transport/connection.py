@@ -247,6 +247,7 @@ class QuicConnectionDriver:
         self._ping_uid = 0
         self._probe_callbacks: dict[int, Callable[[bool], None]] = {}
         self._last_activity = trio.current_time()
+        self._last_stream_activity = self._last_activity
         self.opened_at = self._last_activity
         self.resumed = False
         self.remote_peer_id: PeerId | None = None
@@ -287,11 +288,19 @@ class QuicConnectionDriver:
                 self._process_events()
                 self.transmit()
 
-    async def run_keepalive(self) -> None:
-        """PING when quiet, so neither side's idle timeout ends a live connection."""
+    async def run_keepalive(self, idle_close_after: float) -> None:
+        """PING when quiet, so neither side's idle timeout ends a connection in
+        use; close it once it has carried no stream for ``idle_close_after``."""
+        interval = min(KEEPALIVE_INTERVAL, idle_close_after)
         while not self.closed:
-            await trio.sleep(KEEPALIVE_INTERVAL)
-            if trio.current_time() - self._last_activity >= KEEPALIVE_INTERVAL and not self.closed:
+            await trio.sleep(interval)
+            if self.closed:
+                return
+            now = trio.current_time()
+            if not self._streams and now - self._last_stream_activity >= idle_close_after:
+                await self.aclose("idle")
+                return
+            if now - self._last_activity >= interval:
                 self._ping_uid += 1
                 self.quic.send_ping(self._ping_uid)
                 self.transmit()
@@ -311,6 +320,7 @@ class QuicConnectionDriver:
                 break
             kind = type(event)
             if kind is events.StreamDataReceived:
+                self._last_stream_activity = self._last_activity
                 stream = self._streams.get(event.stream_id)
                 if stream is None:
                     stream = self._accept_stream(event.stream_id)
@@ -407,6 +417,7 @@ class QuicConnectionDriver:
         if len(self._streams) >= self._max_streams:
             raise ResourceLimitError(f"connection already has {self._max_streams} open streams")
         stream_id = self.quic.get_next_available_stream_id()
+        self._last_stream_activity = trio.current_time()
         stream = QuicStream(self, stream_id)
         self._streams[stream_id] = stream
         return stream

@@ -73,7 +73,8 @@ class HostConfig:
     max_connections_per_peer: int = 2
     max_streams_per_connection: int = 256
     max_inbound_handlers: int = 8192
-    idle_timeout: float = 30.0
+    idle_timeout: float = 30.0  # QUIC idle timeout: silence this long ends a connection
+    idle_connection_timeout: float = 300.0  # a connection with no stream for this long is closed
     handshake_timeout: float = 10.0
     negotiation_timeout: float = 10.0
     agent_version: str = AGENT_VERSION
@@ -365,7 +366,7 @@ class Host:
         metrics.HANDSHAKE_SECONDS.labels(direction, str(driver.resumed).lower()).observe(
             trio.current_time() - started
         )
-        self._nursery.start_soon(driver.run_keepalive)
+        self._nursery.start_soon(driver.run_keepalive, self.config.idle_connection_timeout)
         if self.config.probe_datagram_size:
             self._nursery.start_soon(self._probe_datagram_size, driver)
         else:

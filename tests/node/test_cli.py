@@ -96,3 +96,19 @@ def test_node_restarts_after_kill_9_with_the_same_identity(tmp_path):
     node.process.wait()
     with start_node(tmp_path) as again:  # stale control socket is cleaned up
         assert again.peer_id == first_id
+
+
+def test_metrics_endpoint_reports_connections_and_handshakes(alice, tmp_path):
+    import socket
+    import urllib.request
+
+    with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as probe:
+        probe.bind(("::1", 0))
+        port = probe.getsockname()[1]
+    with start_node(tmp_path / "metered", extra=["--metrics", f"[::1]:{port}"]) as node:
+        assert run_cli("ping", alice.addr(), "--data-dir", str(node.data_dir)).returncode == 0
+        body = urllib.request.urlopen(f"http://[::1]:{port}/metrics", timeout=10).read().decode()
+    for name in ("hypermesh_connections_open", "hypermesh_handshake_seconds_bucket", "hypermesh_streams_total",
+                 "hypermesh_datagrams_received_total"):
+        assert name in body
+    assert 'hypermesh_connections_total{direction="outbound",outcome="established"} 1.0' in body

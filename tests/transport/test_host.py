@@ -236,3 +236,15 @@ async def test_connection_limit_refuses_extra_peers():
             with pytest.raises(HandshakeError, match="timed out"):
                 await clients[2].connect(server.listen_addrs()[0])
         assert server.connection_count == 2
+
+
+async def test_connection_without_streams_is_closed_when_idle():
+    async with open_host(Identity.generate(), [V6]) as server, open_host(
+        Identity.generate(), [V6], HostConfig(idle_connection_timeout=0.3)
+    ) as client:
+        with trio.fail_after(STEP):
+            driver = await client.connect(server.listen_addrs()[0])
+            await ping.ping(client, server.peer_id)
+            await driver.closed_event.wait()
+        assert driver.close_reason == "idle"
+        assert not client.connected_peers()
