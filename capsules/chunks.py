@@ -48,30 +48,32 @@ DEFAULT_PARALLEL_FETCHES = 8
 Fetch = Callable[[str], Awaitable[bytes]]
 
 
+def _scan(data: bytes, index: int, stop: int, mask: int, digest: int) -> tuple[int, int]:
+    """Roll the gear hash from ``index`` to ``stop``; returns (cut offset or -1, digest)."""
+    gear = GEAR
+    while index < stop:
+        digest = ((digest << 1) + gear[data[index]]) & _M64
+        index += 1
+        if not digest & mask:
+            return index, digest
+    return -1, digest
+
+
 def cut_points(data: bytes) -> list[int]:
     """End offsets of the chunks of ``data`` (the last is ``len(data)``)."""
     cuts = []
-    start, size, gear = 0, len(data), GEAR
+    start, size = 0, len(data)
     while start < size:
         if size - start <= MIN_CHUNK:
             cuts.append(size)
             break
         end = min(start + MAX_CHUNK, size)
         normal = min(start + AVG_CHUNK, end)
-        digest, i, cut = 0, start + MIN_CHUNK, end
-        while i < normal:
-            digest = ((digest << 1) + gear[data[i]]) & _M64
-            i += 1
-            if not digest & _MASK_HARD:
-                cut = i
-                break
-        else:
-            while i < end:
-                digest = ((digest << 1) + gear[data[i]]) & _M64
-                i += 1
-                if not digest & _MASK_EASY:
-                    cut = i
-                    break
+        cut, digest = _scan(data, start + MIN_CHUNK, normal, _MASK_HARD, 0)
+        if cut < 0:
+            cut, _ = _scan(data, normal, end, _MASK_EASY, digest)
+        if cut < 0:
+            cut = end
         cuts.append(cut)
         start = cut
     return cuts

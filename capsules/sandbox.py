@@ -83,16 +83,36 @@ class _Call:
         self.fault: list[str] = []
 
 
-class CoreSandbox:
-    """A linked core module, ready to run calls."""
+class _Sandbox:
+    """What both kinds of sandbox share: the capsule's limits and a store factory applying them."""
 
-    def __init__(self, engine: CapsuleEngine, code: bytes, manifest: Manifest, resources: Resources, host: HostServices):
+    def __init__(self, engine: CapsuleEngine, manifest: Manifest, resources: Resources, host: HostServices):
         self.engine = engine
         self.manifest = manifest
         self.resources = resources
         self.host = host
         self.label = manifest.label
         self.ticks = deadline_ticks(resources.timeout_ms)
+        self._local = threading.local()
+
+    def new_store(self) -> wasmtime.Store:
+        """A store with the capsule's limits, set before any guest code runs."""
+        store = wasmtime.Store(self.engine.engine)
+        self._prepare_store(store)
+        store.set_limits(memory_size=self.resources.memory_bytes)
+        store.set_fuel(self.resources.fuel)
+        store.set_epoch_deadline(self.ticks)
+        return store
+
+    def _prepare_store(self, store: wasmtime.Store) -> None:
+        """Hook for what a kind of sandbox needs in every store."""
+
+
+class CoreSandbox(_Sandbox):
+    """A linked core module, ready to run calls."""
+
+    def __init__(self, engine: CapsuleEngine, code: bytes, manifest: Manifest, resources: Resources, host: HostServices):
+        super().__init__(engine, manifest, resources, host)
         module = engine.module(code)
         # Inspecting a module's types through wasmtime-py costs more than the
         # rest of a cold start, and the result only depends on these inputs.
@@ -103,8 +123,6 @@ class CoreSandbox:
             self._check_exports(module)
             engine.mark_link_checked(check_key)
         linker = wasmtime.Linker(engine.engine)
-        # Calls may run concurrently on several threads: each has its own _Call.
-        self._local = threading.local()
         for capability in sorted(manifest.requires):
             for name in CORE_IMPORTS[capability]:
                 linker.define_func(CORE_IMPORT_MODULE, name, core_func_type(name, engine.host_func_types), self._host_function(name), access_caller=True)
@@ -216,13 +234,6 @@ class CoreSandbox:
                   "clock_now_ms": clock_now_ms, "random_fill": random_fill, "invoke": invoke}
         return guarded(bodies[name])
 
-    def new_store(self) -> wasmtime.Store:
-        store = wasmtime.Store(self.engine.engine)
-        store.set_limits(memory_size=self.resources.memory_bytes)
-        store.set_fuel(self.resources.fuel)
-        store.set_epoch_deadline(self.ticks)
-        return store
-
     def call(self, function: str, data: bytes) -> CallOutcome:
         if function not in self.manifest.entry_points:
             raise CallError("input", f"{self.label} has no entry point {function!r} (has {sorted(self.manifest.entry_points)})")
@@ -262,16 +273,11 @@ class CoreSandbox:
 _HYPERMESH_IMPORT = re.compile(rf"^{re.escape(WIT_PACKAGE)}/([a-z-]+)@")
 
 
-class ComponentSandbox:
+class ComponentSandbox(_Sandbox):
     """A compiled component and a linker holding WASI 0.2 plus the granted host interfaces."""
 
     def __init__(self, engine: CapsuleEngine, code: bytes, manifest: Manifest, resources: Resources, host: HostServices):
-        self.engine = engine
-        self.manifest = manifest
-        self.resources = resources
-        self.host = host
-        self.label = manifest.label
-        self.ticks = deadline_ticks(resources.timeout_ms)
+        super().__init__(engine, manifest, resources, host)
         self.component = engine.component(code)
         component_type = self.component.type
         imports = component_type.imports(engine.engine)
@@ -284,7 +290,6 @@ class ComponentSandbox:
         # Capsules get WASI 0.2 with an empty WasiConfig: no preopened
         # directories, no environment, no arguments, no inherited stdio.
         self.linker.add_wasip2()
-        self._local = threading.local()
         with self.linker.root() as root:
             for capability in sorted(manifest.requires):
                 with root.add_instance(wit_interface(capability)) as instance:
@@ -340,14 +345,10 @@ class ComponentSandbox:
         }
         return {name: guarded(body) for name, body in table[capability].items()}
 
-    def new_store(self) -> wasmtime.Store:
-        store = wasmtime.Store(self.engine.engine)
-        # Must precede instantiation: without a WASI context wasmtime aborts the process.
+    def _prepare_store(self, store: wasmtime.Store) -> None:
+        # Every store gets a WASI context: instantiating a component linked
+        # with add_wasip2() in a store without one aborts the whole process.
         store.set_wasi(wasmtime.WasiConfig())
-        store.set_limits(memory_size=self.resources.memory_bytes)
-        store.set_fuel(self.resources.fuel)
-        store.set_epoch_deadline(self.ticks)
-        return store
 
     def call(self, function: str, data: bytes) -> CallOutcome:
         if function != COMPONENT_ENTRY:
