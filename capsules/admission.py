@@ -102,9 +102,12 @@ def admit(directory: Path, policy: TrustPolicy) -> AdmissionResult:
 
     try:
         listed = list_capsule_files(directory)
+    except FormatError as exc:
+        return quarantine(Diagnostic("malformed", str(exc)))
+    try:
         receipt = parse_receipt(read_bounded(directory / RECEIPT_FILE, RECEIPT_FILE, MAX_JSON_BYTES))
     except FormatError as exc:
-        return quarantine(Diagnostic("malformed", str(exc), RECEIPT_FILE if "receipt" in str(exc) else None))
+        return quarantine(Diagnostic("malformed", str(exc), RECEIPT_FILE))
 
     present = {item.path for item in listed}
     problems: list[Diagnostic] = []

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
+import secrets
 import shutil
 import stat
 import threading
@@ -33,7 +34,7 @@ from .errors import CallError, CapsuleError, LifecycleError, LinkError
 from .execution import CallResult
 from .host import MAX_INVOKE_DEPTH, HostServices
 from .kvstore import KeyValueStore
-from .layout import MANIFEST_FILE, MAX_DEPTH, MAX_FILE_BYTES, MAX_FILES, RECEIPT_FILE, list_capsule_files, read_bounded
+from .layout import MANIFEST_FILE, MAX_DEPTH, MAX_FILE_BYTES, MAX_FILES, RECEIPT_FILE, read_bounded
 from .lifecycle import Event, EventBus, Lifecycle, State
 from .manifest import Manifest, Resources
 from .storage import atomic_write, ensure_private_dir, fsync_directory
@@ -130,46 +131,66 @@ class CapsuleRuntime:
     # -- installation and admission ------------------------------------
 
     def install(self, directory: Path) -> Capsule:
-        """Admit ``directory``; copy a verified capsule into the store, a quarantined one into quarantine."""
+        """Admit ``directory``; a verified capsule goes into the store, a rejected one into quarantine.
+
+        What runs is always the store's copy, admitted again after copying:
+        the source directory could change between its admission and the copy.
+        """
         directory = Path(directory)
+        in_store = directory.resolve().parent == self.store_dir.resolve()
         result = admit(directory, self.policy)
-        if isinstance(result, Verified):
+        if isinstance(result, Verified) and not in_store:
             with self._lock:
                 known = self._capsules.get(result.cid)
                 if known is not None and known.state != State.QUARANTINED:
                     return known
-            stored = self._store_copy(result)
-            capsule = Capsule(result.cid, stored, Lifecycle(result.cid, result.manifest.name, self.bus), result.manifest,
-                              self.policy.effective_resources(result.manifest), code=result.code)
-            with self._lock:
-                capsule.lifecycle.transition(State.VERIFIED, f"signed by {result.signer}, trusted for {result.manifest.trust_zone}")
-                self._capsules[result.cid] = capsule
-            return capsule
-        return self._quarantine(result)
+            result = self._store_copy(result)
+        if isinstance(result, Quarantined):
+            return self._quarantine(result, move=in_store)
+        capsule = Capsule(result.cid, result.directory, Lifecycle(result.cid, result.manifest.name, self.bus), result.manifest,
+                          self.policy.effective_resources(result.manifest), code=result.code)
+        with self._lock:
+            known = self._capsules.get(result.cid)
+            if known is not None and known.state != State.QUARANTINED:
+                return known
+            capsule.lifecycle.transition(State.VERIFIED, f"signed by {result.signer}, trusted for {result.manifest.trust_zone}")
+            self._capsules[result.cid] = capsule
+        return capsule
 
-    def _store_copy(self, verified: Verified) -> Path:
+    def _store_copy(self, verified: Verified) -> Verified | Quarantined:
+        """Copy the capsule's files into the store and admit the copy."""
         target = self.store_dir / verified.cid
-        if target.exists():
-            return target
-        staging = self.store_dir / f".{verified.cid}.{threading.get_ident()}.tmp"
-        shutil.rmtree(staging, ignore_errors=True)
-        for item in list_capsule_files(verified.directory):
-            atomic_write(staging / item.path, (verified.directory / item.path).read_bytes())
-        atomic_write(staging / RECEIPT_FILE, (verified.directory / RECEIPT_FILE).read_bytes())
-        try:
-            staging.rename(target)
-        except OSError:
-            # Another thread or process installed the same CID first.
-            shutil.rmtree(staging, ignore_errors=True)
-        fsync_directory(self.store_dir)
-        return target
+        if not target.exists():
+            staging = self.store_dir / f".{verified.cid}.{secrets.token_hex(6)}.tmp"
+            _copy_for_inspection(verified.directory, staging)
+            staged = admit(staging, self.policy)
+            if not isinstance(staged, Verified) or staged.cid != verified.cid:
+                shutil.rmtree(staging, ignore_errors=True)
+                return staged if isinstance(staged, Quarantined) else Quarantined(
+                    verified.directory, (Diagnostic("changed_while_installing", "the capsule changed while it was copied"),))
+            try:
+                staging.rename(target)
+            except OSError:
+                # Another thread or process installed the same CID first.
+                shutil.rmtree(staging, ignore_errors=True)
+            fsync_directory(self.store_dir)
+        return admit(target, self.policy)
 
-    def _quarantine(self, result: Quarantined) -> Capsule:
-        """Keep a copy of the rejected capsule and its diagnostics for inspection."""
+    def _quarantine(self, result: Quarantined, move: bool = False) -> Capsule:
+        """Keep the rejected capsule (a copy, or the store's own directory moved) and its diagnostics."""
         label = result.cid or f"unidentified-{time.time_ns()}"
         name = result.manifest.name if result.manifest else None
         target = self.quarantine_dir / label
-        skipped = [] if target.exists() else _copy_for_inspection(result.directory, target)
+        if target.exists():
+            skipped = []
+            if move:
+                shutil.rmtree(result.directory, ignore_errors=True)
+        elif move:
+            # A stored capsule failed re-admission (tampered at rest): take it out of the store.
+            result.directory.rename(target)
+            skipped = []
+        else:
+            skipped = _copy_for_inspection(result.directory, target)
         report = {"cid": result.cid, "source": str(result.directory), "diagnostics": [d.to_document() for d in result.diagnostics],
                   "not_copied": skipped}
         atomic_write(target / "diagnostics.json", json.dumps(report, indent=2).encode())

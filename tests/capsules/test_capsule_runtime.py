@@ -187,6 +187,9 @@ def test_tampered_store_is_quarantined_on_restart(tmp_path, engine, policy):
         (again,) = restarted.install_stored()
         assert again.state == State.QUARANTINED
         assert again.diagnostics[0].code == "hash_mismatch" and again.diagnostics[0].path == "impl/echo.wasm"
+        # Moved out of the store, so it is not loaded again at the next start.
+        assert not capsule.directory.exists() and (again.directory / "diagnostics.json").exists()
+        assert restarted.install_stored() == []
     finally:
         restarted.close()
 
@@ -216,3 +219,48 @@ def test_quarantine_copy_skips_fifos_and_symlinks(runtime, tmp_path):
     assert sorted(report["not_copied"]) == ["spec/link: not a regular file", "spec/pipe: not a regular file"]
     assert (capsule.directory / "impl" / "code.wasm").exists()
     assert not (capsule.directory / "spec" / "link").exists()
+
+
+HOST_WAT = """
+(module
+  (import "hypermesh" "random_fill" (func $random (param i32 i32)))
+  (import "hypermesh" "clock_now_ms" (func $now (result i64)))
+  (import "hypermesh" "kv_set" (func $set (param i32 i32 i32 i32) (result i32)))
+  (import "hypermesh" "kv_delete" (func $delete (param i32 i32) (result i32)))
+  (memory (export "memory") 1)
+  (data (i32.const 0) "k")
+  (func (export "hm_alloc") (param i32) (result i32) (i32.const 1024))
+  ;; 32 random bytes at 64, then the clock (8 bytes) at 96
+  (func (export "entropy") (param i32 i32) (result i64)
+    (call $random (i32.const 64) (i32.const 32))
+    (i64.store (i32.const 96) (call $now))
+    (i64.or (i64.shl (i64.const 64) (i64.const 32)) (i64.const 40)))
+  ;; sets k, then deletes it twice: returns the two results as bytes
+  (func (export "churn") (param i32 i32) (result i64)
+    (drop (call $set (i32.const 0) (i32.const 1) (i32.const 0) (i32.const 1)))
+    (i32.store8 (i32.const 200) (call $delete (i32.const 0) (i32.const 1)))
+    (i32.store8 (i32.const 201) (call $delete (i32.const 0) (i32.const 1)))
+    (i64.or (i64.shl (i64.const 200) (i64.const 32)) (i64.const 2)))
+  ;; asks for random bytes far outside its memory
+  (func (export "overreach") (param i32 i32) (result i64)
+    (call $random (i32.const 65530) (i32.const 100))
+    (i64.const 0))
+)
+"""
+
+
+def test_random_clock_and_kv_delete_host_functions(runtime, tmp_path):
+    import time as clock
+
+    doc = manifest(name="tests.host", entries=("entropy", "churn", "overreach"), requires=["random", "clock", "kv"])
+    capsule = runtime.install(write_capsule(tmp_path / "host", doc, HOST_WAT))
+    runtime.activate(capsule.cid)
+    first = runtime.call("tests.host", "entropy", b"").output
+    second = runtime.call("tests.host", "entropy", b"").output
+    assert first[:32] != second[:32]
+    assert abs(int.from_bytes(first[32:], "little") - clock.time() * 1000) < 60_000
+    assert runtime.call("tests.host", "churn", b"").output == b"\x01\x00"
+    with pytest.raises(CallError) as failure:
+        runtime.call("tests.host", "overreach", b"")
+    assert failure.value.kind == "host" and "outside guest memory" in str(failure.value)
+    assert runtime.call("tests.host", "churn", b"").output == b"\x01\x00"
