@@ -148,13 +148,17 @@ class KademliaService:
                 await self._wakeup.wait()
             self._wakeup = trio.Event()
             self.core.handle_timer(self.now())
-            self._pump()
+            self._pump(wake_timer_loop=False)
 
     def _local_addrs(self) -> tuple[bytes, ...]:
         return tuple(a for a in (multiaddr_bytes(t) for t in self.host.listen_addrs()) if a)
 
-    def _pump(self) -> None:
-        """Carry out what the core asked for, then re-arm the timer."""
+    def _pump(self, wake_timer_loop: bool = True) -> None:
+        """Carry out what the core asked for, then have the timer loop re-arm.
+
+        The timer loop itself passes False: it re-reads the timer anyway, and
+        waking itself would spin without ever letting (virtual) time pass.
+        """
         for request in self.core.take_outbound():
             self._nursery.start_soon(self._send_request, request)
         for event in self.core.take_events():
@@ -166,7 +170,8 @@ class KademliaService:
             elif isinstance(event, RecordChanged):
                 for listener in self._record_listeners:
                     listener(event.key)
-        self._wakeup.set()
+        if wake_timer_loop:
+            self._wakeup.set()
 
     async def _scan_connected_peers(self) -> None:
         """Offer connected DHT servers to the routing table (found via identify)."""

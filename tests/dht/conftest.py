@@ -1,0 +1,6 @@
+"""The DHT tests import their helpers (dht_fakehost) as a plain module, whatever pytest's import mode."""
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))

@@ -1,0 +1,181 @@
+"""The trio driver and the discovery API over an in-memory host (virtual time)."""
+
+import time
+
+import pytest
+import trio
+
+from dht_fakehost import FakeNetwork
+from hypermesh.dht import kad_pb2
+from hypermesh.dht.discovery import Discovery, open_discovery
+from hypermesh.dht.driver import KademliaService, parse_peer_addr
+from hypermesh.dht.kademlia import Mode
+from hypermesh.dht.keys import Cid
+from hypermesh.dht.messages import MAX_MESSAGE_SIZE, PROTOCOL_ID, KadMessage, MessageType, decode_message, encode_message
+from hypermesh.dht.store import MemoryRecordStore
+from hypermesh.transport.framing import BufferedReader, frame, write_frame
+from hypermesh.transport.varint import encode_uvarint
+
+
+def bootstrap_addr(host):
+    return f"{host.addr}/p2p/{host.peer_id}"
+
+
+async def start_services(nursery, network, count, first_index=0, mode=Mode.SERVER):
+    services = []
+    for i in range(first_index, first_index + count):
+        host = network.add_host(i)
+        seeds = [parse_peer_addr(bootstrap_addr(services[0].host))] if services else []
+        service = KademliaService(host, MemoryRecordStore(), mode=mode, bootstrap=seeds)
+        await nursery.start(service.run)
+        await service.bootstrap()
+        services.append(service)
+    return services
+
+
+async def test_lookups_providers_and_values(autojump_clock):
+    async with trio.open_nursery() as nursery:
+        network = FakeNetwork(nursery)
+        services = await start_services(nursery, network, 12)
+        for service in services:
+            await service.bootstrap()
+        target = services[7].host.peer_id
+        result = await services[2].find_node(target.multihash)
+        assert result.closest[0].peer_id == target
+
+        cid = Cid.for_string("shared file")
+        services[3].provide([cid.multihash])
+        await trio.sleep(5)
+        found = await services[9].get_providers(cid.multihash, wanted=1)
+        assert [p.peer_id for p in found.providers] == [services[3].host.peer_id]
+        nursery.cancel_scope.cancel()
+
+
+async def test_service_registration_resolution_and_cache(autojump_clock):
+    async with trio.open_nursery() as nursery:
+        network = FakeNetwork(nursery)
+        services = await start_services(nursery, network, 10)
+        offering = Discovery(services[4], services[4].host.identity)
+        nursery.start_soon(offering.run)
+        asking = Discovery(services[8], services[8].host.identity, cache_ttl=30.0)
+        stored = await offering.register_service("relay", "/hm/relay/1", weight=7)
+        assert stored >= 5
+        [instance] = await asking.resolve_service("relay")
+        assert instance.peer_id == services[4].host.peer_id and instance.weight == 7
+        assert instance.addrs  # defaults to the host's listen addresses
+
+        started = time.perf_counter()
+        for _ in range(100):
+            assert (await asking.resolve_service("relay"))[0].weight == 7
+        assert (time.perf_counter() - started) / 100 < 0.001  # sub-millisecond from the cache
+
+        # With 10 nodes and k = 20 the asking node stores the key itself, so the
+        # new registration's PUT_VALUE reaches it and invalidates its cache.
+        await offering.register_service("relay", "/hm/relay/1", weight=9)
+        assert (await asking.resolve_service("relay"))[0].weight == 9
+
+        # Renewal keeps the record alive past its first lifetime.
+        await offering.register_service("short", "/p", ttl=120.0)
+        await trio.sleep(400)
+        assert await asking.resolve_service("short")
+        nursery.cancel_scope.cancel()
+
+
+async def test_cache_entries_expire_with_their_records(autojump_clock):
+    async with trio.open_nursery() as nursery:
+        network = FakeNetwork(nursery)
+        services = await start_services(nursery, network, 6)
+        offering = Discovery(services[1], services[1].host.identity)  # no run(): no renewal
+        asking = Discovery(services[5], services[5].host.identity, cache_ttl=3600.0)
+        await offering.register_service("ephemeral", "/p", ttl=60.0)
+        assert await asking.resolve_service("ephemeral")
+        await trio.sleep(61)
+        assert await asking.resolve_service("ephemeral") == []
+        nursery.cancel_scope.cancel()
+
+
+async def test_server_resets_garbage_and_keeps_serving(autojump_clock):
+    async with trio.open_nursery() as nursery:
+        network = FakeNetwork(nursery)
+        services = await start_services(nursery, network, 3)
+        victim = services[0].host
+        attacker = network.add_host(99)
+        attacker.peerstore.add_addrs(victim.peer_id, [victim.addr])
+
+        for payload in (frame(b"\xff\xff\xff\xff"), encode_uvarint(MAX_MESSAGE_SIZE + 1) + b"x" * 100, frame(b"\x08\x2a")):
+            stream = await attacker.new_stream(victim.peer_id, [PROTOCOL_ID])
+            await stream.send_all(payload)
+            with trio.fail_after(60):
+                assert await BufferedReader(stream).read_frame(MAX_MESSAGE_SIZE) is None  # no answer
+            await stream.aclose()
+        await trio.sleep(1)
+        assert victim.reset_streams == 3
+
+        stream = await attacker.new_stream(victim.peer_id, [PROTOCOL_ID])
+        await write_frame(stream, encode_message(KadMessage(MessageType.FIND_NODE, key=b"anything")))
+        answer = decode_message(await BufferedReader(stream).read_frame(MAX_MESSAGE_SIZE))
+        assert answer.type is MessageType.FIND_NODE and answer.closer_peers
+        nursery.cancel_scope.cancel()
+
+
+async def test_peer_answering_ten_thousand_closer_peers_does_not_hurt(autojump_clock):
+    async with trio.open_nursery() as nursery:
+        network = FakeNetwork(nursery)
+        services = await start_services(nursery, network, 8)
+        liar = network.add_host(50)
+
+        async def flood(stream):
+            await BufferedReader(stream).read_frame(MAX_MESSAGE_SIZE)
+            pb = kad_pb2.Message(type=kad_pb2.Message.FIND_NODE)
+            for i in range(10_000):
+                pb.closerPeers.add(id=b"\x12\x20" + i.to_bytes(32, "big"))
+            await write_frame(stream, pb.SerializeToString())
+
+        liar.set_stream_handler(PROTOCOL_ID, flood)
+        honest = services[5]
+        honest.core.peer_seen(liar.peer_id, (), honest.now())
+        honest.host.peerstore.add_addrs(liar.peer_id, [liar.addr])
+        target = services[2].host.peer_id
+        result = await honest.find_node(target.multihash)
+        assert result.closest[0].peer_id == target
+        assert liar.peer_id not in [p.peer_id for p in result.closest]
+        # None of the 10,000 made-up peers (sha2-256 IDs; real hosts here use Ed25519) got in.
+        assert not [e for e in honest.core.routing.entries() if e.peer_id.multihash[0] == 0x12]
+        assert honest.core.routing.get(liar.peer_id).failures == 1
+        nursery.cancel_scope.cancel()
+
+
+async def test_client_mode_asks_but_is_never_added(autojump_clock):
+    async with trio.open_nursery() as nursery:
+        network = FakeNetwork(nursery)
+        servers = await start_services(nursery, network, 5)
+        client_host = network.add_host(40)
+        client = KademliaService(client_host, MemoryRecordStore(), mode=Mode.CLIENT,
+                                 bootstrap=[parse_peer_addr(bootstrap_addr(servers[0].host))])
+        await nursery.start(client.run)
+        await client.bootstrap()
+        assert PROTOCOL_ID not in client_host.handlers
+        assert len(client.core.routing) >= 4
+        assert all(client_host.peer_id not in s.core.routing for s in servers)
+        nursery.cancel_scope.cancel()
+
+
+async def test_open_discovery_persists_provides(autojump_clock, tmp_path):
+    async with trio.open_nursery() as nursery:
+        network = FakeNetwork(nursery)
+        servers = await start_services(nursery, network, 4)
+        host = network.add_host(30)
+        async with open_discovery(host, tmp_path, bootstrap=[bootstrap_addr(servers[0].host)]) as discovery:
+            discovery.provide(str(Cid.for_string("kept")))
+            await trio.sleep(5)
+            assert await discovery.find_providers(Cid.for_string("kept"))
+        async with open_discovery(host, tmp_path, bootstrap=[bootstrap_addr(servers[0].host)]) as discovery:
+            assert Cid.for_string("kept").multihash in discovery.service.store.local_provides()
+        nursery.cancel_scope.cancel()
+
+
+def test_bootstrap_addresses_need_a_peer_id():
+    with pytest.raises(ValueError):
+        parse_peer_addr("/ip4/1.2.3.4/udp/4001/quic-v1")
+    with pytest.raises(ValueError):
+        parse_peer_addr("/ip4/1.2.3.4/udp/4001/quic-v1/p2p/notapeerid")
