@@ -140,14 +140,14 @@ def bench_core(workdir: Path, repeat: int, checks: list, info: dict) -> None:
     def bare_call() -> None:
         store = wasmtime.Store(engine)
         store.set_fuel(resources_.fuel)
-        store.set_epoch_deadline(sandbox.ticks)
+        store.set_epoch_deadline(runtime.engine.deadline_ticks(resources_.timeout_ms))
         instance = corecall.instantiate(pre, store)
         corecall.call_i32(store, corecall.func(store, instance, echo), 0, 0)
 
     def idiomatic_call() -> None:
         store = wasmtime.Store(engine)
         store.set_fuel(resources_.fuel)
-        store.set_epoch_deadline(sandbox.ticks)
+        store.set_epoch_deadline(runtime.engine.deadline_ticks(resources_.timeout_ms))
         exports = pre.instantiate(store).exports(store)
         memory = exports["memory"]
         ptr = exports["hm_alloc"](store, 1)

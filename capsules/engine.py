@@ -80,21 +80,33 @@ class CapsuleEngine:
         # Host function types, which wasmtime ties to the engine that first used them.
         self.host_func_types: dict = {}
         self._stop = threading.Event()
+        self._started = time.monotonic()
+        self._ticks = 0
         self._ticker = threading.Thread(target=self._tick, name="capsule-epoch", daemon=True)
         self._ticker.start()
         self.stats = {"compiled": 0, "deserialized": 0, "memory_hits": 0}
 
     def _tick(self) -> None:
-        # Sleeps overshoot (timer slack, the GIL), so count ticks from the
-        # clock rather than from wake-ups: after a late wake-up the epoch
-        # catches up, keeping deadlines in wall-clock time.
-        started = time.monotonic()
-        ticks = 0
+        # Sleeps overshoot (timer slack, the GIL, a busy machine), so ticks are
+        # counted from the clock rather than from wake-ups: after a late
+        # wake-up the epoch catches up, keeping deadlines in wall-clock time.
         while not self._stop.wait(EPOCH_TICK_S):
-            due = int((time.monotonic() - started) / EPOCH_TICK_S)
-            while ticks < due:
+            due = self._due_ticks()
+            while self._ticks < due:
                 self.engine.increment_epoch()
-                ticks += 1
+                self._ticks += 1
+
+    def _due_ticks(self) -> int:
+        return int((time.monotonic() - self._started) / EPOCH_TICK_S)
+
+    def deadline_ticks(self, timeout_ms: int) -> int:
+        """Epoch ticks from now until ``timeout_ms`` has passed, for ``Store.set_epoch_deadline``.
+
+        When the ticker is behind (starved by a busy machine), its next
+        wake-up increments the epoch several times at once; the ticks it owes
+        are added here so that the catch-up does not cut this call short.
+        """
+        return deadline_ticks(timeout_ms) + max(0, self._due_ticks() - self._ticks)
 
     def close(self) -> None:
         self._stop.set()

@@ -25,7 +25,7 @@ from wasmtime import component as wasm_component
 
 from . import corecall
 from .component_bytes import call_bytes_func
-from .engine import CapsuleEngine, deadline_ticks
+from .engine import CapsuleEngine
 from .errors import CallError, LinkError
 from .host import CORE_IMPORT_CAPABILITY, CORE_IMPORT_MODULE, CORE_IMPORTS, WIT_PACKAGE, HostServices, core_func_type, wit_interface
 from .manifest import COMPONENT_ENTRY, Manifest, Resources
@@ -92,7 +92,6 @@ class _Sandbox:
         self.resources = resources
         self.host = host
         self.label = manifest.label
-        self.ticks = deadline_ticks(resources.timeout_ms)
         self._local = threading.local()
 
     def new_store(self) -> wasmtime.Store:
@@ -101,7 +100,7 @@ class _Sandbox:
         self._prepare_store(store)
         store.set_limits(memory_size=self.resources.memory_bytes)
         store.set_fuel(self.resources.fuel)
-        store.set_epoch_deadline(self.ticks)
+        store.set_epoch_deadline(self.engine.deadline_ticks(self.resources.timeout_ms))
         return store
 
     def _prepare_store(self, store: wasmtime.Store) -> None:

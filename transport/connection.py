@@ -161,7 +161,9 @@ class QuicStream:
                 view = view[len(chunk) :]
                 connection.transmit()
                 if not view:
-                    await trio.lowlevel.checkpoint()
+                    # Not a full checkpoint: the data is already on the wire and
+                    # yielding here would add a scheduling round to every reply.
+                    await trio.lowlevel.checkpoint_if_cancelled()
                     return
             else:
                 await connection._wait_for_send_room()
@@ -233,6 +235,9 @@ class QuicConnectionDriver:
         self._on_closed = on_closed
         self._max_streams = max_streams
         self._streams: dict[int, QuicStream] = {}
+        # Set by incoming datagrams, cleared by transmit(): lets the endpoint
+        # skip connections whose reader already answered.
+        self.needs_transmit = False
         self.handshake_complete = trio.Event()
         # Set once the datagram size has been settled (probed or not).
         self.probing_done = trio.Event()
@@ -258,6 +263,7 @@ class QuicConnectionDriver:
 
     def transmit(self) -> None:
         """Send whatever the state machine has ready and re-arm its timer."""
+        self.needs_transmit = False
         quic = self.quic
         now = trio.current_time()
         send = self.endpoint.send_datagram
@@ -308,6 +314,7 @@ class QuicConnectionDriver:
     # -- input ---------------------------------------------------------------
 
     def datagram_received(self, data: bytes, addr: tuple, now: float) -> None:
+        self.needs_transmit = True
         self._last_activity = now
         self.quic.receive_datagram(data, addr, now)
         self._process_events()

@@ -199,7 +199,8 @@ class QuicEndpoint:
                 # the acknowledgements, one packet instead of two.
                 await trio.lowlevel.checkpoint()
                 for driver in dirty.values():
-                    driver.transmit()
+                    if driver.needs_transmit:
+                        driver.transmit()
                 dirty.clear()
                 self.spin_until = clock() + SPIN_SECONDS
             elif clock() < self.spin_until:

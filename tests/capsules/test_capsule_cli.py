@@ -99,3 +99,12 @@ def test_new_scaffolds_python_and_js(tmp_path):
     assert (tmp_path / "js-thing" / "src" / "app.js").exists()
     manifest = json.loads((tmp_path / "js-thing" / "manifest.json").read_text())
     assert manifest["name"] == "acme.js-thing" and manifest["kind"] == "component"
+
+
+def test_python_scaffold_builds_signs_and_runs(tmp_path):
+    data = tmp_path / "node"
+    run("new", "acme.pyecho", "--lang", "python", cwd=tmp_path)
+    run("build", "pyecho", cwd=tmp_path)
+    run("sign", "pyecho", "--data-dir", data, cwd=tmp_path)
+    run("verify", "pyecho", "--data-dir", data, cwd=tmp_path)
+    assert run("run", "pyecho", "handle", "--input", "from python", "--data-dir", data, cwd=tmp_path).stdout == b"from python"
