@@ -390,10 +390,7 @@ class KademliaCore:
             return
         if message is not None:
             self._observe_server(pending.peer, (), remote_addr, now)
-        if pending.purpose is _Purpose.LIVENESS:
-            self._liveness_checks.discard(pending.peer)
-            return
-        op = self._ops.get(pending.op_id)
+        op = self._operation_of(pending)
         if op is None:
             return
         if pending.purpose is _Purpose.FANOUT:
@@ -416,10 +413,7 @@ class KademliaCore:
         self.routing.record_failure(pending.peer)
         if not len(self.routing):
             self._next_maintenance = now  # lost every peer: re-bootstrap at once
-        if pending.purpose is _Purpose.LIVENESS:
-            self._liveness_checks.discard(pending.peer)
-            return
-        op = self._ops.get(pending.op_id)
+        op = self._operation_of(pending)
         if op is None:
             return
         if pending.purpose is _Purpose.FANOUT:
@@ -427,6 +421,13 @@ class KademliaCore:
         else:
             op.lookup.on_failure(pending.peer, now)
         self._advance(op, now)
+
+    def _operation_of(self, pending: _Pending) -> Operation | None:
+        """The live operation a settled request belonged to; ends liveness checks."""
+        if pending.purpose is _Purpose.LIVENESS:
+            self._liveness_checks.discard(pending.peer)
+            return None
+        return self._ops.get(pending.op_id)
 
     def _observe_server(
         self, peer: PeerId, addrs: tuple[bytes, ...], observed: bytes | str | None, now: float, may_check: bool = True

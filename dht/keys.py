@@ -77,19 +77,21 @@ def grind_key_in_bucket(local: int, index: int, rng: random.Random, max_attempts
     return None
 
 
+def _read_uvarint(raw: bytes, offset: int, what: str) -> tuple[int, int]:
+    """(value, length) of the varint at ``offset``; CidError if bad or truncated."""
+    try:
+        decoded = decode_uvarint(raw, offset)
+    except VarintError as exc:
+        raise CidError(f"{what}: {exc}") from None
+    if decoded is None:
+        raise CidError(f"{what} is truncated")
+    return decoded
+
+
 def validate_multihash(raw: bytes) -> None:
     """Check that ``raw`` is exactly one multihash with a known-length digest."""
-    try:
-        code_decoded = decode_uvarint(raw, 0)
-        if code_decoded is None:
-            raise CidError("multihash is truncated")
-        _, code_len = code_decoded
-        length_decoded = decode_uvarint(raw, code_len)
-    except VarintError as exc:
-        raise CidError(f"multihash: {exc}") from None
-    if length_decoded is None:
-        raise CidError("multihash is truncated")
-    length, length_len = length_decoded
+    _, code_len = _read_uvarint(raw, 0, "multihash")
+    length, length_len = _read_uvarint(raw, code_len, "multihash")
     if length > MAX_DIGEST_LENGTH:
         raise CidError(f"multihash digest of {length} bytes is too long")
     if code_len + length_len + length != len(raw):
@@ -133,19 +135,10 @@ class Cid:
     def from_bytes(cls, raw: bytes) -> "Cid":
         if len(raw) == 34 and raw[0] == MULTIHASH_SHA2_256 and raw[1] == SHA2_256_LENGTH:
             return cls(0, CODEC_DAG_PB, bytes(raw))
-        try:
-            version_decoded = decode_uvarint(raw, 0)
-            if version_decoded is None:
-                raise CidError("CID is truncated")
-            version, version_len = version_decoded
-            codec_decoded = decode_uvarint(raw, version_len)
-        except VarintError as exc:
-            raise CidError(f"CID: {exc}") from None
+        version, version_len = _read_uvarint(raw, 0, "CID")
         if version != CID_VERSION_1:
             raise CidError(f"unsupported CID version {version}")
-        if codec_decoded is None:
-            raise CidError("CID is truncated")
-        codec, codec_len = codec_decoded
+        codec, codec_len = _read_uvarint(raw, version_len, "CID")
         multihash = bytes(raw[version_len + codec_len :])
         validate_multihash(multihash)
         return cls(version, codec, multihash)

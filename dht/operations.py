@@ -197,10 +197,6 @@ class ProvideBatchOperation(Operation):
         self.k = k
         self.unplaced: list[bytes] = []
 
-    def query_message(self):
-        # Any key works for FIND_NODE; the region's centre is not a peer ID.
-        return KadMessage(MessageType.FIND_NODE, key=self.key)
-
     def fanout(self, local):
         covered = self.lookup.closest_succeeded()
         exhaustive = len(covered) < self.lookup.config.result_size

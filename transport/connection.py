@@ -84,7 +84,9 @@ class QuicStream:
             self._receive_buffer += data
         if end_stream:
             self._receive_eof = True
-        self._data_arrived.set()
+        if not self._data_arrived.is_set():
+            self._connection.readers_woken = True
+            self._data_arrived.set()
 
     def _on_reset(self, error: StreamReset) -> None:
         self._reset_error = error
@@ -238,6 +240,8 @@ class QuicConnectionDriver:
         # Set by incoming datagrams, cleared by transmit(): lets the endpoint
         # skip connections whose reader already answered.
         self.needs_transmit = False
+        # Whether the last datagrams woke a stream reader (which may answer).
+        self.readers_woken = False
         self.handshake_complete = trio.Event()
         # Set once the datagram size has been settled (probed or not).
         self.probing_done = trio.Event()
@@ -315,6 +319,7 @@ class QuicConnectionDriver:
 
     def datagram_received(self, data: bytes, addr: tuple, now: float) -> None:
         self.needs_transmit = True
+        self.readers_woken = False
         self._last_activity = now
         self.quic.receive_datagram(data, addr, now)
         self._process_events()

@@ -47,6 +47,9 @@ SUPPORTED_VERSIONS = [QuicProtocolVersion.VERSION_1]
 # spins while idle.
 SPIN_SECONDS = float(os.environ.get("HYPERMESH_SPIN_US", "200")) / 1e6
 
+# Scheduler rounds we give woken readers to answer before transmitting for them.
+READER_ROUNDS = 2
+
 AcceptCallback = Callable[["QuicEndpoint", bytes, tuple, bytes, int], "QuicConnectionDriver | None"]
 
 _PMTU_OPTIONS = {
@@ -196,8 +199,12 @@ class QuicEndpoint:
                     dirty[id(driver)] = driver
             if received:
                 # Let woken stream readers run first: their replies then carry
-                # the acknowledgements, one packet instead of two.
-                await trio.lowlevel.checkpoint()
+                # the acknowledgements, one packet instead of two. Trio may run
+                # us before them in the next batch, so allow a second round.
+                for _ in range(READER_ROUNDS):
+                    await trio.lowlevel.checkpoint()
+                    if not any(driver.needs_transmit and driver.readers_woken for driver in dirty.values()):
+                        break
                 for driver in dirty.values():
                     if driver.needs_transmit:
                         driver.transmit()
