@@ -43,12 +43,20 @@ INBOUND_IDLE_TIMEOUT = 30.0
 LEARNED_ADDR_TTL = 600.0
 # How often connected peers that speak the DHT are offered to the routing table.
 CONNECTED_PEERS_SCAN_INTERVAL = 30.0
+# A peer's first request often arrives before identify has told us its
+# protocols; such peers are re-checked this often, for at most this long.
+IDENTIFY_RECHECK_INTERVAL = 1.0
+IDENTIFY_RECHECK_WINDOW = 30.0
+MAX_UNIDENTIFIED_PEERS = 256
 
 
 @functools.lru_cache(maxsize=4096)
 def multiaddr_bytes(addr: str | bytes) -> bytes | None:
+    """Binary multiaddr without a trailing /p2p/ part (kad peer records carry the ID apart)."""
     try:
-        return Multiaddr(addr).to_bytes()
+        text = str(Multiaddr(addr))
+        head, separator, _ = text.rpartition("/p2p/")
+        return Multiaddr(head if separator else text).to_bytes()
     except Exception:  # an address we cannot encode is simply not passed on
         return None
 
@@ -63,7 +71,7 @@ def parse_peer_addr(text: str) -> PeerInfo:
     except IdentityError as exc:
         raise ValueError(f"bootstrap address {text!r}: {exc}") from None
     raw = multiaddr_bytes(head)
-    if raw is None:
+    if raw is None or not raw:
         raise ValueError(f"bootstrap address {text!r} is not a multiaddr")
     return PeerInfo(peer_id, (raw,))
 
@@ -101,6 +109,8 @@ class KademliaService:
         self._waiters: dict[int, _Waiter] = {}
         self._record_listeners: list[Callable[[bytes], None]] = []
         self._outbound_limit = trio.CapacityLimiter(MAX_OUTBOUND_STREAMS)
+        self._unidentified: dict[PeerId, tuple[bytes | None, float]] = {}
+        self._unidentified_added = trio.Event()
         self._nursery: trio.Nursery | None = None
 
     # ------------------------------------------------------------- clock
@@ -138,6 +148,7 @@ class KademliaService:
             self.core.bootstrap(now)
             self._pump()
             nursery.start_soon(self._scan_connected_peers)
+            nursery.start_soon(self._recheck_unidentified_peers)
             task_status.started()
             await self._timer_loop()
 
@@ -182,6 +193,29 @@ class KademliaService:
                     self.core.peer_seen(peer, self._peer_addrs(peer), now)
             self._pump()
             await trio.sleep(CONNECTED_PEERS_SCAN_INTERVAL)
+
+    async def _recheck_unidentified_peers(self) -> None:
+        """Add peers that queried us before identify finished, once it has."""
+        while True:
+            if not self._unidentified:
+                await self._unidentified_added.wait()
+                self._unidentified_added = trio.Event()
+            await trio.sleep(IDENTIFY_RECHECK_INTERVAL)
+            now = self.now()
+            for peer, (observed, since) in list(self._unidentified.items()):
+                protocols = self.host.peerstore.protocols(peer)
+                if PROTOCOL_ID in protocols:
+                    self.core.peer_seen(peer, self._peer_addrs(peer), now, observed)
+                if protocols or now - since > IDENTIFY_RECHECK_WINDOW:
+                    del self._unidentified[peer]
+            self._pump()
+
+    def _sender_is_server(self, peer: PeerId, observed: bytes | None) -> bool:
+        protocols = self.host.peerstore.protocols(peer)
+        if not protocols and peer not in self._unidentified and len(self._unidentified) < MAX_UNIDENTIFIED_PEERS:
+            self._unidentified[peer] = (observed, self.now())
+            self._unidentified_added.set()
+        return PROTOCOL_ID in protocols
 
     def _peer_addrs(self, peer: PeerId) -> tuple[bytes, ...]:
         return tuple(a for a in (multiaddr_bytes(t) for t in self.host.peerstore.addrs(peer)) if a)
@@ -229,13 +263,14 @@ class KademliaService:
                     if data is None:
                         return
                     request = decode_message(data)
+                    observed = multiaddr_bytes(stream.remote_addr)
                     response = self.core.handle_request(
                         peer,
                         request,
                         self.now(),
                         sender_addrs=self._peer_addrs(peer),
-                        observed_addr=multiaddr_bytes(stream.remote_addr),
-                        sender_is_server=PROTOCOL_ID in self.host.peerstore.protocols(peer),
+                        observed_addr=observed,
+                        sender_is_server=self._sender_is_server(peer, observed),
                     )
                     self._pump()
                     if response is not None:

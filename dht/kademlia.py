@@ -22,7 +22,7 @@ import logging
 import random
 from dataclasses import dataclass, field
 
-from prometheus_client import Counter
+from prometheus_client import Counter, Gauge
 
 from hypermesh.transport.identity import PeerId
 
@@ -54,6 +54,7 @@ from .routing import ObserveResult, RoutingConfig, RoutingTable, ip_group
 log = logging.getLogger(__name__)
 
 REQUESTS_HANDLED = Counter("hypermesh_dht_requests_total", "Inbound DHT requests", ["type"])
+ROUTING_TABLE_PEERS = Gauge("hypermesh_dht_routing_table_peers", "Peers in the DHT routing table")
 REQUESTS_REJECTED = Counter(
     "hypermesh_dht_requests_rejected_total", "Inbound DHT requests refused", ["type", "reason"]
 )
@@ -249,10 +250,11 @@ class KademliaCore:
             if info.peer_id != self.local_peer:
                 self._bootstrap_peers[info.peer_id] = info
 
-    def peer_seen(self, peer: PeerId, addrs: tuple[bytes, ...], now: float) -> None:
+    def peer_seen(self, peer: PeerId, addrs: tuple[bytes, ...], now: float, observed_addr: bytes | None = None) -> None:
         """A connected peer advertises the DHT protocol (learned through identify)."""
         if peer != self.local_peer:
-            self._observe_server(peer, addrs, addrs[0] if addrs else None, now, may_check=False)
+            observed = observed_addr if observed_addr is not None else (addrs[0] if addrs else None)
+            self._observe_server(peer, addrs, observed, now, may_check=False)
 
     @property
     def local_info(self) -> PeerInfo:
@@ -606,6 +608,7 @@ class KademliaCore:
     # --------------------------------------------------------- maintenance
 
     def _maintain(self, now: float) -> None:
+        ROUTING_TABLE_PEERS.set(len(self.routing))
         if not len(self.routing) and self._bootstrap_op is None and now >= self._next_bootstrap:
             if self._bootstrap_peers:
                 self.bootstrap(now)
