@@ -81,6 +81,9 @@ class Discovery:
         """Announce this node as a provider of ``cid``, republished until the node stops."""
         self.service.provide([_as_cid(cid).multihash])
 
+    def stop_providing(self, cid: Cid | str) -> None:
+        self.service.core.stop_providing(_as_cid(cid).multihash)
+
     async def find_providers(self, cid: Cid | str, wanted: int = 20) -> list[PeerInfo]:
         result = await self.service.get_providers(_as_cid(cid).multihash, wanted)
         return result.providers

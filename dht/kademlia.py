@@ -60,6 +60,9 @@ REQUESTS_REJECTED = Counter(
 )
 
 
+FIRST_SWEEP_DELAY = 30.0
+
+
 class Mode(enum.Enum):
     SERVER = "server"
     CLIENT = "client"
@@ -201,6 +204,9 @@ class KademliaCore:
         self._next_overdue_check = now + config.overdue_check_interval
         for info in store.load_peers():
             self._bootstrap_peers.setdefault(info.peer_id, info)
+        # Keys provided before a restart are republished when due; give the
+        # bootstrap a head start so the first sweep has peers to publish to.
+        self.reprovider.schedule(now + FIRST_SWEEP_DELAY)
 
     # ----------------------------------------------------------- driver I/O
 
@@ -557,6 +563,10 @@ class KademliaCore:
             self._require_multihash(key)
             self.store.add_provider(key, self.local_peer, self.local_addrs, now + self.config.provider_ttl, now)
         self.reprovider.add(keys, now)
+
+    def stop_providing(self, key: bytes) -> None:
+        """Stop republishing ``key``; the records at other peers expire on their own."""
+        self.reprovider.remove(key)
 
     def _start_provide_batches(self, now: float) -> None:
         for batch in self.reprovider.take_batches():

@@ -1,5 +1,6 @@
 """The trio driver and the discovery API over an in-memory host (virtual time)."""
 
+import contextlib
 import time
 
 import pytest
@@ -8,11 +9,20 @@ import trio
 from dht_fakehost import FakeNetwork
 from hypermesh.dht import kad_pb2
 from hypermesh.dht.discovery import Discovery, open_discovery
-from hypermesh.dht.driver import KademliaService, parse_peer_addr
-from hypermesh.dht.kademlia import Mode
+from hypermesh.dht.driver import MAX_REQUESTS_PER_STREAM, KademliaService, parse_peer_addr
+from hypermesh.dht.kademlia import KadConfig, Mode
 from hypermesh.dht.keys import Cid
-from hypermesh.dht.messages import MAX_MESSAGE_SIZE, PROTOCOL_ID, KadMessage, MessageType, decode_message, encode_message
+from hypermesh.dht.messages import (
+    MAX_MESSAGE_SIZE,
+    PROTOCOL_ID,
+    KadMessage,
+    MessageType,
+    PeerInfo,
+    decode_message,
+    encode_message,
+)
 from hypermesh.dht.store import MemoryRecordStore
+from hypermesh.transport.errors import TransportError
 from hypermesh.transport.framing import BufferedReader, frame, write_frame
 from hypermesh.transport.varint import encode_uvarint
 
@@ -165,12 +175,46 @@ async def test_open_discovery_persists_provides(autojump_clock, tmp_path):
         network = FakeNetwork(nursery)
         servers = await start_services(nursery, network, 4)
         host = network.add_host(30)
-        async with open_discovery(host, tmp_path, bootstrap=[bootstrap_addr(servers[0].host)]) as discovery:
+        config = KadConfig(republish_interval=600.0, provider_ttl=1200.0)
+        async with open_discovery(host, tmp_path, bootstrap=[bootstrap_addr(servers[0].host)], config=config) as discovery:
             discovery.provide(str(Cid.for_string("kept")))
             await trio.sleep(5)
             assert await discovery.find_providers(Cid.for_string("kept"))
-        async with open_discovery(host, tmp_path, bootstrap=[bootstrap_addr(servers[0].host)]) as discovery:
-            assert Cid.for_string("kept").multihash in discovery.service.store.local_provides()
+        async with open_discovery(host, tmp_path, bootstrap=[bootstrap_addr(servers[0].host)], config=config) as discovery:
+            published = discovery.service.store.local_provides()[Cid.for_string("kept").multihash]
+            assert published > 0
+            # Republished when due after the restart, without being provided again.
+            await trio.sleep(discovery.service.config.republish_interval + 120)
+            assert discovery.service.store.local_provides()[Cid.for_string("kept").multihash] > published
+            discovery.stop_providing(Cid.for_string("kept"))
+            assert not discovery.service.store.local_provides()
+        nursery.cancel_scope.cancel()
+
+
+async def test_add_provider_flood_over_streams_is_limited_and_node_keeps_serving(autojump_clock):
+    async with trio.open_nursery() as nursery:
+        network = FakeNetwork(nursery)
+        services = await start_services(nursery, network, 3)
+        victim = services[0]
+        attacker = network.add_host(77)
+        attacker.peerstore.add_addrs(victim.host.peer_id, [victim.host.addr])
+        provider = PeerInfo(attacker.peer_id, ())
+        sent = 0
+        started = trio.current_time()
+        for _ in range(30):  # each stream carries at most MAX_REQUESTS_PER_STREAM requests
+            stream = await attacker.new_stream(victim.host.peer_id, [PROTOCOL_ID])
+            with contextlib.suppress(TransportError):
+                for _ in range(MAX_REQUESTS_PER_STREAM):
+                    key = Cid.for_string(f"flood-{sent}").multihash
+                    await write_frame(stream, encode_message(KadMessage(MessageType.ADD_PROVIDER, key=key, provider_peers=(provider,))))
+                    sent += 1
+            await stream.aclose()
+        await trio.sleep(1)
+        limit = victim.config.add_provider_limit
+        accepted = sent - victim.core.stats.rate_limited
+        assert accepted <= limit.burst + limit.rate * (trio.current_time() - started)
+        answer = await services[1].get_providers(Cid.for_string("flood-0").multihash)
+        assert answer.closest  # still serving
         nursery.cancel_scope.cancel()
 
 
