@@ -35,7 +35,7 @@ def test_endless_loop_is_stopped_by_fuel(runtime, tmp_path):
 def test_endless_loop_is_stopped_by_epoch_within_timeout_plus_10ms(runtime, tmp_path, timeout_ms):
     activate(runtime, tmp_path, manifest(fuel=100_000_000_000, timeout_ms=timeout_ms))
     elapsed = []
-    for _ in range(3):  # the best of three rules out a scheduler hiccup on a busy CI machine
+    for _ in range(5):  # the best of five rules out scheduler hiccups on a busy CI machine
         started = time.perf_counter()
         with pytest.raises(CallError) as failure:
             runtime.call("tests.limits", "spin", b"")
