@@ -17,7 +17,7 @@ from .errors import ProtocolError, TransportError
 from .framing import BufferedReader, FramingError, write_frame
 from .identify_pb2 import Identify
 from .identity import IdentityError, PeerId
-from .multiaddrs import MultiaddrError, parse_multiaddr
+from .multiaddrs import MultiaddrError, multiaddr_text, parse_multiaddr, parse_quic_address, quic_address_bytes
 
 log = logging.getLogger("hypermesh.transport")
 
@@ -58,12 +58,19 @@ def build_record(host, stream) -> bytes:
         protocols=host.protocols,
     )
     for text in host.listen_addrs():
-        message.listenAddrs.append(parse_multiaddr(text.rsplit("/p2p/", 1)[0]).to_bytes())
+        message.listenAddrs.append(_to_bytes(text.rsplit("/p2p/", 1)[0]))
     try:
-        message.observedAddr = parse_multiaddr(stream.remote_addr).to_bytes()
+        message.observedAddr = _to_bytes(stream.remote_addr)
     except MultiaddrError:
         pass
     return message.SerializeToString()
+
+
+def _to_bytes(text: str) -> bytes:
+    address = parse_quic_address(text)
+    if address.is_dns:
+        return parse_multiaddr(text).to_bytes()
+    return quic_address_bytes(address.host, address.port)
 
 
 def decode_record(data: bytes, peer_id: PeerId) -> IdentifyRecord:
@@ -81,7 +88,7 @@ def decode_record(data: bytes, peer_id: PeerId) -> IdentifyRecord:
 
     def addr_text(raw: bytes) -> str | None:
         try:
-            return str(parse_multiaddr(raw))
+            return multiaddr_text(raw)
         except MultiaddrError:
             return None
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 import trio
 
 from .identity import PeerId
-from .multiaddrs import MultiaddrError, parse_multiaddr
+from .multiaddrs import MultiaddrError, multiaddr_text
 
 # Bounds what a chatty or hostile peer can make us remember.
 MAX_ADDRS_PER_PEER = 32
@@ -47,7 +47,7 @@ class Peerstore:
         expiry = trio.current_time() + ttl if ttl != PERMANENT else PERMANENT
         for addr in addrs:
             try:
-                text = str(parse_multiaddr(addr))
+                text = multiaddr_text(addr)
             except MultiaddrError:
                 continue
             suffix = f"/p2p/{peer_id}"

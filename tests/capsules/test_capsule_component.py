@@ -111,3 +111,12 @@ def test_python_build_is_cached(python_capsule, tmp_path):
     build_capsule(directory)
     assert time.perf_counter() - started < 2
     assert (directory / "impl" / "capsule.wasm").read_bytes() == (python_capsule / "impl" / "capsule.wasm").read_bytes()
+
+
+def test_host_function_failure_fails_only_that_call(runtime, hello):
+    with pytest.raises(CallError) as failure:
+        runtime.call("examples.hello-python", "handle", b"hoard")
+    assert failure.value.kind == "host"
+    assert "kv value of 70000 bytes is over the 65536-byte limit" in str(failure.value)
+    assert runtime.kv.get("examples.hello-python", b"hoard") is None
+    assert runtime.call("examples.hello-python", "handle", b"ping").output == b"pong"

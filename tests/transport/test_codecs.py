@@ -150,3 +150,26 @@ def test_multistream_listener_survives_arbitrary_bytes(data):
         listener.receive_data(data)
     except ProtocolError:
         pass
+
+
+@pytest.mark.parametrize("text", [
+    "/ip6/::1/udp/4001/quic-v1", "/ip4/10.1.2.3/udp/0/quic-v1", "/ip6/2001:db8::7/udp/65535/quic-v1",
+])
+def test_fast_quic_multiaddr_codec_agrees_with_the_multiaddr_library(text):
+    import multiaddr
+
+    from hypermesh.transport.multiaddrs import multiaddr_text, quic_address_bytes
+
+    address = parse_quic_address(text)
+    raw = quic_address_bytes(address.host, address.port)
+    assert raw == multiaddr.Multiaddr(text).to_bytes()
+    assert multiaddr_text(raw) == str(multiaddr.Multiaddr(raw)) == text
+
+
+def test_fast_parser_falls_back_for_unusual_forms():
+    peer = Identity.from_seed(b"y").peer_id
+    for text in [f"/ip4/1.2.3.4/udp/1/quic-v1/p2p/{peer}", "/dns4/example.org/udp/1/quic-v1"]:
+        assert parse_quic_address(text).port == 1
+    for bad in ["/ip4/1.2.3.4/udp/99999/quic-v1", "/ip4/1.2.3/udp/1/quic-v1", "/ip6/::1/udp/-1/quic-v1"]:
+        with pytest.raises(MultiaddrError):
+            parse_quic_address(bad)

@@ -16,6 +16,10 @@ class WitWorld(wit_world.WitWorld):
             return str(count).encode()
         if input == b"time":
             return str(clock.now_ms()).encode()
+        if input == b"hoard":
+            # Over the host's 64 KiB value limit: the host fails the call.
+            kv.set("hoard", bytes(70_000))
+            return b"stored"
         if input == b"spin":
             while True:
                 pass
