@@ -233,6 +233,10 @@ class KademliaService:
         except (TransportError, FramingError, DhtProtocolError, trio.TooSlowError) as exc:
             log.debug("DHT %s to %s failed: %s", request.message.type.name, peer.short(), exc)
             self.core.handle_failure(request.request_id, self.now())
+        except Exception:
+            # One request must never take the whole DHT down with it.
+            log.exception("unexpected error in DHT %s to %s", request.message.type.name, peer.short())
+            self.core.handle_failure(request.request_id, self.now())
         else:
             self.core.handle_response(request.request_id, response, self.now(), remote_addr=remote_addr)
         self._pump()
@@ -284,10 +288,13 @@ class KademliaService:
 
     # -------------------------------------------------------- operations
 
-    async def _run_operation(self, start: Callable[[KademliaCore, float], int]) -> OperationResult:
+    def _running_core(self) -> KademliaCore:
         if self.core is None:
             raise RuntimeError("the DHT service is not running: start it with nursery.start(service.run)")
-        op_id = start(self.core, self.now())
+        return self.core
+
+    async def _run_operation(self, start: Callable[[KademliaCore, float], int]) -> OperationResult:
+        op_id = start(self._running_core(), self.now())
         # setdefault: bootstrap() hands back the running bootstrap's id.
         waiter = self._waiters.setdefault(op_id, _Waiter())
         self._pump()
@@ -311,7 +318,7 @@ class KademliaService:
 
     def provide(self, keys: list[bytes]) -> None:
         """Queue provider records; the reprovider publishes them in region batches."""
-        self.core.provide(keys, self.now())
+        self._running_core().provide(keys, self.now())
         self._pump()
 
     def on_record_changed(self, listener: Callable[[bytes], None]) -> None:

@@ -99,6 +99,9 @@ class KadConfig:
     # Per peer: a reprovide sweep sends a peer a few hundred records at once.
     add_provider_limit: RateLimit = RateLimit(rate=20.0, burst=400.0)
     put_value_limit: RateLimit = RateLimit(rate=1.0, burst=20.0)
+    # All peers behind one /24 (/48) share a bucket this many times larger:
+    # new peer IDs are free, new IP prefixes are not.
+    ip_group_rate_multiplier: float = 4.0
     routing: RoutingConfig = RoutingConfig()
     exempt_private_addresses: bool = True
 
@@ -128,6 +131,13 @@ class _Purpose(enum.Enum):
     LOOKUP = 1
     FANOUT = 2
     LIVENESS = 3
+
+
+@dataclass(frozen=True, slots=True)
+class _Requester:
+    peer: PeerId
+    addrs: tuple[bytes, ...]
+    group: str | None  # IP prefix of the address we observed the request from
 
 
 @dataclass(slots=True)
@@ -181,8 +191,8 @@ class KademliaCore:
             max_parallel_batches=config.max_parallel_provide_batches,
         )
         self.stats = CoreStats()
-        self._add_provider_buckets = TokenBuckets(config.add_provider_limit)
-        self._put_value_buckets = TokenBuckets(config.put_value_limit)
+        self._add_provider_limits = self._limits(config.add_provider_limit)
+        self._put_value_limits = self._limits(config.put_value_limit)
         self._ids = itertools.count(1)
         self._outbound: list[OutboundRequest] = []
         self._events: list = []
@@ -207,6 +217,10 @@ class KademliaCore:
         # Keys provided before a restart are republished when due; give the
         # bootstrap a head start so the first sweep has peers to publish to.
         self.reprovider.schedule(now + FIRST_SWEEP_DELAY)
+
+    def _limits(self, per_peer: RateLimit) -> tuple[TokenBuckets, TokenBuckets]:
+        scale = self.config.ip_group_rate_multiplier
+        return TokenBuckets(per_peer), TokenBuckets(RateLimit(per_peer.rate * scale, per_peer.burst * scale))
 
     # ----------------------------------------------------------- driver I/O
 
@@ -300,7 +314,8 @@ class KademliaCore:
             MessageType.PING: self._serve_ping,
         }[message.type]
         try:
-            return handler(sender, message, now, sender_addrs)
+            requester = _Requester(sender, sender_addrs, ip_group(observed_addr, exempt_private=self.config.exempt_private_addresses))
+            return handler(requester, message, now)
         except DhtProtocolError as exc:
             self.stats.rejected += 1
             REQUESTS_REJECTED.labels(message.type.name, "invalid").inc()
@@ -311,8 +326,10 @@ class KademliaCore:
         entries = self.routing.closest(kad_key(key), self.config.k, exclude=exclude)
         return tuple(e.info for e in entries)
 
-    def _serve_find_node(self, sender, message, now, sender_addrs):
-        return KadMessage(MessageType.FIND_NODE, key=message.key, closer_peers=self._closer_peers(message.key, sender))
+    def _serve_find_node(self, requester, message, now):
+        return KadMessage(
+            MessageType.FIND_NODE, key=message.key, closer_peers=self._closer_peers(message.key, requester.peer)
+        )
 
     @staticmethod
     def _require_multihash(key: bytes) -> None:
@@ -321,49 +338,54 @@ class KademliaCore:
         except CidError as exc:
             raise DhtProtocolError(f"provider key is not a multihash: {exc}") from None
 
-    def _serve_get_providers(self, sender, message, now, sender_addrs):
+    def _serve_get_providers(self, requester, message, now):
         self._require_multihash(message.key)
         providers = self.store.get_providers(message.key, now, self.config.max_providers_returned)
         return KadMessage(
             MessageType.GET_PROVIDERS,
             key=message.key,
-            closer_peers=self._closer_peers(message.key, sender),
+            closer_peers=self._closer_peers(message.key, requester.peer),
             provider_peers=tuple(providers),
         )
 
-    def _rate_limited(self, buckets: TokenBuckets, sender: PeerId, message: KadMessage, now: float) -> bool:
-        if buckets.allow(sender, now):
+    def _rate_limited(self, limits: tuple[TokenBuckets, TokenBuckets], requester: "_Requester", message: KadMessage, now: float) -> bool:
+        """Per-peer buckets, and per-IP-prefix buckets since peer IDs cost nothing to make."""
+        per_peer, per_group = limits
+        allowed = per_peer.allow(requester.peer, now)
+        if allowed and requester.group is not None:
+            allowed = per_group.allow(requester.group, now)
+        if allowed:
             return False
         self.stats.rate_limited += 1
         REQUESTS_REJECTED.labels(message.type.name, "rate_limited").inc()
         return True
 
-    def _serve_add_provider(self, sender, message, now, sender_addrs):
+    def _serve_add_provider(self, requester, message, now):
         self._require_multihash(message.key)
-        if self._rate_limited(self._add_provider_buckets, sender, message, now):
+        if self._rate_limited(self._add_provider_limits, requester, message, now):
             return None
         for provider in message.provider_peers:
             # The spec lets a peer announce only itself; anything else would let
             # one peer point the network at a victim.
-            if provider.peer_id != sender:
+            if provider.peer_id != requester.peer:
                 continue
-            addrs = provider.addrs or sender_addrs
-            if not self.store.add_provider(message.key, sender, addrs, now + self.config.provider_ttl, now):
+            addrs = provider.addrs or requester.addrs
+            expires_at = now + self.config.provider_ttl
+            if not self.store.add_provider(message.key, requester.peer, addrs, expires_at, now):
                 REQUESTS_REJECTED.labels(message.type.name, "full").inc()
         return None
 
-    def _serve_get_value(self, sender, message, now, sender_addrs):
+    def _serve_get_value(self, requester, message, now):
         value = self.store.get_value(message.key, now)
         record = Record(message.key, value) if value is not None else None
-        return KadMessage(
-            MessageType.GET_VALUE, key=message.key, record=record, closer_peers=self._closer_peers(message.key, sender)
-        )
+        closer = self._closer_peers(message.key, requester.peer)
+        return KadMessage(MessageType.GET_VALUE, key=message.key, record=record, closer_peers=closer)
 
-    def _serve_put_value(self, sender, message, now, sender_addrs):
+    def _serve_put_value(self, requester, message, now):
         record = message.record
         if record is None or record.key != message.key:
             raise DhtProtocolError("PUT_VALUE without a record for its key")
-        if self._rate_limited(self._put_value_buckets, sender, message, now):
+        if self._rate_limited(self._put_value_limits, requester, message, now):
             raise DhtProtocolError("PUT_VALUE rate limit exceeded")
         self._store_value(record.key, record.value, now)
         return KadMessage(MessageType.PUT_VALUE, key=message.key, record=Record(record.key, record.value))
@@ -380,7 +402,7 @@ class KademliaCore:
             raise DhtProtocolError("value store is full")
         self._events.append(RecordChanged(key))
 
-    def _serve_ping(self, sender, message, now, sender_addrs):
+    def _serve_ping(self, requester, message, now):
         return KadMessage(MessageType.PING)
 
     # --------------------------------------------------------- client side

@@ -236,20 +236,24 @@ class ServiceRecordValidator:
     """``/hm/service/<name>`` → a set of signed service entries, merged per peer."""
 
     def validate(self, key: bytes, value: bytes, now: float) -> None:
+        self._verify_all(key, value, now)
+
+    @staticmethod
+    def _verify_all(key: bytes, value: bytes, now: float) -> list[ServiceRecord]:
+        """Every entry, verified; unlike decode_service_set, one bad entry rejects the set."""
         name = service_name_from_key(key)
         entries = _parse(kad_pb2.ServiceRecordSet, value).entries
         if not entries:
             raise RecordError("empty service record set")
         if len(entries) > MAX_SERVICE_INSTANCES:
             raise RecordError("service record set is too large")
-        for entry in entries:
-            verify_service_entry(entry.SerializeToString(), name, now)
+        return [verify_service_entry(entry.SerializeToString(), name, now) for entry in entries]
 
     def merge(self, key: bytes, existing: bytes | None, incoming: bytes, now: float) -> bytes:
-        self.validate(key, incoming, now)
+        incoming_records = self._verify_all(key, incoming, now)
         merged = {r.peer_id: r for r in decode_service_set(key, existing, now)} if existing else {}
         accepted = 0
-        for record in decode_service_set(key, incoming, now):
+        for record in incoming_records:
             current = merged.get(record.peer_id)
             if current is not None and (
                 record.seq < current.seq or (record.seq == current.seq and record.signed != current.signed)

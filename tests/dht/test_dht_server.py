@@ -158,3 +158,15 @@ def test_mismatched_response_type_counts_as_failure():
     request = core.take_outbound()[0]
     core.handle_response(request.request_id, KadMessage(MessageType.PING), NOW)
     assert core.routing.get(peer(1)) is None or core.routing.get(peer(1)).failures == 1
+
+
+def test_sybil_flood_from_one_ip_prefix_shares_a_bucket():
+    core = server(KadConfig(add_provider_limit=RateLimit(rate=1.0, burst=100.0), ip_group_rate_multiplier=4.0))
+    for sybil in range(1, 51):
+        for i in range(100):
+            message = add_provider(f"sybil-{sybil}-{i}", peer(sybil))
+            core.handle_request(peer(sybil), message, NOW, observed_addr=ADDR)
+    assert 5_000 - core.stats.rate_limited == 400  # 4 x the per-peer burst for the whole /24
+    other = Multiaddr("/ip4/9.9.9.9/udp/4001/quic-v1").to_bytes()
+    core.handle_request(peer(99), add_provider("elsewhere", peer(99)), NOW, observed_addr=other)
+    assert core.store.get_providers(Cid.for_string("elsewhere").multihash, NOW, 1)
