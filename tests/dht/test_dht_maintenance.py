@@ -1,0 +1,71 @@
+"""The core's own upkeep: bucket refresh, liveness checks, saved peers, size estimate."""
+
+import random
+
+from hypermesh.dht.kademlia import KadConfig, KademliaCore
+from hypermesh.dht.keys import bucket_index, kad_key, peer_key
+from hypermesh.dht.messages import KadMessage, MessageType
+from hypermesh.dht.routing import RoutingConfig
+from hypermesh.dht.sim import build_network
+from hypermesh.dht.store import MemoryRecordStore
+from hypermesh.transport.identity import PeerId
+
+NOW = 1_700_000_000.0
+
+
+def core_with_peers(count, config=KadConfig(), seed=1):
+    rng = random.Random(seed)
+    core = KademliaCore(PeerId(b"\x12\x20" + rng.randbytes(32)), store=MemoryRecordStore(), now=NOW, rng=rng, config=config)
+    peers = [PeerId(b"\x12\x20" + rng.randbytes(32)) for _ in range(count)]
+    for peer in peers:
+        core.peer_seen(peer, (), NOW)
+    return core, peers
+
+
+def test_bucket_refresh_looks_up_keys_in_due_buckets():
+    core, _ = core_with_peers(50, KadConfig(refresh_interval=600.0, max_parallel_refreshes=3))
+    core.handle_timer(NOW)
+    requests = core.take_outbound()
+    refresh_keys = {r.message.key for r in requests} - {core.local_peer.multihash}
+    assert len(refresh_keys) == 3
+    assert {bucket_index(core.local_key, kad_key(k)) for k in refresh_keys} <= set(range(240, 256))
+    # Nothing more until those finish or the interval passes.
+    core.handle_timer(NOW + 1)
+    assert not [r for r in core.take_outbound() if r.message.key not in refresh_keys]
+
+
+def test_stale_peers_get_liveness_checks_and_failures_evict():
+    config = KadConfig(liveness_max_age=100.0, liveness_checks_per_tick=5, refresh_interval=float("inf"),
+                       routing=RoutingConfig(max_failures=1))
+    core, peers = core_with_peers(10, config)
+    core.handle_timer(NOW + 200)
+    checks = [r for r in core.take_outbound() if r.message.key == core.local_peer.multihash]
+    assert len(checks) == 5
+    core.handle_response(checks[0].request_id, KadMessage(MessageType.FIND_NODE), NOW + 201)
+    assert core.routing.get(checks[0].peer.peer_id).last_seen == NOW + 201
+    core.handle_failure(checks[1].request_id, NOW + 201)
+    assert checks[1].peer.peer_id not in core.routing
+
+
+def test_known_peers_are_saved_for_the_next_start():
+    core, peers = core_with_peers(30, KadConfig(save_peers_interval=60.0))
+    core.handle_timer(NOW + 61)
+    core.handle_timer(NOW + 121)
+    saved = {p.peer_id for p in core.store.load_peers()}
+    assert saved and saved <= set(peers)
+    restarted = KademliaCore(core.local_peer, store=core.store, now=NOW + 200, rng=random.Random(2))
+    assert set(restarted._bootstrap_peers) == saved
+
+
+def test_network_size_estimate_is_close():
+    sim = build_network(11, 2000)
+    estimates = [sim.nodes[i].core.network_size_estimate() for i in range(0, 2000, 100)]
+    mean = sum(estimates) / len(estimates)
+    assert 1000 < mean < 4000
+    lonely, _ = core_with_peers(5)
+    assert lonely.network_size_estimate() == 6
+
+
+def test_peer_keys_are_sha256_of_the_peer_id_bytes():
+    peer = PeerId(b"\x12\x20" + bytes(32))
+    assert peer_key(peer) == kad_key(peer.multihash)
