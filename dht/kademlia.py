@@ -256,8 +256,11 @@ class KademliaCore:
                 self._operation_timed_out(self._ops[ident], now)
         sweep = self.reprovider.get_timer()
         if sweep is not None and sweep <= now:
-            self.reprovider.plan(now, self.network_size_estimate())
-            self._start_provide_batches(now)
+            if len(self.routing):
+                self.reprovider.plan(now, self.network_size_estimate())
+                self._start_provide_batches(now)
+            else:  # nobody to publish to yet: every batch would come back unplaced
+                self.reprovider.postpone(now + FIRST_SWEEP_DELAY)
         if now >= self._next_maintenance:
             self._next_maintenance = now + self.config.maintenance_interval
             self._maintain(now)
@@ -544,7 +547,9 @@ class KademliaCore:
             self._bootstrap_finished(now)
         batch = self._batches.pop(op.op_id, None)
         if batch is not None:
-            self.reprovider.batch_done(batch, op.placed_keys(), op.unplaced, now)
+            placed = op.placed_keys()
+            self._store_own_provider_records(placed, now)
+            self.reprovider.batch_done(batch, placed, op.unplaced, now)
             self._start_provide_batches(now)
         self._events.append(OperationFinished(op.result()))
 
@@ -583,8 +588,14 @@ class KademliaCore:
         """Announce us as a provider of each multihash, now and every republish interval."""
         for key in keys:
             self._require_multihash(key)
-            self.store.add_provider(key, self.local_peer, self.local_addrs, now + self.config.provider_ttl, now)
+        self._store_own_provider_records(keys, now)
         self.reprovider.add(keys, now)
+
+    def _store_own_provider_records(self, keys: list[bytes], now: float) -> None:
+        # Lookups never query ourselves, so our own store gets our record directly
+        # (and again at every republish, or it would expire here first).
+        for key in keys:
+            self.store.add_provider(key, self.local_peer, self.local_addrs, now + self.config.provider_ttl, now)
 
     def stop_providing(self, key: bytes) -> None:
         """Stop republishing ``key``; the records at other peers expire on their own."""

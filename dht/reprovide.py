@@ -90,6 +90,10 @@ class Reprovider:
         if self._next_sweep is None or when < self._next_sweep:
             self._next_sweep = when
 
+    def postpone(self, when: float) -> None:
+        """Move a due sweep to ``when`` (unlike schedule, which only brings sweeps forward)."""
+        self._next_sweep = when
+
     def get_timer(self) -> float | None:
         return self._next_sweep
 
