@@ -59,6 +59,18 @@ def timed(fn, repeat: int, warmup: int = 3) -> list[float]:
     return samples
 
 
+def interleaved(functions: dict, repeat: int, warmup: int = 100) -> dict[str, list[float]]:
+    """Time several functions round-robin, so that a busy machine slows them all alike."""
+    samples: dict[str, list[float]] = {name: [] for name in functions}
+    for iteration in range(warmup + repeat):
+        for name, fn in functions.items():
+            started = time.perf_counter()
+            fn()
+            if iteration >= warmup:
+                samples[name].append(time.perf_counter() - started)
+    return samples
+
+
 def check(name: str, value: float, unit: str, target: float, baseline: float | None) -> dict:
     return {"name": name, "value": round(value, 4), "unit": unit, "target": target,
             "baseline": None if baseline is None else round(baseline, 4),
@@ -158,10 +170,8 @@ def bench_core(workdir: Path, repeat: int, checks: list, info: dict) -> None:
     def runtime_call() -> None:
         runtime.call("examples.echo", "echo", b"x")
 
-    warm_repeat = repeat * 10
-    bare = p50(timed(bare_call, warm_repeat, 100))
-    ours = p50(timed(runtime_call, warm_repeat, 100))
-    idiomatic = p50(timed(idiomatic_call, warm_repeat, 100))
+    warm = interleaved({"bare": bare_call, "ours": runtime_call, "idiomatic": idiomatic_call}, repeat * 10)
+    bare, ours, idiomatic = (p50(warm[name]) for name in ("bare", "ours", "idiomatic"))
     checks.append(check("core_warm_call_overhead_p50", (ours - bare) * 1e6, "us", 30, idiomatic * 1e6))
     info["core_warm_call_total_p50_us"] = round(ours * 1e6, 2)
     info["core_bare_wasmtime_call_p50_us"] = round(bare * 1e6, 2)

@@ -55,11 +55,13 @@ def call_i32(store: wasmtime.Store, function: ffi.wasmtime_func_t, *args: int) -
     return slots[0].i64
 
 
-def memory_view(store: wasmtime.Store, mem: ffi.wasmtime_memory_t) -> tuple[int, int]:
-    """(base address, size) of a linear memory; valid until the guest runs again."""
-    size = ffi.wasmtime_memory_data_size(store._context(), byref(mem))
-    base = ctypes.addressof(ffi.wasmtime_memory_data(store._context(), byref(mem)).contents)
-    return base, size
+def memory_size(store: wasmtime.Store, mem: ffi.wasmtime_memory_t) -> int:
+    return ffi.wasmtime_memory_data_size(store._context(), byref(mem))
+
+
+def memory_base(store: wasmtime.Store, mem: ffi.wasmtime_memory_t) -> int:
+    """Address of a linear memory's first byte; valid until the guest runs again (it may grow and move)."""
+    return ctypes.addressof(ffi.wasmtime_memory_data(store._context(), byref(mem)).contents)
 
 
 def _raise_failure(error, trap) -> None:

@@ -37,6 +37,7 @@ from .kvstore import KeyValueStore
 from .layout import MANIFEST_FILE, MAX_DEPTH, MAX_FILE_BYTES, MAX_FILES, RECEIPT_FILE, read_bounded
 from .lifecycle import Event, EventBus, Lifecycle, State
 from .manifest import Manifest, Resources
+from .sandbox import build_sandbox
 from .storage import atomic_write, ensure_private_dir, fsync_directory
 from .trust import POLICY_FILE, TrustPolicy
 
@@ -231,8 +232,6 @@ class CapsuleRuntime:
                 raise LifecycleError(f"capsule {capsule.name} {cid} is {capsule.state.value}; only verified or unloaded capsules load")
         host = HostServices(capsule.manifest.name, f"{capsule.manifest.label} {cid[-8:]}", self.kv,
                             self._invoke, logging.getLogger(f"hypermesh.capsules.{capsule.manifest.name}"))
-        from .sandbox import build_sandbox
-
         code = capsule.code if capsule.code is not None else (capsule.directory / capsule.manifest.impl).read_bytes()
         try:
             sandbox = build_sandbox(self.engine, code, capsule.manifest, capsule.resources, host)

@@ -74,15 +74,6 @@ def classify_failure(error: Exception, resources: Resources, label: str, fault: 
     return CallError("trap", f"{label} trapped: {_first_line(error)}")
 
 
-class _Call:
-    """Per-call state the host functions need: the store (for memory) and a fault slot."""
-
-    __slots__ = ("fault",)
-
-    def __init__(self) -> None:
-        self.fault: list[str] = []
-
-
 class _Sandbox:
     """What both kinds of sandbox share: the capsule's limits and a store factory applying them."""
 
@@ -105,6 +96,33 @@ class _Sandbox:
 
     def _prepare_store(self, store: wasmtime.Store) -> None:
         """Hook for what a kind of sandbox needs in every store."""
+
+    def call(self, function: str, data: bytes) -> CallOutcome:
+        """Run one call in a fresh store; raises :class:`CallError` saying which limit or fault stopped it."""
+        if function not in self.manifest.entry_points:
+            raise CallError("input", f"{self.label} has no entry point {function!r} (has {sorted(self.manifest.entry_points)})")
+        if len(data) > MAX_INPUT_BYTES:
+            raise CallError("input", f"input of {len(data)} bytes is over the {MAX_INPUT_BYTES}-byte limit")
+        store = self.new_store()
+        # Host functions record here why they failed (the trap's own text is
+        # generic). Calls run concurrently on several threads and nest through
+        # `invoke`, hence one list per call, in thread-local storage.
+        faults: list[str] = []
+        local = self._local
+        previous = getattr(local, "faults", None)
+        local.faults = faults
+        try:
+            return self._run(store, function, data, faults)
+        finally:
+            local.faults = previous
+
+    def _run(self, store: wasmtime.Store, function: str, data: bytes, faults: list[str]) -> CallOutcome:
+        raise NotImplementedError
+
+    def _record_fault(self, message: str) -> None:
+        faults = getattr(self._local, "faults", None)
+        if faults is not None:
+            faults.append(message)
 
 
 class CoreSandbox(_Sandbox):
@@ -189,9 +207,7 @@ class CoreSandbox(_Sandbox):
                 except Exception as exc:
                     # Record why before trapping: the trap's own text is generic.
                     message = str(exc) or type(exc).__name__
-                    current = getattr(self._local, "call", None)
-                    if current is not None:
-                        current.fault.append(message)
+                    self._record_fault(message)
                     raise wasmtime.Trap(f"host function {name} failed: {message}") from None
             return run
 
@@ -233,39 +249,28 @@ class CoreSandbox(_Sandbox):
                   "clock_now_ms": clock_now_ms, "random_fill": random_fill, "invoke": invoke}
         return guarded(bodies[name])
 
-    def call(self, function: str, data: bytes) -> CallOutcome:
-        if function not in self.manifest.entry_points:
-            raise CallError("input", f"{self.label} has no entry point {function!r} (has {sorted(self.manifest.entry_points)})")
-        if len(data) > MAX_INPUT_BYTES:
-            raise CallError("input", f"input of {len(data)} bytes is over the {MAX_INPUT_BYTES}-byte limit")
-        store = self.new_store()
-        call = _Call()
-        previous, self._local.call = getattr(self._local, "call", None), call
+    def _run(self, store: wasmtime.Store, function: str, data: bytes, faults: list[str]) -> CallOutcome:
         try:
             instance = corecall.instantiate(self.pre, store)
             memory = corecall.memory(store, instance, b"memory")
             size = len(data)
             ptr = corecall.call_i32(store, corecall.func(store, instance, b"hm_alloc"), size) & _U32
-            base, memory_size = corecall.memory_view(store, memory)
-            if ptr + size > memory_size:
+            if ptr + size > corecall.memory_size(store, memory):
                 raise CallError("abi", f"{self.label}: {ALLOC_EXPORT}({size}) returned {ptr}, outside its memory")
             if size:
-                ctypes.memmove(base + ptr, data, size)
+                ctypes.memmove(corecall.memory_base(store, memory) + ptr, data, size)
             packed = corecall.call_i32(store, corecall.func(store, instance, function.encode()), ptr, size) & 0xFFFFFFFFFFFFFFFF
             out_ptr, out_len = packed >> 32, packed & _U32
             if out_len > self.resources.max_output_bytes:
                 raise CallError("output", f"{self.label}.{function} returned {out_len} bytes, over its {self.resources.max_output_bytes}-byte limit")
             # The guest may have grown (moved) its memory: look again.
-            base, memory_size = corecall.memory_view(store, memory)
-            if out_ptr + out_len > memory_size:
+            if out_ptr + out_len > corecall.memory_size(store, memory):
                 raise CallError("abi", f"{self.label}.{function} returned range {out_ptr}+{out_len}, outside its memory")
-            output = ctypes.string_at(base + out_ptr, out_len) if out_len else b""
+            output = ctypes.string_at(corecall.memory_base(store, memory) + out_ptr, out_len) if out_len else b""
         except CallError:
             raise
         except (wasmtime.Trap, wasmtime.WasmtimeError) as exc:
-            raise classify_failure(exc, self.resources, f"{self.label}.{function}", call.fault) from None
-        finally:
-            self._local.call = previous
+            raise classify_failure(exc, self.resources, f"{self.label}.{function}", faults) from None
         return CallOutcome(output, self.resources.fuel - store.get_fuel())
 
 
@@ -319,7 +324,7 @@ class ComponentSandbox(_Sandbox):
                     return body(*args)
                 except Exception as exc:
                     message = str(exc) or type(exc).__name__
-                    self._local.fault.append(message)
+                    self._record_fault(message)
                     # A WasmtimeError (not any exception) keeps wasmtime-py from
                     # parking the exception in a process-wide global.
                     raise wasmtime.WasmtimeError(f"host function failed: {message}") from None
@@ -349,15 +354,8 @@ class ComponentSandbox(_Sandbox):
         # with add_wasip2() in a store without one aborts the whole process.
         store.set_wasi(wasmtime.WasiConfig())
 
-    def call(self, function: str, data: bytes) -> CallOutcome:
-        if function != COMPONENT_ENTRY:
-            raise CallError("input", f"{self.label} is a component; its only entry point is {COMPONENT_ENTRY!r}")
-        if len(data) > MAX_INPUT_BYTES:
-            raise CallError("input", f"input of {len(data)} bytes is over the {MAX_INPUT_BYTES}-byte limit")
-        store = self.new_store()
+    def _run(self, store: wasmtime.Store, function: str, data: bytes, faults: list[str]) -> CallOutcome:
         label = f"{self.label}.{function}"
-        fault: list[str] = []
-        previous, self._local.fault = getattr(self._local, "fault", None), fault
         limit = self.resources.max_output_bytes
         try:
             instance = self.linker.instantiate(store, self.component)
@@ -379,9 +377,7 @@ class ComponentSandbox(_Sandbox):
         except OverflowError as exc:
             raise CallError("output", f"{label}: {exc}") from None
         except (wasmtime.Trap, wasmtime.WasmtimeError, TypeError) as exc:
-            raise classify_failure(exc, self.resources, label, fault) from None
-        finally:
-            self._local.fault = previous
+            raise classify_failure(exc, self.resources, label, faults) from None
         return CallOutcome(output, self.resources.fuel - store.get_fuel())
 
 
