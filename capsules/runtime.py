@@ -412,18 +412,24 @@ class CapsuleRuntime:
             return SwapReport("rolled_back", name, old.cid, new_cid, problem)
         probation = _Probation(new, old, probation_calls)
         with self._lock:
+            if name in self._probation:
+                raise LifecycleError(f"a hot swap of {name} is already in progress")
             new.lifecycle.transition(State.ACTIVE, f"hot swap replacing {old.cid}")
             self._serving[name] = new_cid
             old.lifecycle.transition(State.SUSPENDED, f"hot swap to {new_cid}")
             new.fallback_cid = old.cid
             self._probation[name] = probation
         self.bus.publish(Event("swap.switched", new_cid, name, {"previous": old.cid}))
-        await trio.to_thread.run_sync(probation.done.wait, probation_s, abandon_on_cancel=True)
-        with self._lock:
-            del self._probation[name]
-            loser = new if probation.rolled_back else old
-            if not probation.rolled_back:
-                new.fallback_cid = None
+        try:
+            await trio.to_thread.run_sync(probation.done.wait, probation_s, abandon_on_cancel=True)
+        finally:
+            # Also when cancelled: probation ends where it stands, and the
+            # suspended version stays loaded for the operator to unload.
+            with self._lock:
+                del self._probation[name]
+                loser = new if probation.rolled_back else old
+                if not probation.rolled_back:
+                    new.fallback_cid = None
         drained = await trio.to_thread.run_sync(self._wait_idle, loser, drain_timeout_s)
         self.unload(loser.cid, "rolled back" if probation.rolled_back else f"replaced by {new_cid}")
         if probation.rolled_back:

@@ -122,3 +122,20 @@ async def test_v2_failing_on_probation_rolls_back_without_failed_calls(runtime, 
     assert runtime.serving("tests.limits").cid == v1.cid
     assert v1.state == State.ACTIVE and broken.state == State.UNLOADED
     assert "swap.rolled_back" in [e.topic for e in events]
+
+
+async def test_cancelled_swap_leaves_the_new_version_serving(runtime, tmp_path):
+    v1 = install(runtime, tmp_path, "1.0.0")
+    v2 = install(runtime, tmp_path, "2.0.0")
+    runtime.activate(v1.cid)
+    switched = trio.Event()
+    runtime.bus.subscribe(lambda event: event.topic == "swap.switched" and switched.set())
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(runtime.hot_swap, v2.cid)  # no calls arrive: probation would wait its full time
+        await switched.wait()
+        nursery.cancel_scope.cancel()
+    assert runtime.serving("tests.limits").cid == v2.cid
+    assert v1.state == State.SUSPENDED
+    assert runtime.call("tests.limits", "echo", b"x").output == b"x"
+    await runtime.hot_swap(v1.cid, probation_s=0.05)  # a later swap is not blocked by the cancelled one
+    assert runtime.serving("tests.limits").cid == v1.cid
