@@ -21,6 +21,8 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+import trio
+
 from .errors import LifecycleError
 
 logger = logging.getLogger("hypermesh.capsules")
@@ -63,6 +65,7 @@ class EventBus:
 
     Subscribers run on the publishing thread and must be quick; one that
     raises is logged and kept, so a faulty observer cannot stall the runtime.
+    Trio code reads events from :meth:`open_trio_channel` instead.
     """
 
     HISTORY = 1024
@@ -71,6 +74,7 @@ class EventBus:
         self._subscribers: list[Callable[[Event], None]] = []
         self._lock = threading.Lock()
         self.history: deque[Event] = deque(maxlen=self.HISTORY)
+        self.dropped = 0
 
     def subscribe(self, callback: Callable[[Event], None]) -> Callable[[], None]:
         with self._lock:
@@ -82,6 +86,32 @@ class EventBus:
                     self._subscribers.remove(callback)
 
         return unsubscribe
+
+    def open_trio_channel(self, max_buffer: int = 256) -> tuple["trio.MemoryReceiveChannel[Event]", Callable[[], None]]:
+        """Events as a trio channel, for tasks of the calling trio run.
+
+        Events may be published from any thread; each is handed to the trio
+        run with ``run_sync_soon`` (thread-safe, never blocks the publisher).
+        A full buffer drops the event and counts it in ``dropped``: the bus
+        must not stall the runtime behind a slow reader. Returns the receive
+        channel and an unsubscribe function.
+        """
+        token = trio.lowlevel.current_trio_token()
+        send, receive = trio.open_memory_channel(max_buffer)
+
+        def deliver(event: Event) -> None:
+            try:
+                send.send_nowait(event)
+            except (trio.WouldBlock, trio.BrokenResourceError, trio.ClosedResourceError):
+                self.dropped += 1
+
+        def forward(event: Event) -> None:
+            try:
+                token.run_sync_soon(deliver, event)
+            except trio.RunFinishedError:
+                self.dropped += 1
+
+        return receive, self.subscribe(forward)
 
     def publish(self, event: Event) -> None:
         with self._lock:

@@ -69,7 +69,6 @@ async def run_swap(runtime, v2, **swap_options):
     return load, report
 
 
-HEALTH_OK = manifest()["entry_points"]
 CHECK = {"function": "echo", "input": "ping", "expect_output": "ping"}
 
 

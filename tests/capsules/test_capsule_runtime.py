@@ -6,7 +6,6 @@ import json
 import signal
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import pytest
@@ -264,3 +263,19 @@ def test_random_clock_and_kv_delete_host_functions(runtime, tmp_path):
         runtime.call("tests.host", "overreach", b"")
     assert failure.value.kind == "host" and "outside guest memory" in str(failure.value)
     assert runtime.call("tests.host", "churn", b"").output == b"\x01\x00"
+
+
+async def test_events_reach_trio_tasks_from_worker_threads(runtime, tmp_path):
+    import trio
+
+    receive, unsubscribe = runtime.bus.open_trio_channel()
+    capsule = runtime.install(example("echo", tmp_path))
+    await trio.to_thread.run_sync(runtime.activate, capsule.cid)  # transitions published off the trio thread
+    seen = []
+    with trio.fail_after(10):
+        while len(seen) < 4:
+            seen.append((await receive.receive()).data["to"])
+    assert seen == ["discovered", "verified", "loaded", "active"]
+    unsubscribe()
+    runtime.suspend(capsule.cid)
+    assert runtime.bus.dropped == 0
