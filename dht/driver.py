@@ -185,9 +185,14 @@ class KademliaService:
             self._wakeup.set()
 
     async def _scan_connected_peers(self) -> None:
-        """Offer connected DHT servers to the routing table (found via identify)."""
+        """Offer connected DHT servers to the routing table (found via identify).
+
+        Also refreshes the addresses we advertise in provider records, which
+        change when the host starts listening elsewhere.
+        """
         while True:
             now = self.now()
+            self.core.set_local_addrs(self._local_addrs())
             for peer in self.host.connected_peers():
                 if PROTOCOL_ID in self.host.peerstore.protocols(peer):
                     self.core.peer_seen(peer, self._peer_addrs(peer), now)
