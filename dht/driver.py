@@ -39,8 +39,12 @@ MAX_OUTBOUND_STREAMS = 64
 # and how long it may sit idle between them.
 MAX_REQUESTS_PER_STREAM = 100
 INBOUND_IDLE_TIMEOUT = 30.0
+# ADD_PROVIDERs written on one outbound stream, below any server's per-stream cap.
+ONE_WAY_MESSAGES_PER_STREAM = 64
 # How long addresses learned from DHT answers stay in the peerstore.
 LEARNED_ADDR_TTL = 600.0
+# What a request to an unreliable peer may end in; anything else is a bug, logged loudly.
+EXPECTED_FAILURES = (TransportError, FramingError, DhtProtocolError, trio.TooSlowError)
 # How often connected peers that speak the DHT are offered to the routing table.
 CONNECTED_PEERS_SCAN_INTERVAL = 30.0
 # A peer's first request often arrives before identify has told us its
@@ -170,8 +174,18 @@ class KademliaService:
         The timer loop itself passes False: it re-reads the timer anyway, and
         waking itself would spin without ever letting (virtual) time pass.
         """
+        one_way: dict[PeerId, list[OutboundRequest]] = {}
         for request in self.core.take_outbound():
-            self._nursery.start_soon(self._send_request, request)
+            if request.expects_response:
+                self._nursery.start_soon(self._send_request, request)
+            else:
+                one_way.setdefault(request.peer.peer_id, []).append(request)
+        for requests in one_way.values():
+            # A provide sweep sends a peer dozens of ADD_PROVIDERs at once: one
+            # stream carries many, as go-libp2p-kad-dht servers allow (and ours,
+            # up to MAX_REQUESTS_PER_STREAM).
+            for start in range(0, len(requests), ONE_WAY_MESSAGES_PER_STREAM):
+                self._nursery.start_soon(self._send_one_way, requests[start : start + ONE_WAY_MESSAGES_PER_STREAM])
         for event in self.core.take_events():
             if isinstance(event, OperationFinished):
                 waiter = self._waiters.pop(event.result.op_id, None)
@@ -228,37 +242,54 @@ class KademliaService:
     # ---------------------------------------------------------- outbound
 
     async def _send_request(self, request: OutboundRequest) -> None:
-        peer = request.peer.peer_id
-        if request.peer.addrs:
-            self.host.peerstore.add_addrs(peer, list(request.peer.addrs), LEARNED_ADDR_TTL)
+        await self._deliver([request], self._ask)
+
+    async def _send_one_way(self, requests: list[OutboundRequest]) -> None:
+        await self._deliver(requests, self._tell)
+
+    async def _deliver(self, requests: list[OutboundRequest], exchange) -> None:
+        """Run ``exchange`` on a new stream to the requests' peer and report the outcome.
+
+        Every request in the list shares the outcome: one stream carries them all.
+        """
+        peer = requests[0].peer
+        if peer.addrs:
+            self.host.peerstore.add_addrs(peer.peer_id, list(peer.addrs), LEARNED_ADDR_TTL)
         try:
             async with self._outbound_limit:
                 with trio.fail_after(self.config.query_timeout):
-                    response, remote_addr = await self._exchange(peer, request)
-        except (TransportError, FramingError, DhtProtocolError, trio.TooSlowError) as exc:
-            log.debug("DHT %s to %s failed: %s", request.message.type.name, peer.short(), exc)
-            self.core.handle_failure(request.request_id, self.now())
-        except Exception:
-            # One request must never take the whole DHT down with it.
-            log.exception("unexpected error in DHT %s to %s", request.message.type.name, peer.short())
-            self.core.handle_failure(request.request_id, self.now())
+                    stream = await self.host.new_stream(peer.peer_id, [PROTOCOL_ID])
+                    try:
+                        response = await exchange(stream, requests)
+                        remote_addr = multiaddr_bytes(stream.remote_addr)
+                    finally:
+                        await stream.aclose()
+        except Exception as exc:
+            if isinstance(exc, EXPECTED_FAILURES):
+                log.debug("DHT %s to %s failed: %s", requests[0].message.type.name, peer.peer_id.short(), exc)
+            else:  # one request must never take the whole DHT down with it
+                log.exception("unexpected error in DHT %s to %s", requests[0].message.type.name, peer.peer_id.short())
+            for request in requests:
+                self.core.handle_failure(request.request_id, self.now())
         else:
-            self.core.handle_response(request.request_id, response, self.now(), remote_addr=remote_addr)
+            for request in requests:
+                self.core.handle_response(request.request_id, response, self.now(), remote_addr=remote_addr)
         self._pump()
 
-    async def _exchange(self, peer: PeerId, request: OutboundRequest):
-        stream = await self.host.new_stream(peer, [PROTOCOL_ID])
-        try:
+    @staticmethod
+    async def _ask(stream, requests: list[OutboundRequest]):
+        """One request, one answer."""
+        await write_frame(stream, encode_message(requests[0].message))
+        data = await BufferedReader(stream).read_frame(MAX_MESSAGE_SIZE)
+        if data is None:
+            raise DhtProtocolError("the peer closed the stream without answering")
+        return decode_message(data)
+
+    @staticmethod
+    async def _tell(stream, requests: list[OutboundRequest]) -> None:
+        """Messages without answers (ADD_PROVIDER), written back to back."""
+        for request in requests:
             await write_frame(stream, encode_message(request.message))
-            response = None
-            if request.expects_response:
-                data = await BufferedReader(stream).read_frame(MAX_MESSAGE_SIZE)
-                if data is None:
-                    raise DhtProtocolError("the peer closed the stream without answering")
-                response = decode_message(data)
-            return response, multiaddr_bytes(stream.remote_addr)
-        finally:
-            await stream.aclose()
 
     # ----------------------------------------------------------- inbound
 

@@ -223,3 +223,27 @@ def test_bootstrap_addresses_need_a_peer_id():
         parse_peer_addr("/ip4/1.2.3.4/udp/4001/quic-v1")
     with pytest.raises(ValueError):
         parse_peer_addr("/ip4/1.2.3.4/udp/4001/quic-v1/p2p/notapeerid")
+
+
+async def test_provide_batch_sends_each_peer_one_stream(autojump_clock):
+    async with trio.open_nursery() as nursery:
+        network = FakeNetwork(nursery)
+        services = await start_services(nursery, network, 6)
+        publisher = services[2]
+        opened = []
+        original = publisher.host.new_stream
+
+        async def counting_new_stream(peer_id, protocols):
+            opened.append(peer_id)
+            return await original(peer_id, protocols)
+
+        publisher.host.new_stream = counting_new_stream
+        keys = [Cid.for_string(f"many-{i}").multihash for i in range(150)]
+        publisher.provide(keys)
+        await trio.sleep(10)
+        assert all(t > 0 for t in publisher.store.local_provides().values())
+        # 150 keys x 5 peers = 750 ADD_PROVIDERs on a few streams per peer (64 messages each).
+        assert len(opened) < 60
+        found = await services[4].get_providers(keys[17], wanted=1)
+        assert [p.peer_id for p in found.providers] == [publisher.host.peer_id]
+        nursery.cancel_scope.cancel()
