@@ -80,6 +80,15 @@ def parse_peer_addr(text: str) -> PeerInfo:
     return PeerInfo(peer_id, (raw,))
 
 
+async def _reset_quietly(stream) -> None:
+    # Shielded and bounded: we may be here because our own deadline fired.
+    with trio.CancelScope(shield=True), trio.move_on_after(1.0):
+        try:
+            await stream.reset()
+        except TransportError:
+            pass
+
+
 class _Waiter:
     def __init__(self) -> None:
         self.done = trio.Event()
@@ -262,8 +271,10 @@ class KademliaService:
                     try:
                         response = await exchange(stream, requests)
                         remote_addr = multiaddr_bytes(stream.remote_addr)
-                    finally:
-                        await stream.aclose()
+                    except BaseException:
+                        await _reset_quietly(stream)  # the spec: on any error, reset
+                        raise
+                    await stream.aclose()
         except Exception as exc:
             if isinstance(exc, EXPECTED_FAILURES):
                 log.debug("DHT %s to %s failed: %s", requests[0].message.type.name, peer.peer_id.short(), exc)

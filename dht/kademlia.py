@@ -33,6 +33,7 @@ from .keys import (
     grind_key_in_bucket,
     kad_key,
     peer_key,
+    provider_key,
     validate_multihash,
 )
 from .lookup import Lookup, LookupConfig
@@ -335,19 +336,19 @@ class KademliaCore:
         )
 
     @staticmethod
-    def _require_multihash(key: bytes) -> None:
+    def _provider_key(key: bytes) -> bytes:
         try:
-            validate_multihash(key)
+            return provider_key(key)
         except CidError as exc:
-            raise DhtProtocolError(f"provider key is not a multihash: {exc}") from None
+            raise DhtProtocolError(f"provider key is neither a multihash nor a CID: {exc}") from None
 
     def _serve_get_providers(self, requester, message, now):
-        self._require_multihash(message.key)
-        providers = self.store.get_providers(message.key, now, self.config.max_providers_returned)
+        key = self._provider_key(message.key)
+        providers = self.store.get_providers(key, now, self.config.max_providers_returned)
         return KadMessage(
             MessageType.GET_PROVIDERS,
             key=message.key,
-            closer_peers=self._closer_peers(message.key, requester.peer),
+            closer_peers=self._closer_peers(key, requester.peer),
             provider_peers=tuple(providers),
         )
 
@@ -364,7 +365,7 @@ class KademliaCore:
         return True
 
     def _serve_add_provider(self, requester, message, now):
-        self._require_multihash(message.key)
+        key = self._provider_key(message.key)
         if self._rate_limited(self._add_provider_limits, requester, message, now):
             return None
         for provider in message.provider_peers:
@@ -374,7 +375,7 @@ class KademliaCore:
                 continue
             addrs = provider.addrs or requester.addrs
             expires_at = now + self.config.provider_ttl
-            if not self.store.add_provider(message.key, requester.peer, addrs, expires_at, now):
+            if not self.store.add_provider(key, requester.peer, addrs, expires_at, now):
                 REQUESTS_REJECTED.labels(message.type.name, "full").inc()
         return None
 
@@ -587,7 +588,10 @@ class KademliaCore:
     def provide(self, keys: list[bytes], now: float) -> None:
         """Announce us as a provider of each multihash, now and every republish interval."""
         for key in keys:
-            self._require_multihash(key)
+            try:
+                validate_multihash(key)
+            except CidError as exc:
+                raise DhtProtocolError(f"provide() takes multihashes (Cid.multihash): {exc}") from None
         self._store_own_provider_records(keys, now)
         self.reprovider.add(keys, now)
 

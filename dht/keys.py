@@ -159,3 +159,17 @@ class Cid:
                 raise
             raise CidError(f"CID {text!r} does not decode: {exc}") from None
         raise CidError(f"CID {text!r} uses an unsupported multibase")
+
+
+def provider_key(raw: bytes) -> bytes:
+    """The multihash that keys provider records, given a multihash or a binary CID.
+
+    go-libp2p-kad-dht and rust-libp2p send the CID's multihash; the spec text
+    says "a CID", and older js-libp2p sent whole CIDs. Both name the same
+    content, so both land on the same record.
+    """
+    try:
+        validate_multihash(raw)
+        return bytes(raw)
+    except CidError:
+        return Cid.from_bytes(raw).multihash

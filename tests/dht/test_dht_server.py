@@ -170,3 +170,12 @@ def test_sybil_flood_from_one_ip_prefix_shares_a_bucket():
     other = Multiaddr("/ip4/9.9.9.9/udp/4001/quic-v1").to_bytes()
     core.handle_request(peer(99), add_provider("elsewhere", peer(99)), NOW, observed_addr=other)
     assert core.store.get_providers(Cid.for_string("elsewhere").multihash, NOW, 1)
+
+
+def test_provider_keys_may_be_sent_as_whole_cids():
+    core = server()
+    cid = Cid.for_string("as a cid")
+    message = KadMessage(MessageType.ADD_PROVIDER, key=cid.to_bytes(), provider_peers=(PeerInfo(peer(5), (ADDR,)),))
+    core.handle_request(peer(5), message, NOW)
+    answer = core.handle_request(peer(6), KadMessage(MessageType.GET_PROVIDERS, key=cid.multihash), NOW)
+    assert [p.peer_id for p in answer.provider_peers] == [peer(5)]
