@@ -233,8 +233,10 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(args.log_level, args.log_json)
     if hasattr(args, "data_dir") and args.data_dir is not None:
         args.data_dir = Path(args.data_dir).expanduser()
+    # Command groups from other layers (capsule …) set ``func`` instead.
+    handler = getattr(args, "handler", None) or args.func
     try:
-        return args.handler(args) or EXIT_OK
+        return handler(args) or EXIT_OK
     except KeyboardInterrupt:
         return 130
     except (CommandError, control.ControlError, TransportError, IdentityError, MultiaddrError, trio.TooSlowError, OSError) as exc:
