@@ -20,9 +20,9 @@ import heapq
 import itertools
 import logging
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-from prometheus_client import Counter, Gauge
+from prometheus_client import Gauge
 
 from hypermesh.transport.identity import PeerId
 
@@ -33,11 +33,10 @@ from .keys import (
     grind_key_in_bucket,
     kad_key,
     peer_key,
-    provider_key,
     validate_multihash,
 )
 from .lookup import Lookup, LookupConfig
-from .messages import DhtProtocolError, KadMessage, MessageType, PeerInfo, Record
+from .messages import DhtProtocolError, KadMessage, MessageType, PeerInfo
 from .operations import (
     GetProvidersOperation,
     GetValueOperation,
@@ -47,18 +46,15 @@ from .operations import (
     ProvideBatchOperation,
     PutValueOperation,
 )
-from .ratelimit import RateLimit, TokenBuckets
+from .ratelimit import RateLimit
 from .records import NamespacedValidator, RecordError, Validator
 from .reprovide import ProvideBatch, Reprovider
 from .routing import ObserveResult, RoutingConfig, RoutingTable, ip_group
+from .server import CoreStats, RecordChanged, Requester, RequestServer
 
 log = logging.getLogger(__name__)
 
-REQUESTS_HANDLED = Counter("hypermesh_dht_requests_total", "Inbound DHT requests", ["type"])
 ROUTING_TABLE_PEERS = Gauge("hypermesh_dht_routing_table_peers", "Peers in the DHT routing table")
-REQUESTS_REJECTED = Counter(
-    "hypermesh_dht_requests_rejected_total", "Inbound DHT requests refused", ["type", "reason"]
-)
 
 
 FIRST_SWEEP_DELAY = 30.0
@@ -121,24 +117,10 @@ class OperationFinished:
     result: OperationResult
 
 
-@dataclass(frozen=True, slots=True)
-class RecordChanged:
-    """A value record we serve was created or replaced by a PUT_VALUE."""
-
-    key: bytes
-
-
 class _Purpose(enum.Enum):
     LOOKUP = 1
     FANOUT = 2
     LIVENESS = 3
-
-
-@dataclass(frozen=True, slots=True)
-class _Requester:
-    peer: PeerId
-    addrs: tuple[bytes, ...]
-    group: str | None  # IP prefix of the address we observed the request from
 
 
 @dataclass(slots=True)
@@ -147,15 +129,6 @@ class _Pending:
     purpose: _Purpose
     op_id: int | None
     request_type: MessageType
-
-
-@dataclass(slots=True)
-class CoreStats:
-    requests_sent: int = 0
-    requests_handled: int = 0
-    rate_limited: int = 0
-    rejected: int = 0
-    operations: dict[str, int] = field(default_factory=dict)
 
 
 _REQUEST_TIMEOUT = 0
@@ -192,11 +165,10 @@ class KademliaCore:
             max_parallel_batches=config.max_parallel_provide_batches,
         )
         self.stats = CoreStats()
-        self._add_provider_limits = self._limits(config.add_provider_limit)
-        self._put_value_limits = self._limits(config.put_value_limit)
+        self._events: list = []
+        self.server = RequestServer(self.routing, store, self.validator, config, self.stats, self._events.append)
         self._ids = itertools.count(1)
         self._outbound: list[OutboundRequest] = []
-        self._events: list = []
         self._requests: dict[int, _Pending] = {}
         self._deadlines: list[tuple[float, int, int]] = []
         self._ops: dict[int, Operation] = {}
@@ -219,10 +191,6 @@ class KademliaCore:
         # bootstrap a head start so the first sweep has peers to publish to.
         self.reprovider.schedule(now + FIRST_SWEEP_DELAY)
 
-    def _limits(self, per_peer: RateLimit) -> tuple[TokenBuckets, TokenBuckets]:
-        scale = self.config.ip_group_rate_multiplier
-        return TokenBuckets(per_peer), TokenBuckets(RateLimit(per_peer.rate * scale, per_peer.burst * scale))
-
     # ----------------------------------------------------------- driver I/O
 
     def take_outbound(self) -> list[OutboundRequest]:
@@ -230,7 +198,9 @@ class KademliaCore:
         return outbound
 
     def take_events(self) -> list:
-        events, self._events = self._events, []
+        # Cleared in place: the request server holds this list's append.
+        events = list(self._events)
+        self._events.clear()
         return events
 
     def get_timer(self) -> float:
@@ -303,111 +273,12 @@ class KademliaCore:
         """
         if self.mode is Mode.CLIENT:
             raise DhtProtocolError("this node is a DHT client and serves no requests")
-        self.stats.requests_handled += 1
-        REQUESTS_HANDLED.labels(message.type.name).inc()
         if sender_is_server and sender != self.local_peer:
             # No liveness checks on inbound contacts: a check is itself an
             # inbound contact for its target, so that would chain across the network.
             self._observe_server(sender, sender_addrs, observed_addr, now, may_check=False)
-        handler = {
-            MessageType.FIND_NODE: self._serve_find_node,
-            MessageType.GET_PROVIDERS: self._serve_get_providers,
-            MessageType.ADD_PROVIDER: self._serve_add_provider,
-            MessageType.GET_VALUE: self._serve_get_value,
-            MessageType.PUT_VALUE: self._serve_put_value,
-            MessageType.PING: self._serve_ping,
-        }[message.type]
-        try:
-            requester = _Requester(sender, sender_addrs, ip_group(observed_addr, exempt_private=self.config.exempt_private_addresses))
-            return handler(requester, message, now)
-        except DhtProtocolError as exc:
-            self.stats.rejected += 1
-            REQUESTS_REJECTED.labels(message.type.name, "invalid").inc()
-            log.debug("rejected %s from %s: %s", message.type.name, sender.short(), exc)
-            raise
-
-    def _closer_peers(self, key: bytes, exclude: PeerId) -> tuple[PeerInfo, ...]:
-        entries = self.routing.closest(kad_key(key), self.config.k, exclude=exclude)
-        return tuple(e.info for e in entries)
-
-    def _serve_find_node(self, requester, message, now):
-        return KadMessage(
-            MessageType.FIND_NODE, key=message.key, closer_peers=self._closer_peers(message.key, requester.peer)
-        )
-
-    @staticmethod
-    def _provider_key(key: bytes) -> bytes:
-        try:
-            return provider_key(key)
-        except CidError as exc:
-            raise DhtProtocolError(f"provider key is neither a multihash nor a CID: {exc}") from None
-
-    def _serve_get_providers(self, requester, message, now):
-        key = self._provider_key(message.key)
-        providers = self.store.get_providers(key, now, self.config.max_providers_returned)
-        return KadMessage(
-            MessageType.GET_PROVIDERS,
-            key=message.key,
-            closer_peers=self._closer_peers(key, requester.peer),
-            provider_peers=tuple(providers),
-        )
-
-    def _rate_limited(self, limits: tuple[TokenBuckets, TokenBuckets], requester: "_Requester", message: KadMessage, now: float) -> bool:
-        """Per-peer buckets, and per-IP-prefix buckets since peer IDs cost nothing to make."""
-        per_peer, per_group = limits
-        allowed = per_peer.allow(requester.peer, now)
-        if allowed and requester.group is not None:
-            allowed = per_group.allow(requester.group, now)
-        if allowed:
-            return False
-        self.stats.rate_limited += 1
-        REQUESTS_REJECTED.labels(message.type.name, "rate_limited").inc()
-        return True
-
-    def _serve_add_provider(self, requester, message, now):
-        key = self._provider_key(message.key)
-        if self._rate_limited(self._add_provider_limits, requester, message, now):
-            return None
-        for provider in message.provider_peers:
-            # The spec lets a peer announce only itself; anything else would let
-            # one peer point the network at a victim.
-            if provider.peer_id != requester.peer:
-                continue
-            addrs = provider.addrs or requester.addrs
-            expires_at = now + self.config.provider_ttl
-            if not self.store.add_provider(key, requester.peer, addrs, expires_at, now):
-                REQUESTS_REJECTED.labels(message.type.name, "full").inc()
-        return None
-
-    def _serve_get_value(self, requester, message, now):
-        value = self.store.get_value(message.key, now)
-        record = Record(message.key, value) if value is not None else None
-        closer = self._closer_peers(message.key, requester.peer)
-        return KadMessage(MessageType.GET_VALUE, key=message.key, record=record, closer_peers=closer)
-
-    def _serve_put_value(self, requester, message, now):
-        record = message.record
-        if record is None or record.key != message.key:
-            raise DhtProtocolError("PUT_VALUE without a record for its key")
-        if self._rate_limited(self._put_value_limits, requester, message, now):
-            raise DhtProtocolError("PUT_VALUE rate limit exceeded")
-        self._store_value(record.key, record.value, now)
-        return KadMessage(MessageType.PUT_VALUE, key=message.key, record=Record(record.key, record.value))
-
-    def _store_value(self, key: bytes, value: bytes, now: float) -> None:
-        existing = self.store.get_value(key, now)
-        try:
-            merged = self.validator.merge(key, existing, value, now)
-        except RecordError as exc:
-            raise DhtProtocolError(f"record rejected: {exc}") from None
-        if merged == existing:
-            return
-        if not self.store.put_value(key, merged, self.validator.expires_at(key, merged, now), now):
-            raise DhtProtocolError("value store is full")
-        self._events.append(RecordChanged(key))
-
-    def _serve_ping(self, requester, message, now):
-        return KadMessage(MessageType.PING)
+        group = ip_group(observed_addr, exempt_private=self.config.exempt_private_addresses)
+        return self.server.handle(Requester(sender, sender_addrs, group), message, now)
 
     # --------------------------------------------------------- client side
 
@@ -582,7 +453,7 @@ class KademliaCore:
             self.validator.validate(key, value, now)
         except RecordError as exc:
             raise DhtProtocolError(f"refusing to publish an invalid record: {exc}") from None
-        self._store_value(key, value, now)
+        self.server.store_value(key, value, now)
         return self._start(PutValueOperation, key, now, value=value)
 
     def provide(self, keys: list[bytes], now: float) -> None:

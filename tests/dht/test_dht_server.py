@@ -6,7 +6,7 @@ from multiaddr import Multiaddr
 import pytest
 
 from hypermesh.dht.kademlia import KadConfig, KademliaCore, Mode, RecordChanged
-from hypermesh.dht.keys import Cid, peer_key
+from hypermesh.dht.keys import Cid
 from hypermesh.dht.messages import DhtProtocolError, KadMessage, MessageType, PeerInfo, Record
 from hypermesh.dht.ratelimit import RateLimit, TokenBuckets
 from hypermesh.dht.records import encode_service_set, service_key, sign_service_record
