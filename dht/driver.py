@@ -41,6 +41,8 @@ MAX_REQUESTS_PER_STREAM = 100
 INBOUND_IDLE_TIMEOUT = 30.0
 # ADD_PROVIDERs written on one outbound stream, below any server's per-stream cap.
 ONE_WAY_MESSAGES_PER_STREAM = 64
+# How long we wait for a peer to close its side after our last one-way message.
+ONE_WAY_DRAIN_TIMEOUT = 5.0
 # How long addresses learned from DHT answers stay in the peerstore.
 LEARNED_ADDR_TTL = 600.0
 # What a request to an unreliable peer may end in; anything else is a bug, logged loudly.
@@ -298,9 +300,23 @@ class KademliaService:
 
     @staticmethod
     async def _tell(stream, requests: list[OutboundRequest]) -> None:
-        """Messages without answers (ADD_PROVIDER), written back to back."""
+        """Messages without answers (ADD_PROVIDER), written back to back.
+
+        Then we wait for the peer to end its side before closing: closing
+        while it still reads would send STOP_SENDING, and some stacks
+        (py-libp2p) then drop the messages they have not read yet. Peers that
+        echo each ADD_PROVIDER (py-libp2p does) have the echoes read and dropped.
+        """
         for request in requests:
             await write_frame(stream, encode_message(request.message))
+        await stream.send_eof()
+        drained = 0
+        with trio.move_on_after(ONE_WAY_DRAIN_TIMEOUT):
+            while drained <= MAX_MESSAGE_SIZE:
+                chunk = await stream.receive_some(65536)
+                if not chunk:
+                    break
+                drained += len(chunk)
 
     # ----------------------------------------------------------- inbound
 
