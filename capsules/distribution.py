@@ -1,0 +1,545 @@
+"""Capsule distribution over the mesh: publish a capsule by CID, fetch it from several providers.
+
+A node that publishes a capsule packs it into its chunk store (deduplicated,
+see :mod:`chunks`), keeps its chunk list under ``<chunk store>/lists/`` (so
+it is served again after a restart) and announces the CID in the DHT. A node
+that fetches a CID asks the DHT for providers, takes the chunk list from one
+of them, checks it against the CID, pulls the chunks from all of them at once
+and hands the reassembled directory to the runtime, whose admission decides
+whether it may run. Nothing a provider sends is trusted: the chunk list must
+describe the CID's signed receipt, every chunk must match its hash, and the
+capsule must pass admission.
+
+Wire format of ``/hm/capsule-chunks/1.0.0``
+-------------------------------------------
+
+Requests are pipelined on one stream: the client sends a request, reads its
+answer, and may then send the next one; the provider answers requests in
+order until the client finishes its side (FIN), then closes. Every message
+is one varint-framed body (``uvarint(len) ‖ body``, as
+:mod:`hypermesh.transport.framing` writes)::
+
+    request = kind:u8 ‖ digest:32 bytes               (exactly 33 bytes)
+        kind 0x01  chunk list of the capsule whose CID is CIDv1(raw, sha2-256 digest)
+        kind 0x02  the chunk whose sha2-256 is digest
+    answer  = 0x00 ‖ payload                          found
+            | 0x01                                    not found (or not served by this node)
+        payload of a chunk list: its canonical JSON (``ChunkList.to_bytes``), ≤ 4 MiB
+        payload of a chunk: its bytes, ≤ 256 KiB (``chunks.MAX_CHUNK``)
+
+A provider serves only the chunk lists it published and the chunks those lists
+name. A request that is not exactly 33 bytes, has an unknown kind, or does not
+arrive within :data:`REQUEST_IDLE_TIMEOUT` resets that stream (and only it).
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import secrets
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterable, Iterator
+
+import trio
+
+from hypermesh.transport.errors import TransportError
+from hypermesh.transport.framing import BufferedReader, FramingError, write_frame
+from hypermesh.transport.identity import PeerId
+
+from .chunks import DEFAULT_PARALLEL_FETCHES, MAX_CHUNK, ChunkList, ChunkStore, unpack, verify_chunk
+from .cid import cid_from_digest, digest_from_cid
+from .errors import CapsuleError, ChunkError, FormatError
+from .layout import MAX_JSON_BYTES, RECEIPT_FILE, read_bounded
+from .lifecycle import State
+from .receipt import Receipt, parse_receipt, root_hash
+from .storage import atomic_write, ensure_private_dir
+
+logger = logging.getLogger("hypermesh.capsules.distribution")
+
+PROTOCOL_ID = "/hm/capsule-chunks/1.0.0"
+
+KIND_CHUNK_LIST = 0x01
+KIND_CHUNK = 0x02
+STATUS_FOUND = 0x00
+STATUS_NOT_FOUND = 0x01
+
+DIGEST_BYTES = 32
+# A request is fixed-size, so anything longer is malformed: the provider
+# never buffers more than this per stream before deciding.
+REQUEST_BYTES = 1 + DIGEST_BYTES
+# A chunk is at most MAX_CHUNK by format; one status byte more.
+MAX_CHUNK_ANSWER = 1 + MAX_CHUNK
+# The largest valid chunk list: 256 MiB of capsule in chunks of ≥ 16 KiB
+# (plus one short tail chunk per file) is ~17,400 hashes of 67 JSON bytes
+# each, ~1.2 MB, plus up to 1,025 paths of ≤ 1 KiB. 4 MiB covers it with
+# margin and stops a hostile provider from making us buffer more.
+MAX_CHUNK_LIST_BYTES = 4 * 1024 * 1024
+MAX_CHUNK_LIST_ANSWER = 1 + MAX_CHUNK_LIST_BYTES
+
+# A client that opens a stream and goes quiet would pin one of the host's
+# inbound handler slots; it gets this long between requests.
+REQUEST_IDLE_TIMEOUT = 30.0
+# How long a fetcher waits for one answer before trying another provider:
+# a 256 KiB chunk takes milliseconds on a sane link, so a provider this slow
+# is better skipped.
+DEFAULT_REQUEST_TIMEOUT = 10.0
+# After this many failed requests a provider is only asked as a last resort.
+MAX_PROVIDER_FAILURES = 3
+
+Progress = Callable[[int, int], None]
+
+
+# -- errors -----------------------------------------------------------------
+
+
+class DistributionError(CapsuleError):
+    """Fetching or publishing a capsule over the mesh failed."""
+
+
+class NoProvidersError(DistributionError):
+    """The DHT knows no provider (other than this node) for the CID."""
+
+
+class ChunkListUnavailableError(DistributionError):
+    """No provider gave a chunk list that matches the CID."""
+
+
+class ChunkUnavailableError(DistributionError, ChunkError):
+    """Every provider failed for one chunk; ``attempts`` says how each failed."""
+
+    def __init__(self, digest: str, attempts: list[str]):
+        super().__init__(f"all providers failed for chunk {digest}: " + "; ".join(attempts or ["no provider left"]))
+        self.digest = digest
+        self.attempts = attempts
+
+
+class CapsuleQuarantinedError(DistributionError):
+    """The fetched capsule failed admission; it is kept in quarantine with ``diagnostics``."""
+
+    def __init__(self, cid: str, capsule):
+        self.cid = cid
+        self.capsule = capsule
+        self.diagnostics = tuple(capsule.diagnostics)
+        reasons = "; ".join(str(d) for d in self.diagnostics) or "no diagnostic"
+        super().__init__(f"capsule {cid} was quarantined at admission ({capsule.directory}): {reasons}")
+
+
+class ProtocolViolation(ValueError):
+    """A peer sent a malformed request or answer."""
+
+
+# -- wire format ------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    kind: int
+    digest: bytes
+
+    @classmethod
+    def for_chunk_list(cls, cid: str) -> "Request":
+        return cls(KIND_CHUNK_LIST, digest_from_cid(cid))
+
+    @classmethod
+    def for_chunk(cls, chunk_hash: str) -> "Request":
+        return cls(KIND_CHUNK, _chunk_digest(chunk_hash))
+
+    @property
+    def max_answer(self) -> int:
+        return MAX_CHUNK_LIST_ANSWER if self.kind == KIND_CHUNK_LIST else MAX_CHUNK_ANSWER
+
+    def encode(self) -> bytes:
+        return bytes([self.kind]) + self.digest
+
+
+def _chunk_digest(chunk_hash: str) -> bytes:
+    if len(chunk_hash) != 2 * DIGEST_BYTES or any(c not in "0123456789abcdef" for c in chunk_hash):
+        raise ChunkError(f"not a chunk hash: {chunk_hash!r}")
+    return bytes.fromhex(chunk_hash)
+
+
+def decode_request(body: bytes) -> Request:
+    """Parse one request body; raises :class:`ProtocolViolation` on anything but a valid request."""
+    if len(body) != REQUEST_BYTES:
+        raise ProtocolViolation(f"a request is {REQUEST_BYTES} bytes, got {len(body)}")
+    if body[0] not in (KIND_CHUNK_LIST, KIND_CHUNK):
+        raise ProtocolViolation(f"unknown request kind 0x{body[0]:02x}")
+    return Request(body[0], bytes(body[1:]))
+
+
+def encode_answer(payload: bytes | None) -> bytes:
+    return bytes([STATUS_NOT_FOUND]) if payload is None else bytes([STATUS_FOUND]) + payload
+
+
+def decode_answer(body: bytes, max_size: int) -> bytes | None:
+    """The payload of a found answer, or None for not found; raises :class:`ProtocolViolation`."""
+    if not body or len(body) > max_size:
+        raise ProtocolViolation(f"an answer is 1 to {max_size} bytes, got {len(body)}")
+    if body[0] == STATUS_NOT_FOUND:
+        if len(body) != 1:
+            raise ProtocolViolation("a not-found answer carries no payload")
+        return None
+    if body[0] != STATUS_FOUND:
+        raise ProtocolViolation(f"unknown answer status 0x{body[0]:02x}")
+    return bytes(body[1:])
+
+
+# -- what this node publishes ----------------------------------------------
+
+
+class PublishedLists:
+    """The chunk lists this node published, kept as ``<chunk store>/lists/<cid>.json``.
+
+    Also indexes the chunks they name: those are the only chunks served, so
+    the chunks of a capsule packed but never published stay private.
+    """
+
+    def __init__(self, store: ChunkStore):
+        self.directory = ensure_private_dir(store.root / "lists")
+        self._lists: dict[str, ChunkList] = {}
+        self._chunks: set[str] = set()
+        for path in sorted(self.directory.glob("*.json")):
+            self._load(path)
+
+    def _load(self, path: Path) -> None:
+        try:
+            chunk_list = ChunkList.from_bytes(read_bounded(path, path.name, MAX_CHUNK_LIST_BYTES))
+        except (FormatError, OSError) as exc:
+            logger.warning("ignoring published chunk list %s: %s", path, exc)
+            return
+        if path.name != f"{chunk_list.cid}.json":
+            logger.warning("ignoring %s: it holds the chunk list of %s", path, chunk_list.cid)
+            return
+        self._index(chunk_list)
+
+    def _index(self, chunk_list: ChunkList) -> None:
+        self._lists[chunk_list.cid] = chunk_list
+        self._chunks.update(chunk_list.unique_chunks)
+
+    def remember(self, chunk_list: ChunkList) -> None:
+        atomic_write(self.directory / f"{chunk_list.cid}.json", chunk_list.to_bytes(), mode=0o600)
+        self._index(chunk_list)
+
+    def get(self, cid: str) -> ChunkList | None:
+        return self._lists.get(cid)
+
+    def serves_chunk(self, chunk_hash: str) -> bool:
+        return chunk_hash in self._chunks
+
+    @property
+    def cids(self) -> list[str]:
+        return sorted(self._lists)
+
+
+# -- the client side: streams to providers ----------------------------------
+
+
+class _ProviderStreams:
+    """Request/answer exchanges with providers, reusing one idle stream per exchange.
+
+    A stream whose exchange failed or was cancelled is reset and dropped: its
+    next bytes could be the late answer to the abandoned request.
+    """
+
+    def __init__(self, host, timeout: float):
+        self.host = host
+        self.timeout = timeout
+        self._idle: dict[PeerId, list[tuple[object, BufferedReader]]] = collections.defaultdict(list)
+
+    async def request(self, peer: PeerId, request: Request) -> bytes | None:
+        with trio.fail_after(self.timeout):
+            if self._idle[peer]:
+                stream, reader = self._idle[peer].pop()
+            else:
+                stream = await self.host.new_stream(peer, [PROTOCOL_ID])
+                reader = BufferedReader(stream)
+            try:
+                await write_frame(stream, request.encode())
+                body = await reader.read_frame(request.max_answer)
+                if body is None:
+                    raise ProtocolViolation("the provider closed the stream instead of answering")
+                payload = decode_answer(body, request.max_answer)
+            except BaseException:
+                await _reset_quietly(stream)
+                raise
+        self._idle[peer].append((stream, reader))
+        return payload
+
+    async def aclose(self) -> None:
+        with trio.CancelScope(shield=True), trio.move_on_after(2):
+            for streams in self._idle.values():
+                for stream, _ in streams:
+                    await _reset_or_close(stream)
+        self._idle.clear()
+
+
+async def _reset_quietly(stream) -> None:
+    with trio.CancelScope(shield=True), trio.move_on_after(1):
+        try:
+            await stream.reset()
+        except (TransportError, OSError):
+            pass
+
+
+async def _reset_or_close(stream) -> None:
+    try:
+        await stream.aclose()
+    except (TransportError, OSError):
+        await _reset_quietly(stream)
+
+
+# Failures of one provider on one request: try another provider.
+_PROVIDER_FAULTS = (TransportError, FramingError, ProtocolViolation, ChunkError, FormatError, trio.TooSlowError, OSError)
+
+
+class _Rotation:
+    """Round-robin over providers; one that failed repeatedly is asked only after the others."""
+
+    def __init__(self, providers: Iterable[PeerId]):
+        self.providers = list(providers)
+        self.failures: collections.Counter[PeerId] = collections.Counter()
+        self._next = 0
+
+    def order(self) -> Iterator[PeerId]:
+        """Every provider once, starting one further along at each call."""
+        start = self._next
+        self._next = (self._next + 1) % max(1, len(self.providers))
+        rotated = self.providers[start:] + self.providers[:start]
+        return iter(sorted(rotated, key=lambda peer: self.failures[peer] >= MAX_PROVIDER_FAILURES))
+
+    def failed(self, peer: PeerId) -> None:
+        self.failures[peer] += 1
+
+
+class _ChunkFetcher:
+    """The ``fetch`` given to :func:`unpack`: verified chunks from any provider, with progress."""
+
+    def __init__(self, streams: _ProviderStreams, rotation: _Rotation, chunk_list: ChunkList, store: ChunkStore,
+                 progress: Progress | None, counters: collections.Counter):
+        self.streams = streams
+        self.rotation = rotation
+        self.store = store
+        self.progress = progress
+        self.counters = counters
+        # A chunk repeated in the capsule counts once per occurrence, so that
+        # progress ends at the capsule's size.
+        self.occurrences = collections.Counter(chunk for item in chunk_list.files for chunk in item.chunks)
+        self.total = sum(item.size for item in chunk_list.files)
+        self.done = sum(self.store.path(chunk).stat().st_size * count
+                        for chunk, count in self.occurrences.items() if self.store.has(chunk))
+        self._report()
+
+    def _report(self) -> None:
+        if self.progress is not None:
+            self.progress(min(self.done, self.total), self.total)
+
+    async def __call__(self, chunk_hash: str) -> bytes:
+        request = Request.for_chunk(chunk_hash)
+        attempts: list[str] = []
+        for peer in self.rotation.order():
+            try:
+                data = await self.streams.request(peer, request)
+                if data is None:
+                    attempts.append(f"{peer}: not found")
+                    continue
+                verify_chunk(chunk_hash, data)
+            except _PROVIDER_FAULTS as exc:
+                self.rotation.failed(peer)
+                self.counters["bad_answers"] += 1
+                attempts.append(f"{peer}: {_describe(exc)}")
+                logger.warning("chunk %s from %s failed: %s", chunk_hash, peer, _describe(exc))
+                continue
+            self.counters["chunks_fetched"] += 1
+            self.done += len(data) * self.occurrences[chunk_hash]
+            self._report()
+            return data
+        raise ChunkUnavailableError(chunk_hash, attempts)
+
+    async def into_store(self, chunk_hash: str) -> bytes:
+        """Fetch one chunk outside :func:`unpack` (the receipt, checked first) and keep it."""
+        if self.store.has(chunk_hash):
+            return self.store.get(chunk_hash)
+        data = await self(chunk_hash)
+        self.store.put(data)
+        return data
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, trio.TooSlowError):
+        return "no answer in time"
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+
+
+def check_receipt_matches(cid: str, chunk_list: ChunkList, receipt_bytes: bytes) -> Receipt:
+    """Check that a chunk list describes the capsule named by ``cid``, before fetching the rest.
+
+    The receipt's root must be the CID's digest and hash its own file list,
+    and the chunk list must name exactly those files plus the receipt. File
+    contents are checked by their chunk hashes and, last, by admission.
+    """
+    if chunk_list.cid != cid:
+        raise FormatError(f"chunk list is for {chunk_list.cid}, not {cid}")
+    receipt = parse_receipt(receipt_bytes)
+    expected_root = digest_from_cid(cid)
+    if receipt.cid != cid or receipt.root != expected_root or root_hash(receipt.files) != expected_root:
+        raise FormatError(f"the chunk list's receipt.json does not have root {expected_root.hex()} of {cid}")
+    listed = {item.path for item in chunk_list.files}
+    if listed != set(receipt.files) | {RECEIPT_FILE}:
+        raise FormatError(f"chunk list files differ from the receipt's: {sorted(listed ^ (set(receipt.files) | {RECEIPT_FILE}))}")
+    return receipt
+
+
+# -- the service ------------------------------------------------------------
+
+
+class CapsuleDistribution:
+    """Publishes capsules from, and fetches capsules into, one node.
+
+    ``counters`` (a :class:`collections.Counter`) counts what happened, for
+    metrics and tests: ``lists_served``, ``chunks_served``, ``not_found``,
+    ``streams_reset`` on the provider side; ``chunks_fetched`` and
+    ``bad_answers`` (a provider failed, answered late, or sent bytes that do
+    not match) on the fetching side.
+    """
+
+    def __init__(self, host, discovery, chunk_store: ChunkStore, runtime, *,
+                 request_timeout: float = DEFAULT_REQUEST_TIMEOUT):
+        self.host = host
+        self.discovery = discovery
+        self.store = chunk_store
+        self.runtime = runtime
+        self.request_timeout = request_timeout
+        self.published = PublishedLists(chunk_store)
+        self.counters: collections.Counter[str] = collections.Counter()
+        self.incoming_dir = ensure_private_dir(chunk_store.root / "incoming")
+
+    def install_handler(self) -> None:
+        self.host.set_stream_handler(PROTOCOL_ID, self.serve)
+
+    # -- provider side -------------------------------------------------------
+
+    async def publish(self, capsule_dir: Path) -> str:
+        """Pack a signed capsule into the chunk store, remember its chunk list and announce its CID."""
+        cid, chunk_list = await trio.to_thread.run_sync(self.store.pack, Path(capsule_dir))
+        self.published.remember(chunk_list)
+        self.discovery.provide(cid)
+        logger.info("published capsule %s (%d files, %d chunks)", cid, len(chunk_list.files), len(chunk_list.unique_chunks))
+        return cid
+
+    async def serve(self, stream) -> None:
+        """Answer pipelined requests until the client finishes; reset the stream on a bad request."""
+        reader = BufferedReader(stream)
+        while True:
+            with trio.move_on_after(REQUEST_IDLE_TIMEOUT) as idle:
+                try:
+                    body = await reader.read_frame(REQUEST_BYTES)
+                except FramingError as exc:
+                    return await self._refuse(stream, str(exc))
+            if idle.cancelled_caught:
+                return await self._refuse(stream, f"no request in {REQUEST_IDLE_TIMEOUT:g} s")
+            if body is None:
+                return
+            try:
+                request = decode_request(body)
+            except ProtocolViolation as exc:
+                return await self._refuse(stream, str(exc))
+            await write_frame(stream, encode_answer(await self._lookup(request)))
+
+    async def _refuse(self, stream, reason: str) -> None:
+        self.counters["streams_reset"] += 1
+        logger.info("resetting %s stream from %s: %s", PROTOCOL_ID, getattr(stream, "remote_peer", "?"), reason)
+        await stream.reset()
+
+    async def _lookup(self, request: Request) -> bytes | None:
+        if request.kind == KIND_CHUNK_LIST:
+            chunk_list = self.published.get(cid_from_digest(request.digest))
+            found = None if chunk_list is None else chunk_list.to_bytes()
+            self.counters["lists_served" if found is not None else "not_found"] += 1
+            return found
+        found = await self.read_chunk(request.digest.hex())
+        self.counters["chunks_served" if found is not None else "not_found"] += 1
+        return found
+
+    async def read_chunk(self, chunk_hash: str) -> bytes | None:
+        """A published chunk from the store (read off the event loop), or None."""
+        if not self.published.serves_chunk(chunk_hash) or not self.store.has(chunk_hash):
+            return None
+        try:
+            return await trio.to_thread.run_sync(self.store.get, chunk_hash)
+        except ChunkError as exc:
+            # Damaged at rest: better not found than wrong bytes; fetchers go elsewhere.
+            logger.error("chunk store damaged, not serving %s: %s", chunk_hash, exc)
+            return None
+
+    # -- fetching side -------------------------------------------------------
+
+    async def fetch(self, cid: str, progress: Progress | None = None, parallel: int = DEFAULT_PARALLEL_FETCHES):
+        """Fetch the capsule ``cid`` from its providers and install it; returns the runtime's capsule.
+
+        Raises :class:`NoProvidersError`, :class:`ChunkListUnavailableError`,
+        :class:`ChunkUnavailableError` or :class:`CapsuleQuarantinedError`.
+        """
+        digest_from_cid(cid)  # refuse a malformed CID before any network traffic
+        known = self._already_installed(cid)
+        if known is not None:
+            return known
+        rotation = _Rotation(await self._find_providers(cid))
+        streams = _ProviderStreams(self.host, self.request_timeout)
+        dest = self.incoming_dir / f"{cid}.{secrets.token_hex(6)}"
+        try:
+            chunk_list, fetcher = await self._fetch_chunk_list(cid, streams, rotation, progress)
+            await unpack(chunk_list, fetcher, dest, self.store, parallel=parallel)
+            capsule = await trio.to_thread.run_sync(self.runtime.install, dest)
+        finally:
+            await streams.aclose()
+            shutil.rmtree(dest, ignore_errors=True)
+        if capsule.state == State.QUARANTINED:
+            raise CapsuleQuarantinedError(cid, capsule)
+        return capsule
+
+    def _already_installed(self, cid: str):
+        try:
+            capsule = self.runtime.get(cid)
+        except CapsuleError:
+            return None
+        return None if capsule.state == State.QUARANTINED else capsule
+
+    async def _find_providers(self, cid: str) -> list[PeerId]:
+        """Providers other than this node, with their addresses added to the peerstore."""
+        providers = []
+        for info in await self.discovery.find_providers(cid):
+            if info.peer_id == self.host.peer_id or info.peer_id in providers:
+                continue
+            if info.addrs:
+                self.host.peerstore.add_addrs(info.peer_id, info.addrs)
+            providers.append(info.peer_id)
+        if not providers:
+            raise NoProvidersError(f"no provider of capsule {cid} found in the DHT")
+        return providers
+
+    async def _fetch_chunk_list(self, cid: str, streams: _ProviderStreams, rotation: _Rotation,
+                                progress: Progress | None) -> tuple[ChunkList, _ChunkFetcher]:
+        """The first chunk list, from any provider, that describes ``cid``'s signed receipt."""
+        request = Request.for_chunk_list(cid)
+        attempts = []
+        for peer in rotation.order():
+            try:
+                payload = await streams.request(peer, request)
+                if payload is None:
+                    attempts.append(f"{peer}: not found")
+                    continue
+                chunk_list = ChunkList.from_bytes(payload)
+                fetcher = _ChunkFetcher(streams, rotation, chunk_list, self.store, progress, self.counters)
+                receipt_file = next(item for item in chunk_list.files if item.path == RECEIPT_FILE)
+                if receipt_file.size > MAX_JSON_BYTES:
+                    raise FormatError(f"receipt.json of {receipt_file.size} bytes is over {MAX_JSON_BYTES}")
+                receipt_bytes = b"".join([await fetcher.into_store(chunk) for chunk in receipt_file.chunks])
+                check_receipt_matches(cid, chunk_list, receipt_bytes)
+                return chunk_list, fetcher
+            except _PROVIDER_FAULTS as exc:
+                rotation.failed(peer)
+                self.counters["bad_answers"] += 1
+                attempts.append(f"{peer}: {_describe(exc)}")
+        raise ChunkListUnavailableError(f"no provider gave a chunk list matching {cid}: " + "; ".join(attempts))

@@ -1,0 +1,324 @@
+"""Capsule distribution over real QUIC hosts and real DHTs: publish, fetch from several providers, admit, run."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import trio
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from capsule_testkit import BUILDER, LIMITS_WAT, manifest, write_capsule
+from hypermesh.capsules.chunks import ChunkList, ChunkStore
+from hypermesh.capsules.cid import cid_from_digest
+from hypermesh.capsules.distribution import (
+    KIND_CHUNK,
+    KIND_CHUNK_LIST,
+    PROTOCOL_ID,
+    CapsuleDistribution,
+    CapsuleQuarantinedError,
+    ChunkListUnavailableError,
+    NoProvidersError,
+    ProtocolViolation,
+    Request,
+    decode_answer,
+    decode_request,
+    encode_answer,
+)
+from hypermesh.capsules.execution import output_matches, verify_execution_receipt
+from hypermesh.capsules.lifecycle import State
+from hypermesh.capsules.receipt import Receipt, hash_capsule_files, parse_receipt, root_hash
+from hypermesh.capsules.runtime import CapsuleRuntime
+from hypermesh.capsules.trust import TrustPolicy
+from hypermesh.dht.discovery import open_discovery
+from hypermesh.transport.errors import StreamReset
+from hypermesh.transport.framing import BufferedReader, frame
+from hypermesh.transport.host import open_host
+from hypermesh.transport.identity import Identity
+from hypermesh.transport.varint import encode_uvarint
+
+V6 = "/ip6/::1/udp/0/quic-v1"
+# Loopback answers in milliseconds; this only bounds a hung test.
+STEP = 30
+PAYLOAD = os.urandom(1_200_000)  # ~18 chunks of ~64 KiB
+
+
+@dataclass
+class Node:
+    identity: Identity
+    host: object
+    discovery: object
+    runtime: CapsuleRuntime
+    store: ChunkStore
+    distribution: CapsuleDistribution
+
+    @property
+    def peer_id(self):
+        return self.host.peer_id
+
+
+@contextlib.asynccontextmanager
+async def open_node(directory: Path, engine, bootstrap: list[str] = ()):
+    """A host, its DHT, a runtime trusting the test builder, and distribution, all under ``directory``."""
+    identity = Identity.generate()
+    policy = TrustPolicy()
+    policy.trust(BUILDER.peer_id)
+    async with open_host(identity, [V6]) as host, open_discovery(host, directory / "dht", bootstrap=bootstrap) as discovery:
+        runtime = CapsuleRuntime(directory, identity=identity, policy=policy, engine=engine)
+        try:
+            store = ChunkStore(directory / "capsules" / "chunks")
+            distribution = CapsuleDistribution(host, discovery, store, runtime)
+            distribution.install_handler()
+            yield Node(identity, host, discovery, runtime, store, distribution)
+        finally:
+            runtime.close()
+
+
+@contextlib.asynccontextmanager
+async def open_mesh(tmp_path: Path, engine, count: int):
+    """``count`` nodes; every node after the first bootstraps from the first."""
+    async with contextlib.AsyncExitStack() as stack:
+        first = await stack.enter_async_context(open_node(tmp_path / "n0", engine))
+        address = first.host.listen_addrs()[0]
+        nodes = [first]
+        for index in range(1, count):
+            nodes.append(await stack.enter_async_context(open_node(tmp_path / f"n{index}", engine, [address])))
+        with trio.fail_after(STEP):
+            for node in nodes[1:]:
+                await node.discovery.service.bootstrap()
+        yield nodes
+
+
+async def find_providers(node: Node, cid: str, expected: set) -> None:
+    """Retry the lookup itself until the provider records have propagated (bounded by the caller)."""
+    for _ in range(200):
+        found = {info.peer_id for info in await node.discovery.find_providers(cid)}
+        if expected <= found:
+            return
+        await trio.sleep(0.05)
+    raise AssertionError(f"providers {expected} of {cid} never appeared")
+
+
+def limits_capsule(directory: Path) -> Path:
+    return write_capsule(directory, manifest(), LIMITS_WAT, spec={"spec/data.bin": PAYLOAD, "spec/README.md": b"# data\n"})
+
+
+def forge(directory: Path) -> None:
+    """Raise the capsule's fuel and rehash its receipt; the builder's signature cannot follow."""
+    doc = json.loads((directory / "manifest.json").read_text())
+    doc["resources"]["fuel"] *= 10
+    (directory / "manifest.json").write_text(json.dumps(doc))
+    genuine = parse_receipt((directory / "receipt.json").read_bytes())
+    files = hash_capsule_files(directory)
+    root = root_hash(files)
+    forged = Receipt(files, root, cid_from_digest(root), genuine.signer_key, genuine.signer, genuine.signature)
+    (directory / "receipt.json").write_bytes(forged.to_bytes())
+
+
+async def test_published_capsule_runs_on_another_node_and_its_receipt_verifies(tmp_path, engine):
+    source = limits_capsule(tmp_path / "src")
+    async with open_mesh(tmp_path, engine, 2) as (a, b):
+        with trio.fail_after(STEP):
+            cid = await a.distribution.publish(source)
+            await find_providers(b, cid, {a.peer_id})
+            progress = []
+            capsule = await b.distribution.fetch(cid, progress=lambda done, total: progress.append((done, total)))
+            assert await b.distribution.fetch(cid) is capsule  # installed: no second download
+        assert capsule.state == State.VERIFIED and capsule.cid == cid
+        total = sum(item.size for item in a.distribution.published.get(cid).files)
+        assert progress[-1] == (total, total)
+        assert [done for done, _ in progress] == sorted(done for done, _ in progress)
+        assert not any((b.store.root / "incoming").iterdir())
+
+        b.runtime.activate(cid)
+        result = await b.runtime.call_async("tests.limits", "echo", b"over the mesh")
+        receipt = json.loads(json.dumps(result.receipt))  # as A would receive it
+        # A knows B only by its peer ID, which inlines B's Ed25519 public key.
+        assert receipt["node"] == str(b.peer_id) and receipt["capsule"] == cid
+        assert verify_execution_receipt(receipt)
+        assert verify_execution_receipt(receipt, b.identity.public_key_proto)
+        assert not verify_execution_receipt(receipt, a.identity.public_key_proto)
+        assert output_matches(receipt, b"over the mesh")
+
+    # The chunk list survives a restart of A.
+    restarted = CapsuleDistribution(None, None, ChunkStore(tmp_path / "n0" / "capsules" / "chunks"), None)
+    assert restarted.published.cids == [cid]
+
+
+async def test_chunks_come_from_several_providers(tmp_path, engine):
+    source = limits_capsule(tmp_path / "src")
+    copy = Path(shutil.copytree(source, tmp_path / "copy"))
+    async with open_mesh(tmp_path, engine, 3) as (a, b, c):
+        with trio.fail_after(STEP):
+            cid = await a.distribution.publish(source)
+            assert await c.distribution.publish(copy) == cid
+            await find_providers(b, cid, {a.peer_id, c.peer_id})
+            capsule = await b.distribution.fetch(cid, parallel=8)
+        assert capsule.state == State.VERIFIED
+        served = a.distribution.counters["chunks_served"], c.distribution.counters["chunks_served"]
+        assert all(count > 0 for count in served), served
+        assert sum(served) == len(a.distribution.published.get(cid).unique_chunks)
+        assert b.distribution.counters["bad_answers"] == 0
+
+
+async def test_corrupted_chunk_is_detected_and_taken_from_another_provider(tmp_path, engine):
+    source = limits_capsule(tmp_path / "src")
+    copy = Path(shutil.copytree(source, tmp_path / "copy"))
+    async with open_mesh(tmp_path, engine, 3) as (a, b, c):
+        honest = c.distribution.read_chunk
+
+        async def flip_first_byte(chunk_hash):
+            data = await honest(chunk_hash)
+            return None if data is None else bytes([data[0] ^ 1]) + data[1:]
+
+        c.distribution.read_chunk = flip_first_byte  # C now lies about every chunk
+        with trio.fail_after(STEP):
+            cid = await a.distribution.publish(source)
+            await c.distribution.publish(copy)
+            await find_providers(b, cid, {a.peer_id, c.peer_id})
+            capsule = await b.distribution.fetch(cid)
+        assert capsule.state == State.VERIFIED
+        assert c.distribution.counters["chunks_served"] >= 1
+        assert b.distribution.counters["bad_answers"] == c.distribution.counters["chunks_served"]
+        assert a.distribution.counters["chunks_served"] == len(a.distribution.published.get(cid).unique_chunks)
+
+        # With only the liar left, the fetch names the chunk and the mismatch.
+        other = write_capsule(tmp_path / "other-src", manifest(version="2.0.0"), LIMITS_WAT)
+        with trio.fail_after(STEP):
+            other_cid = await c.distribution.publish(other)
+            await find_providers(b, other_cid, {c.peer_id})
+            with pytest.raises(ChunkListUnavailableError, match="all providers failed for chunk .*hash mismatch"):
+                await b.distribution.fetch(other_cid)
+
+
+async def test_tampered_capsule_is_quarantined_with_its_diagnostic(tmp_path, engine):
+    source = limits_capsule(tmp_path / "src")
+    forge(source)
+    async with open_mesh(tmp_path, engine, 2) as (a, b):
+        with trio.fail_after(STEP):
+            cid = await a.distribution.publish(source)  # the provider does not vouch for what it serves
+            await find_providers(b, cid, {a.peer_id})
+            with pytest.raises(CapsuleQuarantinedError, match="bad_signature") as failure:
+                await b.distribution.fetch(cid)
+        assert [d.code for d in failure.value.diagnostics] == ["bad_signature"]
+        assert b.runtime.get(cid).state == State.QUARANTINED
+        report = json.loads((b.runtime.quarantine_dir / cid / "diagnostics.json").read_text())
+        assert report["diagnostics"][0]["code"] == "bad_signature"
+        assert not any((b.store.root / "incoming").iterdir())
+
+
+async def expect_reset(stream) -> None:
+    with pytest.raises(StreamReset):
+        while await stream.receive_some():
+            pass
+
+
+async def test_bad_requests_reset_only_their_stream(tmp_path, engine):
+    source = limits_capsule(tmp_path / "src")
+    async with open_mesh(tmp_path, engine, 2) as (a, b):
+        with trio.fail_after(STEP):
+            cid = await a.distribution.publish(source)
+            chunk_list = a.distribution.published.get(cid)
+            bad_requests = [
+                frame(bytes([0x07]) + bytes(32)),  # unknown kind
+                frame(bytes([KIND_CHUNK]) + bytes(5)),  # short
+                encode_uvarint(1 << 20) + bytes(100),  # oversized
+                b"\xff" * 12,  # a varint that never ends
+            ]
+            for garbage in bad_requests:
+                stream = await b.host.new_stream(a.peer_id, [PROTOCOL_ID])
+                await stream.send_all(garbage)
+                await expect_reset(stream)
+            assert a.distribution.counters["streams_reset"] == len(bad_requests)
+
+            # The provider still serves, several requests pipelined on one stream; after a
+            # restart it serves from the chunk lists it persisted.
+            restarted = CapsuleDistribution(a.host, a.discovery, ChunkStore(a.store.root), a.runtime)
+            restarted.install_handler()
+            stream = await b.host.new_stream(a.peer_id, [PROTOCOL_ID])
+            reader = BufferedReader(stream)
+            requests = [Request.for_chunk_list(cid), Request.for_chunk(chunk_list.unique_chunks[0]),
+                        Request.for_chunk("00" * 32), Request(KIND_CHUNK_LIST, bytes(32))]
+            for request in requests:
+                await stream.send_all(frame(request.encode()))
+            answers = [decode_answer(await reader.read_frame(request.max_answer), request.max_answer) for request in requests]
+            await stream.send_eof()
+            assert await reader.read_frame(1) is None  # the provider closes after our FIN
+            assert ChunkList.from_bytes(answers[0]) == chunk_list
+            assert answers[1] == a.store.get(chunk_list.unique_chunks[0])
+            assert answers[2:] == [None, None]
+            assert restarted.counters == {"lists_served": 1, "chunks_served": 1, "not_found": 2}
+
+            with pytest.raises(NoProvidersError):
+                await b.distribution.fetch(cid_from_digest(bytes(32)))
+
+
+# -- decoders, fuzzed -------------------------------------------------------
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.binary(max_size=80))
+def test_request_decoder_accepts_exactly_the_wire_format(body):
+    try:
+        request = decode_request(body)
+    except ProtocolViolation:
+        assert len(body) != 33 or body[0] not in (KIND_CHUNK_LIST, KIND_CHUNK)
+    else:
+        assert request.encode() == body
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=64), st.sampled_from([1, 33, 64]))
+def test_answer_decoder_bounds_and_round_trips(body, limit):
+    try:
+        payload = decode_answer(body, limit)
+    except ProtocolViolation:
+        return
+    assert len(body) <= limit and encode_answer(payload) == body
+
+
+class ScriptedStream:
+    """A stream that delivers ``incoming`` in small pieces, then end of data."""
+
+    def __init__(self, incoming: bytes):
+        self.incoming = incoming
+        self.sent = bytearray()
+        self.was_reset = False
+
+    async def receive_some(self, max_bytes=None):
+        await trio.lowlevel.checkpoint()
+        piece, self.incoming = self.incoming[:7], self.incoming[7:]
+        return piece
+
+    async def send_all(self, data):
+        self.sent += data
+
+    async def reset(self):
+        self.was_reset = True
+
+
+valid_request = st.builds(lambda kind, digest: frame(bytes([kind]) + digest),
+                          st.sampled_from([KIND_CHUNK_LIST, KIND_CHUNK]), st.binary(min_size=32, max_size=32))
+
+
+def test_provider_survives_any_bytes(tmp_path):
+    distribution = CapsuleDistribution(None, None, ChunkStore(tmp_path / "chunks"), None)
+
+    @settings(max_examples=300, deadline=None)
+    @given(st.lists(st.one_of(valid_request, valid_request, st.binary(max_size=40)), max_size=6))
+    def serve(pieces):
+        incoming = b"".join(pieces)
+        stream = ScriptedStream(incoming)
+        trio.run(distribution.serve, stream)  # never raises
+        answered = len(stream.sent) // 2  # every answer is "not found": frame(b"\x01")
+        assert stream.sent == b"\x01\x01" * answered
+        if not stream.was_reset:
+            assert len(incoming) == 34 * answered
+
+    serve()
