@@ -114,8 +114,8 @@ class Discovery:
         """
         encoded = None if addrs is None else [a for a in (multiaddr_bytes(x) for x in addrs) if a]
         registration = _Registration(name, protocol, encoded, weight, ttl)
+        stored = await self._publish(registration)  # raises on invalid arguments: not kept
         self._registrations[name] = registration
-        stored = await self._publish(registration)
         self._renewal_wakeup.set()
         return stored
 

@@ -95,6 +95,10 @@ def sign_service_record(
 ) -> bytes:
     """A SignedServiceRecord for this host, valid from ``now`` for ``ttl`` seconds."""
     _check_service_name(name)
+    if not protocol or len(protocol) > MAX_SERVICE_PROTOCOL_LENGTH:
+        raise RecordError("service protocol must be 1 to 256 characters")
+    if not 0 <= weight <= MAX_SERVICE_WEIGHT or len(addrs) > MAX_SERVICE_ADDRS:
+        raise RecordError(f"service weight must be 0..{MAX_SERVICE_WEIGHT}, with at most {MAX_SERVICE_ADDRS} addresses")
     if not 0 < ttl <= MAX_SERVICE_TTL:
         raise RecordError(f"service record TTL must be in (0, {MAX_SERVICE_TTL}]")
     body = kad_pb2.ServiceRecordBody(

@@ -133,3 +133,10 @@ def test_unknown_namespace_and_garbage_are_rejected():
         VALIDATOR.validate(KEY, b"", NOW)
     with pytest.raises(RecordError):
         service_key("bad/name")
+
+
+def test_signing_refuses_what_verification_would_reject():
+    for kwargs in ({"protocol": ""}, {"weight": 70000}, {"ttl": 10 * 24 * 3600.0}):
+        args = {"protocol": "/p", "weight": 1, "ttl": 60.0, **kwargs}
+        with pytest.raises(RecordError):
+            sign_service_record(ALICE, "relay", args["protocol"], [ADDR], weight=args["weight"], seq=1, now=NOW, ttl=args["ttl"])
