@@ -29,7 +29,7 @@ is one varint-framed body (``uvarint(len) ‖ body``, as
 
 A provider serves only the chunk lists it published and the chunks those lists
 name. A request that is not exactly 33 bytes, has an unknown kind, or does not
-arrive within :data:`REQUEST_IDLE_TIMEOUT` resets that stream (and only it).
+arrive and get its answer read within :data:`EXCHANGE_TIMEOUT` (30 s) resets that stream (and only it).
 """
 
 from __future__ import annotations
@@ -78,9 +78,10 @@ MAX_CHUNK_ANSWER = 1 + MAX_CHUNK
 MAX_CHUNK_LIST_BYTES = 4 * 1024 * 1024
 MAX_CHUNK_LIST_ANSWER = 1 + MAX_CHUNK_LIST_BYTES
 
-# A client that opens a stream and goes quiet would pin one of the host's
-# inbound handler slots; it gets this long between requests.
-REQUEST_IDLE_TIMEOUT = 30.0
+# A client that opens a stream and goes quiet (or stops reading) would pin
+# one of the host's inbound handler slots; it gets this long to send a
+# request and take its answer.
+EXCHANGE_TIMEOUT = 30.0
 # How long a fetcher waits for one answer before trying another provider:
 # a 256 KiB chunk takes milliseconds on a sane link, so a provider this slow
 # is better skipped.
@@ -432,20 +433,19 @@ class CapsuleDistribution:
         """Answer pipelined requests until the client finishes; reset the stream on a bad request."""
         reader = BufferedReader(stream)
         while True:
-            with trio.move_on_after(REQUEST_IDLE_TIMEOUT) as idle:
+            # One deadline per exchange: a client that goes quiet, or stops
+            # reading our answers, cannot pin this handler.
+            with trio.move_on_after(EXCHANGE_TIMEOUT) as exchange:
                 try:
                     body = await reader.read_frame(REQUEST_BYTES)
-                except FramingError as exc:
+                    if body is None:
+                        return
+                    request = decode_request(body)
+                except (FramingError, ProtocolViolation) as exc:
                     return await self._refuse(stream, str(exc))
-            if idle.cancelled_caught:
-                return await self._refuse(stream, f"no request in {REQUEST_IDLE_TIMEOUT:g} s")
-            if body is None:
-                return
-            try:
-                request = decode_request(body)
-            except ProtocolViolation as exc:
-                return await self._refuse(stream, str(exc))
-            await write_frame(stream, encode_answer(await self._lookup(request)))
+                await write_frame(stream, encode_answer(await self._lookup(request)))
+            if exchange.cancelled_caught:
+                return await self._refuse(stream, f"exchange not finished in {EXCHANGE_TIMEOUT:g} s")
 
     async def _refuse(self, stream, reason: str) -> None:
         self.counters["streams_reset"] += 1
@@ -478,7 +478,10 @@ class CapsuleDistribution:
     async def fetch(self, cid: str, progress: Progress | None = None, parallel: int = DEFAULT_PARALLEL_FETCHES):
         """Fetch the capsule ``cid`` from its providers and install it; returns the runtime's capsule.
 
-        Raises :class:`NoProvidersError`, :class:`ChunkListUnavailableError`,
+        ``progress(done_bytes, total_bytes)`` is called as chunks arrive
+        (chunks already in the local store count as done from the start).
+        Raises :class:`FormatError` for a malformed CID, then
+        :class:`NoProvidersError`, :class:`ChunkListUnavailableError`,
         :class:`ChunkUnavailableError` or :class:`CapsuleQuarantinedError`.
         """
         digest_from_cid(cid)  # refuse a malformed CID before any network traffic
@@ -530,7 +533,8 @@ class CapsuleDistribution:
                 if payload is None:
                     attempts.append(f"{peer}: not found")
                     continue
-                chunk_list = ChunkList.from_bytes(payload)
+                # Validating ~17,000 entries takes a while: off the event loop.
+                chunk_list = await trio.to_thread.run_sync(ChunkList.from_bytes, payload)
                 fetcher = _ChunkFetcher(streams, rotation, chunk_list, self.store, progress, self.counters)
                 receipt_file = next(item for item in chunk_list.files if item.path == RECEIPT_FILE)
                 if receipt_file.size > MAX_JSON_BYTES:

@@ -197,6 +197,26 @@ async def test_corrupted_chunk_is_detected_and_taken_from_another_provider(tmp_p
                 await b.distribution.fetch(other_cid)
 
 
+async def test_slow_provider_is_skipped_after_the_request_timeout(tmp_path, engine):
+    source = limits_capsule(tmp_path / "src")
+    copy = Path(shutil.copytree(source, tmp_path / "copy"))
+    async with open_mesh(tmp_path, engine, 3) as (a, b, c):
+
+        async def never_answer(chunk_hash):
+            await trio.sleep_forever()
+
+        c.distribution.read_chunk = never_answer
+        b.distribution.request_timeout = 0.5
+        with trio.fail_after(STEP):
+            cid = await a.distribution.publish(source)
+            await c.distribution.publish(copy)
+            await find_providers(b, cid, {a.peer_id, c.peer_id})
+            capsule = await b.distribution.fetch(cid)
+        assert capsule.state == State.VERIFIED
+        assert b.distribution.counters["bad_answers"] >= 1
+        assert a.distribution.counters["chunks_served"] == len(a.distribution.published.get(cid).unique_chunks)
+
+
 async def test_tampered_capsule_is_quarantined_with_its_diagnostic(tmp_path, engine):
     source = limits_capsule(tmp_path / "src")
     forge(source)
