@@ -40,7 +40,7 @@ import secrets
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Iterator
+from typing import Awaitable, Callable, TypeVar
 
 import trio
 
@@ -90,6 +90,7 @@ DEFAULT_REQUEST_TIMEOUT = 10.0
 MAX_PROVIDER_FAILURES = 3
 
 Progress = Callable[[int, int], None]
+T = TypeVar("T")
 
 
 # -- errors -----------------------------------------------------------------
@@ -153,6 +154,11 @@ class Request:
 
     def encode(self) -> bytes:
         return bytes([self.kind]) + self.digest
+
+    def __str__(self) -> str:
+        if self.kind == KIND_CHUNK_LIST:
+            return f"chunk list of {cid_from_digest(self.digest)}"
+        return f"chunk {self.digest.hex()}"
 
 
 def _chunk_digest(chunk_hash: str) -> bytes:
@@ -238,7 +244,7 @@ class PublishedLists:
 
 
 class _ProviderStreams:
-    """Request/answer exchanges with providers, reusing one idle stream per exchange.
+    """Request/answer exchanges with providers; a stream carries one exchange at a time and is reused.
 
     A stream whose exchange failed or was cancelled is reset and dropped: its
     next bytes could be the late answer to the abandoned request.
@@ -295,35 +301,55 @@ async def _reset_or_close(stream) -> None:
 _PROVIDER_FAULTS = (TransportError, FramingError, ProtocolViolation, ChunkError, FormatError, trio.TooSlowError, OSError)
 
 
-class _Rotation:
-    """Round-robin over providers; one that failed repeatedly is asked only after the others."""
+class _Providers:
+    """The providers of one fetch, asked round-robin, with failover.
 
-    def __init__(self, providers: Iterable[PeerId]):
-        self.providers = list(providers)
+    Each request starts one provider further along than the previous one, so
+    concurrent chunk requests spread over all providers; a provider that
+    failed :data:`MAX_PROVIDER_FAILURES` times is asked only after the others.
+    """
+
+    def __init__(self, streams: _ProviderStreams, peers: list[PeerId], counters: collections.Counter):
+        self.streams = streams
+        self.peers = peers
+        self.counters = counters
         self.failures: collections.Counter[PeerId] = collections.Counter()
         self._next = 0
 
-    def order(self) -> Iterator[PeerId]:
-        """Every provider once, starting one further along at each call."""
+    def _order(self) -> list[PeerId]:
         start = self._next
-        self._next = (self._next + 1) % max(1, len(self.providers))
-        rotated = self.providers[start:] + self.providers[:start]
-        return iter(sorted(rotated, key=lambda peer: self.failures[peer] >= MAX_PROVIDER_FAILURES))
+        self._next = (self._next + 1) % len(self.peers)
+        rotated = self.peers[start:] + self.peers[:start]
+        return sorted(rotated, key=lambda peer: self.failures[peer] >= MAX_PROVIDER_FAILURES)
 
-    def failed(self, peer: PeerId) -> None:
-        self.failures[peer] += 1
+    async def first_accepted(self, request: Request, accept: Callable[[bytes], Awaitable[T]]) -> tuple[T | None, list[str]]:
+        """The first answer that ``accept`` turns into a result, or None and why each provider failed.
+
+        ``accept`` raises (a :data:`_PROVIDER_FAULTS` error) to refuse an answer.
+        """
+        attempts = []
+        for peer in self._order():
+            try:
+                payload = await self.streams.request(peer, request)
+                if payload is None:
+                    attempts.append(f"{peer}: not found")
+                    continue
+                return await accept(payload), attempts
+            except _PROVIDER_FAULTS as exc:
+                self.failures[peer] += 1
+                self.counters["bad_answers"] += 1
+                attempts.append(f"{peer}: {_describe(exc)}")
+                logger.warning("%s from %s failed: %s", request, peer, _describe(exc))
+        return None, attempts
 
 
 class _ChunkFetcher:
     """The ``fetch`` given to :func:`unpack`: verified chunks from any provider, with progress."""
 
-    def __init__(self, streams: _ProviderStreams, rotation: _Rotation, chunk_list: ChunkList, store: ChunkStore,
-                 progress: Progress | None, counters: collections.Counter):
-        self.streams = streams
-        self.rotation = rotation
+    def __init__(self, providers: _Providers, chunk_list: ChunkList, store: ChunkStore, progress: Progress | None):
+        self.providers = providers
         self.store = store
         self.progress = progress
-        self.counters = counters
         # A chunk repeated in the capsule counts once per occurrence, so that
         # progress ends at the capsule's size.
         self.occurrences = collections.Counter(chunk for item in chunk_list.files for chunk in item.chunks)
@@ -337,26 +363,17 @@ class _ChunkFetcher:
             self.progress(min(self.done, self.total), self.total)
 
     async def __call__(self, chunk_hash: str) -> bytes:
-        request = Request.for_chunk(chunk_hash)
-        attempts: list[str] = []
-        for peer in self.rotation.order():
-            try:
-                data = await self.streams.request(peer, request)
-                if data is None:
-                    attempts.append(f"{peer}: not found")
-                    continue
-                verify_chunk(chunk_hash, data)
-            except _PROVIDER_FAULTS as exc:
-                self.rotation.failed(peer)
-                self.counters["bad_answers"] += 1
-                attempts.append(f"{peer}: {_describe(exc)}")
-                logger.warning("chunk %s from %s failed: %s", chunk_hash, peer, _describe(exc))
-                continue
-            self.counters["chunks_fetched"] += 1
-            self.done += len(data) * self.occurrences[chunk_hash]
-            self._report()
+        async def verified(data: bytes) -> bytes:
+            verify_chunk(chunk_hash, data)
             return data
-        raise ChunkUnavailableError(chunk_hash, attempts)
+
+        data, attempts = await self.providers.first_accepted(Request.for_chunk(chunk_hash), verified)
+        if data is None:
+            raise ChunkUnavailableError(chunk_hash, attempts)
+        self.providers.counters["chunks_fetched"] += 1
+        self.done += len(data) * self.occurrences[chunk_hash]
+        self._report()
+        return data
 
     async def into_store(self, chunk_hash: str) -> bytes:
         """Fetch one chunk outside :func:`unpack` (the receipt, checked first) and keep it."""
@@ -415,6 +432,9 @@ class CapsuleDistribution:
         self.published = PublishedLists(chunk_store)
         self.counters: collections.Counter[str] = collections.Counter()
         self.incoming_dir = ensure_private_dir(chunk_store.root / "incoming")
+        # What a fetch interrupted by a crash left behind: never admitted, useless now.
+        for leftover in self.incoming_dir.iterdir():
+            shutil.rmtree(leftover, ignore_errors=True)
 
     def install_handler(self) -> None:
         self.host.set_stream_handler(PROTOCOL_ID, self.serve)
@@ -488,11 +508,11 @@ class CapsuleDistribution:
         known = self._already_installed(cid)
         if known is not None:
             return known
-        rotation = _Rotation(await self._find_providers(cid))
         streams = _ProviderStreams(self.host, self.request_timeout)
+        providers = _Providers(streams, await self._find_providers(cid), self.counters)
         dest = self.incoming_dir / f"{cid}.{secrets.token_hex(6)}"
         try:
-            chunk_list, fetcher = await self._fetch_chunk_list(cid, streams, rotation, progress)
+            chunk_list, fetcher = await self._fetch_chunk_list(cid, providers, progress)
             await unpack(chunk_list, fetcher, dest, self.store, parallel=parallel)
             capsule = await trio.to_thread.run_sync(self.runtime.install, dest)
         finally:
@@ -522,28 +542,22 @@ class CapsuleDistribution:
             raise NoProvidersError(f"no provider of capsule {cid} found in the DHT")
         return providers
 
-    async def _fetch_chunk_list(self, cid: str, streams: _ProviderStreams, rotation: _Rotation,
+    async def _fetch_chunk_list(self, cid: str, providers: _Providers,
                                 progress: Progress | None) -> tuple[ChunkList, _ChunkFetcher]:
         """The first chunk list, from any provider, that describes ``cid``'s signed receipt."""
-        request = Request.for_chunk_list(cid)
-        attempts = []
-        for peer in rotation.order():
-            try:
-                payload = await streams.request(peer, request)
-                if payload is None:
-                    attempts.append(f"{peer}: not found")
-                    continue
-                # Validating ~17,000 entries takes a while: off the event loop.
-                chunk_list = await trio.to_thread.run_sync(ChunkList.from_bytes, payload)
-                fetcher = _ChunkFetcher(streams, rotation, chunk_list, self.store, progress, self.counters)
-                receipt_file = next(item for item in chunk_list.files if item.path == RECEIPT_FILE)
-                if receipt_file.size > MAX_JSON_BYTES:
-                    raise FormatError(f"receipt.json of {receipt_file.size} bytes is over {MAX_JSON_BYTES}")
-                receipt_bytes = b"".join([await fetcher.into_store(chunk) for chunk in receipt_file.chunks])
-                check_receipt_matches(cid, chunk_list, receipt_bytes)
-                return chunk_list, fetcher
-            except _PROVIDER_FAULTS as exc:
-                rotation.failed(peer)
-                self.counters["bad_answers"] += 1
-                attempts.append(f"{peer}: {_describe(exc)}")
-        raise ChunkListUnavailableError(f"no provider gave a chunk list matching {cid}: " + "; ".join(attempts))
+
+        async def matching(payload: bytes) -> tuple[ChunkList, _ChunkFetcher]:
+            # Validating ~17,000 entries takes a while: off the event loop.
+            chunk_list = await trio.to_thread.run_sync(ChunkList.from_bytes, payload)
+            fetcher = _ChunkFetcher(providers, chunk_list, self.store, progress)
+            receipt_file = next(item for item in chunk_list.files if item.path == RECEIPT_FILE)
+            if receipt_file.size > MAX_JSON_BYTES:
+                raise FormatError(f"receipt.json of {receipt_file.size} bytes is over {MAX_JSON_BYTES}")
+            receipt_bytes = b"".join([await fetcher.into_store(chunk) for chunk in receipt_file.chunks])
+            check_receipt_matches(cid, chunk_list, receipt_bytes)
+            return chunk_list, fetcher
+
+        found, attempts = await providers.first_accepted(Request.for_chunk_list(cid), matching)
+        if found is None:
+            raise ChunkListUnavailableError(f"no provider gave a chunk list matching {cid}: " + "; ".join(attempts))
+        return found

@@ -151,25 +151,33 @@ async def test_published_capsule_runs_on_another_node_and_its_receipt_verifies(t
     assert restarted.published.cids == [cid]
 
 
-async def test_chunks_come_from_several_providers(tmp_path, engine):
+async def fetch_published_by_a_and_c(tmp_path: Path, a: Node, b: Node, c: Node):
+    """A and C publish the same capsule (from their own copies); B fetches it. Returns (cid, capsule)."""
     source = limits_capsule(tmp_path / "src")
     copy = Path(shutil.copytree(source, tmp_path / "copy"))
+    with trio.fail_after(STEP):
+        cid = await a.distribution.publish(source)
+        assert await c.distribution.publish(copy) == cid
+        await find_providers(b, cid, {a.peer_id, c.peer_id})
+        capsule = await b.distribution.fetch(cid, parallel=8)
+    assert capsule.state == State.VERIFIED and capsule.cid == cid
+    return cid, capsule
+
+
+def unique_chunks(node: Node, cid: str) -> int:
+    return len(node.distribution.published.get(cid).unique_chunks)
+
+
+async def test_chunks_come_from_several_providers(tmp_path, engine):
     async with open_mesh(tmp_path, engine, 3) as (a, b, c):
-        with trio.fail_after(STEP):
-            cid = await a.distribution.publish(source)
-            assert await c.distribution.publish(copy) == cid
-            await find_providers(b, cid, {a.peer_id, c.peer_id})
-            capsule = await b.distribution.fetch(cid, parallel=8)
-        assert capsule.state == State.VERIFIED
+        cid, _ = await fetch_published_by_a_and_c(tmp_path, a, b, c)
         served = a.distribution.counters["chunks_served"], c.distribution.counters["chunks_served"]
         assert all(count > 0 for count in served), served
-        assert sum(served) == len(a.distribution.published.get(cid).unique_chunks)
+        assert sum(served) == unique_chunks(a, cid)
         assert b.distribution.counters["bad_answers"] == 0
 
 
 async def test_corrupted_chunk_is_detected_and_taken_from_another_provider(tmp_path, engine):
-    source = limits_capsule(tmp_path / "src")
-    copy = Path(shutil.copytree(source, tmp_path / "copy"))
     async with open_mesh(tmp_path, engine, 3) as (a, b, c):
         honest = c.distribution.read_chunk
 
@@ -178,15 +186,10 @@ async def test_corrupted_chunk_is_detected_and_taken_from_another_provider(tmp_p
             return None if data is None else bytes([data[0] ^ 1]) + data[1:]
 
         c.distribution.read_chunk = flip_first_byte  # C now lies about every chunk
-        with trio.fail_after(STEP):
-            cid = await a.distribution.publish(source)
-            await c.distribution.publish(copy)
-            await find_providers(b, cid, {a.peer_id, c.peer_id})
-            capsule = await b.distribution.fetch(cid)
-        assert capsule.state == State.VERIFIED
+        cid, _ = await fetch_published_by_a_and_c(tmp_path, a, b, c)
         assert c.distribution.counters["chunks_served"] >= 1
         assert b.distribution.counters["bad_answers"] == c.distribution.counters["chunks_served"]
-        assert a.distribution.counters["chunks_served"] == len(a.distribution.published.get(cid).unique_chunks)
+        assert a.distribution.counters["chunks_served"] == unique_chunks(a, cid)
 
         # With only the liar left, the fetch names the chunk and the mismatch.
         other = write_capsule(tmp_path / "other-src", manifest(version="2.0.0"), LIMITS_WAT)
@@ -198,8 +201,6 @@ async def test_corrupted_chunk_is_detected_and_taken_from_another_provider(tmp_p
 
 
 async def test_slow_provider_is_skipped_after_the_request_timeout(tmp_path, engine):
-    source = limits_capsule(tmp_path / "src")
-    copy = Path(shutil.copytree(source, tmp_path / "copy"))
     async with open_mesh(tmp_path, engine, 3) as (a, b, c):
 
         async def never_answer(chunk_hash):
@@ -207,14 +208,9 @@ async def test_slow_provider_is_skipped_after_the_request_timeout(tmp_path, engi
 
         c.distribution.read_chunk = never_answer
         b.distribution.request_timeout = 0.5
-        with trio.fail_after(STEP):
-            cid = await a.distribution.publish(source)
-            await c.distribution.publish(copy)
-            await find_providers(b, cid, {a.peer_id, c.peer_id})
-            capsule = await b.distribution.fetch(cid)
-        assert capsule.state == State.VERIFIED
+        cid, _ = await fetch_published_by_a_and_c(tmp_path, a, b, c)
         assert b.distribution.counters["bad_answers"] >= 1
-        assert a.distribution.counters["chunks_served"] == len(a.distribution.published.get(cid).unique_chunks)
+        assert a.distribution.counters["chunks_served"] == unique_chunks(a, cid)
 
 
 async def test_tampered_capsule_is_quarantined_with_its_diagnostic(tmp_path, engine):
