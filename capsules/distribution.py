@@ -13,10 +13,12 @@ capsule must pass admission.
 Wire format of ``/hm/capsule-chunks/1.0.0``
 -------------------------------------------
 
-Requests are pipelined on one stream: the client sends a request, reads its
-answer, and may then send the next one; the provider answers requests in
-order until the client finishes its side (FIN), then closes. Every message
-is one varint-framed body (``uvarint(len) ‖ body``, as
+Several requests may share a stream: the provider answers them one at a
+time, in order, until the client finishes its side (FIN), then closes; a
+client may send further requests before reading the answers (pipelining).
+This module's fetcher keeps one request in flight per stream, runs concurrent
+requests on separate streams and reuses a stream once its answer is read.
+Every message is one varint-framed body (``uvarint(len) ‖ body``, as
 :mod:`hypermesh.transport.framing` writes)::
 
     request = kind:u8 ‖ digest:32 bytes               (exactly 33 bytes)
@@ -27,9 +29,10 @@ is one varint-framed body (``uvarint(len) ‖ body``, as
         payload of a chunk list: its canonical JSON (``ChunkList.to_bytes``), ≤ 4 MiB
         payload of a chunk: its bytes, ≤ 256 KiB (``chunks.MAX_CHUNK``)
 
-A provider serves only the chunk lists it published and the chunks those lists
-name. A request that is not exactly 33 bytes, has an unknown kind, or does not
-arrive and get its answer read within :data:`EXCHANGE_TIMEOUT` (30 s) resets that stream (and only it).
+A provider serves only the chunk lists it published and the chunks those
+lists name. A request that is not exactly 33 bytes or has an unknown kind, or
+an exchange (request in, answer out) that takes over :data:`EXCHANGE_TIMEOUT`
+(30 s), resets that stream, and only it.
 """
 
 from __future__ import annotations
@@ -298,7 +301,8 @@ async def _reset_or_close(stream) -> None:
 
 
 # Failures of one provider on one request: try another provider.
-_PROVIDER_FAULTS = (TransportError, FramingError, ProtocolViolation, ChunkError, FormatError, trio.TooSlowError, OSError)
+_PROVIDER_FAULTS = (TransportError, FramingError, ProtocolViolation, ChunkError, FormatError, trio.TooSlowError,
+                    OSError)
 
 
 class _Providers:
@@ -322,7 +326,8 @@ class _Providers:
         rotated = self.peers[start:] + self.peers[:start]
         return sorted(rotated, key=lambda peer: self.failures[peer] >= MAX_PROVIDER_FAILURES)
 
-    async def first_accepted(self, request: Request, accept: Callable[[bytes], Awaitable[T]]) -> tuple[T | None, list[str]]:
+    async def first_accepted(self, request: Request,
+                             accept: Callable[[bytes], Awaitable[T]]) -> tuple[T | None, list[str]]:
         """The first answer that ``accept`` turns into a result, or None and why each provider failed.
 
         ``accept`` raises (a :data:`_PROVIDER_FAULTS` error) to refuse an answer.
@@ -405,7 +410,8 @@ def check_receipt_matches(cid: str, chunk_list: ChunkList, receipt_bytes: bytes)
         raise FormatError(f"the chunk list's receipt.json does not have root {expected_root.hex()} of {cid}")
     listed = {item.path for item in chunk_list.files}
     if listed != set(receipt.files) | {RECEIPT_FILE}:
-        raise FormatError(f"chunk list files differ from the receipt's: {sorted(listed ^ (set(receipt.files) | {RECEIPT_FILE}))}")
+        differing = sorted(listed ^ (set(receipt.files) | {RECEIPT_FILE}))
+        raise FormatError(f"chunk list files differ from the receipt's: {differing}")
     return receipt
 
 
@@ -446,7 +452,8 @@ class CapsuleDistribution:
         cid, chunk_list = await trio.to_thread.run_sync(self.store.pack, Path(capsule_dir))
         self.published.remember(chunk_list)
         self.discovery.provide(cid)
-        logger.info("published capsule %s (%d files, %d chunks)", cid, len(chunk_list.files), len(chunk_list.unique_chunks))
+        logger.info("published capsule %s (%d files, %d chunks)", cid, len(chunk_list.files),
+                    len(chunk_list.unique_chunks))
         return cid
 
     async def serve(self, stream) -> None:

@@ -69,7 +69,8 @@ async def open_node(directory: Path, engine, bootstrap: list[str] = ()):
     identity = Identity.generate()
     policy = TrustPolicy()
     policy.trust(BUILDER.peer_id)
-    async with open_host(identity, [V6]) as host, open_discovery(host, directory / "dht", bootstrap=bootstrap) as discovery:
+    async with (open_host(identity, [V6]) as host,
+                open_discovery(host, directory / "dht", bootstrap=bootstrap) as discovery):
         runtime = CapsuleRuntime(directory, identity=identity, policy=policy, engine=engine)
         try:
             store = ChunkStore(directory / "capsules" / "chunks")
@@ -106,7 +107,8 @@ async def find_providers(node: Node, cid: str, expected: set) -> None:
 
 
 def limits_capsule(directory: Path) -> Path:
-    return write_capsule(directory, manifest(), LIMITS_WAT, spec={"spec/data.bin": PAYLOAD, "spec/README.md": b"# data\n"})
+    spec = {"spec/data.bin": PAYLOAD, "spec/README.md": b"# data\n"}
+    return write_capsule(directory, manifest(), LIMITS_WAT, spec=spec)
 
 
 def forge(directory: Path) -> None:
@@ -263,7 +265,7 @@ async def test_bad_requests_reset_only_their_stream(tmp_path, engine):
                         Request.for_chunk("00" * 32), Request(KIND_CHUNK_LIST, bytes(32))]
             for request in requests:
                 await stream.send_all(frame(request.encode()))
-            answers = [decode_answer(await reader.read_frame(request.max_answer), request.max_answer) for request in requests]
+            answers = [decode_answer(await reader.read_frame(r.max_answer), r.max_answer) for r in requests]
             await stream.send_eof()
             assert await reader.read_frame(1) is None  # the provider closes after our FIN
             assert ChunkList.from_bytes(answers[0]) == chunk_list
