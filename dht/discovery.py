@@ -81,6 +81,10 @@ class Discovery:
         """Announce this node as a provider of ``cid``, republished until the node stops."""
         self.service.provide([_as_cid(cid).multihash])
 
+    async def wait_provided(self, cid: Cid | str) -> None:
+        """Wait until ``cid``'s provider records have been published once."""
+        await self.service.wait_provided([_as_cid(cid).multihash])
+
     def stop_providing(self, cid: Cid | str) -> None:
         self.service.core.stop_providing(_as_cid(cid).multihash)
 

@@ -124,6 +124,7 @@ class KademliaService:
         self._waiters: dict[int, _Waiter] = {}
         self._record_listeners: list[Callable[[bytes], None]] = []
         self._outbound_limit = trio.CapacityLimiter(MAX_OUTBOUND_STREAMS)
+        self._provide_progress = trio.Event()
         self._unidentified: dict[PeerId, tuple[bytes | None, float]] = {}
         self._unidentified_added = trio.Event()
         self._nursery: trio.Nursery | None = None
@@ -199,6 +200,9 @@ class KademliaService:
                 self._nursery.start_soon(self._send_one_way, requests[start : start + ONE_WAY_MESSAGES_PER_STREAM])
         for event in self.core.take_events():
             if isinstance(event, OperationFinished):
+                if event.result.kind == "provide":
+                    self._provide_progress.set()
+                    self._provide_progress = trio.Event()
                 waiter = self._waiters.pop(event.result.op_id, None)
                 if waiter is not None:
                     waiter.result = event.result
@@ -383,6 +387,14 @@ class KademliaService:
         """Queue provider records; the reprovider publishes them in region batches."""
         self._running_core().provide(keys, self.now())
         self._pump()
+
+    async def wait_provided(self, keys: list[bytes]) -> None:
+        """Return once every key has been published at least once (bound it with a timeout)."""
+        while True:
+            published = self.store.local_provides()
+            if all(published.get(key, 0.0) > 0 for key in keys):
+                return
+            await self._provide_progress.wait()
 
     def on_record_changed(self, listener: Callable[[bytes], None]) -> None:
         self._record_listeners.append(listener)

@@ -55,8 +55,7 @@ async def test_provider_records_cross_between_hypermesh_and_pylibp2p(tmp_path):
                     # Our ADD_PROVIDER is stored by py-libp2p, and its lookup finds us.
                     ours = Cid.for_string("provided by hypermesh")
                     discovery.provide(ours)
-                    while not all(t > 0 for t in discovery.service.store.local_provides().values()):
-                        await trio.sleep(0.1)  # bounded by fail_after: waits on real network I/O
+                    await discovery.wait_provided(ours)
                     stored = await pycmd(peer, {"cmd": "local_providers", "key": str(ours)})
                     assert str(host.peer_id) in {p["peer_id"] for p in stored["providers"]}
                     found = await pycmd(peer, {"cmd": "find_providers", "key": str(ours), "count": 1})

@@ -42,7 +42,7 @@ async def test_dht_over_real_hosts(tmp_path):
 
             cid = Cid.for_string("real hosts")
             nodes[1].provide(cid)
-            await wait_for(lambda: all(t > 0 for t in nodes[1].service.store.local_provides().values()))
+            await nodes[1].wait_provided(cid)
             providers = await nodes[2].find_providers(cid)
             assert [p.peer_id for p in providers] == [hosts[1].peer_id]
 
