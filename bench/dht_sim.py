@@ -9,7 +9,9 @@ Phases, all on the real sans-IO core (hypermesh.dht.kademlia):
    through a random live node;
 3. one node republishing many provider records in one interval (region
    batches), compared with one lookup per record, then provider lookups for a
-   sample of those records from random nodes.
+   sample of those records from random nodes;
+4. provider lookups while half of a separate network colludes in an eclipse
+   attack, with one lookup path (the baseline) and with 3 disjoint paths.
 
 A lookup succeeds when the closest peer it returns is the closest live node
 to the key (an oracle computes it), the querying node aside.
@@ -18,6 +20,7 @@ to the key (an oracle computes it), the querying node aside.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import heapq
 import json
 import math
@@ -31,8 +34,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from hypermesh.dht.keys import Cid, kad_key  # noqa: E402
 from hypermesh.dht.sim import SIM_KAD_CONFIG, Simulator, build_network, closest_online  # noqa: E402
 
-FULL = {"nodes": 10_000, "lookups": 3_000, "churn_lookups": 3_000, "records": 100_000, "placement_sample": 500}
-QUICK = {"nodes": 1_000, "lookups": 500, "churn_lookups": 500, "records": 10_000, "placement_sample": 200}
+FULL = {"nodes": 10_000, "lookups": 3_000, "churn_lookups": 3_000, "records": 100_000, "placement_sample": 500,
+        "adversarial_nodes": 2_000, "adversarial_lookups": 300}
+QUICK = {"nodes": 1_000, "lookups": 500, "churn_lookups": 500, "records": 10_000, "placement_sample": 200,
+         "adversarial_nodes": 600, "adversarial_lookups": 100}
+ADVERSARIAL_FRACTION = 0.5
 CHURN_FRACTION = 0.30
 CHURN_DURATION = 900.0  # virtual seconds over which the nodes are replaced
 LOOKUP_SPACING = 0.05  # virtual seconds between lookup starts (many overlap)
@@ -149,6 +155,26 @@ def reprovide_phase(sim: Simulator, records: int, sample: int) -> dict:
     }
 
 
+def adversarial_phase(seed: int, nodes: int, lookups: int, paths: int) -> dict:
+    """Provider lookups while half the nodes collude in an eclipse attack (sim.make_adversarial)."""
+    kad = dataclasses.replace(SIM_KAD_CONFIG, disjoint_paths=paths)
+    sim = build_network(seed, nodes, kad=kad)
+    sim.make_adversarial(sim.rng.sample(sim.nodes, int(nodes * ADVERSARIAL_FRACTION)))
+    honest = [n for n in sim.nodes if not n.adversarial]
+    found = messages = 0
+    for i in range(lookups):
+        publisher = honest[sim.rng.randrange(len(honest))]
+        key = Cid.for_string(f"hypermesh-bench-adversarial-{i}").multihash
+        publisher.core.provide([key], sim.now)
+        sim._sync(publisher)
+        sim.run_until(sim.now + 30.0)
+        seeker = honest[sim.rng.randrange(len(honest))]
+        result = sim.run_operation(seeker, lambda core, now, key=key: core.get_providers(key, now, wanted=1))
+        found += any(p.peer_id == publisher.peer_id for p in result.providers)
+        messages += result.messages
+    return {"paths": paths, "success_rate": 100.0 * found / lookups, "mean_messages": messages / lookups}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a smaller smoke run")
@@ -174,6 +200,12 @@ def main() -> None:
     reprovide = reprovide_phase(sim, params["records"], params["placement_sample"])
     timings["reprovide_s"] = round(time.monotonic() - mark, 1)
 
+    mark = time.monotonic()
+    adversarial = [
+        adversarial_phase(args.seed, params["adversarial_nodes"], params["adversarial_lookups"], paths) for paths in (1, 3)
+    ]
+    timings["adversarial_s"] = round(time.monotonic() - mark, 1)
+
     n = params["nodes"]
     k, alpha = SIM_KAD_CONFIG.k, SIM_KAD_CONFIG.alpha
     log2n = round(math.log2(n), 3)
@@ -194,6 +226,9 @@ def main() -> None:
               reprovide["placement_accuracy"] >= 95.0),
         check("find_providers_after_reprovide", round(reprovide["find_providers_success"], 2), "%", ">= 99", 100.0,
               reprovide["find_providers_success"] >= 99.0),
+        check("provider_lookup_success_50pct_eclipse_disjoint_paths", round(adversarial[1]["success_rate"], 2), "%",
+              ">= 99 with 3 disjoint paths (baseline: 1 path)", round(adversarial[0]["success_rate"], 2),
+              adversarial[1]["success_rate"] >= 99.0),
     ]
     report = {
         "bench": "dht_sim",
@@ -207,6 +242,7 @@ def main() -> None:
         "stable": stable,
         "churn": churn,
         "reprovide": reprovide,
+        "adversarial": {"fraction": ADVERSARIAL_FRACTION, "nodes": params["adversarial_nodes"], "runs": adversarial},
         "timings_s": timings,
         "elapsed_s": round(time.monotonic() - wall, 1),
         "checks": checks,

@@ -25,7 +25,7 @@ from multiaddr import Multiaddr
 from hypermesh.transport.identity import PeerId
 
 from .kademlia import KadConfig, KademliaCore, Mode, OperationFinished
-from .keys import KEY_BITS, bucket_index, peer_key
+from .keys import KEY_BITS, bucket_index, kad_key, peer_key
 from .routing import ip_group
 from .messages import DhtProtocolError, KadMessage, MessageType, PeerInfo, decode_message, encode_message
 from .operations import OperationResult
@@ -64,6 +64,7 @@ class SimNode:
     core: KademliaCore
     key: int
     online: bool = True
+    adversarial: bool = False
     joined_at: float = 0.0
     timer_at: float | None = None
     results: dict[int, OperationResult] = field(default_factory=dict)
@@ -84,6 +85,7 @@ class Simulator:
         self._queue: list[tuple[float, int, Callable, tuple]] = []
         self._sequence = itertools.count()
         self.delivered: dict[str, int] = {t.name: 0 for t in MessageType}
+        self._adversaries: list[SimNode] = []
         self.on_result: Callable[[SimNode, OperationResult], None] | None = None
 
     # --------------------------------------------------------------- nodes
@@ -120,6 +122,31 @@ class Simulator:
     def crash(self, node: SimNode) -> None:
         """The node vanishes without a word, as most departures do."""
         node.online = False
+
+    def make_adversarial(self, nodes: list[SimNode]) -> None:
+        """Turn ``nodes`` into a colluding eclipse attack.
+
+        They answer every lookup query with the k attackers closest to the
+        key and nothing else (no providers, no values), and silently drop
+        ADD_PROVIDER and PUT_VALUE: a lookup that meets only attackers
+        stays among them and finds nothing.
+        """
+        for node in nodes:
+            node.adversarial = True
+        self._adversaries = [n for n in self.nodes if n.adversarial]
+
+    def _adversarial_answer(self, source: SimNode, target: SimNode, request) -> None:
+        message = request.message
+        if not request.expects_response:
+            response = None  # ADD_PROVIDER: accepted in appearance, dropped in fact
+        elif message.type is MessageType.PUT_VALUE:
+            return  # never acknowledged
+        else:
+            key = kad_key(message.key)
+            closest = heapq.nsmallest(self.kad.k + 1, self._adversaries, key=lambda n: n.key ^ key)
+            closer = tuple(n.info for n in closest if n is not source)[: self.kad.k]
+            response = KadMessage(message.type, key=message.key, closer_peers=closer)
+        self.schedule(self.now + self._latency(), self._respond, source, target, request.request_id, response)
 
     def online_nodes(self) -> list[SimNode]:
         return [n for n in self.nodes if n.online]
@@ -217,6 +244,9 @@ class Simulator:
         if not target.online or target.core.mode is Mode.CLIENT:
             return
         self.delivered[request.message.type.name] += 1
+        if target.adversarial:
+            self._adversarial_answer(source, target, request)
+            return
         try:
             response = target.core.handle_request(
                 source.peer_id,

@@ -134,3 +134,23 @@ def test_simulator_uses_virtual_time_only():
     sim.crash(b)
     result = sim.run_operation(a, lambda core, now: sim.join(a, [b]))
     assert result.closest == [] and 5.0 <= sim.now - 1_700_000_000.0 < 6.0
+
+
+def test_disjoint_paths_defeat_an_eclipse_by_half_the_network():
+    def success_rate(paths):
+        sim = build_network(12, 300, kad=dataclasses.replace(SIM_KAD_CONFIG, disjoint_paths=paths))
+        sim.make_adversarial(sim.rng.sample(sim.nodes, 150))
+        honest = [n for n in sim.nodes if not n.adversarial]
+        found = 0
+        for i in range(60):
+            publisher, seeker = sim.rng.sample(honest, 2)
+            key = Cid.for_string(f"eclipse-{i}").multihash
+            publisher.core.provide([key], sim.now)
+            sim._sync(publisher)
+            sim.run_until(sim.now + 30)
+            result = sim.run_operation(seeker, lambda core, now: core.get_providers(key, now, wanted=1))
+            found += any(p.peer_id == publisher.peer_id for p in result.providers)
+        return found / 60
+
+    assert success_rate(3) == 1.0
+    assert success_rate(1) < 1.0  # the attack does work against a single path
