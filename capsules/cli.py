@@ -23,6 +23,7 @@ from .build import LANGUAGES, build_capsule, scaffold
 from .chunks import ChunkStore
 from .cid import is_cid
 from .errors import CapsuleError
+from .execution import verify_execution_receipt
 from .layout import MANIFEST_FILE, MAX_JSON_BYTES, RECEIPT_FILE, read_bounded
 from .receipt import sign_capsule
 from .schema import parse_json
@@ -189,6 +190,19 @@ def cmd_trust(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_verify_receipt(args: argparse.Namespace) -> int:
+    if args.file == "-":
+        data = sys.stdin.buffer.read(MAX_JSON_BYTES + 1)
+    else:
+        data = read_bounded(Path(args.file), args.file, MAX_JSON_BYTES)
+    document = parse_json(data, args.file, MAX_JSON_BYTES)
+    receipt = document.get("receipt", document) if isinstance(document, dict) else document
+    valid = verify_execution_receipt(receipt)
+    _emit(args, {"valid": valid, "node": receipt.get("node"), "capsule": receipt.get("capsule")},
+          f"{'valid' if valid else 'INVALID'} receipt of {receipt.get('capsule')} by {receipt.get('node')}")
+    return 0 if valid else 1
+
+
 def _guarded(handler: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
     def run(args: argparse.Namespace) -> int:
         try:
@@ -235,6 +249,11 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     trust.add_argument("peer_id")
     trust.add_argument("--zones", nargs="+", default=["tenant", "session", "ephemeral"],
                        choices=["system", "tenant", "session", "ephemeral"])
+    verify_receipt = add("verify-receipt", cmd_verify_receipt,
+                         "check an execution receipt's signature against the node that signed it")
+    verify_receipt.add_argument("file", help="a receipt, or `capsule run --json` output, as JSON ('-' for stdin)")
+    # The node adds its mesh commands (publish, fetch) to the same group.
+    capsule.commands = commands
     return capsule
 
 

@@ -105,11 +105,11 @@ class CapsuleRuntime:
                  bus: EventBus | None = None, engine: CapsuleEngine | None = None):
         self.data_dir = Path(data_dir)
         self.identity = identity if identity is not None else init_identity(self.data_dir)[0]
-        if policy is None:
-            policy = TrustPolicy.load(self.data_dir / POLICY_FILE)
-            # A node trusts what it signed itself, in every zone.
-            policy.trust(self.identity.peer_id)
-        self.policy = policy
+        # Without an explicit policy, follow the policy file, so that
+        # `hypermesh capsule trust` takes effect on a running node.
+        self._policy_path = self.data_dir / POLICY_FILE if policy is None else None
+        self._policy_stamp: tuple | None = None
+        self._policy = policy
         self.bus = bus if bus is not None else EventBus()
         self._owns_engine = engine is None
         self.engine = engine if engine is not None else CapsuleEngine(self.data_dir / "artifacts")
@@ -123,6 +123,21 @@ class CapsuleRuntime:
         self._lock = threading.RLock()
         self._idle = threading.Condition(self._lock)
         self._depth = threading.local()
+
+    @property
+    def policy(self) -> TrustPolicy:
+        if self._policy_path is not None:
+            try:
+                info = self._policy_path.stat()
+                stamp = (info.st_mtime_ns, info.st_size, info.st_ino)
+            except FileNotFoundError:
+                stamp = None
+            if self._policy is None or stamp != self._policy_stamp:
+                policy = TrustPolicy.load(self._policy_path)
+                # A node trusts what it signed itself, in every zone.
+                policy.trust(self.identity.peer_id)
+                self._policy, self._policy_stamp = policy, stamp
+        return self._policy
 
     def close(self) -> None:
         self.kv.close()

@@ -21,8 +21,15 @@ from hypermesh.transport.host import open_host
 from hypermesh.transport.identity import Identity, IdentityError, init_identity, key_path, load_identity
 from hypermesh.transport.multiaddrs import MultiaddrError
 
+from hypermesh.capsules import cli as capsule_cli
+from hypermesh.dht.kademlia import Mode
+
 from . import control, operations
 from .config import DEFAULT_DATA_DIR
+
+# A short-lived node (a CLI command with no running node) listens only so
+# that the peers it asks can answer it.
+SHORT_LIVED_LISTEN = ["/ip6/::/udp/0/quic-v1", "/ip4/0.0.0.0/udp/0/quic-v1"]
 from .logs import setup_logging
 
 log = logging.getLogger("hypermesh.node")
@@ -75,17 +82,35 @@ def cmd_run(args) -> int:
 async def _on_node(args, command: str, **params):
     """Run an operation on the node of ``--data-dir``: through its control
     socket when it is running, else on a short-lived node with its identity
-    (or a throwaway one)."""
+    (a throwaway one for transport-only commands on an uninitialised dir)."""
     if control.node_is_running(args.data_dir):
         try:
             return await control.call(args.data_dir, command, **params)
         except control.ControlError as exc:
             if "no node is running" not in str(exc):
                 raise CommandError(str(exc)) from None
-    operation = getattr(operations, {"id": "identify"}.get(command, command))
-    async with open_host(_client_identity(args.data_dir)) as host:
-        positional = params.pop("addr", None)
-        return await (operation(host, positional, **params) if positional is not None else operation(host, **params))
+    operation = operations.OPERATIONS[command]
+    if command in operations.TRANSPORT_ONLY:
+        async with open_host(_client_identity(args.data_dir)) as host:
+            return await operation(_HostOnly(host), **params)
+    bootstrap = getattr(args, "bootstrap", None) or []
+    if not bootstrap:
+        raise CommandError(
+            f"no node is running in {args.data_dir}: start one with `hypermesh run`, or give --bootstrap MADDR"
+        )
+    from .node import open_node
+
+    identity, _ = init_identity(args.data_dir)
+    async with open_node(identity, args.data_dir, SHORT_LIVED_LISTEN, bootstrap, dht_mode=Mode.CLIENT) as node:
+        for addr in bootstrap:
+            await node.host.connect(addr)
+        await node.discovery.service.bootstrap()
+        return await operation(node, **params)
+
+
+class _HostOnly:
+    def __init__(self, host):
+        self.host = host
 
 
 def _show(args, result, lines) -> int:
@@ -126,21 +151,6 @@ def _peers_lines(result):
         yield f"{peer['peer_id']}  {' '.join(peer['addrs'])}  {peer['agent_version']}"
 
 
-async def _ping(args) -> int:
-    result = await _on_node(args, "ping", addr=args.maddr, count=args.count)
-    return _show(args, result, _ping_lines)
-
-
-async def _identify(args) -> int:
-    result = await _on_node(args, "id", addr=args.maddr)
-    return _show(args, result, _identify_lines)
-
-
-async def _perf(args) -> int:
-    result = await _on_node(args, "perf", addr=args.maddr, upload=args.upload, download=args.download)
-    return _show(args, result, _key_value_lines)
-
-
 async def _peers(args) -> int:
     if not control.node_is_running(args.data_dir):
         raise CommandError(f"no node is running in {args.data_dir}: start one with `hypermesh run`")
@@ -149,6 +159,33 @@ async def _peers(args) -> int:
     except control.ControlError as exc:
         raise CommandError(str(exc)) from None
     return _show(args, result, _peers_lines)
+
+
+def _providers_lines(result):
+    yield f"{result['cid']}: {len(result['providers'])} provider(s)"
+    for provider in result["providers"]:
+        yield f"  {provider['peer_id']}  {' '.join(provider['addrs'])}"
+
+
+def _instances_lines(result):
+    if not result["instances"]:
+        yield f"no instances of {result['name']}"
+    for instance in result["instances"]:
+        yield f"{instance['peer_id']}  {instance['protocol']}  weight {instance['weight']}  {' '.join(instance['addrs'])}"
+
+
+def _node_command(command: str, lines, **fixed):
+    """A CLI handler running ``command`` on the node, with arguments from args."""
+
+    def handler(args) -> int:
+        params = {name: getattr(args, attribute) for name, attribute in fixed.items()}
+
+        async def run():
+            return await _on_node(args, command, **params)
+
+        return _show(args, trio.run(run), lines)
+
+    return handler
 
 
 def _byte_count(text: str) -> int:
@@ -195,36 +232,63 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--bootstrap", action="append", default=[], metavar="MADDR", help="peer to connect to at start")
     run.add_argument("--metrics", metavar="ADDR", help="serve Prometheus metrics on HOST:PORT")
 
-    ping = command("ping", lambda args: trio.run(_ping, args), "ping a peer")
+    ping = command("ping", _node_command("ping", _ping_lines, addr="maddr", count="count"), "ping a peer")
     ping.add_argument("maddr", help="full multiaddr ending in /p2p/<peer id>")
     ping.add_argument("--count", type=_positive, default=3)
 
-    ident = command("id", lambda args: trio.run(_identify, args), "show a peer's identify record")
+    ident = command("id", _node_command("id", _identify_lines, addr="maddr"), "show a peer's identify record")
     ident.add_argument("maddr")
 
-    perf = command("perf", lambda args: trio.run(_perf, args), "measure throughput to a peer (/perf/1.0.0)")
+    perf = command("perf", _node_command("perf", _key_value_lines, addr="maddr", upload="upload", download="download"),
+                   "measure throughput to a peer (/perf/1.0.0)")
     perf.add_argument("maddr")
     perf.add_argument("--upload", type=_byte_count, default=0, metavar="BYTES")
     perf.add_argument("--download", type=_byte_count, default=0, metavar="BYTES")
 
     command("peers", lambda args: trio.run(_peers, args), "list the running node's connected peers")
 
-    for extension in _extensions():
-        extension(commands, command)
+    def with_bootstrap(sub):
+        sub.add_argument("--bootstrap", action="append", default=[], metavar="MADDR",
+                         help="when no node runs in --data-dir: peer to join for this command")
+        return sub
+
+    dht = commands.add_parser("dht", help="provider records in the DHT").add_subparsers(
+        dest="dht_command", required=True, metavar="COMMAND")
+    provide = with_bootstrap(_sub(dht, "provide", _node_command("dht.provide", _key_value_lines, key="key"),
+                                  "announce this node as a provider of KEY (a CID, or any string)"))
+    provide.add_argument("key")
+    find = with_bootstrap(_sub(dht, "find-providers", _node_command("dht.find_providers", _providers_lines, key="key"),
+                               "find the providers of KEY"))
+    find.add_argument("key")
+
+    service = commands.add_parser("service", help="named services in the DHT").add_subparsers(
+        dest="service_command", required=True, metavar="COMMAND")
+    register = with_bootstrap(_sub(service, "register", _node_command(
+        "service.register", _key_value_lines, name="name", protocol="protocol", weight="weight"),
+        "announce that this node offers service NAME"))
+    register.add_argument("name")
+    register.add_argument("--protocol", required=True, help="protocol ID clients should open")
+    register.add_argument("--weight", type=int, default=100)
+    resolve = with_bootstrap(_sub(service, "resolve", _node_command("service.resolve", _instances_lines, name="name"),
+                                  "find the instances of service NAME"))
+    resolve.add_argument("name")
+
+    capsule_commands = capsule_cli.register(commands).commands
+    publish = with_bootstrap(_sub(capsule_commands, "publish", _node_command(
+        "capsule.publish", _key_value_lines, directory="dir"), "announce a signed capsule to the mesh"))
+    publish.add_argument("dir")
+    fetch = with_bootstrap(_sub(capsule_commands, "fetch", _node_command(
+        "capsule.fetch", _key_value_lines, cid="cid"), "fetch a capsule by CID, verify and install it"))
+    fetch.add_argument("cid")
     return parser
 
 
-def _extensions():
-    """Command groups contributed by the upper layers."""
-    found = []
-    try:
-        from hypermesh.capsules import cli as capsule_cli
-
-        if hasattr(capsule_cli, "register"):
-            found.append(lambda commands, command: capsule_cli.register(commands))
-    except ImportError:
-        pass
-    return found
+def _sub(group, name: str, handler, help_text: str) -> argparse.ArgumentParser:
+    sub = group.add_parser(name, help=help_text, description=help_text)
+    sub.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR, help="node directory (default ~/.hypermesh)")
+    sub.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    sub.set_defaults(handler=handler)
+    return sub
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,17 +1,29 @@
-"""The composition root: one process, one identity, every layer wired together."""
+"""The composition root: one process, one identity, every layer wired together.
+
+    transport (Host) ← dht (Discovery) ← capsules (runtime, distribution) ← control socket
+"""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import signal
 import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import AsyncIterator
 
 import trio
 
+from hypermesh.capsules.chunks import ChunkStore
+from hypermesh.capsules.distribution import CapsuleDistribution
+from hypermesh.capsules.runtime import CapsuleRuntime
+from hypermesh.dht.discovery import Discovery, open_discovery
+from hypermesh.dht.kademlia import Mode
 from hypermesh.transport.errors import TransportError
-from hypermesh.transport.host import open_host
-from hypermesh.transport.identity import init_identity
+from hypermesh.transport.host import Host, HostConfig, open_host
+from hypermesh.transport.identity import Identity, init_identity
 from hypermesh.transport.multiaddrs import MultiaddrError, parse_quic_address
 
 from . import operations
@@ -21,6 +33,44 @@ from .control import ControlServer
 log = logging.getLogger("hypermesh.node")
 
 BOOTSTRAP_RETRY_SECONDS = (1, 2, 5, 10, 30)
+
+
+@dataclass
+class Node:
+    identity: Identity
+    data_dir: Path
+    host: Host
+    discovery: Discovery
+    runtime: CapsuleRuntime
+    distribution: CapsuleDistribution
+
+
+@contextlib.asynccontextmanager
+async def open_node(
+    identity: Identity,
+    data_dir: Path,
+    listen: list[str],
+    bootstrap: list[str] = (),
+    *,
+    dht_mode: Mode = Mode.SERVER,
+    host_config: HostConfig | None = None,
+) -> AsyncIterator[Node]:
+    """Every layer of a node, running until the block exits."""
+    for addr in bootstrap:
+        if parse_quic_address(addr).peer_id is None:
+            raise MultiaddrError(f"bootstrap address {addr} lacks /p2p/<peer id>")
+    async with open_host(identity, listen, host_config) as host:
+        async with open_discovery(host, data_dir, bootstrap=list(bootstrap), mode=dht_mode) as discovery:
+            runtime = CapsuleRuntime(data_dir, identity=identity)
+            try:
+                runtime.install_stored()
+                distribution = CapsuleDistribution(
+                    host, discovery, ChunkStore(data_dir / "capsules" / "chunks"), runtime
+                )
+                distribution.install_handler()
+                yield Node(identity, data_dir, host, discovery, runtime, distribution)
+            finally:
+                runtime.close()
 
 
 def start_metrics_server(addr: str) -> None:
@@ -54,19 +104,14 @@ async def run_node(args) -> int:
     identity, created = init_identity(args.data_dir)
     if created:
         log.warning("created a new identity %s in %s", identity.peer_id, args.data_dir)
-    listen = args.listen or DEFAULT_LISTEN
-    for addr in args.bootstrap:
-        parsed = parse_quic_address(addr)
-        if parsed.peer_id is None:
-            raise MultiaddrError(f"bootstrap address {addr} lacks /p2p/<peer id>")
     if args.metrics:
         start_metrics_server(args.metrics)
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-        async with open_host(identity, listen) as host:
+        async with open_node(identity, args.data_dir, args.listen or DEFAULT_LISTEN, args.bootstrap) as node:
             control_server = ControlServer(args.data_dir)
-            operations.register_all(control_server, host)
-            await host._nursery.start(control_server.serve)
-            addrs = host.listen_addrs()
+            operations.register_all(control_server, node)
+            await node.host._nursery.start(control_server.serve)
+            addrs = node.host.listen_addrs()
             if args.json:
                 sys.stdout.write(json.dumps({"peer_id": str(identity.peer_id), "addrs": addrs}) + "\n")
                 sys.stdout.flush()
@@ -75,7 +120,7 @@ async def run_node(args) -> int:
                 for addr in addrs:
                     print(f"  listening on {addr}", flush=True)
             for addr in args.bootstrap:
-                host._nursery.start_soon(_bootstrap, host, addr)
+                node.host._nursery.start_soon(_bootstrap, node.host, addr)
             async for signum in signals:
                 log.info("received %s, shutting down", signal.Signals(signum).name)
                 break

@@ -1,18 +1,25 @@
 """Operations a node performs for its user, shared by the control socket and
 by the short-lived node a CLI command starts when none is running.
 
-Each takes a running host and JSON-friendly arguments and returns the JSON
-object the CLI prints.
+Each takes a running node (anything with the attributes it uses: ``host``,
+``discovery``, ``distribution``) and JSON-friendly arguments, and returns
+the JSON object the CLI prints.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import trio
 
+from hypermesh.dht.keys import Cid, CidError
 from hypermesh.transport import identify as identify_protocol
 from hypermesh.transport import perf as perf_protocol
 from hypermesh.transport import ping as ping_protocol
-from hypermesh.transport.multiaddrs import MultiaddrError, parse_quic_address
+from hypermesh.transport.multiaddrs import MultiaddrError, multiaddr_text, parse_quic_address
+
+# Operations that need only the transport; the rest need the DHT.
+TRANSPORT_ONLY = {"ping", "id", "perf"}
 
 
 def _target(maddr: str):
@@ -22,12 +29,34 @@ def _target(maddr: str):
     return address
 
 
-async def ping(host, maddr: str, count: int = 3) -> dict:
-    address = _target(maddr)
+def key_to_cid(key: str) -> Cid:
+    """A CID as given, or CIDv1 (raw, sha2-256) of a plain string's UTF-8 bytes,
+    so that other libp2p tools find the same records."""
+    try:
+        return Cid.parse(key)
+    except (CidError, ValueError):
+        return Cid.for_string(key)
+
+
+def _addr_texts(addrs) -> list[str]:
+    texts = []
+    for raw in addrs:
+        try:
+            texts.append(multiaddr_text(raw))
+        except MultiaddrError:
+            continue
+    return texts
+
+
+# -- transport ------------------------------------------------------------------
+
+
+async def ping(node, addr: str, count: int = 3) -> dict:
+    address = _target(addr)
     started = trio.current_time()
-    await host.connect(address)
+    await node.host.connect(address)
     connect_ms = (trio.current_time() - started) * 1000
-    rtts = await ping_protocol.ping(host, address.peer_id, count)
+    rtts = await ping_protocol.ping(node.host, address.peer_id, count)
     return {
         "peer_id": str(address.peer_id),
         "connect_ms": round(connect_ms, 3),
@@ -35,22 +64,23 @@ async def ping(host, maddr: str, count: int = 3) -> dict:
     }
 
 
-async def identify(host, maddr: str) -> dict:
-    address = _target(maddr)
-    driver = await host.connect(address)
-    record = await identify_protocol.identify(host, driver)
+async def identify(node, addr: str) -> dict:
+    address = _target(addr)
+    driver = await node.host.connect(address)
+    record = await identify_protocol.identify(node.host, driver)
     return record.to_json()
 
 
-async def perf(host, maddr: str, upload: int, download: int) -> dict:
-    address = _target(maddr)
-    await host.connect(address)
-    stream = await host.new_stream(address.peer_id, [perf_protocol.PROTOCOL])
+async def perf(node, addr: str, upload: int = 0, download: int = 0) -> dict:
+    address = _target(addr)
+    await node.host.connect(address)
+    stream = await node.host.new_stream(address.peer_id, [perf_protocol.PROTOCOL])
     result = await perf_protocol.run_perf(stream, upload, download)
     return {"peer_id": str(address.peer_id), **result.to_json()}
 
 
-def peers(host) -> list[dict]:
+async def peers(node) -> list[dict]:
+    host = node.host
     return [
         {
             "peer_id": str(peer_id),
@@ -62,26 +92,101 @@ def peers(host) -> list[dict]:
     ]
 
 
-def register_all(control, host) -> None:
-    """Expose the operations on the control socket."""
+async def info(node) -> dict:
+    return {"peer_id": str(node.host.peer_id), "addrs": node.host.listen_addrs()}
 
-    async def do_ping(request):
-        return await ping(host, request["addr"], int(request.get("count", 3)))
 
-    async def do_identify(request):
-        return await identify(host, request["addr"])
+# -- DHT ------------------------------------------------------------------------
 
-    async def do_perf(request):
-        return await perf(host, request["addr"], int(request.get("upload", 0)), int(request.get("download", 0)))
 
-    async def do_peers(request):
-        return peers(host)
+async def provide(node, key: str) -> dict:
+    cid = key_to_cid(key)
+    node.discovery.provide(cid)
+    return {"key": key, "cid": str(cid)}
 
-    async def do_info(request):
-        return {"peer_id": str(host.peer_id), "addrs": host.listen_addrs()}
 
-    control.register("ping", do_ping)
-    control.register("id", do_identify)
-    control.register("perf", do_perf)
-    control.register("peers", do_peers)
-    control.register("info", do_info)
+async def find_providers(node, key: str, count: int = 20) -> dict:
+    cid = key_to_cid(key)
+    found = await node.discovery.find_providers(cid, count)
+    return {
+        "key": key,
+        "cid": str(cid),
+        "providers": [{"peer_id": str(info.peer_id), "addrs": _addr_texts(info.addrs)} for info in found],
+    }
+
+
+async def register_service(node, name: str, protocol: str, weight: int = 100) -> dict:
+    stored = await node.discovery.register_service(name, protocol, weight=weight)
+    return {"name": name, "protocol": protocol, "weight": weight, "stored_on_peers": stored}
+
+
+async def resolve_service(node, name: str) -> dict:
+    started = trio.current_time()
+    records = await node.discovery.resolve_service(name)
+    return {
+        "name": name,
+        "resolve_ms": round((trio.current_time() - started) * 1000, 3),
+        "instances": [
+            {
+                "peer_id": str(record.peer_id),
+                "addrs": _addr_texts(record.addrs),
+                "protocol": record.protocol,
+                "weight": record.weight,
+                "seq": record.seq,
+                "expires_at": record.expires_at,
+            }
+            for record in records
+        ],
+    }
+
+
+# -- capsules -------------------------------------------------------------------
+
+
+async def publish_capsule(node, directory: str) -> dict:
+    cid = await node.distribution.publish(Path(directory))
+    return {"cid": cid, "provider": str(node.host.peer_id)}
+
+
+async def fetch_capsule(node, cid: str) -> dict:
+    capsule = await node.distribution.fetch(cid)
+    manifest = capsule.manifest
+    return {
+        "cid": cid,
+        "name": capsule.name,
+        "version": manifest.version if manifest else None,
+        "state": capsule.state.value,
+    }
+
+
+OPERATIONS = {
+    "ping": ping,
+    "id": identify,
+    "perf": perf,
+    "peers": peers,
+    "info": info,
+    "dht.provide": provide,
+    "dht.find_providers": find_providers,
+    "service.register": register_service,
+    "service.resolve": resolve_service,
+    "capsule.publish": publish_capsule,
+    "capsule.fetch": fetch_capsule,
+}
+
+
+def register_all(control, node) -> None:
+    """Expose every operation on the control socket: the request's fields
+    (other than ``cmd``) are the operation's keyword arguments."""
+    for name, operation in OPERATIONS.items():
+        control.register(name, _bind(operation, node))
+
+
+def _bind(operation, node):
+    async def command(request: dict):
+        params = {key: value for key, value in request.items() if key != "cmd"}
+        try:
+            return await operation(node, **params)
+        except TypeError as exc:
+            raise ValueError(f"bad arguments: {exc}") from None
+
+    return command

@@ -279,3 +279,21 @@ async def test_events_reach_trio_tasks_from_worker_threads(runtime, tmp_path):
     unsubscribe()
     runtime.suspend(capsule.cid)
     assert runtime.bus.dropped == 0
+
+
+def test_trusting_a_signer_takes_effect_without_a_restart(tmp_path):
+    from hypermesh.capsules.trust import POLICY_FILE, TrustPolicy
+
+    runtime = CapsuleRuntime(tmp_path / "node")
+    try:
+        first = runtime.install(write_capsule(tmp_path / "a", manifest(), LIMITS_WAT, signer=STRANGER))
+        assert first.state is State.QUARANTINED
+        # What `hypermesh capsule trust` does, from another process.
+        policy = TrustPolicy.load(tmp_path / "node" / POLICY_FILE)
+        policy.trust(STRANGER.peer_id)
+        policy.save(tmp_path / "node" / POLICY_FILE)
+        second = runtime.install(write_capsule(tmp_path / "b", manifest(version="1.0.1"), LIMITS_WAT, signer=STRANGER))
+        assert second.state is State.VERIFIED
+        assert runtime.policy.allows(runtime.identity.peer_id, "system")  # still trusts itself
+    finally:
+        runtime.close()
