@@ -116,7 +116,10 @@ class Host:
         self._inbound_handlers = 0
         self._nursery: trio.Nursery | None = None
         self._closing = False
+        # Called with each new connection, and with each identify record
+        # received (the peer's protocols are in the peerstore by then).
         self.on_connection: list[Callable[[QuicConnectionDriver], None]] = []
+        self.on_identified: list[Callable] = []
         certificate, private_key = make_certificate(identity)
         base = QuicConfiguration(
             alpn_protocols=[ALPN],

@@ -125,6 +125,8 @@ async def identify(host, driver) -> IdentifyRecord:
     host.peerstore.add_addrs(record.peer_id, record.listen_addrs)
     host.peerstore.set_protocols(record.peer_id, record.protocols)
     host.peerstore.set_agent_version(record.peer_id, record.agent_version)
+    for callback in host.on_identified:
+        callback(record)
     return record
 
 
