@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import functools
 import logging
+from collections import OrderedDict
 import random
 import time
 from typing import Callable
@@ -49,11 +50,11 @@ LEARNED_ADDR_TTL = 600.0
 EXPECTED_FAILURES = (TransportError, FramingError, DhtProtocolError, trio.TooSlowError)
 # How often connected peers that speak the DHT are offered to the routing table.
 CONNECTED_PEERS_SCAN_INTERVAL = 30.0
-# A peer's first request often arrives before identify has told us its
-# protocols; such peers are re-checked this often, for at most this long.
-IDENTIFY_RECHECK_INTERVAL = 1.0
-IDENTIFY_RECHECK_WINDOW = 30.0
-MAX_UNIDENTIFIED_PEERS = 256
+# A peer's first request usually arrives before identify has told us its
+# protocols. Such a peer is asked a FIND_NODE of its own: if it answers, it
+# serves the DHT and joins our table. At most once per this interval per peer.
+PROBE_INTERVAL = 600.0
+MAX_PROBED_PEERS = 4096
 
 
 @functools.lru_cache(maxsize=4096)
@@ -125,8 +126,7 @@ class KademliaService:
         self._record_listeners: list[Callable[[bytes], None]] = []
         self._outbound_limit = trio.CapacityLimiter(MAX_OUTBOUND_STREAMS)
         self._provide_progress = trio.Event()
-        self._unidentified: dict[PeerId, tuple[bytes | None, float]] = {}
-        self._unidentified_added = trio.Event()
+        self._probed: OrderedDict[PeerId, float] = OrderedDict()
         self._nursery: trio.Nursery | None = None
 
     # ------------------------------------------------------------- clock
@@ -164,7 +164,6 @@ class KademliaService:
             self.core.bootstrap(now)
             self._pump()
             nursery.start_soon(self._scan_connected_peers)
-            nursery.start_soon(self._recheck_unidentified_peers)
             task_status.started()
             await self._timer_loop()
 
@@ -228,28 +227,21 @@ class KademliaService:
             self._pump()
             await trio.sleep(CONNECTED_PEERS_SCAN_INTERVAL)
 
-    async def _recheck_unidentified_peers(self) -> None:
-        """Add peers that queried us before identify finished, once it has."""
-        while True:
-            if not self._unidentified:
-                await self._unidentified_added.wait()
-                self._unidentified_added = trio.Event()
-            await trio.sleep(IDENTIFY_RECHECK_INTERVAL)
-            now = self.now()
-            for peer, (observed, since) in list(self._unidentified.items()):
-                protocols = self.host.peerstore.protocols(peer)
-                if PROTOCOL_ID in protocols:
-                    self.core.peer_seen(peer, self._peer_addrs(peer), now, observed)
-                if protocols or now - since > IDENTIFY_RECHECK_WINDOW:
-                    del self._unidentified[peer]
-            self._pump()
-
     def _sender_is_server(self, peer: PeerId, observed: bytes | None) -> bool:
         protocols = self.host.peerstore.protocols(peer)
-        if not protocols and peer not in self._unidentified and len(self._unidentified) < MAX_UNIDENTIFIED_PEERS:
-            self._unidentified[peer] = (observed, self.now())
-            self._unidentified_added.set()
+        if not protocols and peer not in self.core.routing:
+            self._probe(peer, observed)
         return PROTOCOL_ID in protocols
+
+    def _probe(self, peer: PeerId, observed: bytes | None) -> None:
+        now = self.now()
+        last = self._probed.pop(peer, None)
+        self._probed[peer] = now if last is None or now - last >= PROBE_INTERVAL else last
+        if len(self._probed) > MAX_PROBED_PEERS:
+            self._probed.popitem(last=False)
+        if last is None or now - last >= PROBE_INTERVAL:
+            addrs = self._peer_addrs(peer) or ((observed,) if observed else ())
+            self.core.probe(peer, addrs, now)
 
     def _peer_addrs(self, peer: PeerId) -> tuple[bytes, ...]:
         return tuple(a for a in (multiaddr_bytes(t) for t in self.host.peerstore.addrs(peer)) if a)

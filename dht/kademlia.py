@@ -250,6 +250,14 @@ class KademliaCore:
             observed = observed_addr if observed_addr is not None else (addrs[0] if addrs else None)
             self._observe_server(peer, addrs, observed, now, may_check=False)
 
+    def probe(self, peer: PeerId, addrs: tuple[bytes, ...], now: float) -> None:
+        """Ask ``peer`` a FIND_NODE: if it answers, it serves the DHT and joins our table.
+
+        For peers that query us before identify has told us their protocols.
+        """
+        if peer != self.local_peer and peer not in self.routing:
+            self._check_liveness(peer, addrs, now)
+
     @property
     def local_info(self) -> PeerInfo:
         return PeerInfo(self.local_peer, self.local_addrs)

@@ -64,6 +64,8 @@ class FakePeerstore:
 
     def protocols(self, peer_id: PeerId) -> set[str]:
         host = self._network.hosts.get(peer_id)
+        if self._network.identify_never_finishes:
+            return set()
         return set(host.handlers) if host is not None and host.online else set()
 
 
@@ -118,6 +120,8 @@ class FakeNetwork:
     def __init__(self, nursery: trio.Nursery):
         self.nursery = nursery
         self.hosts: dict[PeerId, FakeHost] = {}
+        # Protocols stay unknown, as when requests arrive before identify finishes.
+        self.identify_never_finishes = False
 
     def add_host(self, index: int) -> FakeHost:
         return FakeHost(self, b"host-%d" % index, f"20.0.{index // 250}.{index % 250 + 1}")

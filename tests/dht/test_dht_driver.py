@@ -246,3 +246,14 @@ async def test_provide_batch_sends_each_peer_one_stream(autojump_clock):
         found = await services[4].get_providers(keys[17], wanted=1)
         assert [p.peer_id for p in found.providers] == [publisher.host.peer_id]
         nursery.cancel_scope.cancel()
+
+
+async def test_peers_querying_before_identify_are_probed_and_added(autojump_clock):
+    async with trio.open_nursery() as nursery:
+        network = FakeNetwork(nursery)
+        network.identify_never_finishes = True
+        services = await start_services(nursery, network, 4)
+        await trio.sleep(1)  # virtual: lets the probes' answers arrive
+        first = services[0].core.routing
+        assert {s.host.peer_id for s in services[1:]} <= {e.peer_id for e in first.entries()}
+        nursery.cancel_scope.cancel()

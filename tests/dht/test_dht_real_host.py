@@ -34,8 +34,8 @@ async def test_dht_over_real_hosts(tmp_path):
             for node in nodes[1:]:
                 await node.service.bootstrap()
             assert PROTOCOL_ID in hosts[1].peerstore.protocols(hosts[0].peer_id)
-            # The first node learns the others once identify has told it they
-            # are DHT servers (their first requests usually beat identify).
+            # The first node learns the others as they bootstrap through it: their
+            # requests beat identify, so it asks them back (a probe) and adds them.
             await wait_for(lambda: len(nodes[0].service.core.routing) == 3)
             found = await nodes[3].service.find_node(hosts[1].peer_id.multihash)
             assert hosts[1].peer_id in [p.peer_id for p in found.closest]
