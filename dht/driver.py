@@ -40,6 +40,10 @@ MAX_OUTBOUND_STREAMS = 64
 # and how long it may sit idle between them.
 MAX_REQUESTS_PER_STREAM = 100
 INBOUND_IDLE_TIMEOUT = 30.0
+# Inbound DHT streams served at once; more are reset at once (the spec's
+# answer to any error) instead of queueing behind idle or slow peers.
+MAX_INBOUND_STREAMS = 256
+MAX_INBOUND_STREAMS_PER_PEER = 16
 # ADD_PROVIDERs written on one outbound stream, below any server's per-stream cap.
 ONE_WAY_MESSAGES_PER_STREAM = 64
 # How long we wait for a peer to close its side after our last one-way message.
@@ -125,6 +129,8 @@ class KademliaService:
         self._waiters: dict[int, _Waiter] = {}
         self._record_listeners: list[Callable[[bytes], None]] = []
         self._outbound_limit = trio.CapacityLimiter(MAX_OUTBOUND_STREAMS)
+        self._inbound_limit = trio.CapacityLimiter(MAX_INBOUND_STREAMS)
+        self._inbound_per_peer: dict[PeerId, int] = {}
         self._provide_progress = trio.Event()
         self._probed: OrderedDict[PeerId, float] = OrderedDict()
         self._nursery: trio.Nursery | None = None
@@ -317,6 +323,23 @@ class KademliaService:
     # ----------------------------------------------------------- inbound
 
     async def _handle_stream(self, stream) -> None:
+        peer = stream.remote_peer
+        open_from_peer = self._inbound_per_peer.get(peer, 0)
+        if open_from_peer >= MAX_INBOUND_STREAMS_PER_PEER or self._inbound_limit.available_tokens < 1:
+            log.debug("too many inbound DHT streams: resetting one from %s", peer.short())
+            await stream.reset()
+            return
+        self._inbound_per_peer[peer] = open_from_peer + 1
+        self._inbound_limit.acquire_nowait()
+        try:
+            await self._serve_stream(stream)
+        finally:
+            self._inbound_limit.release()
+            remaining = self._inbound_per_peer.pop(peer) - 1
+            if remaining:
+                self._inbound_per_peer[peer] = remaining
+
+    async def _serve_stream(self, stream) -> None:
         peer = stream.remote_peer
         reader = BufferedReader(stream)
         try:

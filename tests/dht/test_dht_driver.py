@@ -257,3 +257,27 @@ async def test_peers_querying_before_identify_are_probed_and_added(autojump_cloc
         first = services[0].core.routing
         assert {s.host.peer_id for s in services[1:]} <= {e.peer_id for e in first.entries()}
         nursery.cancel_scope.cancel()
+
+
+async def test_idle_inbound_streams_are_capped_and_time_out(autojump_clock, monkeypatch):
+    monkeypatch.setattr("hypermesh.dht.driver.MAX_INBOUND_STREAMS_PER_PEER", 5)
+    async with trio.open_nursery() as nursery:
+        network = FakeNetwork(nursery)
+        services = await start_services(nursery, network, 2)
+        victim = services[0].host
+        attacker = network.add_host(66)
+        attacker.peerstore.add_addrs(victim.peer_id, [victim.addr])
+        idle = [await attacker.new_stream(victim.peer_id, [PROTOCOL_ID]) for _ in range(8)]
+        await trio.sleep(1)
+        assert victim.reset_streams == 3  # over the per-peer cap: reset at once
+        # Other peers are unaffected.
+        result = await services[1].find_node(services[0].host.peer_id.multihash)
+        assert result.closest and result.closest[0].peer_id == victim.peer_id
+        # Idle streams are dropped after INBOUND_IDLE_TIMEOUT, freeing the attacker's slots.
+        await trio.sleep(31)
+        stream = await attacker.new_stream(victim.peer_id, [PROTOCOL_ID])
+        await write_frame(stream, encode_message(KadMessage(MessageType.PING)))
+        assert decode_message(await BufferedReader(stream).read_frame(MAX_MESSAGE_SIZE)).type is MessageType.PING
+        for s in idle:
+            await s.aclose()
+        nursery.cancel_scope.cancel()
