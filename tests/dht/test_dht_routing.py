@@ -116,3 +116,37 @@ def test_refresh_and_staleness():
     table.mark_refreshed(table.entries()[0].key, 1000.0)
     assert 255 not in table.buckets_to_refresh(1000.0, 600.0)
     assert [e.last_seen for e in table.stale_entries(1000.0, 600.0)] == [0.0]
+
+
+from hypothesis import given, strategies as st  # noqa: E402
+
+OPERATIONS = st.lists(
+    st.tuples(st.sampled_from(["observe", "remove", "fail"]), st.integers(0, 80), st.integers(0, 3), st.floats(0, 1000)),
+    max_size=300,
+)
+
+
+@given(OPERATIONS)
+def test_invariants_hold_under_any_sequence_of_events(operations):
+    rng = random.Random(0)
+    config = RoutingConfig(k=4, replacement_cache_size=2, max_per_group_per_bucket=2, max_per_group_in_table=5)
+    table = RoutingTable(peer_key(make_peer(rng)), config)
+    peers = [make_peer(rng) for _ in range(81)]
+    for action, which, group, now in operations:
+        peer = peers[which]
+        if action == "observe":
+            table.observe(peer, peer_key(peer), (), now, f"10.{group}.0.0/24" if group else None)
+        elif action == "remove":
+            table.remove(peer)
+        else:
+            table.record_failure(peer)
+    entries = table.entries()
+    assert len({e.peer_id for e in entries}) == len(entries) == len(table)
+    for index, bucket in table.buckets.items():
+        assert len(bucket.entries) <= config.k
+        assert all(bucket_index(table.local_key, e.key) == index for e in bucket.entries)
+        assert (index in table._nonempty) == bool(bucket.entries)
+        groups = [e.ip_group for e in bucket.entries if e.ip_group]
+        assert all(groups.count(g) <= config.max_per_group_per_bucket for g in groups)
+    all_groups = [e.ip_group for e in entries if e.ip_group]
+    assert all(all_groups.count(g) <= config.max_per_group_in_table for g in all_groups)
