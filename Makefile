@@ -8,6 +8,8 @@ BIN := $(VENV)/bin
 # that its pins never constrain ours.
 INTEROP_VENV := .venv-interop
 PYLIBP2P_VERSION := 0.8.1
+# The `kademlia` package (asyncio, UDP): the DHT bench's in-process baseline.
+KADEMLIA_VERSION := 2.2.3
 
 .PHONY: demo test bench setup interop-setup clean
 
@@ -23,7 +25,7 @@ interop-setup: $(INTEROP_VENV)/.installed
 
 $(INTEROP_VENV)/.installed: Makefile
 	test -x $(INTEROP_VENV)/bin/python || $(PYTHON) -m venv $(INTEROP_VENV)
-	$(INTEROP_VENV)/bin/python -m pip install --quiet --disable-pip-version-check "libp2p==$(PYLIBP2P_VERSION)"
+	$(INTEROP_VENV)/bin/python -m pip install --quiet --disable-pip-version-check "libp2p==$(PYLIBP2P_VERSION)" "kademlia==$(KADEMLIA_VERSION)"
 	touch $@
 
 demo: setup
