@@ -174,13 +174,20 @@ def measure_many_connections(server, count: int, workers: int = 2) -> dict:
             line = process.stdout.readline()  # bounded by the workers' own handshake timeouts
             if line.strip() == "ready":
                 held += count // workers
+        clients_ready_seconds = time.monotonic() - started
+        # A client is ready once it has the server's handshake flight; the
+        # server is done once it has every client's Finished: wait for that.
+        peers = []
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            peers = json.loads(subprocess.run(
+                [sys.executable, "-m", "hypermesh.node.cli", "peers", "--json", "--data-dir", str(server.data_dir)],
+                capture_output=True, text=True, timeout=60).stdout or "[]")
+            if len(peers) >= held:
+                break
+            time.sleep(0.5)
         setup_seconds = time.monotonic() - started
-        # Let identify and probes settle before sampling memory.
-        time.sleep(1.0)
         rss_after = rss_mb(server.process.pid)
-        peers = json.loads(subprocess.run(
-            [sys.executable, "-m", "hypermesh.node.cli", "peers", "--json", "--data-dir", str(server.data_dir)],
-            capture_output=True, text=True, timeout=60).stdout or "[]")
     finally:
         for process in processes:
             process.stdin.close()
@@ -190,6 +197,7 @@ def measure_many_connections(server, count: int, workers: int = 2) -> dict:
                 process.kill()
     return {
         "connections": count, "held_by_clients": held, "server_sees_peers": len(peers),
+        "clients_ready_seconds": round(clients_ready_seconds, 3),
         "setup_seconds": round(setup_seconds, 3), "server_rss_mb_before": rss_before,
         "server_rss_mb_after": rss_after,
         "rss_kb_per_connection": round((rss_after - rss_before) * 1024 / max(1, len(peers)), 1),

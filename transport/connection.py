@@ -43,6 +43,8 @@ STREAM_ERROR_RESET = 0
 STREAM_ERROR_LIMIT = 1
 STREAM_ERROR_PROTOCOL = 2
 KEEPALIVE_INTERVAL = 5.0
+# After sending a handshake flight, poll the socket this long for the answer.
+HANDSHAKE_SPIN_SECONDS = 0.003
 
 
 class QuicStream:
@@ -271,8 +273,15 @@ class QuicConnectionDriver:
         quic = self.quic
         now = trio.current_time()
         send = self.endpoint.send_datagram
+        sent = False
         for data, addr in quic.datagrams_to_send(now):
             send(data, addr)
+            sent = True
+        if sent and not self.handshake_complete.is_set():
+            # Handshake flights answer each other within milliseconds: keep
+            # polling rather than pay a sleeping process's wake-up each way.
+            endpoint = self.endpoint
+            endpoint.spin_until = max(endpoint.spin_until, now + HANDSHAKE_SPIN_SECONDS)
         timer = quic.get_timer()
         self._timer_at = timer if timer is not None else math.inf
         scope = self._timer_scope

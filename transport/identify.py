@@ -27,6 +27,7 @@ PROTOCOL_VERSION = "ipfs/0.1.0"
 # listen addresses and protocols, but no more.
 MAX_IDENTIFY_SIZE = 64 << 10
 IDENTIFY_TIMEOUT = 10.0
+IDENTIFY_DELAY = 0.005
 
 
 @dataclass
@@ -136,6 +137,9 @@ def install(host) -> None:
 
     async def identify_new_connection(driver):
         try:
+            # Streams that arrived with the handshake (the reason the peer
+            # connected) are served before we start our own exchange.
+            await trio.sleep(IDENTIFY_DELAY)
             await identify(host, driver)
         except (TransportError, trio.TooSlowError) as exc:
             log.debug("identify of %s failed: %s", driver.remote_peer_id, exc)
