@@ -126,6 +126,7 @@ class KademliaService:
         self._offset: float | None = None
         self.core: KademliaCore | None = None
         self._wakeup = trio.Event()
+        self._pumped = trio.Event()
         self._waiters: dict[int, _Waiter] = {}
         self._record_listeners: list[Callable[[bytes], None]] = []
         self._outbound_limit = trio.CapacityLimiter(MAX_OUTBOUND_STREAMS)
@@ -191,6 +192,10 @@ class KademliaService:
         The timer loop itself passes False: it re-reads the timer anyway, and
         waking itself would spin without ever letting (virtual) time pass.
         """
+        # Routing-table changes only happen inside the core, which every
+        # input reaches through here: wake whoever waits for the table.
+        self._pumped.set()
+        self._pumped = trio.Event()
         one_way: dict[PeerId, list[OutboundRequest]] = {}
         for request in self.core.take_outbound():
             if request.expects_response:
@@ -382,6 +387,15 @@ class KademliaService:
         self._pump()
         await waiter.done.wait()
         return waiter.result
+
+    def routing_table_size(self) -> int:
+        return len(self.core.routing) if self.core is not None else 0
+
+    async def wait_for_routing_peers(self, count: int) -> int:
+        """Return once the routing table holds at least ``count`` peers."""
+        while self.routing_table_size() < count:
+            await self._pumped.wait()
+        return self.routing_table_size()
 
     async def find_node(self, key: bytes) -> OperationResult:
         return await self._run_operation(lambda core, now: core.find_node(key, now))

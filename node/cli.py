@@ -254,6 +254,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     dht = commands.add_parser("dht", help="provider records in the DHT").add_subparsers(
         dest="dht_command", required=True, metavar="COMMAND")
+    wait = _sub(dht, "wait", _node_command("dht.wait", _key_value_lines, peers="peers", timeout="timeout"),
+                "wait until the running node's routing table holds --peers peers")
+    wait.add_argument("--peers", type=_positive, default=1)
+    wait.add_argument("--timeout", type=float, default=10.0)
     provide = with_bootstrap(_sub(dht, "provide", _node_command("dht.provide", _key_value_lines, key="key"),
                                   "announce this node as a provider of KEY (a CID, or any string)"))
     provide.add_argument("key")

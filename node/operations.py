@@ -99,6 +99,17 @@ async def info(node) -> dict:
 # -- DHT ------------------------------------------------------------------------
 
 
+async def wait_for_dht(node, peers: int = 1, timeout: float = 10.0) -> dict:
+    """Wait until the routing table holds ``peers`` peers (or fail after ``timeout``)."""
+    service = node.discovery.service
+    with trio.move_on_after(timeout):
+        await service.wait_for_routing_peers(peers)
+    size = service.routing_table_size()
+    if size < peers:
+        raise TimeoutError(f"the DHT routing table has {size} of {peers} peers after {timeout:g} s")
+    return {"routing_table_peers": size}
+
+
 async def provide(node, key: str) -> dict:
     cid = key_to_cid(key)
     node.discovery.provide(cid)
@@ -165,6 +176,7 @@ OPERATIONS = {
     "perf": perf,
     "peers": peers,
     "info": info,
+    "dht.wait": wait_for_dht,
     "dht.provide": provide,
     "dht.find_providers": find_providers,
     "service.register": register_service,
