@@ -170,9 +170,17 @@ class KademliaService:
                 self.host.set_stream_handler(PROTOCOL_ID, self._handle_stream)
             self.core.bootstrap(now)
             self._pump()
+            self.host.on_identified.append(self._on_identified)
             nursery.start_soon(self._scan_connected_peers)
             task_status.started()
             await self._timer_loop()
+
+    def _on_identified(self, record) -> None:
+        """A peer that identify shows to be a DHT server joins the routing
+        table at once (as go-libp2p-kad-dht does), not at the next scan."""
+        if self.core is not None and PROTOCOL_ID in record.protocols:
+            self.core.peer_seen(record.peer_id, self._peer_addrs(record.peer_id), self.now())
+            self._pump()
 
     async def _timer_loop(self) -> None:
         while True:
