@@ -76,6 +76,7 @@ class FakeHost:
         self.addr = f"/ip4/{ip}/udp/4001/quic-v1"
         self.network = network
         self.peerstore = FakePeerstore(network)
+        self.on_identified: list = []  # as transport.host.Host; the fake has no identify
         self.handlers: dict[str, object] = {}
         self.online = True
         self.reset_streams = 0
