@@ -15,10 +15,12 @@ V4 = "/ip4/127.0.0.1/udp/0/quic-v1"
 STEP = 30
 
 
-async def wait_for(condition, poll=0.05):
-    """Wait for an observable condition of real network I/O (bounded by the caller's fail_after)."""
-    while not condition():
-        await trio.sleep(poll)
+async def identified(host, peer_id) -> None:
+    """Return once ``host`` holds ``peer_id``'s identify record."""
+    arrived = trio.Event()
+    host.on_identified.append(lambda record: record.peer_id == peer_id and arrived.set())
+    if not host.peerstore.protocols(peer_id):
+        await arrived.wait()
 
 
 async def test_dht_over_real_hosts(tmp_path):
@@ -33,10 +35,11 @@ async def test_dht_over_real_hosts(tmp_path):
         with trio.fail_after(STEP):
             for node in nodes[1:]:
                 await node.service.bootstrap()
+            await identified(hosts[1], hosts[0].peer_id)
             assert PROTOCOL_ID in hosts[1].peerstore.protocols(hosts[0].peer_id)
             # The first node learns the others as they bootstrap through it: their
             # requests beat identify, so it asks them back (a probe) and adds them.
-            await wait_for(lambda: len(nodes[0].service.core.routing) == 3)
+            assert await nodes[0].service.wait_for_routing_peers(3) == 3
             found = await nodes[3].service.find_node(hosts[1].peer_id.multihash)
             assert hosts[1].peer_id in [p.peer_id for p in found.closest]
 
