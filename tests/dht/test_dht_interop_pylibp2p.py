@@ -62,3 +62,35 @@ async def test_provider_records_cross_between_hypermesh_and_pylibp2p(tmp_path):
                     assert [p["peer_id"] for p in found["providers"]] == [str(host.peer_id)]
     finally:
         await trio.to_thread.run_sync(peer.close)
+
+
+async def test_provider_records_cross_when_our_node_is_the_bootstrap(tmp_path):
+    theirs = Cid.for_string("provided by py-libp2p, bootstrapped from us")
+    ours = Cid.for_string("provided by hypermesh, the bootstrap node")
+    async with open_host(Identity.generate(), [V4]) as host:
+        async with open_discovery(host, tmp_path) as discovery:
+            our_addr = host.listen_addrs()[0]
+
+            def start_peer():
+                return PyPeer(transport="quic", ip="127.0.0.1", kad=True,
+                              extra=["--bootstrap", our_addr, "--provide", str(theirs)])
+
+            peer = await trio.to_thread.run_sync(start_peer)
+            try:
+                with trio.fail_after(STEP):
+                    # It joins through us and sends us its ADD_PROVIDER.
+                    for expected in ("bootstrap", "provided"):
+                        line = await trio.to_thread.run_sync(peer.read_line, STEP)
+                        assert line["event"] == expected and line["ok"], line
+                    providers = await discovery.find_providers(theirs)
+                    assert peer.peer_id in {str(p.peer_id) for p in providers}
+
+                with trio.fail_after(STEP):
+                    # We provide; its GET_PROVIDERS (to us, its only DHT server) finds us.
+                    await discovery.service.wait_for_routing_peers(1)
+                    discovery.provide(ours)
+                    await discovery.wait_provided(ours)
+                    found = await pycmd(peer, {"cmd": "find_providers", "key": str(ours), "count": 1})
+                    assert [p["peer_id"] for p in found["providers"]] == [str(host.peer_id)]
+            finally:
+                await trio.to_thread.run_sync(peer.close)
