@@ -79,13 +79,13 @@ def cmd_run(args) -> int:
     return trio.run(_run_node, args)
 
 
-async def _on_node(args, command: str, **params):
+async def _on_node(args, command: str, on_progress=None, **params):
     """Run an operation on the node of ``--data-dir``: through its control
     socket when it is running, else on a short-lived node with its identity
     (a throwaway one for transport-only commands on an uninitialised dir)."""
     if control.node_is_running(args.data_dir):
         try:
-            return await control.call(args.data_dir, command, **params)
+            return await control.call(args.data_dir, command, on_progress=on_progress, **params)
         except control.ControlError as exc:
             if "no node is running" not in str(exc):
                 raise CommandError(str(exc)) from None
@@ -105,6 +105,8 @@ async def _on_node(args, command: str, **params):
         for addr in bootstrap:
             await node.host.connect(addr)
         await node.discovery.service.bootstrap()
+        if on_progress is not None:
+            params["progress"] = on_progress
         return await operation(node, **params)
 
 
@@ -174,18 +176,49 @@ def _instances_lines(result):
         yield f"{instance['peer_id']}  {instance['protocol']}  weight {instance['weight']}  {' '.join(instance['addrs'])}"
 
 
-def _node_command(command: str, lines, **fixed):
+def _node_command(command: str, lines, progress_bar: bool = False, **fixed):
     """A CLI handler running ``command`` on the node, with arguments from args."""
 
     def handler(args) -> int:
         params = {name: getattr(args, attribute) for name, attribute in fixed.items()}
+        bar = ProgressBar(sys.stderr) if progress_bar and not args.json and sys.stderr.isatty() else None
 
         async def run():
-            return await _on_node(args, command, **params)
+            return await _on_node(args, command, on_progress=bar.update if bar else None, **params)
 
-        return _show(args, trio.run(run), lines)
+        try:
+            result = trio.run(run)
+        finally:
+            if bar is not None:
+                bar.finish()
+        return _show(args, result, lines)
 
     return handler
+
+
+class ProgressBar:
+    """``[#####.....]  45%  1.2 / 2.6 MB`` redrawn in place on a terminal."""
+
+    WIDTH = 30
+
+    def __init__(self, stream):
+        self._stream = stream
+        self._drawn = False
+
+    def update(self, progress: dict) -> None:
+        done, total = progress.get("done", 0), max(1, progress.get("total", 1))
+        filled = min(self.WIDTH, self.WIDTH * done // total)
+        self._stream.write(
+            f"\r[{'#' * filled}{'.' * (self.WIDTH - filled)}] {100 * done // total:3d}%  "
+            f"{done / 1e6:.1f} / {total / 1e6:.1f} MB"
+        )
+        self._stream.flush()
+        self._drawn = True
+
+    def finish(self) -> None:
+        if self._drawn:
+            self._stream.write("\n")
+            self._stream.flush()
 
 
 def _byte_count(text: str) -> int:
@@ -282,7 +315,8 @@ def build_parser() -> argparse.ArgumentParser:
         "capsule.publish", _key_value_lines, directory="dir"), "announce a signed capsule to the mesh"))
     publish.add_argument("dir")
     fetch = with_bootstrap(_sub(capsule_commands, "fetch", _node_command(
-        "capsule.fetch", _key_value_lines, cid="cid"), "fetch a capsule by CID, verify and install it"))
+        "capsule.fetch", _key_value_lines, progress_bar=True, cid="cid"),
+        "fetch a capsule by CID from its providers, verify and install it"))
     fetch.add_argument("cid")
     return parser
 

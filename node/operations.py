@@ -8,6 +8,7 @@ the JSON object the CLI prints.
 
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
 
 import trio
@@ -159,8 +160,10 @@ async def publish_capsule(node, directory: str) -> dict:
     return {"cid": cid, "provider": str(node.host.peer_id)}
 
 
-async def fetch_capsule(node, cid: str) -> dict:
-    capsule = await node.distribution.fetch(cid)
+async def fetch_capsule(node, cid: str, progress=None) -> dict:
+    """Fetch, verify and install; ``progress({"done": bytes, "total": bytes})``."""
+    report = None if progress is None else (lambda done, total: progress({"done": done, "total": total}))
+    capsule = await node.distribution.fetch(cid, progress=report)
     manifest = capsule.manifest
     return {
         "cid": cid,
@@ -194,8 +197,12 @@ def register_all(control, node) -> None:
 
 
 def _bind(operation, node):
-    async def command(request: dict):
-        params = {key: value for key, value in request.items() if key != "cmd"}
+    takes_progress = "progress" in inspect.signature(operation).parameters
+
+    async def command(request: dict, progress):
+        params = {key: value for key, value in request.items() if key not in ("cmd", "progress")}
+        if takes_progress:
+            params["progress"] = progress
         try:
             return await operation(node, **params)
         except TypeError as exc:
