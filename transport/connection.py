@@ -248,6 +248,8 @@ class QuicConnectionDriver:
         # Set once the datagram size has been settled (probed or not).
         self.probing_done = trio.Event()
         self.closed_event = trio.Event()
+        # Set when the handshake completes or the connection closes first.
+        self._handshake_settled = trio.Event()
         self.closed = False
         self.close_reason = "connection closed"
         self.handshake_error: Exception | None = None
@@ -372,6 +374,12 @@ class QuicConnectionDriver:
         if self._writers_waiting:
             self._wake_writers()
 
+    async def wait_for_handshake(self, timeout: float) -> bool:
+        """True once the handshake completed; False if it failed or timed out."""
+        with trio.move_on_after(timeout):
+            await self._handshake_settled.wait()
+        return self.handshake_complete.is_set()
+
     def _on_handshake_completed(self, event: events.HandshakeCompleted) -> None:
         peer_id = self.quic.remote_peer_id
         if peer_id is None:
@@ -382,6 +390,7 @@ class QuicConnectionDriver:
         self.remote_peer_id = peer_id
         self.resumed = event.session_resumed
         self.handshake_complete.set()
+        self._handshake_settled.set()
 
     def _on_terminated(self, event: events.ConnectionTerminated) -> None:
         error = self.quic.verification_error
@@ -410,6 +419,7 @@ class QuicConnectionDriver:
         if self._timer_scope is not None:
             self._timer_scope.cancel()
         self.closed_event.set()
+        self._handshake_settled.set()
         self._on_closed(self)
 
     # -- streams ---------------------------------------------------------------

@@ -284,16 +284,7 @@ class Host:
         started = trio.current_time()
         quic.connect(sockaddr, now=started)
         driver.transmit()
-        with trio.move_on_after(self.config.handshake_timeout):
-            async with trio.open_nursery() as nursery:
-                async def until_closed():
-                    await driver.closed_event.wait()
-                    nursery.cancel_scope.cancel()
-
-                nursery.start_soon(until_closed)
-                await driver.handshake_complete.wait()
-                nursery.cancel_scope.cancel()
-        if not driver.handshake_complete.is_set():
+        if not await driver.wait_for_handshake(self.config.handshake_timeout):
             error = driver.handshake_error or HandshakeError(
                 f"handshake with {sockaddr_to_multiaddr(sockaddr)} timed out after {self.config.handshake_timeout:g} s"
             )
@@ -339,16 +330,7 @@ class Host:
         return driver
 
     async def _await_inbound_handshake(self, driver: QuicConnectionDriver, started: float) -> None:
-        with trio.move_on_after(self.config.handshake_timeout):
-            async with trio.open_nursery() as nursery:
-                async def until_closed():
-                    await driver.closed_event.wait()
-                    nursery.cancel_scope.cancel()
-
-                nursery.start_soon(until_closed)
-                await driver.handshake_complete.wait()
-                nursery.cancel_scope.cancel()
-        if not driver.handshake_complete.is_set():
+        if not await driver.wait_for_handshake(self.config.handshake_timeout):
             log.debug("inbound handshake from %s failed: %s", driver.remote_multiaddr, driver.handshake_error)
             driver.close("handshake failed")
             metrics.CONNECTIONS_TOTAL.labels("inbound", "failed").inc()
