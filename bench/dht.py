@@ -1,0 +1,578 @@
+"""DHT benchmark: our Kademlia over real QUIC hosts against the `kademlia` package and py-libp2p.
+
+    .venv/bin/python bench/dht.py [--quick] [--nodes 200] [--workers 4] [--services 10000]
+                                  [--lookups 200] [--skip-baselines]
+
+Runs everything in one go on loopback and prints ONE JSON object on stdout.
+
+Ours: ``--nodes`` hosts (each its own Ed25519 identity, its own QUIC endpoint
+on 127.0.0.1 and its own SQLite DHT store in a temp dir) spread over
+``--workers`` worker processes, each running its share of hosts in one trio
+loop. Worker 0's first node is the bootstrap node; every other node
+bootstraps through it, then (once all are up) every node bootstraps again so
+that early nodes learn the late ones. The parent drives the phases over the
+workers' stdin/stdout (one JSON line per command and per answer); every
+latency is timed inside the worker around the one call it measures.
+
+1. find_providers: L (provider, seeker) pairs of distinct random nodes; the
+   provider provides a fresh CID and waits until it is published, then the
+   seeker runs ``find_providers(cid, wanted=1)`` (one lookup at a time in
+   the whole network). A lookup succeeds if the provider is in the answer.
+   A sample is also run with wanted=20 (the lookup then runs to convergence).
+2. services: ``--services`` distinct names registered by nodes of every
+   worker (``register_service``, bounded concurrency per worker, capped in
+   time); then for a sample of names a random node resolves each name once
+   (uncached: a GET_VALUE lookup) and again (cached: the figure of the target).
+3. baselines, as subprocesses in the interop venv: bench/baselines/kademlia_pkg.py
+   at the same node count, bench/baselines/pylibp2p_kad.py at ``--pylibp2p-nodes``
+   (the largest size it sets up within its 5-minute cap).
+
+Every phase has a time cap; a phase that hits it reports null and a reason.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import random
+import select
+import signal
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+INTEROP_PY = os.environ.get("HYPERMESH_INTEROP_PY", str(REPO / ".venv-interop" / "bin" / "python"))
+LISTEN = "/ip4/127.0.0.1/udp/0/quic-v1"
+
+
+def summary(ms: list[float]) -> dict | None:
+    ms = sorted(ms)
+    if not ms:
+        return None
+    return {
+        "n": len(ms),
+        "p50": round(statistics.median(ms), 4),
+        "p99": round(ms[min(len(ms) - 1, int(len(ms) * 0.99))], 4),
+        "mean": round(statistics.fmean(ms), 4),
+        "min": round(ms[0], 4),
+        "max": round(ms[-1], 4),
+    }
+
+
+# ================================================================== worker
+
+
+def worker_main(args) -> None:
+    import logging
+
+    import trio
+
+    logging.basicConfig(level=logging.ERROR, stream=sys.stderr)
+    profile_dir = os.environ.get("HYPERMESH_BENCH_PROFILE")  # a directory: each worker dumps cProfile stats there
+    if profile_dir:
+        import cProfile
+
+        profiler = cProfile.Profile()
+        profiler.enable()
+        try:
+            trio.run(_worker, args)
+        finally:
+            profiler.disable()
+            profiler.dump_stats(os.path.join(profile_dir, f"worker{args.index}.prof"))
+    else:
+        trio.run(_worker, args)
+
+
+async def _worker(args) -> None:
+    import contextlib
+
+    import trio
+
+    from hypermesh.dht.discovery import open_discovery
+    from hypermesh.dht.keys import Cid
+    from hypermesh.transport.host import HostConfig, open_host
+    from hypermesh.transport.identity import Identity
+
+    def emit(obj) -> None:
+        sys.stdout.write(json.dumps(obj) + "\n")
+        sys.stdout.flush()
+
+    data = Path(args.data_dir)
+    hosts, nodes = [], []
+    config = HostConfig(probe_datagram_size=False)
+    async with contextlib.AsyncExitStack() as stack:
+        bootstrap = [args.bootstrap] if args.bootstrap else []
+
+        async def start(i: int) -> None:
+            host = await stack.enter_async_context(open_host(Identity.generate(), [LISTEN], config))
+            boot = bootstrap if (bootstrap or i) else []
+            node = await stack.enter_async_context(open_discovery(host, data / f"n{i}", bootstrap=boot))
+            hosts.append(host)
+            nodes.append(node)
+            if not bootstrap and i == 0:
+                addr = host.listen_addrs()[0]
+                bootstrap.append(addr if "/p2p/" in addr else f"{addr}/p2p/{host.peer_id}")
+                emit({"bootstrap": bootstrap[0]})
+
+        for i in range(args.count):
+            await start(i)
+
+        async def bootstrap_all(limit: int) -> tuple[int, int]:
+            ok = failed = 0
+            limiter = trio.CapacityLimiter(limit)
+
+            async def one(node) -> None:
+                nonlocal ok, failed
+                async with limiter:
+                    with trio.move_on_after(60):
+                        await node.service.bootstrap()
+                        ok += 1
+                        return
+                    failed += 1
+
+            async with trio.open_nursery() as nursery:
+                for node in nodes:
+                    nursery.start_soon(one, node)
+            return ok, failed
+
+        await bootstrap_all(16)
+        emit({"ready": True, "peers": [str(h.peer_id) for h in hosts]})
+
+        while True:
+            line = await trio.to_thread.run_sync(sys.stdin.readline)
+            if not line:
+                return
+            cmd = json.loads(line)
+            op = cmd["cmd"]
+            if op == "quit":
+                emit({"bye": True})
+                return
+            if op == "rebootstrap":
+                t = time.perf_counter()
+                ok, failed = await bootstrap_all(16)
+                sizes = sorted(len(n.service.core.routing) for n in nodes)
+                emit({"ok": ok, "failed": failed, "seconds": round(time.perf_counter() - t, 3), "routing": sizes})
+            elif op == "provide":
+                # All at once: the reprovider coalesces them into region batches, as in a real node.
+                ms, failed = [], 0
+                t = time.perf_counter()
+
+                async def provided(index: int, cid) -> None:
+                    nonlocal failed
+                    with trio.move_on_after(cmd.get("timeout", 60)):
+                        await nodes[index].wait_provided(cid)
+                        ms.append((time.perf_counter() - t) * 1000)
+                        return
+                    failed += 1
+
+                async with trio.open_nursery() as nursery:
+                    for index, text in cmd["items"]:
+                        cid = Cid.for_string(text)
+                        nodes[index].provide(cid)
+                        nursery.start_soon(provided, index, cid)
+                emit({"ms": ms, "failed": failed})
+            elif op == "find":
+                results = []
+                for index, text, provider in cmd["items"]:
+                    cid = Cid.for_string(text)
+                    local = bool(nodes[index].service.store.get_providers(cid.multihash, nodes[index].service.now(), 1))
+                    t = time.perf_counter()
+                    found, error = False, None
+                    with trio.move_on_after(cmd.get("timeout", 30)) as scope:
+                        try:
+                            providers = await nodes[index].find_providers(cid, cmd["wanted"])
+                            found = any(str(p.peer_id) == provider for p in providers)
+                        except Exception as exc:  # noqa: BLE001
+                            error = f"{type(exc).__name__}: {exc}"
+                    if scope.cancelled_caught:
+                        error = "timeout"
+                    results.append({"ms": (time.perf_counter() - t) * 1000, "found": found, "local": local,
+                                    "error": error})
+                emit({"results": results})
+            elif op == "register":
+                names = cmd["names"]
+                limiter = trio.CapacityLimiter(cmd["concurrency"])
+                stored, failed, done = [], 0, 0
+                t = time.perf_counter()
+
+                async def register(i: int, name: str) -> None:
+                    nonlocal failed, done
+                    async with limiter:
+                        try:
+                            with trio.fail_after(30):
+                                stored.append(await nodes[i % len(nodes)].register_service(
+                                    name, "/bench/1.0.0", weight=100, ttl=3600))
+                                done += 1
+                        except Exception:  # noqa: BLE001
+                            failed += 1
+
+                with trio.move_on_after(cmd["cap"]) as scope:
+                    async with trio.open_nursery() as nursery:
+                        for i, name in enumerate(names):
+                            nursery.start_soon(register, i, name)
+                emit({"registered": done, "failed": failed, "capped": scope.cancelled_caught,
+                      "seconds": round(time.perf_counter() - t, 3),
+                      "stored_p50": statistics.median(stored) if stored else None})
+            elif op == "resolve":
+                results = []
+                for index, name in cmd["items"]:
+                    node = nodes[index]
+                    entry = {"first_ms": None, "cached_ms": None, "instances": 0}
+                    with trio.move_on_after(cmd.get("timeout", 30)):
+                        t = time.perf_counter()
+                        records = await node.resolve_service(name)
+                        entry["first_ms"] = (time.perf_counter() - t) * 1000
+                        entry["instances"] = len(records)
+                        t = time.perf_counter()
+                        again = await node.resolve_service(name)
+                        entry["cached_ms"] = (time.perf_counter() - t) * 1000
+                        entry["cached_same"] = [r.peer_id for r in again] == [r.peer_id for r in records]
+                    results.append(entry)
+                emit({"results": results})
+
+
+# ================================================================== parent
+
+
+class PhaseTimeout(Exception):
+    pass
+
+
+class Worker:
+    def __init__(self, index: int, count: int, data_dir: Path, bootstrap: str | None):
+        command = [sys.executable, str(Path(__file__).resolve()), "--worker", "--index", str(index),
+                   "--count", str(count), "--data-dir", str(data_dir)]
+        if bootstrap:
+            command += ["--bootstrap", bootstrap]
+        self.index = index
+        data_dir.mkdir(parents=True, exist_ok=True)
+        self.stderr = open(data_dir / "stderr.log", "w+")
+        # Unbuffered pipes: select() must see every answer line that has not been read yet.
+        self.process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                        stderr=self.stderr, bufsize=0)
+        self.peers: list[str] = []
+
+    def send(self, obj) -> None:
+        data = memoryview((json.dumps(obj) + "\n").encode())
+        while data:
+            data = data[self.process.stdin.write(data):]
+
+    def read(self, deadline: float) -> dict:
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise PhaseTimeout(f"worker {self.index} did not answer in time")
+            ready, _, _ = select.select([self.process.stdout], [], [], remaining)
+            if ready:
+                line = self.process.stdout.readline()
+                if not line:
+                    self.stderr.seek(0)
+                    tail = self.stderr.read()[-800:]
+                    raise PhaseTimeout(f"worker {self.index} exited (rc={self.process.poll()}): {tail}")
+                return json.loads(line.decode())
+
+    def stop(self) -> None:
+        try:
+            if self.process.poll() is None:
+                self.send({"cmd": "quit"})
+                self.process.wait(10)
+        except Exception:  # noqa: BLE001
+            pass
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(10)
+        self.stderr.close()
+
+
+def ask_all(workers: list[Worker], commands: dict[int, dict], cap: float) -> dict[int, dict]:
+    """Send each worker its command at once, collect every answer by ``cap`` seconds from now."""
+    deadline = time.monotonic() + cap
+    for index, command in commands.items():
+        workers[index].send(command)
+    return {index: workers[index].read(deadline) for index in commands}
+
+
+def run_ours(args, tmp: Path, report: dict) -> None:
+    rng = random.Random(args.seed)
+    ours: dict = {"nodes": args.nodes, "workers": args.workers, "errors": {}}
+    report["hypermesh"] = ours
+    counts = [args.nodes // args.workers + (1 if i < args.nodes % args.workers else 0) for i in range(args.workers)]
+    workers: list[Worker] = []
+    try:
+        # --- setup
+        t0 = time.monotonic()
+        deadline = t0 + args.setup_cap
+        first = Worker(0, counts[0], tmp / "w0", None)
+        workers.append(first)
+        bootstrap = first.read(deadline)["bootstrap"]
+        for i in range(1, args.workers):
+            workers.append(Worker(i, counts[i], tmp / f"w{i}", bootstrap))
+        for worker in workers:
+            worker.peers = worker.read(deadline)["peers"]
+        ours["first_bootstrap_s"] = round(time.monotonic() - t0, 2)
+    except PhaseTimeout as exc:
+        ours["errors"]["setup"] = str(exc)
+        for worker in workers:
+            worker.stop()
+        return
+    _run_phases(args, rng, workers, ours, t0)
+
+
+def progress(ours: dict, phase: str) -> None:
+    print(f"[dht bench] {phase} done: " + json.dumps({k: v for k, v in ours.items() if k != "errors"})[-600:],
+          f"errors={ours['errors']}", file=sys.stderr, flush=True)
+
+
+def _run_phases(args, rng, workers, ours, t0) -> None:
+    try:
+        answers = ask_all(workers, {w.index: {"cmd": "rebootstrap"} for w in workers}, args.setup_cap)
+        ours["setup_s"] = round(time.monotonic() - t0, 2)
+        sizes = sorted(s for a in answers.values() for s in a["routing"])
+        ours["routing_table_size"] = {"min": sizes[0], "p50": sizes[len(sizes) // 2], "max": sizes[-1]}
+        ours["bootstrap_failures"] = sum(a["failed"] for a in answers.values())
+        progress(ours, "setup")
+    except PhaseTimeout as exc:
+        ours["errors"]["setup"] = str(exc)
+        return
+    where = [(w.index, i) for w in workers for i in range(len(w.peers))]
+    peer_of = {(w.index, i): p for w in workers for i, p in enumerate(w.peers)}
+
+    # --- find_providers
+    try:
+        pairs = [rng.sample(where, 2) for _ in range(args.lookups)]
+        keys = [f"dht-bench-{args.seed}-{j}-{rng.random()}" for j in range(args.lookups)]
+        t = time.monotonic()
+        deadline = t + args.provide_cap
+        by_worker: dict[int, list] = {}
+        for (provider, _), key in zip(pairs, keys):
+            by_worker.setdefault(provider[0], []).append([provider[1], key])
+        answers = ask_all(workers, {w: {"cmd": "provide", "items": items} for w, items in by_worker.items()},
+                          args.provide_cap)
+        provide_ms = [ms for a in answers.values() for ms in a["ms"]]
+        ours["provide_ms"] = summary(provide_ms)
+        ours["provide_failed"] = sum(a["failed"] for a in answers.values())
+        ours["provide_phase_s"] = round(time.monotonic() - t, 2)
+
+        for wanted, sample in ((1, pairs), (20, pairs[: max(1, len(pairs) // 4)])):
+            deadline = time.monotonic() + args.lookup_cap
+            results = []
+            # One worker at a time, its lookups one after another: one lookup in flight network-wide.
+            order: dict[int, list] = {}
+            for (provider, seeker), key in zip(sample, keys):
+                order.setdefault(seeker[0], []).append([seeker[1], key, peer_of[provider]])
+            for w, items in order.items():
+                workers[w].send({"cmd": "find", "items": items, "wanted": wanted})
+                results += workers[w].read(deadline)["results"]
+            found = [r for r in results if r["found"]]
+            ours[f"find_providers_wanted{wanted}"] = {
+                "lookups": len(results),
+                "found": len(found),
+                "success_rate": round(len(found) / max(1, len(results)), 4),
+                "found_in_local_store": sum(1 for r in found if r["local"]),
+                "ms": summary([r["ms"] for r in found]),
+                "ms_remote_only": summary([r["ms"] for r in found if not r["local"]]),
+                "errors": sorted({r["error"] for r in results if r["error"]})[:5],
+            }
+    except PhaseTimeout as exc:
+        ours["errors"]["find_providers"] = str(exc)
+    progress(ours, "find_providers")
+
+    # --- services
+    try:
+        names = [f"svc-{args.seed}-{i}" for i in range(args.services)]
+        share: dict[int, list] = {w.index: [] for w in workers}
+        for i, name in enumerate(names):
+            share[i % len(workers)].append(name)
+        t = time.monotonic()
+        answers = ask_all(workers, {w: {"cmd": "register", "names": ns, "concurrency": args.register_concurrency,
+                                        "cap": args.register_cap} for w, ns in share.items()},
+                          args.register_cap + 30)
+        registered = sum(a["registered"] for a in answers.values())
+        ours["services"] = {
+            "requested": args.services,
+            "registered": registered,
+            "failed": sum(a["failed"] for a in answers.values()),
+            "capped": any(a["capped"] for a in answers.values()),
+            "registration_s": round(time.monotonic() - t, 2),
+            "registrations_per_s": round(registered / max(1e-9, time.monotonic() - t), 1),
+            "stored_at_p50": statistics.median([a["stored_p50"] for a in answers.values() if a["stored_p50"]] or [0]),
+            "concurrency_per_worker": args.register_concurrency,
+        }
+        progress(ours, "register")
+        # Resolve a sample of the names (that registered or not: the worker knows which; a failed one
+        # resolves to nothing and is reported as such).
+        sample = rng.sample(names, min(args.resolves, len(names)))
+        order: dict[int, list] = {}
+        for name in sample:
+            w, i = rng.choice(where)
+            order.setdefault(w, []).append([i, name])
+        deadline = time.monotonic() + args.lookup_cap
+        results = []
+        for w, items in order.items():
+            workers[w].send({"cmd": "resolve", "items": items})
+            results += workers[w].read(deadline)["results"]
+        ok = [r for r in results if r["instances"]]
+        ours["resolve_service"] = {
+            "resolves": len(results),
+            "found": len(ok),
+            "success_rate": round(len(ok) / max(1, len(results)), 4),
+            "first_ms": summary([r["first_ms"] for r in ok]),
+            "cached_ms": summary([r["cached_ms"] for r in ok]),
+            "cached_same_answer": sum(1 for r in ok if r.get("cached_same")),
+        }
+    except PhaseTimeout as exc:
+        ours["errors"]["services"] = str(exc)
+    finally:
+        for worker in workers:
+            worker.stop()
+
+
+# --------------------------------------------------------------- baselines
+
+
+def run_json(command: list[str], timeout: float) -> dict:
+    try:
+        result = subprocess.run(command, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+        return json.loads(result.stdout.strip().splitlines()[-1])
+    except (subprocess.TimeoutExpired, IndexError, ValueError) as exc:
+        return {"error": f"{type(exc).__name__}: {exc}"}
+
+
+def baselines(args) -> dict:
+    if not os.path.exists(INTEROP_PY):
+        return {"error": "interop venv missing (make interop-setup)"}
+    quick = ["--quick"] if args.quick else []
+    out = {}
+    out["kademlia"] = run_json([INTEROP_PY, str(REPO / "bench/baselines/kademlia_pkg.py"), *quick,
+                                "--nodes", str(args.nodes), "--lookups", str(args.lookups), "--cap", "300"], 400)
+    pylibp2p = [INTEROP_PY, str(REPO / "bench/baselines/pylibp2p_kad.py"), "--cap", str(args.pylibp2p_cap)]
+    pylibp2p += quick if args.quick else ["--nodes", str(args.pylibp2p_nodes)]
+    out["py-libp2p-kad"] = run_json(pylibp2p, args.pylibp2p_cap + 120)
+    return out
+
+
+# ------------------------------------------------------------------ checks
+
+
+def check(name, value, unit, target, baseline=None, ratio=None, met=None) -> dict:
+    return {"name": name, "value": value, "unit": unit, "target": target, "baseline": baseline,
+            "ratio": None if ratio is None else round(ratio, 2), "met": bool(met)}
+
+
+def get(tree, *path):
+    for key in path:
+        if not isinstance(tree, dict) or tree.get(key) is None:
+            return None
+        tree = tree[key]
+    return tree
+
+
+def build_checks(report: dict) -> list[dict]:
+    ours = report.get("hypermesh", {})
+    base = report.get("baselines", {})
+    n = ours.get("nodes")
+    p50 = get(ours, "find_providers_wanted1", "ms", "p50")
+    p99 = get(ours, "find_providers_wanted1", "ms", "p99")
+    cached = get(ours, "resolve_service", "cached_ms", "p50")
+    services = get(ours, "services", "registered") or 0
+    checks = [
+        check(f"find_providers_p50_ms_{n}_nodes", p50, "ms", "<= 20", met=p50 is not None and p50 <= 20),
+        check(f"find_providers_p99_ms_{n}_nodes", p99, "ms", "<= 100", met=p99 is not None and p99 <= 100),
+        check(f"cached_resolve_p50_ms_{services}_services", cached, "ms", "<= 1",
+              met=cached is not None and cached <= 1 and services >= get(ours, "services", "requested")),
+    ]
+    kad = get(base, "kademlia", "get_ms", "p50")
+    checks.append(check(f"find_providers_p50_vs_kademlia_pkg_get_{get(base, 'kademlia', 'nodes')}_nodes", p50, "ms",
+                        "informative: ratio = baseline / ours (> 1: ours faster)", kad,
+                        kad / p50 if kad and p50 else None, bool(kad and p50 and p50 < kad)))
+    py = get(base, "py-libp2p-kad", "find_providers_ms", "p50")
+    checks.append(check(f"find_providers_p50_vs_pylibp2p_kad_{get(base, 'py-libp2p-kad', 'nodes')}_nodes", p50, "ms",
+                        "informative: ratio = baseline / ours (> 1: ours faster)", py,
+                        py / p50 if py and p50 else None, bool(py and p50 and p50 < py)))
+    setup, kad_setup, py_setup = ours.get("setup_s"), get(base, "kademlia", "setup_s"), get(base, "py-libp2p-kad", "setup_s")
+    checks.append(check("setup_s_vs_pylibp2p_kad", setup, "s", "informative: ratio = baseline / ours", py_setup,
+                        py_setup / setup if setup and py_setup else None, bool(setup and py_setup and setup < py_setup)))
+    checks.append(check("setup_s_vs_kademlia_pkg", setup, "s", "informative: ratio = baseline / ours", kad_setup,
+                        kad_setup / setup if setup and kad_setup else None,
+                        bool(setup and kad_setup and setup < kad_setup)))
+    return checks
+
+
+def machine() -> dict:
+    cpu = ""
+    try:
+        cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                   if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(), "kernel": platform.release()}
+
+
+def _terminate(signum, frame):
+    raise SystemExit(128 + signum)  # so that workers are stopped and the temp dir removed
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="small run for a smoke test")
+    parser.add_argument("--nodes", type=int)
+    parser.add_argument("--workers", type=int)
+    parser.add_argument("--lookups", type=int)
+    parser.add_argument("--services", type=int)
+    parser.add_argument("--resolves", type=int)
+    parser.add_argument("--register-concurrency", type=int, default=32, help="registrations in flight per worker")
+    parser.add_argument("--setup-cap", type=float, default=300.0)
+    parser.add_argument("--provide-cap", type=float, default=180.0)
+    parser.add_argument("--lookup-cap", type=float, default=180.0)
+    parser.add_argument("--register-cap", type=float, default=300.0)
+    parser.add_argument("--pylibp2p-nodes", type=int, default=60)
+    parser.add_argument("--pylibp2p-cap", type=float, default=300.0)
+    parser.add_argument("--skip-baselines", action="store_true")
+    parser.add_argument("--seed", type=int, default=1)
+    # worker mode (internal)
+    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--index", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--count", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--data-dir", help=argparse.SUPPRESS)
+    parser.add_argument("--bootstrap", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        worker_main(args)
+        return
+    args.nodes = args.nodes or (12 if args.quick else 200)
+    args.workers = max(1, min(args.workers or (2 if args.quick else 4), args.nodes // 2))
+    args.lookups = args.lookups or (20 if args.quick else 200)
+    args.services = args.services if args.services is not None else (100 if args.quick else 10_000)
+    args.resolves = args.resolves or (50 if args.quick else 300)
+    if args.quick:
+        args.setup_cap, args.provide_cap, args.lookup_cap = 20.0, 15.0, 15.0
+        args.register_cap, args.pylibp2p_cap = 15.0, 30.0
+
+    signal.signal(signal.SIGTERM, _terminate)
+    started = time.monotonic()
+    report: dict = {"bench": "dht", "quick": args.quick, "machine": machine(),
+                    "loadavg_start": [round(x, 2) for x in os.getloadavg()]}
+    tmp = Path(tempfile.mkdtemp(prefix="hypermesh-dht-bench-"))
+    try:
+        run_ours(args, tmp, report)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    report["loadavg_after_ours"] = [round(x, 2) for x in os.getloadavg()]
+    report["baselines"] = {} if args.skip_baselines else baselines(args)
+    report["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
+    report["checks"] = build_checks(report)
+    report["elapsed_s"] = round(time.monotonic() - started, 1)
+    print(json.dumps(report))
+
+
+if __name__ == "__main__":
+    main()
