@@ -226,7 +226,8 @@ class QuicEndpoint:
             return None
         cid, is_long = parsed
         driver = self._connections.get(cid)
-        if driver is None:
+        is_new = driver is None
+        if is_new:
             if not is_long or self._accept is None:
                 metrics.DATAGRAMS_DROPPED.labels("unknown_connection").inc()
                 return None
@@ -241,16 +242,6 @@ class QuicEndpoint:
             driver = self._accept(self, data, addr, cid, version)
             if driver is None:
                 return None
-            try:
-                driver.datagram_received(data, addr, now)
-            finally:
-                if not driver.is_viable():
-                    # Not a real Initial (aioquic could not decrypt it): forget
-                    # it without a word, as RFC 9000 §5.2.2 allows.
-                    metrics.DATAGRAMS_DROPPED.labels("bad_initial").inc()
-                    driver.abandon("undecryptable initial packet")
-                    return None
-            return driver
         try:
             driver.datagram_received(data, addr, now)
         except Exception:
@@ -259,6 +250,12 @@ class QuicEndpoint:
             log.exception("dropping connection to %s after an internal error", addr)
             driver.close("internal error", error_code=0x1)
             metrics.DATAGRAMS_DROPPED.labels("internal_error").inc()
+        if is_new and not driver.is_viable():
+            # Not a real Initial (aioquic could not decrypt it): forget it
+            # without a word, as RFC 9000 §5.2.2 allows.
+            metrics.DATAGRAMS_DROPPED.labels("bad_initial").inc()
+            driver.abandon("undecryptable initial packet")
+            return None
         return driver
 
     def _send_version_negotiation(self, data: bytes, addr: tuple, dcid: bytes) -> None:

@@ -82,6 +82,19 @@ class HostConfig:
     enable_resumption: bool = True
 
 
+class _ProbeOutcome:
+    """What became of one datagram-size probe."""
+
+    def __init__(self) -> None:
+        self.settled = trio.Event()
+        self.acknowledged = False
+
+    def set(self, acknowledged: bool) -> None:
+        if not self.settled.is_set():
+            self.acknowledged = acknowledged
+            self.settled.set()
+
+
 class _ServerTickets:
     """Session tickets we issued, with the peer each was issued to."""
 
@@ -395,17 +408,11 @@ class Host:
         for size in PROBE_SIZES:
             if size > ceiling or size <= driver.quic.max_datagram_size or driver.closed:
                 continue
-            result = trio.Event()
-            outcome = []
-
-            def on_result(acknowledged: bool) -> None:
-                outcome.append(acknowledged)
-                result.set()
-
-            driver.send_probe(size, on_result)
+            outcome = _ProbeOutcome()
+            driver.send_probe(size, outcome.set)
             with trio.move_on_after(PROBE_TIMEOUT):
-                await result.wait()
-            if outcome and outcome[0]:
+                await outcome.settled.wait()
+            if outcome.acknowledged:
                 metrics.DATAGRAM_SIZE.set(size)
                 log.debug("datagram size to %s raised to %d", driver.remote_multiaddr, size)
                 return

@@ -281,7 +281,7 @@ class Libp2pQuicConnection(QuicConnection):
             self._probe_failed = True
         return datagrams
 
-    def _write_ping_frame(self, builder, uids=[], comment: str = "") -> None:
+    def _write_ping_frame(self, builder, uids=(), comment: str = "") -> None:
         super()._write_ping_frame(builder, uids, comment)
         if self._building_probe and self._probe_uid in uids:
             builder._datagram_needs_padding = True

@@ -7,7 +7,6 @@ virtual clock, so each aioquic internal we rely on is pinned by a test.
 import dataclasses
 import ssl
 
-import pytest
 from aioquic.quic import events
 from aioquic.quic.configuration import QuicConfiguration
 
