@@ -202,6 +202,8 @@ async def _worker(args) -> None:
                 names = cmd["names"]
                 limiter = trio.CapacityLimiter(cmd["concurrency"])
                 stored, failed, done = [], 0, 0
+                errors: dict[str, int] = {}
+                register_ms: list[float] = []
                 t = time.perf_counter()
 
                 async def register(i: int, name: str) -> None:
@@ -209,17 +211,21 @@ async def _worker(args) -> None:
                     async with limiter:
                         try:
                             with trio.fail_after(30):
+                                began = time.perf_counter()
                                 stored.append(await nodes[i % len(nodes)].register_service(
                                     name, "/bench/1.0.0", weight=100, ttl=3600))
+                                register_ms.append((time.perf_counter() - began) * 1000)
                                 done += 1
-                        except Exception:  # noqa: BLE001
+                        except Exception as exc:  # noqa: BLE001
                             failed += 1
+                            reason = "timeout (30 s)" if isinstance(exc, trio.TooSlowError) else f"{type(exc).__name__}: {exc}"
+                            errors[reason[:200]] = errors.get(reason[:200], 0) + 1
 
                 with trio.move_on_after(cmd["cap"]) as scope:
                     async with trio.open_nursery() as nursery:
                         for i, name in enumerate(names):
                             nursery.start_soon(register, i, name)
-                emit({"registered": done, "failed": failed, "capped": scope.cancelled_caught,
+                emit({"registered": done, "failed": failed, "capped": scope.cancelled_caught, "errors": errors, "ms": register_ms,
                       "seconds": round(time.perf_counter() - t, 3),
                       "stored_p50": statistics.median(stored) if stored else None})
             elif op == "resolve":
@@ -406,6 +412,8 @@ def _run_phases(args, rng, workers, ours, t0) -> None:
             "registrations_per_s": round(registered / max(1e-9, time.monotonic() - t), 1),
             "stored_at_p50": statistics.median([a["stored_p50"] for a in answers.values() if a["stored_p50"]] or [0]),
             "concurrency_per_worker": args.register_concurrency,
+            "register_ms": summary([ms for a in answers.values() for ms in a.get("ms", [])]),
+            "errors": {k: v for a in answers.values() for k, v in a.get("errors", {}).items()},
         }
         progress(ours, "register")
         # Resolve a sample of the names (that registered or not: the worker knows which; a failed one

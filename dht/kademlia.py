@@ -50,7 +50,7 @@ from .ratelimit import RateLimit
 from .records import NamespacedValidator, RecordError, Validator
 from .reprovide import ProvideBatch, Reprovider
 from .routing import ObserveResult, RoutingConfig, RoutingTable, ip_group
-from .server import CoreStats, Requester, RequestServer
+from .server import CoreStats, RecordChanged, Requester, RequestServer  # noqa: F401 (RecordChanged is re-exported for the driver)
 
 log = logging.getLogger(__name__)
 
