@@ -24,6 +24,7 @@ from aioquic.quic.connection import QuicConnectionState
 
 from .errors import ConnectionClosed, HandshakeError, NegotiationError, PeerIdMismatch, ResourceLimitError, StreamReset
 from .identity import PeerId
+from .endpoint import SPIN_SECONDS
 from .quic_hooks import Libp2pQuicConnection
 
 if TYPE_CHECKING:
@@ -279,11 +280,12 @@ class QuicConnectionDriver:
         for data, addr in quic.datagrams_to_send(now):
             send(data, addr)
             sent = True
-        if sent and not self.handshake_complete.is_set():
-            # Handshake flights answer each other within milliseconds: keep
-            # polling rather than pay a sleeping process's wake-up each way.
+        if sent:
+            # A reply usually follows what we send: poll for it a little while
+            # (longer for handshake flights) rather than pay a wake-up.
+            spin = SPIN_SECONDS if self.handshake_complete.is_set() else HANDSHAKE_SPIN_SECONDS
             endpoint = self.endpoint
-            endpoint.spin_until = max(endpoint.spin_until, now + HANDSHAKE_SPIN_SECONDS)
+            endpoint.spin_until = max(endpoint.spin_until, now + spin)
         timer = quic.get_timer()
         self._timer_at = timer if timer is not None else math.inf
         scope = self._timer_scope

@@ -161,8 +161,6 @@ class QuicEndpoint:
         A full socket buffer drops the datagram, as a congested router
         would; QUIC's loss recovery resends and slows down.
         """
-        # A reply usually follows what we send: poll for it a little while.
-        self.spin_until = trio.current_time() + SPIN_SECONDS
         try:
             self.sock.sendto(data, addr)
         except BlockingIOError:
@@ -181,6 +179,7 @@ class QuicEndpoint:
         view = memoryview(buffer)
         dirty: dict[int, "QuicConnectionDriver"] = {}
         clock = trio.current_time
+        datagrams_received = metrics.DATAGRAMS_RECEIVED
         while not self.closed:
             received = 0
             while received < MAX_BATCH:
@@ -198,6 +197,7 @@ class QuicEndpoint:
                 if driver is not None:
                     dirty[id(driver)] = driver
             if received:
+                datagrams_received.inc(received)
                 # Let woken stream readers run first: their replies then carry
                 # the acknowledgements, one packet instead of two. Trio may run
                 # us before them in the next batch, so allow a second round.
@@ -219,7 +219,6 @@ class QuicEndpoint:
                     return
 
     def _datagram_received(self, data: bytes, addr: tuple, now: float) -> "QuicConnectionDriver | None":
-        metrics.DATAGRAMS_RECEIVED.inc()
         parsed = destination_cid(data)
         if parsed is None:
             metrics.DATAGRAMS_DROPPED.labels("malformed").inc()

@@ -6,8 +6,8 @@ import os
 
 import trio
 
-from .errors import ProtocolError
-from .framing import BufferedReader
+from .errors import ProtocolError, TransportError
+from .framing import BufferedReader, FramingError
 
 PROTOCOL = "/ipfs/ping/1.0.0"
 PAYLOAD_SIZE = 32
@@ -17,15 +17,18 @@ IDLE_TIMEOUT = 60.0
 
 async def handle_ping(stream) -> None:
     reader = BufferedReader(stream)
-    while True:
-        with trio.move_on_after(IDLE_TIMEOUT):
+    # One cancel scope for the whole stream, its deadline pushed forward only
+    # now and then: a scope per ping costs more than the echo itself.
+    with trio.CancelScope(deadline=trio.current_time() + IDLE_TIMEOUT) as idle:
+        while True:
             try:
                 payload = await reader.read_exactly(PAYLOAD_SIZE)
-            except Exception:
+            except (TransportError, FramingError):
                 return  # peer finished (or broke off) mid-ping: nothing to echo
             await stream.send_all(payload)
-            continue
-        return
+            now = trio.current_time()
+            if idle.deadline - now < IDLE_TIMEOUT / 2:
+                idle.deadline = now + IDLE_TIMEOUT
 
 
 class Pinger:
