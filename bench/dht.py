@@ -537,7 +537,7 @@ def main() -> None:
     parser.add_argument("--lookups", type=int)
     parser.add_argument("--services", type=int)
     parser.add_argument("--resolves", type=int)
-    parser.add_argument("--register-concurrency", type=int, default=32, help="registrations in flight per worker")
+    parser.add_argument("--register-concurrency", type=int, default=8, help="registrations in flight per worker")
     parser.add_argument("--setup-cap", type=float, default=300.0)
     parser.add_argument("--provide-cap", type=float, default=180.0)
     parser.add_argument("--lookup-cap", type=float, default=180.0)
