@@ -63,8 +63,9 @@ IP_UDP_OVERHEAD = {socket.AF_INET: 28, socket.AF_INET6: 48}
 PROBE_SIZES = (16384, 8952, 1452)
 PROBE_TIMEOUT = 1.0
 PROBE_DELAY = 0.05
-# Tickets remembered by a server for resumption, and their peers.
-MAX_SERVER_TICKETS = 10_000
+# Session tickets remembered, as a server (issued, with their peers) and as a
+# client (received, one per peer).
+MAX_TICKETS = 10_000
 
 
 @dataclass
@@ -95,22 +96,35 @@ class _ProbeOutcome:
             self.settled.set()
 
 
-class _ServerTickets:
-    """Session tickets we issued, with the peer each was issued to."""
+class _BoundedTickets:
+    """Session tickets, oldest dropped first beyond ``MAX_TICKETS``."""
 
     def __init__(self) -> None:
-        self._tickets: collections.OrderedDict[bytes, tuple] = collections.OrderedDict()
+        self._tickets: collections.OrderedDict = collections.OrderedDict()
+
+    def put(self, key, value) -> None:
+        self._tickets[key] = value
+        self._tickets.move_to_end(key)
+        while len(self._tickets) > MAX_TICKETS:
+            self._tickets.popitem(last=False)
+
+    def get(self, key):
+        return self._tickets.get(key)
+
+    def pop(self, key):
+        return self._tickets.pop(key, None)
+
+
+class _ServerTickets(_BoundedTickets):
+    """Session tickets we issued, with the peer each was issued to."""
 
     def store(self, ticket, peer_id: PeerId | None) -> None:
-        if peer_id is None:
-            return
-        self._tickets[ticket.ticket] = (ticket, peer_id)
-        while len(self._tickets) > MAX_SERVER_TICKETS:
-            self._tickets.popitem(last=False)
+        if peer_id is not None:
+            self.put(ticket.ticket, (ticket, peer_id))
 
     def lookup(self, label: bytes):
         # Single use: a replayed ticket falls back to a full handshake.
-        return self._tickets.pop(label, None)
+        return self.pop(label)
 
 
 class Host:
@@ -124,7 +138,7 @@ class Host:
         self._connections: dict[PeerId, list[QuicConnectionDriver]] = {}
         self._all_connections: set[QuicConnectionDriver] = set()
         self._pending_dials: dict[PeerId, trio.Event] = {}
-        self._client_tickets: dict[PeerId, object] = {}
+        self._client_tickets = _BoundedTickets()
         self._server_tickets = _ServerTickets()
         self._inbound_handlers = 0
         self._nursery: trio.Nursery | None = None
@@ -291,7 +305,7 @@ class Host:
             configuration=configuration,
             expected_peer_id=peer_id,
             resumed_peer_id=peer_id if ticket is not None else None,
-            session_ticket_handler=lambda new_ticket: self._client_tickets.__setitem__(peer_id, new_ticket),
+            session_ticket_handler=lambda new_ticket: self._client_tickets.put(peer_id, new_ticket),
         )
         driver = self._new_driver(endpoint, quic, sockaddr, is_client=True)
         started = trio.current_time()

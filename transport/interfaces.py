@@ -6,6 +6,7 @@ import fcntl
 import ipaddress
 import socket
 import struct
+import time
 
 SIOCGIFADDR = 0x8915
 
@@ -42,9 +43,17 @@ def ipv4_addresses() -> list[str]:
     return sorted(set(found) or {"127.0.0.1"}, key=lambda text: text != "127.0.0.1")
 
 
+# Interface addresses change rarely; identify asks for them on every request.
+INTERFACE_CACHE_SECONDS = 5.0
+_cache: dict[str, tuple[float, list[str]]] = {}
+
+
 def expand_wildcard(host: str) -> list[str]:
-    if host == "::":
-        return ipv6_addresses()
-    if host == "0.0.0.0":
-        return ipv4_addresses()
-    return [host]
+    """The addresses a wildcard bind (``::``, ``0.0.0.0``) is reachable at."""
+    if host not in ("::", "0.0.0.0"):
+        return [host]
+    now = time.monotonic()
+    cached = _cache.get(host)
+    if cached is None or cached[0] < now:
+        cached = _cache[host] = (now + INTERFACE_CACHE_SECONDS, ipv6_addresses() if host == "::" else ipv4_addresses())
+    return list(cached[1])
