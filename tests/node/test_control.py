@@ -4,6 +4,8 @@ import json
 import stat
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 import trio
 
 from hypermesh.node import control
@@ -66,3 +68,22 @@ async def test_oversized_and_malformed_requests_are_refused(server, tmp_path):
 async def test_a_second_node_on_the_same_data_dir_is_refused(server, tmp_path):
     with pytest.raises(control.ControlError, match="already running"):
         await control.ControlServer(tmp_path).serve()
+
+
+@given(st.binary(max_size=256))
+def test_control_requests_of_any_bytes_get_an_answer_not_a_crash(raw):
+    server = control.ControlServer("/nonexistent")
+
+    async def echo(request, progress):
+        return request
+
+    server.register("echo", echo)
+
+    async def dispatch():
+        try:
+            answer = await server._dispatch(raw, lambda progress: None)
+        except control.ControlError:
+            return
+        assert answer["ok"] is True
+
+    trio.run(dispatch)
