@@ -96,6 +96,14 @@ class _ProbeOutcome:
             self.settled.set()
 
 
+class _PendingDial:
+    """A dial in progress, for callers who want the same peer meanwhile."""
+
+    def __init__(self) -> None:
+        self.done = trio.Event()
+        self.error: TransportError | None = None
+
+
 class _BoundedTickets:
     """Session tickets, oldest dropped first beyond ``MAX_TICKETS``."""
 
@@ -137,7 +145,7 @@ class Host:
         self._endpoints: list[QuicEndpoint] = []
         self._connections: dict[PeerId, list[QuicConnectionDriver]] = {}
         self._all_connections: set[QuicConnectionDriver] = set()
-        self._pending_dials: dict[PeerId, trio.Event] = {}
+        self._pending_dials: dict[PeerId, _PendingDial] = {}
         self._client_tickets = _BoundedTickets()
         self._server_tickets = _ServerTickets()
         self._inbound_handlers = 0
@@ -254,18 +262,23 @@ class Host:
         return await self._dial_deduplicated(peer_id, addresses)
 
     async def _dial_deduplicated(self, peer_id: PeerId, addresses: list[QuicAddress]) -> QuicConnectionDriver:
+        """One dial per peer at a time: concurrent callers share its outcome."""
         pending = self._pending_dials.get(peer_id)
         if pending is not None:
-            await pending.wait()
+            await pending.done.wait()
             existing = self.connections_to(peer_id)
             if existing:
                 return existing[0]
-        done = self._pending_dials[peer_id] = trio.Event()
+            raise pending.error or HandshakeError(f"connection to {peer_id} closed as it opened")
+        pending = self._pending_dials[peer_id] = _PendingDial()
         try:
             return await self._dial_any(peer_id, addresses)
+        except BaseException as exc:
+            pending.error = exc if isinstance(exc, TransportError) else None
+            raise
         finally:
             del self._pending_dials[peer_id]
-            done.set()
+            pending.done.set()
 
     async def _dial_any(self, peer_id: PeerId, addresses: list[QuicAddress]) -> QuicConnectionDriver:
         errors = []

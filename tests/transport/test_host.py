@@ -248,3 +248,28 @@ async def test_connection_without_streams_is_closed_when_idle():
             await driver.closed_event.wait()
         assert driver.close_reason == "idle"
         assert not client.connected_peers()
+
+
+async def test_concurrent_dials_to_one_peer_share_one_attempt_and_its_failure(pair):
+    server, client = pair
+    wrong = Identity.generate().peer_id
+    addr = server.listen_addrs()[0].rsplit("/p2p/", 1)[0] + f"/p2p/{wrong}"
+    errors = []
+
+    async def dial():
+        try:
+            await client.connect(addr)
+        except HandshakeError as exc:
+            errors.append(exc)
+
+    with trio.fail_after(STEP):
+        async with trio.open_nursery() as nursery:
+            for _ in range(3):
+                nursery.start_soon(dial)
+    assert len(errors) == 3 and all(isinstance(exc, PeerIdMismatch) for exc in errors)
+    assert not client._pending_dials
+    with trio.fail_after(STEP):
+        async with trio.open_nursery() as nursery:
+            for _ in range(3):
+                nursery.start_soon(client.connect, server.listen_addrs()[0])
+    assert len(client.connections_to(server.peer_id)) == 1
