@@ -35,7 +35,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import random
 import select
 import signal
@@ -49,23 +48,11 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "bench"))
 
-INTEROP_PY = os.environ.get("HYPERMESH_INTEROP_PY", str(REPO / ".venv-interop" / "bin" / "python"))
+from benchlib import INTEROP_PY, check, get, machine, run_json, summary  # noqa: E402
+
 LISTEN = "/ip4/127.0.0.1/udp/0/quic-v1"
-
-
-def summary(ms: list[float]) -> dict | None:
-    ms = sorted(ms)
-    if not ms:
-        return None
-    return {
-        "n": len(ms),
-        "p50": round(statistics.median(ms), 4),
-        "p99": round(ms[min(len(ms) - 1, int(len(ms) * 0.99))], 4),
-        "mean": round(statistics.fmean(ms), 4),
-        "min": round(ms[0], 4),
-        "max": round(ms[-1], 4),
-    }
 
 
 # ================================================================== worker
@@ -451,14 +438,6 @@ def _run_phases(args, rng, workers, ours, t0) -> None:
 # --------------------------------------------------------------- baselines
 
 
-def run_json(command: list[str], timeout: float) -> dict:
-    try:
-        result = subprocess.run(command, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
-        return json.loads(result.stdout.strip().splitlines()[-1])
-    except (subprocess.TimeoutExpired, IndexError, ValueError) as exc:
-        return {"error": f"{type(exc).__name__}: {exc}"}
-
-
 def baselines(args) -> dict:
     if not os.path.exists(INTEROP_PY):
         return {"error": "interop venv missing (make interop-setup)"}
@@ -473,19 +452,6 @@ def baselines(args) -> dict:
 
 
 # ------------------------------------------------------------------ checks
-
-
-def check(name, value, unit, target, baseline=None, ratio=None, met=None) -> dict:
-    return {"name": name, "value": value, "unit": unit, "target": target, "baseline": baseline,
-            "ratio": None if ratio is None else round(ratio, 2), "met": bool(met)}
-
-
-def get(tree, *path):
-    for key in path:
-        if not isinstance(tree, dict) or tree.get(key) is None:
-            return None
-        tree = tree[key]
-    return tree
 
 
 def build_checks(report: dict) -> list[dict]:
@@ -517,16 +483,6 @@ def build_checks(report: dict) -> list[dict]:
                         kad_setup / setup if setup and kad_setup else None,
                         bool(setup and kad_setup and setup < kad_setup)))
     return checks
-
-
-def machine() -> dict:
-    cpu = ""
-    try:
-        cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                   if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(), "kernel": platform.release()}
 
 
 def _terminate(signum, frame):

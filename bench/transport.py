@@ -20,8 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
-import statistics
 import subprocess
 import sys
 import time
@@ -32,6 +30,9 @@ import trio
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "bench"))
+
+from benchlib import INTEROP_PY, check, get, machine, run_json, summary  # noqa: E402
 
 from hypermesh.node.processes import start_node  # noqa: E402
 from hypermesh.transport import perf, ping  # noqa: E402
@@ -39,22 +40,11 @@ from hypermesh.transport.host import HostConfig, open_host  # noqa: E402
 from hypermesh.transport.identity import Identity  # noqa: E402
 from hypermesh.transport.multiaddrs import parse_quic_address  # noqa: E402
 
-INTEROP_PY = os.environ.get("HYPERMESH_INTEROP_PY", str(REPO / ".venv-interop" / "bin" / "python"))
 MB = 1e6
 
 
-def summary(samples_s: list[float]) -> dict:
-    ms = sorted(sample * 1000 for sample in samples_s)
-    if not ms:
-        return None
-    return {
-        "n": len(ms),
-        "p50": round(statistics.median(ms), 4),
-        "p99": round(ms[min(len(ms) - 1, int(len(ms) * 0.99))], 4),
-        "mean": round(statistics.fmean(ms), 4),
-        "min": round(ms[0], 4),
-        "max": round(ms[-1], 4),
-    }
+def summary_s(samples_s: list[float]) -> dict | None:
+    return summary([sample * 1000 for sample in samples_s])
 
 
 async def measure_connects(addr: str, count: int, resumption: bool) -> list[float]:
@@ -114,9 +104,9 @@ async def measure_family(addr: str, quick: bool) -> dict:
     bulk = (20 if quick else 200) * 1_000_000
     return {
         "addr": addr,
-        "connect_ms": summary(await measure_connects(addr, connects, resumption=False)),
-        "resumed_connect_ms": summary(await measure_connects(addr, connects, resumption=True)),
-        "ping_rtt_ms": summary(await measure_pings(addr, pings)),
+        "connect_ms": summary_s(await measure_connects(addr, connects, resumption=False)),
+        "resumed_connect_ms": summary_s(await measure_connects(addr, connects, resumption=True)),
+        "ping_rtt_ms": summary_s(await measure_pings(addr, pings)),
         "bulk_1stream": await measure_bulk(addr, bulk, 1),
         "bulk_8streams": await measure_bulk(addr, bulk, 8),
     }
@@ -207,14 +197,6 @@ def measure_many_connections(server, count: int, workers: int = 2) -> dict:
 # -- baselines ----------------------------------------------------------------------
 
 
-def run_json(command: list[str], timeout: float) -> dict:
-    try:
-        result = subprocess.run(command, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
-        return json.loads(result.stdout.strip().splitlines()[-1])
-    except (subprocess.TimeoutExpired, IndexError, ValueError) as exc:
-        return {"error": f"{type(exc).__name__}: {exc}"}
-
-
 def baselines(quick: bool) -> dict:
     quick_flag = ["--quick"] if quick else []
     pylibp2p = (
@@ -226,19 +208,6 @@ def baselines(quick: bool) -> dict:
 
 
 # -- checks -------------------------------------------------------------------------
-
-
-def check(name, value, unit, target, baseline=None, ratio=None, met=None) -> dict:
-    return {"name": name, "value": value, "unit": unit, "target": target, "baseline": baseline,
-            "ratio": None if ratio is None else round(ratio, 2), "met": bool(met)}
-
-
-def get(tree, *path):
-    for key in path:
-        if not isinstance(tree, dict) or tree.get(key) is None:
-            return None
-        tree = tree[key]
-    return tree
 
 
 def build_checks(ours: dict, base: dict, many: dict) -> list[dict]:
@@ -264,16 +233,6 @@ def build_checks(ours: dict, base: dict, many: dict) -> list[dict]:
     checks.append(check("concurrent_connections_held", many["server_sees_peers"], "connections",
                         f">= {many['connections']}", met=many["server_sees_peers"] >= many["connections"]))
     return checks
-
-
-def machine() -> dict:
-    cpu = ""
-    try:
-        cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                   if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(), "kernel": platform.release()}
 
 
 def main() -> None:
