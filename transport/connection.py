@@ -508,9 +508,6 @@ class QuicConnectionDriver:
                 return
         self.transmit()
 
-    def probe_lost(self) -> bool:
-        return self.quic.probe_failed
-
     def is_viable(self) -> bool:
         """False for a server connection whose first packet never parsed."""
         return bool(self.quic._network_paths)

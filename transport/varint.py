@@ -49,11 +49,3 @@ def decode_uvarint(buf: bytes | bytearray | memoryview, offset: int = 0) -> tupl
     if end - offset >= MAX_VARINT_BYTES:
         raise VarintError(f"varint longer than {MAX_VARINT_BYTES} bytes")
     return None
-
-
-def decode_uvarint_exact(buf: bytes) -> tuple[int, int]:
-    """Decode a varint that must be complete in ``buf``."""
-    result = decode_uvarint(buf)
-    if result is None:
-        raise VarintError("truncated varint")
-    return result
