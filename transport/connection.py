@@ -291,9 +291,7 @@ class QuicConnectionDriver:
         scope = self._timer_scope
         if scope is not None and scope.deadline != self._timer_at:
             scope.deadline = self._timer_at
-        if quic._state in (QuicConnectionState.CLOSING, QuicConnectionState.DRAINING):
-            pass
-        elif quic._state == QuicConnectionState.TERMINATED and not self.closed:
+        if quic._state == QuicConnectionState.TERMINATED and not self.closed:
             self._mark_closed(self.close_reason)
 
     async def run_timers(self) -> None:
