@@ -76,7 +76,10 @@ async def perf(node, addr: str, upload: int = 0, download: int = 0) -> dict:
     address = _target(addr)
     await node.host.connect(address)
     stream = await node.host.new_stream(address.peer_id, [perf_protocol.PROTOCOL])
-    result = await perf_protocol.run_perf(stream, upload, download)
+    try:
+        result = await perf_protocol.run_perf(stream, upload, download)
+    finally:
+        await stream.aclose()
     return {"peer_id": str(address.peer_id), **result.to_json()}
 
 

@@ -192,11 +192,17 @@ class QuicStream:
         self._close_locally(stop_reading=not self._receive_eof)
 
     async def reset(self, error_code: int = STREAM_ERROR_RESET) -> None:
-        """Abort both directions at once."""
-        if not self._closed and self._reset_error is None and not self._connection.closed:
-            quic = self._connection.quic
+        """Abort both directions at once.
+
+        Also after the peer reset the stream: only closing it here frees its
+        slot in the connection's stream limit.
+        """
+        if not self._closed and not self._connection.closed:
             if not self._send_eof:
-                quic.reset_stream(self.stream_id, error_code)
+                try:
+                    self._connection.quic.reset_stream(self.stream_id, error_code)
+                except ValueError:
+                    pass  # aioquic refuses when the send side is already reset
             self._send_eof = True
             self._close_locally(stop_reading=not self._receive_eof, error_code=error_code)
         self._reset_error = self._reset_error or StreamReset("stream was reset locally")

@@ -533,7 +533,7 @@ class Host:
                 return
             await stream.aclose()
         except (StreamReset, ConnectionClosed):
-            pass
+            await stream.reset()  # frees the stream's slot; a no-op once closed
         finally:
             self._inbound_handlers -= 1
 

@@ -201,6 +201,50 @@ async def test_ten_thousand_streams_from_one_peer_are_bounded(pair):
         assert await ping.ping(client, server.peer_id)
 
 
+async def test_streams_the_client_closes_before_the_server_finishes_free_their_slots():
+    """The client closes right after the answer, before the server's FIN: the
+    server's handler then meets STOP_SENDING. Each such stream must give its
+    slot back, or the connection refuses every stream once the limit fills."""
+    limits = HostConfig(max_streams_per_connection=8)
+    async with open_host(Identity.generate(), [V6], limits) as server, open_host(
+        Identity.generate(), [V6], limits
+    ) as client:
+
+        async def answer_then_wait_for_eof(stream):
+            await stream.receive_some()
+            await stream.send_all(b"answer")
+            while await stream.receive_some():
+                pass
+
+        server.set_stream_handler("/answer/1.0.0", answer_then_wait_for_eof)
+        with trio.fail_after(STEP):
+            await client.connect(server.listen_addrs()[0])
+            for _ in range(5 * limits.max_streams_per_connection):
+                stream = await client.new_stream(server.peer_id, ["/answer/1.0.0"])
+                await stream.send_all(b"question")
+                assert await stream.receive_some() == b"answer"
+                await stream.aclose()
+        assert server.connections_to(client.peer_id)[0].stream_count <= 1
+
+
+async def test_a_stream_the_peer_reset_frees_its_slot_once_reset_locally(pair):
+    server, client = pair
+
+    async def refuse(stream):
+        await stream.reset()
+
+    server.set_stream_handler("/refuse/1.0.0", refuse)
+    with trio.fail_after(STEP):
+        driver = await client.connect(server.listen_addrs()[0])
+        for _ in range(client.config.max_streams_per_connection + 10):
+            stream = await client.new_stream(server.peer_id, ["/refuse/1.0.0"])
+            with pytest.raises(StreamReset):
+                while await stream.receive_some():
+                    pass
+            await stream.reset()
+    assert driver.stream_count == 0
+
+
 async def test_peer_that_stops_reading_holds_the_writer_not_the_node(pair):
     server, client = pair
     stalled = trio.Event()
