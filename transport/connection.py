@@ -24,7 +24,6 @@ from aioquic.quic.connection import QuicConnectionState
 
 from .errors import ConnectionClosed, HandshakeError, NegotiationError, PeerIdMismatch, ResourceLimitError, StreamReset
 from .identity import PeerId
-from .endpoint import SPIN_SECONDS
 from .quic_hooks import Libp2pQuicConnection
 
 if TYPE_CHECKING:
@@ -43,9 +42,9 @@ WRITE_SLICE = 256 << 10
 STREAM_ERROR_RESET = 0
 STREAM_ERROR_LIMIT = 1
 STREAM_ERROR_PROTOCOL = 2
-KEEPALIVE_INTERVAL = 5.0
-# After sending a handshake flight, poll the socket this long for the answer.
-HANDSHAKE_SPIN_SECONDS = 0.003
+# The keepalive task never wakes more often than this, however busy the
+# connection: it only has to act once the connection falls quiet.
+MIN_KEEPALIVE_SLEEP = 1.0
 
 
 class QuicStream:
@@ -289,8 +288,8 @@ class QuicConnectionDriver:
         if sent:
             # A reply usually follows what we send: poll for it a little while
             # (longer for handshake flights) rather than pay a wake-up.
-            spin = SPIN_SECONDS if self.handshake_complete.is_set() else HANDSHAKE_SPIN_SECONDS
             endpoint = self.endpoint
+            spin = endpoint.spin_seconds if self.handshake_complete.is_set() else endpoint.handshake_spin_seconds
             endpoint.spin_until = max(endpoint.spin_until, now + spin)
         timer = quic.get_timer()
         self._timer_at = timer if timer is not None else math.inf
@@ -315,12 +314,25 @@ class QuicConnectionDriver:
                 self._process_events()
                 self.transmit()
 
-    async def run_keepalive(self, idle_close_after: float) -> None:
-        """PING when quiet, so neither side's idle timeout ends a connection in
-        use; close it once it has carried no stream for ``idle_close_after``."""
-        interval = min(KEEPALIVE_INTERVAL, idle_close_after)
+    async def run_keepalive(self, idle_timeout: float, idle_close_after: float) -> None:
+        """PING when quiet for half the QUIC ``idle_timeout``, so that neither
+        side's idle timeout ends a connection in use (quic-go does the same);
+        close it once it has carried no stream for ``idle_close_after``.
+
+        Pinging more often would cost every idle connection CPU: a node with
+        thousands of them spent a good part of a core on keepalives at 5 s.
+        """
+        interval = idle_timeout / 2
+        least_sleep = min(MIN_KEEPALIVE_SLEEP, interval, idle_close_after)
         while not self.closed:
-            await trio.sleep(interval)
+            # Wake when the connection has been quiet for ``interval`` (not
+            # just every ``interval``, which could let it go silent for two),
+            # or when it may have been without streams for long enough.
+            # While streams are open, the earliest the connection can be
+            # idle long enough is ``idle_close_after`` from now.
+            since = self._last_stream_activity if not self._streams else trio.current_time()
+            wake_at = min(self._last_activity + interval, since + idle_close_after)
+            await trio.sleep_until(max(wake_at, trio.current_time() + least_sleep))
             if self.closed:
                 return
             now = trio.current_time()
@@ -331,6 +343,7 @@ class QuicConnectionDriver:
                 self._ping_uid += 1
                 self.quic.send_ping(self._ping_uid)
                 self.transmit()
+                self._last_activity = now  # the next ping is due an interval after this one
 
     # -- input ---------------------------------------------------------------
 

@@ -44,8 +44,11 @@ SOCKET_BUFFER_BYTES = 8 << 20
 SUPPORTED_VERSIONS = [QuicProtocolVersion.VERSION_1]
 # After traffic, poll the socket this long before sleeping: waking a sleeping
 # process costs far more than a ping-pong round trip on loopback. Never
-# spins while idle.
+# spins while idle. The default for HostConfig.busy_poll_seconds.
 SPIN_SECONDS = float(os.environ.get("HYPERMESH_SPIN_US", "200")) / 1e6
+# After sending a handshake flight, poll this long for the answer (when
+# busy polling is on at all).
+HANDSHAKE_SPIN_SECONDS = 0.003
 
 # Scheduler rounds we give woken readers to answer before transmitting for them.
 READER_ROUNDS = 2
@@ -117,7 +120,9 @@ def destination_cid(data: bytes) -> tuple[bytes, bool] | None:
 
 
 class QuicEndpoint:
-    def __init__(self, sock: socket.socket, family: int, accept: AcceptCallback | None):
+    def __init__(
+        self, sock: socket.socket, family: int, accept: AcceptCallback | None, *, spin_seconds: float = SPIN_SECONDS
+    ):
         self.sock = sock
         self.family = family
         self._accept = accept
@@ -131,6 +136,8 @@ class QuicEndpoint:
         self.listening = True
         # Until when to poll the socket instead of sleeping (see SPIN_SECONDS).
         self.spin_until = 0.0
+        self.spin_seconds = spin_seconds
+        self.handshake_spin_seconds = HANDSHAKE_SPIN_SECONDS if spin_seconds > 0 else 0.0
 
     # -- routing -------------------------------------------------------------
 
@@ -209,7 +216,7 @@ class QuicEndpoint:
                     if driver.needs_transmit:
                         driver.transmit()
                 dirty.clear()
-                self.spin_until = clock() + SPIN_SECONDS
+                self.spin_until = clock() + self.spin_seconds
             elif clock() < self.spin_until:
                 await trio.lowlevel.checkpoint()
             else:

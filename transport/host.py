@@ -25,7 +25,7 @@ from aioquic.quic.configuration import QuicConfiguration
 
 from . import metrics
 from .connection import STREAM_ERROR_PROTOCOL, QuicConnectionDriver, QuicStream
-from .endpoint import MAX_UDP_PAYLOAD, QuicEndpoint, make_udp_socket, route_mtu
+from .endpoint import MAX_UDP_PAYLOAD, SPIN_SECONDS, QuicEndpoint, make_udp_socket, route_mtu
 from .errors import (
     ConnectionClosed,
     HandshakeError,
@@ -81,6 +81,10 @@ class HostConfig:
     agent_version: str = AGENT_VERSION
     probe_datagram_size: bool = True
     enable_resumption: bool = True
+    # Poll the socket this long after traffic instead of sleeping (lower
+    # latency, more CPU). 0 where many hosts share a process or the machine
+    # has no core to spare: spinning endpoints then starve the ones with work.
+    busy_poll_seconds: float = SPIN_SECONDS
 
 
 class _ProbeOutcome:
@@ -181,7 +185,7 @@ class Host:
                 sock = make_udp_socket(family, address.host, address.port)
             except OSError as exc:
                 raise TransportError(f"cannot listen on {text}: {exc.strerror or exc}") from None
-            self._add_endpoint(QuicEndpoint(sock, family, self._accept))
+            self._add_endpoint(QuicEndpoint(sock, family, self._accept, spin_seconds=self.config.busy_poll_seconds))
 
     def _add_endpoint(self, endpoint: QuicEndpoint) -> None:
         self._endpoints.append(endpoint)
@@ -302,7 +306,9 @@ class Host:
                 return endpoint
         # A dial-only host (e.g. `hypermesh ping`) gets an ephemeral endpoint.
         host = "::" if family == socket.AF_INET6 else "0.0.0.0"
-        endpoint = QuicEndpoint(make_udp_socket(family, host, 0), family, self._accept)
+        endpoint = QuicEndpoint(
+            make_udp_socket(family, host, 0), family, self._accept, spin_seconds=self.config.busy_poll_seconds
+        )
         endpoint.listening = False
         self._add_endpoint(endpoint)
         return endpoint
@@ -391,7 +397,7 @@ class Host:
         metrics.HANDSHAKE_SECONDS.labels(direction, str(driver.resumed).lower()).observe(
             trio.current_time() - started
         )
-        self._nursery.start_soon(driver.run_keepalive, self.config.idle_connection_timeout)
+        self._nursery.start_soon(driver.run_keepalive, self.config.idle_timeout, self.config.idle_connection_timeout)
         if self.config.probe_datagram_size:
             self._nursery.start_soon(self._probe_datagram_size, driver)
         else:

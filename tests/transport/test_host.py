@@ -298,6 +298,22 @@ async def test_connection_without_streams_is_closed_when_idle():
         assert not client.connected_peers()
 
 
+async def test_quiet_connection_with_an_open_stream_outlives_the_quic_idle_timeout():
+    quick_idle = HostConfig(idle_timeout=0.4)
+    async with open_host(Identity.generate(), [V6], quick_idle) as server, open_host(
+        Identity.generate(), [V6], quick_idle
+    ) as client:
+        server.set_stream_handler("/quiet/1.0.0", lambda stream: trio.sleep_forever())
+        with trio.fail_after(STEP):
+            driver = await client.connect(server.listen_addrs()[0])
+            await client.new_stream(server.peer_id, ["/quiet/1.0.0"])
+        # Keepalive PINGs are what keep it open: nothing else is sent meanwhile.
+        await trio.sleep(4 * quick_idle.idle_timeout)
+        assert not driver.closed
+        with trio.fail_after(STEP):
+            assert await ping.ping(client, server.peer_id)
+
+
 async def test_concurrent_dials_to_one_peer_share_one_attempt_and_its_failure(pair):
     server, client = pair
     wrong = Identity.generate().peer_id
