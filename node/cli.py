@@ -76,6 +76,9 @@ async def _run_node(args) -> int:
 
 
 def cmd_run(args) -> int:
+    from .runtime import tune_garbage_collector
+
+    tune_garbage_collector()
     return trio.run(_run_node, args)
 
 
