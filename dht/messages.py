@@ -10,6 +10,7 @@ make us do unbounded work or fill our tables with one answer.
 from __future__ import annotations
 
 import enum
+import functools
 from dataclasses import dataclass, field
 
 from google.protobuf.message import DecodeError
@@ -92,12 +93,23 @@ def validate_multiaddr_bytes(raw: bytes) -> None:
     """
     if not raw or len(raw) > MAX_ADDR_SIZE:
         raise DhtProtocolError(f"multiaddr of {len(raw)} bytes")
+    problem = _multiaddr_problem(bytes(raw))
+    if problem is not None:
+        raise DhtProtocolError(problem)
+
+
+# Every answer repeats addresses we have seen (each FIND_NODE answer carries
+# 20 peers), and parsing one twice with the multiaddr package costs ~50 µs:
+# remember the verdicts on recent ones.
+@functools.lru_cache(maxsize=8192)
+def _multiaddr_problem(raw: bytes) -> str | None:
     try:
         canonical = Multiaddr(str(Multiaddr(raw))).to_bytes()
     except Exception as exc:  # the parser raises assorted types on junk input
-        raise DhtProtocolError(f"malformed multiaddr: {exc}") from None
+        return f"malformed multiaddr: {exc}"
     if canonical != raw:
-        raise DhtProtocolError("multiaddr is not canonically encoded")
+        return "multiaddr is not canonically encoded"
+    return None
 
 
 def _decode_peer(pb_peer) -> PeerInfo:
