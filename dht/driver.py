@@ -30,6 +30,7 @@ from hypermesh.transport.identity import IdentityError, PeerId
 from .kademlia import KadConfig, KademliaCore, Mode, OperationFinished, OutboundRequest, RecordChanged
 from .messages import MAX_MESSAGE_SIZE, PROTOCOL_ID, DhtProtocolError, PeerInfo, decode_message, encode_message
 from .operations import OperationResult
+from .streams import StreamPool, close_quietly, reset_quietly
 
 log = logging.getLogger(__name__)
 
@@ -87,13 +88,8 @@ def parse_peer_addr(text: str) -> PeerInfo:
     return PeerInfo(peer_id, (raw,))
 
 
-async def _reset_quietly(stream) -> None:
-    # Shielded and bounded: we may be here because our own deadline fired.
-    with trio.CancelScope(shield=True), trio.move_on_after(1.0):
-        try:
-            await stream.reset()
-        except TransportError:
-            pass
+class _StreamEnded(Exception):
+    """The peer ended a stream before answering (a reused one may just be stale)."""
 
 
 class _Waiter:
@@ -130,6 +126,7 @@ class KademliaService:
         self._waiters: dict[int, _Waiter] = {}
         self._record_listeners: list[Callable[[bytes], None]] = []
         self._outbound_limit = trio.CapacityLimiter(MAX_OUTBOUND_STREAMS)
+        self._request_streams = StreamPool(lambda peer: self.host.new_stream(peer, [PROTOCOL_ID]))
         self._inbound_limit = trio.CapacityLimiter(MAX_INBOUND_STREAMS)
         self._inbound_per_peer: dict[PeerId, int] = {}
         self._provide_progress = trio.Event()
@@ -172,6 +169,7 @@ class KademliaService:
             self._pump()
             self.host.on_identified.append(self._on_identified)
             nursery.start_soon(self._scan_connected_peers)
+            nursery.start_soon(self._close_stale_request_streams)
             task_status.started()
             await self._timer_loop()
 
@@ -246,6 +244,11 @@ class KademliaService:
             self._pump()
             await trio.sleep(CONNECTED_PEERS_SCAN_INTERVAL)
 
+    async def _close_stale_request_streams(self) -> None:
+        while True:
+            await trio.sleep(self._request_streams.max_idle_seconds)
+            await self._request_streams.close_stale()
+
     def _sender_is_server(self, peer: PeerId, observed: bytes | None) -> bool:
         protocols = self.host.peerstore.protocols(peer)
         if not protocols and peer not in self.core.routing:
@@ -274,7 +277,7 @@ class KademliaService:
         await self._deliver(requests, self._tell)
 
     async def _deliver(self, requests: list[OutboundRequest], exchange) -> None:
-        """Run ``exchange`` on a new stream to the requests' peer and report the outcome.
+        """Run ``exchange`` with the requests' peer and report the outcome.
 
         Every request in the list shares the outcome: one stream carries them all.
         """
@@ -284,14 +287,7 @@ class KademliaService:
         try:
             async with self._outbound_limit:
                 with trio.fail_after(self.config.query_timeout):
-                    stream = await self.host.new_stream(peer.peer_id, [PROTOCOL_ID])
-                    try:
-                        response = await exchange(stream, requests)
-                        remote_addr = multiaddr_bytes(stream.remote_addr)
-                    except BaseException:
-                        await _reset_quietly(stream)  # the spec: on any error, reset
-                        raise
-                    await stream.aclose()
+                    response, remote_addr = await exchange(peer.peer_id, requests)
         except Exception as exc:
             if isinstance(exc, EXPECTED_FAILURES):
                 log.debug("DHT %s to %s failed: %s", requests[0].message.type.name, peer.peer_id.short(), exc)
@@ -304,34 +300,58 @@ class KademliaService:
                 self.core.handle_response(request.request_id, response, self.now(), remote_addr=remote_addr)
         self._pump()
 
-    @staticmethod
-    async def _ask(stream, requests: list[OutboundRequest]):
-        """One request, one answer."""
-        await write_frame(stream, encode_message(requests[0].message))
-        data = await BufferedReader(stream).read_frame(MAX_MESSAGE_SIZE)
-        if data is None:
-            raise DhtProtocolError("the peer closed the stream without answering")
-        return decode_message(data)
+    async def _ask(self, peer_id: PeerId, requests: list[OutboundRequest]):
+        """One request, one answer, on a reused stream where one is kept.
 
-    @staticmethod
-    async def _tell(stream, requests: list[OutboundRequest]) -> None:
-        """Messages without answers (ADD_PROVIDER), written back to back.
+        A reused stream the server has ended meanwhile costs one retry on a
+        new stream (the spec lets servers close streams at will).
+        """
+        data = encode_message(requests[0].message)
+        for _ in range(2):
+            pooled = await self._request_streams.take(peer_id)
+            try:
+                await write_frame(pooled.stream, data)
+                answer = await pooled.reader.read_frame(MAX_MESSAGE_SIZE)
+                if answer is None:
+                    raise _StreamEnded("the peer closed the stream without answering")
+                response = decode_message(answer)
+            except BaseException as exc:
+                await reset_quietly(pooled.stream)  # the spec: on any error, reset
+                if pooled.reused and isinstance(exc, (_StreamEnded, TransportError, FramingError)):
+                    continue
+                if isinstance(exc, _StreamEnded):
+                    raise DhtProtocolError(str(exc)) from None
+                raise
+            remote_addr = multiaddr_bytes(pooled.stream.remote_addr)
+            await self._request_streams.give_back(peer_id, pooled)
+            return response, remote_addr
+        raise AssertionError("unreachable: the second attempt uses a new stream")
+
+    async def _tell(self, peer_id: PeerId, requests: list[OutboundRequest]):
+        """Messages without answers (ADD_PROVIDER), written back to back on a new stream.
 
         Then we wait for the peer to end its side before closing: closing
         while it still reads would send STOP_SENDING, and some stacks
         (py-libp2p) then drop the messages they have not read yet. Peers that
         echo each ADD_PROVIDER (py-libp2p does) have the echoes read and dropped.
         """
-        for request in requests:
-            await write_frame(stream, encode_message(request.message))
-        await stream.send_eof()
-        drained = 0
-        with trio.move_on_after(ONE_WAY_DRAIN_TIMEOUT):
-            while drained <= MAX_MESSAGE_SIZE:
-                chunk = await stream.receive_some(65536)
-                if not chunk:
-                    break
-                drained += len(chunk)
+        stream = await self.host.new_stream(peer_id, [PROTOCOL_ID])
+        try:
+            for request in requests:
+                await write_frame(stream, encode_message(request.message))
+            await stream.send_eof()
+            drained = 0
+            with trio.move_on_after(ONE_WAY_DRAIN_TIMEOUT):
+                while drained <= MAX_MESSAGE_SIZE:
+                    chunk = await stream.receive_some(65536)
+                    if not chunk:
+                        break
+                    drained += len(chunk)
+        except BaseException:
+            await reset_quietly(stream)
+            raise
+        await close_quietly(stream)
+        return None, None
 
     # ----------------------------------------------------------- inbound
 

@@ -52,3 +52,41 @@ async def test_dht_over_real_hosts(tmp_path):
             assert await nodes[2].register_service("echo", "/echo/1", weight=5) >= 2
             [instance] = await nodes[0].resolve_service("echo")
             assert instance.peer_id == hosts[2].peer_id and instance.weight == 5
+
+
+@contextlib.asynccontextmanager
+async def two_nodes(tmp_path):
+    async with contextlib.AsyncExitStack() as stack:
+        hosts = [await stack.enter_async_context(open_host(Identity.generate(), [V4])) for _ in range(2)]
+        first = hosts[0].listen_addrs()[0]
+        first = first if "/p2p/" in first else f"{first}/p2p/{hosts[0].peer_id}"
+        server = await stack.enter_async_context(open_discovery(hosts[0], tmp_path / "server"))
+        client = await stack.enter_async_context(open_discovery(hosts[1], tmp_path / "client", bootstrap=[first]))
+        with trio.fail_after(STEP):
+            await client.service.bootstrap()
+        yield server, client
+
+
+async def test_requests_to_one_peer_share_one_stream(tmp_path):
+    async with two_nodes(tmp_path) as (server, client):
+        pool = client.service._request_streams
+        opened = pool.opened
+        with trio.fail_after(STEP):
+            for i in range(10):
+                await client.service.find_node(Cid.for_string(f"key {i}").multihash)
+        assert pool.opened == opened
+        assert pool.reused >= 10
+
+
+async def test_a_stream_the_server_ended_is_replaced_without_failing_the_request(tmp_path, monkeypatch):
+    from hypermesh.dht import driver
+
+    # The server ends every stream after one answer (py-libp2p does the like).
+    monkeypatch.setattr(driver, "MAX_REQUESTS_PER_STREAM", 1)
+    async with two_nodes(tmp_path) as (server, client):
+        pool = client.service._request_streams
+        with trio.fail_after(STEP):
+            for i in range(5):
+                result = await client.service.find_node(Cid.for_string(f"key {i}").multihash)
+                assert server.service.host.peer_id in [p.peer_id for p in result.closest]
+        assert pool.reused >= 5 and pool.opened >= 5
