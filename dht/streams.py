@@ -81,8 +81,11 @@ class StreamPool:
     async def close_stale(self) -> None:
         """Close the streams idle for longer than ``max_idle_seconds``."""
         now = trio.current_time()
-        for peer in [p for p, pooled in self._idle.items() if now - pooled.idle_since > self.max_idle_seconds]:
-            await close_quietly(self._idle.pop(peer).stream)
+        # Taken out of the pool before the first await: requests running
+        # meanwhile must not be handed a stream that is being closed.
+        stale = [p for p, pooled in self._idle.items() if now - pooled.idle_since > self.max_idle_seconds]
+        for pooled in [self._idle.pop(peer) for peer in stale]:
+            await close_quietly(pooled.stream)
 
     def __len__(self) -> int:
         return len(self._idle)
