@@ -63,7 +63,11 @@ def worker_main(args) -> None:
 
     import trio
 
+    from hypermesh.node.runtime import tune_garbage_collector
+
     logging.basicConfig(level=logging.ERROR, stream=sys.stderr)
+    # As a node process does (`hypermesh run`).
+    tune_garbage_collector()
     profile_dir = os.environ.get("HYPERMESH_BENCH_PROFILE")  # a directory: each worker dumps cProfile stats there
     if profile_dir:
         import cProfile
@@ -76,7 +80,28 @@ def worker_main(args) -> None:
             profiler.disable()
             profiler.dump_stats(os.path.join(profile_dir, f"worker{args.index}.prof"))
     else:
-        trio.run(_worker, args)
+        try:
+            trio.run(_worker, args)
+        except BaseException as exc:
+            # Fifty nested host nurseries bury the cause past the traceback
+            # module's group depth: print the leaves, each once.
+            import traceback
+
+            seen = set()
+            for leaf in _leaf_exceptions(exc):
+                text = "".join(traceback.format_exception(leaf))
+                if text not in seen:
+                    seen.add(text)
+                    sys.stderr.write(text)
+            raise SystemExit(1) from None
+
+
+def _leaf_exceptions(exc: BaseException):
+    if isinstance(exc, BaseExceptionGroup):
+        for inner in exc.exceptions:
+            yield from _leaf_exceptions(inner)
+    else:
+        yield exc
 
 
 async def _worker(args) -> None:
@@ -95,7 +120,9 @@ async def _worker(args) -> None:
 
     data = Path(args.data_dir)
     hosts, nodes = [], []
-    config = HostConfig(probe_datagram_size=False)
+    # Fifty hosts share this process and four processes share the cores: a
+    # host busy-polling its socket would only take CPU from the others.
+    config = HostConfig(probe_datagram_size=False, busy_poll_seconds=0.0)
     async with contextlib.AsyncExitStack() as stack:
         bootstrap = [args.bootstrap] if args.bootstrap else []
 
@@ -506,6 +533,7 @@ def main() -> None:
     parser.add_argument("--pylibp2p-cap", type=float, default=300.0)
     parser.add_argument("--skip-baselines", action="store_true")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--keep-data", action="store_true", help="keep the nodes' data dirs and worker logs")
     # worker mode (internal)
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--index", type=int, help=argparse.SUPPRESS)
@@ -533,7 +561,10 @@ def main() -> None:
     try:
         run_ours(args, tmp, report)
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        if args.keep_data:
+            print(f"[dht bench] data and worker logs kept in {tmp}", file=sys.stderr)
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
     report["loadavg_after_ours"] = [round(x, 2) for x in os.getloadavg()]
     report["baselines"] = {} if args.skip_baselines else baselines(args)
     report["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
