@@ -16,6 +16,9 @@ import errno
 import logging
 import os
 import socket
+import struct
+import sys
+import time
 from typing import TYPE_CHECKING, Callable
 
 import trio
@@ -52,6 +55,16 @@ HANDSHAKE_SPIN_SECONDS = 0.003
 
 # Scheduler rounds we give woken readers to answer before transmitting for them.
 READER_ROUNDS = 2
+# An Initial that waited in the socket queue longer than this is dropped
+# instead of opening a connection. Under overload the kernel queue holds
+# seconds of datagrams; by then the client has retransmitted (its newer copy
+# is served) or given up, and a handshake for a client that gave up is the
+# costliest kind of wasted work: it feeds the overload that delayed it.
+STALE_INITIAL_SECONDS = 1.0
+# Linux: the kernel stamps each datagram with its arrival time.
+SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35 if sys.platform.startswith("linux") else None)
+_TIMESPEC = struct.Struct("@qq")
+_ANCILLARY_SPACE = socket.CMSG_SPACE(_TIMESPEC.size)
 
 AcceptCallback = Callable[["QuicEndpoint", bytes, tuple, bytes, int], "QuicConnectionDriver | None"]
 
@@ -72,6 +85,11 @@ def make_udp_socket(family: int, host: str, port: int) -> socket.socket:
                 sock.setsockopt(socket.SOL_SOCKET, option, SOCKET_BUFFER_BYTES)
             except OSError:
                 pass
+        if SO_TIMESTAMPNS is not None:
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+            except OSError:
+                pass
         # Set "don't fragment" so an oversized probe is dropped (or refused
         # with EMSGSIZE), never silently fragmented.
         level, name, value = _PMTU_OPTIONS[family]
@@ -85,6 +103,13 @@ def make_udp_socket(family: int, host: str, port: int) -> socket.socket:
         sock.close()
         raise
     return sock
+
+
+def _option_enabled(sock: socket.socket, option: int) -> bool:
+    try:
+        return bool(sock.getsockopt(socket.SOL_SOCKET, option))
+    except OSError:
+        return False
 
 
 def route_mtu(family: int, addr: tuple) -> int | None:
@@ -138,6 +163,7 @@ class QuicEndpoint:
         self.spin_until = 0.0
         self.spin_seconds = spin_seconds
         self.handshake_spin_seconds = HANDSHAKE_SPIN_SECONDS if spin_seconds > 0 else 0.0
+        self._timestamps = SO_TIMESTAMPNS is not None and _option_enabled(sock, SO_TIMESTAMPNS)
 
     # -- routing -------------------------------------------------------------
 
@@ -187,11 +213,22 @@ class QuicEndpoint:
         dirty: dict[int, "QuicConnectionDriver"] = {}
         clock = trio.current_time
         datagrams_received = metrics.DATAGRAMS_RECEIVED
+        timestamps = self._timestamps
+        buffers = [buffer]
         while not self.closed:
             received = 0
+            wall_clock = time.time() if timestamps else 0.0
             while received < MAX_BATCH:
+                queued = 0.0
                 try:
-                    size, addr = sock.recvfrom_into(buffer)
+                    if timestamps:
+                        size, ancillary, _, addr = sock.recvmsg_into(buffers, _ANCILLARY_SPACE)
+                        for level, kind, value in ancillary:
+                            if kind == SO_TIMESTAMPNS and level == socket.SOL_SOCKET and len(value) >= _TIMESPEC.size:
+                                seconds, nanoseconds = _TIMESPEC.unpack_from(value)
+                                queued = wall_clock - (seconds + nanoseconds * 1e-9)
+                    else:
+                        size, addr = sock.recvfrom_into(buffer)
                 except BlockingIOError:
                     break
                 except OSError as exc:
@@ -200,7 +237,7 @@ class QuicEndpoint:
                     continue
                 received += 1
                 now = clock()
-                driver = self._datagram_received(bytes(view[:size]), addr, now)
+                driver = self._datagram_received(bytes(view[:size]), addr, now, queued)
                 if driver is not None:
                     dirty[id(driver)] = driver
             if received:
@@ -225,7 +262,10 @@ class QuicEndpoint:
                 except (trio.ClosedResourceError, OSError):
                     return
 
-    def _datagram_received(self, data: bytes, addr: tuple, now: float) -> "QuicConnectionDriver | None":
+    def _datagram_received(
+        self, data: bytes, addr: tuple, now: float, queued: float = 0.0
+    ) -> "QuicConnectionDriver | None":
+        """Route one datagram; ``queued`` is how long it waited in the socket queue."""
         parsed = destination_cid(data)
         if parsed is None:
             metrics.DATAGRAMS_DROPPED.labels("malformed").inc()
@@ -244,6 +284,9 @@ class QuicEndpoint:
             # Only an Initial packet (type 0 in QUIC v1) may open a connection.
             if (data[0] & 0x30) != 0 or len(data) < MIN_INITIAL_DATAGRAM:
                 metrics.DATAGRAMS_DROPPED.labels("not_initial").inc()
+                return None
+            if queued > STALE_INITIAL_SECONDS:
+                metrics.DATAGRAMS_DROPPED.labels("stale_initial").inc()
                 return None
             driver = self._accept(self, data, addr, cid, version)
             if driver is None:

@@ -1,0 +1,66 @@
+"""The UDP endpoint's routing of datagrams to connections (real sockets on [::1])."""
+
+import socket
+import sys
+
+import pytest
+import trio
+import trio.testing
+
+from hypermesh.transport import endpoint as endpoint_module
+from hypermesh.transport import metrics
+from hypermesh.transport.endpoint import QuicEndpoint, make_udp_socket
+
+
+def initial_datagram(cid: bytes = bytes(range(8))) -> bytes:
+    # Long header, type Initial, QUIC v1, then the destination CID; padded to
+    # the minimum Initial size (what a client's first flight looks like to routing).
+    head = bytes([0xC0]) + (1).to_bytes(4, "big") + bytes([len(cid)]) + cid + bytes([0])
+    return head + bytes(1200 - len(head))
+
+
+def dropped(reason: str) -> float:
+    return metrics.DATAGRAMS_DROPPED.labels(reason)._value.get()
+
+
+@pytest.fixture
+def endpoint():
+    accepted = []
+
+    def accept(endpoint, data, addr, cid, version):
+        accepted.append(cid)
+        return None
+
+    sock = make_udp_socket(socket.AF_INET6, "::1", 0)
+    ep = QuicEndpoint(sock, socket.AF_INET6, accept)
+    ep.accepted = accepted
+    yield ep
+    sock.close()
+
+
+def test_an_initial_that_waited_too_long_in_the_queue_opens_no_connection(endpoint):
+    before = dropped("stale_initial")
+    stale = endpoint_module.STALE_INITIAL_SECONDS + 1
+    assert endpoint._datagram_received(initial_datagram(), ("::1", 9, 0, 0), 0.0, queued=stale) is None
+    assert dropped("stale_initial") == before + 1 and endpoint.accepted == []
+    endpoint._datagram_received(initial_datagram(), ("::1", 9, 0, 0), 0.0, queued=0.01)
+    assert endpoint.accepted == [bytes(range(8))]
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="kernel receive timestamps are a Linux feature")
+async def test_queue_time_comes_from_kernel_timestamps(endpoint, monkeypatch):
+    # A datagram that sits unread for 50 ms counts as stale at a 10 ms limit.
+    monkeypatch.setattr(endpoint_module, "STALE_INITIAL_SECONDS", 0.01)
+    assert endpoint._timestamps
+    before = dropped("stale_initial")
+    sender = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+    sender.sendto(initial_datagram(), endpoint.sock.getsockname())
+    sender.close()
+    await trio.sleep(0.05)  # the datagram ages in the kernel queue
+    with trio.fail_after(5):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(endpoint.run)
+            # Once every task is blocked, the endpoint has read all there was.
+            await trio.testing.wait_all_tasks_blocked()
+            nursery.cancel_scope.cancel()
+    assert dropped("stale_initial") == before + 1 and endpoint.accepted == []
