@@ -6,7 +6,7 @@ per outbound request opens a stream, writes one length-prefixed message and
 reads the answer, and the inbound handler feeds requests to the core.
 
 Host contract (hypermesh.transport.host.Host): ``set_stream_handler``,
-``new_stream(peer_id, [protocol])``, ``peerstore.add_addrs/addrs/protocols``,
+``remove_stream_handler``, ``new_stream(peer_id, [protocol])``, ``peerstore.add_addrs/addrs/protocols``,
 ``connected_peers()``, ``listen_addrs()``; streams have ``remote_peer``,
 ``remote_addr``, ``send_all``, ``receive_some``, ``aclose`` and ``reset``.
 """
@@ -159,19 +159,26 @@ class KademliaService:
             local_addrs=self._local_addrs(),
         )
         self.core.add_bootstrap_peers(self._bootstrap)
-        async with trio.open_nursery() as nursery:
-            self._nursery = nursery
-            if self.mode is Mode.SERVER:
-                # Registering the handler is what makes identify advertise the
-                # protocol, and so what makes other peers treat us as a server.
-                self.host.set_stream_handler(PROTOCOL_ID, self._handle_stream)
-            self.core.bootstrap(now)
-            self._pump()
-            self.host.on_identified.append(self._on_identified)
-            nursery.start_soon(self._scan_connected_peers)
-            nursery.start_soon(self._close_stale_request_streams)
-            task_status.started()
-            await self._timer_loop()
+        try:
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                if self.mode is Mode.SERVER:
+                    # Registering the handler is what makes identify advertise the
+                    # protocol, and so what makes other peers treat us as a server.
+                    self.host.set_stream_handler(PROTOCOL_ID, self._handle_stream)
+                self.core.bootstrap(now)
+                self._pump()
+                self.host.on_identified.append(self._on_identified)
+                nursery.start_soon(self._scan_connected_peers)
+                nursery.start_soon(self._close_stale_request_streams)
+                task_status.started()
+                await self._timer_loop()
+        finally:
+            # Stopped: requests still arriving on the host find no handler.
+            self._nursery = None
+            self.host.remove_stream_handler(PROTOCOL_ID)
+            if self._on_identified in self.host.on_identified:
+                self.host.on_identified.remove(self._on_identified)
 
     def _on_identified(self, record) -> None:
         """A peer that identify shows to be a DHT server joins the routing
@@ -198,6 +205,8 @@ class KademliaService:
         The timer loop itself passes False: it re-reads the timer anyway, and
         waking itself would spin without ever letting (virtual) time pass.
         """
+        if self._nursery is None:
+            return  # stopped (or not started): nothing can be sent any more
         # Routing-table changes only happen inside the core, which every
         # input reaches through here: wake whoever waits for the table.
         self._pumped.set()

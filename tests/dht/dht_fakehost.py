@@ -86,6 +86,9 @@ class FakeHost:
     def set_stream_handler(self, protocol: str, handler) -> None:
         self.handlers[protocol] = handler
 
+    def remove_stream_handler(self, protocol: str) -> None:
+        self.handlers.pop(protocol, None)
+
     def listen_addrs(self) -> list[str]:
         return [self.addr]
 
