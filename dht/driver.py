@@ -294,8 +294,15 @@ class KademliaService:
         if peer.addrs:
             self.host.peerstore.add_addrs(peer.peer_id, list(peer.addrs), LEARNED_ADDR_TTL)
         try:
-            async with self._outbound_limit:
-                with trio.fail_after(self.config.query_timeout):
+            # The deadline covers the wait for a free stream too: the core
+            # gives up on a request after query_timeout, and a request sent
+            # after that is pure waste (under load, such a backlog kept
+            # nodes busy for minutes after the work that caused it).
+            with trio.fail_after(self.config.query_timeout):
+                async with self._outbound_limit:
+                    requests = [r for r in requests if self.core.is_awaiting(r.request_id)]
+                    if not requests:
+                        return
                     response, remote_addr = await exchange(peer.peer_id, requests)
         except Exception as exc:
             if isinstance(exc, EXPECTED_FAILURES):

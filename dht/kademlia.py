@@ -318,6 +318,10 @@ class KademliaCore:
                 op.on_answer(op.lookup.candidate(pending.peer), message, now)
         self._advance(op, now)
 
+    def is_awaiting(self, request_id: int) -> bool:
+        """Whether the request is still wanted (not answered, failed or timed out)."""
+        return request_id in self._requests
+
     def handle_failure(self, request_id: int, now: float) -> None:
         """A request failed: the peer could not be reached, reset, or timed out."""
         pending = self._requests.pop(request_id, None)
