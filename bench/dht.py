@@ -24,8 +24,9 @@ latency is timed inside the worker around the one call it measures.
    time); then for a sample of names a random node resolves each name once
    (uncached: a GET_VALUE lookup) and again (cached: the figure of the target).
 3. baselines, as subprocesses in the interop venv: bench/baselines/kademlia_pkg.py
-   at the same node count, bench/baselines/pylibp2p_kad.py at ``--pylibp2p-nodes``
-   (the largest size it sets up within its 5-minute cap).
+   at the same node count, bench/baselines/pylibp2p_kad.py at the largest size
+   it sets up within its 5-minute cap (nodes join one at a time until the next
+   join would pass it).
 
 Every phase has a time cap; a phase that hits it reports null and a reason.
 """
@@ -170,29 +171,40 @@ async def _worker(args) -> None:
             if op == "quit":
                 emit({"bye": True})
                 return
-            if op == "rebootstrap":
+            if op == "metrics":
+                emit({"metrics": _process_metrics()})
+            elif op == "cpu":
+                # CPU this worker uses while nobody asks it anything: keepalives,
+                # timers, DHT maintenance and any work left from earlier phases.
+                began, cpu = time.perf_counter(), time.process_time()
+                await trio.sleep(cmd["seconds"])
+                emit({"cpu_percent": 100 * (time.process_time() - cpu) / (time.perf_counter() - began)})
+            elif op == "rebootstrap":
                 t = time.perf_counter()
                 ok, failed = await bootstrap_all(16)
                 sizes = sorted(len(n.service.core.routing) for n in nodes)
                 emit({"ok": ok, "failed": failed, "seconds": round(time.perf_counter() - t, 3), "routing": sizes})
             elif op == "provide":
-                # All at once: the reprovider coalesces them into region batches, as in a real node.
+                # A few at a time per worker: publishing is not what this phase
+                # measures, and a network-wide burst of 200 region lookups only
+                # measures two cores' overload.
                 ms, failed = [], 0
-                t = time.perf_counter()
+                limiter = trio.CapacityLimiter(cmd.get("concurrency", 4))
 
-                async def provided(index: int, cid) -> None:
+                async def provide_one(index: int, cid) -> None:
                     nonlocal failed
-                    with trio.move_on_after(cmd.get("timeout", 60)):
-                        await nodes[index].wait_provided(cid)
-                        ms.append((time.perf_counter() - t) * 1000)
-                        return
-                    failed += 1
+                    async with limiter:
+                        began = time.perf_counter()
+                        nodes[index].provide(cid)
+                        with trio.move_on_after(cmd.get("timeout", 60)):
+                            await nodes[index].wait_provided(cid)
+                            ms.append((time.perf_counter() - began) * 1000)
+                            return
+                        failed += 1
 
                 async with trio.open_nursery() as nursery:
                     for index, text in cmd["items"]:
-                        cid = Cid.for_string(text)
-                        nodes[index].provide(cid)
-                        nursery.start_soon(provided, index, cid)
+                        nursery.start_soon(provide_one, index, Cid.for_string(text))
                 emit({"ms": ms, "failed": failed})
             elif op == "find":
                 results = []
@@ -200,17 +212,18 @@ async def _worker(args) -> None:
                     cid = Cid.for_string(text)
                     local = bool(nodes[index].service.store.get_providers(cid.multihash, nodes[index].service.now(), 1))
                     t = time.perf_counter()
-                    found, error = False, None
+                    found, error, result = False, None, None
                     with trio.move_on_after(cmd.get("timeout", 30)) as scope:
                         try:
-                            providers = await nodes[index].find_providers(cid, cmd["wanted"])
-                            found = any(str(p.peer_id) == provider for p in providers)
+                            result = await nodes[index].service.get_providers(cid.multihash, cmd["wanted"])
+                            found = any(str(p.peer_id) == provider for p in result.providers)
                         except Exception as exc:  # noqa: BLE001
                             error = f"{type(exc).__name__}: {exc}"
                     if scope.cancelled_caught:
                         error = "timeout"
                     results.append({"ms": (time.perf_counter() - t) * 1000, "found": found, "local": local,
-                                    "error": error})
+                                    "error": error, "queries": result.queries if result else None,
+                                    "hops": result.hops if result else None})
                 emit({"results": results})
             elif op == "register":
                 names = cmd["names"]
@@ -260,6 +273,23 @@ async def _worker(args) -> None:
                         entry["cached_same"] = [r.peer_id for r in again] == [r.peer_id for r in records]
                     results.append(entry)
                 emit({"results": results})
+
+
+def _process_metrics() -> dict[str, float]:
+    """This worker's hypermesh counters and gauges (summed over its hosts)."""
+    from prometheus_client import REGISTRY
+
+    values: dict[str, float] = {}
+    for family in REGISTRY.collect():
+        if not family.name.startswith("hypermesh_") or family.type not in ("counter", "gauge"):
+            continue
+        for sample in family.samples:
+            if sample.name.endswith("_created"):
+                continue
+            labels = ",".join(f"{k}={v}" for k, v in sorted(sample.labels.items()))
+            key = f"{sample.name}{{{labels}}}" if labels else sample.name
+            values[key] = values.get(key, 0.0) + sample.value
+    return values
 
 
 # ================================================================== parent
@@ -349,8 +379,28 @@ def run_ours(args, tmp: Path, report: dict) -> None:
     _run_phases(args, rng, workers, ours, t0)
 
 
+def background_cpu(workers: list[Worker], seconds: float = 5.0) -> list[float]:
+    """Each worker's CPU use (percent of one core) over ``seconds`` with no commands running."""
+    answers = ask_all(workers, {w.index: {"cmd": "cpu", "seconds": seconds} for w in workers}, seconds + 30)
+    return [round(answers[w.index]["cpu_percent"], 1) for w in workers]
+
+
+def record_metrics(workers: list[Worker], ours: dict, phase: str) -> None:
+    """Sum the workers' counters into ours["metrics"][phase] (failures, drops, refusals)."""
+    try:
+        answers = ask_all(workers, {w.index: {"cmd": "metrics"} for w in workers}, 30)
+    except PhaseTimeout as exc:
+        ours["errors"][f"metrics_{phase}"] = str(exc)
+        return
+    total: dict[str, float] = {}
+    for answer in answers.values():
+        for key, value in answer["metrics"].items():
+            total[key] = total.get(key, 0.0) + value
+    ours.setdefault("metrics", {})[phase] = {k: round(v, 3) for k, v in sorted(total.items()) if v}
+
+
 def progress(ours: dict, phase: str) -> None:
-    print(f"[dht bench] {phase} done: " + json.dumps({k: v for k, v in ours.items() if k != "errors"})[-600:],
+    print(f"[dht bench] {phase} done: " + json.dumps({k: v for k, v in ours.items() if k not in ("errors", "metrics")})[-600:],
           f"errors={ours['errors']}", file=sys.stderr, flush=True)
 
 
@@ -361,6 +411,7 @@ def _run_phases(args, rng, workers, ours, t0) -> None:
         sizes = sorted(s for a in answers.values() for s in a["routing"])
         ours["routing_table_size"] = {"min": sizes[0], "p50": sizes[len(sizes) // 2], "max": sizes[-1]}
         ours["bootstrap_failures"] = sum(a["failed"] for a in answers.values())
+        record_metrics(workers, ours, "setup")
         progress(ours, "setup")
     except PhaseTimeout as exc:
         ours["errors"]["setup"] = str(exc)
@@ -377,12 +428,13 @@ def _run_phases(args, rng, workers, ours, t0) -> None:
         by_worker: dict[int, list] = {}
         for (provider, _), key in zip(pairs, keys):
             by_worker.setdefault(provider[0], []).append([provider[1], key])
-        answers = ask_all(workers, {w: {"cmd": "provide", "items": items} for w, items in by_worker.items()},
-                          args.provide_cap)
+        answers = ask_all(workers, {w: {"cmd": "provide", "items": items, "timeout": args.provide_cap - 5}
+                                    for w, items in by_worker.items()}, args.provide_cap)
         provide_ms = [ms for a in answers.values() for ms in a["ms"]]
         ours["provide_ms"] = summary(provide_ms)
         ours["provide_failed"] = sum(a["failed"] for a in answers.values())
         ours["provide_phase_s"] = round(time.monotonic() - t, 2)
+        ours["background_cpu_percent_before_lookups"] = background_cpu(workers)
 
         for wanted, sample in ((1, pairs), (20, pairs[: max(1, len(pairs) // 4)])):
             deadline = time.monotonic() + args.lookup_cap
@@ -403,9 +455,13 @@ def _run_phases(args, rng, workers, ours, t0) -> None:
                 "ms": summary([r["ms"] for r in found]),
                 "ms_remote_only": summary([r["ms"] for r in found if not r["local"]]),
                 "errors": sorted({r["error"] for r in results if r["error"]})[:5],
+                "queries_p50": statistics.median([r["queries"] for r in found if r["queries"] is not None] or [0]),
+                # The slowest lookups, to see what their time went on.
+                "slowest": sorted(found, key=lambda r: -r["ms"])[:5],
             }
     except PhaseTimeout as exc:
         ours["errors"]["find_providers"] = str(exc)
+    record_metrics(workers, ours, "find_providers")
     progress(ours, "find_providers")
 
     # --- services
@@ -431,6 +487,7 @@ def _run_phases(args, rng, workers, ours, t0) -> None:
             "register_ms": summary([ms for a in answers.values() for ms in a.get("ms", [])]),
             "errors": {k: v for a in answers.values() for k, v in a.get("errors", {}).items()},
         }
+        record_metrics(workers, ours, "register")
         progress(ours, "register")
         # Resolve a sample of the names (that registered or not: the worker knows which; a failed one
         # resolves to nothing and is reported as such).
@@ -472,9 +529,17 @@ def baselines(args) -> dict:
     out = {}
     out["kademlia"] = run_json([INTEROP_PY, str(REPO / "bench/baselines/kademlia_pkg.py"), *quick,
                                 "--nodes", str(args.nodes), "--lookups", str(args.lookups), "--cap", "300"], 400)
-    pylibp2p = [INTEROP_PY, str(REPO / "bench/baselines/pylibp2p_kad.py"), "--cap", str(args.pylibp2p_cap)]
-    pylibp2p += quick if args.quick else ["--nodes", str(args.pylibp2p_nodes)]
-    out["py-libp2p-kad"] = run_json(pylibp2p, args.pylibp2p_cap + 120)
+    # The largest network py-libp2p sets up within the cap: nodes join one
+    # at a time until the next join would pass it (or a fixed size if given).
+    pylibp2p = [INTEROP_PY, str(REPO / "bench/baselines/pylibp2p_kad.py"), "--cap", str(args.pylibp2p_cap),
+                "--lookup-cap", str(args.pylibp2p_lookup_cap), "--lookups", str(min(args.lookups, 50))]
+    if args.quick:
+        pylibp2p += quick
+    elif args.pylibp2p_nodes:
+        pylibp2p += ["--nodes", str(args.pylibp2p_nodes)]
+    else:
+        pylibp2p += ["--grow"]
+    out["py-libp2p-kad"] = run_json(pylibp2p, args.pylibp2p_cap + args.pylibp2p_lookup_cap + 120)
     return out
 
 
@@ -528,9 +593,11 @@ def main() -> None:
     parser.add_argument("--setup-cap", type=float, default=300.0)
     parser.add_argument("--provide-cap", type=float, default=180.0)
     parser.add_argument("--lookup-cap", type=float, default=180.0)
-    parser.add_argument("--register-cap", type=float, default=300.0)
-    parser.add_argument("--pylibp2p-nodes", type=int, default=60)
-    parser.add_argument("--pylibp2p-cap", type=float, default=300.0)
+    parser.add_argument("--register-cap", type=float, default=1500.0)
+    parser.add_argument("--pylibp2p-nodes", type=int, help="fixed py-libp2p network size (default: the largest "
+                        "it sets up within --pylibp2p-cap)")
+    parser.add_argument("--pylibp2p-cap", type=float, default=300.0, help="seconds py-libp2p may take to set up")
+    parser.add_argument("--pylibp2p-lookup-cap", type=float, default=120.0)
     parser.add_argument("--skip-baselines", action="store_true")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--keep-data", action="store_true", help="keep the nodes' data dirs and worker logs")

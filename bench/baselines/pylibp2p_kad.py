@@ -3,11 +3,13 @@
 
 Run with the interop venv:
     /work/main/.venv-interop/bin/python bench/baselines/pylibp2p_kad.py [--quick]
-        [--nodes N] [--lookups L] [--transport tcp|quic] [--cap 300]
+        [--nodes N | --grow] [--lookups L] [--transport tcp|quic] [--cap 300] [--lookup-cap 120]
 
 Every node is a py-libp2p host with KadDHT in SERVER mode. Node 0 is the
 bootstrap; every other node connects to it and adds it to its routing table,
-then refreshes its routing table (a FIND_NODE walk). Then L (provider, seeker)
+then refreshes its routing table (a FIND_NODE walk). With --nodes all join at
+once; with --grow they join one after another until the next join would pass
+--cap, which gives the largest network py-libp2p sets up within it. Then L (provider, seeker)
 pairs are drawn (seeded RNG): the provider announces a fresh CID, the seeker
 (a different node) runs find_providers for it.
 
@@ -16,6 +18,7 @@ stdout: ONE JSON object
   "impl": "py-libp2p-kad", "version": "0.8.1", "transport": "tcp", "quick": bool,
   "nodes": N,                      # nodes actually started
   "setup_s": float | null,         # start all hosts + connect to bootstrap + refresh
+  "join_s": {"first","last"},      # with --grow: seconds the first and the last join took
   "routing_table_size": {"min","p50","max"} | null,
   "provide_ms":        {"n","p50","p99","mean"} | null,
   "find_providers_ms": {"n","p50","p99","mean"} | null,   # successful lookups only
@@ -25,7 +28,7 @@ stdout: ONE JSON object
                                    # nodes, so with N <= 21 every lookup is local)
   "errors": {...}, "elapsed_s": float
 }
-Everything is bounded by --cap (default 300 s); a phase cut short reports what it did.
+Setup is bounded by --cap (default 300 s), lookups by --lookup-cap; a phase cut short reports what it did.
 """
 
 from __future__ import annotations
@@ -74,40 +77,59 @@ async def amain(args, out: dict) -> None:
     rng = random.Random(args.seed)
     hosts: list = []
     dhts: list = []
-    with trio.move_on_after(args.cap) as cap_scope:
+    with trio.move_on_after(args.cap + args.lookup_cap) as cap_scope:
         async with contextlib.AsyncExitStack() as stack:
             t0 = time.perf_counter()
+
+            async def start_node(i: int) -> None:
+                h = peer.make_host(args.transport, 10_000 + i, [peer.listen_maddr(args.transport, "127.0.0.1")])
+                await stack.enter_async_context(h.run(listen_addrs=[peer.listen_maddr(args.transport, "127.0.0.1")]))
+                d = KadDHT(h, DHTMode.SERVER)
+                await stack.enter_async_context(background_trio_service(d))
+                hosts.append(h)
+                dhts.append(d)
+
+            async def join(i: int, binfo) -> None:
+                h, d = hosts[i], dhts[i]
+                with trio.move_on_after(30):
+                    h.get_peerstore().add_addrs(binfo.peer_id, binfo.addrs, 3600)
+                    await h.connect(binfo)
+                    await d.add_peer(binfo.peer_id, skip_server_mode_check=True)
+                    # the bootstrap learns about the joiner too
+                    await dhts[0].add_peer(h.get_id(), skip_server_mode_check=True)
+
+            async def refresh(i: int) -> None:
+                with trio.move_on_after(30):
+                    await dhts[i].refresh_routing_table()
+
             try:
-                for i in range(args.nodes):
-                    h = peer.make_host(args.transport, 10_000 + i, [peer.listen_maddr(args.transport, "127.0.0.1")])
-                    await stack.enter_async_context(h.run(listen_addrs=[peer.listen_maddr(args.transport, "127.0.0.1")]))
-                    d = KadDHT(h, DHTMode.SERVER)
-                    await stack.enter_async_context(background_trio_service(d))
-                    hosts.append(h)
-                    dhts.append(d)
-                boot = peer.full_addrs(hosts[0])[0]
-                binfo = info_from_p2p_addr(multiaddr.Multiaddr(boot))
-
-                async def join(i: int) -> None:
-                    h, d = hosts[i], dhts[i]
-                    with trio.move_on_after(30):
-                        h.get_peerstore().add_addrs(binfo.peer_id, binfo.addrs, 3600)
-                        await h.connect(binfo)
-                        await d.add_peer(binfo.peer_id, skip_server_mode_check=True)
-                        # the bootstrap learns about the joiner too
-                        await dhts[0].add_peer(h.get_id(), skip_server_mode_check=True)
-
-                async with trio.open_nursery() as n:
-                    for i in range(1, len(hosts)):
-                        n.start_soon(join, i)
-
-                async def refresh(i: int) -> None:
-                    with trio.move_on_after(30):
-                        await dhts[i].refresh_routing_table()
-
-                async with trio.open_nursery() as n:
-                    for i in range(1, len(hosts)):
-                        n.start_soon(refresh, i)
+                await start_node(0)
+                binfo = info_from_p2p_addr(multiaddr.Multiaddr(peer.full_addrs(hosts[0])[0]))
+                if args.grow:
+                    # One node at a time, each joining the network the earlier
+                    # ones built; stop when the next join would pass the cap.
+                    # (No cancel scope around this loop: the hosts' nurseries
+                    # live in the outer exit stack. Each join is bounded itself.)
+                    join_s: list[float] = []
+                    while len(hosts) < args.max_nodes:
+                        began = time.perf_counter()
+                        if began - t0 + (join_s[-1] if join_s else 0.0) > args.cap:
+                            break
+                        await start_node(len(hosts))
+                        await join(len(hosts) - 1, binfo)
+                        await refresh(len(hosts) - 1)
+                        join_s.append(time.perf_counter() - began)
+                    out["join_s"] = {"first": round(join_s[0], 3) if join_s else None,
+                                     "last": round(join_s[-1], 3) if join_s else None}
+                else:
+                    for i in range(1, args.nodes):
+                        await start_node(i)
+                    async with trio.open_nursery() as n:
+                        for i in range(1, len(hosts)):
+                            n.start_soon(join, i, binfo)
+                    async with trio.open_nursery() as n:
+                        for i in range(1, len(hosts)):
+                            n.start_soon(refresh, i)
                 out["setup_s"] = round(time.perf_counter() - t0, 3)
             except BaseException as e:
                 if isinstance(e, (KeyboardInterrupt, trio.Cancelled)):
@@ -119,11 +141,15 @@ async def amain(args, out: dict) -> None:
                 out["routing_table_size"] = {"min": sizes[0], "p50": sizes[len(sizes) // 2], "max": sizes[-1]}
             if len(hosts) < 2 or "setup" in errors:
                 return
+            lookups_end = time.perf_counter() + args.lookup_cap
             provide_ms: list[float] = []
             find_ms: list[float] = []
             found = 0
             local_hits = 0
             for j in range(args.lookups):
+                if time.perf_counter() > lookups_end:
+                    errors["lookup_cap"] = f"lookup cap {args.lookup_cap}s hit after {j} lookups"
+                    break
                 a, b = rng.sample(range(len(hosts)), 2)
                 key = cid_for(f"kad-bench-{args.seed}-{j}".encode())
                 try:
@@ -153,7 +179,7 @@ async def amain(args, out: dict) -> None:
                 out["provide_ms"] = summ(provide_ms)
                 out["find_providers_ms"] = summ(find_ms)
     if cap_scope.cancelled_caught:
-        errors["cap"] = f"cap {args.cap}s hit"
+        errors["cap"] = f"cap {args.cap + args.lookup_cap}s hit"
 
 
 def main() -> int:
@@ -162,7 +188,12 @@ def main() -> int:
     ap.add_argument("--nodes", type=int)
     ap.add_argument("--lookups", type=int)
     ap.add_argument("--transport", choices=["tcp", "quic"], default="tcp")
-    ap.add_argument("--cap", type=float, default=300.0)
+    ap.add_argument("--cap", type=float, default=300.0, help="seconds for setting up the network")
+    ap.add_argument("--lookup-cap", type=float, default=120.0, help="seconds for the lookups")
+    ap.add_argument("--grow", action="store_true",
+                    help="join nodes one at a time until the next join would pass --cap (the largest network "
+                         "set up within it); --nodes is then ignored")
+    ap.add_argument("--max-nodes", type=int, default=1000, help="with --grow: stop here")
     ap.add_argument("--seed", type=int, default=1)
     args = ap.parse_args()
     args.nodes = args.nodes or (8 if args.quick else 30)
@@ -197,7 +228,7 @@ def main() -> int:
 
     import threading
 
-    wd = threading.Timer(args.cap + 60, watchdog)
+    wd = threading.Timer(args.cap + args.lookup_cap + 60, watchdog)
     wd.daemon = True
     wd.start()
     try:
