@@ -92,17 +92,17 @@ class StreamPool:
 
 
 async def close_quietly(stream) -> None:
-    # Shielded and bounded: we may be here because our own deadline fired.
-    with trio.CancelScope(shield=True), trio.move_on_after(1.0):
-        try:
-            await stream.aclose()
-        except TransportError:
-            pass
+    await _quietly(stream.aclose)
 
 
 async def reset_quietly(stream) -> None:
+    await _quietly(stream.reset)
+
+
+async def _quietly(end_stream) -> None:
+    # Shielded and bounded: we may be here because our own deadline fired.
     with trio.CancelScope(shield=True), trio.move_on_after(1.0):
         try:
-            await stream.reset()
+            await end_stream()
         except TransportError:
             pass

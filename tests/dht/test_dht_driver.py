@@ -31,6 +31,19 @@ def bootstrap_addr(host):
     return f"{host.addr}/p2p/{host.peer_id}"
 
 
+def record_dials(host) -> list:
+    """The peers ``host`` opens streams to, in order, from now on."""
+    dialled = []
+    real_new_stream = host.new_stream
+
+    async def recording_new_stream(peer_id, protocols):
+        dialled.append(peer_id)
+        return await real_new_stream(peer_id, protocols)
+
+    host.new_stream = recording_new_stream
+    return dialled
+
+
 async def start_services(nursery, network, count, first_index=0, mode=Mode.SERVER):
     services = []
     for i in range(first_index, first_index + count):
@@ -230,14 +243,7 @@ async def test_provide_batch_sends_each_peer_one_stream(autojump_clock):
         network = FakeNetwork(nursery)
         services = await start_services(nursery, network, 6)
         publisher = services[2]
-        opened = []
-        original = publisher.host.new_stream
-
-        async def counting_new_stream(peer_id, protocols):
-            opened.append(peer_id)
-            return await original(peer_id, protocols)
-
-        publisher.host.new_stream = counting_new_stream
+        opened = record_dials(publisher.host)
         keys = [Cid.for_string(f"many-{i}").multihash for i in range(150)]
         publisher.provide(keys)
         await publisher.wait_provided(keys)
@@ -294,14 +300,7 @@ async def test_a_request_that_timed_out_waiting_for_a_stream_is_never_sent(autoj
             staller.host.handlers[PROTOCOL_ID] = lambda stream: trio.sleep_forever()
         asker = KademliaService(network.add_host(9), MemoryRecordStore())
         await nursery.start(asker.run)
-        dialled = []
-        real_new_stream = asker.host.new_stream
-
-        async def counting_new_stream(peer_id, protocols):
-            dialled.append(peer_id)
-            return await real_new_stream(peer_id, protocols)
-
-        asker.host.new_stream = counting_new_stream
+        dialled = record_dials(asker.host)
         now = asker.now()
         for staller in stallers:
             asker.host.peerstore.add_addrs(staller.host.peer_id, [staller.host.addr])
