@@ -88,7 +88,7 @@ def parse_peer_addr(text: str) -> PeerInfo:
     return PeerInfo(peer_id, (raw,))
 
 
-class _StreamEnded(Exception):
+class _StreamEnded(DhtProtocolError):
     """The peer ended a stream before answering (a reused one may just be stale)."""
 
 
@@ -335,8 +335,6 @@ class KademliaService:
                 await reset_quietly(pooled.stream)  # the spec: on any error, reset
                 if pooled.reused and isinstance(exc, (_StreamEnded, TransportError, FramingError)):
                     continue
-                if isinstance(exc, _StreamEnded):
-                    raise DhtProtocolError(str(exc)) from None
                 raise
             remote_addr = multiaddr_bytes(pooled.stream.remote_addr)
             await self._request_streams.give_back(peer_id, pooled)
