@@ -20,8 +20,9 @@ latency is timed inside the worker around the one call it measures.
    the whole network). A lookup succeeds if the provider is in the answer.
    A sample is also run with wanted=20 (the lookup then runs to convergence).
 2. services: ``--services`` distinct names registered by nodes of every
-   worker (``register_service``, bounded concurrency per worker, capped in
-   time); then for a sample of names a random node resolves each name once
+   worker (``register_services`` with ``--register-batch`` names per call,
+   which publishes them with one lookup per keyspace region; bounded calls
+   in flight per worker; capped in time); then for a sample of names a random node resolves each name once
    (uncached: a GET_VALUE lookup) and again (cached: the figure of the target).
 3. baselines, as subprocesses in the interop venv: bench/baselines/kademlia_pkg.py
    at the same node count, bench/baselines/pylibp2p_kad.py at the largest size
@@ -110,7 +111,7 @@ async def _worker(args) -> None:
 
     import trio
 
-    from hypermesh.dht.discovery import open_discovery
+    from hypermesh.dht.discovery import ServiceOffer, open_discovery
     from hypermesh.dht.keys import Cid
     from hypermesh.transport.host import HostConfig, open_host
     from hypermesh.transport.identity import Identity
@@ -226,39 +227,52 @@ async def _worker(args) -> None:
                                     "hops": result.hops if result else None})
                 emit({"results": results})
             elif op == "register":
-                names = cmd["names"]
+                # Each node registers its share of the names in batches of
+                # cmd["batch"] (register_services: one lookup per keyspace region).
                 limiter = trio.CapacityLimiter(cmd["concurrency"])
                 stored, failed, done = [], 0, 0
                 errors: dict[str, int] = {}
                 register_ms: list[float] = []
                 registered_names: list[str] = []
                 t = time.perf_counter()
+                per_node: dict[int, list[str]] = {}
+                for i, name in enumerate(cmd["names"]):
+                    per_node.setdefault(i % len(nodes), []).append(name)
+                batches = [(index, names[first:first + cmd["batch"]]) for index, names in per_node.items()
+                           for first in range(0, len(names), cmd["batch"])]
 
-                async def register(i: int, name: str) -> None:
+                async def register(index: int, names: list[str]) -> None:
                     nonlocal failed, done
-                    # A registration that fails is tried once more, as a
-                    # service owner (or the node's renewal) would.
+                    # Names that fail (or that no peer stored) are tried once
+                    # more, as a service owner (or the node's renewal) would.
                     for attempt in range(2):
                         async with limiter:
+                            began = time.perf_counter()
                             try:
-                                with trio.fail_after(30):
-                                    began = time.perf_counter()
-                                    stored.append(await nodes[i % len(nodes)].register_service(
-                                        name, "/bench/1.0.0", weight=100, ttl=3600))
-                                    register_ms.append((time.perf_counter() - began) * 1000)
-                                    registered_names.append(name)
-                                    done += 1
-                                    return
+                                with trio.fail_after(60):
+                                    outcome = await nodes[index].register_services(
+                                        [ServiceOffer(name, "/bench/1.0.0", weight=100, ttl=3600) for name in names])
                             except Exception as exc:  # noqa: BLE001
-                                reason = "timeout (30 s)" if isinstance(exc, trio.TooSlowError) else f"{type(exc).__name__}: {exc}"
+                                reason = "timeout (60 s)" if isinstance(exc, trio.TooSlowError) else f"{type(exc).__name__}: {exc}"
                                 reason = f"attempt {attempt + 1}: {reason[:200]}"
-                                errors[reason] = errors.get(reason, 0) + 1
-                    failed += 1
+                                errors[reason] = errors.get(reason, 0) + len(names)
+                                continue
+                            register_ms.append((time.perf_counter() - began) * 1000)
+                            ok = [name for name in names if outcome[name]]
+                            stored.extend(outcome[name] for name in ok)
+                            registered_names.extend(ok)
+                            done += len(ok)
+                            names = [name for name in names if not outcome[name]]
+                            if not names:
+                                return
+                            errors[f"attempt {attempt + 1}: stored nowhere"] = errors.get(
+                                f"attempt {attempt + 1}: stored nowhere", 0) + len(names)
+                    failed += len(names)
 
                 with trio.move_on_after(cmd["cap"]) as scope:
                     async with trio.open_nursery() as nursery:
-                        for i, name in enumerate(names):
-                            nursery.start_soon(register, i, name)
+                        for index, names in batches:
+                            nursery.start_soon(register, index, names)
                 emit({"registered": done, "failed": failed, "capped": scope.cancelled_caught, "errors": errors, "ms": register_ms, "names": registered_names,
                       "seconds": round(time.perf_counter() - t, 3),
                       "stored_p50": statistics.median(stored) if stored else None})
@@ -482,7 +496,8 @@ def _run_phases(args, rng, workers, ours, t0) -> None:
             share[i % len(workers)].append(name)
         t = time.monotonic()
         answers = ask_all(workers, {w: {"cmd": "register", "names": ns, "concurrency": args.register_concurrency,
-                                        "cap": args.register_cap} for w, ns in share.items()},
+                                        "batch": args.register_batch, "cap": args.register_cap}
+                                    for w, ns in share.items()},
                           args.register_cap + 30)
         registered = sum(a["registered"] for a in answers.values())
         ours["services"] = {
@@ -494,6 +509,8 @@ def _run_phases(args, rng, workers, ours, t0) -> None:
             "registrations_per_s": round(registered / max(1e-9, time.monotonic() - t), 1),
             "stored_at_p50": statistics.median([a["stored_p50"] for a in answers.values() if a["stored_p50"]] or [0]),
             "concurrency_per_worker": args.register_concurrency,
+            "names_per_call": args.register_batch,
+            # Per register_services call, not per name.
             "register_ms": summary([ms for a in answers.values() for ms in a.get("ms", [])]),
             "errors": sum_counts(a.get("errors", {}) for a in answers.values()),
         }
@@ -599,7 +616,8 @@ def main() -> None:
     parser.add_argument("--lookups", type=int)
     parser.add_argument("--services", type=int)
     parser.add_argument("--resolves", type=int)
-    parser.add_argument("--register-concurrency", type=int, default=8, help="registrations in flight per worker")
+    parser.add_argument("--register-concurrency", type=int, default=4, help="register_services calls in flight per worker")
+    parser.add_argument("--register-batch", type=int, default=50, help="names per register_services call (1: one by one)")
     parser.add_argument("--setup-cap", type=float, default=300.0)
     parser.add_argument("--provide-cap", type=float, default=180.0)
     parser.add_argument("--lookup-cap", type=float, default=180.0)

@@ -10,7 +10,10 @@ Service resolution is cached: a repeat resolution is a dict lookup (well
 under a millisecond) until the cache entry's TTL passes, an entry in it
 expires, this node re-registers the service, or a PUT_VALUE changes the set
 we serve for it. Our own registrations are re-signed with a new sequence
-number and re-published at half their lifetime.
+number and re-published at half their lifetime; registrations that fall due
+together (or are registered together with :meth:`Discovery.register_services`)
+are published with one DHT lookup per keyspace region rather than one per
+service.
 """
 
 from __future__ import annotations
@@ -43,12 +46,25 @@ log = logging.getLogger(__name__)
 
 # A resolution is reused this long at most, even if no change is seen.
 DEFAULT_CACHE_TTL = 60.0
+# A renewal that failed outright (no peers at all) is tried again this much later.
+RENEWAL_RETRY_DELAY = 60.0
 
 
 @dataclass(slots=True)
 class _CachedResolution:
     records: list[ServiceRecord]
     valid_until: float
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceOffer:
+    """One service to register with :meth:`Discovery.register_services`."""
+
+    name: str
+    protocol: str
+    addrs: list[str | bytes] | None = None  # None: our listen addresses
+    weight: int = 100
+    ttl: float = DEFAULT_SERVICE_TTL
 
 
 @dataclass(slots=True)
@@ -116,10 +132,27 @@ class Discovery:
 
         Returns how many peers stored the first publication.
         """
-        encoded = None if addrs is None else [a for a in (multiaddr_bytes(x) for x in addrs) if a]
-        registration = _Registration(name, protocol, encoded, weight, ttl)
-        stored = await self._publish(registration)  # raises on invalid arguments: not kept
-        self._registrations[name] = registration
+        stored = await self.register_services([ServiceOffer(name, protocol, addrs, weight, ttl)])
+        return stored[name]
+
+    async def register_services(self, offers: list[ServiceOffer]) -> dict[str, int]:
+        """Register many services at once: one DHT lookup per keyspace region.
+
+        Returns how many peers stored each service's first publication. If
+        any offer is invalid, none is registered.
+        """
+        registrations = {
+            offer.name: _Registration(
+                offer.name,
+                offer.protocol,
+                None if offer.addrs is None else [a for a in (multiaddr_bytes(x) for x in offer.addrs) if a],
+                offer.weight,
+                offer.ttl,
+            )
+            for offer in offers
+        }
+        stored = await self._publish(list(registrations.values()))  # raises on invalid arguments: none kept
+        self._registrations.update(registrations)
         self._renewal_wakeup.set()
         return stored
 
@@ -127,23 +160,33 @@ class Discovery:
         """Stop renewing; the record disappears from the network when it expires."""
         self._registrations.pop(name, None)
 
-    async def _publish(self, registration: _Registration) -> int:
+    async def _publish(self, registrations: list[_Registration]) -> dict[str, int]:
+        """Sign and store fresh records; returns how many peers stored each."""
         now = self.service.now()
-        addrs = registration.addrs if registration.addrs is not None else list(self.service.core.local_addrs)
-        signed = sign_service_record(
-            self.identity,
-            registration.name,
-            registration.protocol,
-            addrs,
-            weight=registration.weight,
-            seq=self.service.store.next_sequence(f"service:{registration.name}", now),
-            now=now,
-            ttl=registration.ttl,
-        )
-        registration.renew_at = now + registration.ttl / 2
-        self._cache.pop(registration.name, None)
-        result = await self.service.put_value(service_key(registration.name), encode_service_set([signed]))
-        return result.stored
+        values = {}
+        for registration in registrations:
+            addrs = registration.addrs if registration.addrs is not None else list(self.service.core.local_addrs)
+            signed = sign_service_record(
+                self.identity,
+                registration.name,
+                registration.protocol,
+                addrs,
+                weight=registration.weight,
+                seq=self.service.store.next_sequence(f"service:{registration.name}", now),
+                now=now,
+                ttl=registration.ttl,
+            )
+            values[service_key(registration.name)] = encode_service_set([signed])
+        for registration in registrations:
+            registration.renew_at = now + registration.ttl / 2
+            self._cache.pop(registration.name, None)
+        if len(values) == 1:
+            # One key: a lookup straight at it is cheaper than a region lookup.
+            [(key, value)] = values.items()
+            stored = {key: (await self.service.put_value(key, value)).stored}
+        else:
+            stored = (await self.service.put_values(values)).stored_per_key
+        return {r.name: stored.get(service_key(r.name), 0) for r in registrations}
 
     async def resolve_service(self, name: str) -> list[ServiceRecord]:
         """Live instances of ``name``, highest weight first."""
@@ -177,13 +220,15 @@ class Discovery:
                 await self._renewal_wakeup.wait()
             self._renewal_wakeup = trio.Event()
             now = self.service.now()
-            for registration in list(self._registrations.values()):
-                if registration.renew_at <= now:
-                    try:
-                        await self._publish(registration)
-                    except Exception as exc:  # a failed renewal is retried at the next wake-up
-                        log.warning("renewing service %s failed: %s", registration.name, exc)
-                        registration.renew_at = now + 60.0
+            due = [r for r in self._registrations.values() if r.renew_at <= now]
+            if not due:
+                continue
+            try:
+                await self._publish(due)
+            except Exception as exc:  # a failed renewal is retried at the next wake-up
+                log.warning("renewing %d service registrations failed: %s", len(due), exc)
+                for registration in due:
+                    registration.renew_at = now + RENEWAL_RETRY_DELAY
 
 
 @asynccontextmanager

@@ -451,6 +451,10 @@ class KademliaService:
     async def put_value(self, key: bytes, value: bytes) -> OperationResult:
         return await self._run_operation(lambda core, now: core.put_value(key, value, now))
 
+    async def put_values(self, values: dict[bytes, bytes]) -> OperationResult:
+        """Many value records, one lookup per keyspace region; see ``stored_per_key``."""
+        return await self._run_operation(lambda core, now: core.put_values(values, now))
+
     async def bootstrap(self) -> OperationResult:
         return await self._run_operation(lambda core, now: core.bootstrap(now))
 

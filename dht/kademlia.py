@@ -20,7 +20,7 @@ import heapq
 import itertools
 import logging
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from prometheus_client import Gauge
 
@@ -44,11 +44,12 @@ from .operations import (
     OperationResult,
     Phase,
     ProvideBatchOperation,
+    PutValueBatchOperation,
     PutValueOperation,
 )
 from .ratelimit import RateLimit
 from .records import NamespacedValidator, RecordError, Validator
-from .reprovide import ProvideBatch, Reprovider
+from .reprovide import ProvideBatch, Reprovider, group_by_region
 from .routing import ObserveResult, RoutingConfig, RoutingTable, ip_group
 from .server import CoreStats, RecordChanged, Requester, RequestServer  # noqa: F401 (RecordChanged is re-exported for the driver)
 
@@ -74,8 +75,8 @@ class KadConfig:
     operation_timeout: float = 60.0
     # S/Kademlia disjoint paths for provider and value lookups (1 = off).
     disjoint_paths: int = 1
-    # Peers a provide batch's lookup collects around its region (> k, see
-    # operations.ProvideBatchOperation).
+    # Peers a provide or put batch's lookup collects around its region (> k,
+    # see operations.RegionBatchOperation).
     provide_lookup_size: int = 40
     get_value_quorum: int = 3
     max_providers_returned: int = 20
@@ -95,7 +96,9 @@ class KadConfig:
     overdue_check_interval: float = 600.0
     # Per peer: a reprovide sweep sends a peer a few hundred records at once.
     add_provider_limit: RateLimit = RateLimit(rate=20.0, burst=400.0)
-    put_value_limit: RateLimit = RateLimit(rate=1.0, burst=20.0)
+    # A batched registration (or renewal) of N services in an M-node network
+    # sends each peer about N*k/M PUT_VALUEs at once: 100 covers N = 5 M.
+    put_value_limit: RateLimit = RateLimit(rate=1.0, burst=100.0)
     # All peers behind one /24 (/48) share a bucket this many times larger:
     # new peer IDs are free, new IP prefixes are not.
     ip_group_rate_multiplier: float = 4.0
@@ -129,6 +132,20 @@ class _Pending:
     purpose: _Purpose
     op_id: int | None
     request_type: MessageType
+    key: bytes
+
+
+@dataclass(slots=True)
+class _PutBatch:
+    """A batched put (KademliaCore.put_values) until its last operation ends."""
+
+    values: dict[bytes, bytes]
+    # Operations still running, plus one while put_values is starting them.
+    pending: int = 1
+    stored: dict[bytes, int] = field(default_factory=dict)
+    queries: int = 0
+    messages: int = 0
+    timed_out: bool = False
 
 
 _REQUEST_TIMEOUT = 0
@@ -173,6 +190,7 @@ class KademliaCore:
         self._deadlines: list[tuple[float, int, int]] = []
         self._ops: dict[int, Operation] = {}
         self._batches: dict[int, ProvideBatch] = {}
+        self._put_batches: dict[int, _PutBatch] = {}
         self._refresh_ops: set[int] = set()
         self._liveness_checks: set[PeerId] = set()
         self._bootstrap_peers: dict[PeerId, PeerInfo] = {}
@@ -307,7 +325,7 @@ class KademliaCore:
         if op is None:
             return
         if pending.purpose is _Purpose.FANOUT:
-            op.on_fanout_answer(message is not None or pending.request_type is MessageType.ADD_PROVIDER)
+            op.on_fanout_answer(message is not None or pending.request_type is MessageType.ADD_PROVIDER, pending.key)
         elif op.phase is Phase.LOOKUP and message is not None:
             closer = [
                 (info, peer_key(info.peer_id))
@@ -334,7 +352,7 @@ class KademliaCore:
         if op is None:
             return
         if pending.purpose is _Purpose.FANOUT:
-            op.on_fanout_answer(False)
+            op.on_fanout_answer(False, pending.key)
         else:
             op.lookup.on_failure(pending.peer, now)
         self._advance(op, now)
@@ -367,7 +385,7 @@ class KademliaCore:
 
     def _send(self, peer: PeerInfo, message: KadMessage, now: float, purpose: _Purpose, op_id, expects_response: bool) -> None:
         request_id = next(self._ids)
-        self._requests[request_id] = _Pending(peer.peer_id, purpose, op_id, message.type)
+        self._requests[request_id] = _Pending(peer.peer_id, purpose, op_id, message.type, message.key)
         heapq.heappush(self._deadlines, (now + self.config.query_timeout, _REQUEST_TIMEOUT, request_id))
         self._outbound.append(OutboundRequest(request_id, peer, message, expects_response))
         self.stats.requests_sent += 1
@@ -436,6 +454,8 @@ class KademliaCore:
             self.reprovider.batch_done(batch, placed, op.unplaced, now)
             self._start_provide_batches(now)
         self._events.append(OperationFinished(op.result()))
+        if isinstance(op, (PutValueOperation, PutValueBatchOperation)) and op.batch_id is not None:
+            self._put_batch_part_done(op.batch_id, op, now)
 
     def find_node(self, key: bytes, now: float) -> int:
         """Find the k closest peers to ``key`` (a peer ID's bytes, or any key)."""
@@ -467,6 +487,72 @@ class KademliaCore:
             raise DhtProtocolError(f"refusing to publish an invalid record: {exc}") from None
         self.server.store_value(key, value, now)
         return self._start(PutValueOperation, key, now, value=value)
+
+    def put_values(self, values: dict[bytes, bytes], now: float) -> int:
+        """Store many value records with one lookup per keyspace region, not one per key.
+
+        Like :meth:`put_value` for each key (validated and stored locally
+        first; an invalid record refuses the whole batch before anything is
+        sent). Returns an id; the :class:`OperationFinished` event with that
+        ``op_id`` (kind ``put_values``) says in ``stored_per_key`` how many
+        peers stored each key.
+        """
+        for key, value in values.items():
+            try:
+                self.validator.validate(key, value, now)
+            except RecordError as exc:
+                raise DhtProtocolError(f"refusing to publish an invalid record for {key!r}: {exc}") from None
+        for key, value in values.items():
+            self.server.store_value(key, value, now)
+        batch_id = next(self._ids)
+        batch = self._put_batches[batch_id] = _PutBatch(dict(values))
+        for lookup_key, keys in group_by_region(list(batch.values), self.network_size_estimate(), self.config.k):
+            batch.pending += 1
+            self._start(
+                PutValueBatchOperation,
+                lookup_key,
+                now,
+                result_size=self.config.provide_lookup_size,
+                keys=list(keys),
+                k=self.config.k,
+                values=batch.values,
+                batch_id=batch_id,
+            )
+        self._put_batch_part_done(batch_id, None, now)
+        return batch_id
+
+    def _put_batch_part_done(self, batch_id: int, op: Operation | None, now: float) -> None:
+        """One operation of a batched put ended (None: all have been started)."""
+        batch = self._put_batches[batch_id]
+        if op is not None:
+            batch.stored.update(op.stored_per_key())
+            batch.queries += op.lookup.queries_sent
+            batch.messages += op.lookup.queries_sent + op.fanout_sent
+            batch.timed_out |= op.timed_out
+            if isinstance(op, PutValueBatchOperation):
+                # Keys the region lookup could not place get a lookup of their own.
+                for key in op.unplaced:
+                    batch.pending += 1
+                    self._start(PutValueOperation, key, now, value=batch.values[key], batch_id=batch_id)
+        batch.pending -= 1
+        if batch.pending:
+            return
+        del self._put_batches[batch_id]
+        stored = {key: batch.stored.get(key, 0) for key in batch.values}
+        self._events.append(
+            OperationFinished(
+                OperationResult(
+                    op_id=batch_id,
+                    kind="put_values",
+                    key=b"",
+                    queries=batch.queries,
+                    messages=batch.messages,
+                    stored=sum(stored.values()),
+                    stored_per_key=stored,
+                    timed_out=batch.timed_out,
+                )
+            )
+        )
 
     def provide(self, keys: list[bytes], now: float) -> None:
         """Announce us as a provider of each multihash, now and every republish interval."""

@@ -43,6 +43,8 @@ class OperationResult:
     stored: int = 0
     # Provide batches: keys whose closest peers this lookup could not pin down.
     unplaced_keys: list[bytes] = field(default_factory=list)
+    # Batched puts: how many peers stored each key.
+    stored_per_key: dict[bytes, int] = field(default_factory=dict)
     timed_out: bool = False
 
 
@@ -77,7 +79,8 @@ class Operation:
         """(peer, message, expects_response) to send once the lookup is over."""
         return []
 
-    def on_fanout_answer(self, ok: bool) -> None:
+    def on_fanout_answer(self, ok: bool, key: bytes) -> None:
+        """A fan-out message for ``key`` was answered (or sent, if one-way) or failed."""
         self.fanout_pending -= 1
         if ok:
             self.stored += 1
@@ -165,21 +168,29 @@ class GetValueOperation(Operation):
 
 
 class PutValueOperation(Operation):
-    """Find the k closest peers to the key, then PUT_VALUE to each of them."""
+    """Find the k closest peers to the key, then PUT_VALUE to each of them.
+
+    ``batch_id`` ties it to a batched put (:meth:`KademliaCore.put_values`)
+    whose region lookup could not place this key.
+    """
 
     kind = "put_value"
 
-    def __init__(self, op_id, key, lookup, deadline, value: bytes):
+    def __init__(self, op_id, key, lookup, deadline, value: bytes, batch_id: int | None = None):
         super().__init__(op_id, key, lookup, deadline)
         self.value = value
+        self.batch_id = batch_id
 
     def fanout(self, local):
         message = KadMessage(MessageType.PUT_VALUE, key=self.key, record=Record(self.key, self.value))
         return [(peer, message, True) for peer in self.closest_infos()]
 
+    def stored_per_key(self) -> dict[bytes, int]:
+        return {self.key: self.stored}
 
-class ProvideBatchOperation(Operation):
-    """Publish provider records for many keys of one keyspace region with one lookup.
+
+class RegionBatchOperation(Operation):
+    """Publish records for many keys of one keyspace region with one lookup.
 
     The lookup collects the ``result_size`` (> k) closest peers to the
     region's centre. For each key the k closest of those are its true k
@@ -189,7 +200,7 @@ class ProvideBatchOperation(Operation):
     for which that cannot be shown are handed back as ``unplaced_keys``.
     """
 
-    kind = "provide"
+    expects_response = True
 
     def __init__(self, op_id, target_key, lookup, deadline, keys: list[bytes], k: int):
         super().__init__(op_id, target_key, lookup, deadline)
@@ -197,12 +208,14 @@ class ProvideBatchOperation(Operation):
         self.k = k
         self.unplaced: list[bytes] = []
 
+    def message_for(self, key: bytes, local: PeerInfo) -> KadMessage:
+        raise NotImplementedError
+
     def fanout(self, local):
         covered = self.lookup.closest_succeeded()
         exhaustive = len(covered) < self.lookup.config.result_size
         radius = covered[-1].distance if covered else 0
         messages = []
-        provider = (PeerInfo(local.peer_id, local.addrs),)
         for key in self.keys:
             position = kad_key(key)
             nearest = sorted(covered, key=lambda c: c.key ^ position)[: self.k]
@@ -212,8 +225,8 @@ class ProvideBatchOperation(Operation):
             if not covered or not (exhaustive or inside):
                 self.unplaced.append(key)
                 continue
-            message = KadMessage(MessageType.ADD_PROVIDER, key=key, provider_peers=provider)
-            messages.extend((c.info, message, False) for c in nearest)
+            message = self.message_for(key, local)
+            messages.extend((c.info, message, self.expects_response) for c in nearest)
         return messages
 
     def placed_keys(self) -> list[bytes]:
@@ -224,3 +237,37 @@ class ProvideBatchOperation(Operation):
         result = super().result()
         result.unplaced_keys = list(self.unplaced)
         return result
+
+
+class ProvideBatchOperation(RegionBatchOperation):
+    """ADD_PROVIDER (one-way) for every key of a region."""
+
+    kind = "provide"
+    expects_response = False
+
+    def message_for(self, key, local):
+        return KadMessage(MessageType.ADD_PROVIDER, key=key, provider_peers=(PeerInfo(local.peer_id, local.addrs),))
+
+
+class PutValueBatchOperation(RegionBatchOperation):
+    """PUT_VALUE for every key of a region, part of the batched put ``batch_id``."""
+
+    kind = "put_value_batch"
+
+    def __init__(self, op_id, target_key, lookup, deadline, keys, k, values: dict[bytes, bytes], batch_id: int):
+        super().__init__(op_id, target_key, lookup, deadline, keys, k)
+        self.values = values
+        self.batch_id = batch_id
+        self._stored = dict.fromkeys(keys, 0)
+
+    def message_for(self, key, local):
+        return KadMessage(MessageType.PUT_VALUE, key=key, record=Record(key, self.values[key]))
+
+    def on_fanout_answer(self, ok, key):
+        super().on_fanout_answer(ok, key)
+        if ok:
+            self._stored[key] += 1
+
+    def stored_per_key(self) -> dict[bytes, int]:
+        unplaced = set(self.unplaced)
+        return {key: count for key, count in self._stored.items() if key not in unplaced}

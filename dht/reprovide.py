@@ -40,10 +40,29 @@ REPROVIDE_LAG = Gauge(
 )
 
 
+def group_by_region(keys: list[bytes], network_size: int, k: int) -> list[tuple[bytes, tuple[bytes, ...]]]:
+    """Group keys by keyspace prefix so each region holds ~k/2 peers.
+
+    Returns (lookup key, keys) per region. FIND_NODE needs key bytes (the
+    server hashes them), so a region's lookup heads for the member nearest
+    its middle rather than for the centre itself.
+    """
+    expected_regions = max(1, network_size / max(1, k // 2))
+    prefix_bits = min(KEY_BITS - 1, max(0, int(math.log2(expected_regions))))
+    shift = KEY_BITS - prefix_bits
+    regions: dict[int, list[tuple[int, bytes]]] = {}
+    for key in keys:
+        position = kad_key(key)
+        regions.setdefault(position >> shift, []).append((position, key))
+    grouped = []
+    for _, members in sorted(regions.items()):
+        members.sort()
+        grouped.append((members[len(members) // 2][1], tuple(key for _, key in members)))
+    return grouped
+
+
 @dataclass(frozen=True, slots=True)
 class ProvideBatch:
-    # FIND_NODE needs key bytes (the server hashes them), so the lookup heads
-    # for the member nearest the middle of the region rather than the centre.
     lookup_key: bytes
     keys: tuple[bytes, ...]
     retry: bool = False
@@ -121,19 +140,7 @@ class Reprovider:
             self.schedule(max(next_due, now + self.coalesce_delay))
 
     def region_batches(self, keys: list[bytes], network_size: int) -> list[ProvideBatch]:
-        """Group keys by keyspace prefix so each region holds ~k/2 peers."""
-        expected_regions = max(1, network_size / max(1, self.k // 2))
-        prefix_bits = min(KEY_BITS - 1, max(0, int(math.log2(expected_regions))))
-        shift = KEY_BITS - prefix_bits
-        regions: dict[int, list[tuple[int, bytes]]] = {}
-        for key in keys:
-            position = kad_key(key)
-            regions.setdefault(position >> shift, []).append((position, key))
-        batches = []
-        for _, members in sorted(regions.items()):
-            members.sort()
-            batches.append(ProvideBatch(members[len(members) // 2][1], tuple(k for _, k in members)))
-        return batches
+        return [ProvideBatch(centre, members) for centre, members in group_by_region(keys, network_size, self.k)]
 
     def take_batches(self) -> list[ProvideBatch]:
         """Batches to start now, within the parallelism limit."""

@@ -8,7 +8,7 @@ import trio
 
 from dht_fakehost import FakeNetwork
 from hypermesh.dht import kad_pb2
-from hypermesh.dht.discovery import Discovery, open_discovery
+from hypermesh.dht.discovery import Discovery, ServiceOffer, open_discovery
 from hypermesh.dht.driver import MAX_REQUESTS_PER_STREAM, KademliaService, parse_peer_addr
 from hypermesh.dht.kademlia import KadConfig, Mode
 from hypermesh.dht.keys import Cid
@@ -101,6 +101,46 @@ async def test_service_registration_resolution_and_cache(autojump_clock):
         await offering.register_service("short", "/p", ttl=120.0)
         await trio.sleep(400)
         assert await asking.resolve_service("short")
+        nursery.cancel_scope.cancel()
+
+
+async def test_many_services_registered_and_renewed_in_region_batches(autojump_clock):
+    async with trio.open_nursery() as nursery:
+        network = FakeNetwork(nursery)
+        services = await start_services(nursery, network, 30)
+        offering = Discovery(services[4], services[4].host.identity)
+        nursery.start_soon(offering.run)
+        asking = Discovery(services[20], services[20].host.identity)
+        names = [f"svc-{i}" for i in range(40)]
+        stored = await offering.register_services([ServiceOffer(n, "/hm/x/1", weight=i, ttl=300.0) for i, n in enumerate(names)])
+        assert set(stored) == set(names) and min(stored.values()) >= 10
+        operations = services[4].core.stats.operations
+        batches_at_first_publication = operations["put_value_batch"]
+        # Fewer lookups than services: one per keyspace region (plus keys no region could place).
+        assert operations["put_value_batch"] + operations.get("put_value", 0) < len(names) / 2
+        for i, name in enumerate(names):
+            [instance] = await asking.resolve_service(name)
+            assert instance.weight == i
+
+        # Renewals (at half the 300 s lifetime) fall due together and are batched
+        # too; the records outlive their first lifetime.
+        await trio.sleep(400)
+        assert operations["put_value_batch"] > batches_at_first_publication
+        assert operations.get("put_value", 0) < len(names) / 2
+        fresh = Discovery(services[25], services[25].host.identity)
+        assert all([await fresh.resolve_service(name) for name in names])
+        nursery.cancel_scope.cancel()
+
+
+async def test_one_invalid_offer_registers_none(autojump_clock):
+    async with trio.open_nursery() as nursery:
+        network = FakeNetwork(nursery)
+        services = await start_services(nursery, network, 4)
+        offering = Discovery(services[1], services[1].host.identity)
+        with pytest.raises(ValueError):
+            await offering.register_services([ServiceOffer("good", "/p"), ServiceOffer("bad", "/p", weight=-1)])
+        assert services[1].store.get_value(b"/hm/service/good", services[1].now()) is None
+        assert await Discovery(services[3], services[3].host.identity).resolve_service("good") == []
         nursery.cancel_scope.cancel()
 
 
