@@ -253,7 +253,10 @@ def main() -> None:
                 "ipv6": trio.run(measure_family, server.addr("/ip6/"), args.quick),
                 "ipv4": trio.run(measure_family, server.addr("/ip4/"), args.quick),
             }
-        with start_node(Path(tmp) / "many", ["/ip6/::1/udp/0/quic-v1"]) as server:
+        # The connection manager would trim idle connections past its default
+        # high water mark of 1,000; holding them is the point here.
+        room = ["--connections-high", str(2 * connections), "--connections-low", str(2 * connections)]
+        with start_node(Path(tmp) / "many", ["/ip6/::1/udp/0/quic-v1"], extra=room) as server:
             many = measure_many_connections(server, connections)
     base = {} if args.skip_baselines else baselines(args.quick)
     report = {

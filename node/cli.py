@@ -17,6 +17,7 @@ from pathlib import Path
 import trio
 
 from hypermesh.transport.errors import TransportError
+from hypermesh.transport.connmgr import ConnectionManagerConfig
 from hypermesh.transport.host import open_host
 from hypermesh.transport.identity import Identity, IdentityError, init_identity, key_path, load_identity
 from hypermesh.transport.multiaddrs import MultiaddrError
@@ -78,6 +79,8 @@ async def _run_node(args) -> int:
 def cmd_run(args) -> int:
     from .runtime import tune_garbage_collector
 
+    if args.connections_low > args.connections_high:
+        raise CommandError("--connections-low must not exceed --connections-high")
     tune_garbage_collector()
     return trio.run(_run_node, args)
 
@@ -267,6 +270,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--listen", action="append", metavar="MADDR", help="listen address (repeatable)")
     run.add_argument("--bootstrap", action="append", default=[], metavar="MADDR", help="peer to connect to at start")
     run.add_argument("--metrics", metavar="ADDR", help="serve Prometheus metrics on HOST:PORT")
+    limits = ConnectionManagerConfig()
+    run.add_argument("--connections-high", type=_positive, default=limits.high_water, metavar="N",
+                     help=f"above N open connections, close idle ones (default {limits.high_water})")
+    run.add_argument("--connections-low", type=_positive, default=limits.low_water, metavar="N",
+                     help=f"... until N remain (default {limits.low_water})")
 
     ping = command("ping", _node_command("ping", _ping_lines, addr="maddr", count="count"), "ping a peer")
     ping.add_argument("maddr", help="full multiaddr ending in /p2p/<peer id>")

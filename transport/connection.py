@@ -483,6 +483,11 @@ class QuicConnectionDriver:
     def stream_count(self) -> int:
         return len(self._streams)
 
+    @property
+    def last_stream_activity(self) -> float:
+        """When a stream last opened or closed here (now, while any is open)."""
+        return trio.current_time() if self._streams else self._last_stream_activity
+
     def _consumed(self, stream_id: int, count: int) -> None:
         quic = self.quic
         quic.consume(stream_id, count)

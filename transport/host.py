@@ -25,6 +25,7 @@ from aioquic.quic.configuration import QuicConfiguration
 
 from . import metrics
 from .connection import STREAM_ERROR_PROTOCOL, QuicConnectionDriver, QuicStream
+from .connmgr import ConnectionManager, ConnectionManagerConfig, ConnectionState
 from .endpoint import MAX_UDP_PAYLOAD, SPIN_SECONDS, QuicEndpoint, make_udp_socket, route_mtu
 from .errors import (
     ConnectionClosed,
@@ -66,6 +67,8 @@ PROBE_DELAY = 0.05
 # Session tickets remembered, as a server (issued, with their peers) and as a
 # client (received, one per peer).
 MAX_TICKETS = 10_000
+# The periodic connection trim runs at least this far apart.
+MIN_TRIM_INTERVAL = 1.0
 
 
 @dataclass
@@ -85,6 +88,8 @@ class HostConfig:
     # latency, more CPU). 0 where many hosts share a process or the machine
     # has no core to spare: spinning endpoints then starve the ones with work.
     busy_poll_seconds: float = SPIN_SECONDS
+    # When to close idle connections (high/low water marks, grace period).
+    connection_manager: ConnectionManagerConfig = ConnectionManagerConfig()
 
 
 class _ProbeOutcome:
@@ -145,6 +150,8 @@ class Host:
         self.peer_id = identity.peer_id
         self.config = config or HostConfig()
         self.peerstore = Peerstore()
+        # Protocols protect the peers they must stay connected to here.
+        self.connection_manager = ConnectionManager(self.config.connection_manager)
         self._handlers: dict[str, StreamHandler] = {}
         self._endpoints: list[QuicEndpoint] = []
         self._connections: dict[PeerId, list[QuicConnectionDriver]] = {}
@@ -404,6 +411,34 @@ class Host:
             driver.probing_done.set()
         for callback in self.on_connection:
             callback(driver)
+        self.trim_connections()
+
+    def trim_connections(self) -> int:
+        """Close idle connections if we hold more than the high water mark.
+
+        Runs on every new connection and periodically; returns how many it closed.
+        """
+        now = trio.current_time()
+        if not self.connection_manager.wants_trim(len(self._all_connections), now):
+            return 0
+        states = [
+            ConnectionState(d, d.remote_peer_id, d.opened_at, d.stream_count, d.last_stream_activity)
+            for d in self._all_connections
+        ]
+        chosen = self.connection_manager.select_for_trim(states, now)
+        for driver in chosen:
+            driver.close("idle connection trimmed (over the high water mark)")
+        metrics.CONNECTIONS_TRIMMED.inc(len(chosen))
+        if chosen:
+            log.debug("closed %d idle connections; %d remain", len(chosen), len(self._all_connections) - len(chosen))
+        return len(chosen)
+
+    async def _trim_connections_periodically(self) -> None:
+        # Connections that were busy at the last trim may be idle now.
+        interval = max(MIN_TRIM_INTERVAL, self.config.connection_manager.silence_period)
+        while True:
+            await trio.sleep(interval)
+            self.trim_connections()
 
     def _on_connection_closed(self, driver: QuicConnectionDriver) -> None:
         self._all_connections.discard(driver)
@@ -561,6 +596,7 @@ async def open_host(
         ping.install(host)
         identify.install(host)
         perf.install(host)
+        nursery.start_soon(host._trim_connections_periodically)
         if listen:
             await host.listen(listen)
         try:

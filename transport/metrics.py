@@ -19,6 +19,9 @@ STREAMS_TOTAL = Counter("hypermesh_streams_total", "Streams opened, by direction
 STREAMS_REFUSED = Counter("hypermesh_streams_refused_total", "Inbound streams refused", ["reason"])
 BYTES_SENT = Counter("hypermesh_stream_bytes_sent_total", "Application bytes written to streams")
 BYTES_RECEIVED = Counter("hypermesh_stream_bytes_received_total", "Application bytes read from streams")
+CONNECTIONS_TRIMMED = Counter(
+    "hypermesh_connections_trimmed_total", "Idle connections closed because the host held more than its high water mark"
+)
 DATAGRAMS_RECEIVED = Counter("hypermesh_datagrams_received_total", "UDP datagrams received")
 DATAGRAMS_DROPPED = Counter("hypermesh_datagrams_dropped_total", "UDP datagrams dropped, by reason", ["reason"])
 DATAGRAM_SIZE = Gauge("hypermesh_max_datagram_size_bytes", "Datagram size adopted after the last path probe")

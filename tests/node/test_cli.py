@@ -33,6 +33,12 @@ def test_run_refuses_a_world_readable_key(tmp_path):
     assert "readable by other users" in result.stderr and "chmod 600" in result.stderr
 
 
+def test_run_refuses_connection_limits_upside_down(tmp_path):
+    result = run_cli("run", "--data-dir", str(tmp_path), "--connections-low", "50", "--connections-high", "10")
+    assert result.returncode == 1
+    assert "--connections-low must not exceed --connections-high" in result.stderr
+
+
 def test_run_prints_its_addresses_first(alice):
     assert alice.peer_id.startswith("12D3KooW")
     assert alice.addrs and all(addr.endswith(f"/p2p/{alice.peer_id}") for addr in alice.addrs)
