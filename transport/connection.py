@@ -161,7 +161,7 @@ class QuicStream:
             room = connection._send_room(self.stream_id)
             if room > 0:
                 chunk = view[: min(room, WRITE_SLICE)]
-                connection.quic.send_stream_data(self.stream_id, bytes(chunk))
+                self._send_stream_data(bytes(chunk))
                 view = view[len(chunk) :]
                 connection.transmit()
                 if not view:
@@ -172,13 +172,22 @@ class QuicStream:
             else:
                 await connection._wait_for_send_room()
 
+    def _send_stream_data(self, data: bytes, end_stream: bool = False) -> None:
+        try:
+            self._connection.quic.send_stream_data(self.stream_id, data, end_stream=end_stream)
+        except RuntimeError as exc:
+            # aioquic's sender is reset (a STOP_SENDING we have not seen as an
+            # event yet): to us that is the peer resetting the stream.
+            self._on_reset(StreamReset(f"stream reset by peer ({exc})"))
+            raise self._reset_error from None
+
     async def send_eof(self) -> None:
         """Finish our side of the stream (QUIC FIN); the peer sees end of data."""
         if self._send_eof or self._reset_error is not None or self._connection.closed:
             await trio.lowlevel.checkpoint()
             return
         self._send_eof = True
-        self._connection.quic.send_stream_data(self.stream_id, b"", end_stream=True)
+        self._send_stream_data(b"", end_stream=True)
         self._connection.transmit()
         await trio.lowlevel.checkpoint()
 
@@ -373,6 +382,12 @@ class QuicConnectionDriver:
                 stream = self._streams.get(event.stream_id)
                 if stream is not None:
                     stream._on_reset(StreamReset(f"stream reset by peer (code {event.error_code})"))
+                else:
+                    # Loss or reordering let this overtake the stream's first
+                    # data: the peer has abandoned the stream, so that data is
+                    # late and must not start a handler (whose first write
+                    # aioquic would refuse).
+                    self._mark_abandoned(event.stream_id)
                 if kind is events.StopSendingReceived:
                     try:
                         quic.reset_stream(event.stream_id, event.error_code)
@@ -474,10 +489,14 @@ class QuicConnectionDriver:
 
     def _forget_stream(self, stream_id: int) -> None:
         self._streams.pop(stream_id, None)
+        self._mark_abandoned(stream_id)
+        self.quic.forget_stream(stream_id)
+
+    def _mark_abandoned(self, stream_id: int) -> None:
+        """Data that still arrives on this stream is late (see _accept_stream)."""
         quic_stream = self.quic._streams.get(stream_id)
         if quic_stream is not None:
             quic_stream.hm_closed = True
-        self.quic.forget_stream(stream_id)
 
     @property
     def stream_count(self) -> int:

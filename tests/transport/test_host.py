@@ -245,6 +245,21 @@ async def test_a_stream_the_peer_reset_frees_its_slot_once_reset_locally(pair):
     assert driver.stream_count == 0
 
 
+async def test_stop_sending_that_overtakes_a_new_streams_data_closes_only_that_stream(pair):
+    # Loss or reordering can deliver a peer's STOP_SENDING for a stream before
+    # the stream's first data; answering that stream used to crash the host.
+    server, client = pair
+    with trio.fail_after(STEP):
+        driver = await client.connect(server.listen_addrs()[0])
+        stream = driver.open_stream()
+        driver.quic._get_or_create_stream_for_send(stream.stream_id)  # aioquic knows a stream once it sends
+        driver.quic.stop_stream(stream.stream_id, 0)
+        driver.transmit()  # the STOP_SENDING leaves alone, ahead of the data
+        await stream.send_all(encode_message(HEADER) + encode_message(ping.PROTOCOL))
+        assert len(await ping.ping(client, server.peer_id, count=2)) == 2
+        await stream.reset()
+
+
 async def test_peer_that_stops_reading_holds_the_writer_not_the_node(pair):
     server, client = pair
     stalled = trio.Event()
