@@ -616,7 +616,7 @@ def main() -> None:
     parser.add_argument("--lookups", type=int)
     parser.add_argument("--services", type=int)
     parser.add_argument("--resolves", type=int)
-    parser.add_argument("--register-concurrency", type=int, default=4, help="register_services calls in flight per worker")
+    parser.add_argument("--register-concurrency", type=int, default=2, help="register_services calls in flight per worker")
     parser.add_argument("--register-batch", type=int, default=50, help="names per register_services call (1: one by one)")
     parser.add_argument("--setup-cap", type=float, default=300.0)
     parser.add_argument("--provide-cap", type=float, default=180.0)

@@ -78,6 +78,10 @@ class KadConfig:
     # Peers a provide or put batch's lookup collects around its region (> k,
     # see operations.RegionBatchOperation).
     provide_lookup_size: int = 40
+    # Fan-out requests that await an answer (PUT_VALUE) in flight per
+    # operation. A batched put has thousands; sent at once they would wait
+    # behind the driver's stream limit until their query timeouts expired.
+    max_fanout_in_flight: int = 32
     get_value_quorum: int = 3
     max_providers_returned: int = 20
     # go-libp2p-kad-dht's values: records live 48 h and are republished every 22 h.
@@ -133,6 +137,7 @@ class _Pending:
     op_id: int | None
     request_type: MessageType
     key: bytes
+    expects_response: bool
 
 
 @dataclass(slots=True)
@@ -325,7 +330,7 @@ class KademliaCore:
         if op is None:
             return
         if pending.purpose is _Purpose.FANOUT:
-            op.on_fanout_answer(message is not None or pending.request_type is MessageType.ADD_PROVIDER, pending.key)
+            self._fanout_settled(op, pending, message is not None or not pending.expects_response, now)
         elif op.phase is Phase.LOOKUP and message is not None:
             closer = [
                 (info, peer_key(info.peer_id))
@@ -352,7 +357,7 @@ class KademliaCore:
         if op is None:
             return
         if pending.purpose is _Purpose.FANOUT:
-            op.on_fanout_answer(False, pending.key)
+            self._fanout_settled(op, pending, False, now)
         else:
             op.lookup.on_failure(pending.peer, now)
         self._advance(op, now)
@@ -385,7 +390,7 @@ class KademliaCore:
 
     def _send(self, peer: PeerInfo, message: KadMessage, now: float, purpose: _Purpose, op_id, expects_response: bool) -> None:
         request_id = next(self._ids)
-        self._requests[request_id] = _Pending(peer.peer_id, purpose, op_id, message.type, message.key)
+        self._requests[request_id] = _Pending(peer.peer_id, purpose, op_id, message.type, message.key, expects_response)
         heapq.heappush(self._deadlines, (now + self.config.query_timeout, _REQUEST_TIMEOUT, request_id))
         self._outbound.append(OutboundRequest(request_id, peer, message, expects_response))
         self.stats.requests_sent += 1
@@ -428,9 +433,27 @@ class KademliaCore:
     def _begin_fanout(self, op: Operation, now: float) -> None:
         op.phase = Phase.FANOUT
         messages = op.fanout(self.local_info)
-        op.fanout_pending = op.fanout_sent = len(messages)
+        op.fanout_pending = len(messages)
         for peer, message, expects_response in messages:
-            self._send(peer, message, now, _Purpose.FANOUT, op.op_id, expects_response)
+            if expects_response:
+                op.fanout_queue.append((peer, message))
+            else:  # one-way (ADD_PROVIDER): the driver packs a peer's onto one stream
+                op.fanout_sent += 1
+                self._send(peer, message, now, _Purpose.FANOUT, op.op_id, False)
+        self._send_queued_fanout(op, now)
+
+    def _send_queued_fanout(self, op: Operation, now: float) -> None:
+        while op.fanout_queue and op.fanout_in_flight < self.config.max_fanout_in_flight:
+            peer, message = op.fanout_queue.popleft()
+            op.fanout_in_flight += 1
+            op.fanout_sent += 1
+            self._send(peer, message, now, _Purpose.FANOUT, op.op_id, True)
+
+    def _fanout_settled(self, op: Operation, pending: _Pending, ok: bool, now: float) -> None:
+        op.on_fanout_answer(ok, pending.key)
+        if pending.expects_response:
+            op.fanout_in_flight -= 1
+            self._send_queued_fanout(op, now)
 
     def _operation_timed_out(self, op: Operation, now: float) -> None:
         op.timed_out = True
@@ -438,6 +461,7 @@ class KademliaCore:
         if op.phase is Phase.LOOKUP:
             self._begin_fanout(op, now)
         else:
+            op.fanout_queue.clear()
             op.fanout_pending = 0
         self._advance(op, now)
 

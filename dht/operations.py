@@ -9,6 +9,7 @@ to send once the closest peers are known (PUT_VALUE, ADD_PROVIDER). The core
 from __future__ import annotations
 
 import enum
+from collections import deque
 from dataclasses import dataclass, field
 
 from hypermesh.transport.identity import PeerId
@@ -62,6 +63,10 @@ class Operation:
         self.phase = Phase.LOOKUP
         self.fanout_pending = 0
         self.fanout_sent = 0
+        # Fan-out requests not yet sent, and those sent but not yet settled
+        # (the core paces requests that wait for an answer).
+        self.fanout_queue: deque[tuple[PeerInfo, KadMessage]] = deque()
+        self.fanout_in_flight = 0
         self.stored = 0
         self.answer_hops = 0
         self.timed_out = False
