@@ -44,6 +44,19 @@ def record_dials(host) -> list:
     return dialled
 
 
+@contextlib.asynccontextmanager
+async def dht_network(count: int):
+    """``count`` DHT servers on a fake network; yields (nursery, services)."""
+    async with trio.open_nursery() as nursery:
+        services = await start_services(nursery, FakeNetwork(nursery), count)
+        yield nursery, services
+        nursery.cancel_scope.cancel()
+
+
+def discovery_on(service, **kwargs) -> Discovery:
+    return Discovery(service, service.host.identity, **kwargs)
+
+
 async def start_services(nursery, network, count, first_index=0, mode=Mode.SERVER):
     services = []
     for i in range(first_index, first_index + count):
@@ -57,9 +70,7 @@ async def start_services(nursery, network, count, first_index=0, mode=Mode.SERVE
 
 
 async def test_lookups_providers_and_values(autojump_clock):
-    async with trio.open_nursery() as nursery:
-        network = FakeNetwork(nursery)
-        services = await start_services(nursery, network, 12)
+    async with dht_network(12) as (_, services):
         for service in services:
             await service.bootstrap()
         target = services[7].host.peer_id
@@ -71,16 +82,13 @@ async def test_lookups_providers_and_values(autojump_clock):
         await services[3].wait_provided([cid.multihash])
         found = await services[9].get_providers(cid.multihash, wanted=1)
         assert [p.peer_id for p in found.providers] == [services[3].host.peer_id]
-        nursery.cancel_scope.cancel()
 
 
 async def test_service_registration_resolution_and_cache(autojump_clock):
-    async with trio.open_nursery() as nursery:
-        network = FakeNetwork(nursery)
-        services = await start_services(nursery, network, 10)
-        offering = Discovery(services[4], services[4].host.identity)
+    async with dht_network(10) as (nursery, services):
+        offering = discovery_on(services[4])
         nursery.start_soon(offering.run)
-        asking = Discovery(services[8], services[8].host.identity, cache_ttl=30.0)
+        asking = discovery_on(services[8], cache_ttl=30.0)
         stored = await offering.register_service("relay", "/hm/relay/1", weight=7)
         assert stored >= 5
         [instance] = await asking.resolve_service("relay")
@@ -101,16 +109,13 @@ async def test_service_registration_resolution_and_cache(autojump_clock):
         await offering.register_service("short", "/p", ttl=120.0)
         await trio.sleep(400)
         assert await asking.resolve_service("short")
-        nursery.cancel_scope.cancel()
 
 
 async def test_many_services_registered_and_renewed_in_region_batches(autojump_clock):
-    async with trio.open_nursery() as nursery:
-        network = FakeNetwork(nursery)
-        services = await start_services(nursery, network, 30)
-        offering = Discovery(services[4], services[4].host.identity)
+    async with dht_network(30) as (nursery, services):
+        offering = discovery_on(services[4])
         nursery.start_soon(offering.run)
-        asking = Discovery(services[20], services[20].host.identity)
+        asking = discovery_on(services[20])
         names = [f"svc-{i}" for i in range(40)]
         stored = await offering.register_services([ServiceOffer(n, "/hm/x/1", weight=i, ttl=300.0) for i, n in enumerate(names)])
         assert set(stored) == set(names) and min(stored.values()) >= 10
@@ -127,34 +132,27 @@ async def test_many_services_registered_and_renewed_in_region_batches(autojump_c
         await trio.sleep(400)
         assert operations["put_value_batch"] > batches_at_first_publication
         assert operations.get("put_value", 0) < len(names) / 2
-        fresh = Discovery(services[25], services[25].host.identity)
+        fresh = discovery_on(services[25])
         assert all([await fresh.resolve_service(name) for name in names])
-        nursery.cancel_scope.cancel()
 
 
 async def test_one_invalid_offer_registers_none(autojump_clock):
-    async with trio.open_nursery() as nursery:
-        network = FakeNetwork(nursery)
-        services = await start_services(nursery, network, 4)
-        offering = Discovery(services[1], services[1].host.identity)
+    async with dht_network(4) as (_, services):
+        offering = discovery_on(services[1])
         with pytest.raises(ValueError):
             await offering.register_services([ServiceOffer("good", "/p"), ServiceOffer("bad", "/p", weight=-1)])
         assert services[1].store.get_value(b"/hm/service/good", services[1].now()) is None
-        assert await Discovery(services[3], services[3].host.identity).resolve_service("good") == []
-        nursery.cancel_scope.cancel()
+        assert await discovery_on(services[3]).resolve_service("good") == []
 
 
 async def test_cache_entries_expire_with_their_records(autojump_clock):
-    async with trio.open_nursery() as nursery:
-        network = FakeNetwork(nursery)
-        services = await start_services(nursery, network, 6)
-        offering = Discovery(services[1], services[1].host.identity)  # no run(): no renewal
-        asking = Discovery(services[5], services[5].host.identity, cache_ttl=3600.0)
+    async with dht_network(6) as (_, services):
+        offering = discovery_on(services[1])  # no run(): no renewal
+        asking = discovery_on(services[5], cache_ttl=3600.0)
         await offering.register_service("ephemeral", "/p", ttl=60.0)
         assert await asking.resolve_service("ephemeral")
         await trio.sleep(61)
         assert await asking.resolve_service("ephemeral") == []
-        nursery.cancel_scope.cancel()
 
 
 async def test_server_resets_garbage_and_keeps_serving(autojump_clock):
@@ -279,9 +277,7 @@ def test_bootstrap_addresses_need_a_peer_id():
 
 
 async def test_provide_batch_sends_each_peer_one_stream(autojump_clock):
-    async with trio.open_nursery() as nursery:
-        network = FakeNetwork(nursery)
-        services = await start_services(nursery, network, 6)
+    async with dht_network(6) as (_, services):
         publisher = services[2]
         opened = record_dials(publisher.host)
         keys = [Cid.for_string(f"many-{i}").multihash for i in range(150)]
@@ -291,7 +287,6 @@ async def test_provide_batch_sends_each_peer_one_stream(autojump_clock):
         assert len(opened) < 60
         found = await services[4].get_providers(keys[17], wanted=1)
         assert [p.peer_id for p in found.providers] == [publisher.host.peer_id]
-        nursery.cancel_scope.cancel()
 
 
 async def test_peers_querying_before_identify_are_probed_and_added(autojump_clock):
