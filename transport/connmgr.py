@@ -14,7 +14,7 @@ Sans-IO: the host describes its connections and closes what
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Hashable
+from collections.abc import Hashable
 
 from .identity import PeerId
 
