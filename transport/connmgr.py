@@ -13,8 +13,8 @@ Sans-IO: the host describes its connections and closes what
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from collections.abc import Hashable
+from dataclasses import dataclass
 
 from .identity import PeerId
 
