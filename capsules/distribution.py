@@ -29,8 +29,8 @@ Every message is one varint-framed body (``uvarint(len) ‖ body``, as
         payload of a chunk list: its canonical JSON (``ChunkList.to_bytes``), ≤ 4 MiB
         payload of a chunk: its bytes, ≤ 256 KiB (``chunks.MAX_CHUNK``)
 
-A provider serves only the chunk lists it published and the chunks those
-lists name. A request that is not exactly 33 bytes or has an unknown kind, or
+A provider serves only the chunk lists it published, or fetched and
+admitted (it then provides their CIDs too), and the chunks those lists name. A request that is not exactly 33 bytes or has an unknown kind, or
 an exchange (request in, answer out) that takes over :data:`EXCHANGE_TIMEOUT`
 (30 s), resets that stream, and only it.
 """
@@ -429,8 +429,11 @@ class CapsuleDistribution:
     """
 
     def __init__(self, host, discovery, chunk_store: ChunkStore, runtime, *,
-                 request_timeout: float = DEFAULT_REQUEST_TIMEOUT):
+                 request_timeout: float = DEFAULT_REQUEST_TIMEOUT, provide_fetched: bool = True):
         self.host = host
+        # A node that fetched and admitted a capsule serves it on, as IPFS
+        # nodes do: popular capsules gain providers as they spread.
+        self.provide_fetched = provide_fetched
         self.discovery = discovery
         self.store = chunk_store
         self.runtime = runtime
@@ -527,6 +530,10 @@ class CapsuleDistribution:
             shutil.rmtree(dest, ignore_errors=True)
         if capsule.state == State.QUARANTINED:
             raise CapsuleQuarantinedError(cid, capsule)
+        if self.provide_fetched:
+            # Every chunk it names is in our store now, checked against the receipt.
+            self.published.remember(chunk_list)
+            self.discovery.provide(cid)
         return capsule
 
     def _already_installed(self, cid: str):

@@ -153,6 +153,21 @@ async def test_published_capsule_runs_on_another_node_and_its_receipt_verifies(t
     assert restarted.published.cids == [cid]
 
 
+async def test_a_fetched_capsule_is_served_on_by_its_fetcher(tmp_path, engine):
+    source = limits_capsule(tmp_path / "src")
+    async with open_mesh(tmp_path, engine, 3) as (a, b, c):
+        with trio.fail_after(STEP):
+            cid = await a.distribution.publish(source)
+            await find_providers(b, cid, {a.peer_id})
+            await b.distribution.fetch(cid)
+            await find_providers(c, cid, {a.peer_id, b.peer_id})
+            a.host.remove_stream_handler(PROTOCOL_ID)  # the publisher no longer serves
+            capsule = await c.distribution.fetch(cid)
+        assert capsule.state == State.VERIFIED and capsule.cid == cid
+        assert b.distribution.counters["chunks_served"] == unique_chunks(a, cid)
+        assert b.distribution.published.cids == [cid]  # kept on disk: served after a restart too
+
+
 async def fetch_published_by_a_and_c(tmp_path: Path, a: Node, b: Node, c: Node):
     """A and C publish the same capsule (from their own copies); B fetches it. Returns (cid, capsule)."""
     source = limits_capsule(tmp_path / "src")
