@@ -46,7 +46,7 @@ log = logging.getLogger(__name__)
 
 # A resolution is reused this long at most, even if no change is seen.
 DEFAULT_CACHE_TTL = 60.0
-# A renewal that failed outright (no peers at all) is tried again this much later.
+# A publication that no peer stored (or that failed outright) is tried again this much later.
 RENEWAL_RETRY_DELAY = 60.0
 
 
@@ -186,7 +186,13 @@ class Discovery:
             stored = {key: (await self.service.put_value(key, value)).stored}
         else:
             stored = (await self.service.put_values(values)).stored_per_key
-        return {r.name: stored.get(service_key(r.name), 0) for r in registrations}
+        outcome = {r.name: stored.get(service_key(r.name), 0) for r in registrations}
+        for registration in registrations:
+            if not outcome[registration.name]:
+                # No peer took it (none known yet, or all failed): only this
+                # node holds the record, so try again soon, not at half its TTL.
+                registration.renew_at = min(registration.renew_at, now + RENEWAL_RETRY_DELAY)
+        return outcome
 
     async def resolve_service(self, name: str) -> list[ServiceRecord]:
         """Live instances of ``name``, highest weight first."""

@@ -8,7 +8,7 @@ import trio
 
 from dht_fakehost import FakeNetwork
 from hypermesh.dht import kad_pb2
-from hypermesh.dht.discovery import Discovery, ServiceOffer, open_discovery
+from hypermesh.dht.discovery import RENEWAL_RETRY_DELAY, Discovery, ServiceOffer, open_discovery
 from hypermesh.dht.driver import MAX_REQUESTS_PER_STREAM, KademliaService, parse_peer_addr
 from hypermesh.dht.kademlia import KadConfig, Mode
 from hypermesh.dht.keys import Cid
@@ -57,11 +57,13 @@ def discovery_on(service, **kwargs) -> Discovery:
     return Discovery(service, service.host.identity, **kwargs)
 
 
-async def start_services(nursery, network, count, first_index=0, mode=Mode.SERVER):
+async def start_services(nursery, network, count, first_index=0, mode=Mode.SERVER, bootstrap_from=None):
+    """``count`` DHT services; each bootstraps from ``bootstrap_from``, else the first of them."""
     services = []
     for i in range(first_index, first_index + count):
         host = network.add_host(i)
-        seeds = [parse_peer_addr(bootstrap_addr(services[0].host))] if services else []
+        seed = bootstrap_from or (services[0] if services else None)
+        seeds = [parse_peer_addr(bootstrap_addr(seed.host))] if seed else []
         service = KademliaService(host, MemoryRecordStore(), mode=mode, bootstrap=seeds)
         await nursery.start(service.run)
         await service.bootstrap()
@@ -134,6 +136,20 @@ async def test_many_services_registered_and_renewed_in_region_batches(autojump_c
         assert operations.get("put_value", 0) < len(names) / 2
         fresh = discovery_on(services[25])
         assert all([await fresh.resolve_service(name) for name in names])
+
+
+async def test_a_registration_no_peer_stored_is_retried_soon(autojump_clock):
+    async with trio.open_nursery() as nursery:
+        network = FakeNetwork(nursery)
+        [alone] = await start_services(nursery, network, 1)
+        offering = discovery_on(alone)
+        nursery.start_soon(offering.run)
+        assert await offering.register_service("early", "/p", ttl=3600.0) == 0  # nobody to store it
+        later = await start_services(nursery, network, 6, first_index=1, bootstrap_from=alone)
+        # Well before half the TTL, the renewal has placed the record at the new peers.
+        await trio.sleep(RENEWAL_RETRY_DELAY + 30)
+        assert any(s.store.get_value(b"/hm/service/early", s.now()) for s in later)
+        nursery.cancel_scope.cancel()
 
 
 async def test_one_invalid_offer_registers_none(autojump_clock):
