@@ -30,8 +30,9 @@ Every message is one varint-framed body (``uvarint(len) ‖ body``, as
         payload of a chunk: its bytes, ≤ 256 KiB (``chunks.MAX_CHUNK``)
 
 A provider serves only the chunk lists it published, or fetched and
-admitted (it then provides their CIDs too), and the chunks those lists name. A request that is not exactly 33 bytes or has an unknown kind, or
-an exchange (request in, answer out) that takes over :data:`EXCHANGE_TIMEOUT`
+admitted (it then provides their CIDs too), and the chunks those lists name.
+A request that is not exactly 33 bytes or has an unknown kind, or an
+exchange (request in, answer out) that takes over :data:`EXCHANGE_TIMEOUT`
 (30 s), resets that stream, and only it.
 """
 

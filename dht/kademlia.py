@@ -505,12 +505,18 @@ class KademliaCore:
 
     def put_value(self, key: bytes, value: bytes, now: float) -> int:
         """Validate and store ``value`` locally, then at the k closest peers."""
-        try:
-            self.validator.validate(key, value, now)
-        except RecordError as exc:
-            raise DhtProtocolError(f"refusing to publish an invalid record: {exc}") from None
-        self.server.store_value(key, value, now)
+        self._store_own_values({key: value}, now)
         return self._start(PutValueOperation, key, now, value=value)
+
+    def _store_own_values(self, values: dict[bytes, bytes], now: float) -> None:
+        """Validate every record (refusing all if one is invalid), then store them here."""
+        for key, value in values.items():
+            try:
+                self.validator.validate(key, value, now)
+            except RecordError as exc:
+                raise DhtProtocolError(f"refusing to publish an invalid record for {key!r}: {exc}") from None
+        for key, value in values.items():
+            self.server.store_value(key, value, now)
 
     def put_values(self, values: dict[bytes, bytes], now: float) -> int:
         """Store many value records with one lookup per keyspace region, not one per key.
@@ -521,13 +527,7 @@ class KademliaCore:
         ``op_id`` (kind ``put_values``) says in ``stored_per_key`` how many
         peers stored each key.
         """
-        for key, value in values.items():
-            try:
-                self.validator.validate(key, value, now)
-            except RecordError as exc:
-                raise DhtProtocolError(f"refusing to publish an invalid record for {key!r}: {exc}") from None
-        for key, value in values.items():
-            self.server.store_value(key, value, now)
+        self._store_own_values(values, now)
         batch_id = next(self._ids)
         batch = self._put_batches[batch_id] = _PutBatch(dict(values))
         for lookup_key, keys in group_by_region(list(batch.values), self.network_size_estimate(), self.config.k):

@@ -274,5 +274,5 @@ class PutValueBatchOperation(RegionBatchOperation):
             self._stored[key] += 1
 
     def stored_per_key(self) -> dict[bytes, int]:
-        unplaced = set(self.unplaced)
-        return {key: count for key, count in self._stored.items() if key not in unplaced}
+        # Unplaced keys count 0 here; the lookup of their own reports them later.
+        return dict(self._stored)

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import trio
 
-from hypermesh.transport.errors import TransportError
 from hypermesh.transport.connmgr import ConnectionManagerConfig
+from hypermesh.transport.errors import TransportError
 from hypermesh.transport.host import open_host
 from hypermesh.transport.identity import Identity, IdentityError, init_identity, key_path, load_identity
 from hypermesh.transport.multiaddrs import MultiaddrError
@@ -79,8 +79,11 @@ async def _run_node(args) -> int:
 def cmd_run(args) -> int:
     from .runtime import tune_garbage_collector
 
-    if args.connections_low > args.connections_high:
-        raise CommandError("--connections-low must not exceed --connections-high")
+    try:
+        args.connection_limits = ConnectionManagerConfig(low_water=args.connections_low,
+                                                         high_water=args.connections_high)
+    except ValueError:
+        raise CommandError("--connections-low must not exceed --connections-high") from None
     tune_garbage_collector()
     return trio.run(_run_node, args)
 

@@ -22,7 +22,6 @@ from hypermesh.capsules.runtime import CapsuleRuntime
 from hypermesh.dht.discovery import Discovery, open_discovery
 from hypermesh.dht.kademlia import Mode
 from hypermesh.transport.errors import TransportError
-from hypermesh.transport.connmgr import ConnectionManagerConfig
 from hypermesh.transport.host import Host, HostConfig, open_host
 from hypermesh.transport.identity import Identity, init_identity
 from hypermesh.transport.multiaddrs import MultiaddrError, parse_quic_address
@@ -108,10 +107,9 @@ async def run_node(args) -> int:
     if args.metrics:
         start_metrics_server(args.metrics)
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-        limits = ConnectionManagerConfig(low_water=args.connections_low, high_water=args.connections_high)
         async with open_node(
             identity, args.data_dir, args.listen or DEFAULT_LISTEN, args.bootstrap,
-            host_config=HostConfig(connection_manager=limits),
+            host_config=HostConfig(connection_manager=args.connection_limits),
         ) as node:
             control_server = ControlServer(args.data_dir)
             operations.register_all(control_server, node)
