@@ -1,4 +1,5 @@
-"""HyperMesh consensus layer (BFT ordering of stakes, slashing, payments and locks).
+"""HyperMesh consensus layer: Tendermint-style BFT agreement among validators.
 
-Not built yet: see the project's issues.
+``validators`` (voting power, quorums, proposer rotation), ``wire``
+(canonical messages and signatures); see docs/ARCHITECTURE.md.
 """
