@@ -28,6 +28,9 @@ class SavedState:
     last_signed: tuple[int, int, int]
     # The canonical encodings of every message signed at this height.
     own_messages: tuple[bytes, ...]
+    # The prevotes (encoded) of the polka that made valid_value valid: a
+    # restarted proposer must still be able to show it.
+    valid_polka: tuple[bytes, ...] = ()
 
 
 class ConsensusStore(Protocol):

@@ -48,6 +48,7 @@ from .wire import (
     RoundOutOfRange,
     Vote,
     WrongHeight,
+    block_id_of,
     decode_message,
     encode_message,
     make_certificate,
@@ -81,8 +82,6 @@ class TendermintConfig:
     rebroadcast_interval: float = 1.0
     # Messages for rounds further ahead are refused: bounds the vote tables.
     max_rounds_ahead: int = 64
-    # Own messages of this many latest rounds are re-sent.
-    rebroadcast_rounds: int = 16
     # Decisions sent at once to a node behind; next-height messages kept.
     catch_up_batch: int = 8
     max_future_messages: int = 256
@@ -122,20 +121,36 @@ class EquivocationDetected:
     evidence: Evidence
 
 
+# Votes of one validator for different blocks in one round and type that are
+# counted (an equivocator's votes count for each block, as in the paper: a
+# polka may rest on them). Bounded, so that equivocation cannot exhaust memory;
+# three covers nil and both values of an equivocating proposer.
+MAX_BLOCKS_PER_VOTER = 3
+
+
 class _Tally:
-    """One round's votes of one type: the first vote of each validator, and power per block."""
+    """One round's votes of one type: per validator its votes by block, power per block, power that voted."""
 
     __slots__ = ("votes", "power", "total")
 
     def __init__(self):
-        self.votes: dict[bytes, Vote] = {}
+        self.votes: dict[bytes, dict[bytes | None, Vote]] = {}
         self.power: Counter = Counter()
         self.total = 0
 
     def add(self, vote: Vote, power: int) -> None:
-        self.votes[vote.validator] = vote
+        by_block = self.votes.get(vote.validator)
+        if by_block is None:
+            by_block = self.votes[vote.validator] = {}
+            self.total += power
+        by_block[vote.block_id] = vote
         self.power[vote.block_id] += power
-        self.total += power
+
+    def has(self, vote: Vote) -> bool:
+        return vote.block_id in self.votes.get(vote.validator, ())
+
+    def for_block(self, block_id: bytes | None) -> list[Vote]:
+        return [by_block[block_id] for by_block in self.votes.values() if block_id in by_block]
 
 
 class _Timeout(enum.IntEnum):
@@ -184,6 +199,10 @@ class TendermintCore:
                 message = decode_message(encoded)
                 self._own[(self._kind_of(message), message.round)] = message
                 self._record(message)
+            for encoded in saved.valid_polka:
+                vote = decode_message(encoded)
+                if not self._tally(vote.kind, vote.round).has(vote):
+                    self._record(vote)
 
     # ----------------------------------------------------------- driver I/O
 
@@ -216,11 +235,27 @@ class TendermintCore:
                 self._on_timeout(kind, now)
         if self._next_rebroadcast is not None and now >= self._next_rebroadcast:
             self._next_rebroadcast = now + self.config.rebroadcast_interval
-            low = self.round - self.config.rebroadcast_rounds
-            for (_, round_), message in sorted(self._own.items(), key=lambda item: item[0][1]):
-                if round_ > low:
-                    self._outbound.append(Broadcast(message))
+            self._rebroadcast()
         self._advance(now)
+
+    def _rebroadcast(self) -> None:
+        """Re-send what the current round and the next proposer's proof of lock need.
+
+        Our own messages of this round, and the polka that made our valid
+        value valid: a proposer re-proposing it names that round, and every
+        honest validator must be able to see the polka to follow it (line 28).
+        """
+        for (_, round_), message in self._own.items():
+            if round_ == self.round:
+                self._outbound.append(Broadcast(message))
+        for vote in self._valid_polka():
+            self._outbound.append(Broadcast(vote))
+
+    def _valid_polka(self) -> list[Vote]:
+        if self.valid_value is None:
+            return []
+        polka = self._tallies.get((Kind.PREVOTE, self.valid_round))
+        return polka.for_block(block_id_of(self.valid_value)) if polka is not None else []
 
     def handle_message(self, sender: bytes, message: Message, now: float) -> None:
         """Take in one decoded message from ``sender``.
@@ -259,14 +294,16 @@ class TendermintCore:
 
     def _on_vote(self, vote: Vote) -> None:
         tally = self._tally(vote.kind, vote.round)
-        previous = tally.votes.get(vote.validator)
-        if previous is not None and previous.block_id == vote.block_id:
+        if tally.has(vote):
             raise DuplicateMessage("vote already counted")
+        others = tally.votes.get(vote.validator)
+        if others and len(others) >= MAX_BLOCKS_PER_VOTER:
+            raise DuplicateMessage("enough conflicting votes of this validator are known")
         verify_vote(vote, self.chain_id, self.validators)
-        if previous is not None:
-            self._equivocation(make_evidence(previous, vote))
-            return
+        if others and self._evidence_key(vote) not in self._evidence_seen:
+            self._equivocation(make_evidence(next(iter(others.values())), vote))
         self._record(vote)
+        self._relay(vote)
 
     def _on_proposal(self, proposal: Proposal) -> None:
         previous = self._proposals.get(proposal.round)
@@ -281,6 +318,7 @@ class TendermintCore:
             self._record(proposal)  # still the proposal of this round: we prevote nil for it
             raise InvalidValue("the application refuses the proposed value")
         self._record(proposal)
+        self._relay(proposal)
 
     def _on_commit(self, commit: Commit, now: float) -> None:
         height = commit.certificate.height
@@ -297,16 +335,32 @@ class TendermintCore:
         self._decide(commit, now)
 
     def _on_evidence(self, evidence: Evidence) -> None:
+        # Known before checked: keys are only ever added for verified evidence.
+        if self._evidence_key(evidence.first) in self._evidence_seen:
+            raise DuplicateMessage("equivocation already known")
         verify_evidence(evidence, self.chain_id, self.validators)
         self._equivocation(evidence)
 
+    @staticmethod
+    def _evidence_key(vote: Vote) -> tuple:
+        return (vote.validator, vote.kind, vote.height, vote.round)
+
     def _equivocation(self, evidence: Evidence) -> None:
-        vote = evidence.first
-        key = (vote.validator, vote.kind, vote.height, vote.round)
+        key = self._evidence_key(evidence.first)
         if key in self._evidence_seen:
             raise DuplicateMessage("equivocation already known")
         self._evidence_seen.add(key)
         self._events.append(EquivocationDetected(evidence))
+        self._relay(evidence)
+
+    def _relay(self, message: Message) -> None:
+        """Pass on a message seen for the first time (gossip).
+
+        The paper assumes that a message one correct process receives, every
+        correct process receives; a Byzantine sender that tells only some of
+        us would otherwise leave the rest unable to see a polka.
+        """
+        self._outbound.append(Broadcast(message))
 
     def _record(self, message: Vote | Proposal) -> None:
         """Count a verified message (ours or a peer's) of the current height."""
@@ -406,7 +460,7 @@ class TendermintCore:
                 continue
             if not self._is_valid(proposal.value, proposal.block_id):
                 continue
-            precommits = [v for v in tally.votes.values() if v.block_id == proposal.block_id]
+            precommits = tally.for_block(proposal.block_id)
             certificate = make_certificate(precommits, self.validators)
             self._decide(Commit(certificate, proposal.value), now)
             return True
@@ -488,8 +542,7 @@ class TendermintCore:
             self._record_own_vote(vote)
 
     def _record_own_vote(self, vote: Vote) -> None:
-        tally = self._tally(vote.kind, vote.round)
-        if vote.validator not in tally.votes:
+        if not self._tally(vote.kind, vote.round).has(vote):
             self._record(vote)
 
     def _sign_message(self, kind: Kind, round_: int, *, block_id: bytes | None = None,
@@ -533,6 +586,7 @@ class TendermintCore:
             valid_value=self.valid_value,
             last_signed=self._last_signed,
             own_messages=tuple(encode_message(m) for m in self._own.values()),
+            valid_polka=tuple(encode_message(v) for v in self._valid_polka()),
         ))
 
     @staticmethod

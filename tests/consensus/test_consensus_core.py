@@ -252,5 +252,9 @@ def test_restarted_validator_keeps_its_lock():
     restarted = new_core(ME, store, now=5.0)
     assert (restarted.height, restarted.round, restarted.locked_value) == (1, 1, VALUE)
     restarted.take_outbound()
-    restarted.handle_timer(5.0 + 10.0)  # rebroadcast: it still precommits the locked value in round 0
-    assert sign_vote(ME, CHAIN, Kind.PRECOMMIT, 1, 0, block_id_of(VALUE)) in broadcasts(restarted, Kind.PRECOMMIT)
+    feed(restarted, [proposal(1, 1, b"a different block")], now=5.0)
+    assert [v.block_id for v in broadcasts(restarted, Kind.PREVOTE)] == [None]
+    restarted.handle_timer(5.0 + 10.0)  # the re-send carries the polka that justified the lock
+    resent = broadcasts(restarted, Kind.PREVOTE)
+    assert sign_vote(ME, CHAIN, Kind.PREVOTE, 1, 0, block_id_of(VALUE)) in resent
+    assert len([v for v in resent if v.round == 0]) == 3

@@ -1,0 +1,152 @@
+"""The consensus core end to end on the deterministic simulator: safety, liveness, partitions, crashes."""
+
+import random
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from hypermesh.consensus.sim import SIM_CHAIN, SIM_CONFIG, Behaviour, ConsensusSim, NetworkConfig, byzantine_by_stake
+from hypermesh.consensus.wire import verify_commit
+
+SEEDS = st.integers(min_value=0, max_value=2**32 - 1)
+GST = 3.0
+# Before GST a third of the messages are lost and the rest take up to 0.5 s.
+STORMY = NetworkConfig(gst=GST, loss=0.3, pre_gst_max_delay=0.5, duplicate=0.05)
+
+
+def view_timeout(round_):
+    """The time one failed round costs at ``round_`` (its three timeouts)."""
+    c = SIM_CONFIG
+    return c.timeout_propose + c.timeout_prevote + c.timeout_precommit + 3 * c.timeout_delta * round_
+
+
+def assert_safe(sim, byzantine=()):
+    context = sim.describe()
+    assert not sim.conflicts(), context
+    assert not any(n.reverted for n in sim.nodes), context
+    # Honest validators, restarted ones included, never signed two conflicting votes.
+    assert sim.equivocators() <= set(byzantine), context
+
+
+def adversarial_run(seed, n, behaviour, heights_after_gst=4):
+    rng = random.Random(seed)
+    powers = [rng.randint(1, 5) for _ in range(n)]
+    byzantine = byzantine_by_stake(powers, rng)
+    sim = ConsensusSim(seed, powers, byzantine={i: behaviour for i in byzantine}, network=STORMY)
+    sim.start()
+    sim.run_until(GST)
+    target = max(max(node.committed, default=0) for node in sim.honest_nodes()) + heights_after_gst
+    live = sim.run_until_height(target, GST + 30.0)
+    return sim, byzantine, live
+
+
+def test_same_seed_same_run():
+    def run():
+        sim, _, _ = adversarial_run(11, 4, Behaviour.EQUIVOCATE)
+        return [n.committed for n in sim.nodes], sim.now, dict(sim.rejected)
+    assert run() == run()
+
+
+def test_honest_validators_commit_the_same_certified_blocks():
+    sim = ConsensusSim(1, [1, 1, 1, 1])
+    sim.start()
+    assert sim.run_until_height(10, 10.0), sim.describe()
+    assert_safe(sim)
+    for node in sim.nodes:
+        for height in range(1, 11):
+            verify_commit(node.store.load_commit(height), SIM_CHAIN, sim.validator_set)
+
+
+@pytest.mark.parametrize("n, examples", [(4, 8), (7, 4)])
+def test_equivocating_byzantine_stake_breaks_neither_safety_nor_liveness_after_gst(n, examples):
+    @settings(max_examples=examples)
+    @given(SEEDS)
+    def check(seed):
+        sim, byzantine, live = adversarial_run(seed, n, Behaviour.EQUIVOCATE)
+        assert_safe(sim, byzantine)
+        assert live, sim.describe()
+    check()
+
+
+@settings(max_examples=6)
+@given(SEEDS)
+def test_silent_byzantine_stake_does_not_stop_the_chain(seed):
+    sim, byzantine, live = adversarial_run(seed, 7, Behaviour.SILENT)
+    assert_safe(sim, byzantine)
+    assert live, sim.describe()
+
+
+def test_equivocation_is_detected_as_evidence_against_the_byzantine_only():
+    sim = ConsensusSim(5, [1, 1, 1, 1], byzantine={2: Behaviour.EQUIVOCATE})
+    sim.start()
+    assert sim.run_until_height(8, 20.0), sim.describe()
+    assert sim.equivocators() == {2}
+
+
+def test_two_two_partition_commits_nothing_and_resumes_after_healing():
+    sim = ConsensusSim(21, [1, 1, 1, 1])
+    sim.start()
+    assert sim.run_until_height(3, 10.0)
+    sim.partition([[0, 1], [2, 3]])
+    sim.run_until(sim.now + 0.5)  # what was already decided in flight settles
+    frozen = {n.index: dict(n.committed) for n in sim.nodes}
+    sim.run_until(sim.now + 10.0)
+    assert {n.index: n.committed for n in sim.nodes} == frozen, "a side without a quorum committed"
+    highest_round = max(n.core.round for n in sim.nodes)
+    sim.heal()
+    healed_at = sim.now
+    before = max(max(c, default=0) for c in frozen.values())
+    assert sim.run_until_height(before + 1, healed_at + 60.0), sim.describe()
+    resumed_at = max(n.commit_times[before + 1] for n in sim.nodes)
+    # Liveness: commits resume within three view timeouts of the round reached during the split.
+    assert resumed_at - healed_at <= 3 * view_timeout(highest_round), (resumed_at - healed_at, highest_round)
+    assert_safe(sim)
+
+
+def test_validator_killed_mid_height_restarts_catches_up_and_never_double_signs():
+    sim = ConsensusSim(8, [1, 1, 1, 1], network=NetworkConfig(duplicate=0.1))
+    sim.start()
+    sim.run_until(0.05)  # a few heights in, mid-round
+    sim.crash(1)
+    crashed_height = max(sim.nodes[1].committed, default=0)
+    assert sim.run_until_height(crashed_height + 5, sim.now + 10.0)  # 3 of 4 carry on
+    sim.restart(1)
+    target = max(sim.nodes[0].committed) + 3
+    assert sim.run_until_height(target, sim.now + 20.0), sim.describe()
+    restarted = sim.nodes[1]
+    assert all(h in restarted.committed for h in range(1, target + 1))
+    assert_safe(sim)
+
+
+@settings(max_examples=6)
+@given(SEEDS, st.lists(st.tuples(st.integers(0, 3), st.floats(0.0, 4.0), st.floats(0.05, 2.0)), max_size=4))
+def test_crashes_and_restarts_at_random_times_keep_honest_validators_consistent(seed, crashes):
+    sim = ConsensusSim(seed, [1, 1, 1, 1], network=STORMY)
+    sim.start()
+    for index, at, down_for in sorted(crashes, key=lambda c: c[1]):
+        sim.run_until(max(sim.now, at))
+        if sim.nodes[index].core is not None:
+            sim.crash(index)
+            sim.run_until(sim.now + down_for)
+            sim.restart(index)
+    sim.run_until(max(sim.now, GST))
+    target = sim.min_honest_height() + 3
+    assert sim.run_until_height(target, sim.now + 30.0), sim.describe()
+    assert_safe(sim)
+
+
+def test_more_than_a_third_down_halts_the_chain_until_they_return():
+    sim = ConsensusSim(9, [2, 1, 1, 1])
+    sim.start()
+    assert sim.run_until_height(2, 10.0)
+    sim.crash(0)
+    sim.crash(1)  # 3 of 5 power left: not more than two thirds
+    sim.run_until(sim.now + 0.5)
+    frozen = {i: dict(sim.nodes[i].committed) for i in (2, 3)}
+    sim.run_until(sim.now + 5.0)
+    assert {i: sim.nodes[i].committed for i in (2, 3)} == frozen
+    sim.restart(0)
+    sim.restart(1)
+    assert sim.run_until_height(max(frozen[2], default=0) + 2, sim.now + 30.0), sim.describe()
+    assert_safe(sim)
