@@ -124,8 +124,10 @@ class ConsensusSim:
         byzantine: dict[int, Behaviour] | None = None,
         network: NetworkConfig = NetworkConfig(),
         config: TendermintConfig = SIM_CONFIG,
+        core_class: type[TendermintCore] = TendermintCore,
     ):
         self.seed = seed
+        self.core_class = core_class
         self.rng = random.Random(seed)
         self.network = network
         self.config = config
@@ -143,6 +145,8 @@ class ConsensusSim:
         self._sequence = itertools.count()
         self._groups: dict[int, int] | None = None
         self._cut_links: set[tuple[int, int]] = set()
+        # A scripted adversary: (sender, receiver, message) -> drop it?
+        self.drop: Callable[[SimValidator, SimValidator, Message], bool] | None = None
         self.rejected: Counter = Counter()
         self.evidence: list = []
         # Block IDs the Byzantine coalition has seen proposed, per (height, round).
@@ -168,7 +172,7 @@ class ConsensusSim:
         self.schedule(self.now + self.network.flap_interval, self._flap)
 
     def _boot(self, node: SimValidator) -> None:
-        node.core = TendermintCore(SIM_CHAIN, self.validator_set, node.identity, node.app, node.store, self.config)
+        node.core = self.core_class(SIM_CHAIN, self.validator_set, node.identity, node.app, node.store, self.config)
         node.timer_at = None
         node.core.start(self.now)
         self._sync(node)
@@ -239,7 +243,7 @@ class ConsensusSim:
     def describe(self) -> str:
         """The schedule and outcome, for a failing seed."""
         heights = {n.index: max(n.committed, default=0) for n in self.nodes}
-        return (f"seed={self.seed} powers={[v.power for v in self.validator_set.validators]} "
+        return (f"seed={self.seed} powers={[self.validator_set.power_of(n.key) for n in self.nodes]} "
                 f"behaviours={[n.behaviour.value for n in self.nodes]} network={self.network} "
                 f"events={self.trace} heights={heights} rejected={dict(self.rejected)}")
 
@@ -321,6 +325,8 @@ class ConsensusSim:
             message = decode_message(data)
         except WireError:
             self.rejected["WireError"] += 1
+            return
+        if self.drop is not None and self.drop(source, target, message):
             return
         if target.behaviour is Behaviour.EQUIVOCATE and isinstance(message, Proposal):
             self._double_vote(target, message)

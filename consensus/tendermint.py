@@ -183,6 +183,7 @@ class TendermintCore:
         self._sequence = itertools.count()
         self._next_rebroadcast: float | None = None
         self._catch_up_offered: dict[bytes, tuple[int, float]] = {}
+        self._round_offered: dict[bytes, tuple[int, float]] = {}
         self._future_commits: dict[int, Commit] = {}
         self._future_messages: list[tuple[bytes, Message]] = []
         # (height, round, step) of the latest message signed: nothing at or before it is signed again.
@@ -272,6 +273,8 @@ class TendermintCore:
                 self._check_height(sender, message, now)
                 if message.round > self.round + self.config.max_rounds_ahead:
                     raise RoundOutOfRange(f"round {message.round} is too far ahead of {self.round}")
+                if message.round < self.round:
+                    self._offer_round(sender, now)
                 if isinstance(message, Vote):
                     self._on_vote(message)
                 else:
@@ -416,13 +419,8 @@ class TendermintCore:
         proposal = self._proposals.get(r)
         if self.step is Step.PROPOSE and proposal is not None:
             vr = proposal.pol_round
-            if vr == -1:  # line 22
-                acceptable = self.locked_round == -1 or self.locked_value == proposal.value
-            elif self._quorum_for(Kind.PREVOTE, vr, proposal.block_id):  # line 28
-                acceptable = self.locked_round <= vr or self.locked_value == proposal.value
-            else:
-                acceptable = None
-            if acceptable is not None:
+            if vr == -1 or self._quorum_for(Kind.PREVOTE, vr, proposal.block_id):  # lines 22 and 28
+                acceptable = self._lock_allows(proposal)
                 valid = self._is_valid(proposal.value, proposal.block_id)
                 self._vote(Kind.PREVOTE, proposal.block_id if valid and acceptable else None)
                 self.step = Step.PREVOTE
@@ -449,6 +447,16 @@ class TendermintCore:
             self._precommit_timer_set = True  # line 47
             self._schedule(_Timeout.PRECOMMIT, self.config.timeout_precommit, now)
         return False
+
+    def _lock_allows(self, proposal: Proposal) -> bool:
+        """Whether our lock lets us prevote the proposal (lines 23 and 29).
+
+        Unlocked, or locked on this very value, or the proposal shows a
+        polka (in its proof-of-lock round) no older than our lock.
+        """
+        if self.locked_round == -1 or self.locked_value == proposal.value:
+            return True
+        return proposal.pol_round >= self.locked_round
 
     def _decide_if_certified(self, now: float) -> bool:
         """Line 49: a proposal and precommits of a quorum for it, in any round."""
@@ -594,6 +602,27 @@ class TendermintCore:
         return Kind.PROPOSAL if isinstance(message, Proposal) else message.kind
 
     # ----------------------------------------------------------- catch-up
+
+    def _offer_round(self, peer: bytes, now: float) -> None:
+        """Send a validator in an earlier round the precommits that moved us on.
+
+        They are votes of more than two thirds of the power for the round
+        before ours: the laggard joins that round (line 55), counts a quorum
+        of precommits and times out into ours. Without this, validators that
+        lost those precommits (before GST) would wait for them for ever, as
+        re-sends carry only the current round.
+        """
+        offered = self._round_offered.get(peer)
+        if offered is not None and offered[0] == self.round and now - offered[1] < self.config.rebroadcast_interval:
+            return
+        if len(self._round_offered) >= 4 * len(self.validators):
+            self._round_offered.clear()
+        self._round_offered[peer] = (self.round, now)
+        tally = self._tallies.get((Kind.PRECOMMIT, self.round - 1))
+        if tally is not None:
+            for by_block in tally.votes.values():
+                for vote in by_block.values():
+                    self._outbound.append(SendTo(peer, vote))
 
     def _offer_commits(self, peer: bytes, height: int, now: float) -> None:
         """Send a node behind the decisions from ``height`` on (at most once per interval)."""
