@@ -189,7 +189,13 @@ class TendermintCore:
         # (height, round, step) of the latest message signed: nothing at or before it is signed again.
         self._last_signed: tuple[int, int, int] = (0, -1, -1)
         saved = store.load_state()
-        self.height = saved.height if saved else store.last_commit_height() + 1
+        decided = store.last_commit_height()
+        if saved is not None and saved.height <= decided:
+            # Killed between saving a decision and the state of the next
+            # height: start that height afresh, remembering only what we signed.
+            self._last_signed = saved.last_signed
+            saved = None
+        self.height = saved.height if saved else decided + 1
         self._reset_height()
         if saved is not None:
             self.round = saved.round
