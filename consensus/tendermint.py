@@ -124,7 +124,8 @@ class EquivocationDetected:
 # Votes of one validator for different blocks in one round and type that are
 # counted (an equivocator's votes count for each block, as in the paper: a
 # polka may rest on them). Bounded, so that equivocation cannot exhaust memory;
-# three covers nil and both values of an equivocating proposer.
+# beyond it, only votes for the block of a proposal we hold are still counted
+# (a re-proposal names the polka it rests on, so that one is never hidden).
 MAX_BLOCKS_PER_VOTER = 3
 
 
@@ -306,7 +307,7 @@ class TendermintCore:
         if tally.has(vote):
             raise DuplicateMessage("vote already counted")
         others = tally.votes.get(vote.validator)
-        if others and len(others) >= MAX_BLOCKS_PER_VOTER:
+        if others and len(others) >= MAX_BLOCKS_PER_VOTER and not self._is_proposed(vote.block_id):
             raise DuplicateMessage("enough conflicting votes of this validator are known")
         verify_vote(vote, self.chain_id, self.validators)
         if others and self._evidence_key(vote) not in self._evidence_seen:
@@ -383,6 +384,9 @@ class TendermintCore:
             power = self.validators.power_of(sender)
         if message.round > self.round:
             self._round_senders.setdefault(message.round, {})[sender] = power
+
+    def _is_proposed(self, block_id: bytes | None) -> bool:
+        return any(p.block_id == block_id for p in self._proposals.values())
 
     def _tally(self, kind: Kind, round_: int) -> _Tally:
         tally = self._tallies.get((kind, round_))

@@ -258,3 +258,24 @@ def test_restarted_validator_keeps_its_lock():
     resent = broadcasts(restarted, Kind.PREVOTE)
     assert sign_vote(ME, CHAIN, Kind.PREVOTE, 1, 0, block_id_of(VALUE)) in resent
     assert len([v for v in resent if v.round == 0]) == 3
+
+
+def test_polka_resting_on_an_equivocators_fourth_vote_is_still_seen():
+    """The cap on an equivocator's votes must not hide the polka a re-proposal names."""
+    core = new_core(ME)
+    liar = others(1, 0, 1)
+    honest = [i for i in OTHERS if i not in liar][:2]
+    feed(core, [proposal(1, 0, b"x")])
+    feed(core, votes(Kind.PREVOTE, 1, 0, None, liar) + votes(Kind.PREVOTE, 1, 0, b"junk one", liar)
+         + votes(Kind.PREVOTE, 1, 0, b"junk two", liar))
+    feed(core, votes(Kind.PREVOTE, 1, 0, VALUE, honest))  # two honest prevotes for VALUE: no polka yet
+    feed(core, votes(Kind.PRECOMMIT, 1, 0, None, OTHERS), now=0.1)
+    core.handle_timer(core.get_timer())  # timeout_prevote: precommit nil
+    core.handle_timer(core.get_timer())  # timeout_precommit: round 1
+    assert core.round == 1
+    core.take_outbound()
+    reproposal = proposal(1, 1, VALUE, pol_round=0)
+    feed(core, [reproposal], now=2.0)
+    feed(core, votes(Kind.PREVOTE, 1, 0, VALUE, liar), now=2.1)  # its fourth block: completes the polka
+    mine = [v for v in broadcasts(core, Kind.PREVOTE) if v.validator == ME_KEY]
+    assert [(v.round, v.block_id) for v in mine] == [(1, block_id_of(VALUE))]
