@@ -31,7 +31,7 @@ from typing import Callable
 from hypermesh.transport.identity import Identity
 
 from .store import MemoryConsensusStore
-from .tendermint import Broadcast, Committed, EquivocationDetected, SendTo, TendermintConfig, TendermintCore
+from .tendermint import Broadcast, Committed, EquivocationDetected, TendermintConfig, TendermintCore
 from .validators import Validator, ValidatorSet, public_key_of
 from .wire import (
     Kind,
@@ -44,6 +44,7 @@ from .wire import (
     encode_message,
     sign_proposal,
     sign_vote,
+    signer_of,
 )
 
 SIM_CHAIN = "sim-chain"
@@ -356,8 +357,7 @@ class ConsensusSim:
         return message
 
     def _send_equivocating(self, node: SimValidator, message: Message, targets: list[SimValidator]) -> None:
-        signer = message.proposer if isinstance(message, Proposal) else getattr(message, "validator", None)
-        if signer != node.key:  # a relay: passed on to some only
+        if signer_of(message) != node.key:  # a relay: passed on to some only
             data = encode_message(message)
             for target in targets:
                 if self.rng.random() < 0.5:

@@ -202,6 +202,15 @@ class Evidence:
 Message = Vote | Proposal | Commit | Evidence
 
 
+def signer_of(message: Message) -> bytes | None:
+    """The key that signed a vote or proposal (None for commits and evidence)."""
+    if isinstance(message, Vote):
+        return message.validator
+    if isinstance(message, Proposal):
+        return message.proposer
+    return None
+
+
 def sign_vote(identity: Identity, chain_id: str, kind: Kind, height: int, round_: int, block_id: bytes | None) -> Vote:
     signature = identity.sign(sign_bytes(chain_id, kind, height, round_, block_id))
     return Vote(kind, height, round_, block_id, public_key_of(identity), signature)

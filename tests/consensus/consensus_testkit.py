@@ -3,7 +3,7 @@
 from hypermesh.consensus.store import MemoryConsensusStore
 from hypermesh.consensus.tendermint import Broadcast, TendermintConfig, TendermintCore
 from hypermesh.consensus.validators import Validator, ValidatorSet, public_key_of
-from hypermesh.consensus.wire import Kind, block_id_of, sign_proposal, sign_vote
+from hypermesh.consensus.wire import Kind, block_id_of, sign_proposal, sign_vote, signer_of
 from hypermesh.transport.identity import Identity
 
 CHAIN = "test-chain"
@@ -50,6 +50,12 @@ def new_core(identity, store=None, app=None, now=0.0):
     core = TendermintCore(CHAIN, VALIDATORS, identity, app or CountingApp(), store or MemoryConsensusStore(), CONFIG)
     core.start(now)
     return core
+
+
+def feed(core, messages, now=0.0):
+    """Deliver signed messages to the core, each as if from its signer."""
+    for message in messages:
+        core.handle_message(signer_of(message), message, now)
 
 
 def broadcasts(core, kind=None):

@@ -8,6 +8,7 @@ from consensus_testkit import (
     KEYS,
     VALIDATORS,
     broadcasts,
+    feed,
     new_core,
     proposal,
     proposer_of,
@@ -43,12 +44,6 @@ ME = next(i for i in IDENTITIES if i not in {proposer_of(1, r) for r in range(3)
 ME_KEY = public_key_of(ME)
 OTHERS = [i for i in IDENTITIES if i is not ME]
 VALUE = b"the block at height one"
-
-
-def feed(core, messages, now=0.0):
-    for message in messages:
-        sender = message.validator if isinstance(message, Vote) else message.proposer
-        core.handle_message(sender, message, now)
 
 
 def others(height, round_, count=2):

@@ -5,11 +5,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-from consensus_testkit import CHAIN, IDENTITIES, KEYS, VALIDATORS, new_core, proposal, votes
+from consensus_testkit import CHAIN, IDENTITIES, KEYS, VALIDATORS, feed, new_core, proposal, votes
 from hypermesh.consensus.sqlite_store import SqliteConsensusStore
 from hypermesh.consensus.store import SavedState
 from hypermesh.consensus.tendermint import Committed
-from hypermesh.consensus.wire import Kind, Proposal, Vote, decode_message, encode_message, verify_commit
+from hypermesh.consensus.wire import Kind, Proposal, Vote, decode_message, encode_message, signer_of, verify_commit
 
 HELPER = Path(__file__).parent / "consensus_validator_proc.py"
 
@@ -30,10 +30,8 @@ def test_restart_on_sqlite_resumes_height_round_and_lock(tmp_path):
     store = SqliteConsensusStore(tmp_path)
     core = new_core(me, store)
     others = [i for i in IDENTITIES if i is not me]
-    for message in [proposal(1, 0, b"one")] + votes(Kind.PREVOTE, 1, 0, b"one", others[:2]) + \
-            votes(Kind.PRECOMMIT, 1, 0, b"one", others[:2]):
-        sender = message.validator if isinstance(message, Vote) else message.proposer
-        core.handle_message(sender, message, 0.0)
+    feed(core, [proposal(1, 0, b"one")] + votes(Kind.PREVOTE, 1, 0, b"one", others[:2])
+         + votes(Kind.PRECOMMIT, 1, 0, b"one", others[:2]))
     [committed] = [e for e in core.take_events() if isinstance(e, Committed)]
     store.close()
     reopened = SqliteConsensusStore(tmp_path)
@@ -46,8 +44,7 @@ def signed_by_me(lines):
     me = KEYS[0]
     for line in lines:
         message = decode_message(bytes.fromhex(line))
-        signer = message.proposer if isinstance(message, Proposal) else getattr(message, "validator", None)
-        if signer == me:
+        if signer_of(message) == me:
             yield message
 
 
@@ -83,9 +80,7 @@ def test_killed_between_decision_and_next_height_resumes_at_the_next_height(tmp_
     core.handle_timer(core.get_timer())  # prevote nil at height 1, round 0
     stale_state = store.load_state()
     others = [i for i in IDENTITIES if i is not me]
-    for message in [proposal(1, 1, b"one")] + votes(Kind.PRECOMMIT, 1, 1, b"one", others):
-        sender = message.validator if isinstance(message, Vote) else message.proposer
-        core.handle_message(sender, message, 5.0)
+    feed(core, [proposal(1, 1, b"one")] + votes(Kind.PRECOMMIT, 1, 1, b"one", others), now=5.0)
     assert store.last_commit_height() == 1
     store.save_state(stale_state)  # as if killed after the decision was saved, before the next height's state
     restarted = new_core(me, store)

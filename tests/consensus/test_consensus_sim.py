@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 from hypermesh.consensus.sim import SIM_CHAIN, SIM_CONFIG, Behaviour, ConsensusSim, NetworkConfig, byzantine_by_stake
 from hypermesh.consensus.tendermint import TendermintCore
-from hypermesh.consensus.wire import Kind, Proposal, Vote, verify_commit
+from hypermesh.consensus.wire import Kind, Proposal, Vote, signer_of, verify_commit
 
 SEEDS = st.integers(min_value=0, max_value=2**32 - 1)
 GST = 3.0
@@ -178,15 +178,12 @@ def run_decision_only_the_crashed_validator_saw(core_class):
     a, b = index[sim.validator_set.proposer(1, 0)], index[sim.validator_set.proposer(1, 1)]
     c, d = [i for i in range(4) if i not in (a, b)]
 
-    def signer(message):
-        return index[message.validator if isinstance(message, Vote) else message.proposer]
-
     def drop(source, target, message):
         if not isinstance(message, (Vote, Proposal)) or (message.height, message.round) != (1, 0):
             return False
         if target.index == b:
-            return isinstance(message, Proposal) or signer(message) == a
-        return isinstance(message, Vote) and message.kind is Kind.PRECOMMIT and signer(message) == a \
+            return isinstance(message, Proposal) or index[signer_of(message)] == a
+        return isinstance(message, Vote) and message.kind is Kind.PRECOMMIT and index[signer_of(message)] == a \
             and target.index in (c, d)
 
     sim.drop = drop
