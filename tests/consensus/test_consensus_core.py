@@ -1,6 +1,8 @@
 """The sans-IO Tendermint core, one validator fed by hand (the other three are the test)."""
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from consensus_testkit import (
     CHAIN,
@@ -26,6 +28,7 @@ from hypermesh.consensus.wire import (
     Kind,
     NotProposer,
     Proposal,
+    RejectedMessage,
     RoundOutOfRange,
     UnknownValidator,
     Vote,
@@ -34,6 +37,7 @@ from hypermesh.consensus.wire import (
     make_certificate,
     sign_proposal,
     sign_vote,
+    signer_of,
     verify_certificate,
     verify_evidence,
 )
@@ -274,3 +278,34 @@ def test_polka_resting_on_an_equivocators_fourth_vote_is_still_seen():
     feed(core, votes(Kind.PREVOTE, 1, 0, VALUE, liar), now=2.1)  # its fourth block: completes the polka
     mine = [v for v in broadcasts(core, Kind.PREVOTE) if v.validator == ME_KEY]
     assert [(v.round, v.block_id) for v in mine] == [(1, block_id_of(VALUE))]
+
+
+@settings(max_examples=60)
+@given(st.data())
+def test_any_sequence_of_signed_messages_and_timeouts_is_handled_and_never_makes_me_equivocate(data):
+    core = new_core(ME)
+    signed = {}
+    now = 0.0
+    for _ in range(data.draw(st.integers(1, 60), label="steps")):
+        height = core.height + data.draw(st.sampled_from([-1, 0, 0, 0, 1]), label="height offset")
+        round_ = data.draw(st.integers(0, 3), label="round")
+        value = data.draw(st.sampled_from([None, b"a", b"b", b"bad"]), label="value")
+        action = data.draw(st.sampled_from(["timer", "proposal", Kind.PREVOTE, Kind.PRECOMMIT]), label="action")
+        try:
+            if action == "timer":
+                now = max(now, core.get_timer())
+                core.handle_timer(now)
+            elif height >= 1 and action == "proposal":
+                if value is not None and proposer_of(height, round_) is not ME:
+                    pol_round = data.draw(st.integers(-1, round_ - 1), label="pol round")
+                    feed(core, [proposal(height, round_, value, pol_round)], now)
+            elif height >= 1:
+                signers = data.draw(st.lists(st.sampled_from(OTHERS), min_size=1, max_size=3, unique=True))
+                feed(core, votes(action, height, round_, value, signers), now)
+        except RejectedMessage:
+            pass
+        for out in core.take_outbound():
+            message = out.message
+            if isinstance(message, (Vote, Proposal)) and signer_of(message) == ME_KEY:
+                key = (type(message).__name__, message.height, message.round, getattr(message, "kind", None))
+                assert signed.setdefault(key, message.block_id) == message.block_id, key
