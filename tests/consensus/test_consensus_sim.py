@@ -207,3 +207,29 @@ def test_lock_keeps_a_decision_that_only_a_crashed_validator_saw():
 def test_without_locks_the_same_schedule_forks():
     sim, _ = run_decision_only_the_crashed_validator_saw(AmnesiacCore)
     assert sim.conflicts()
+
+
+@settings(max_examples=8)
+@given(SEEDS, st.sampled_from([4, 7]), st.floats(0.5, 5.0))
+def test_random_partitions_with_byzantine_stake_heal_without_divergence(seed, n, split_for):
+    rng = random.Random(seed)
+    powers = [rng.randint(1, 5) for _ in range(n)]
+    byzantine = byzantine_by_stake(powers, rng)
+    sim = ConsensusSim(seed, powers, byzantine={i: Behaviour.EQUIVOCATE for i in byzantine},
+                       network=NetworkConfig(duplicate=0.05))
+    sim.start()
+    sim.run_until(rng.uniform(0.05, 0.5))
+    members = rng.sample(range(n), n)
+    cut = rng.randint(1, n - 1)
+    sim.partition([members[:cut], members[cut:]])
+    sim.run_until(sim.now + split_for)
+    highest_round = max(node.core.round for node in sim.honest_nodes())
+    highest = max(max(node.committed, default=0) for node in sim.honest_nodes())
+    sim.heal()
+    healed_at = sim.now
+    sim.run_until(healed_at + 60.0, stop=lambda: any(highest + 1 in node.committed for node in sim.honest_nodes()))
+    first = min((node.commit_times[highest + 1] for node in sim.honest_nodes() if highest + 1 in node.committed),
+                default=None)
+    assert first is not None and first - healed_at <= 3 * view_timeout(highest_round), sim.describe()
+    assert sim.run_until_height(highest + 2, sim.now + 30.0), sim.describe()  # laggards catch up
+    assert_safe(sim, byzantine)
