@@ -266,7 +266,7 @@ class ConsensusSim:
             return
         for out in outbound:
             if isinstance(out, Broadcast):
-                targets = [n for n in self.nodes if n is not node]
+                targets = [n for n in self.nodes if n is not node and n.key not in out.exclude]
             else:
                 targets = [self.by_key[out.peer]]
             if node.behaviour is Behaviour.EQUIVOCATE:

@@ -100,6 +100,8 @@ _SIGN_ORDER = {Kind.PROPOSAL: 0, Kind.PREVOTE: 1, Kind.PRECOMMIT: 2}
 @dataclass(frozen=True, slots=True)
 class Broadcast:
     message: Message
+    # Validators that have it already (a relay skips its signer and whoever sent it to us).
+    exclude: frozenset[bytes] = frozenset()
 
 
 @dataclass(frozen=True, slots=True)
@@ -275,7 +277,7 @@ class TendermintCore:
             if isinstance(message, Commit):
                 self._on_commit(message, now)
             elif isinstance(message, Evidence):
-                self._on_evidence(message)
+                self._on_evidence(sender, message)
             else:
                 self._check_height(sender, message, now)
                 if message.round > self.round + self.config.max_rounds_ahead:
@@ -283,9 +285,9 @@ class TendermintCore:
                 if message.round < self.round:
                     self._offer_round(sender, now)
                 if isinstance(message, Vote):
-                    self._on_vote(message)
+                    self._on_vote(sender, message)
                 else:
-                    self._on_proposal(message)
+                    self._on_proposal(sender, message)
         finally:
             # A refused message may still have changed what we know (an
             # invalid proposal is this round's proposal: we prevote nil).
@@ -302,7 +304,7 @@ class TendermintCore:
             self._future_messages.append((sender, message))
         raise WrongHeight(f"message for height {message.height}, this node is at {self.height}")
 
-    def _on_vote(self, vote: Vote) -> None:
+    def _on_vote(self, sender: bytes, vote: Vote) -> None:
         tally = self._tally(vote.kind, vote.round)
         if tally.has(vote):
             raise DuplicateMessage("vote already counted")
@@ -313,9 +315,9 @@ class TendermintCore:
         if others and self._evidence_key(vote) not in self._evidence_seen:
             self._equivocation(make_evidence(next(iter(others.values())), vote))
         self._record(vote)
-        self._relay(vote)
+        self._relay(vote, frozenset((sender, vote.validator)))
 
-    def _on_proposal(self, proposal: Proposal) -> None:
+    def _on_proposal(self, sender: bytes, proposal: Proposal) -> None:
         previous = self._proposals.get(proposal.round)
         if previous is not None and previous.block_id == proposal.block_id:
             raise DuplicateMessage("proposal already received")
@@ -328,7 +330,7 @@ class TendermintCore:
             self._record(proposal)  # still the proposal of this round: we prevote nil for it
             raise InvalidValue("the application refuses the proposed value")
         self._record(proposal)
-        self._relay(proposal)
+        self._relay(proposal, frozenset((sender, proposal.proposer)))
 
     def _on_commit(self, commit: Commit, now: float) -> None:
         height = commit.certificate.height
@@ -344,33 +346,33 @@ class TendermintCore:
             raise InvalidValue("the application refuses a certified value")
         self._decide(commit, now)
 
-    def _on_evidence(self, evidence: Evidence) -> None:
+    def _on_evidence(self, sender: bytes, evidence: Evidence) -> None:
         # Known before checked: keys are only ever added for verified evidence.
         if self._evidence_key(evidence.first) in self._evidence_seen:
             raise DuplicateMessage("equivocation already known")
         verify_evidence(evidence, self.chain_id, self.validators)
-        self._equivocation(evidence)
+        self._equivocation(evidence, frozenset((sender,)))
 
     @staticmethod
     def _evidence_key(vote: Vote) -> tuple:
         return (vote.validator, vote.kind, vote.height, vote.round)
 
-    def _equivocation(self, evidence: Evidence) -> None:
+    def _equivocation(self, evidence: Evidence, exclude: frozenset[bytes] = frozenset()) -> None:
         key = self._evidence_key(evidence.first)
         if key in self._evidence_seen:
             raise DuplicateMessage("equivocation already known")
         self._evidence_seen.add(key)
         self._events.append(EquivocationDetected(evidence))
-        self._relay(evidence)
+        self._relay(evidence, exclude)
 
-    def _relay(self, message: Message) -> None:
+    def _relay(self, message: Message, exclude: frozenset[bytes]) -> None:
         """Pass on a message seen for the first time (gossip).
 
         The paper assumes that a message one correct process receives, every
         correct process receives; a Byzantine sender that tells only some of
         us would otherwise leave the rest unable to see a polka.
         """
-        self._outbound.append(Broadcast(message))
+        self._outbound.append(Broadcast(message, exclude))
 
     def _record(self, message: Vote | Proposal) -> None:
         """Count a verified message (ours or a peer's) of the current height."""
