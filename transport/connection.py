@@ -387,7 +387,7 @@ class QuicConnectionDriver:
                     # data: the peer has abandoned the stream, so that data is
                     # late and must not start a handler (whose first write
                     # aioquic would refuse).
-                    self._mark_abandoned(event.stream_id)
+                    self.quic.abandon_stream(event.stream_id)
                 if kind is events.StopSendingReceived:
                     try:
                         quic.reset_stream(event.stream_id, event.error_code)
@@ -462,14 +462,16 @@ class QuicConnectionDriver:
         is_unidirectional = bool(stream_id & 2)
         # Bit 0 of a stream ID is set on server-initiated streams.
         locally_initiated = bool(stream_id & 1) == (not self.is_client)
-        quic_stream = self.quic._streams.get(stream_id)
-        if is_unidirectional or locally_initiated or quic_stream is None or getattr(quic_stream, "hm_closed", False):
-            # libp2p uses bidirectional streams only; data on a stream we
-            # closed already is simply late.
+        if self.quic.is_abandoned(stream_id):
+            return None  # data on a stream we closed already is simply late
+        if is_unidirectional or locally_initiated:
+            # libp2p uses bidirectional streams only.
+            self.quic.abandon_stream(stream_id)
             return None
         if len(self._streams) >= self._max_streams:
             self.quic.reset_stream(stream_id, STREAM_ERROR_LIMIT)
             self.quic.stop_stream(stream_id, STREAM_ERROR_LIMIT)
+            self.quic.abandon_stream(stream_id)
             return None
         stream = QuicStream(self, stream_id)
         self._streams[stream_id] = stream
@@ -489,14 +491,8 @@ class QuicConnectionDriver:
 
     def _forget_stream(self, stream_id: int) -> None:
         self._streams.pop(stream_id, None)
-        self._mark_abandoned(stream_id)
-        self.quic.forget_stream(stream_id)
-
-    def _mark_abandoned(self, stream_id: int) -> None:
-        """Data that still arrives on this stream is late (see _accept_stream)."""
-        quic_stream = self.quic._streams.get(stream_id)
-        if quic_stream is not None:
-            quic_stream.hm_closed = True
+        # Data that still arrives on this stream is late (see _accept_stream).
+        self.quic.abandon_stream(stream_id)
 
     @property
     def stream_count(self) -> int:
