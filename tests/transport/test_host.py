@@ -139,8 +139,8 @@ async def test_certificate_whose_key_does_not_match_its_peer_id_is_refused(pair)
         from hypermesh.transport.tls import make_certificate
 
         certificate, key = make_certificate(Identity.generate())
-        impostor._server_config.certificate = certificate
-        impostor._server_config.private_key = key
+        impostor.acceptor.configuration.certificate = certificate
+        impostor.acceptor.configuration.private_key = key
         with trio.fail_after(STEP), pytest.raises(PeerIdMismatch):
             await client.connect(impostor.listen_addrs()[0])
     with trio.fail_after(STEP):
@@ -348,7 +348,7 @@ async def test_concurrent_dials_to_one_peer_share_one_attempt_and_its_failure(pa
             for _ in range(3):
                 nursery.start_soon(dial)
     assert len(errors) == 3 and all(isinstance(exc, PeerIdMismatch) for exc in errors)
-    assert not client._pending_dials
+    assert client.dialer.dials_in_progress == 0
     with trio.fail_after(STEP):
         async with trio.open_nursery() as nursery:
             for _ in range(3):
