@@ -13,10 +13,15 @@ from .config import HostConfig
 from .connection import QuicConnectionDriver
 from .connection_table import ConnectionTable
 from .endpoint import QuicEndpoint
-from .quic_hooks import Libp2pQuicConnection
+from .quic_hooks import Libp2pQuicConnection, refusal_datagram
 from .tickets import ServerTickets
 
 log = logging.getLogger("hypermesh.transport")
+
+# Reasons sent with CONNECTION_REFUSED; the client reports "peer refused: <reason>".
+REFUSED_CONNECTION_LIMIT = "connection limit"
+REFUSED_PEER_LIMIT = "connection limit per peer"
+REFUSED_SHUTTING_DOWN = "shutting down"
 
 
 class Acceptor:
@@ -39,7 +44,12 @@ class Acceptor:
 
     def accept(self, endpoint: QuicEndpoint, data: bytes, addr: tuple, cid: bytes, version: int):
         if self.closing or self._table.is_full():
+            # Refused at once and statelessly, so the client need not wait
+            # out its handshake timeout.
             metrics.CONNECTIONS_TOTAL.labels("inbound", "refused").inc()
+            refusal = refusal_datagram(data, REFUSED_SHUTTING_DOWN if self.closing else REFUSED_CONNECTION_LIMIT)
+            if refusal is not None:
+                endpoint.send_datagram(refusal, addr)
             return None
         quic = Libp2pQuicConnection(
             configuration=self.configuration,
@@ -60,7 +70,7 @@ class Acceptor:
             return
         peer_id = driver.remote_peer_id
         if len(self._table.connections_to(peer_id)) >= self._config.max_connections_per_peer:
-            driver.close("too many connections from this peer")
+            driver.refuse(REFUSED_PEER_LIMIT)
             metrics.CONNECTIONS_TOTAL.labels("inbound", "refused").inc()
             return
         self._table.established(driver, "inbound", started)

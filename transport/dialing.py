@@ -13,7 +13,7 @@ from .config import HostConfig
 from .connection import QuicConnectionDriver
 from .connection_table import ConnectionTable
 from .endpoint import QuicEndpoint
-from .errors import HandshakeError, TransportError
+from .errors import HandshakeError, PeerIdMismatch, PeerRefused, TransportError
 from .identity import PeerId
 from .multiaddrs import MultiaddrError, QuicAddress, resolve, sockaddr_to_multiaddr
 from .quic_hooks import Libp2pQuicConnection
@@ -74,9 +74,9 @@ class Dialer:
                 for family, sockaddr in await resolve(address):
                     try:
                         return await self._dial_address(peer_id, family, sockaddr)
+                    except (PeerIdMismatch, PeerRefused):
+                        raise  # the peer answered: another of its addresses would not change that
                     except HandshakeError as exc:
-                        if "mismatch" in str(exc):
-                            raise
                         errors.append(f"{sockaddr_to_multiaddr(sockaddr)}: {exc}")
             except MultiaddrError as exc:
                 errors.append(str(exc))

@@ -13,6 +13,7 @@ from hypermesh.transport.errors import (
     HandshakeError,
     NegotiationError,
     PeerIdMismatch,
+    PeerRefused,
     ResourceLimitError,
     StreamReset,
 )
@@ -285,20 +286,44 @@ async def test_peer_that_stops_reading_holds_the_writer_not_the_node(pair):
     await stream.reset()
 
 
-async def test_connection_limit_refuses_extra_peers():
+async def test_connection_limit_refuses_extra_peers_at_once():
     config = HostConfig(max_connections=2)
     async with contextlib.AsyncExitStack() as stack:
         server = await stack.enter_async_context(open_host(Identity.generate(), [V6], config))
         clients = [
-            await stack.enter_async_context(open_host(Identity.generate(), [V6], HostConfig(handshake_timeout=1)))
+            await stack.enter_async_context(open_host(Identity.generate(), [V6], HostConfig(handshake_timeout=STEP)))
             for _ in range(3)
         ]
         with trio.fail_after(STEP):
             await clients[0].connect(server.listen_addrs()[0])
             await clients[1].connect(server.listen_addrs()[0])
-            with pytest.raises(HandshakeError, match="timed out"):
-                await clients[2].connect(server.listen_addrs()[0])
+        # Refused by a CONNECTION_CLOSE, well before the handshake timeout.
+        with trio.fail_after(STEP / 2), pytest.raises(PeerRefused, match="peer refused: connection limit"):
+            await clients[2].connect(server.listen_addrs()[0])
         assert server.connection_count == 2
+
+
+async def test_connections_beyond_the_per_peer_limit_are_refused():
+    config = HostConfig(max_connections_per_peer=1)
+    twin = Identity.generate()  # two hosts sharing one identity: two connections from one peer
+    async with contextlib.AsyncExitStack() as stack:
+        server = await stack.enter_async_context(open_host(Identity.generate(), [V6], config))
+        first, second = [await stack.enter_async_context(open_host(twin, [V6])) for _ in range(2)]
+        with trio.fail_after(STEP):
+            kept = await first.connect(server.listen_addrs()[0])
+            # The server learns the client's identity only from its last
+            # handshake flight, so the refusal may come just after the
+            # client considers the connection open.
+            try:
+                refused = await second.connect(server.listen_addrs()[0])
+                await refused.closed_event.wait()
+                reason = refused.close_reason
+            except PeerRefused as exc:
+                reason = str(exc)
+        assert reason.startswith("peer refused: connection limit per peer")
+        assert len(server.connections_to(twin.peer_id)) == 1 and not kept.closed
+        with trio.fail_after(STEP):
+            assert await ping.ping(first, server.peer_id)
 
 
 async def test_connection_without_streams_is_closed_when_idle():

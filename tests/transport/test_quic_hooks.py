@@ -11,7 +11,7 @@ from aioquic.quic import events
 from aioquic.quic.configuration import QuicConfiguration
 
 from hypermesh.transport.identity import Identity
-from hypermesh.transport.quic_hooks import STREAM_RECEIVE_WINDOW, Libp2pQuicConnection
+from hypermesh.transport.quic_hooks import STREAM_RECEIVE_WINDOW, Libp2pQuicConnection, is_refusal, refusal_datagram
 from hypermesh.transport.tls import ALPN, make_certificate
 
 CLIENT_ADDR = ("::1", 1111, 0, 0)
@@ -185,3 +185,15 @@ def test_lost_probe_is_not_resent_small_and_not_adopted():
     assert pair.client.probe_failed
     assert not any(e.uid == 7 for e in pair.has(pair.client_events, events.PingAcknowledged))
     assert pair.client.max_datagram_size == 1200
+
+
+def test_stateless_refusal_closes_the_clients_handshake_with_connection_refused():
+    client = Libp2pQuicConnection(configuration=configuration(Identity.generate(), True))
+    client.connect(SERVER_ADDR, now=0.0)
+    (initial, _), *_ = client.datagrams_to_send(0.0)
+    refusal = refusal_datagram(initial, "connection limit")
+    assert refusal is not None and len(refusal) < len(initial)
+    client.receive_datagram(refusal, SERVER_ADDR, now=0.01)
+    terminated = [e for e in iter(client.next_event, None) if isinstance(e, events.ConnectionTerminated)]
+    assert terminated and is_refusal(terminated[0]) and terminated[0].reason_phrase == "connection limit"
+    assert refusal_datagram(b"\x00" * 1200, "connection limit") is None
