@@ -18,7 +18,11 @@ class HostConfig:
     max_inbound_handlers: int = 8192
     idle_timeout: float = 30.0  # QUIC idle timeout: silence this long ends a connection
     idle_connection_timeout: float = 300.0  # a connection with no stream for this long is closed
-    handshake_timeout: float = 10.0
+    handshake_timeout: float = 10.0  # per inbound handshake, and per dialled address
+    # A whole outbound dial (every address of the peer, raced) gives up after
+    # this: a loopback or internet handshake takes milliseconds to a second,
+    # and a caller should learn soon that a peer is unreachable.
+    dial_timeout: float = 5.0
     negotiation_timeout: float = 10.0
     agent_version: str = AGENT_VERSION
     probe_datagram_size: bool = True

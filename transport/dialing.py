@@ -1,4 +1,10 @@
-"""Outbound connections: address choice, one dial per peer at a time, resumption."""
+"""Outbound connections: one dial per peer at a time, its addresses raced, resumption.
+
+A peer's addresses are raced Happy Eyeballs style (``happy_eyeballs.py``):
+IPv6 first, the next address 250 ms later or as soon as the one before
+fails; the first handshake wins and the other attempts are closed. The whole
+dial gives up after ``HostConfig.dial_timeout``.
+"""
 
 from __future__ import annotations
 
@@ -14,6 +20,7 @@ from .connection import QuicConnectionDriver
 from .connection_table import ConnectionTable
 from .endpoint import QuicEndpoint
 from .errors import HandshakeError, PeerIdMismatch, PeerRefused, TransportError
+from .happy_eyeballs import RaceFailed, interleave_families, race
 from .identity import PeerId
 from .multiaddrs import MultiaddrError, QuicAddress, resolve, sockaddr_to_multiaddr
 from .quic_hooks import Libp2pQuicConnection
@@ -26,6 +33,12 @@ class _PendingDial:
     def __init__(self) -> None:
         self.done = trio.Event()
         self.error: TransportError | None = None
+
+
+def _worth_another_address(error: Exception) -> bool:
+    # A peer that answered with the wrong identity or a refusal would answer
+    # the same on its other addresses.
+    return isinstance(error, HandshakeError) and not isinstance(error, (PeerIdMismatch, PeerRefused))
 
 
 class Dialer:
@@ -68,18 +81,25 @@ class Dialer:
 
     async def _dial_any(self, peer_id: PeerId, addresses: list[QuicAddress]) -> QuicConnectionDriver:
         errors = []
-        # IPv6 first, then IPv4: try each address in turn until one works.
-        for address in sorted(addresses, key=lambda a: a.kind != "ip6"):
+        targets = []
+        for address in addresses:
             try:
-                for family, sockaddr in await resolve(address):
-                    try:
-                        return await self._dial_address(peer_id, family, sockaddr)
-                    except (PeerIdMismatch, PeerRefused):
-                        raise  # the peer answered: another of its addresses would not change that
-                    except HandshakeError as exc:
-                        errors.append(f"{sockaddr_to_multiaddr(sockaddr)}: {exc}")
+                targets.extend(await resolve(address))
             except MultiaddrError as exc:
                 errors.append(str(exc))
+        timeout = self._config.dial_timeout
+        with trio.move_on_after(timeout):
+            try:
+                return await race(
+                    interleave_families(targets),
+                    lambda target: self._dial_address(peer_id, *target),
+                    retryable=_worth_another_address,
+                    discard=lambda driver: driver.close("another address connected first"),
+                )
+            except RaceFailed as failed:
+                errors.extend(f"{sockaddr_to_multiaddr(sockaddr)}: {error}" for (_, sockaddr), error in failed.errors)
+        if not errors:
+            errors.append(f"no answer within {timeout:g} s")
         raise HandshakeError(f"could not connect to {peer_id}: " + "; ".join(errors))
 
     async def _dial_address(self, peer_id: PeerId, family: int, sockaddr: tuple) -> QuicConnectionDriver:
@@ -99,8 +119,13 @@ class Dialer:
         started = trio.current_time()
         quic.connect(sockaddr, now=started)
         driver.transmit()
-        timeout = self._config.handshake_timeout
-        if not await driver.wait_for_handshake(timeout):
+        timeout = min(self._config.handshake_timeout, self._config.dial_timeout)
+        try:
+            completed = await driver.wait_for_handshake(timeout)
+        except trio.Cancelled:
+            driver.close("dial cancelled")  # another address won, or the caller gave up
+            raise
+        if not completed:
             error = driver.handshake_error or HandshakeError(
                 f"handshake with {sockaddr_to_multiaddr(sockaddr)} timed out after {timeout:g} s"
             )

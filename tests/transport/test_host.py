@@ -19,6 +19,7 @@ from hypermesh.transport.errors import (
 )
 from hypermesh.transport.host import HostConfig, open_host
 from hypermesh.transport.identity import Identity
+from hypermesh.transport.multiaddrs import format_quic_address
 from hypermesh.transport.multistream import HEADER, encode_message
 from hypermesh.transport.quic_hooks import STREAM_RECEIVE_WINDOW
 from hypermesh.transport.varint import encode_uvarint
@@ -324,6 +325,23 @@ async def test_connections_beyond_the_per_peer_limit_are_refused():
         assert len(server.connections_to(twin.peer_id)) == 1 and not kept.closed
         with trio.fail_after(STEP):
             assert await ping.ping(first, server.peer_id)
+
+
+async def test_a_dead_ipv6_address_does_not_delay_a_live_ipv4_one(pair):
+    server, client = pair
+    live_v4 = next(a for a in server.listen_addrs() if a.startswith("/ip4/"))
+    with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as black_hole:  # bound, never read
+        black_hole.bind(("::1", 0))
+        dead_v6 = format_quic_address("::1", black_hole.getsockname()[1], server.peer_id)
+        client.peerstore.add_addrs(server.peer_id, [live_v4, dead_v6])
+        # Dialled one after another, the dead address would take the whole
+        # handshake timeout (10 s) before the live one is tried.
+        with trio.fail_after(STEP / 2):
+            driver = await client.connection_to(server.peer_id)
+    assert driver.remote_multiaddr.startswith("/ip4/127.0.0.1/")
+    assert client.connections_to(server.peer_id) == [driver]
+    with trio.fail_after(STEP):
+        assert await ping.ping(client, server.peer_id)
 
 
 async def test_connection_without_streams_is_closed_when_idle():
