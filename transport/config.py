@@ -24,6 +24,10 @@ class HostConfig:
     # and a caller should learn soon that a peer is unreachable.
     dial_timeout: float = 5.0
     negotiation_timeout: float = 10.0
+    # Half-open inbound handshakes beyond which a new Initial must first
+    # prove its address with a QUIC Retry; None: min(64, max_connections // 4).
+    # 0 asks every client for a Retry.
+    retry_threshold: int | None = None
     agent_version: str = AGENT_VERSION
     probe_datagram_size: bool = True
     enable_resumption: bool = True

@@ -25,6 +25,8 @@ these points (each has its own test in ``tests/transport/test_quic_hooks.py``;
    node answers at once without creating connection state; a client reports
    a refusal as soon as it arrives (aioquic reports a peer's close only after
    draining for three probe timeouts, about a second during a handshake).
+8. Address validation: Initial header parsing, Retry and INVALID_TOKEN
+   packets for the server's stateless Retry (tokens: ``transport/retry.py``).
 """
 
 from __future__ import annotations
@@ -39,7 +41,9 @@ from aioquic.quic.crypto import CryptoPair
 from aioquic.quic.packet import (
     QuicErrorCode,
     QuicFrameType,
+    QuicHeader,
     QuicPacketType,
+    encode_quic_retry,
     pull_quic_header,
     pull_quic_transport_parameters,
 )
@@ -341,20 +345,18 @@ class Libp2pQuicConnection(QuicConnection):
         congestion.congestion_window = max(congestion.congestion_window, 2 * size)
 
 
-def refusal_datagram(initial: bytes, reason: str) -> bytes | None:
-    """A server Initial closing the connection ``initial`` opens, with CONNECTION_REFUSED.
-
-    Needs no connection state: Initial keys derive from the client's
-    destination connection ID. The answer is far smaller than the 1,200-byte
-    Initial it answers, so it cannot amplify a spoofed flood. None when
-    ``initial`` is not a QUIC Initial.
-    """
+def parse_initial(datagram: bytes) -> QuicHeader | None:
+    """The header of the QUIC Initial packet ``datagram`` starts with, or None."""
     try:
-        header = pull_quic_header(Buffer(data=initial), host_cid_length=HOST_CID_LENGTH)
+        header = pull_quic_header(Buffer(data=datagram), host_cid_length=HOST_CID_LENGTH)
     except ValueError:
         return None
     if header.packet_type != QuicPacketType.INITIAL or header.version is None:
         return None
+    return header
+
+
+def _initial_close(header: QuicHeader, error_code: int, reason: str) -> bytes:
     crypto = CryptoPair()
     crypto.setup_initial(cid=header.destination_cid, is_client=False, version=header.version)
     builder = QuicPacketBuilder(
@@ -367,12 +369,40 @@ def refusal_datagram(initial: bytes, reason: str) -> bytes | None:
     builder.start_packet(QuicPacketType.INITIAL, crypto)
     reason_bytes = reason.encode()[:MAX_REFUSAL_REASON]
     buf = builder.start_frame(QuicFrameType.TRANSPORT_CLOSE, capacity=16 + len(reason_bytes))
-    buf.push_uint_var(QuicErrorCode.CONNECTION_REFUSED)
+    buf.push_uint_var(error_code)
     buf.push_uint_var(QuicFrameType.PADDING)  # no frame caused it
     buf.push_uint_var(len(reason_bytes))
     buf.push_bytes(reason_bytes)
     datagrams, _ = builder.flush()
-    return datagrams[0] if datagrams else None
+    return datagrams[0]
+
+
+def refusal_datagram(initial: bytes, reason: str) -> bytes | None:
+    """A server Initial closing the connection ``initial`` opens, with CONNECTION_REFUSED.
+
+    Needs no connection state: Initial keys derive from the client's
+    destination connection ID. The answer is far smaller than the 1,200-byte
+    Initial it answers, so it cannot amplify a spoofed flood. None when
+    ``initial`` is not a QUIC Initial.
+    """
+    header = parse_initial(initial)
+    return None if header is None else _initial_close(header, QuicErrorCode.CONNECTION_REFUSED, reason)
+
+
+def invalid_token_datagram(header: QuicHeader) -> bytes:
+    """A server Initial closing with INVALID_TOKEN (RFC 9000 §8.1.3), statelessly."""
+    return _initial_close(header, QuicErrorCode.INVALID_TOKEN, "invalid address validation token")
+
+
+def retry_datagram(header: QuicHeader, retry_cid: bytes, token: bytes) -> bytes:
+    """A Retry answering the Initial ``header``: come back to ``retry_cid`` with ``token``."""
+    return encode_quic_retry(
+        version=header.version,
+        source_cid=retry_cid,
+        destination_cid=header.source_cid,
+        original_destination_cid=header.destination_cid,
+        retry_token=token,
+    )
 
 
 def is_refusal(event) -> bool:
