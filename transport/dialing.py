@@ -50,7 +50,8 @@ class Dialer:
         endpoint_for: Callable[[int], QuicEndpoint],
     ) -> None:
         self._config = config
-        self._client_config = client_config
+        # The client's QUIC configuration (certificate, ALPN, idle timeout).
+        self.configuration = client_config
         self._table = table
         self._endpoint_for = endpoint_for
         self._pending: dict[PeerId, _PendingDial] = {}
@@ -108,7 +109,7 @@ class Dialer:
         ticket = self._tickets.get(peer_id) if self._config.enable_resumption else None
         if ticket is not None and not ticket.is_valid:
             ticket = None
-        configuration = dataclasses.replace(self._client_config, session_ticket=ticket)
+        configuration = dataclasses.replace(self.configuration, session_ticket=ticket)
         quic = Libp2pQuicConnection(
             configuration=configuration,
             expected_peer_id=peer_id,
