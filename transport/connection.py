@@ -22,9 +22,17 @@ import trio
 from aioquic.quic import events
 from aioquic.quic.connection import QuicConnectionState
 
-from .errors import ConnectionClosed, HandshakeError, NegotiationError, PeerIdMismatch, ResourceLimitError, StreamReset
+from .errors import (
+    ConnectionClosed,
+    HandshakeError,
+    NegotiationError,
+    PeerIdMismatch,
+    PeerRefused,
+    ResourceLimitError,
+    StreamReset,
+)
 from .identity import PeerId
-from .quic_hooks import Libp2pQuicConnection
+from .quic_hooks import Libp2pQuicConnection, is_refusal, refuse
 
 if TYPE_CHECKING:
     from .endpoint import QuicEndpoint
@@ -428,6 +436,12 @@ class QuicConnectionDriver:
 
     def _on_terminated(self, event: events.ConnectionTerminated) -> None:
         error = self.quic.verification_error
+        if is_refusal(event):
+            reason = f"peer refused: {event.reason_phrase or 'connection refused'}"
+            if not self.handshake_complete.is_set():
+                self.handshake_error = PeerRefused(reason)
+            self._mark_closed(reason)
+            return
         if not self.handshake_complete.is_set():
             if error is not None and "mismatch" in str(error):
                 self.handshake_error = PeerIdMismatch(str(error))
@@ -559,6 +573,14 @@ class QuicConnectionDriver:
         self.quic.close(error_code=error_code, reason_phrase=reason)
         self.transmit()
         self.close_reason = reason
+
+    def refuse(self, reason: str) -> None:
+        """Close with CONNECTION_REFUSED: the peer reports "peer refused: <reason>"."""
+        if self.closed:
+            return
+        refuse(self.quic, reason)
+        self.transmit()
+        self.close_reason = f"refused: {reason}"
 
     async def aclose(self, reason: str = "closed") -> None:
         self.close(reason)

@@ -21,17 +21,34 @@ these points (each has its own test in ``tests/transport/test_quic_hooks.py``;
    aioquic's four groups (each costs a key generation per handshake, and a
    server would otherwise pick P-256 first); PADDING frames skipped in C
    rather than byte by byte (aioquic's loop costs 0.7 ms per 16 KB probe).
+7. Stateless refusal: a server Initial carrying CONNECTION_CLOSE
+   (CONNECTION_REFUSED) built from the client's Initial alone, so a full
+   node answers at once without creating connection state; a client reports
+   a refusal as soon as it arrives (aioquic reports a peer's close only after
+   draining for three probe timeouts, about a second during a handshake).
+8. Address validation: Initial header parsing, Retry and INVALID_TOKEN
+   packets for the server's stateless Retry (tokens: ``transport/retry.py``).
 """
 
 from __future__ import annotations
 
+import os
 from typing import Callable
 
 from aioquic import tls
 from aioquic.buffer import Buffer
 from aioquic.quic.connection import QuicConnection
-from aioquic.quic.packet import pull_quic_transport_parameters
-from aioquic.quic.packet_builder import QuicDeliveryState
+from aioquic.quic.crypto import CryptoPair
+from aioquic.quic.packet import (
+    QuicErrorCode,
+    QuicFrameType,
+    QuicHeader,
+    QuicPacketType,
+    encode_quic_retry,
+    pull_quic_header,
+    pull_quic_transport_parameters,
+)
+from aioquic.quic.packet_builder import QuicDeliveryState, QuicPacketBuilder
 
 from .errors import CertificateError
 from .identity import PeerId
@@ -123,6 +140,10 @@ def _peek_stream_id(buf: Buffer) -> int:
     buf.seek(start)
     return stream_id
 
+# Our connection IDs are 8 bytes (aioquic's default).
+HOST_CID_LENGTH = 8
+# Long enough for any refusal reason we send, short enough for any datagram.
+MAX_REFUSAL_REASON = 100
 
 # Every libp2p implementation offers X25519; P-256 is kept for TLS stacks that
 # insist on a NIST curve.
@@ -252,6 +273,12 @@ class Libp2pQuicConnection(QuicConnection):
         # client: this fails closed.
         self.tls._request_client_certificate = False
         return ticket
+
+    def _handle_connection_close_frame(self, context, frame_type: int, buf: Buffer) -> None:
+        already_closing = self._close_event is not None
+        super()._handle_connection_close_frame(context, frame_type, buf)
+        if not already_closing and self._close_event is not None and is_refusal(self._close_event):
+            self._events.append(self._close_event)
 
     @property
     def remote_peer_id(self) -> PeerId | None:
@@ -424,3 +451,73 @@ class Libp2pQuicConnection(QuicConnection):
             congestion._max_datagram_size = size
         # Room for at least two full datagrams, or nothing of the new size fits.
         congestion.congestion_window = max(congestion.congestion_window, 2 * size)
+
+
+def parse_initial(datagram: bytes) -> QuicHeader | None:
+    """The header of the QUIC Initial packet ``datagram`` starts with, or None."""
+    try:
+        header = pull_quic_header(Buffer(data=datagram), host_cid_length=HOST_CID_LENGTH)
+    except ValueError:
+        return None
+    if header.packet_type != QuicPacketType.INITIAL or header.version is None:
+        return None
+    return header
+
+
+def _initial_close(header: QuicHeader, error_code: int, reason: str) -> bytes:
+    crypto = CryptoPair()
+    crypto.setup_initial(cid=header.destination_cid, is_client=False, version=header.version)
+    builder = QuicPacketBuilder(
+        host_cid=os.urandom(HOST_CID_LENGTH),
+        peer_cid=header.source_cid,
+        version=header.version,
+        is_client=False,
+        max_datagram_size=1200,
+    )
+    builder.start_packet(QuicPacketType.INITIAL, crypto)
+    reason_bytes = reason.encode()[:MAX_REFUSAL_REASON]
+    buf = builder.start_frame(QuicFrameType.TRANSPORT_CLOSE, capacity=16 + len(reason_bytes))
+    buf.push_uint_var(error_code)
+    buf.push_uint_var(QuicFrameType.PADDING)  # no frame caused it
+    buf.push_uint_var(len(reason_bytes))
+    buf.push_bytes(reason_bytes)
+    datagrams, _ = builder.flush()
+    return datagrams[0]
+
+
+def refusal_datagram(initial: bytes, reason: str) -> bytes | None:
+    """A server Initial closing the connection ``initial`` opens, with CONNECTION_REFUSED.
+
+    Needs no connection state: Initial keys derive from the client's
+    destination connection ID. The answer is far smaller than the 1,200-byte
+    Initial it answers, so it cannot amplify a spoofed flood. None when
+    ``initial`` is not a QUIC Initial.
+    """
+    header = parse_initial(initial)
+    return None if header is None else _initial_close(header, QuicErrorCode.CONNECTION_REFUSED, reason)
+
+
+def invalid_token_datagram(header: QuicHeader) -> bytes:
+    """A server Initial closing with INVALID_TOKEN (RFC 9000 §8.1.3), statelessly."""
+    return _initial_close(header, QuicErrorCode.INVALID_TOKEN, "invalid address validation token")
+
+
+def retry_datagram(header: QuicHeader, retry_cid: bytes, token: bytes) -> bytes:
+    """A Retry answering the Initial ``header``: come back to ``retry_cid`` with ``token``."""
+    return encode_quic_retry(
+        version=header.version,
+        source_cid=retry_cid,
+        destination_cid=header.source_cid,
+        original_destination_cid=header.destination_cid,
+        retry_token=token,
+    )
+
+
+def is_refusal(event) -> bool:
+    """Whether a ConnectionTerminated event is the peer's CONNECTION_REFUSED."""
+    return event.frame_type is not None and event.error_code == QuicErrorCode.CONNECTION_REFUSED
+
+
+def refuse(quic: QuicConnection, reason: str) -> None:
+    """Close ``quic`` with a transport CONNECTION_REFUSED, which the peer can tell from other closes."""
+    quic.close(error_code=QuicErrorCode.CONNECTION_REFUSED, frame_type=QuicFrameType.PADDING, reason_phrase=reason)

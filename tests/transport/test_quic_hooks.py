@@ -10,12 +10,20 @@ import itertools
 import ssl
 
 from aioquic.quic import events
+from aioquic.quic.configuration import QuicConfiguration
 from hypothesis import example, given
 from hypothesis import strategies as st
-from aioquic.quic.configuration import QuicConfiguration
 
 from hypermesh.transport.identity import Identity
-from hypermesh.transport.quic_hooks import CONNECTION_RECEIVE_WINDOW, STREAM_RECEIVE_WINDOW, Libp2pQuicConnection
+from hypermesh.transport.quic_hooks import (
+    CONNECTION_RECEIVE_WINDOW,
+    STREAM_RECEIVE_WINDOW,
+    Libp2pQuicConnection,
+    is_refusal,
+    parse_initial,
+    refusal_datagram,
+    retry_datagram,
+)
 from hypermesh.transport.tls import ALPN, make_certificate
 
 CLIENT_ADDR = ("::1", 1111, 0, 0)
@@ -328,3 +336,26 @@ def test_connection_credit_is_received_equals_read_plus_discarded_plus_buffered(
     credit = pair.server.receive_credit
     assert credit.buffered == 0
     assert pair.server._local_max_data.sent >= credit.received + CONNECTION_RECEIVE_WINDOW * 3 // 4
+def test_stateless_refusal_closes_the_clients_handshake_with_connection_refused():
+    client = Libp2pQuicConnection(configuration=configuration(Identity.generate(), True))
+    client.connect(SERVER_ADDR, now=0.0)
+    (initial, _), *_ = client.datagrams_to_send(0.0)
+    refusal = refusal_datagram(initial, "connection limit")
+    assert refusal is not None and len(refusal) < len(initial)
+    client.receive_datagram(refusal, SERVER_ADDR, now=0.01)
+    terminated = [e for e in iter(client.next_event, None) if isinstance(e, events.ConnectionTerminated)]
+    assert terminated and is_refusal(terminated[0]) and terminated[0].reason_phrase == "connection limit"
+    assert refusal_datagram(b"\x00" * 1200, "connection limit") is None
+
+
+def test_retry_packet_makes_the_client_resend_its_initial_with_the_token():
+    client = Libp2pQuicConnection(configuration=configuration(Identity.generate(), True))
+    client.connect(SERVER_ADDR, now=0.0)
+    (initial, _), *_ = client.datagrams_to_send(0.0)
+    header = parse_initial(initial)
+    assert header is not None and not header.token
+    client.receive_datagram(retry_datagram(header, b"R" * 8, b"token-bytes"), SERVER_ADDR, now=0.01)
+    (second, _), *_ = client.datagrams_to_send(0.01)
+    resent = parse_initial(second)
+    assert resent.token == b"token-bytes" and resent.destination_cid == b"R" * 8
+    assert parse_initial(b"\x40" + bytes(1199)) is None  # a short-header packet
