@@ -260,8 +260,12 @@ class QuicConnectionDriver:
         self.is_client = is_client
         self._on_new_stream = on_new_stream
         self._on_closed = on_closed
+        # Per direction: the peer's by QUIC's stream limit (which we
+        # advertise), ours by raising ResourceLimitError.
         self._max_streams = max_streams
+        quic.limit_incoming_streams(max_streams)
         self._streams: dict[int, QuicStream] = {}
+        self._inbound_streams = 0
         # Set by incoming datagrams, cleared by transmit(): lets the endpoint
         # skip connections whose reader already answered.
         self.needs_transmit = False
@@ -460,6 +464,7 @@ class QuicConnectionDriver:
         for stream in list(self._streams.values()):
             stream._on_reset(StreamReset(f"connection closed: {reason}"))
         self._streams.clear()
+        self._inbound_streams = 0
         for callback in self._probe_callbacks.values():
             callback(False)
         self._probe_callbacks.clear()
@@ -472,30 +477,34 @@ class QuicConnectionDriver:
 
     # -- streams ---------------------------------------------------------------
 
-    def _accept_stream(self, stream_id: int) -> QuicStream | None:
-        is_unidirectional = bool(stream_id & 2)
+    def _is_local(self, stream_id: int) -> bool:
         # Bit 0 of a stream ID is set on server-initiated streams.
-        locally_initiated = bool(stream_id & 1) == (not self.is_client)
+        return bool(stream_id & 1) == (not self.is_client)
+
+    def _accept_stream(self, stream_id: int) -> QuicStream | None:
         if self.quic.is_abandoned(stream_id):
             return None  # data on a stream we closed already is simply late
-        if is_unidirectional or locally_initiated:
+        if stream_id & 2 or self._is_local(stream_id):
             # libp2p uses bidirectional streams only.
             self.quic.abandon_stream(stream_id)
             return None
-        if len(self._streams) >= self._max_streams:
+        if self._inbound_streams >= self._max_streams:
+            # Only a peer that ignores QUIC's stream limit gets here (aioquic
+            # counts streams until both sides finished them, we until closed).
             self.quic.reset_stream(stream_id, STREAM_ERROR_LIMIT)
             self.quic.stop_stream(stream_id, STREAM_ERROR_LIMIT)
             self.quic.abandon_stream(stream_id)
             return None
         stream = QuicStream(self, stream_id)
         self._streams[stream_id] = stream
+        self._inbound_streams += 1
         self._on_new_stream(stream)
         return stream
 
     def open_stream(self) -> QuicStream:
         if self.closed:
             raise ConnectionClosed(self.close_reason)
-        if len(self._streams) >= self._max_streams:
+        if len(self._streams) - self._inbound_streams >= self._max_streams:
             raise ResourceLimitError(f"connection already has {self._max_streams} open streams")
         stream_id = self.quic.get_next_available_stream_id()
         self._last_stream_activity = trio.current_time()
@@ -504,7 +513,8 @@ class QuicConnectionDriver:
         return stream
 
     def _forget_stream(self, stream_id: int) -> None:
-        self._streams.pop(stream_id, None)
+        if self._streams.pop(stream_id, None) is not None and not self._is_local(stream_id):
+            self._inbound_streams -= 1
         # Data that still arrives on this stream is late (see _accept_stream).
         self.quic.abandon_stream(stream_id)
 

@@ -28,6 +28,9 @@ these points (each has its own test in ``tests/transport/test_quic_hooks.py``;
    draining for three probe timeouts, about a second during a handshake).
 8. Address validation: Initial header parsing, Retry and INVALID_TOKEN
    packets for the server's stateless Retry (tokens: ``transport/retry.py``).
+9. Stream limits: ``max_streams_per_connection`` is advertised as QUIC's
+   ``initial_max_streams_bidi`` (and no unidirectional streams), so a peer
+   that opens more is paced by MAX_STREAMS instead of having streams reset.
 """
 
 from __future__ import annotations
@@ -121,12 +124,14 @@ class ReceiveCredit:
             self.discarded += count
             self._received_on[stream_id] = self._received_on.get(stream_id, 0) - count
 
-    def abandon(self, stream_id: int) -> None:
-        """The application reads no more: discard what it left, and all that comes later."""
+    def abandon(self, stream_id: int) -> bool:
+        """The application reads no more: discard what it left, and all that
+        comes later. False if it had abandoned the stream already."""
         if stream_id in self.abandoned:
-            return
+            return False
         self.discarded += self._received_on.pop(stream_id, 0) - self._read_on.pop(stream_id, 0)
         self.abandoned.add(stream_id)
+        return True
 
     def forget_all_but(self, live_stream_ids) -> None:
         """Drop abandoned streams the QUIC state has discarded (nothing more can arrive)."""
@@ -225,6 +230,11 @@ class Libp2pQuicConnection(QuicConnection):
         self._resumed_peer_id = resumed_peer_id
         self._server_ticket_lookup = server_ticket_lookup
         self._credit = ReceiveCredit()
+        # Hook 9: peer streams QUIC allows at once; of those it opened, how
+        # many aioquic discarded and how many the application let go.
+        self._streams_allowed = self._streams_granted = 128  # aioquic's default
+        self._streams_discarded = 0
+        self._streams_released = 0
         self._probe_uid: int | None = None
         self._probe_size = 0
         self._probe_failed = False
@@ -307,7 +317,10 @@ class Libp2pQuicConnection(QuicConnection):
     def abandon_stream(self, stream_id: int) -> None:
         """The application will read no more from this stream: what it left
         unread, and whatever still arrives, is discarded and its credit given back."""
-        self._credit.abandon(stream_id)
+        # The low two bits of a stream ID: 0 client bidirectional, 1 server bidirectional.
+        opened_by_peer_bidirectional = stream_id & 3 == (1 if self._is_client else 0)
+        if self._credit.abandon(stream_id) and opened_by_peer_bidirectional:
+            self._streams_released += 1
         if len(self._credit.abandoned) > 2 * len(self._streams) + 64:
             self._credit.forget_all_but(self._streams.keys())
 
@@ -345,6 +358,7 @@ class Libp2pQuicConnection(QuicConnection):
             self._credit.undeliverable(stream_id, receiver.highest_offset - receiver.starting_offset())
 
     def _write_connection_limits(self, builder, space) -> None:
+        self._update_stream_grant()
         limit = self._local_max_data
         # Keep aioquic's doubling rule from firing: the window moves only as
         # the application reads.
@@ -373,6 +387,44 @@ class Libp2pQuicConnection(QuicConnection):
                 stream.receiver.highest_offset = saved
         else:
             super()._write_stream_limits(builder, space, stream)
+
+    def _update_stream_grant(self) -> bool:
+        """Set the peer's stream limit; True if a MAX_STREAMS is due.
+
+        aioquic adds one to the limit as each peer stream is discarded (both
+        directions finished), which may come before the application lets go
+        of the stream: a slot returns when both have.
+        """
+        streams = self._local_max_streams_bidi
+        self._streams_discarded += streams.value - self._streams_granted
+        streams.value = self._streams_granted = self._streams_allowed + min(
+            self._streams_discarded, self._streams_released
+        )
+        # aioquic's batching rule: grant once the peer has fewer streams left
+        # to open than the update would give it.
+        return streams.value != streams.sent and streams.sent - streams.used < streams.value - streams.sent
+
+    def datagrams_to_send(self, now: float) -> list[tuple[bytes, tuple]]:
+        datagrams = super().datagrams_to_send(now)
+        # aioquic discards finished streams after writing MAX_STREAMS: send
+        # the slots that frees now, not with whatever goes out next.
+        if self._handshake_complete and self._update_stream_grant():
+            datagrams += super().datagrams_to_send(now)
+        return datagrams
+
+    # -- hook 9: stream limits ---------------------------------------------
+
+    def limit_incoming_streams(self, count: int) -> None:
+        """Let the peer open at most ``count`` bidirectional streams at once,
+        and no unidirectional ones (libp2p has none).
+
+        Sent as ``initial_max_streams_bidi``/``_uni``: a peer opening more is
+        held back by QUIC itself, and aioquic raises MAX_STREAMS by one as each
+        of its streams ends. Call before the handshake starts.
+        """
+        for limit, value in ((self._local_max_streams_bidi, count), (self._local_max_streams_uni, 0)):
+            limit.value = limit.sent = value
+        self._streams_allowed = self._streams_granted = count
 
     # -- hook 5: datagram size probes ---------------------------------------
 

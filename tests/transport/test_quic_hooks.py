@@ -49,6 +49,7 @@ class Pair:
             **server_kwargs.pop("client_kwargs", {}),
         )
         self.server_identity = server_identity
+        self.server_setup = server_kwargs.pop("server_setup", lambda server: None)
         self.server_kwargs = server_kwargs
         self.server = None
         self.client.connect(SERVER_ADDR, now=self.now)
@@ -69,6 +70,7 @@ class Pair:
                         original_destination_connection_id=self.client.original_destination_connection_id,
                         **self.server_kwargs,
                     )
+                    self.server_setup(self.server)
                 self.server.receive_datagram(data, CLIENT_ADDR, self.now)
             if self.server is not None:
                 for data, _ in self.server.datagrams_to_send(self.now):
@@ -359,3 +361,31 @@ def test_retry_packet_makes_the_client_resend_its_initial_with_the_token():
     resent = parse_initial(second)
     assert resent.token == b"token-bytes" and resent.destination_cid == b"R" * 8
     assert parse_initial(b"\x40" + bytes(1199)) is None  # a short-header packet
+
+
+# -- hook 9: stream limits ----------------------------------------------------
+
+
+def test_peer_streams_beyond_the_advertised_limit_wait_until_the_application_lets_one_go():
+    alice, bob = Identity.generate(), Identity.generate()
+    pair = Pair(alice, bob, server_setup=lambda server: server.limit_incoming_streams(2))
+    pair.pump()
+    stream_ids = []
+    for _ in range(3):
+        stream_ids.append(pair.client.get_next_available_stream_id())
+        pair.client.send_stream_data(stream_ids[-1], b"hello", end_stream=True)
+    pair.pump(advance_by=0.1)
+
+    def streams_seen():
+        return {e.stream_id for e in pair.has(pair.server_events, events.StreamDataReceived)}
+
+    assert streams_seen() == set(stream_ids[:2])  # the third is held back, not refused
+    # Both directions of the first stream finish in QUIC, but the application
+    # still holds it: its slot does not come back yet.
+    pair.server.send_stream_data(stream_ids[0], b"", end_stream=True)
+    pair.pump(advance_by=0.1)
+    assert streams_seen() == set(stream_ids[:2])
+    pair.server.abandon_stream(stream_ids[0])
+    pair.pump(advance_by=0.1)
+    assert streams_seen() == set(stream_ids)
+    assert not pair.has(pair.client_events, events.ConnectionTerminated)
