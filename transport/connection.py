@@ -336,14 +336,17 @@ class QuicConnectionDriver:
                 self.transmit()
 
     async def run_keepalive(self, idle_timeout: float, idle_close_after: float) -> None:
-        """PING when quiet for half the QUIC ``idle_timeout``, so that neither
-        side's idle timeout ends a connection in use (quic-go does the same);
-        close it once it has carried no stream for ``idle_close_after``.
+        """PING when quiet for half the effective QUIC idle timeout, so that
+        neither side's idle timeout ends a connection in use (quic-go does the
+        same); close it once it has carried no stream for ``idle_close_after``.
 
-        Pinging more often would cost every idle connection CPU: a node with
-        thousands of them spent a good part of a core on keepalives at 5 s.
+        The effective timeout is the smaller of ours (``idle_timeout``) and
+        the one the peer advertised (RFC 9000 §10.1): js-libp2p advertises
+        10 s, and a peer may advertise less. Pinging more often than needed
+        would cost every idle connection CPU: a node with thousands of them
+        spent a good part of a core on keepalives at 5 s.
         """
-        interval = idle_timeout / 2
+        interval = min(idle_timeout, self.quic.effective_idle_timeout) / 2
         least_sleep = min(MIN_KEEPALIVE_SLEEP, interval, idle_close_after)
         while not self.closed:
             # Wake when the connection has been quiet for ``interval`` (not

@@ -412,6 +412,12 @@ class Libp2pQuicConnection(QuicConnection):
             datagrams += super().datagrams_to_send(now)
         return datagrams
 
+    @property
+    def effective_idle_timeout(self) -> float:
+        """The idle timeout in force: the smaller of ours and the peer's
+        (known once its transport parameters arrived), as aioquic applies it."""
+        return self._idle_timeout()
+
     # -- hook 9: stream limits ---------------------------------------------
 
     def limit_incoming_streams(self, count: int) -> None:
