@@ -32,6 +32,7 @@ from .errors import (
     StreamReset,
 )
 from .identity import PeerId
+from .multiaddrs import sockaddr_to_multiaddr
 from .quic_hooks import Libp2pQuicConnection, is_refusal, refuse
 
 if TYPE_CHECKING:
@@ -258,6 +259,9 @@ class QuicConnectionDriver:
         self.quic = quic
         self.remote_addr = remote_addr
         self.is_client = is_client
+        # Called after the peer's address changed (migration, NAT rebinding).
+        self.on_path_changed: list[Callable[["QuicConnectionDriver"], None]] = []
+        self.path_changes = 0
         self._on_new_stream = on_new_stream
         self._on_closed = on_closed
         self._max_streams = max_streams
@@ -299,10 +303,13 @@ class QuicConnectionDriver:
         now = trio.current_time()
         send = self.endpoint.send_datagram
         sent = False
+        addr = None
         for data, addr in quic.datagrams_to_send(now):
             send(data, addr)
             sent = True
         if sent:
+            if addr != self.remote_addr:
+                self._on_path_changed(addr)
             # A reply usually follows what we send: poll for it a little while
             # (longer for handshake flights) rather than pay a wake-up.
             endpoint = self.endpoint
@@ -361,6 +368,31 @@ class QuicConnectionDriver:
                 self.quic.send_ping(self._ping_uid)
                 self.transmit()
                 self._last_activity = now  # the next ping is due an interval after this one
+
+    def _on_path_changed(self, addr: tuple) -> None:
+        """The peer moved (QUIC migration) and aioquic now sends to ``addr``."""
+        self.remote_addr = addr
+        self.remote_multiaddr = sockaddr_to_multiaddr(addr)
+        self.path_changes += 1
+        for callback in self.on_path_changed:
+            callback(self)
+
+    def move_to(self, endpoint: "QuicEndpoint") -> None:
+        """Carry on over ``endpoint`` (another local socket): QUIC connection migration.
+
+        The peer routes by connection ID, sees the new address and validates
+        the path; we switch to a fresh connection ID so the two paths cannot
+        be linked by an observer, and PING so the peer learns the path now.
+        """
+        cids = list(self.user_data.get("cids", ()))
+        self.endpoint.unregister_connection(self)
+        for cid in cids:
+            endpoint.register_cid(cid, self)
+        self.endpoint = endpoint
+        self.quic.change_connection_id()
+        self._ping_uid += 1
+        self.quic.send_ping(self._ping_uid)
+        self.transmit()
 
     # -- input ---------------------------------------------------------------
 
