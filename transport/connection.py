@@ -33,7 +33,7 @@ from .errors import (
 )
 from .identity import PeerId
 from .multiaddrs import sockaddr_to_multiaddr
-from .quic_hooks import Libp2pQuicConnection, is_refusal, refuse
+from .quic_hooks import DatagramSizeReduced, Libp2pQuicConnection, is_refusal, refuse
 
 if TYPE_CHECKING:
     from .endpoint import QuicEndpoint
@@ -259,8 +259,10 @@ class QuicConnectionDriver:
         self.quic = quic
         self.remote_addr = remote_addr
         self.is_client = is_client
-        # Called after the peer's address changed (migration, NAT rebinding).
+        # Called after either side's address changed (migration, NAT
+        # rebinding), and when large datagrams stopped getting through.
         self.on_path_changed: list[Callable[["QuicConnectionDriver"], None]] = []
+        self.on_datagram_size_reduced: list[Callable[["QuicConnectionDriver"], None]] = []
         self.path_changes = 0
         self._on_new_stream = on_new_stream
         self._on_closed = on_closed
@@ -370,10 +372,15 @@ class QuicConnectionDriver:
                 self._last_activity = now  # the next ping is due an interval after this one
 
     def _on_path_changed(self, addr: tuple) -> None:
-        """The peer moved (QUIC migration) and aioquic now sends to ``addr``."""
+        """Either side moved (QUIC migration): we now send to ``addr``.
+
+        The new path's MTU is unknown, so the datagram size falls back to
+        QUIC's base until probed again.
+        """
         self.remote_addr = addr
         self.remote_multiaddr = sockaddr_to_multiaddr(addr)
         self.path_changes += 1
+        self.quic.reset_datagram_size()
         for callback in self.on_path_changed:
             callback(self)
 
@@ -392,6 +399,7 @@ class QuicConnectionDriver:
         self.quic.change_connection_id()
         self._ping_uid += 1
         self.quic.send_ping(self._ping_uid)
+        self._on_path_changed(self.remote_addr)
         self.transmit()
 
     # -- input ---------------------------------------------------------------
@@ -445,6 +453,10 @@ class QuicConnectionDriver:
                 self.endpoint.unregister_cid(event.connection_id)
             elif kind is events.ConnectionTerminated:
                 self._on_terminated(event)
+            elif kind is DatagramSizeReduced:
+                log.debug("datagrams to %s above %d bytes stopped arriving", self.remote_multiaddr, event.size)
+                for callback in self.on_datagram_size_reduced:
+                    callback(self)
         if self._writers_waiting:
             self._wake_writers()
 

@@ -100,12 +100,17 @@ async def test_connection_survives_the_client_changing_address(pair):
     with trio.fail_after(STEP):
         driver = await client.connect(server.listen_addrs()[0])
         await ping.ping(client, server.peer_id)
+        await driver.probing_done.wait()
         old_port = driver.endpoint.local_port
         new_endpoint = client.migrate(driver)
+        # The new path's MTU is unknown: back to 1,200 bytes until probed.
+        assert driver.quic.max_datagram_size == 1200
         rtts = await ping.ping(client, server.peer_id, count=3)
+        await driver.probing_done.wait()
     assert rtts and new_endpoint.local_port != old_port
     server_side = server.connections_to(client.peer_id)
     assert len(server_side) == 1 and server_side[0].remote_addr[1] == new_endpoint.local_port
+    assert driver.path_changes == 1 and driver.quic.max_datagram_size > 1200  # probed again
 
 
 async def test_garbage_datagrams_are_dropped_and_service_continues(pair):
