@@ -139,7 +139,11 @@ class Host:
         endpoint = self._new_endpoint(make_udp_socket(family, driver.endpoint.local_host, 0), family)
         endpoint.listening = False
         self._add_endpoint(endpoint)
+        old = driver.endpoint
         driver.move_to(endpoint)
+        if not old.listening and old.connection_count == 0:
+            old.close()  # an ephemeral socket nothing uses any more
+            self._endpoints.remove(old)
         return endpoint
 
     def listen_addrs(self) -> list[str]:
