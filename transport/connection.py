@@ -214,6 +214,11 @@ class QuicStream:
         Also after the peer reset the stream: only closing it here frees its
         slot in the connection's stream limit.
         """
+        self.reset_now(error_code)
+        await trio.lowlevel.checkpoint()
+
+    def reset_now(self, error_code: int = STREAM_ERROR_RESET) -> None:
+        """:meth:`reset` without yielding, for callers that cannot await."""
         if not self._closed and not self._connection.closed:
             if not self._send_eof:
                 try:
@@ -223,7 +228,6 @@ class QuicStream:
             self._send_eof = True
             self._close_locally(stop_reading=not self._receive_eof, error_code=error_code)
         self._reset_error = self._reset_error or StreamReset("stream was reset locally")
-        await trio.lowlevel.checkpoint()
 
     def _close_locally(self, stop_reading: bool, error_code: int = STREAM_ERROR_RESET) -> None:
         self._closed = True
