@@ -267,11 +267,17 @@ class KademliaCore:
             if info.peer_id != self.local_peer:
                 self._bootstrap_peers[info.peer_id] = info
 
-    def peer_seen(self, peer: PeerId, addrs: tuple[bytes, ...], now: float, observed_addr: bytes | None = None) -> None:
-        """A connected peer advertises the DHT protocol (learned through identify)."""
-        if peer != self.local_peer:
-            observed = observed_addr if observed_addr is not None else (addrs[0] if addrs else None)
-            self._observe_server(peer, addrs, observed, now, may_check=False)
+    def peer_seen(self, peer: PeerId, addrs: tuple[bytes, ...], now: float, observed_addr: bytes | None) -> None:
+        """A connected peer advertises the DHT protocol (learned through identify).
+
+        ``observed_addr`` is where our connection to it comes from: its IP
+        prefix, never that of an address the peer advertises, is what the
+        table's per-prefix caps count (a sybil would advertise a private or
+        borrowed address to escape them). Without one (the connection is
+        gone) the peer is not added.
+        """
+        if peer != self.local_peer and observed_addr is not None:
+            self._observe_server(peer, addrs, observed_addr, now, may_check=False)
 
     def probe(self, peer: PeerId, addrs: tuple[bytes, ...], now: float) -> None:
         """Ask ``peer`` a FIND_NODE: if it answers, it serves the DHT and joins our table.

@@ -5,6 +5,7 @@ import time
 
 import pytest
 import trio
+from multiaddr import Multiaddr
 
 from dht_fakehost import FakeNetwork
 from hypermesh.dht import kad_pb2
@@ -200,6 +201,7 @@ async def test_peer_answering_ten_thousand_closer_peers_does_not_hurt(autojump_c
         network = FakeNetwork(nursery)
         services = await start_services(nursery, network, 8)
         liar = network.add_host(50)
+        liar.source_addr = "/ip4/30.0.0.1/udp/4001/quic-v1"  # a /24 with room in the honest table
 
         async def flood(stream):
             await BufferedReader(stream).read_frame(MAX_MESSAGE_SIZE)
@@ -210,7 +212,7 @@ async def test_peer_answering_ten_thousand_closer_peers_does_not_hurt(autojump_c
 
         liar.set_stream_handler(PROTOCOL_ID, flood)
         honest = services[5]
-        honest.core.peer_seen(liar.peer_id, (), honest.now())
+        honest.core.peer_seen(liar.peer_id, (), honest.now(), Multiaddr(liar.source_addr).to_bytes())
         honest.host.peerstore.add_addrs(liar.peer_id, [liar.addr])
         target = services[2].host.peer_id
         result = await honest.find_node(target.multihash)
@@ -355,7 +357,8 @@ async def test_a_request_that_timed_out_waiting_for_a_stream_is_never_sent(autoj
         now = asker.now()
         for staller in stallers:
             asker.host.peerstore.add_addrs(staller.host.peer_id, [staller.host.addr])
-            asker.core.peer_seen(staller.host.peer_id, asker._peer_addrs(staller.host.peer_id), now)
+            peer = staller.host.peer_id
+            asker.core.peer_seen(peer, asker._peer_addrs(peer), now, Multiaddr(staller.host.addr).to_bytes())
         # Both are queried at once; whichever gets the only stream holds it
         # until the query timeout, when the core has given up on both.
         await asker.find_node(Cid.for_string("anything").multihash)
