@@ -224,6 +224,29 @@ async def test_peer_answering_ten_thousand_closer_peers_does_not_hurt(autojump_c
         nursery.cancel_scope.cancel()
 
 
+async def test_answer_with_unknown_multiaddr_protocols_still_yields_its_providers(autojump_clock):
+    async with trio.open_nursery() as nursery:
+        network = FakeNetwork(nursery)
+        [asker] = await start_services(nursery, network, 1)
+        answerer, provider = network.add_host(1), network.add_host(2)
+        good = Multiaddr(provider.addr).to_bytes()
+        unknown_protocol = good + b"\xff\x7f\x00"  # a code newer than our multiaddr table
+
+        async def answer_with_odd_addresses(stream):
+            request = decode_message(await BufferedReader(stream).read_frame(MAX_MESSAGE_SIZE))
+            pb = kad_pb2.Message(type=kad_pb2.Message.GET_PROVIDERS, key=request.key)
+            pb.providerPeers.add(id=provider.peer_id.multihash, addrs=[unknown_protocol, good])
+            pb.closerPeers.add(id=network.add_host(3).peer_id.multihash, addrs=[unknown_protocol])
+            await write_frame(stream, pb.SerializeToString())
+
+        answerer.set_stream_handler(PROTOCOL_ID, answer_with_odd_addresses)
+        asker.host.peerstore.add_addrs(answerer.peer_id, [answerer.addr])
+        asker.core.peer_seen(answerer.peer_id, (), asker.now(), Multiaddr(answerer.addr).to_bytes())
+        result = await asker.get_providers(Cid.for_string("odd").multihash, wanted=1)
+        assert result.providers == [PeerInfo(provider.peer_id, (good,))]
+        nursery.cancel_scope.cancel()
+
+
 async def test_client_mode_asks_but_is_never_added(autojump_clock):
     async with trio.open_nursery() as nursery:
         network = FakeNetwork(nursery)
