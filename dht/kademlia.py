@@ -128,6 +128,9 @@ class _Purpose(enum.Enum):
     LOOKUP = 1
     FANOUT = 2
     LIVENESS = 3
+    # The best record sent to a peer that answered GET_VALUE with a stale one,
+    # after the operation has ended.
+    REPAIR = 4
 
 
 @dataclass(slots=True)
@@ -372,6 +375,7 @@ class KademliaCore:
         """The live operation a settled request belonged to; ends liveness checks."""
         if pending.purpose is _Purpose.LIVENESS:
             self._liveness_checks.discard(pending.peer)
+        if pending.op_id is None:  # liveness checks and repairs belong to none
             return None
         return self._ops.get(pending.op_id)
 
@@ -483,7 +487,14 @@ class KademliaCore:
             self._store_own_provider_records(placed, now)
             self.reprovider.batch_done(batch, placed, op.unplaced, now)
             self._start_provide_batches(now)
-        self._events.append(OperationFinished(op.result()))
+        result = op.result()
+        if isinstance(op, GetValueOperation):
+            repairs = op.repairs()
+            for peer, message in repairs:
+                self._send(peer, message, now, _Purpose.REPAIR, None, True)
+            result.repaired = len(repairs)
+            result.messages += len(repairs)
+        self._events.append(OperationFinished(result))
         if isinstance(op, (PutValueOperation, PutValueBatchOperation)) and op.batch_id is not None:
             self._put_batch_part_done(op.batch_id, op, now)
 

@@ -199,6 +199,16 @@ def decode_service_set(key: bytes, value: bytes, now: float) -> list[ServiceReco
     return list(records.values())
 
 
+def _entry_versions(value: bytes) -> dict[bytes, int]:
+    """Peer ID → sequence number of each entry of a set already validated
+    (no signature checks: comparing versions must stay cheap)."""
+    versions: dict[bytes, int] = {}
+    for entry in _parse(kad_pb2.ServiceRecordSet, value).entries:
+        body = _parse(kad_pb2.ServiceRecordBody, entry.body)
+        versions[body.peer_id] = max(body.seq, versions.get(body.peer_id, -1))
+    return versions
+
+
 def encode_service_set(signed_entries: list[bytes]) -> bytes:
     """A ServiceRecordSet value from serialized SignedServiceRecords."""
     entries = [_parse(kad_pb2.SignedServiceRecord, signed) for signed in signed_entries]
@@ -214,6 +224,9 @@ class Validator(Protocol):
 
     def expires_at(self, key: bytes, value: bytes, now: float) -> float:
         """When a stored value stops being served."""
+
+    def is_current(self, key: bytes, value: bytes, best: bytes) -> bool:
+        """Whether ``value`` (validated) holds all that ``best`` does: a peer serving it needs no update."""
 
 
 class PublicKeyValidator:
@@ -234,6 +247,9 @@ class PublicKeyValidator:
 
     def expires_at(self, key: bytes, value: bytes, now: float) -> float:
         return now + MAX_RECORD_AGE
+
+    def is_current(self, key: bytes, value: bytes, best: bytes) -> bool:
+        return value == best
 
 
 class ServiceRecordValidator:
@@ -275,6 +291,10 @@ class ServiceRecordValidator:
         records = decode_service_set(key, value, now)
         return float(max((r.expires_at for r in records), default=now))
 
+    def is_current(self, key: bytes, value: bytes, best: bytes) -> bool:
+        held = _entry_versions(value)
+        return all(held.get(peer, -1) >= seq for peer, seq in _entry_versions(best).items())
+
 
 class NamespacedValidator:
     """Dispatches on the key's namespace; unknown namespaces are refused."""
@@ -299,3 +319,6 @@ class NamespacedValidator:
 
     def expires_at(self, key: bytes, value: bytes, now: float) -> float:
         return self._for(key).expires_at(key, value, now)
+
+    def is_current(self, key: bytes, value: bytes, best: bytes) -> bool:
+        return self._for(key).is_current(key, value, best)
