@@ -12,7 +12,7 @@ from hypermesh.dht import kad_pb2
 from hypermesh.dht.discovery import RENEWAL_RETRY_DELAY, Discovery, ServiceOffer, open_discovery
 from hypermesh.dht.driver import MAX_REQUESTS_PER_STREAM, KademliaService, parse_peer_addr
 from hypermesh.dht.kademlia import KadConfig, Mode
-from hypermesh.dht.keys import Cid
+from hypermesh.dht.keys import Cid, kad_key, peer_key
 from hypermesh.dht.messages import (
     MAX_MESSAGE_SIZE,
     PROTOCOL_ID,
@@ -22,6 +22,7 @@ from hypermesh.dht.messages import (
     decode_message,
     encode_message,
 )
+from hypermesh.dht.records import service_key
 from hypermesh.dht.store import MemoryRecordStore
 from hypermesh.transport.errors import TransportError
 from hypermesh.transport.framing import BufferedReader, frame, write_frame
@@ -170,6 +171,48 @@ async def test_cache_entries_expire_with_their_records(autojump_clock):
         assert await asking.resolve_service("ephemeral")
         await trio.sleep(61)
         assert await asking.resolve_service("ephemeral") == []
+
+
+# How stale a resolution may be on a node that holds no copy of the set,
+# and how long "no such service" may be repeated from the cache.
+RESOLVE_STALENESS_BOUND = 10.0
+EMPTY_ANSWER_STALENESS_BOUND = 2.0
+
+
+def farthest_from(services, name):
+    """The service farthest from ``name``'s key: never one of the k closest that store its set."""
+    target = kad_key(service_key(name))
+    return max(services, key=lambda s: peer_key(s.host.peer_id) ^ target)
+
+
+def holds_copy(service, name) -> bool:
+    return service.store.get_value(service_key(name), service.now()) is not None
+
+
+async def test_node_without_a_copy_sees_a_new_instance_within_the_staleness_bound(autojump_clock):
+    async with dht_network(30) as (_, services):
+        first, second = discovery_on(services[1]), discovery_on(services[2])
+        asking = discovery_on(farthest_from(services, "relay"))
+        await first.register_service("relay", "/hm/relay/1", weight=1)
+        assert [r.weight for r in await asking.resolve_service("relay")] == [1]
+        await second.register_service("relay", "/hm/relay/1", weight=2)
+        assert not holds_copy(asking.service, "relay")  # so no PUT_VALUE told it
+        await trio.sleep(RESOLVE_STALENESS_BOUND)
+        assert [r.weight for r in await asking.resolve_service("relay")] == [2, 1]
+
+
+async def test_an_empty_answer_is_cached_only_briefly(autojump_clock):
+    async with dht_network(30) as (_, services):
+        offering = discovery_on(services[1])
+        asking = discovery_on(farthest_from(services, "late"))
+        assert await asking.resolve_service("late") == []
+        lookups = asking.service.core.stats.operations["get_value"]
+        assert await asking.resolve_service("late") == []  # at once: from the cache
+        assert asking.service.core.stats.operations["get_value"] == lookups
+        await offering.register_service("late", "/p")
+        assert not holds_copy(asking.service, "late")
+        await trio.sleep(EMPTY_ANSWER_STALENESS_BOUND)
+        assert [r.peer_id for r in await asking.resolve_service("late")] == [services[1].host.peer_id]
 
 
 async def test_server_resets_garbage_and_keeps_serving(autojump_clock):
