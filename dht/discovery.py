@@ -38,6 +38,7 @@ from .records import (
     ServiceRecord,
     decode_service_set,
     encode_service_set,
+    rank_service_instances,
     service_key,
     service_name_from_key,
     sign_service_record,
@@ -96,8 +97,10 @@ class Discovery:
         *,
         cache_ttl: float = DEFAULT_CACHE_TTL,
         negative_cache_ttl: float = DEFAULT_NEGATIVE_CACHE_TTL,
+        rng: random.Random | None = None,
     ):
         self.service = service
+        self._rng = rng or random.Random()
         self.identity = identity
         self.cache_ttl = cache_ttl
         self.negative_cache_ttl = negative_cache_ttl
@@ -210,7 +213,7 @@ class Discovery:
         return outcome
 
     async def resolve_service(self, name: str) -> list[ServiceRecord]:
-        """Live instances of ``name``, highest weight first."""
+        """Live instances of ``name`` in the order to try them (see rank_service_instances)."""
         now = self.service.now()
         cached = self._cache.get(name)
         if cached is not None and now < cached.valid_until:
@@ -218,7 +221,7 @@ class Discovery:
         result = await self.service.get_value(service_key(name))
         now = self.service.now()
         records = decode_service_set(service_key(name), result.value, now) if result.value else []
-        records.sort(key=lambda r: (-r.weight, r.peer_id.multihash))
+        records = rank_service_instances(records, self._rng)
         ttl = self.cache_ttl if records else self.negative_cache_ttl
         valid_until = min([now + ttl] + [float(r.expires_at) for r in records])
         self._cache[name] = _CachedResolution(records, valid_until)

@@ -15,6 +15,8 @@ sequence number) never replaces a newer one.
 
 from __future__ import annotations
 
+import itertools
+import random
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -24,6 +26,7 @@ from hypermesh.transport.identity import Identity, IdentityError, PeerId, verify
 
 from . import kad_pb2
 from .messages import DhtProtocolError, validate_multiaddr_bytes
+from .routing import ip_group
 
 PK_NAMESPACE = b"/pk/"
 SERVICE_NAMESPACE = b"/hm/service/"
@@ -47,10 +50,22 @@ MAX_SERVICE_ADDRS = 16
 MAX_SERVICE_WEIGHT = 65535
 # Entries kept per service name; when full, only peers already listed can update.
 MAX_SERVICE_INSTANCES = 64
+# Instances of one name a server admits from one IP prefix (/24, /48): keys
+# are free, prefixes are not (see ServiceRecordValidator).
+MAX_SERVICE_INSTANCES_PER_PREFIX = 4
 
 
 class RecordError(ValueError):
     """A record is invalid, expired, from the future, or older than the one we have."""
+
+
+@dataclass(frozen=True, slots=True)
+class PutOrigin:
+    """Who sent a PUT_VALUE: the peer, and the IP prefix we observed it on
+    (None for LAN and loopback addresses, which are exempt from prefix caps)."""
+
+    peer: PeerId
+    group: str | None
 
 
 def service_key(name: str) -> bytes:
@@ -219,8 +234,14 @@ class Validator(Protocol):
     def validate(self, key: bytes, value: bytes, now: float) -> None:
         """Raise RecordError unless ``value`` may be stored under ``key``."""
 
-    def merge(self, key: bytes, existing: bytes | None, incoming: bytes, now: float) -> bytes:
-        """The value to keep when ``incoming`` arrives; RecordError if it is older."""
+    def merge(
+        self, key: bytes, existing: bytes | None, incoming: bytes, now: float, origin: PutOrigin | None = None
+    ) -> bytes:
+        """The value to keep when ``incoming`` arrives; RecordError if it is older.
+
+        ``origin`` is the sender of a PUT_VALUE from the network (None: our
+        own record, or answers merged by a lookup).
+        """
 
     def expires_at(self, key: bytes, value: bytes, now: float) -> float:
         """When a stored value stops being served."""
@@ -241,7 +262,7 @@ class PublicKeyValidator:
         if not matches:
             raise RecordError("public key does not match the peer ID in the key")
 
-    def merge(self, key: bytes, existing: bytes | None, incoming: bytes, now: float) -> bytes:
+    def merge(self, key: bytes, existing: bytes | None, incoming: bytes, now: float, origin: PutOrigin | None = None) -> bytes:
         self.validate(key, incoming, now)
         return incoming
 
@@ -253,7 +274,16 @@ class PublicKeyValidator:
 
 
 class ServiceRecordValidator:
-    """``/hm/service/<name>`` → a set of signed service entries, merged per peer."""
+    """``/hm/service/<name>`` → a set of signed service entries, merged per peer.
+
+    Against name squatting (throwaway keys filling a name's 64 slots), a
+    server adds a new instance from a PUT_VALUE only when the PUT comes from
+    that instance's own peer, from an IP prefix one of its declared addresses
+    lies in, and fewer than MAX_SERVICE_INSTANCES_PER_PREFIX listed instances
+    declare that prefix. Listed instances may be updated by anyone (the
+    signature and sequence number suffice), so read repair still spreads
+    renewals; a new instance spreads only by its own PUT_VALUEs.
+    """
 
     def validate(self, key: bytes, value: bytes, now: float) -> None:
         self._verify_all(key, value, now)
@@ -269,7 +299,7 @@ class ServiceRecordValidator:
             raise RecordError("service record set is too large")
         return [verify_service_entry(entry.SerializeToString(), name, now) for entry in entries]
 
-    def merge(self, key: bytes, existing: bytes | None, incoming: bytes, now: float) -> bytes:
+    def merge(self, key: bytes, existing: bytes | None, incoming: bytes, now: float, origin: PutOrigin | None = None) -> bytes:
         incoming_records = self._verify_all(key, incoming, now)
         merged = {r.peer_id: r for r in decode_service_set(key, existing, now)} if existing else {}
         accepted = 0
@@ -279,12 +309,15 @@ class ServiceRecordValidator:
                 record.seq < current.seq or (record.seq == current.seq and record.signed != current.signed)
             ):
                 continue  # a replay or a conflicting entry at the same sequence number
-            if current is None and len(merged) >= MAX_SERVICE_INSTANCES:
+            if current is None and (
+                len(merged) >= MAX_SERVICE_INSTANCES
+                or (origin is not None and not _may_add_instance(record, origin, merged.values()))
+            ):
                 continue
             merged[record.peer_id] = record
             accepted += 1
         if not accepted:
-            raise RecordError("every entry is older than the one stored, or the service is full")
+            raise RecordError("every entry is older than the one stored, or the service has no room for it")
         return encode_service_set([r.signed for r in merged.values()])
 
     def expires_at(self, key: bytes, value: bytes, now: float) -> float:
@@ -294,6 +327,43 @@ class ServiceRecordValidator:
     def is_current(self, key: bytes, value: bytes, best: bytes) -> bool:
         held = _entry_versions(value)
         return all(held.get(peer, -1) >= seq for peer, seq in _entry_versions(best).items())
+
+
+def _declared_prefixes(record: ServiceRecord) -> set[str]:
+    return {group for group in (ip_group(a, exempt_private=False) for a in record.addrs) if group is not None}
+
+
+def _may_add_instance(record: ServiceRecord, origin: PutOrigin, listed) -> bool:
+    """Whether a server adds this new instance on the word of ``origin`` (see ServiceRecordValidator)."""
+    if record.peer_id != origin.peer:
+        return False
+    if origin.group is None:
+        return True
+    if origin.group not in _declared_prefixes(record):
+        return False
+    crowd = sum(1 for other in listed if origin.group in _declared_prefixes(other))
+    return crowd < MAX_SERVICE_INSTANCES_PER_PREFIX
+
+
+def home_prefix(record: ServiceRecord) -> str | None:
+    """The IP prefix of an instance's first address (None: no address, or not an IP)."""
+    return ip_group(record.addrs[0], exempt_private=False) if record.addrs else None
+
+
+def rank_service_instances(records: list[ServiceRecord], rng: random.Random) -> list[ServiceRecord]:
+    """Instances in the order to try them.
+
+    Weight is self-declared, so it ranks instances only within one IP prefix
+    (one operator's instances, as a rule): the prefixes take turns, in an
+    order drawn from ``rng``, so that no prefix can put all of its instances
+    ahead of the others by declaring weight 65535.
+    """
+    by_prefix: dict[str | None, list[ServiceRecord]] = {}
+    for record in sorted(records, key=lambda r: (-r.weight, r.peer_id.multihash)):
+        by_prefix.setdefault(home_prefix(record), []).append(record)
+    turns = list(by_prefix.values())
+    rng.shuffle(turns)
+    return [record for row in itertools.zip_longest(*turns) for record in row if record is not None]
 
 
 class NamespacedValidator:
@@ -314,8 +384,8 @@ class NamespacedValidator:
     def validate(self, key: bytes, value: bytes, now: float) -> None:
         self._for(key).validate(key, value, now)
 
-    def merge(self, key: bytes, existing: bytes | None, incoming: bytes, now: float) -> bytes:
-        return self._for(key).merge(key, existing, incoming, now)
+    def merge(self, key: bytes, existing: bytes | None, incoming: bytes, now: float, origin: PutOrigin | None = None) -> bytes:
+        return self._for(key).merge(key, existing, incoming, now, origin)
 
     def expires_at(self, key: bytes, value: bytes, now: float) -> float:
         return self._for(key).expires_at(key, value, now)
