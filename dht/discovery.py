@@ -11,10 +11,12 @@ under a millisecond) until the cache entry's TTL passes (10 s; 2 s for an
 answer that found no instance), an entry in it expires, this node
 re-registers the service, or a PUT_VALUE changes the set we serve for it.
 Most nodes hold no copy of a given name's set and see no such PUT_VALUE, so
-the short TTL is what bounds how stale their answers get. Our own registrations are re-signed with a new sequence
-number and re-published at half their lifetime; registrations that fall due
-together (or are registered together with :meth:`Discovery.register_services`)
-are published with one DHT lookup per keyspace region rather than one per
+the short TTL is what bounds how stale their answers get.
+
+Our own registrations are re-signed with a new sequence number and
+re-published at half their lifetime; registrations that fall due together
+(or are registered together with :meth:`Discovery.register_services`) are
+published with one DHT lookup per keyspace region rather than one per
 service.
 """
 

@@ -359,7 +359,10 @@ class KademliaCore:
         pending = self._requests.pop(request_id, None)
         if pending is None:
             return
-        self.routing.record_failure(pending.peer)
+        if pending.purpose is not _Purpose.REPAIR:
+            # A peer may refuse a repair by its own rules (a full service set,
+            # entries it admits only from their owners): no sign it is gone.
+            self.routing.record_failure(pending.peer)
         if not len(self.routing):
             self._next_maintenance = now  # lost every peer: re-bootstrap at once
         op = self._operation_of(pending)

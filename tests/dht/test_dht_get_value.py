@@ -42,7 +42,7 @@ def core_with_peers(count: int, seed: int = 3):
 def run_get_value(core, answers: dict[PeerId, bytes | None], max_steps: int = 1000):
     """Answer GET_VALUEs one by one with the peer's record (None: no record)
     until the operation ends; returns (result, peers whose answers it had,
-    PUT_VALUEs sent as (peer, value))."""
+    PUT_VALUE requests sent)."""
     op_id = core.get_value(KEY, NOW)
     queue: deque = deque()
     answered, puts, result = [], [], None
@@ -53,7 +53,7 @@ def run_get_value(core, answers: dict[PeerId, bytes | None], max_steps: int = 10
         request = queue.popleft()
         peer = request.peer.peer_id
         if request.message.type is MessageType.PUT_VALUE:
-            puts.append((peer, request.message.record.value))
+            puts.append(request)
         elif result is None:
             answered.append(peer)
             record = Record(KEY, answers[peer]) if answers[peer] is not None else None
@@ -90,10 +90,18 @@ def test_peers_that_answered_stale_or_invalid_records_are_sent_the_best():
     stale = {peers[0]: OLD, peers[1]: FORGED}
     answers = {peer: stale.get(peer, NEW) for peer in peers}
     result, queried, puts = run_get_value(core, answers)
-    assert set(puts) == {(peer, result.value) for peer in stale}
+    assert {(r.peer.peer_id, r.message.record.value) for r in puts} == {(peer, result.value) for peer in stale}
     assert result.repaired == 2
     # Peers that had the best record, or none at all, are left alone.
-    assert not [peer for peer, _ in puts if answers[peer] == NEW]
+    assert not [r for r in puts if answers[r.peer.peer_id] == NEW]
+
+
+def test_a_refused_repair_does_not_count_against_the_peer():
+    core, peers = core_with_peers(8)
+    result, _, puts = run_get_value(core, {peer: OLD if peer == peers[0] else NEW for peer in peers})
+    [repair] = puts
+    core.handle_failure(repair.request_id, NOW)  # e.g. its set is full: it resets the stream
+    assert core.routing.get(peers[0]).failures == 0
 
 
 def test_local_record_newer_than_every_answer_wins_and_is_spread():
@@ -101,4 +109,4 @@ def test_local_record_newer_than_every_answer_wins_and_is_spread():
     core.store.put_value(KEY, NEW, NOW + 3600, NOW)
     result, queried, puts = run_get_value(core, {peer: OLD for peer in peers})
     assert result.value == NEW
-    assert [p for p, _ in puts] and set(p for p, _ in puts) == set(queried) == set(peers)
+    assert {r.peer.peer_id for r in puts} == set(queried) == set(peers)
