@@ -278,11 +278,13 @@ class ServiceRecordValidator:
 
     Against name squatting (throwaway keys filling a name's 64 slots), a
     server adds a new instance from a PUT_VALUE only when the PUT comes from
-    that instance's own peer, from an IP prefix one of its declared addresses
-    lies in, and fewer than MAX_SERVICE_INSTANCES_PER_PREFIX listed instances
-    declare that prefix. Listed instances may be updated by anyone (the
-    signature and sequence number suffice), so read repair still spreads
-    renewals; a new instance spreads only by its own PUT_VALUEs.
+    that instance's own peer, from its home prefix (that of its first IP
+    address), and fewer than MAX_SERVICE_INSTANCES_PER_PREFIX listed
+    instances share that home. The home, not every declared address, is
+    what counts: an entry that merely names another operator's prefix uses
+    none of that prefix's room. Listed instances may be updated by anyone
+    (the signature and sequence number suffice), so read repair still
+    spreads renewals; a new instance spreads only by its own PUT_VALUEs.
     """
 
     def validate(self, key: bytes, value: bytes, now: float) -> None:
@@ -329,8 +331,9 @@ class ServiceRecordValidator:
         return all(held.get(peer, -1) >= seq for peer, seq in _entry_versions(best).items())
 
 
-def _declared_prefixes(record: ServiceRecord) -> set[str]:
-    return {group for group in (ip_group(a, exempt_private=False) for a in record.addrs) if group is not None}
+def home_prefix(record: ServiceRecord) -> str | None:
+    """The IP prefix (/24, /48) of an instance's first IP address (None: it declares none)."""
+    return next((g for g in (ip_group(a, exempt_private=False) for a in record.addrs) if g is not None), None)
 
 
 def _may_add_instance(record: ServiceRecord, origin: PutOrigin, listed) -> bool:
@@ -339,24 +342,19 @@ def _may_add_instance(record: ServiceRecord, origin: PutOrigin, listed) -> bool:
         return False
     if origin.group is None:
         return True
-    if origin.group not in _declared_prefixes(record):
+    if home_prefix(record) != origin.group:
         return False
-    crowd = sum(1 for other in listed if origin.group in _declared_prefixes(other))
+    crowd = sum(1 for other in listed if home_prefix(other) == origin.group)
     return crowd < MAX_SERVICE_INSTANCES_PER_PREFIX
-
-
-def home_prefix(record: ServiceRecord) -> str | None:
-    """The IP prefix of an instance's first address (None: no address, or not an IP)."""
-    return ip_group(record.addrs[0], exempt_private=False) if record.addrs else None
 
 
 def rank_service_instances(records: list[ServiceRecord], rng: random.Random) -> list[ServiceRecord]:
     """Instances in the order to try them.
 
-    Weight is self-declared, so it ranks instances only within one IP prefix
-    (one operator's instances, as a rule): the prefixes take turns, in an
-    order drawn from ``rng``, so that no prefix can put all of its instances
-    ahead of the others by declaring weight 65535.
+    Weight is self-declared, so it ranks instances only within one home
+    prefix (one operator's instances, as a rule): the prefixes take turns,
+    in an order drawn from ``rng``, so that no prefix can put all of its
+    instances ahead of the others by declaring weight 65535.
     """
     by_prefix: dict[str | None, list[ServiceRecord]] = {}
     for record in sorted(records, key=lambda r: (-r.weight, r.peer_id.multihash)):

@@ -33,8 +33,9 @@ def addr(ip: str) -> bytes:
     return Multiaddr(f"/ip4/{ip}/udp/4001/quic-v1").to_bytes()
 
 
-def entry(identity: Identity, ip: str, weight: int = 1, seq: int = 1) -> bytes:
-    return sign_service_record(identity, "relay", "/hm/relay/1", [addr(ip)], weight=weight, seq=seq, now=NOW)
+def entry(identity: Identity, ip: str, weight: int = 1, seq: int = 1, also: tuple[str, ...] = ()) -> bytes:
+    addrs = [addr(ip)] + [addr(other) for other in also]
+    return sign_service_record(identity, "relay", "/hm/relay/1", addrs, weight=weight, seq=seq, now=NOW)
 
 
 def put(core: KademliaCore, sender: Identity, observed_ip: str, *entries: bytes) -> bool:
@@ -80,6 +81,17 @@ def test_a_new_instance_is_admitted_only_on_its_own_word_from_a_prefix_it_declar
     assert put(core, alice, "46.0.0.1", entry(alice, "46.0.0.1"))
     # Once listed, an instance's renewal spreads through anyone (read repair).
     assert put(core, bob, "46.1.0.1", entry(alice, "46.0.0.1", seq=2))
+
+
+def test_naming_another_operators_prefix_uses_none_of_its_room():
+    core = server()
+    for i, squatter in enumerate(SQUATTERS[:MAX_SERVICE_INSTANCES_PER_PREFIX]):
+        ip = f"{SQUATTER_PREFIX}.{i + 1}"
+        assert put(core, squatter, ip, entry(squatter, ip, also=("46.0.0.1",)))  # home: the squatter's prefix
+    squatter = SQUATTERS[-1]
+    assert not put(core, squatter, f"{SQUATTER_PREFIX}.99", entry(squatter, "46.0.0.99", also=(f"{SQUATTER_PREFIX}.99",)))
+    for i, real in enumerate(REAL):
+        assert put(core, real, f"46.0.0.{i + 1}", entry(real, f"46.0.0.{i + 1}"))
 
 
 def test_ranking_lets_no_prefix_take_the_top_by_declaring_high_weight():
