@@ -22,8 +22,6 @@ import logging
 import random
 from dataclasses import dataclass, field
 
-from prometheus_client import Gauge
-
 from hypermesh.transport.identity import PeerId
 
 from .keys import (
@@ -37,6 +35,7 @@ from .keys import (
 )
 from .lookup import Lookup, LookupConfig
 from .messages import DhtProtocolError, KadMessage, MessageType, PeerInfo
+from .metrics import DhtMetrics
 from .operations import (
     GetProvidersOperation,
     GetValueOperation,
@@ -54,8 +53,6 @@ from .routing import ObserveResult, RoutingConfig, RoutingTable, ip_group
 from .server import CoreStats, RecordChanged, Requester, RequestServer  # noqa: F401 (RecordChanged is re-exported for the driver)
 
 log = logging.getLogger(__name__)
-
-ROUTING_TABLE_PEERS = Gauge("hypermesh_dht_routing_table_peers", "Peers in the DHT routing table")
 
 
 FIRST_SWEEP_DELAY = 30.0
@@ -179,8 +176,10 @@ class KademliaCore:
         mode: Mode = Mode.SERVER,
         validator: Validator | None = None,
         local_addrs: tuple[bytes, ...] = (),
+        metrics: DhtMetrics | None = None,
     ):
         self.local_peer = local_peer
+        self.metrics = metrics or DhtMetrics()
         self.local_key = peer_key(local_peer)
         self.local_addrs = local_addrs
         self.store = store
@@ -195,6 +194,7 @@ class KademliaCore:
             republish_interval=config.republish_interval,
             record_ttl=config.provider_ttl,
             add_provider_limit=config.add_provider_limit,
+            metrics=self.metrics,
             max_parallel_batches=config.max_parallel_provide_batches,
             confirm_probes=config.provide_confirm_probes,
             first_publish_grace=config.first_publish_grace,
@@ -202,7 +202,9 @@ class KademliaCore:
         )
         self.stats = CoreStats()
         self._events: list = []
-        self.server = RequestServer(self.routing, store, self.validator, config, self.stats, self._events.append)
+        self.server = RequestServer(
+            self.routing, store, self.validator, config, self.stats, self.metrics, self._events.append
+        )
         self._ids = itertools.count(1)
         self._outbound: list[OutboundRequest] = []
         self._requests: dict[int, _Pending] = {}
@@ -707,7 +709,7 @@ class KademliaCore:
     # --------------------------------------------------------- maintenance
 
     def _maintain(self, now: float) -> None:
-        ROUTING_TABLE_PEERS.set(len(self.routing))
+        self.metrics.routing_table_peers.set(len(self.routing))
         if not len(self.routing) and self._bootstrap_op is None and now >= self._next_bootstrap:
             if self._bootstrap_peers:
                 self.bootstrap(now)

@@ -34,36 +34,14 @@ import math
 from collections import Counter, deque
 from dataclasses import dataclass, field
 
-import prometheus_client
-
 from hypermesh.transport.identity import PeerId
 
 from .keys import KEY_BITS, kad_key
 from .messages import PeerInfo
+from .metrics import DhtMetrics
 from .ratelimit import RateLimit, TokenBuckets
 
 log = logging.getLogger(__name__)
-
-REPROVIDED_RECORDS = prometheus_client.Counter(
-    "hypermesh_dht_reprovide_records_total", "Provider records republished (keys, not messages)"
-)
-REPROVIDE_LOOKUPS = prometheus_client.Counter("hypermesh_dht_reprovide_lookups_total", "Region lookups run by the reprovider")
-OVERDUE_KEYS = prometheus_client.Gauge(
-    "hypermesh_dht_reprovide_overdue_keys",
-    "Provided keys not republished within the provider record lifetime (their records may have expired)",
-)
-REPROVIDE_LAG = prometheus_client.Gauge(
-    "hypermesh_dht_reprovide_lag_seconds",
-    "How far the oldest pending republish is past its due time",
-)
-UNCONFIRMED_KEYS = prometheus_client.Gauge(
-    "hypermesh_dht_provide_unconfirmed_keys",
-    "Provided keys whose last publication was not confirmed by the peers it was sent to",
-)
-UNCONFIRMED_RECORDS = prometheus_client.Counter(
-    "hypermesh_dht_provide_unconfirmed_total", "Provider records sent but not confirmed (keys, not messages)"
-)
-
 
 def group_by_region(keys: list[bytes], network_size: int, k: int) -> list[tuple[bytes, tuple[bytes, ...]]]:
     """Group keys by keyspace prefix so each region holds ~k/2 peers.
@@ -197,6 +175,7 @@ class Reprovider:
         republish_interval: float,
         record_ttl: float,
         add_provider_limit: RateLimit,
+        metrics: DhtMetrics,
         max_parallel_batches: int = 4,
         coalesce_delay: float = 1.0,
         confirm_probes: int = 6,
@@ -218,6 +197,7 @@ class Reprovider:
         self.first_publish_grace = first_publish_grace
         self.unconfirmed_retry_delay = unconfirmed_retry_delay
         self.pacer = ProviderPacer(add_provider_limit)
+        self.metrics = metrics
         self._queue: list[ProvideBatch] = []
         self._in_progress: set[bytes] = set()
         self._running = 0
@@ -292,7 +272,7 @@ class Reprovider:
         while self._queue and self._running < self.max_parallel_batches:
             started.append(self._queue.pop(0))
             self._running += 1
-            REPROVIDE_LOOKUPS.inc()
+            self.metrics.reprovide_lookups.inc()
         return started
 
     def lookup_done(self, publication: int, batch: ProvideBatch, assignments: list[tuple[PeerInfo, bytes]],
@@ -379,15 +359,15 @@ class Reprovider:
         self._in_progress.difference_update(keys)
         if confirmed:
             self.store.mark_published(list(keys), now)
-            REPROVIDED_RECORDS.inc(len(keys))
+            self.metrics.reprovided_records.inc(len(keys))
             self.unconfirmed.difference_update(keys)
             for key in keys:
                 self._waiting_since.pop(key, None)
             self._settled.append(Settled(publication, keys, ()))
             return
         self.unconfirmed.update(keys)
-        UNCONFIRMED_KEYS.set(len(self.unconfirmed))
-        UNCONFIRMED_RECORDS.inc(len(keys))
+        self.metrics.unconfirmed_keys.set(len(self.unconfirmed))
+        self.metrics.unconfirmed_records.inc(len(keys))
         log.warning(
             "%d provider records were sent but not confirmed (probes: %d held our record, %d did not, "
             "%d gave no answer); they are not marked published and are sent again in %.0f s",
@@ -399,7 +379,7 @@ class Reprovider:
     def take_settled(self) -> list[Settled]:
         settled, self._settled = self._settled, []
         if settled:
-            UNCONFIRMED_KEYS.set(len(self.unconfirmed))
+            self.metrics.unconfirmed_keys.set(len(self.unconfirmed))
         return settled
 
     def idle(self) -> bool:
@@ -421,9 +401,9 @@ class Reprovider:
             if p == 0 and now - self._waiting_since.setdefault(key, now) >= self.first_publish_grace:
                 never += 1
         overdue = expired + never
-        OVERDUE_KEYS.set(overdue)
+        self.metrics.overdue_keys.set(overdue)
         oldest = min(published, default=now)
-        REPROVIDE_LAG.set(max(0.0, now - oldest - self.republish_interval))
+        self.metrics.reprovide_lag.set(max(0.0, now - oldest - self.republish_interval))
         if overdue and overdue != self._warned_overdue:
             log.warning(
                 "reprovide is falling behind: %d of %d provided keys cannot be found through the DHT "

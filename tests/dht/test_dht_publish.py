@@ -55,6 +55,23 @@ def test_records_the_receivers_drop_are_not_marked_published_and_are_reported(ca
     published = publisher.core.store.local_provides()
     assert not [key for key in keys if published[key] > 0]
     assert "not confirmed" in caplog.text
+    assert publisher.core.metrics.value("hypermesh_dht_provide_unconfirmed_keys") == len(keys)
     sim.run_until(sim.now + 3600.0)
     # Never published counts as overdue: nobody can find these records.
     assert publisher.core.reprovider.report_overdue(sim.now) == len(keys)
+
+
+def test_nodes_sharing_a_process_report_their_own_metrics():
+    sim = build_network(23, 40, kad=dataclasses.replace(SIM_KAD_CONFIG, first_publish_grace=600.0))
+    dropping, honest = sim.nodes[1:20], sim.nodes[20:]
+    sim.make_adversarial(dropping + honest[1:])  # so that alice's records are lost; bob provides nothing
+    alice, bob = sim.nodes[0], honest[0]
+    provide_and_settle(sim, alice, [Cid.for_string(f"alice-{i}").multihash for i in range(30)])
+    sim.run_until(sim.now + 3600.0)
+    for node in (alice, bob):
+        node.core.reprovider.report_overdue(sim.now)
+    assert alice.core.metrics.value("hypermesh_dht_provide_unconfirmed_keys") == 30
+    assert alice.core.metrics.value("hypermesh_dht_reprovide_overdue_keys") == 30
+    assert bob.core.metrics.value("hypermesh_dht_provide_unconfirmed_keys") == 0
+    assert bob.core.metrics.value("hypermesh_dht_reprovide_overdue_keys") == 0
+    assert alice.core.metrics.registry is not bob.core.metrics.registry
