@@ -73,14 +73,28 @@ async def open_node(
                 runtime.close()
 
 
-def start_metrics_server(addr: str) -> None:
-    """Serve Prometheus metrics on ``HOST:PORT`` (``[::1]:9100`` for IPv6)."""
-    from prometheus_client import start_http_server
+class _Registries:
+    """Several Prometheus registries served as one."""
+
+    def __init__(self, *registries):
+        self._registries = registries
+
+    def collect(self):
+        for registry in self._registries:
+            yield from registry.collect()
+
+
+def start_metrics_server(addr: str, node: Node) -> None:
+    """Serve Prometheus metrics on ``HOST:PORT`` (``[::1]:9100`` for IPv6).
+
+    The transport's metrics are process-wide; the DHT's are the node's own.
+    """
+    from prometheus_client import REGISTRY, start_http_server
 
     host, _, port = addr.rpartition(":")
     host = host.strip("[]") or "::"
     try:
-        start_http_server(int(port), addr=host)
+        start_http_server(int(port), addr=host, registry=_Registries(REGISTRY, node.discovery.service.metrics.registry))
     except (ValueError, OSError) as exc:
         raise TransportError(f"cannot serve metrics on {addr}: {exc}") from None
 
@@ -104,13 +118,13 @@ async def run_node(args) -> int:
     identity, created = init_identity(args.data_dir)
     if created:
         log.warning("created a new identity %s in %s", identity.peer_id, args.data_dir)
-    if args.metrics:
-        start_metrics_server(args.metrics)
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with open_node(
             identity, args.data_dir, args.listen or DEFAULT_LISTEN, args.bootstrap,
             host_config=HostConfig(connection_manager=args.connection_limits),
         ) as node:
+            if args.metrics:
+                start_metrics_server(args.metrics, node)
             control_server = ControlServer(args.data_dir)
             operations.register_all(control_server, node)
             await node.host.start(control_server.serve)
