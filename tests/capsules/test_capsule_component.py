@@ -12,6 +12,7 @@ import pytest
 from capsule_testkit import BUILDER
 from hypermesh.capsules.build import build_capsule, world_wit
 from hypermesh.capsules.errors import CallError, LinkError
+from hypermesh.capsules.kvstore import kv_namespace
 from hypermesh.capsules.lifecycle import State
 from hypermesh.capsules.receipt import sign_capsule
 from hypermesh.capsules.sandbox import HEX_THRESHOLD
@@ -33,9 +34,9 @@ def test_python_guest_handles_calls(runtime, hello):
     assert abs(now - time.time() * 1000) < 60_000
 
 
-def test_python_guest_kv_is_persistent_per_name(runtime, hello):
+def test_python_guest_kv_is_persistent_per_signer_and_name(runtime, hello):
     assert [runtime.call("examples.hello-python", "handle", b"count").output for _ in range(3)] == [b"1", b"2", b"3"]
-    assert runtime.kv.get("examples.hello-python", b"count") == b"3"
+    assert runtime.kv.get(kv_namespace(BUILDER.peer_id, "examples.hello-python"), b"count") == b"3"
 
 
 @pytest.mark.parametrize("size", [HEX_THRESHOLD - 1, HEX_THRESHOLD, 1 << 20])
