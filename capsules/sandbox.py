@@ -40,6 +40,14 @@ HEX_ENTRY = "handle-hex"
 # hex strings cross the C API with one copy, list<u8> one value per byte.
 HEX_THRESHOLD = 16 * 1024
 MAX_INPUT_BYTES = 64 * 1024 * 1024
+# wasmtime limits each linear memory and each table on its own; counting them
+# makes the per-memory and per-table limits a limit on the whole store.
+MAX_MEMORIES = 1
+# componentize-py guests use two tables (5,676 elements in the main one).
+MAX_TABLES = 4
+TABLE_ELEMENT_BYTES = 8
+# All tables together get at most this fraction of the memory budget.
+TABLE_SHARE = 4
 _U32 = 0xFFFFFFFF
 
 
@@ -47,6 +55,11 @@ _U32 = 0xFFFFFFFF
 class CallOutcome:
     output: bytes
     fuel_used: int
+
+
+def table_element_limit(memory_bytes: int) -> int:
+    """Elements per table: all ``MAX_TABLES`` tables together hold at most ``memory_bytes / TABLE_SHARE`` bytes."""
+    return memory_bytes // TABLE_SHARE // TABLE_ELEMENT_BYTES // MAX_TABLES
 
 
 def _first_line(error: BaseException) -> str:
@@ -72,6 +85,12 @@ def classify_failure(error: Exception, resources: Resources, label: str, fault: 
         return CallError("fuel", f"{label} ran out of fuel ({resources.fuel} units)")
     if code == wasmtime.TrapCode.INTERRUPT or "interrupt" in text:
         return CallError("timeout", f"{label} exceeded its {resources.timeout_ms} ms deadline")
+    if "count too high" in text:
+        return CallError("memory", f"{label} creates more than one linear memory or {MAX_TABLES} tables; a capsule has "
+                                   f"one linear memory and at most {MAX_TABLES} tables: {_first_line(error)}")
+    if "table" in text and ("limit" in text or "minimum" in text or "exceeds" in text):
+        return CallError("memory", f"{label} needs a table larger than its {table_element_limit(resources.memory_bytes)} elements "
+                                   f"(a quarter of its {resources.memory_bytes}-byte memory limit): {_first_line(error)}")
     if "memory" in text and ("limit" in text or "minimum" in text or "exceeds" in text):
         return CallError("memory", f"{label} needs more than its {resources.memory_bytes}-byte memory limit: {_first_line(error)}")
     return CallError("trap", f"{label} trapped: {_first_line(error)}")
@@ -92,7 +111,8 @@ class _Sandbox:
         """A store with the capsule's limits, set before any guest code runs."""
         store = wasmtime.Store(self.engine.engine)
         self._prepare_store(store)
-        store.set_limits(memory_size=self.resources.memory_bytes)
+        store.set_limits(memory_size=self.resources.memory_bytes, memories=MAX_MEMORIES, tables=MAX_TABLES,
+                         table_elements=table_element_limit(self.resources.memory_bytes))
         store.set_fuel(self.resources.fuel)
         store.set_epoch_deadline(self.engine.deadline_ticks(self.resources.timeout_ms))
         return store
