@@ -302,6 +302,26 @@ class CoreSandbox(_Sandbox):
 
 
 _HYPERMESH_IMPORT = re.compile(rf"^{re.escape(WIT_PACKAGE)}/([a-z-]+)@")
+_WASI_IMPORT = re.compile(r"^(wasi:[a-z-]+/[a-z-]+)@0\.2\.[0-9]+$")
+# The WASI 0.2 interfaces the linker provides (add_wasip2 with an empty
+# WasiConfig), and the capability each needs: the clocks and entropy only
+# when the manifest declares them.
+WASI_INTERFACES: dict[str, str | None] = {
+    **{f"wasi:io/{name}": None for name in ("poll", "error", "streams")},
+    **{f"wasi:clocks/{name}": "clock" for name in ("monotonic-clock", "wall-clock")},
+    **{f"wasi:random/{name}": "random" for name in ("random", "insecure", "insecure-seed")},
+    **{f"wasi:cli/{name}": None for name in ("stdout", "stderr", "stdin", "environment", "exit", "terminal-input",
+                                              "terminal-output", "terminal-stdin", "terminal-stdout", "terminal-stderr")},
+    **{f"wasi:filesystem/{name}": None for name in ("types", "preopens")},
+    **{f"wasi:sockets/{name}": None for name in ("network", "instance-network", "udp", "udp-create-socket", "tcp",
+                                                  "tcp-create-socket", "ip-name-lookup")},
+}
+
+
+def _whole_error(error: BaseException) -> str:
+    """A wasmtime error and its causes on one line (a link error's cause names the function)."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip() and line.strip() != "Caused by:"]
+    return ": ".join(re.sub(r"^[0-9]+: ", "", line) for line in lines)
 
 
 class ComponentSandbox(_Sandbox):
@@ -326,12 +346,14 @@ class ComponentSandbox(_Sandbox):
                 with root.add_instance(wit_interface(capability)) as instance:
                     for name, func in self._host_functions(capability).items():
                         instance.add_func(name, func)
+        self._check_linking()
         self.handle_index = self.component.get_export_index(COMPONENT_ENTRY)
         self.hex_index = self.component.get_export_index(HEX_ENTRY) if self.has_hex_entry else None
 
     def _check_imports(self, imports: dict) -> None:
         for name in imports:
             if name.startswith("wasi:"):
+                self._check_wasi_import(name)
                 continue
             match = _HYPERMESH_IMPORT.match(name)
             if match is None:
@@ -341,6 +363,28 @@ class ComponentSandbox(_Sandbox):
                 raise LinkError(f"{self.label} imports {name}, which is not a host interface")
             if capability not in self.manifest.requires:
                 raise LinkError(f"{self.label} imports {name}, which needs capability {capability!r} that its manifest does not require")
+
+    def _check_wasi_import(self, name: str) -> None:
+        match = _WASI_IMPORT.match(name)
+        if match is None or match.group(1) not in WASI_INTERFACES:
+            raise LinkError(f"{self.label} imports {name}, which this runtime does not provide "
+                            f"(it provides WASI 0.2: {', '.join(sorted({i.split('/')[0] for i in WASI_INTERFACES}))})")
+        capability = WASI_INTERFACES[match.group(1)]
+        if capability is not None and capability not in self.manifest.requires:
+            raise LinkError(f"{self.label} imports {name}, which needs capability {capability!r} that its manifest does not require")
+
+    def _check_linking(self) -> None:
+        """Instantiate once in a store with the capsule's limits: every import is matched, function by function.
+
+        The names were checked above; this catches a function or type the
+        linker lacks, which would otherwise fail every call. Other
+        instantiation failures (a limit) are left to the call, which reports them.
+        """
+        try:
+            self.linker.instantiate(self.new_store(), self.component)
+        except (wasmtime.Trap, wasmtime.WasmtimeError) as exc:
+            if "matching implementation was not found" in str(exc):
+                raise LinkError(f"{self.label} does not link: {_whole_error(exc)}") from None
 
     def _host_functions(self, capability: str) -> dict[str, Callable]:
         host = self.host

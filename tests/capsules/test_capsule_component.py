@@ -88,10 +88,10 @@ def test_component_memory_limit(runtime, python_capsule, tmp_path):
 
 
 def test_component_importing_an_ungranted_interface_is_refused(runtime, python_capsule, tmp_path):
-    # The guest imports log, kv and clock; a manifest that drops kv must not link.
+    # The guest imports log, kv, clock and random; a manifest that drops kv must not link.
     directory = shutil.copytree(python_capsule, tmp_path / "nokv", ignore=shutil.ignore_patterns("src"))
     manifest = json.loads((directory / "manifest.json").read_text())
-    manifest["capabilities"]["requires"] = ["log", "clock"]
+    manifest["capabilities"]["requires"] = ["log", "clock", "random"]
     (directory / "manifest.json").write_text(json.dumps(manifest))
     sign_capsule(directory, BUILDER)
     capsule = runtime.install(directory)
