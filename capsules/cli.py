@@ -104,6 +104,9 @@ def _resolve(data_dir: Path, target: str) -> Path:
     if is_cid(target):
         stored = data_dir / "capsules" / "store" / target
         if not stored.is_dir():
+            kept = data_dir / "capsules" / "quarantine" / target
+            if kept.is_dir():
+                raise CapsuleError(f"capsule {target} is quarantined; why: {kept / 'diagnostics.json'}")
             raise CapsuleError(f"capsule {target} is not installed in {data_dir}")
         return stored
     path = Path(target)

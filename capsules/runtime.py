@@ -93,7 +93,11 @@ class CapsuleRuntime:
         return self._store.install(directory)
 
     def install_stored(self) -> list[Capsule]:
-        """Re-admit every capsule in the store (after a restart); tampered ones are quarantined."""
+        """Re-admit every capsule in the store (after a restart); tampered ones are quarantined.
+
+        Capsules quarantined before the restart are known again as quarantined.
+        """
+        self._quarantine.restore()
         return self._store.install_stored()
 
     def get(self, cid: str) -> Capsule:
@@ -119,9 +123,7 @@ class CapsuleRuntime:
         try:
             sandbox = build_sandbox(self.engine, code, capsule.manifest, capsule.resources, host)
         except LinkError as exc:
-            with lock:
-                capsule.diagnostics = (Diagnostic("link_error", str(exc), capsule.manifest.impl),)
-                capsule.lifecycle.transition(State.QUARANTINED, str(exc))
+            self._quarantine.take(capsule, Diagnostic("link_error", str(exc), capsule.manifest.impl))
             raise
         validators = schema_validators(capsule.manifest)
         with lock:
