@@ -14,6 +14,7 @@ registry's one lock, which is never held while guest code runs.
 
 from __future__ import annotations
 
+import functools
 import logging
 from pathlib import Path
 
@@ -58,7 +59,7 @@ class CapsuleRuntime:
         self._quarantine = Quarantine(root / "quarantine", self._registry, self.bus)
         self._store = CapsuleStore(root / "store", self._registry, self._quarantine, lambda: self.policy, self.bus)
         self._swapper = HotSwapper(self._registry, self.bus, self.load, self.activate, self.unload)
-        self._calls = CallRouter(self._registry, self.identity, self._swapper)
+        self._calls = CallRouter(self._registry, self.identity, self._swapper, lambda: self.policy)
         self.store_dir = self._store.directory
         self.quarantine_dir = self._quarantine.directory
 
@@ -118,7 +119,7 @@ class CapsuleRuntime:
             if capsule.state not in (State.VERIFIED, State.UNLOADED):
                 raise LifecycleError(f"capsule {capsule.name} {cid} is {capsule.state.value}; only verified or unloaded capsules load")
         host = HostServices(kv_namespace(capsule.signer, capsule.manifest.name), f"{capsule.manifest.label} {cid[-8:]}", self.kv,
-                            self._calls.invoke, logging.getLogger(f"hypermesh.capsules.{capsule.manifest.name}"))
+                            functools.partial(self._calls.invoke, capsule), logging.getLogger(f"hypermesh.capsules.{capsule.manifest.name}"))
         code = capsule.code if capsule.code is not None else (capsule.directory / capsule.manifest.impl).read_bytes()
         try:
             sandbox = build_sandbox(self.engine, code, capsule.manifest, capsule.resources, host)
