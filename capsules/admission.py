@@ -179,12 +179,18 @@ def admit(directory: Path, policy: TrustPolicy) -> AdmissionResult:
                                      MANIFEST_FILE, f"a subset of {sorted(granted)}", str(sorted(manifest.requires))),
                           cid=cid, manifest=manifest)
 
-    code = contents.get(manifest.impl)
+    problem = code_problem(manifest, contents.get(manifest.impl))
+    if problem is not None:
+        return quarantine(problem, cid=cid, manifest=manifest)
+    return Verified(directory, cid, manifest, receipt, contents[manifest.impl])
+
+
+def code_problem(manifest: Manifest, code: bytes | None) -> Diagnostic | None:
+    """Why ``code`` cannot be the manifest's ``impl`` (absent, or WebAssembly of the wrong kind), or None."""
     if code is None:
-        return quarantine(Diagnostic("missing_file", f"manifest impl {manifest.impl} is not in the capsule", manifest.impl,
-                                     "present", "absent"), cid=cid, manifest=manifest)
+        return Diagnostic("missing_file", f"manifest impl {manifest.impl} is not in the capsule", manifest.impl, "present", "absent")
     expected_version = WASM_COMPONENT_VERSION if manifest.kind == KIND_COMPONENT else WASM_CORE_VERSION
     if code[:4] != WASM_MAGIC or code[4:8] != expected_version:
-        return quarantine(Diagnostic("wrong_code_kind", f"{manifest.impl} is not a WebAssembly {manifest.kind}", manifest.impl,
-                                     (WASM_MAGIC + expected_version).hex(), code[:8].hex()), cid=cid, manifest=manifest)
-    return Verified(directory, cid, manifest, receipt, code)
+        return Diagnostic("wrong_code_kind", f"{manifest.impl} is not a WebAssembly {manifest.kind}", manifest.impl,
+                          (WASM_MAGIC + expected_version).hex(), code[:8].hex())
+    return None

@@ -20,7 +20,8 @@ from pathlib import Path
 
 from hypermesh.transport.identity import Identity, init_identity
 
-from .admission import Diagnostic
+from . import preflight
+from .admission import AdmissionResult, Diagnostic
 from .calls import CallRouter, schema_validators
 from .engine import CapsuleEngine
 from .errors import LifecycleError, LinkError
@@ -100,6 +101,10 @@ class CapsuleRuntime:
         """
         self._quarantine.restore()
         return self._store.install_stored()
+
+    def preflight(self, directory: Path) -> AdmissionResult:
+        """Admit, compile and link ``directory`` without installing it (for publishing)."""
+        return preflight.verify(Path(directory), self.policy, self.engine)
 
     def get(self, cid: str) -> Capsule:
         return self._registry.get(cid)
