@@ -18,6 +18,8 @@ import functools
 import logging
 from pathlib import Path
 
+import trio
+
 from hypermesh.transport.identity import Identity, init_identity
 
 from . import preflight
@@ -118,37 +120,60 @@ class CapsuleRuntime:
     # -- lifecycle ---------------------------------------------------------
 
     def load(self, cid: str) -> Capsule:
+        """Compile and link a verified (or unloaded) capsule."""
         capsule = self.get(cid)
-        lock = self._registry.lock
-        with lock:
+        with self._registry.lock:
             if capsule.state not in (State.VERIFIED, State.UNLOADED):
                 raise LifecycleError(f"capsule {capsule.name} {cid} is {capsule.state.value}; only verified or unloaded capsules load")
-        host = HostServices(kv_namespace(capsule.signer, capsule.manifest.name), f"{capsule.manifest.label} {cid[-8:]}", self.kv,
-                            functools.partial(self._calls.invoke, capsule), logging.getLogger(f"hypermesh.capsules.{capsule.manifest.name}"))
+        self._load(capsule)
+        return capsule
+
+    def _load(self, capsule: Capsule) -> None:
+        """Compile and link outside the lock (a component takes seconds, and calls of other capsules go on).
+
+        Threads loading the same capsule at once each compile; the first to
+        finish installs its sandbox, the others drop theirs.
+        """
+        lock = self._registry.lock
+        host = HostServices(kv_namespace(capsule.signer, capsule.manifest.name), f"{capsule.manifest.label} {capsule.cid[-8:]}",
+                            self.kv, functools.partial(self._calls.invoke, capsule),
+                            logging.getLogger(f"hypermesh.capsules.{capsule.manifest.name}"))
         code = capsule.code if capsule.code is not None else (capsule.directory / capsule.manifest.impl).read_bytes()
         try:
             sandbox = build_sandbox(self.engine, code, capsule.manifest, capsule.resources, host)
         except LinkError as exc:
-            self._quarantine.take(capsule, Diagnostic("link_error", str(exc), capsule.manifest.impl))
+            with lock:
+                if capsule.state in (State.VERIFIED, State.UNLOADED):
+                    self._quarantine.take(capsule, Diagnostic("link_error", str(exc), capsule.manifest.impl))
             raise
         validators = schema_validators(capsule.manifest)
         with lock:
+            if capsule.state not in (State.VERIFIED, State.UNLOADED):
+                return  # loaded by another thread meanwhile
             capsule.sandbox, capsule.validators, capsule.code = sandbox, validators, None
             capsule.lifecycle.transition(State.LOADED, f"{capsule.manifest.kind} linked with {sorted(capsule.manifest.requires)}")
-        return capsule
 
     def activate(self, cid: str) -> Capsule:
-        """Make a loaded (or suspended) capsule serve its name; use hot_swap to replace a serving one."""
+        """Make a loaded (or suspended) capsule serve its name; use hot_swap to replace a serving one.
+
+        Blocks while it compiles: from trio, use :meth:`activate_async`.
+        """
         capsule = self.get(cid)
         with self._registry.lock:
-            if capsule.state in (State.VERIFIED, State.UNLOADED):
-                self.load(cid)
+            needs_load = capsule.state in (State.VERIFIED, State.UNLOADED)
+        if needs_load:
+            self._load(capsule)
+        with self._registry.lock:
             current = self._registry.serving_cid(capsule.name)
             if current is not None and current != cid:
                 raise LifecycleError(f"{capsule.name} is already served by {current}; use hot_swap to replace it")
             capsule.lifecycle.transition(State.ACTIVE, "activated")
             self._registry.serve(capsule.name, cid)
         return capsule
+
+    async def activate_async(self, cid: str) -> Capsule:
+        """:meth:`activate` on a worker thread, so that compiling does not block the event loop."""
+        return await trio.to_thread.run_sync(self.activate, cid)
 
     def suspend(self, cid: str) -> Capsule:
         capsule = self.get(cid)
