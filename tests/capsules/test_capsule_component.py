@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from capsule_testkit import BUILDER
+from capsule_testkit import BUILDER, DEADLINE_SLACK_MS
 from hypermesh.capsules.build import build_capsule, world_wit
 from hypermesh.capsules.errors import CallError, LinkError
 from hypermesh.capsules.kvstore import kv_namespace
@@ -64,13 +64,14 @@ def test_component_epoch_deadline(runtime, python_capsule, tmp_path):
     capsule = runtime.install(directory)
     runtime.activate(capsule.cid)
     elapsed_ms = []
-    for _ in range(3):  # the best of three rules out a scheduler hiccup on a busy machine
+    for _ in range(3):
         started = time.perf_counter()
         with pytest.raises(CallError) as failure:
             runtime.call(capsule.cid, "handle", b"spin")
         elapsed_ms.append((time.perf_counter() - started) * 1000)
         assert failure.value.kind == "timeout", failure.value
-    assert min(elapsed_ms) <= 50 + 10 + 2, elapsed_ms  # + instantiating the 18 MB guest (~1 ms)
+    # Every run; the slack covers instantiating the 18 MB guest (~1 ms) too.
+    assert all(50 <= ms <= 50 + DEADLINE_SLACK_MS for ms in elapsed_ms), elapsed_ms
     assert runtime.call(capsule.cid, "handle", b"ping").output == b"pong"
 
 
