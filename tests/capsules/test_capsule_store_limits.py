@@ -127,13 +127,6 @@ def test_core_memory_grows_to_the_limit_only(runtime, tmp_path):
     assert pair(runtime.call(name, "memory_hog", b"").output) == (-1, LIMIT // 65536)
 
 
-def test_core_module_with_a_second_memory_cannot_run(runtime, tmp_path):
-    name = core(runtime, tmp_path, second_memory=True)
-    with pytest.raises(CallError) as failure:
-        runtime.call(name, "second_hog", b"")
-    assert failure.value.kind == "memory" and "one linear memory" in str(failure.value)
-
-
 def test_component_memory_grow_stops_at_the_limit(runtime, tmp_path):
     name = component(runtime, tmp_path)
     assert pair(runtime.call(name, "handle", b"m").output) == (-1, LIMIT // 65536)
@@ -144,10 +137,11 @@ def test_component_table_grow_of_16m_elements_is_refused(runtime, tmp_path):
     assert pair(runtime.call(name, "handle", b"t").output) == (-1, 1)
 
 
-def test_component_with_a_second_memory_cannot_run(runtime, tmp_path):
-    name = component(runtime, tmp_path, second_memory=True)
+@pytest.mark.parametrize("deploy, function", [(core, "second_hog"), (component, "handle")], ids=["core", "component"])
+def test_code_with_a_second_memory_cannot_run(runtime, tmp_path, deploy, function):
+    name = deploy(runtime, tmp_path, second_memory=True)
     with pytest.raises(CallError) as failure:
-        runtime.call(name, "handle", b"m")
+        runtime.call(name, function, b"m")
     assert failure.value.kind == "memory" and "one linear memory" in str(failure.value)
 
 
