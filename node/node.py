@@ -113,7 +113,7 @@ async def run_node(args) -> int:
         ) as node:
             control_server = ControlServer(args.data_dir)
             operations.register_all(control_server, node)
-            await node.host._nursery.start(control_server.serve)
+            await node.host.start(control_server.serve)
             addrs = node.host.listen_addrs()
             if args.json:
                 sys.stdout.write(json.dumps({"peer_id": str(identity.peer_id), "addrs": addrs}) + "\n")
@@ -123,7 +123,7 @@ async def run_node(args) -> int:
                 for addr in addrs:
                     print(f"  listening on {addr}", flush=True)
             for addr in args.bootstrap:
-                node.host._nursery.start_soon(_bootstrap, node.host, addr)
+                node.host.start_soon(_bootstrap, node.host, addr)
             async for signum in signals:
                 log.info("received %s, shutting down", signal.Signals(signum).name)
                 break
