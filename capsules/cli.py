@@ -18,10 +18,12 @@ from typing import Any, Callable
 
 from hypermesh.transport.identity import IdentityError, init_identity, key_path, load_identity
 
+from . import preflight
 from .admission import Verified, admit
 from .build import LANGUAGES, build_capsule, scaffold
 from .chunks import ChunkStore
 from .cid import is_cid
+from .engine import CapsuleEngine
 from .errors import CapsuleError
 from .execution import verify_execution_receipt
 from .layout import MANIFEST_FILE, MAX_JSON_BYTES, RECEIPT_FILE, read_bounded
@@ -62,7 +64,16 @@ def cmd_build(args: argparse.Namespace) -> int:
     return 0
 
 
+def _engine(data_dir: Path) -> CapsuleEngine:
+    return CapsuleEngine(data_dir / "artifacts")
+
+
 def cmd_sign(args: argparse.Namespace) -> int:
+    engine = _engine(_data_dir(args))
+    try:
+        preflight.check_unsigned(Path(args.dir), engine)  # sign only what a node would run
+    finally:
+        engine.close()
     identity, created = init_identity(_data_dir(args))
     receipt = sign_capsule(Path(args.dir), identity)
     _emit(args, {"cid": receipt.cid, "signer": str(identity.peer_id), "files": len(receipt.files), "new_identity": created},
@@ -78,7 +89,11 @@ def _admission_document(result) -> dict:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    result = admit(Path(args.dir), _policy(_data_dir(args)))
+    engine = _engine(_data_dir(args))
+    try:
+        result = preflight.verify(Path(args.dir), _policy(_data_dir(args)), engine)
+    finally:
+        engine.close()
     document = _admission_document(result)
     if isinstance(result, Verified):
         _emit(args, document, f"verified {result.cid} {result.manifest.label} signed by {result.signer}")
@@ -104,6 +119,9 @@ def _resolve(data_dir: Path, target: str) -> Path:
     if is_cid(target):
         stored = data_dir / "capsules" / "store" / target
         if not stored.is_dir():
+            kept = data_dir / "capsules" / "quarantine" / target
+            if kept.is_dir():
+                raise CapsuleError(f"capsule {target} is quarantined; why: {kept / 'diagnostics.json'}")
             raise CapsuleError(f"capsule {target} is not installed in {data_dir}")
         return stored
     path = Path(target)
