@@ -14,7 +14,7 @@ import base64
 import json
 import sys
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
 from hypermesh.transport.identity import IdentityError, init_identity, key_path, load_identity
 
@@ -25,6 +25,7 @@ from .cid import is_cid
 from .errors import CapsuleError
 from .execution import verify_execution_receipt
 from .layout import MANIFEST_FILE, MAX_JSON_BYTES, RECEIPT_FILE, read_bounded
+from .manifest import parse_manifest
 from .receipt import sign_capsule
 from .schema import parse_json
 from .trust import POLICY_FILE, TrustPolicy
@@ -45,8 +46,9 @@ def _policy(data_dir: Path) -> TrustPolicy:
     return policy
 
 
-def _emit(args: argparse.Namespace, document: Any, text: str) -> None:
-    print(json.dumps(document, indent=2, sort_keys=True) if args.json else text)
+def _emit(args: argparse.Namespace, document: dict, text: str) -> None:
+    """``--json``: the document as one JSON object on one line; else the text, newline-terminated."""
+    print(json.dumps(document, sort_keys=True) if args.json else text)
 
 
 def cmd_new(args: argparse.Namespace) -> int:
@@ -64,6 +66,9 @@ def cmd_build(args: argparse.Namespace) -> int:
 
 def cmd_sign(args: argparse.Namespace) -> int:
     identity, created = init_identity(_data_dir(args))
+    if created:
+        # Signing with a key nobody has seen before is rarely what was meant: say so.
+        print(f"created a new identity {identity.peer_id} in {_data_dir(args)}", file=sys.stderr)
     receipt = sign_capsule(Path(args.dir), identity)
     _emit(args, {"cid": receipt.cid, "signer": str(identity.peer_id), "files": len(receipt.files), "new_identity": created},
           f"signed {args.dir}: {receipt.cid} by {identity.peer_id}")
@@ -131,15 +136,17 @@ def cmd_run(args: argparse.Namespace) -> int:
             shown: dict = {"output": result.output.decode("utf-8")}
         except UnicodeDecodeError:
             shown = {"output_base64": base64.b64encode(result.output).decode("ascii")}
-        print(json.dumps({**shown, "receipt": result.receipt}, indent=2, sort_keys=True))
+        _emit(args, {**shown, "receipt": result.receipt}, "")
     else:
-        sys.stdout.buffer.write(result.output + (b"\n" if sys.stdout.isatty() else b""))
+        sys.stdout.flush()
+        sys.stdout.buffer.write(result.output + b"\n")
     return 0
 
 
 def _summary(directory: Path) -> dict:
-    manifest = parse_json(read_bounded(directory / MANIFEST_FILE, MANIFEST_FILE, MAX_JSON_BYTES), MANIFEST_FILE, MAX_JSON_BYTES)
-    return {key: manifest.get(key) for key in ("name", "version", "kind", "trust_zone")}
+    """Name, version, kind and zone from a schema-valid manifest; raises CapsuleError for any other."""
+    manifest = parse_manifest(read_bounded(directory / MANIFEST_FILE, MANIFEST_FILE, MAX_JSON_BYTES))
+    return {"name": manifest.name, "version": manifest.version, "kind": manifest.kind, "trust_zone": manifest.trust_zone}
 
 
 def cmd_ls(args: argparse.Namespace) -> int:
@@ -153,12 +160,17 @@ def cmd_ls(args: argparse.Namespace) -> int:
                 continue
             try:
                 summary = _summary(entry)
-            except CapsuleError:
-                summary = {}
+            except CapsuleError as exc:
+                summary = {"malformed": str(exc)}
             rows.append({"cid": entry.name, "status": status, **summary})
-    lines = [f"{r['cid']}  {r['status']:<11}  {r.get('name')}@{r.get('version')}  {r.get('kind')}  {r.get('trust_zone')}" for r in rows]
-    _emit(args, rows, "\n".join(lines) if lines else "no capsules")
+    _emit(args, {"capsules": rows}, "\n".join(map(_ls_line, rows)) if rows else "no capsules")
     return 0
+
+
+def _ls_line(row: dict) -> str:
+    if "malformed" in row:
+        return f"{row['cid']}  {row['status']:<11}  malformed: {row['malformed']}"
+    return f"{row['cid']}  {row['status']:<11}  {row['name']}@{row['version']}  {row['kind']}  {row['trust_zone']}"
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
@@ -169,9 +181,26 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     receipt_path = directory / RECEIPT_FILE
     receipt = parse_json(read_bounded(receipt_path, RECEIPT_FILE, MAX_JSON_BYTES), RECEIPT_FILE, MAX_JSON_BYTES) if receipt_path.exists() else None
     document = {"directory": str(directory), "admission": _admission_document(result), "manifest": manifest, "receipt": receipt}
-    text = json.dumps(document, indent=2, sort_keys=True)
-    _emit(args, document, text)
+    _emit(args, document, "\n".join(_inspect_lines(document)))
     return 0
+
+
+def _inspect_lines(document: dict):
+    admission, manifest, receipt = document["admission"], document["manifest"], document["receipt"]
+    rows = [("directory", document["directory"]), ("cid", admission["cid"]), ("admission", admission["status"])]
+    rows += [("", f"{d['code']}: {d['message']}") for d in admission.get("diagnostics", [])]
+    if isinstance(manifest, dict):
+        rows += [(key, manifest.get(key)) for key in ("name", "version", "kind", "trust_zone")]
+        entry_points = manifest.get("entry_points")
+        if isinstance(entry_points, dict):
+            rows.append(("entry points", ", ".join(map(str, entry_points))))
+        capabilities = manifest.get("capabilities")
+        if isinstance(capabilities, dict):
+            rows.append(("requires", ", ".join(map(str, capabilities.get("requires") or [])) or "nothing"))
+    signer = receipt.get("signer") if isinstance(receipt, dict) else None
+    rows.append(("signed by", (signer.get("peer_id") if isinstance(signer, dict) else None) or "unsigned"))
+    for label, value in rows:
+        yield f"{label + ':' if label else '':<14}{value}"
 
 
 def cmd_pack(args: argparse.Namespace) -> int:

@@ -21,7 +21,9 @@ from hypermesh.capsules.chunk_wire import (
     KIND_CHUNK,
     KIND_CHUNK_LIST,
     PROTOCOL_ID,
+    DAMAGED_ANSWER,
     ProtocolViolation,
+    ProviderStoreDamaged,
     Request,
     decode_answer,
     decode_request,
@@ -31,6 +33,7 @@ from hypermesh.capsules.distribution import (
     CapsuleDistribution,
     CapsuleQuarantinedError,
     ChunkListUnavailableError,
+    ChunkUnavailableError,
     NoProvidersError,
 )
 from hypermesh.capsules.execution import output_matches, verify_execution_receipt
@@ -219,6 +222,21 @@ async def test_corrupted_chunk_is_detected_and_taken_from_another_provider(tmp_p
                 await b.distribution.fetch(other_cid)
 
 
+async def test_a_chunk_damaged_in_the_providers_store_is_reported_as_damaged_not_missing(tmp_path, engine):
+    source = limits_capsule(tmp_path / "src")
+    async with open_mesh(tmp_path, engine, 2) as (a, b):
+        with trio.fail_after(STEP):
+            cid = await a.distribution.publish(source)
+            data_file = next(item for item in a.distribution.published.get(cid).files if item.path == "spec/data.bin")
+            damaged = data_file.chunks[0]
+            a.store.path(damaged).write_bytes(b"bit rot")
+            await find_providers(b, cid, {a.peer_id})
+            with pytest.raises(ChunkUnavailableError, match=f"{damaged}: .*{a.peer_id}: chunk store damaged"):
+                await b.distribution.fetch(cid)
+        assert a.distribution.counters["damaged"] == 1
+        assert b.distribution.counters["bad_answers"] == 0  # an honest provider, not a liar
+
+
 async def test_slow_provider_is_skipped_after_the_request_timeout(tmp_path, engine):
     async with open_mesh(tmp_path, engine, 3) as (a, b, c):
 
@@ -314,6 +332,9 @@ def test_answer_decoder_bounds_and_round_trips(body, limit):
     try:
         payload = decode_answer(body, limit)
     except ProtocolViolation:
+        return
+    except ProviderStoreDamaged:
+        assert body == DAMAGED_ANSWER
         return
     assert len(body) <= limit and encode_answer(payload) == body
 
