@@ -28,10 +28,13 @@ from .component_bytes import call_bytes_func
 from .engine import CapsuleEngine
 from .errors import CallError, LinkError
 from .host import CORE_IMPORT_CAPABILITY, CORE_IMPORT_MODULE, CORE_IMPORTS, WIT_PACKAGE, HostServices, core_func_type, wit_interface
-from .manifest import COMPONENT_ENTRY, Manifest, Resources
+from .manifest import ALLOC_EXPORT, COMPONENT_ENTRY, MEMORY_EXPORT, RESERVED_MODULE_EXPORTS, Manifest, Resources
 
-ALLOC_EXPORT = "hm_alloc"
-MEMORY_EXPORT = "memory"
+# Part of the link-check cache key: a marker written by an older, weaker
+# check must not vouch for a module under this one.
+LINK_CHECK_VERSION = 2
+_ALLOC_SIGNATURE = ([wasmtime.ValType.i32()], [wasmtime.ValType.i32()])
+_ENTRY_SIGNATURE = ([wasmtime.ValType.i32()] * 2, [wasmtime.ValType.i64()])
 HEX_ENTRY = "handle-hex"
 # Above this size a component input goes through `handle-hex` when exported:
 # hex strings cross the C API with one copy, list<u8> one value per byte.
@@ -133,7 +136,7 @@ class CoreSandbox(_Sandbox):
         module = engine.module(code)
         # Inspecting a module's types through wasmtime-py costs more than the
         # rest of a cold start, and the result only depends on these inputs.
-        check_key = hashlib.sha256(repr((hashlib.sha256(code).hexdigest(), sorted(manifest.entry_points),
+        check_key = hashlib.sha256(repr((LINK_CHECK_VERSION, hashlib.sha256(code).hexdigest(), sorted(manifest.entry_points),
                                          sorted(manifest.requires))).encode()).hexdigest()
         if not engine.link_checked(check_key):
             self._check_imports(module)
@@ -160,13 +163,17 @@ class CoreSandbox(_Sandbox):
                 raise LinkError(f"{self.label} imports {where}, which needs capability {capability!r} that its manifest does not require")
 
     def _check_exports(self, module: wasmtime.Module) -> None:
+        """Every export the host calls, against its exact signature: the calls themselves are unchecked."""
         exports = {item.name: item.type for item in module.exports}
         if not isinstance(exports.get(MEMORY_EXPORT), wasmtime.MemoryType):
             raise LinkError(f"{self.label} does not export its linear memory as {MEMORY_EXPORT!r}")
-        wanted = {ALLOC_EXPORT: ([wasmtime.ValType.i32()], [wasmtime.ValType.i32()])}
-        for name in self.manifest.entry_points:
-            wanted[name] = ([wasmtime.ValType.i32()] * 2, [wasmtime.ValType.i64()])
-        for name, (params, results) in wanted.items():
+        # The manifest refuses these names too; checked here again because a
+        # shadowed allocator would be called with the wrong number of arguments.
+        shadowing = set(self.manifest.entry_points) & set(RESERVED_MODULE_EXPORTS)
+        if shadowing:
+            raise LinkError(f"{self.label} names an entry point {sorted(shadowing)[0]!r}, reserved for the core-module ABI")
+        wanted = [(ALLOC_EXPORT, _ALLOC_SIGNATURE)] + [(name, _ENTRY_SIGNATURE) for name in self.manifest.entry_points]
+        for name, (params, results) in wanted:
             found = exports.get(name)
             if not isinstance(found, wasmtime.FuncType):
                 raise LinkError(f"{self.label} does not export function {name!r}")
@@ -252,9 +259,9 @@ class CoreSandbox(_Sandbox):
     def _run(self, store: wasmtime.Store, function: str, data: bytes, faults: list[str]) -> CallOutcome:
         try:
             instance = corecall.instantiate(self.pre, store)
-            memory = corecall.memory(store, instance, b"memory")
+            memory = corecall.memory(store, instance, MEMORY_EXPORT.encode())
             size = len(data)
-            ptr = corecall.call_i32(store, corecall.func(store, instance, b"hm_alloc"), size) & _U32
+            ptr = corecall.call_i32(store, corecall.func(store, instance, ALLOC_EXPORT.encode()), size) & _U32
             if ptr + size > corecall.memory_size(store, memory):
                 raise CallError("abi", f"{self.label}: {ALLOC_EXPORT}({size}) returned {ptr}, outside its memory")
             if size:
