@@ -10,28 +10,28 @@ Errors print one line, ``error: …``, on stderr and exit with status 1.
 from __future__ import annotations
 
 import argparse
-import base64
 import json
 import sys
 from pathlib import Path
 from typing import Callable
+
+import trio
 
 from hypermesh.transport.identity import IdentityError, init_identity, key_path, load_identity
 
 from .admission import Verified, admit
 from .build import LANGUAGES, build_capsule, scaffold
 from .chunks import ChunkStore
-from .cid import is_cid
 from .errors import CapsuleError
+from .executor import CapsuleExecutor, call_input
 from .execution import verify_execution_receipt
-from .layout import MANIFEST_FILE, MAX_JSON_BYTES, RECEIPT_FILE, read_bounded
-from .manifest import parse_manifest
+from .layout import MAX_JSON_BYTES, read_bounded
 from .receipt import sign_capsule
+from .reports import admission_document, call_document, call_output, capsule_rows, inspect_document, resolve_target
 from .schema import parse_json
-from .trust import POLICY_FILE, TrustPolicy
+from .trust import POLICY_FILE, TrustPolicy, trust_signer
 
 DEFAULT_DATA_DIR = Path("~/.hypermesh")
-MAX_CLI_INPUT_BYTES = 64 * 1024 * 1024
 
 
 def _data_dir(args: argparse.Namespace) -> Path:
@@ -75,16 +75,9 @@ def cmd_sign(args: argparse.Namespace) -> int:
     return 0
 
 
-def _admission_document(result) -> dict:
-    if isinstance(result, Verified):
-        return {"status": "verified", "cid": result.cid, "name": result.manifest.name, "version": result.manifest.version,
-                "signer": str(result.signer), "trust_zone": result.manifest.trust_zone}
-    return {"status": "quarantined", "cid": result.cid, "diagnostics": [d.to_document() for d in result.diagnostics]}
-
-
 def cmd_verify(args: argparse.Namespace) -> int:
     result = admit(Path(args.dir), _policy(_data_dir(args)))
-    document = _admission_document(result)
+    document = admission_document(result)
     if isinstance(result, Verified):
         _emit(args, document, f"verified {result.cid} {result.manifest.label} signed by {result.signer}")
         return 0
@@ -93,96 +86,59 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 
 def _read_input(args: argparse.Namespace) -> bytes:
-    if args.input_file is not None:
-        data = read_bounded(Path(args.input_file), args.input_file, MAX_CLI_INPUT_BYTES)
-    else:
-        data = (args.input or "").encode("utf-8")
-    if args.hex_input:
-        try:
-            return bytes.fromhex(data.decode("ascii"))
-        except (UnicodeDecodeError, ValueError):
-            raise CapsuleError("--hex input is not hexadecimal") from None
-    return data
-
-
-def _resolve(data_dir: Path, target: str) -> Path:
-    if is_cid(target):
-        stored = data_dir / "capsules" / "store" / target
-        if not stored.is_dir():
-            raise CapsuleError(f"capsule {target} is not installed in {data_dir}")
-        return stored
-    path = Path(target)
-    if not path.is_dir():
-        raise CapsuleError(f"{target} is neither an installed CID nor a capsule directory")
-    return path
+    return call_input((args.input or "").encode("utf-8"), args.input_file, args.hex_input)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
     from .runtime import CapsuleRuntime
 
     data = _read_input(args)
-    data_dir = _data_dir(args)
-    runtime = CapsuleRuntime(data_dir)
+    runtime = CapsuleRuntime(_data_dir(args))
     try:
-        capsule = runtime.install(_resolve(data_dir, args.target))
-        if capsule.diagnostics:
-            raise CapsuleError("capsule is quarantined: " + "; ".join(str(d) for d in capsule.diagnostics))
-        runtime.activate(capsule.cid)
-        result = runtime.call(capsule.cid, args.function, data)
+        result = trio.run(CapsuleExecutor(runtime).run, args.target, args.function, data)
+        emit_call(args, call_document(result))
     finally:
         runtime.close()
-    if args.json:
-        try:
-            shown: dict = {"output": result.output.decode("utf-8")}
-        except UnicodeDecodeError:
-            shown = {"output_base64": base64.b64encode(result.output).decode("ascii")}
-        _emit(args, {**shown, "receipt": result.receipt}, "")
-    else:
-        sys.stdout.flush()
-        sys.stdout.buffer.write(result.output + b"\n")
     return 0
 
 
-def _summary(directory: Path) -> dict:
-    """Name, version, kind and zone from a schema-valid manifest; raises CapsuleError for any other."""
-    manifest = parse_manifest(read_bounded(directory / MANIFEST_FILE, MANIFEST_FILE, MAX_JSON_BYTES))
-    return {"name": manifest.name, "version": manifest.version, "kind": manifest.kind, "trust_zone": manifest.trust_zone}
+def emit_call(args: argparse.Namespace, document: dict) -> None:
+    """A call's :func:`call_document` as JSON, or its raw output and a newline."""
+    if args.json:
+        _emit(args, document, "")
+    else:
+        sys.stdout.flush()
+        sys.stdout.buffer.write(call_output(document) + b"\n")
+        sys.stdout.flush()
 
 
 def cmd_ls(args: argparse.Namespace) -> int:
-    root = _data_dir(args) / "capsules"
-    rows = []
-    for status, folder in (("installed", root / "store"), ("quarantined", root / "quarantine")):
-        if not folder.is_dir():
-            continue
-        for entry in sorted(folder.iterdir()):
-            if entry.name.startswith("."):
-                continue
-            try:
-                summary = _summary(entry)
-            except CapsuleError as exc:
-                summary = {"malformed": str(exc)}
-            rows.append({"cid": entry.name, "status": status, **summary})
-    _emit(args, {"capsules": rows}, "\n".join(map(_ls_line, rows)) if rows else "no capsules")
+    emit_ls(args, {"capsules": capsule_rows(_data_dir(args) / "capsules")})
     return 0
 
 
+def emit_ls(args: argparse.Namespace, document: dict) -> None:
+    rows = document["capsules"]
+    _emit(args, document, "\n".join(map(_ls_line, rows)) if rows else "no capsules")
+
+
 def _ls_line(row: dict) -> str:
+    # A running node adds each capsule's lifecycle state.
+    status = row["status"] if "state" not in row else f"{row['status']}/{row['state']}"
     if "malformed" in row:
-        return f"{row['cid']}  {row['status']:<11}  malformed: {row['malformed']}"
-    return f"{row['cid']}  {row['status']:<11}  {row['name']}@{row['version']}  {row['kind']}  {row['trust_zone']}"
+        return f"{row['cid']}  {status:<11}  malformed: {row['malformed']}"
+    return f"{row['cid']}  {status:<11}  {row['name']}@{row['version']}  {row['kind']}  {row['trust_zone']}"
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
     data_dir = _data_dir(args)
-    directory = _resolve(data_dir, args.target)
-    result = admit(directory, _policy(data_dir))
-    manifest = parse_json(read_bounded(directory / MANIFEST_FILE, MANIFEST_FILE, MAX_JSON_BYTES), MANIFEST_FILE, MAX_JSON_BYTES)
-    receipt_path = directory / RECEIPT_FILE
-    receipt = parse_json(read_bounded(receipt_path, RECEIPT_FILE, MAX_JSON_BYTES), RECEIPT_FILE, MAX_JSON_BYTES) if receipt_path.exists() else None
-    document = {"directory": str(directory), "admission": _admission_document(result), "manifest": manifest, "receipt": receipt}
-    _emit(args, document, "\n".join(_inspect_lines(document)))
+    directory = resolve_target(data_dir / "capsules" / "store", args.target)
+    emit_inspect(args, inspect_document(directory, _policy(data_dir)))
     return 0
+
+
+def emit_inspect(args: argparse.Namespace, document: dict) -> None:
+    _emit(args, document, "\n".join(_inspect_lines(document)))
 
 
 def _inspect_lines(document: dict):
@@ -211,12 +167,13 @@ def cmd_pack(args: argparse.Namespace) -> int:
 
 
 def cmd_trust(args: argparse.Namespace) -> int:
-    path = _data_dir(args) / POLICY_FILE
-    policy = TrustPolicy.load(path)
-    policy.trust(args.peer_id, args.zones)
-    policy.save(path)
-    _emit(args, policy.to_document(), f"{args.peer_id} may sign for {', '.join(sorted(policy.signers[args.peer_id]))}")
+    emit_trust(args, trust_signer(_data_dir(args) / POLICY_FILE, args.peer_id, args.zones))
     return 0
+
+
+def emit_trust(args: argparse.Namespace, document: dict) -> None:
+    zones = next(entry["zones"] for entry in document["signers"] if entry["peer_id"] == args.peer_id)
+    _emit(args, document, f"{args.peer_id} may sign for {', '.join(zones)}")
 
 
 def cmd_verify_receipt(args: argparse.Namespace) -> int:

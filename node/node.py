@@ -18,6 +18,7 @@ import trio
 
 from hypermesh.capsules.chunks import ChunkStore
 from hypermesh.capsules.distribution import CapsuleDistribution
+from hypermesh.capsules.executor import CapsuleExecutor
 from hypermesh.capsules.runtime import CapsuleRuntime
 from hypermesh.dht.discovery import Discovery, open_discovery
 from hypermesh.dht.kademlia import Mode
@@ -43,6 +44,7 @@ class Node:
     discovery: Discovery
     runtime: CapsuleRuntime
     distribution: CapsuleDistribution
+    executor: CapsuleExecutor
 
 
 @contextlib.asynccontextmanager
@@ -68,7 +70,7 @@ async def open_node(
                     host, discovery, ChunkStore(data_dir / "capsules" / "chunks"), runtime
                 )
                 distribution.install_handler()
-                yield Node(identity, data_dir, host, discovery, runtime, distribution)
+                yield Node(identity, data_dir, host, discovery, runtime, distribution, CapsuleExecutor(runtime))
             finally:
                 runtime.close()
 
