@@ -26,6 +26,7 @@ from .errors import CapsuleError
 from .executor import CapsuleExecutor, call_input
 from .execution import verify_execution_receipt
 from .layout import MAX_JSON_BYTES, read_bounded
+from .receipt import RECEIPT_FORMAT as SIGNING_RECEIPT_FORMAT
 from .receipt import sign_capsule
 from .reports import admission_document, call_document, call_output, capsule_rows, inspect_document, resolve_target
 from .schema import parse_json
@@ -103,7 +104,10 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def emit_call(args: argparse.Namespace, document: dict) -> None:
-    """A call's :func:`call_document` as JSON, or its raw output and a newline."""
+    """A call's :func:`call_document` as JSON, or its raw output and a newline;
+    ``--receipt FILE`` also writes its execution receipt to FILE."""
+    if args.receipt is not None:
+        Path(args.receipt).write_bytes(json.dumps(document["receipt"], sort_keys=True).encode() + b"\n")
     if args.json:
         _emit(args, document, "")
     else:
@@ -183,6 +187,10 @@ def cmd_verify_receipt(args: argparse.Namespace) -> int:
         data = read_bounded(Path(args.file), args.file, MAX_JSON_BYTES)
     document = parse_json(data, args.file, MAX_JSON_BYTES)
     receipt = document.get("receipt", document) if isinstance(document, dict) else document
+    if isinstance(receipt, dict) and receipt.get("format") == SIGNING_RECEIPT_FORMAT:
+        raise CapsuleError(f"{args.file} is a capsule's signing receipt (its receipt.json), not an execution receipt: "
+                           "`capsule verify DIR` checks a capsule's signature; `capsule run … --receipt FILE` "
+                           "writes an execution receipt")
     valid = verify_execution_receipt(receipt)
     _emit(args, {"valid": valid, "node": receipt.get("node"), "capsule": receipt.get("capsule")},
           f"{'valid' if valid else 'INVALID'} receipt of {receipt.get('capsule')} by {receipt.get('node')}")
@@ -228,6 +236,8 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     source.add_argument("--input", help="input as a UTF-8 string")
     source.add_argument("--input-file", help="read the input from a file")
     run.add_argument("--hex", dest="hex_input", action="store_true", help="the input is hexadecimal")
+    run.add_argument("--receipt", metavar="FILE",
+                     help="write the call's execution receipt to FILE (check it with `capsule verify-receipt FILE`)")
     add("ls", cmd_ls, "list installed and quarantined capsules")
     add("inspect", cmd_inspect, "show a capsule's manifest, receipt and admission result").add_argument("target", metavar="CID|DIR")
     add("pack", cmd_pack, "cut a signed capsule into chunks in the local chunk store").add_argument("dir")
@@ -237,7 +247,8 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
                        choices=["system", "tenant", "session", "ephemeral"])
     verify_receipt = add("verify-receipt", cmd_verify_receipt,
                          "check an execution receipt's signature against the node that signed it")
-    verify_receipt.add_argument("file", help="a receipt, or `capsule run --json` output, as JSON ('-' for stdin)")
+    verify_receipt.add_argument("file", help="an execution receipt (`capsule run --receipt FILE`), or `capsule run "
+                                             "--json` output, as JSON ('-' for stdin)")
     # The node adds its mesh commands (publish, fetch) to the same group.
     capsule.commands = commands
     return capsule

@@ -419,6 +419,8 @@ class CapsuleDistribution:
     async def fetch(self, cid: str, progress: Progress | None = None, parallel: int = DEFAULT_PARALLEL_FETCHES):
         """Fetch the capsule ``cid`` from its providers and install it; returns the runtime's capsule.
 
+        A capsule this node published itself is installed from its own chunk store.
+
         ``progress(done_bytes, total_bytes)`` is called as chunks arrive
         (chunks already in the local store count as done from the start).
         Raises :class:`FormatError` for a malformed CID, then
@@ -429,23 +431,38 @@ class CapsuleDistribution:
         known = self._already_installed(cid)
         if known is not None:
             return known
+        own = self.published.get(cid)
+        if own is not None and all(self.store.has(chunk) for chunk in own.unique_chunks):
+            # A capsule this node publishes: assembled from its own chunks, no network.
+            return await self._assemble_and_install(cid, own, self.store.fetch, parallel)
         streams = _ProviderStreams(self.host, self.request_timeout)
         providers = _Providers(streams, await self._find_providers(cid), self.counters)
-        dest = self.incoming_dir / f"{cid}.{secrets.token_hex(6)}"
         try:
             chunk_list, fetcher = await self._fetch_chunk_list(cid, providers, progress)
-            await unpack(chunk_list, fetcher, dest, self.store, parallel=parallel)
-            capsule = await trio.to_thread.run_sync(self.runtime.install, dest)
+            capsule = await self._assemble_and_install(cid, chunk_list, fetcher, parallel)
         finally:
             await streams.aclose()
-            shutil.rmtree(dest, ignore_errors=True)
-        if capsule.state == State.QUARANTINED:
-            raise CapsuleQuarantinedError(cid, capsule)
         if self.provide_fetched:
             # Every chunk it names is in our store now, checked against the receipt.
             self.published.remember(chunk_list)
             self.discovery.provide(cid)
         return capsule
+
+    async def _assemble_and_install(self, cid: str, chunk_list: ChunkList, fetch, parallel: int):
+        """Unpack the chunks (``fetch``ed as needed) into a directory, install it, then remove the directory."""
+        dest = self.incoming_dir / f"{cid}.{secrets.token_hex(6)}"
+        try:
+            await unpack(chunk_list, fetch, dest, self.store, parallel=parallel)
+            capsule = await trio.to_thread.run_sync(self.runtime.install, dest)
+        finally:
+            shutil.rmtree(dest, ignore_errors=True)
+        if capsule.state == State.QUARANTINED:
+            raise CapsuleQuarantinedError(cid, capsule)
+        return capsule
+
+    def publishes(self, cid: str) -> bool:
+        """Whether this node serves ``cid``'s chunks (it published, or fetched and admitted, it)."""
+        return self.published.get(cid) is not None
 
     def _already_installed(self, cid: str):
         try:

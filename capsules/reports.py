@@ -34,11 +34,15 @@ def resolve_target(store_dir: Path, target: str) -> Path:
 
 def call_document(result: CallResult) -> dict:
     """A call's output (text, or ``output_base64`` when not UTF-8) and its signed execution receipt."""
+    return output_document(result.output, result.receipt)
+
+
+def output_document(output: bytes, receipt: dict) -> dict:
     try:
-        shown: dict = {"output": result.output.decode("utf-8")}
+        shown: dict = {"output": output.decode("utf-8")}
     except UnicodeDecodeError:
-        shown = {"output_base64": base64.b64encode(result.output).decode("ascii")}
-    return {**shown, "receipt": result.receipt}
+        shown = {"output_base64": base64.b64encode(output).decode("ascii")}
+    return {**shown, "receipt": receipt}
 
 
 def call_output(document: dict) -> bytes:

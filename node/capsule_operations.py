@@ -3,7 +3,8 @@
 ``hypermesh capsule run | ls | inspect | trust`` come here when a node runs
 in their ``--data-dir`` (else the CLI uses a short-lived runtime);
 ``capsule swap`` and ``capsule rollback`` exist only here, since only a
-running node serves capsules. Paths arrive absolute: the CLI resolves them
+running node serves capsules; ``capsule run --on MADDR`` asks another node
+(needing only the transport, so a short-lived host does it when no node runs). Paths arrive absolute: the CLI resolves them
 in the caller's directory.
 """
 
@@ -15,14 +16,28 @@ import trio
 
 from hypermesh.capsules.executor import call_input
 from hypermesh.capsules.hotswap import SwapReport
-from hypermesh.capsules.reports import call_document, capsule_rows, inspect_document, resolve_target
+from hypermesh.capsules.remote import run_remote
+from hypermesh.capsules.reports import call_document, capsule_rows, inspect_document, output_document, resolve_target
 from hypermesh.capsules.trust import POLICY_FILE, trust_signer
+from hypermesh.transport.multiaddrs import MultiaddrError, parse_quic_address
 
 
 async def run(node, target: str, function: str, input_base64: str = "", input_file: str | None = None,
               hex_input: bool = False) -> dict:
     data = call_input(base64.b64decode(input_base64, validate=True), input_file, hex_input)
     return call_document(await node.executor.run(target, function, data))
+
+
+async def run_on(node, addr: str, cid: str, function: str, input_base64: str = "", input_file: str | None = None,
+                 hex_input: bool = False) -> dict:
+    """Ask the peer at ``addr`` to run the call; its output and checked execution receipt."""
+    data = call_input(base64.b64decode(input_base64, validate=True), input_file, hex_input)
+    address = parse_quic_address(addr)
+    if address.peer_id is None:
+        raise MultiaddrError(f"{addr} lacks /p2p/<peer id>: the node must be named so that its receipt can be checked")
+    await node.host.connect(address)
+    outcome = await run_remote(node.host, address.peer_id, cid, function, data)
+    return output_document(outcome.output, outcome.receipt)
 
 
 async def list_capsules(node) -> dict:
@@ -59,6 +74,7 @@ async def roll_back(node, name: str) -> dict:
 
 OPERATIONS = {
     "capsule.run": run,
+    "capsule.run_on": run_on,
     "capsule.ls": list_capsules,
     "capsule.inspect": inspect,
     "capsule.trust": trust,

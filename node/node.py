@@ -19,6 +19,7 @@ import trio
 from hypermesh.capsules.chunks import ChunkStore
 from hypermesh.capsules.distribution import CapsuleDistribution
 from hypermesh.capsules.executor import CapsuleExecutor
+from hypermesh.capsules.remote import RemoteRunService
 from hypermesh.capsules.runtime import CapsuleRuntime
 from hypermesh.dht.discovery import Discovery, open_discovery
 from hypermesh.dht.kademlia import Mode
@@ -45,6 +46,7 @@ class Node:
     runtime: CapsuleRuntime
     distribution: CapsuleDistribution
     executor: CapsuleExecutor
+    remote_runs: RemoteRunService
 
 
 @contextlib.asynccontextmanager
@@ -70,7 +72,10 @@ async def open_node(
                     host, discovery, ChunkStore(data_dir / "capsules" / "chunks"), runtime
                 )
                 distribution.install_handler()
-                yield Node(identity, data_dir, host, discovery, runtime, distribution, CapsuleExecutor(runtime))
+                executor = CapsuleExecutor(runtime)
+                remote_runs = RemoteRunService(host, executor, distribution)
+                remote_runs.install_handler()
+                yield Node(identity, data_dir, host, discovery, runtime, distribution, executor, remote_runs)
             finally:
                 runtime.close()
 

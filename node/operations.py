@@ -22,7 +22,7 @@ from hypermesh.transport.multiaddrs import MultiaddrError, multiaddr_text, parse
 from . import capsule_operations
 
 # Operations that need only the transport; the rest need the DHT.
-TRANSPORT_ONLY = {"ping", "id", "perf"}
+TRANSPORT_ONLY = {"ping", "id", "perf", "capsule.run_on"}
 
 
 def _target(maddr: str):

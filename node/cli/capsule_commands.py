@@ -13,9 +13,10 @@ import trio
 
 from hypermesh.capsules import cli as capsule_cli
 from hypermesh.capsules.cid import is_cid
+from hypermesh.capsules.errors import CapsuleError
 
 from .. import control
-from .common import CommandError, add_bootstrap_option, add_command, key_value_lines, node_command, show
+from .common import CommandError, add_bootstrap_option, add_command, key_value_lines, node_command, on_node, show
 
 
 def _in_caller_directory(text: str) -> str:
@@ -27,11 +28,31 @@ def _capsule_target(target: str) -> str:
     return target if is_cid(target) else _in_caller_directory(target)
 
 
-def _run_params(args) -> dict:
-    return {"target": _capsule_target(args.target), "function": args.function,
-            "input_base64": base64.b64encode((args.input or "").encode("utf-8")).decode("ascii"),
+def _input_params(args) -> dict:
+    return {"input_base64": base64.b64encode((args.input or "").encode("utf-8")).decode("ascii"),
             "input_file": None if args.input_file is None else _in_caller_directory(args.input_file),
             "hex_input": args.hex_input}
+
+
+def _run_params(args) -> dict:
+    return {"target": _capsule_target(args.target), "function": args.function, **_input_params(args)}
+
+
+def _run_on(args) -> int:
+    """``capsule run --on MADDR CID FUNC``: the peer runs it (asked by the running node, or a short-lived host)."""
+    if not is_cid(args.target):
+        raise CommandError(f"--on runs an installed or published capsule by CID, not {args.target!r}")
+
+    async def ask():
+        return await on_node(args, "capsule.run_on", addr=args.on, cid=args.target, function=args.function,
+                             **_input_params(args))
+
+    try:
+        document = trio.run(ask)
+    except (CapsuleError, ValueError) as exc:  # a refusal, a bad receipt or answer, with no node in between
+        raise CommandError(str(exc)) from None
+    capsule_cli.emit_call(args, document)
+    return 0
 
 
 # command: (control verb, its parameters from args, how the CLI prints the result)
@@ -57,6 +78,8 @@ async def _call_running_node(args, verb: str, **params):
 
 def _routed(verb: str, params_of, emit):
     def handler(args) -> int:
+        if getattr(args, "on", None) is not None:
+            return _run_on(args)
         result = trio.run(lambda: _call_running_node(args, verb, **params_of(args)))
         if result is None:
             return args.func(args)  # no node: a short-lived runtime does it
@@ -88,6 +111,9 @@ def register(commands) -> None:
     capsule_commands = capsule_cli.register(commands).commands
     for name, (verb, params_of, emit) in _ROUTED.items():
         capsule_commands.choices[name].set_defaults(handler=_routed(verb, params_of, emit))
+    capsule_commands.choices["run"].add_argument(
+        "--on", metavar="MADDR", help="ask the node at MADDR (ending in /p2p/<peer id>) to run the capsule CID, "
+                                      "over /hm/capsule-run/1.0.0; it fetches the capsule if it may")
     publish = add_bootstrap_option(add_command(capsule_commands, "publish", node_command(
         "capsule.publish", key_value_lines, directory="dir"), "announce a signed capsule to the mesh"))
     publish.add_argument("dir", type=_in_caller_directory)

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import shutil
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -14,7 +12,8 @@ import trio
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from capsule_testkit import BUILDER, LIMITS_WAT, manifest, write_capsule
+from capsule_testkit import LIMITS_WAT, manifest, write_capsule
+from mesh_testkit import STEP, Node, find_providers, open_mesh
 from hypermesh.capsules.chunks import ChunkList, ChunkStore
 from hypermesh.capsules.cid import cid_from_digest
 from hypermesh.capsules.chunk_wire import (
@@ -39,76 +38,11 @@ from hypermesh.capsules.distribution import (
 from hypermesh.capsules.execution import output_matches, verify_execution_receipt
 from hypermesh.capsules.lifecycle import State
 from hypermesh.capsules.receipt import Receipt, hash_capsule_files, parse_receipt, root_hash
-from hypermesh.capsules.runtime import CapsuleRuntime
-from hypermesh.capsules.trust import TrustPolicy
-from hypermesh.dht.discovery import open_discovery
 from hypermesh.transport.errors import StreamReset
 from hypermesh.transport.framing import BufferedReader, frame
-from hypermesh.transport.host import open_host
-from hypermesh.transport.identity import Identity
 from hypermesh.transport.varint import encode_uvarint
 
-V6 = "/ip6/::1/udp/0/quic-v1"
-# Loopback answers in milliseconds; this only bounds a hung test.
-STEP = 30
 PAYLOAD = os.urandom(1_200_000)  # ~18 chunks of ~64 KiB
-
-
-@dataclass
-class Node:
-    identity: Identity
-    host: object
-    discovery: object
-    runtime: CapsuleRuntime
-    store: ChunkStore
-    distribution: CapsuleDistribution
-
-    @property
-    def peer_id(self):
-        return self.host.peer_id
-
-
-@contextlib.asynccontextmanager
-async def open_node(directory: Path, engine, bootstrap: list[str] = ()):
-    """A host, its DHT, a runtime trusting the test builder, and distribution, all under ``directory``."""
-    identity = Identity.generate()
-    policy = TrustPolicy()
-    policy.trust(BUILDER.peer_id)
-    async with (open_host(identity, [V6]) as host,
-                open_discovery(host, directory / "dht", bootstrap=bootstrap) as discovery):
-        runtime = CapsuleRuntime(directory, identity=identity, policy=policy, engine=engine)
-        try:
-            store = ChunkStore(directory / "capsules" / "chunks")
-            distribution = CapsuleDistribution(host, discovery, store, runtime)
-            distribution.install_handler()
-            yield Node(identity, host, discovery, runtime, store, distribution)
-        finally:
-            runtime.close()
-
-
-@contextlib.asynccontextmanager
-async def open_mesh(tmp_path: Path, engine, count: int):
-    """``count`` nodes; every node after the first bootstraps from the first."""
-    async with contextlib.AsyncExitStack() as stack:
-        first = await stack.enter_async_context(open_node(tmp_path / "n0", engine))
-        address = first.host.listen_addrs()[0]
-        nodes = [first]
-        for index in range(1, count):
-            nodes.append(await stack.enter_async_context(open_node(tmp_path / f"n{index}", engine, [address])))
-        with trio.fail_after(STEP):
-            for node in nodes[1:]:
-                await node.discovery.service.bootstrap()
-        yield nodes
-
-
-async def find_providers(node: Node, cid: str, expected: set) -> None:
-    """Retry the lookup itself until the provider records have propagated (bounded by the caller)."""
-    for _ in range(200):
-        found = {info.peer_id for info in await node.discovery.find_providers(cid)}
-        if expected <= found:
-            return
-        await trio.sleep(0.05)
-    raise AssertionError(f"providers {expected} of {cid} never appeared")
 
 
 def limits_capsule(directory: Path) -> Path:
