@@ -27,7 +27,7 @@ from .execution import CallResult
 from .host import HostServices
 from .hotswap import (DEFAULT_DRAIN_TIMEOUT_S, DEFAULT_PROBATION_CALLS, DEFAULT_PROBATION_S, GUEST_FAULTS, HotSwapper,
                       SwapReport)
-from .kvstore import KeyValueStore
+from .kvstore import KeyValueStore, kv_namespace
 from .lifecycle import EventBus, State
 from .quarantine import Quarantine
 from .registry import Capsule, CapsuleRegistry
@@ -113,7 +113,7 @@ class CapsuleRuntime:
         with lock:
             if capsule.state not in (State.VERIFIED, State.UNLOADED):
                 raise LifecycleError(f"capsule {capsule.name} {cid} is {capsule.state.value}; only verified or unloaded capsules load")
-        host = HostServices(capsule.manifest.name, f"{capsule.manifest.label} {cid[-8:]}", self.kv,
+        host = HostServices(kv_namespace(capsule.signer, capsule.manifest.name), f"{capsule.manifest.label} {cid[-8:]}", self.kv,
                             self._calls.invoke, logging.getLogger(f"hypermesh.capsules.{capsule.manifest.name}"))
         code = capsule.code if capsule.code is not None else (capsule.directory / capsule.manifest.impl).read_bytes()
         try:
