@@ -75,6 +75,23 @@ def test_json_output_is_one_object_on_one_line(tmp_path):
         assert isinstance(json.loads(output), dict)
 
 
+def test_run_writes_the_execution_receipt_that_verify_receipt_accepts(tmp_path):
+    data, cid = signed_greeter(tmp_path)
+    run("run", cid, "reverse", "--input", "hi", "--receipt", "execution-receipt.json", "--data-dir", data, cwd=tmp_path)
+    receipt = json.loads((tmp_path / "execution-receipt.json").read_text())
+    assert receipt["capsule"] == cid and receipt["function"] == "reverse"
+    checked = run("verify-receipt", "execution-receipt.json", cwd=tmp_path).stdout.decode()
+    assert checked.startswith(f"valid receipt of {cid} by ")
+
+
+def test_verify_receipt_tells_a_signing_receipt_from_an_execution_receipt(tmp_path):
+    signed_greeter(tmp_path)
+    result = run("verify-receipt", "greeter/receipt.json", cwd=tmp_path, check=False)
+    assert result.returncode == 1
+    assert result.stderr.startswith(b"error: greeter/receipt.json is a capsule's signing receipt (its receipt.json), "
+                                    b"not an execution receipt")
+
+
 def test_inspect_prints_text_without_json(tmp_path):
     data, cid = signed_greeter(tmp_path)
     text = run("inspect", cid, "--data-dir", data, cwd=tmp_path).stdout.decode()
