@@ -19,9 +19,11 @@ import trio
 
 from hypermesh.transport.identity import IdentityError, init_identity, key_path, load_identity
 
-from .admission import Verified, admit
+from . import preflight
+from .admission import Verified
 from .build import LANGUAGES, build_capsule, scaffold
 from .chunks import ChunkStore
+from .engine import CapsuleEngine
 from .errors import CapsuleError
 from .executor import CapsuleExecutor, call_input
 from .execution import verify_execution_receipt
@@ -65,7 +67,16 @@ def cmd_build(args: argparse.Namespace) -> int:
     return 0
 
 
+def _engine(data_dir: Path) -> CapsuleEngine:
+    return CapsuleEngine(data_dir / "artifacts")
+
+
 def cmd_sign(args: argparse.Namespace) -> int:
+    engine = _engine(_data_dir(args))
+    try:
+        preflight.check_unsigned(Path(args.dir), engine)  # sign only what a node would run
+    finally:
+        engine.close()
     identity, created = init_identity(_data_dir(args))
     if created:
         # Signing with a key nobody has seen before is rarely what was meant: say so.
@@ -77,7 +88,11 @@ def cmd_sign(args: argparse.Namespace) -> int:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    result = admit(Path(args.dir), _policy(_data_dir(args)))
+    engine = _engine(_data_dir(args))
+    try:
+        result = preflight.verify(Path(args.dir), _policy(_data_dir(args)), engine)
+    finally:
+        engine.close()
     document = admission_document(result)
     if isinstance(result, Verified):
         _emit(args, document, f"verified {result.cid} {result.manifest.label} signed by {result.signer}")

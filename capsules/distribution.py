@@ -41,6 +41,7 @@ from .chunk_wire import (
     decode_request,
     encode_answer,
 )
+from .admission import Quarantined
 from .chunks import DEFAULT_PARALLEL_FETCHES, ChunkList, ChunkStore, unpack, verify_chunk
 from .cid import cid_from_digest, digest_from_cid
 from .errors import CapsuleError, ChunkError, FormatError
@@ -359,7 +360,13 @@ class CapsuleDistribution:
     # -- provider side -------------------------------------------------------
 
     async def publish(self, capsule_dir: Path) -> str:
-        """Pack a signed capsule into the chunk store, remember its chunk list and announce its CID."""
+        """Pack a signed capsule into the chunk store, remember its chunk list and announce its CID.
+
+        Only a capsule this node would run: admitted, compiling and linking.
+        """
+        checked = await trio.to_thread.run_sync(self.runtime.preflight, Path(capsule_dir))
+        if isinstance(checked, Quarantined):
+            raise CapsuleError(f"not publishing {capsule_dir}: {checked.reason}")
         cid, chunk_list = await trio.to_thread.run_sync(self.store.pack, Path(capsule_dir))
         self.published.remember(chunk_list)
         self.discovery.provide(cid)

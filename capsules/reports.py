@@ -24,6 +24,9 @@ def resolve_target(store_dir: Path, target: str) -> Path:
     if is_cid(target):
         stored = Path(store_dir) / target
         if not stored.is_dir():
+            kept = Path(store_dir).parent / "quarantine" / target
+            if kept.is_dir():
+                raise CapsuleError(f"capsule {target} is quarantined; why: {kept / 'diagnostics.json'}")
             raise CapsuleError(f"capsule {target} is not installed in {Path(store_dir).parent.parent}")
         return stored
     path = Path(target)

@@ -14,12 +14,14 @@ registry's one lock, which is never held while guest code runs.
 
 from __future__ import annotations
 
+import functools
 import logging
 from pathlib import Path
 
 from hypermesh.transport.identity import Identity, init_identity
 
-from .admission import Diagnostic
+from . import preflight
+from .admission import AdmissionResult, Diagnostic
 from .calls import CallRouter, schema_validators
 from .engine import CapsuleEngine
 from .errors import LifecycleError, LinkError
@@ -58,7 +60,7 @@ class CapsuleRuntime:
         self._quarantine = Quarantine(root / "quarantine", self._registry, self.bus)
         self._store = CapsuleStore(root / "store", self._registry, self._quarantine, lambda: self.policy, self.bus)
         self._swapper = HotSwapper(self._registry, self.bus, self.load, self.activate, self.unload)
-        self._calls = CallRouter(self._registry, self.identity, self._swapper)
+        self._calls = CallRouter(self._registry, self.identity, self._swapper, lambda: self.policy)
         self.store_dir = self._store.directory
         self.quarantine_dir = self._quarantine.directory
 
@@ -93,8 +95,16 @@ class CapsuleRuntime:
         return self._store.install(directory)
 
     def install_stored(self) -> list[Capsule]:
-        """Re-admit every capsule in the store (after a restart); tampered ones are quarantined."""
+        """Re-admit every capsule in the store (after a restart); tampered ones are quarantined.
+
+        Capsules quarantined before the restart are known again as quarantined.
+        """
+        self._quarantine.restore()
         return self._store.install_stored()
+
+    def preflight(self, directory: Path) -> AdmissionResult:
+        """Admit, compile and link ``directory`` without installing it (for publishing)."""
+        return preflight.verify(Path(directory), self.policy, self.engine)
 
     def get(self, cid: str) -> Capsule:
         return self._registry.get(cid)
@@ -114,14 +124,12 @@ class CapsuleRuntime:
             if capsule.state not in (State.VERIFIED, State.UNLOADED):
                 raise LifecycleError(f"capsule {capsule.name} {cid} is {capsule.state.value}; only verified or unloaded capsules load")
         host = HostServices(kv_namespace(capsule.signer, capsule.manifest.name), f"{capsule.manifest.label} {cid[-8:]}", self.kv,
-                            self._calls.invoke, logging.getLogger(f"hypermesh.capsules.{capsule.manifest.name}"))
+                            functools.partial(self._calls.invoke, capsule), logging.getLogger(f"hypermesh.capsules.{capsule.manifest.name}"))
         code = capsule.code if capsule.code is not None else (capsule.directory / capsule.manifest.impl).read_bytes()
         try:
             sandbox = build_sandbox(self.engine, code, capsule.manifest, capsule.resources, host)
         except LinkError as exc:
-            with lock:
-                capsule.diagnostics = (Diagnostic("link_error", str(exc), capsule.manifest.impl),)
-                capsule.lifecycle.transition(State.QUARANTINED, str(exc))
+            self._quarantine.take(capsule, Diagnostic("link_error", str(exc), capsule.manifest.impl))
             raise
         validators = schema_validators(capsule.manifest)
         with lock:

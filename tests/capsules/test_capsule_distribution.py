@@ -35,6 +35,7 @@ from hypermesh.capsules.distribution import (
     ChunkUnavailableError,
     NoProvidersError,
 )
+from hypermesh.capsules.errors import CapsuleError
 from hypermesh.capsules.execution import output_matches, verify_execution_receipt
 from hypermesh.capsules.lifecycle import State
 from hypermesh.capsules.receipt import Receipt, hash_capsule_files, parse_receipt, root_hash
@@ -189,7 +190,12 @@ async def test_tampered_capsule_is_quarantined_with_its_diagnostic(tmp_path, eng
     forge(source)
     async with open_mesh(tmp_path, engine, 2) as (a, b):
         with trio.fail_after(STEP):
-            cid = await a.distribution.publish(source)  # the provider does not vouch for what it serves
+            with pytest.raises(CapsuleError, match="bad_signature"):
+                await a.distribution.publish(source)
+            # A provider that skips publish's checks: fetchers must not rely on them.
+            cid, chunk_list = a.store.pack(source)
+            a.distribution.published.remember(chunk_list)
+            a.discovery.provide(cid)
             await find_providers(b, cid, {a.peer_id})
             with pytest.raises(CapsuleQuarantinedError, match="bad_signature") as failure:
                 await b.distribution.fetch(cid)
