@@ -48,7 +48,8 @@ async def test_a_node_fetches_an_absent_capsule_through_the_dht_before_running_i
 async def test_an_untrusted_signers_capsule_is_refused_as_such(tmp_path, engine):
     source = write_capsule(tmp_path / "src", manifest(), LIMITS_WAT, signer=STRANGER)
     async with open_mesh(tmp_path, engine, 2) as (a, b):
-        cid = await publish(b, source)  # B serves it; A trusts only the test builder
+        b.runtime.policy.trust(STRANGER.peer_id)  # B publishes what it would run itself
+        cid = await publish(b, source)  # A trusts only the test builder
         with trio.fail_after(STEP):
             await find_providers(a, cid, {b.peer_id})
             with pytest.raises(RemoteRunRefused) as refused:
