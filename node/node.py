@@ -18,6 +18,8 @@ import trio
 
 from hypermesh.capsules.chunks import ChunkStore
 from hypermesh.capsules.distribution import CapsuleDistribution
+from hypermesh.capsules.executor import CapsuleExecutor
+from hypermesh.capsules.remote import RemoteRunService
 from hypermesh.capsules.runtime import CapsuleRuntime
 from hypermesh.dht.discovery import Discovery, open_discovery
 from hypermesh.dht.kademlia import Mode
@@ -43,6 +45,8 @@ class Node:
     discovery: Discovery
     runtime: CapsuleRuntime
     distribution: CapsuleDistribution
+    executor: CapsuleExecutor
+    remote_runs: RemoteRunService
 
 
 @contextlib.asynccontextmanager
@@ -68,7 +72,10 @@ async def open_node(
                     host, discovery, ChunkStore(data_dir / "capsules" / "chunks"), runtime
                 )
                 distribution.install_handler()
-                yield Node(identity, data_dir, host, discovery, runtime, distribution)
+                executor = CapsuleExecutor(runtime)
+                remote_runs = RemoteRunService(host, executor, distribution)
+                remote_runs.install_handler()
+                yield Node(identity, data_dir, host, discovery, runtime, distribution, executor, remote_runs)
             finally:
                 runtime.close()
 
