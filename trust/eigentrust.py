@@ -66,6 +66,19 @@ class GlobalTrust:
     def __len__(self) -> int:
         return len(self._peers)
 
+    def index_of(self, peer: Hashable) -> int:
+        """The peer's index in the vector, adding it (with no trust) if new."""
+        return self._id(peer)
+
+    def find(self, peer: Hashable) -> int | None:
+        return self._index.get(peer)
+
+    def peer_at(self, index: int) -> Hashable:
+        return self._peers[index]
+
+    def trust_of_indices(self, indices: np.ndarray) -> np.ndarray:
+        return self._trust[indices]
+
     def trust(self, peer: Hashable) -> float:
         index = self._index.get(peer)
         return 0.0 if index is None else float(self._trust[index])

@@ -27,11 +27,14 @@ import random
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from hypermesh.transport.identity import PeerId
 
 from .attestation import Attestation, AttestationError, AttestationGate, GateConfig
 from .eigentrust import GlobalTrust
-from .score import DEFAULT_HALF_LIFE, DEFAULT_WEIGHTS, DecayingTally, Dimension, PeerEvidence, Reputation, validate_weights
+from .reviews import REVIEW_EVIDENCE, ReviewBoard
+from .score import DEFAULT_HALF_LIFE, DEFAULT_WEIGHTS, DecayingTally, Dimension, confidence_of, PeerEvidence, Reputation, validate_weights
 
 log = logging.getLogger(__name__)
 
@@ -42,8 +45,6 @@ VOUCHER_SCORE = 80.0
 # Evidence one proof of misbehaviour adds against the peer.
 PROOF_PENALTY = 50.0
 DEFAULT_SHUN_SECONDS = 30 * 24 * 3600.0
-# The most evidence one reviewer's attestation can add to a peer's peer-review dimension.
-REVIEW_EVIDENCE = 5.0
 # Misleading recommendations before a recommender is discredited (TrustEngine._judge_recommenders).
 CREDIBILITY_STRIKES = 2
 
@@ -110,7 +111,7 @@ class SelectionPolicy:
     """
 
     explore: float = 0.03
-    newcomers: float = 0.005
+    newcomers: float = 0.01
 
 
 @dataclass(slots=True)
@@ -133,42 +134,67 @@ class Ranked:
     key: float
     local: Reputation
     global_trust: float
+    # Vouched for by global trust or by our own good experience.
+    trusted: bool = False
+    # Did us more harm than good, first hand.
+    failed: bool = False
 
 
-def choose(ranked: Sequence[Ranked], policy: SelectionPolicy, rng: random.Random) -> Ranked | None:
-    """The provider to route one task to, from candidates ranked best first."""
+def choose(
+    ranked: Sequence[Ranked], policy: SelectionPolicy, rng: random.Random, strangers_if_none: bool = True
+) -> Ranked | None:
+    """The provider to route one task to, from candidates ranked best first.
+
+    Candidates fall in three groups: *trusted* (the network or our own good
+    experience vouches for them), *strangers* (nothing known) and *failed*
+    (they did us more harm than good). Trusted ones get the work, strangers
+    only the newcomer share, failed ones only when there is nobody else.
+    With ``strangers_if_none`` false, a set holding nobody trusted yields
+    None (outside the newcomer share), so that the caller can look for more
+    candidates before it hands work to a stranger.
+    """
     if not ranked:
         return None
-    known = [r for r in ranked if r.global_trust > 0 or r.local.confidence > 0]
-    unknown = [r for r in ranked if not (r.global_trust > 0 or r.local.confidence > 0)]
+    trusted = [r for r in ranked if r.trusted]
+    strangers = [r for r in ranked if not r.trusted and not r.failed]
     draw = rng.random()
-    if unknown and (not known or draw < policy.newcomers):
-        return rng.choice(unknown)
-    # Explore among the others the network trusts, never among peers that failed us.
-    trusted_others = [r for r in known[1:] if r.global_trust > 0 and r.key > 0]
-    if trusted_others and draw < policy.newcomers + policy.explore:
-        return rng.choice(trusted_others)
-    return known[0]
+    if strangers and draw < policy.newcomers:
+        return rng.choice(strangers)
+    if not trusted:
+        if not strangers_if_none:
+            return None
+        return rng.choice(strangers) if strangers else ranked[0]
+    if len(trusted) > 1 and draw < policy.newcomers + policy.explore:
+        return rng.choice(trusted[1:])
+    return trusted[0]
 
 
 class TrustEngine:
-    def __init__(self, local: PeerId, config: TrustConfig | None = None, global_trust: GlobalTrust | None = None):
+    def __init__(
+        self,
+        local: PeerId,
+        config: TrustConfig | None = None,
+        global_trust: GlobalTrust | None = None,
+        reviews: ReviewBoard | None = None,
+    ):
         self.local = local
         self.config = config or TrustConfig()
         self._evidence: dict[PeerId, PeerEvidence] = {}
         self._gate = AttestationGate(self.config.gate)
-        # Latest admitted attestation per (issuer, subject), indexed both ways.
-        self._reviews_of: dict[PeerId, dict[PeerId, Attestation]] = {}
-        self._reviews_by: dict[PeerId, dict[PeerId, Attestation]] = {}
+        # The simulator shares one vector and one board among many engines:
+        # every node computes the same ones from the same gossiped attestations.
+        self.global_trust = global_trust if global_trust is not None else GlobalTrust()
+        self.reviews = reviews if reviews is not None else ReviewBoard(self.global_trust)
+        # Latest admitted attestation per (issuer, subject), kept to save and to pass on.
+        self._attestations: dict[tuple[PeerId, PeerId], Attestation] = {}
         self._shunned: dict[PeerId, Shun] = {}
         self._stake: dict[PeerId, float] = {}
-        # Recommender credibility, from our own outcomes with the peers they trust.
+        # Reviewer credibility, from our own outcomes with the peers they reviewed.
         self._credibility: dict[PeerId, list[int]] = {}
-        self._discredited: set[PeerId] = set()
-        # Global trust that discredited recommenders lent to each peer, removed when ranking.
-        self._lent_by_discredited: dict[PeerId, float] = {}
-        # The simulator shares one vector among many engines (all compute the same one).
-        self.global_trust = global_trust if global_trust is not None else GlobalTrust()
+        # Reviewers caught misleading us, and reviewers we listen to (validators and
+        # peers that served us well, less the discredited), by global-trust index.
+        self._discredited = np.zeros(0, dtype=bool)
+        self._heard = np.zeros(0, dtype=bool)
 
     # -- observations ------------------------------------------------------
     def evidence(self, peer: PeerId, now: float) -> PeerEvidence:
@@ -183,34 +209,35 @@ class TrustEngine:
         dimension, good, bad = _EVIDENCE[observation]
         self.evidence(peer, now).add(dimension, now, self.config.half_life, good * amount, bad * amount)
         if dimension is Dimension.PERFORMANCE:
-            self._judge_recommenders(peer, agreed=good > 0)
+            self._judge_reviewers(peer, served_well=good > 0)
         self._refresh_own_row(now)
 
-    def _judge_recommenders(self, provider: PeerId, agreed: bool) -> None:
-        """Score everyone who vouched for ``provider`` by what it just did for us.
+    def _judge_reviewers(self, provider: PeerId, served_well: bool) -> None:
+        """Score everyone who reviewed ``provider`` by what it just did for us.
 
-        Global trust cannot tell a good provider from a good *recommender*:
-        the EigenTrust paper's spies serve well and pass their trust to a
-        collective that does not. Each node therefore keeps its own count of
-        how often a recommender's choices served it well; one that misled it
-        at least CREDIBILITY_STRIKES times, and more often than not, is
-        discredited, and the trust it lent is taken out of this node's rankings.
+        Global trust cannot tell a good provider from a good *reviewer*: the
+        EigenTrust paper's spies serve well and vouch for a collective that
+        does not, and a camouflaged collective praises its own members. Each
+        node therefore counts how often a reviewer's verdict matched its own
+        experience; one that misled it at least CREDIBILITY_STRIKES times, and
+        more often than not, is no longer heard in this node's rankings.
         """
-        keep = 1 - self.global_trust.damping
-        for recommender in self.global_trust.trusters(provider):
-            if recommender == self.local or recommender in self._discredited:
+        for reviewer, (good, bad) in self.reviews.reviewers(provider).items():
+            if reviewer == self.local or self.is_discredited(reviewer):
                 continue
-            tally = self._credibility.setdefault(recommender, [0, 0])
-            tally[0 if agreed else 1] += 1
+            tally = self._credibility.setdefault(reviewer, [0, 0])
+            tally[0 if (good >= bad) == served_well else 1] += 1
             if tally[1] >= CREDIBILITY_STRIKES and tally[1] > tally[0]:
-                self._discredited.add(recommender)
-                lent = keep * self.global_trust.trust(recommender)
-                for peer, weight in self.global_trust.row(recommender).items():
-                    self._lent_by_discredited[peer] = self._lent_by_discredited.get(peer, 0.0) + lent * weight
+                self._discredit(reviewer)
 
-    def support(self, peer: PeerId) -> float:
-        """Global trust less what recommenders this node discredited lent to ``peer``."""
-        return max(0.0, self.global_trust.trust(peer) - self._lent_by_discredited.get(peer, 0.0))
+    def _discredit(self, reviewer: PeerId) -> None:
+        index = self.global_trust.index_of(reviewer)
+        self._discredited = _set_flag(self._discredited, index, True)
+        self._heard = _set_flag(self._heard, index, False)
+
+    def is_discredited(self, reviewer: PeerId) -> bool:
+        index = self.global_trust.find(reviewer)
+        return index is not None and index < len(self._discredited) and bool(self._discredited[index])
 
     def prove(self, peer: PeerId, proof: Proof, now: float, detail: str = "") -> None:
         """Checked proof of misbehaviour: heavy evidence and an immediate shun."""
@@ -239,7 +266,13 @@ class TrustEngine:
         return row
 
     def _refresh_own_row(self, now: float) -> None:
-        self.global_trust.set_row(self.local, self._own_row(now))
+        row = self._own_row(now)
+        self.global_trust.set_row(self.local, row)
+        heard = np.zeros(len(self._heard), dtype=bool)
+        for peer in list(row) + list(self._stake):
+            if not self.is_discredited(peer):
+                heard = _set_flag(heard, self.global_trust.index_of(peer), True)
+        self._heard = heard
 
     # -- attestations ------------------------------------------------------
     def accept_attestation(self, attestation: Attestation, sender: PeerId, now: float) -> None:
@@ -255,17 +288,15 @@ class TrustEngine:
         self._remember(attestation)
 
     def _remember(self, attestation: Attestation) -> None:
-        self._reviews_of.setdefault(attestation.subject, {})[attestation.issuer] = attestation
-        self._reviews_by.setdefault(attestation.issuer, {})[attestation.subject] = attestation
+        self._attestations[(attestation.issuer, attestation.subject)] = attestation
+        self.reviews.record(attestation.issuer, attestation.subject, attestation.good, attestation.bad)
 
     def _refresh_issuer_row(self, issuer: PeerId) -> None:
-        reviews = self._reviews_by.get(issuer, {})
-        row = {subject: float(a.good - a.bad) for subject, a in reviews.items() if a.good > a.bad}
-        self.global_trust.set_row(issuer, row)
+        reviews = self.reviews.reviewed_by(issuer)
+        self.global_trust.set_row(issuer, {subject: float(g - b) for subject, (g, b) in reviews.items() if g > b})
 
     def attestations(self) -> Iterable[Attestation]:
-        for reviews in self._reviews_by.values():
-            yield from reviews.values()
+        return self._attestations.values()
 
     def issuer_weight(self, issuer: PeerId, now: float) -> float:
         """How much an issuer's reviews count: nothing without stake or history."""
@@ -280,11 +311,14 @@ class TrustEngine:
     def set_stake(self, stakes: dict[PeerId, float]) -> None:
         self._stake = {peer: s for peer, s in stakes.items() if s > 0}
         self.global_trust.set_stake(self._stake)
+        for peer in self._stake:
+            if not self.is_discredited(peer):
+                self._heard = _set_flag(self._heard, self.global_trust.index_of(peer), True)
 
     def recompute(self, now: float) -> int:
         """Refresh this node's row and the whole global-trust vector."""
         self.global_trust.set_row(self.local, self._own_row(now))
-        for issuer in self._reviews_by:
+        for issuer in {issuer for issuer, _ in self._attestations}:
             self._refresh_issuer_row(issuer)
         return self.global_trust.recompute()
 
@@ -304,14 +338,14 @@ class TrustEngine:
         merged = PeerEvidence(record.first_seen)
         merged.tallies = dict(record.tallies)
         good = bad = 0.0
-        for issuer, attestation in self._reviews_of.get(peer, {}).items():
+        for issuer, (issued_good, issued_bad) in self.reviews.reviewers(peer).items():
             weight = self.issuer_weight(issuer, now)
-            interactions = attestation.good + attestation.bad
+            interactions = issued_good + issued_bad
             if weight > 0 and interactions:
                 # One reviewer is one opinion: its counts are scaled to at most REVIEW_EVIDENCE.
                 scale = weight * min(1.0, REVIEW_EVIDENCE / interactions)
-                good += scale * attestation.good
-                bad += scale * attestation.bad
+                good += scale * issued_good
+                bad += scale * issued_bad
         if good or bad:
             merged.tallies[Dimension.PEER_REVIEW] = DecayingTally(good=good, bad=bad, at=now)
         return merged
@@ -319,12 +353,13 @@ class TrustEngine:
     def vouch_boost(self, peer: PeerId, now: float) -> float:
         """Points lent by highly trusted vouchers: at most MAX_VOUCH_BOOST."""
         best = 0.0
-        for issuer, attestation in self._reviews_of.get(peer, {}).items():
+        for issuer, (issued_good, issued_bad) in self.reviews.reviewers(peer).items():
             if self.is_shunned(issuer, now):
                 continue
             voucher = self.observed_reputation(issuer, now).pessimistic()
             if voucher >= VOUCHER_SCORE:
-                best = max(best, MAX_VOUCH_BOOST * (voucher / 100.0) * attestation.satisfaction)
+                satisfaction = (issued_good + 1) / (issued_good + issued_bad + 2)
+                best = max(best, MAX_VOUCH_BOOST * (voucher / 100.0) * satisfaction)
         return min(MAX_VOUCH_BOOST, best)
 
     def score(self, peer: PeerId, now: float) -> float:
@@ -342,39 +377,55 @@ class TrustEngine:
     ) -> list[Ranked]:
         """Candidates best first, shunned ones left out.
 
-        The key mixes this node's own pessimistic view with the peer's share
-        of global trust relative to the best candidate: what we saw ourselves
-        counts, and so does what the stake-anchored network says. First-hand
+        A peer is *trusted* when it has stake, served us well, or is vouched
+        for by reviewers we listen to (validators and peers that served us
+        well); the key mixes our own pessimistic view with what those
+        reviewers report. Global trust *mass* only breaks ties: in the
+        simulator, ranking by mass let a collective that passes trust among
+        its own members (the paper's threat models C and D) pile up mass and
+        draw more tasks than random choice would give it. First-hand
         evidence overrules hearsay: a peer that did more harm than good to
-        *us* gets no credit from global trust, however others vouch for it.
+        *us* gets no credit from others, however they vouch for it.
         """
         pool = [peer for peer in dict.fromkeys(candidates) if not self.is_shunned(peer, now)]
-        trusts = {peer: self.support(peer) if use_global else 0.0 for peer in pool}
-        top_trust = max(trusts.values(), default=0.0)
         dimension = Dimension.UPTIME if purpose is Purpose.ROUTING else Dimension.PERFORMANCE
         ranked = []
         for peer in pool:
             local = self.reputation(peer, now)
-            relative = trusts[peer] / top_trust if top_trust > 0 else 0.0
+            trust = self.global_trust.trust(peer) if use_global else 0.0
             record = self._evidence.get(peer)
-            if record is not None:
-                good, bad = record.counts(dimension, now, self.config.half_life)
-                if bad > good:
-                    local = self.observed_reputation(peer, now)
-                    relative = 0.0
+            good, bad = (0.0, 0.0) if record is None else record.counts(dimension, now, self.config.half_life)
+            failed = bad > good
+            reported = 0.0
+            vouched = False
+            if failed:
+                local = self.observed_reputation(peer, now)
+            elif use_global:
+                satisfaction, evidence = self.reviews.quality(peer, self._heard)
+                reported = satisfaction * confidence_of(evidence)
+                vouched = evidence > 0 and satisfaction > 0.5
             own = local.pessimistic() / 100.0
-            ranked.append(Ranked(peer, 0.5 * own + 0.5 * relative, local, trusts[peer]))
-        ranked.sort(key=lambda r: (-r.key, r.peer.multihash))
+            trusted = not failed and (vouched or good > 0 or peer in self._stake)
+            ranked.append(Ranked(peer, 0.5 * own + 0.5 * reported, local, trust, trusted, failed))
+        # Equal keys (strangers to us and to those we listen to): global trust decides.
+        ranked.sort(key=lambda r: (-r.key, -r.global_trust, r.peer.multihash))
         return ranked
 
-    def choose(self, candidates: Iterable[PeerId], now: float, rng: random.Random) -> PeerId | None:
-        """The provider for one task, by :func:`choose` over :meth:`rank`."""
-        picked = choose(self.rank(candidates, now), self.config.policy, rng)
-        return None if picked is None else picked.peer
+    def choose(
+        self,
+        candidates: Iterable[PeerId],
+        now: float,
+        rng: random.Random,
+        use_global: bool = True,
+        strangers_if_none: bool = True,
+    ) -> PeerId | None:
+        """The provider for one task, by :func:`choose` over :meth:`rank`.
 
-    def choose_locally(self, candidates: Iterable[PeerId], now: float, rng: random.Random) -> PeerId | None:
-        """The same choice from this node's own observations alone (a baseline)."""
-        picked = choose(self.rank(candidates, now, use_global=False), self.config.policy, rng)
+        ``use_global=False`` chooses from this node's own observations alone
+        (the simulator's baseline).
+        """
+        ranked = self.rank(candidates, now, use_global=use_global)
+        picked = choose(ranked, self.config.policy, rng, strangers_if_none)
         return None if picked is None else picked.peer
 
     # -- shun list ---------------------------------------------------------
@@ -405,3 +456,13 @@ class TrustEngine:
 
     def known_peers(self) -> list[PeerId]:
         return list(self._evidence)
+
+
+def _set_flag(flags: np.ndarray, index: int, value: bool) -> np.ndarray:
+    """``flags`` with ``flags[index] = value``, grown when the index is past its end."""
+    if index >= len(flags):
+        grown = np.zeros(max(2 * len(flags), index + 1, 64), dtype=bool)
+        grown[: len(flags)] = flags
+        flags = grown
+    flags[index] = value
+    return flags

@@ -34,11 +34,17 @@ from dataclasses import dataclass, field
 
 from hypermesh.transport.identity import PeerId
 
-from .eigentrust import GlobalTrust
+from .eigentrust import DEFAULT_DAMPING, GlobalTrust
 from .engine import Observation, TrustConfig, TrustEngine
+from .reviews import ReviewBoard
+from .score import DEFAULT_HALF_LIFE, Dimension
 
 THREAT_MODELS = ("individual", "collective", "camouflaged", "spies")
 CYCLE_SECONDS = 60.0
+# Candidate sets drawn before a task goes to a stranger for want of anyone known.
+WIDENINGS = 3
+# The interactions a malicious reviewer claims with each ally.
+FAKE_PRAISE = 1000
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,9 +55,14 @@ class SimConfig:
     cycles: int = 30
     candidates: int = 20
     validator_fraction: float = 0.03
+    # Tasks a provider accepts per cycle before it answers "busy".
+    capacity: int = 2
+    damping: float = DEFAULT_DAMPING
     honest_success: float = 0.98
     camouflage: float = 0.5
     sybils: int = 0
+    # Sybils appear once the network has formed its trust, as a swarm would.
+    sybil_arrival: int = 10
     whitewashers: int = 0
     # How tasks are routed: "trust" (the engine), "local" (own observations only) or "random".
     routing: str = "trust"
@@ -65,6 +76,7 @@ class SimResult:
     routed_to_malicious: int = 0
     bad_results: int = 0
     routed_to_sybils: int = 0
+    tasks_since_sybils: int = 0
     # Over the second half of the cycles, once trust has had time to form.
     steady_tasks: int = 0
     steady_to_malicious: int = 0
@@ -83,7 +95,7 @@ class SimResult:
             "bad_result_share": self.share(self.bad_results, self.tasks),
             "steady_malicious_share": self.share(self.steady_to_malicious, self.steady_tasks),
             "steady_bad_result_share": self.share(self.steady_bad_results, self.steady_tasks),
-            "sybil_share": self.share(self.routed_to_sybils, self.tasks),
+            "sybil_share": self.share(self.routed_to_sybils, self.tasks_since_sybils),
             "whitewasher_tasks": self.whitewasher_tasks,
             "stayer_tasks": self.stayer_tasks,
         }
@@ -113,16 +125,20 @@ class TrustSim:
             self.spies = set()
         self.sybils = [_peer(i, "sybil") for i in range(config.sybils)]
         self.sybil_set = set(self.sybils)
-        self.global_trust = GlobalTrust()
+        self.global_trust = GlobalTrust(config.damping)
         self.global_trust.set_stake({v: 1.0 for v in self.validators})
         self.honest = [p for p in self.ids if p not in self.malicious]
+        self.reviews = ReviewBoard(self.global_trust)
         self.engines = {
-            p: TrustEngine(p, TrustConfig(), global_trust=self.global_trust) for p in self.honest
+            p: TrustEngine(p, TrustConfig(), global_trust=self.global_trust, reviews=self.reviews)
+            for p in self.honest
         }
         # Whitewashers: malicious peers that take a new identity once caught.
-        self.whitewash_alias: dict[PeerId, PeerId] = {}
         self.whitewashers = sorted(ordered_bad, key=lambda p: p.multihash)[: config.whitewashers]
+        # Each whitewasher's identity of the moment (at first its own).
+        self.whitewash_alias = {peer: peer for peer in self.whitewashers}
         self._aliases = 0
+        self._load: Counter = Counter()
         self._set_malicious_rows()
 
     # -- behaviour -------------------------------------------------------------
@@ -142,33 +158,54 @@ class TrustSim:
         return self.whitewash_alias.get(provider, provider)
 
     def _set_malicious_rows(self) -> None:
+        """What malicious peers and Sybils attest: glowing reviews of their allies."""
         model = self.config.threat_model
         bad = sorted(self.malicious, key=lambda p: p.multihash)
+        served_badly = [p for p in bad if p not in self.spies]
         for peer in bad:
             if model == "individual":
-                row = {self.rng.choice(self.ids): 1.0 for _ in range(5)}
+                allies = {self.rng.choice(self.ids) for _ in range(5)}
             elif model == "spies":
-                targets = [p for p in bad if p not in self.spies]
-                row = {t: 1.0 for t in targets} if peer in self.spies else {t: 1.0 for t in targets if t != peer}
+                allies = set(served_badly)
             else:
-                row = {t: 1.0 for t in bad if t != peer}
-            self.global_trust.set_row(peer, row)
+                allies = set(bad)
+            self._praise(peer, allies - {peer})
         for sybil in self.sybils:
-            self.global_trust.set_row(sybil, {other: 1.0 for other in self.rng.sample(self.sybils, min(10, len(self.sybils)))})
+            self._praise(sybil, set(self.rng.sample(self.sybils, min(10, len(self.sybils)))) - {sybil})
 
-    def _providers(self) -> list[PeerId]:
-        current = [p for p in self.ids if p not in self.whitewashers]
-        current += [alias for alias in self.whitewash_alias]
-        return current + self.sybils
+    def _praise(self, reviewer: PeerId, allies: set[PeerId]) -> None:
+        for ally in allies:
+            self.reviews.record(reviewer, ally, FAKE_PRAISE, 0)
+        self.global_trust.set_row(reviewer, {ally: float(FAKE_PRAISE) for ally in allies})
+
+    def _providers(self, cycle: int) -> list[PeerId]:
+        current = [p for p in self.ids if p not in self.whitewash_alias]
+        current += list(self.whitewash_alias)
+        if cycle >= self.config.sybil_arrival:
+            current += self.sybils
+        return current
 
     # -- routing ---------------------------------------------------------------
-    def _choose(self, engine: TrustEngine, candidates: list[PeerId], now: float) -> PeerId:
+    def _candidates(self, providers: list[PeerId], requester: PeerId) -> list[PeerId]:
+        drawn = self.rng.sample(providers, self.config.candidates + 1)
+        # A busy provider refuses ("busy") and the router moves on: leave it out.
+        free = [p for p in drawn if p != requester and self._load[p] < self.config.capacity]
+        return free[: self.config.candidates] or drawn[:1]
+
+    def _choose(self, engine: TrustEngine, providers: list[PeerId], requester: PeerId, now: float) -> PeerId:
         routing = self.config.routing
         if routing == "random":
-            return self.rng.choice(candidates)
-        if routing == "local":
-            return engine.choose_locally(candidates, now, self.rng)
-        return engine.choose(candidates, now, self.rng)
+            return self.rng.choice(self._candidates(providers, requester))
+        use_global = routing == "trust"
+        # As a router would ask the DHT for more providers when it knows none of those found.
+        for attempt in range(WIDENINGS):
+            last = attempt == WIDENINGS - 1
+            picked = engine.choose(
+                self._candidates(providers, requester), now, self.rng, use_global=use_global, strangers_if_none=last
+            )
+            if picked is not None:
+                return picked
+        raise AssertionError("the last attempt always picks")
 
     def _maybe_whitewash(self, provider: PeerId, engine: TrustEngine, now: float) -> None:
         original = self._original(provider)
@@ -191,21 +228,26 @@ class TrustSim:
         now = 0.0
         for cycle in range(config.cycles):
             now = cycle * CYCLE_SECONDS
-            providers = self._providers()
+            providers = self._providers(cycle)
+            self._load = Counter()
             steady = cycle >= config.cycles // 2
             for requester in self.honest:
                 engine = self.engines[requester]
-                candidates = [p for p in self.rng.sample(providers, config.candidates + 1) if p != requester]
-                candidates = candidates[: config.candidates]
-                provider = self._choose(engine, candidates, now)
+                provider = self._choose(engine, providers, requester, now)
+                self._load[provider] += 1
                 good = self._serves_well(provider)
                 engine.observe(provider, Observation.RECEIPT_VERIFIED if good else Observation.WRONG_OUTPUT, now)
+                # The requester's attestation about the provider, as gossip would carry it.
+                good_count, bad_count = engine.evidence(provider, now).counts(Dimension.PERFORMANCE, now, DEFAULT_HALF_LIFE)
+                self.reviews.record(requester, provider, round(good_count), round(bad_count))
                 original = self._original(provider)
                 is_malicious = original in self.malicious
                 result.tasks += 1
                 result.routed_to_malicious += is_malicious
                 result.bad_results += not good
-                result.routed_to_sybils += provider in self.sybil_set
+                if cycle >= config.sybil_arrival:
+                    result.tasks_since_sybils += 1
+                    result.routed_to_sybils += provider in self.sybil_set
                 result.per_provider[original] += 1
                 if original in self.whitewashers:
                     result.whitewasher_tasks += 1
