@@ -444,12 +444,13 @@ class TendermintCore:
                 and self._quorum_for(Kind.PREVOTE, r, proposal.block_id)
                 and self._is_valid(proposal.value, proposal.block_id)):
             self._polka_seen = True  # line 36
+            self.valid_value, self.valid_round = proposal.value, r
             if self.step is Step.PREVOTE:
                 self.locked_value, self.locked_round = proposal.value, r
-                self._vote(Kind.PRECOMMIT, proposal.block_id)
+                self._vote(Kind.PRECOMMIT, proposal.block_id)  # saved, lock and valid value with it
                 self.step = Step.PRECOMMIT
-            self.valid_value, self.valid_round = proposal.value, r
-            self._save()
+            else:
+                self._save()
             return True
         if self.step is Step.PREVOTE and self._quorum_for(Kind.PREVOTE, r, None):  # line 44
             self._vote(Kind.PRECOMMIT, None)
@@ -486,8 +487,8 @@ class TendermintCore:
             return True
         return False
 
-    def _start_round(self, round_: int, now: float) -> None:
-        """Line 11."""
+    def _start_round(self, round_: int, now: float, *, saved: bool = False) -> None:
+        """Line 11. ``saved``: the caller has saved the state of this round already."""
         self.round = round_
         self.step = Step.PROPOSE
         self._prevote_timer_set = self._precommit_timer_set = self._polka_seen = False
@@ -500,8 +501,10 @@ class TendermintCore:
             proposal = self._sign_message(Kind.PROPOSAL, round_, value=value, pol_round=pol_round)
             if proposal is not None and round_ not in self._proposals:
                 self._record(proposal)
+            saved = saved or proposal is not None
         self._schedule(_Timeout.PROPOSE, self.config.timeout_propose, now)
-        self._save()
+        if not saved:
+            self._save()
 
     def _on_timeout(self, kind: _Timeout, now: float) -> None:
         """Lines 57-65."""
@@ -520,12 +523,11 @@ class TendermintCore:
 
     def _decide(self, commit: Commit, now: float) -> None:
         certificate = commit.certificate
-        self.store.save_commit(commit)
-        self._events.append(Committed(certificate.height, certificate.round, commit.value, certificate))
         self.height += 1
         self._reset_height()
-        self._save()
-        self._start_round(0, now)
+        self.store.save_commit(commit, self._saved_state())  # one transaction: the decision and the next height
+        self._events.append(Committed(certificate.height, certificate.round, commit.value, certificate))
+        self._start_round(0, now, saved=True)
         pending = self._future_commits.pop(self.height, None)
         self._future_commits = {h: c for h, c in self._future_commits.items() if h > self.height}
         if pending is not None:
@@ -597,7 +599,10 @@ class TendermintCore:
         return message
 
     def _save(self) -> None:
-        self.store.save_state(SavedState(
+        self.store.save_state(self._saved_state())
+
+    def _saved_state(self) -> SavedState:
+        return SavedState(
             height=self.height,
             round=self.round,
             locked_round=self.locked_round,
@@ -607,7 +612,7 @@ class TendermintCore:
             last_signed=self._last_signed,
             own_messages=tuple(encode_message(m) for m in self._own.values()),
             valid_polka=tuple(encode_message(v) for v in self._valid_polka()),
-        ))
+        )
 
     @staticmethod
     def _kind_of(message: Vote | Proposal) -> Kind:
