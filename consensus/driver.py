@@ -75,13 +75,14 @@ class ConsensusService:
     async def run(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
         for peer in self._peers:
             self.host.connection_manager.protect(peer, PROTECTION_TAG)
+        # Started before the handler is registered: no message meets a core that has not resumed yet.
+        self.core.start(trio.current_time())
         self.host.set_stream_handler(PROTOCOL_ID, self._handle_stream)
         self._running = True
         try:
             async with trio.open_nursery() as nursery:
                 for peer, key in self._peers.items():
                     nursery.start_soon(self._sender, peer, self._queues[key][1])
-                self.core.start(trio.current_time())
                 self._pump()
                 task_status.started()
                 await self._timer_loop()
