@@ -69,6 +69,10 @@ class ConsensusService:
         self.on_evidence: list[Callable[[EquivocationDetected], None]] = []
         self.on_misbehaviour: list[Callable[[PeerId, Exception], None]] = []
         self._running = False
+        # Inbound streams being read: the host runs their handlers, not our
+        # nursery, so they are reset when we stop (the peers then open new
+        # ones, which reach whoever serves the protocol next).
+        self._inbound: set = set()
 
     # --------------------------------------------------------------- run
 
@@ -89,6 +93,8 @@ class ConsensusService:
         finally:
             self._running = False
             self.host.remove_stream_handler(PROTOCOL_ID)
+            for stream in list(self._inbound):
+                await reset_quietly(stream)
             for peer in self._peers:
                 self.host.connection_manager.unprotect(peer, PROTECTION_TAG)
 
@@ -177,8 +183,9 @@ class ConsensusService:
             await reset_quietly(stream)
             return
         reader = BufferedReader(stream)
+        self._inbound.add(stream)
         try:
-            while True:
+            while self._running:
                 data = await reader.read_frame(MAX_MESSAGE_SIZE)
                 if data is None:
                     break
@@ -198,4 +205,6 @@ class ConsensusService:
             return
         except (TransportError, trio.BrokenResourceError, trio.ClosedResourceError):
             return
+        finally:
+            self._inbound.discard(stream)
         await close_quietly(stream)
