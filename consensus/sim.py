@@ -63,6 +63,9 @@ class Behaviour(enum.Enum):
     HONEST = "honest"
     SILENT = "silent"
     EQUIVOCATE = "equivocate"
+    # Sends its honest messages, each followed by a copy with a broken
+    # signature, a malformed blob and the replay of an old message.
+    FORGE = "forge"
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,6 +155,8 @@ class ConsensusSim:
         self.evidence: list = []
         # Block IDs the Byzantine coalition has seen proposed, per (height, round).
         self._seen_blocks: dict[tuple[int, int], list[bytes]] = {}
+        # What forging validators sent, to replay later.
+        self._sent: list[bytes] = []
         self.trace: list[str] = []
 
     # ------------------------------------------------------------- control
@@ -271,6 +276,8 @@ class ConsensusSim:
                 targets = [self.by_key[out.peer]]
             if node.behaviour is Behaviour.EQUIVOCATE:
                 self._send_equivocating(node, out.message, targets)
+            elif node.behaviour is Behaviour.FORGE:
+                self._send_forging(node, out.message, targets)
             else:
                 data = encode_message(out.message)
                 for target in targets:
@@ -369,6 +376,17 @@ class ConsensusSim:
         evil = encode_message(self._conflicting(node, message))
         for target in targets:
             self._transmit(node, target, evil if self.rng.random() < 0.5 else honest)
+
+    def _send_forging(self, node: SimValidator, message: Message, targets: list[SimValidator]) -> None:
+        data = encode_message(message)
+        forged = bytearray(data)
+        forged[-1] ^= 0x01  # the last byte of a vote is its signature's; of a proposal, its value's
+        replay = self.rng.choice(self._sent) if self._sent else data
+        if len(self._sent) < 256:
+            self._sent.append(data)
+        for target in targets:
+            for copy in (data, bytes(forged), self.rng.randbytes(self.rng.randrange(1, 200)), replay):
+                self._transmit(node, target, copy)
 
     def _double_vote(self, node: SimValidator, proposal: Proposal) -> None:
         blocks = self._seen_blocks.setdefault((proposal.height, proposal.round), [])

@@ -233,3 +233,13 @@ def test_random_partitions_with_byzantine_stake_heal_without_divergence(seed, n,
     assert first is not None and first - healed_at <= 3 * view_timeout(highest_round), sim.describe()
     assert sim.run_until_height(highest + 2, sim.now + 30.0), sim.describe()  # laggards catch up
     assert_safe(sim, byzantine)
+
+
+def test_forged_malformed_and_replayed_messages_are_refused_and_the_chain_goes_on():
+    sim = ConsensusSim(12, [1, 1, 1, 1], byzantine={0: Behaviour.FORGE})
+    sim.start()
+    assert sim.run_until_height(15, 30.0), sim.describe()
+    assert_safe(sim, [0])
+    assert sim.rejected["WireError"] > 0
+    assert sim.rejected["ForgedSignature"] > 0
+    assert sim.rejected["WrongHeight"] + sim.rejected["DuplicateMessage"] > 0  # replays
