@@ -19,6 +19,7 @@ listeners hear of it (the trust engine will).
 
 from __future__ import annotations
 
+import collections
 import logging
 from typing import Callable
 
@@ -39,6 +40,8 @@ PROTECTION_TAG = "consensus"
 SEND_QUEUE_SIZE = 1024
 # Queued messages written together at most.
 SEND_BATCH = 64
+# Decisions kept in memory for wait_for_height and callers.
+KEPT_DECISIONS = 1024
 # After a failed dial or write, wait this long before trying that peer again.
 RECONNECT_DELAY = 0.5
 
@@ -64,7 +67,8 @@ class ConsensusService:
         }
         self._wakeup = trio.Event()
         self._progress = trio.Event()
-        self.committed: list[Committed] = []
+        # The latest decisions (older ones are in the store).
+        self.committed: collections.deque[Committed] = collections.deque(maxlen=KEPT_DECISIONS)
         self.on_commit: list[Callable[[Committed], None]] = []
         self.on_evidence: list[Callable[[EquivocationDetected], None]] = []
         self.on_misbehaviour: list[Callable[[PeerId, Exception], None]] = []
@@ -99,7 +103,7 @@ class ConsensusService:
                 self.host.connection_manager.unprotect(peer, PROTECTION_TAG)
 
     async def wait_for_height(self, height: int) -> Committed:
-        """Until this node has committed ``height``; returns that decision."""
+        """Until this node has committed ``height`` (one of the latest KEPT_DECISIONS); returns that decision."""
         while True:
             for decision in self.committed:
                 if decision.height == height:
