@@ -1,10 +1,12 @@
 """A deterministic simulator: the real consensus core on an in-memory network.
 
-Virtual time; seeded delay, loss and duplication (loss and long delays only
-before the global stabilisation time, GST); partitions that heal; crashes
-and restarts from the saved signer state; Byzantine validators that stay
-silent or equivocate. Nothing here touches a socket or a clock, so a run is a
-pure function of its seed, and a failing seed replays exactly.
+Virtual time; seeded delay, loss and duplication (loss, long delays and
+flapping links only before the global stabilisation time, GST); partitions
+that heal; crashes and restarts from the saved signer state, also right
+after a decision; Byzantine validators that stay silent, forge or
+equivocate; a scripted adversary (:attr:`ConsensusSim.drop`) for exact
+schedules. Nothing here touches a socket or a clock, so a run is a pure
+function of its seed, and a failing seed replays exactly.
 
 Every message crosses the network as bytes, through the canonical encoder and
 the strict decoder, as it does between real nodes.
