@@ -30,6 +30,7 @@ from .errors import (
     PeerRefused,
     ResourceLimitError,
     StreamReset,
+    WriteStalled,
 )
 from .identity import PeerId
 from .quic_hooks import Libp2pQuicConnection, is_refusal, refuse
@@ -40,9 +41,17 @@ if TYPE_CHECKING:
 log = logging.getLogger("hypermesh.transport")
 
 # Bytes one stream may hold in aioquic's send buffer (unsent + unacknowledged)
-# before send_all waits. Large enough to keep a fast path full, small enough
-# that a peer that stops reading pins little memory.
+# before send_all waits: enough to keep a fast path full.
 STREAM_SEND_BUFFER = 2 << 20
+# Bytes a writer may queue beyond the credit the peer granted (stream and
+# connection): a peer that stops reading pins this much per stream, not more.
+SEND_AHEAD_OF_CREDIT = 64 << 10
+# What all streams of one connection may hold in their send buffers. A write
+# that leaves its stream under SEND_AHEAD_OF_CREDIT skips this (costlier) check.
+CONNECTION_SEND_BUFFER = 8 << 20
+# An inbound stream's handler whose write makes no progress this long (the
+# peer grants no credit) has its stream reset (WriteStalled).
+HANDLER_WRITE_STALL_TIMEOUT = 30.0
 # Largest slice handed to aioquic per call, so one writer cannot monopolise a
 # connection's packets.
 WRITE_SLICE = 256 << 10
@@ -69,6 +78,8 @@ class QuicStream:
         self._reset_error: StreamReset | None = None
         self._closed = False
         self._lazy_negotiator = None
+        # None: writes wait as long as the peer withholds credit.
+        self.write_stall_timeout: float | None = None
 
     # -- identity -----------------------------------------------------------
 
@@ -157,8 +168,14 @@ class QuicStream:
     # -- sending ------------------------------------------------------------
 
     async def send_all(self, data: bytes) -> None:
+        """Queue ``data``, waiting while the peer's credit and our buffers are full.
+
+        Raises WriteStalled (after resetting the stream) if no byte could be
+        queued for ``write_stall_timeout`` seconds.
+        """
         view = memoryview(data)
         connection = self._connection
+        progress_at = trio.current_time()
         while True:
             if self._reset_error is not None:
                 raise self._reset_error
@@ -166,7 +183,7 @@ class QuicStream:
                 raise StreamReset("cannot send after send_eof")
             if connection.closed:
                 raise ConnectionClosed(connection.close_reason)
-            room = connection._send_room(self.stream_id)
+            room = connection._send_room(self.stream_id, len(view))
             if room > 0:
                 chunk = view[: min(room, WRITE_SLICE)]
                 self._send_stream_data(bytes(chunk))
@@ -177,8 +194,15 @@ class QuicStream:
                     # yielding here would add a scheduling round to every reply.
                     await trio.lowlevel.checkpoint_if_cancelled()
                     return
-            else:
+                progress_at = trio.current_time()
+            elif self.write_stall_timeout is None:
                 await connection._wait_for_send_room()
+            else:
+                with trio.move_on_at(progress_at + self.write_stall_timeout):
+                    await connection._wait_for_send_room()
+                if trio.current_time() >= progress_at + self.write_stall_timeout:
+                    await self.reset(STREAM_ERROR_LIMIT)
+                    raise WriteStalled(f"no write progress for {self.write_stall_timeout:g} s (peer grants no credit)")
 
     def _send_stream_data(self, data: bytes, end_stream: bool = False) -> None:
         try:
@@ -266,6 +290,7 @@ class QuicConnectionDriver:
         quic.limit_incoming_streams(max_streams)
         self._streams: dict[int, QuicStream] = {}
         self._inbound_streams = 0
+        self.handler_write_stall_timeout: float | None = HANDLER_WRITE_STALL_TIMEOUT
         # Set by incoming datagrams, cleared by transmit(): lets the endpoint
         # skip connections whose reader already answered.
         self.needs_transmit = False
@@ -499,6 +524,7 @@ class QuicConnectionDriver:
             self.quic.abandon_stream(stream_id)
             return None
         stream = QuicStream(self, stream_id)
+        stream.write_stall_timeout = self.handler_write_stall_timeout
         self._streams[stream_id] = stream
         self._inbound_streams += 1
         self._on_new_stream(stream)
@@ -522,6 +548,16 @@ class QuicConnectionDriver:
         self.quic.abandon_stream(stream_id)
 
     @property
+    def writers_waiting(self) -> int:
+        """Writers waiting for the peer's credit or for buffer room."""
+        return self._writers_waiting
+
+    @property
+    def send_buffered(self) -> int:
+        """Bytes all streams hold to send (unsent or unacknowledged)."""
+        return self.quic.send_buffered_total()
+
+    @property
     def stream_count(self) -> int:
         return len(self._streams)
 
@@ -537,13 +573,14 @@ class QuicConnectionDriver:
         if quic.window_update_due(stream_id):
             self.transmit()
 
-    def _send_room(self, stream_id: int) -> int:
-        stream = self.quic._streams.get(stream_id)
-        if stream is None:
-            return STREAM_SEND_BUFFER
-        sender = stream.sender
-        buffered = sender._buffer_stop - sender._buffer_start
-        return STREAM_SEND_BUFFER - buffered
+    def _send_room(self, stream_id: int, wanted: int) -> int:
+        """Bytes a writer may add to a stream's send buffer now."""
+        quic = self.quic
+        buffered, unsent, credit = quic.send_buffer_state(stream_id)
+        room = min(STREAM_SEND_BUFFER - buffered, credit + SEND_AHEAD_OF_CREDIT - unsent)
+        if room > 0 and buffered + min(room, wanted) > SEND_AHEAD_OF_CREDIT:
+            room = min(room, CONNECTION_SEND_BUFFER - quic.send_buffered_total())
+        return room
 
     async def _wait_for_send_room(self) -> None:
         self._writers_waiting += 1

@@ -31,6 +31,8 @@ these points (each has its own test in ``tests/transport/test_quic_hooks.py``;
 9. Stream limits: ``max_streams_per_connection`` is advertised as QUIC's
    ``initial_max_streams_bidi`` (and no unidirectional streams), so a peer
    that opens more is paced by MAX_STREAMS instead of having streams reset.
+10. Send buffers: what each stream holds unsent or unacknowledged, and the
+   credit the peer granted, so that writers wait on the peer's credit.
 """
 
 from __future__ import annotations
@@ -417,6 +419,27 @@ class Libp2pQuicConnection(QuicConnection):
         """The idle timeout in force: the smaller of ours and the peer's
         (known once its transport parameters arrived), as aioquic applies it."""
         return self._idle_timeout()
+
+    # -- hook 10: what a writer may buffer ---------------------------------
+
+    def send_buffer_state(self, stream_id: int) -> tuple[int, int, int]:
+        """``(buffered, unsent, credit)`` of one stream's send side: bytes held
+        (unsent or unacknowledged), bytes not yet sent, and bytes the peer's
+        stream and connection credit let us send now."""
+        stream = self._streams.get(stream_id)
+        if stream is None:
+            return 0, 0, 0  # aioquic creates the stream on the first write
+        sender = stream.sender
+        sent = sender.highest_offset
+        if stream.is_blocked:  # over the peer's stream limit: nothing may go yet
+            credit = 0
+        else:
+            credit = min(stream.max_stream_data_remote - sent, self._remote_max_data - self._remote_max_data_used)
+        return sender._buffer_stop - sender._buffer_start, sender._buffer_stop - sent, max(credit, 0)
+
+    def send_buffered_total(self) -> int:
+        """Bytes held in every stream's send buffer (unsent or unacknowledged)."""
+        return sum(stream.sender._buffer_stop - stream.sender._buffer_start for stream in self._streams.values())
 
     # -- hook 9: stream limits ---------------------------------------------
 
