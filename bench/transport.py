@@ -248,7 +248,7 @@ def main() -> None:
     connections = 100 if args.quick else 1000
     with tempfile.TemporaryDirectory(prefix="hypermesh-bench-") as tmp:
         listen = ["/ip6/::1/udp/0/quic-v1", "/ip4/127.0.0.1/udp/0/quic-v1"]
-        with start_node(Path(tmp) / "server", listen) as server:
+        with start_node(Path(tmp) / "server", listen, extra=["--perf"]) as server:
             ours = {
                 "ipv6": trio.run(measure_family, server.addr("/ip6/"), args.quick),
                 "ipv4": trio.run(measure_family, server.addr("/ip4/"), args.quick),

@@ -218,9 +218,9 @@ class Host:
 
 @contextlib.asynccontextmanager
 async def open_host(
-    identity: Identity, listen: list[str] | None = None, config: HostConfig | None = None
+    identity: Identity, listen: list[str] | None = None, config: HostConfig | None = None, *, serve_perf: bool = True
 ) -> AsyncIterator[Host]:
-    """Run a host with ping, identify and perf until the block exits."""
+    """Run a host with ping, identify and (unless ``serve_perf`` is False) perf until the block exits."""
     from . import identify, perf, ping
 
     host = Host(identity, config)
@@ -228,7 +228,8 @@ async def open_host(
         host._nursery = nursery
         ping.install(host)
         identify.install(host)
-        perf.install(host)
+        if serve_perf:
+            perf.install(host)
         host.start_soon(trim_periodically, host.trim_connections, host.config.connection_manager.silence_period)
         if listen:
             await host.listen(listen)

@@ -170,6 +170,8 @@ async def wait_for_writers(driver, count: int) -> None:
 
 async def test_a_hundred_unread_perf_downloads_pin_at_most_16_mib_on_the_server(pair):
     server, client = pair
+    # Unlimited, to test the transport's bounds (perf.install limits requests per peer).
+    server.set_stream_handler(perf.PROTOCOL, perf.handle_perf)
     async with open_host(Identity.generate(), [V6]) as bystander:
         with trio.fail_after(3 * STEP):
             await client.connect(server.listen_addrs()[0])
@@ -207,3 +209,19 @@ async def test_a_handler_whose_writes_stall_has_its_stream_reset(pair):
         with pytest.raises(StreamReset):
             while await stream.receive_some(1 << 20):
                 pass
+
+
+async def test_perf_serves_a_peer_at_most_eight_requests_at_once(pair):
+    server, client = pair
+    with trio.fail_after(STEP):
+        await client.connect(server.listen_addrs()[0])
+        held = [await request_download_and_never_read(client, server.peer_id, 1 << 30) for _ in range(8)]
+        await wait_for_writers(server.connections_to(client.peer_id)[0], 8)
+        refused = await request_download_and_never_read(client, server.peer_id, 1)
+        with pytest.raises(StreamReset):
+            await refused.receive_some()
+        for stream in held:
+            await stream.reset()
+        # A slot is free again once a request ends.
+        stream = await client.new_stream(server.peer_id, [perf.PROTOCOL])
+        assert (await perf.run_perf(stream, upload=1000, download=1000)).download_bytes == 1000
