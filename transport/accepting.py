@@ -28,7 +28,7 @@ from .quic_hooks import (
     refusal_datagram,
     retry_datagram,
 )
-from .retry import RetryTokens
+from .retry import NOT_OURS, RetryTokens
 from .tickets import ServerTickets
 
 log = logging.getLogger("hypermesh.transport")
@@ -84,14 +84,16 @@ class Acceptor:
             metrics.DATAGRAMS_DROPPED.labels("bad_initial").inc()
             return None
         original_cid, retry_cid = cid, None
-        if header.token:
-            original_cid = self._retry_tokens.validate(header.token, addr, cid, trio.current_time())
-            if original_cid is None:
-                metrics.DATAGRAMS_DROPPED.labels("invalid_token").inc()
-                endpoint.send_datagram(invalid_token_datagram(header), addr)
-                return None
-            retry_cid = cid
+        token = self._retry_tokens.check(header.token, addr, cid, trio.current_time()) if header.token else NOT_OURS
+        if token.valid:
+            original_cid, retry_cid = token.original_cid, cid
+        elif token.ours:
+            # A Retry token of ours, but expired or from another address.
+            metrics.DATAGRAMS_DROPPED.labels("invalid_token").inc()
+            endpoint.send_datagram(invalid_token_datagram(header), addr)
+            return None
         elif self._half_open >= self._retry_threshold:
+            # A token from elsewhere (another server's NEW_TOKEN) is ignored.
             # Too many handshakes half open (perhaps spoofed Initials): make
             # this client prove its address before it gets any state.
             metrics.CONNECTIONS_TOTAL.labels("inbound", "retry").inc()

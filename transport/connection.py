@@ -33,7 +33,8 @@ from .errors import (
     WriteStalled,
 )
 from .identity import PeerId
-from .quic_hooks import Libp2pQuicConnection, is_refusal, refuse
+from .multiaddrs import sockaddr_to_multiaddr
+from .quic_hooks import DatagramSizeReduced, Libp2pQuicConnection, is_refusal, refuse
 
 if TYPE_CHECKING:
     from .endpoint import QuicEndpoint
@@ -237,6 +238,11 @@ class QuicStream:
         Also after the peer reset the stream: only closing it here frees its
         slot in the connection's stream limit.
         """
+        self.reset_now(error_code)
+        await trio.lowlevel.checkpoint()
+
+    def reset_now(self, error_code: int = STREAM_ERROR_RESET) -> None:
+        """:meth:`reset` without yielding, for callers that cannot await."""
         if not self._closed and not self._connection.closed:
             if not self._send_eof:
                 try:
@@ -246,7 +252,6 @@ class QuicStream:
             self._send_eof = True
             self._close_locally(stop_reading=not self._receive_eof, error_code=error_code)
         self._reset_error = self._reset_error or StreamReset("stream was reset locally")
-        await trio.lowlevel.checkpoint()
 
     def _close_locally(self, stop_reading: bool, error_code: int = STREAM_ERROR_RESET) -> None:
         self._closed = True
@@ -282,6 +287,11 @@ class QuicConnectionDriver:
         self.quic = quic
         self.remote_addr = remote_addr
         self.is_client = is_client
+        # Called after either side's address changed (migration, NAT
+        # rebinding), and when large datagrams stopped getting through.
+        self.on_path_changed: list[Callable[["QuicConnectionDriver"], None]] = []
+        self.on_datagram_size_reduced: list[Callable[["QuicConnectionDriver"], None]] = []
+        self.path_changes = 0
         self._on_new_stream = on_new_stream
         self._on_closed = on_closed
         # Per direction: the peer's by QUIC's stream limit (which we
@@ -328,10 +338,13 @@ class QuicConnectionDriver:
         now = trio.current_time()
         send = self.endpoint.send_datagram
         sent = False
+        addr = None
         for data, addr in quic.datagrams_to_send(now):
             send(data, addr)
             sent = True
         if sent:
+            if addr != self.remote_addr:
+                self._on_path_changed(addr)
             # A reply usually follows what we send: poll for it a little while
             # (longer for handshake flights) rather than pay a wake-up.
             endpoint = self.endpoint
@@ -394,6 +407,37 @@ class QuicConnectionDriver:
                 self.transmit()
                 self._last_activity = now  # the next ping is due an interval after this one
 
+    def _on_path_changed(self, addr: tuple) -> None:
+        """Either side moved (QUIC migration): we now send to ``addr``.
+
+        The new path's MTU is unknown, so the datagram size falls back to
+        QUIC's base until probed again.
+        """
+        self.remote_addr = addr
+        self.remote_multiaddr = sockaddr_to_multiaddr(addr)
+        self.path_changes += 1
+        self.quic.reset_datagram_size()
+        for callback in self.on_path_changed:
+            callback(self)
+
+    def move_to(self, endpoint: "QuicEndpoint") -> None:
+        """Carry on over ``endpoint`` (another local socket): QUIC connection migration.
+
+        The peer routes by connection ID, sees the new address and validates
+        the path; we switch to a fresh connection ID so the two paths cannot
+        be linked by an observer, and PING so the peer learns the path now.
+        """
+        cids = list(self.user_data.get("cids", ()))
+        self.endpoint.unregister_connection(self)
+        for cid in cids:
+            endpoint.register_cid(cid, self)
+        self.endpoint = endpoint
+        self.quic.change_connection_id()
+        self._ping_uid += 1
+        self.quic.send_ping(self._ping_uid)
+        self._on_path_changed(self.remote_addr)
+        self.transmit()
+
     # -- input ---------------------------------------------------------------
 
     def datagram_received(self, data: bytes, addr: tuple, now: float) -> None:
@@ -445,6 +489,10 @@ class QuicConnectionDriver:
                 self.endpoint.unregister_cid(event.connection_id)
             elif kind is events.ConnectionTerminated:
                 self._on_terminated(event)
+            elif kind is DatagramSizeReduced:
+                log.debug("datagrams to %s above %d bytes stopped arriving", self.remote_multiaddr, event.size)
+                for callback in self.on_datagram_size_reduced:
+                    callback(self)
         if self._writers_waiting:
             self._wake_writers()
 

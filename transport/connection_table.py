@@ -17,7 +17,7 @@ from .config import HostConfig
 from .connection import QuicConnectionDriver, QuicStream
 from .errors import ResourceLimitError
 from .identity import PeerId
-from .mtu import probe_datagram_size
+from .mtu import PROBE_DELAY, REPROBE_AFTER_BLACK_HOLE, probe_datagram_size
 from .multiaddrs import sockaddr_to_multiaddr
 
 
@@ -85,11 +85,18 @@ class ConnectionTable:
         self._spawn(driver.run_keepalive, self._config.idle_timeout, self._config.idle_connection_timeout)
         if self._config.probe_datagram_size:
             self._spawn(probe_datagram_size, driver)
+            driver.on_path_changed.append(lambda moved: self._probe_again(moved, PROBE_DELAY))
+            driver.on_datagram_size_reduced.append(lambda reduced: self._probe_again(reduced, REPROBE_AFTER_BLACK_HOLE))
         else:
             driver.probing_done.set()
         for callback in self.on_connection:
             callback(driver)
         self._after_established()
+
+    def _probe_again(self, driver: QuicConnectionDriver, delay: float) -> None:
+        if driver.probing_done.is_set():  # one probe run at a time
+            driver.probing_done = trio.Event()
+            self._spawn(probe_datagram_size, driver, delay)
 
     def _on_closed(self, driver: QuicConnectionDriver) -> None:
         self._all.discard(driver)

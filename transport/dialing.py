@@ -89,7 +89,7 @@ class Dialer:
             except MultiaddrError as exc:
                 errors.append(str(exc))
         timeout = self._config.dial_timeout
-        with trio.move_on_after(timeout):
+        with trio.move_on_after(timeout) as deadline:
             try:
                 return await race(
                     interleave_families(targets),
@@ -99,7 +99,7 @@ class Dialer:
                 )
             except RaceFailed as failed:
                 errors.extend(f"{sockaddr_to_multiaddr(sockaddr)}: {error}" for (_, sockaddr), error in failed.errors)
-        if not errors:
+        if deadline.cancelled_caught:
             errors.append(f"no answer within {timeout:g} s")
         raise HandshakeError(f"could not connect to {peer_id}: " + "; ".join(errors))
 

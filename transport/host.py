@@ -126,6 +126,26 @@ class Host:
         self._add_endpoint(endpoint)
         return endpoint
 
+    def migrate(self, driver: QuicConnectionDriver) -> QuicEndpoint:
+        """Move a connection we dialled to a fresh local socket (a new port).
+
+        What a NAT rebinding or a change of local address does to a client;
+        QUIC keeps the connection (the peer follows the connection ID).
+        Returns the new endpoint.
+        """
+        if not driver.is_client:
+            raise TransportError("only the dialling side migrates a connection")
+        family = driver.endpoint.family
+        endpoint = self._new_endpoint(make_udp_socket(family, driver.endpoint.local_host, 0), family)
+        endpoint.listening = False
+        self._add_endpoint(endpoint)
+        old = driver.endpoint
+        driver.move_to(endpoint)
+        if not old.listening and old.connection_count == 0:
+            old.close()  # an ephemeral socket nothing uses any more
+            self._endpoints.remove(old)
+        return endpoint
+
     def listen_addrs(self) -> list[str]:
         """Full multiaddrs (with /p2p) of every endpoint we listen on.
 

@@ -13,7 +13,7 @@ from typing import Awaitable, Callable
 import trio
 
 from . import metrics
-from .connection import STREAM_ERROR_PROTOCOL, QuicConnectionDriver, QuicStream
+from .connection import STREAM_ERROR_LIMIT, STREAM_ERROR_PROTOCOL, QuicConnectionDriver, QuicStream
 from .errors import ConnectionClosed, NegotiationError, ProtocolError, StreamReset, TransportError
 from .multistream import Negotiator
 
@@ -85,8 +85,7 @@ class StreamDispatcher:
     def on_new_stream(self, stream: QuicStream) -> None:
         if self._running >= self._max_handlers:
             metrics.STREAMS_REFUSED.labels("handler_limit").inc()
-            stream._connection.quic.reset_stream(stream.stream_id, 1)
-            stream._close_locally(stop_reading=True, error_code=1)
+            stream.reset_now(STREAM_ERROR_LIMIT)
             return
         self._running += 1
         self._spawn(self._serve, stream)

@@ -16,7 +16,10 @@ these points (each has its own test in ``tests/transport/test_quic_hooks.py``;
    soon as data arrives, which would let a peer fill our memory). Bytes that
    are discarded instead of read give their credit back too (ReceiveCredit).
 5. Datagram size probes (DPLPMTUD, RFC 8899): a PING padded to a candidate
-   size; only its acknowledgement raises the datagram size.
+   size; only its acknowledgement raises the datagram size. While raised,
+   the congestion controller's acknowledged/lost callbacks feed a black-hole
+   detector; on a black hole the size falls back to 1,200 and a
+   ``DatagramSizeReduced`` event is emitted.
 6. Speed: key shares for X25519 (preferred) and P-256 only, instead of
    aioquic's four groups (each costs a key generation per handshake, and a
    server would otherwise pick P-256 first); PADDING frames skipped in C
@@ -38,10 +41,12 @@ these points (each has its own test in ``tests/transport/test_quic_hooks.py``;
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from typing import Callable
 
 from aioquic import tls
 from aioquic.buffer import Buffer
+from aioquic.quic import events
 from aioquic.quic.connection import QuicConnection
 from aioquic.quic.crypto import CryptoPair
 from aioquic.quic.packet import (
@@ -57,6 +62,7 @@ from aioquic.quic.packet_builder import QuicDeliveryState, QuicPacketBuilder
 
 from .errors import CertificateError
 from .identity import PeerId
+from .mtu import BASE_DATAGRAM_SIZE, BlackHoleDetector
 from .tls import verify_certificate_chain
 
 # Per-stream receive window: what a peer may send beyond what we have read.
@@ -211,6 +217,13 @@ class Libp2pTlsContext(tls.Context):
                 self.verification_error = CertificateError("client did not authenticate")
                 raise tls.AlertHandshakeFailure(str(self.verification_error))
         super()._server_handle_finished(input_buf, output_buf)
+
+
+@dataclass
+class DatagramSizeReduced(events.QuicEvent):
+    """Large datagrams stopped getting through: the size fell back to ``size``."""
+
+    size: int
 
 
 TicketLookup = Callable[[bytes], "tuple[tls.SessionTicket, PeerId] | None"]
@@ -522,7 +535,50 @@ class Libp2pQuicConnection(QuicConnection):
             return False
         self.set_max_datagram_size(self._probe_size)
         self._probe_uid = None
+        self._watch_for_black_hole()
         return True
+
+    def _watch_for_black_hole(self) -> None:
+        """Feed the sizes of acknowledged and lost packets to a detector, while
+        the datagram size is raised (connections at the base size pay nothing)."""
+        congestion = self._loss._cc
+        if "on_packet_acked" in vars(congestion):
+            return
+        detector = BlackHoleDetector()
+        acked, lost, expired = congestion.on_packet_acked, congestion.on_packets_lost, congestion.on_packets_expired
+
+        def on_packet_acked(*, packet, now):
+            detector.on_acked(packet.sent_bytes)
+            acked(packet=packet, now=now)
+
+        def after_loss(packets) -> None:
+            if detector.on_loss_event(packet.sent_bytes for packet in packets):
+                if self._max_datagram_size > BASE_DATAGRAM_SIZE:
+                    self.reset_datagram_size()
+                    self._events.append(DatagramSizeReduced(BASE_DATAGRAM_SIZE))
+
+        def on_packets_lost(*, packets, now):
+            packets = list(packets)
+            lost(packets=packets, now=now)
+            after_loss(packets)
+
+        def on_packets_expired(*, packets):
+            # A probe timeout: in a black hole no ACK comes back at all, so
+            # this is how its losses show.
+            packets = list(packets)
+            expired(packets=packets)
+            after_loss(packets)
+
+        congestion.on_packet_acked = on_packet_acked
+        congestion.on_packets_lost = on_packets_lost
+        congestion.on_packets_expired = on_packets_expired
+
+    def reset_datagram_size(self) -> None:
+        """Back to QUIC's base datagram size (black hole, or a new path)."""
+        congestion = self._loss._cc
+        for name in ("on_packet_acked", "on_packets_lost", "on_packets_expired"):
+            vars(congestion).pop(name, None)
+        self.set_max_datagram_size(BASE_DATAGRAM_SIZE)
 
     def set_max_datagram_size(self, size: int) -> None:
         self._max_datagram_size = size

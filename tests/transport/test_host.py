@@ -100,19 +100,17 @@ async def test_connection_survives_the_client_changing_address(pair):
     with trio.fail_after(STEP):
         driver = await client.connect(server.listen_addrs()[0])
         await ping.ping(client, server.peer_id)
-        # Move the client to a fresh socket: the server sees a new address.
-        from hypermesh.transport.endpoint import QuicEndpoint, make_udp_socket
-
-        new_endpoint = QuicEndpoint(make_udp_socket(socket.AF_INET6, "::1", 0), socket.AF_INET6, None)
-        client._add_endpoint(new_endpoint)
+        await driver.probing_done.wait()
         old_port = driver.endpoint.local_port
-        for cid in list(driver.user_data["cids"]):
-            new_endpoint.register_cid(cid, driver)
-        driver.endpoint = new_endpoint
-        driver.quic.change_connection_id()
+        new_endpoint = client.migrate(driver)
+        # The new path's MTU is unknown: back to 1,200 bytes until probed.
+        assert driver.quic.max_datagram_size == 1200
         rtts = await ping.ping(client, server.peer_id, count=3)
-    server_side = server.connections_to(client.peer_id)[0]
-    assert rtts and server_side.quic._network_paths[0].addr[1] == new_endpoint.local_port != old_port
+        await driver.probing_done.wait()
+    assert rtts and new_endpoint.local_port != old_port
+    server_side = server.connections_to(client.peer_id)
+    assert len(server_side) == 1 and server_side[0].remote_addr[1] == new_endpoint.local_port
+    assert driver.path_changes == 1 and driver.quic.max_datagram_size > 1200  # probed again
 
 
 async def test_garbage_datagrams_are_dropped_and_service_continues(pair):

@@ -18,6 +18,7 @@ from hypermesh.transport.identity import Identity
 from hypermesh.transport.quic_hooks import (
     CONNECTION_RECEIVE_WINDOW,
     STREAM_RECEIVE_WINDOW,
+    DatagramSizeReduced,
     Libp2pQuicConnection,
     is_refusal,
     parse_initial,
@@ -389,3 +390,22 @@ def test_peer_streams_beyond_the_advertised_limit_wait_until_the_application_let
     pair.pump(advance_by=0.1)
     assert streams_seen() == set(stream_ids)
     assert not pair.has(pair.client_events, events.ConnectionTerminated)
+
+
+def test_large_datagrams_that_stop_arriving_drop_the_size_back_to_1200():
+    alice, bob = Identity.generate(), Identity.generate()
+    pair = Pair(alice, bob)
+    pair.pump()
+    for data, _ in pair.client.datagrams_for_probe(8000, uid=99, now=pair.now):
+        pair.server.receive_datagram(data, CLIENT_ADDR, pair.now)
+    pair.pump(advance_by=0.1)
+    assert pair.client.confirm_probe(99) and pair.client.max_datagram_size == 8000
+    # A black hole opens: datagrams above 1,200 bytes vanish from now on.
+    stream_id = pair.client.get_next_available_stream_id()
+    pair.client.send_stream_data(stream_id, b"z" * 200_000, end_stream=True)
+    for _ in range(10):
+        pair.pump(rounds=200, drop=lambda data: len(data) > 1200, advance_by=3)
+    assert pair.has(pair.client_events, DatagramSizeReduced)
+    assert pair.client.max_datagram_size == 1200
+    received = b"".join(e.data for e in pair.has(pair.server_events, events.StreamDataReceived))
+    assert received == b"z" * 200_000  # everything still arrives, in small datagrams

@@ -23,21 +23,26 @@ ORIGINAL_CID, RETRY_CID = bytes(range(8)), bytes(range(8, 16))
 def test_a_token_is_valid_only_from_its_address_to_its_retry_cid_while_fresh():
     tokens = RetryTokens()
     token = tokens.issue(CLIENT, ORIGINAL_CID, RETRY_CID, now=100.0)
-    assert tokens.validate(token, CLIENT, RETRY_CID, now=101.0) == ORIGINAL_CID
-    assert tokens.validate(token, ("127.0.0.1", 4243), RETRY_CID, now=101.0) is None
-    assert tokens.validate(token, ("127.0.0.2", 4242), RETRY_CID, now=101.0) is None
-    assert tokens.validate(token, CLIENT, ORIGINAL_CID, now=101.0) is None
-    assert tokens.validate(token, CLIENT, RETRY_CID, now=100.0 + TOKEN_LIFETIME + 1) is None
+    assert tokens.check(token, CLIENT, RETRY_CID, now=101.0).original_cid == ORIGINAL_CID
+    for address, cid, now in [
+        (("127.0.0.1", 4243), RETRY_CID, 101.0),
+        (("127.0.0.2", 4242), RETRY_CID, 101.0),
+        (CLIENT, ORIGINAL_CID, 101.0),
+        (CLIENT, RETRY_CID, 100.0 + TOKEN_LIFETIME + 1),
+    ]:
+        checked = tokens.check(token, address, cid, now)
+        assert checked.ours and not checked.valid  # ours, so the server closes with INVALID_TOKEN
 
 
 @pytest.mark.parametrize("length", [0, 1, 27, 40, 200])
-def test_forged_or_truncated_tokens_are_refused(length):
+def test_forged_truncated_or_foreign_tokens_are_not_ours(length):
     tokens = RetryTokens()
-    assert tokens.validate(bytes(length), CLIENT, RETRY_CID, now=1.0) is None
+    assert not tokens.check(bytes(length), CLIENT, RETRY_CID, now=1.0).ours
     token = bytearray(tokens.issue(CLIENT, ORIGINAL_CID, RETRY_CID, now=1.0))
     token[-1] ^= 1
-    assert tokens.validate(bytes(token), CLIENT, RETRY_CID, now=1.0) is None
-    assert RetryTokens().validate(bytes(token[:-1]) + bytes([token[-1] ^ 1]), CLIENT, RETRY_CID, now=1.0) is None
+    assert not tokens.check(bytes(token), CLIENT, RETRY_CID, now=1.0).ours
+    foreign = RetryTokens().issue(CLIENT, ORIGINAL_CID, RETRY_CID, now=1.0)  # another server's key
+    assert not tokens.check(foreign, CLIENT, RETRY_CID, now=1.0).ours
 
 
 async def test_a_client_asked_to_retry_connects_and_is_authenticated():
@@ -49,6 +54,19 @@ async def test_a_client_asked_to_retry_connects_and_is_authenticated():
             assert await ping.ping(client, server.peer_id)
         assert driver.remote_peer_id == server.peer_id
         assert server.connections_to(client.peer_id)
+
+
+@pytest.mark.parametrize("retry_threshold", [0, None])
+async def test_a_token_from_another_server_is_ignored_not_fatal(retry_threshold):
+    # A client may carry a NEW_TOKEN token from an earlier server at this
+    # address: the server neither trusts it nor closes on it.
+    async with open_host(Identity.generate(), [V4], HostConfig(retry_threshold=retry_threshold)) as server, open_host(
+        Identity.generate(), [V4]
+    ) as client:
+        client.dialer.configuration.token = RetryTokens().issue(CLIENT, ORIGINAL_CID, RETRY_CID, now=0.0)
+        with trio.fail_after(STEP):
+            await client.connect(server.listen_addrs()[0])
+            assert await ping.ping(client, server.peer_id)
 
 
 def spoofed_initials(count):
