@@ -22,6 +22,7 @@ import trio
 from aioquic.quic import events
 from aioquic.quic.connection import QuicConnectionState
 
+from . import metrics
 from .errors import (
     ConnectionClosed,
     HandshakeError,
@@ -104,6 +105,7 @@ class QuicStream:
     def _on_data(self, data: bytes, end_stream: bool) -> None:
         if data:
             self._receive_buffer += data
+            metrics.BYTES_RECEIVED.inc(len(data))
         if end_stream:
             self._receive_eof = True
         if not self._data_arrived.is_set():
@@ -188,6 +190,7 @@ class QuicStream:
             if room > 0:
                 chunk = view[: min(room, WRITE_SLICE)]
                 self._send_stream_data(bytes(chunk))
+                metrics.BYTES_SENT.inc(len(chunk))
                 view = view[len(chunk) :]
                 connection.transmit()
                 if not view:
@@ -202,6 +205,11 @@ class QuicStream:
                 with trio.move_on_at(progress_at + self.write_stall_timeout):
                     await connection._wait_for_send_room()
                 if trio.current_time() >= progress_at + self.write_stall_timeout:
+                    log.info(
+                        "reset a stream whose writes stalled",
+                        extra={"fields": {"peer_id": str(self.remote_peer), "protocol": self.protocol,
+                                          "stream_id": self.stream_id, "stalled_s": self.write_stall_timeout}},
+                    )
                     await self.reset(STREAM_ERROR_LIMIT)
                     raise WriteStalled(f"no write progress for {self.write_stall_timeout:g} s (peer grants no credit)")
 
@@ -523,8 +531,8 @@ class QuicConnectionDriver:
             self._mark_closed(reason)
             return
         if not self.handshake_complete.is_set():
-            if error is not None and "mismatch" in str(error):
-                self.handshake_error = PeerIdMismatch(str(error))
+            if isinstance(error, PeerIdMismatch):
+                self.handshake_error = error
             elif error is not None:
                 self.handshake_error = HandshakeError(f"handshake failed: {error}")
             else:
@@ -537,8 +545,14 @@ class QuicConnectionDriver:
             return
         self.closed = True
         self.close_reason = reason
+        log.debug(
+            "connection closed",
+            extra={"fields": {"peer_id": str(self.remote_peer_id), "remote_addr": self.remote_multiaddr,
+                              "reason": reason}},
+        )
         for stream in list(self._streams.values()):
             stream._on_reset(StreamReset(f"connection closed: {reason}"))
+        metrics.STREAMS_OPEN.dec(len(self._streams))
         self._streams.clear()
         self._inbound_streams = 0
         for callback in self._probe_callbacks.values():
@@ -574,6 +588,7 @@ class QuicConnectionDriver:
         stream = QuicStream(self, stream_id)
         stream.write_stall_timeout = self.handler_write_stall_timeout
         self._streams[stream_id] = stream
+        metrics.STREAMS_OPEN.inc()
         self._inbound_streams += 1
         self._on_new_stream(stream)
         return stream
@@ -587,11 +602,14 @@ class QuicConnectionDriver:
         self._last_stream_activity = trio.current_time()
         stream = QuicStream(self, stream_id)
         self._streams[stream_id] = stream
+        metrics.STREAMS_OPEN.inc()
         return stream
 
     def _forget_stream(self, stream_id: int) -> None:
-        if self._streams.pop(stream_id, None) is not None and not self._is_local(stream_id):
-            self._inbound_streams -= 1
+        if self._streams.pop(stream_id, None) is not None:
+            metrics.STREAMS_OPEN.dec()
+            if not self._is_local(stream_id):
+                self._inbound_streams -= 1
         # Data that still arrives on this stream is late (see _accept_stream).
         self.quic.abandon_stream(stream_id)
 

@@ -60,7 +60,7 @@ from aioquic.quic.packet import (
 )
 from aioquic.quic.packet_builder import QuicDeliveryState, QuicPacketBuilder
 
-from .errors import CertificateError
+from .errors import CertificateError, HandshakeError, PeerIdMismatch
 from .identity import PeerId
 from .mtu import BASE_DATAGRAM_SIZE, BlackHoleDetector
 from .tls import verify_certificate_chain
@@ -168,7 +168,7 @@ class Libp2pTlsContext(tls.Context):
 
     expected_peer_id: PeerId | None
     remote_peer_id: PeerId | None
-    verification_error: CertificateError | None
+    verification_error: HandshakeError | None
     resumed_peer_id: PeerId | None
 
     def _verify_libp2p_peer(self) -> None:
@@ -179,7 +179,7 @@ class Libp2pTlsContext(tls.Context):
             self.verification_error = exc
             raise tls.AlertBadCertificate(str(exc)) from None
         if self.expected_peer_id is not None and peer_id != self.expected_peer_id:
-            self.verification_error = CertificateError(
+            self.verification_error = PeerIdMismatch(
                 f"peer ID mismatch: dialled {self.expected_peer_id} but the remote is {peer_id}"
             )
             raise tls.AlertBadCertificate(str(self.verification_error))
@@ -310,7 +310,8 @@ class Libp2pQuicConnection(QuicConnection):
         return getattr(self.tls, "remote_peer_id", None)
 
     @property
-    def verification_error(self) -> CertificateError | None:
+    def verification_error(self) -> HandshakeError | None:
+        """Why the peer failed authentication: a CertificateError, or PeerIdMismatch."""
         return getattr(self.tls, "verification_error", None)
 
     def _handle_padding_frame(self, context, frame_type: int, buf: Buffer) -> None:
