@@ -20,7 +20,6 @@ from typing import TYPE_CHECKING, Callable
 
 import trio
 from aioquic.quic import events
-from aioquic.quic.connection import QuicConnectionState
 
 from . import metrics
 from .errors import (
@@ -363,7 +362,7 @@ class QuicConnectionDriver:
         scope = self._timer_scope
         if scope is not None and scope.deadline != self._timer_at:
             scope.deadline = self._timer_at
-        if quic._state == QuicConnectionState.TERMINATED and not self.closed:
+        if quic.is_terminated and not self.closed:
             self._mark_closed(self.close_reason)
 
     async def run_timers(self) -> None:
@@ -677,7 +676,7 @@ class QuicConnectionDriver:
 
     def is_viable(self) -> bool:
         """False for a server connection whose first packet never parsed."""
-        return bool(self.quic._network_paths)
+        return self.quic.has_network_path
 
     def abandon(self, reason: str) -> None:
         """Drop the connection without sending anything."""

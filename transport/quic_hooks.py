@@ -47,7 +47,7 @@ from typing import Callable
 from aioquic import tls
 from aioquic.buffer import Buffer
 from aioquic.quic import events
-from aioquic.quic.connection import QuicConnection
+from aioquic.quic.connection import QuicConnection, QuicConnectionState
 from aioquic.quic.crypto import CryptoPair
 from aioquic.quic.packet import (
     QuicErrorCode,
@@ -427,6 +427,16 @@ class Libp2pQuicConnection(QuicConnection):
         if self._handshake_complete and self._update_stream_grant():
             datagrams += super().datagrams_to_send(now)
         return datagrams
+
+    @property
+    def is_terminated(self) -> bool:
+        """The connection has finished closing (or draining)."""
+        return self._state == QuicConnectionState.TERMINATED
+
+    @property
+    def has_network_path(self) -> bool:
+        """False for a server connection whose first packet never parsed."""
+        return bool(self._network_paths)
 
     @property
     def effective_idle_timeout(self) -> float:
