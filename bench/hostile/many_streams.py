@@ -11,7 +11,6 @@ every exchange completes (none reset) and the second peer is answered.
 
 from __future__ import annotations
 
-import os
 import sys
 import time
 
@@ -28,18 +27,9 @@ IN_FLIGHT = 2_000
 
 
 async def exchange(client, driver) -> None:
-    stream = await client.open_stream_on(driver, [ping.PROTOCOL])
-    payload = os.urandom(32)
-    await stream.send_all(payload)
-    answer = b""
-    while len(answer) < 32:
-        data = await stream.receive_some(32 - len(answer))
-        if not data:
-            raise TransportError("ping stream ended early")
-        answer += data
-    if answer != payload:
-        raise TransportError("ping answer differs")
-    await stream.aclose()
+    pinger = ping.Pinger(await client.open_stream_on(driver, [ping.PROTOCOL]))
+    await pinger.ping()
+    await pinger.aclose()
 
 
 async def attack(addr: str, count: int) -> dict:
