@@ -479,7 +479,9 @@ class QuicConnectionDriver:
                     # late and must not start a handler (whose first write
                     # aioquic would refuse).
                     self.quic.abandon_stream(event.stream_id)
-                if kind is events.StopSendingReceived:
+                if kind is events.StopSendingReceived or stream is None:
+                    # Reset our side too: QUIC frees the stream (and the
+                    # peer's slot) only once both directions have ended.
                     try:
                         quic.reset_stream(event.stream_id, event.error_code)
                     except ValueError:

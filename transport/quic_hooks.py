@@ -467,6 +467,18 @@ class Libp2pQuicConnection(QuicConnection):
 
     # -- hook 9: stream limits ---------------------------------------------
 
+    # aioquic holds back the data of a stream beyond the peer's stream limit,
+    # but not its RESET_STREAM or STOP_SENDING, and a peer that enforces the
+    # limit closes the connection for those. They wait for MAX_STREAMS too.
+
+    def _write_reset_stream_frame(self, builder, stream) -> None:
+        if not stream.is_blocked:
+            super()._write_reset_stream_frame(builder, stream)
+
+    def _write_stop_sending_frame(self, builder, stream) -> None:
+        if not stream.is_blocked:
+            super()._write_stop_sending_frame(builder, stream)
+
     def limit_incoming_streams(self, count: int) -> None:
         """Let the peer open at most ``count`` bidirectional streams at once,
         and no unidirectional ones (libp2p has none).

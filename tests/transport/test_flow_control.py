@@ -225,3 +225,20 @@ async def test_perf_serves_a_peer_at_most_eight_requests_at_once(pair):
         # A slot is free again once a request ends.
         stream = await client.new_stream(server.peer_id, [perf.PROTOCOL])
         assert (await perf.run_perf(stream, upload=1000, download=1000)).download_bytes == 1000
+
+
+@pytest.mark.parametrize("both_directions", [True, False])
+async def test_streams_the_peer_resets_before_sending_anything_give_their_slots_back(both_directions):
+    async with open_host(Identity.generate(), [V6], HostConfig(max_streams_per_connection=2)) as server, open_host(
+        Identity.generate(), [V6]
+    ) as client:
+        with trio.fail_after(STEP):
+            driver = await client.connect(server.listen_addrs()[0])
+            for _ in range(10):
+                stream = driver.open_stream()
+                if both_directions:
+                    await stream.reset()  # RESET_STREAM and STOP_SENDING are all the server sees
+                else:
+                    driver.quic.reset_stream(stream.stream_id, 0)  # only our sending side ends
+                    driver.transmit()
+            assert await ping.ping(client, server.peer_id)
