@@ -404,6 +404,33 @@ class Libp2pQuicConnection(QuicConnection):
         else:
             super()._write_stream_limits(builder, space, stream)
 
+    # -- hook 9: stream limits ---------------------------------------------
+
+    # aioquic holds back the data of a stream beyond the peer's stream limit,
+    # but not its RESET_STREAM or STOP_SENDING, and a peer that enforces the
+    # limit closes the connection for those. They wait for MAX_STREAMS too.
+
+    def _write_reset_stream_frame(self, builder, stream) -> None:
+        if not stream.is_blocked:
+            super()._write_reset_stream_frame(builder, stream)
+
+    def _write_stop_sending_frame(self, builder, stream) -> None:
+        if not stream.is_blocked:
+            super()._write_stop_sending_frame(builder, stream)
+
+    def limit_incoming_streams(self, count: int) -> None:
+        """Let the peer open at most ``count`` bidirectional streams at once,
+        and no unidirectional ones (libp2p has none).
+
+        Sent as ``initial_max_streams_bidi``/``_uni``: a peer opening more is
+        held back by QUIC itself, and MAX_STREAMS returns a slot as each of
+        its streams ends (``_update_stream_grant``). Call before the handshake
+        starts.
+        """
+        for limit, value in ((self._local_max_streams_bidi, count), (self._local_max_streams_uni, 0)):
+            limit.value = limit.sent = value
+        self._streams_allowed = self._streams_granted = count
+
     def _update_stream_grant(self) -> bool:
         """Set the peer's stream limit; True if a MAX_STREAMS is due.
 
@@ -428,22 +455,6 @@ class Libp2pQuicConnection(QuicConnection):
             datagrams += super().datagrams_to_send(now)
         return datagrams
 
-    @property
-    def is_terminated(self) -> bool:
-        """The connection has finished closing (or draining)."""
-        return self._state == QuicConnectionState.TERMINATED
-
-    @property
-    def has_network_path(self) -> bool:
-        """False for a server connection whose first packet never parsed."""
-        return bool(self._network_paths)
-
-    @property
-    def effective_idle_timeout(self) -> float:
-        """The idle timeout in force: the smaller of ours and the peer's
-        (known once its transport parameters arrived), as aioquic applies it."""
-        return self._idle_timeout()
-
     # -- hook 10: what a writer may buffer ---------------------------------
 
     def send_buffer_state(self, stream_id: int) -> tuple[int, int, int]:
@@ -465,31 +476,23 @@ class Libp2pQuicConnection(QuicConnection):
         """Bytes held in every stream's send buffer (unsent or unacknowledged)."""
         return sum(stream.sender._buffer_stop - stream.sender._buffer_start for stream in self._streams.values())
 
-    # -- hook 9: stream limits ---------------------------------------------
+    # -- what the driver reads ----------------------------------------------
 
-    # aioquic holds back the data of a stream beyond the peer's stream limit,
-    # but not its RESET_STREAM or STOP_SENDING, and a peer that enforces the
-    # limit closes the connection for those. They wait for MAX_STREAMS too.
+    @property
+    def is_terminated(self) -> bool:
+        """The connection has finished closing (or draining)."""
+        return self._state == QuicConnectionState.TERMINATED
 
-    def _write_reset_stream_frame(self, builder, stream) -> None:
-        if not stream.is_blocked:
-            super()._write_reset_stream_frame(builder, stream)
+    @property
+    def has_network_path(self) -> bool:
+        """False for a server connection whose first packet never parsed."""
+        return bool(self._network_paths)
 
-    def _write_stop_sending_frame(self, builder, stream) -> None:
-        if not stream.is_blocked:
-            super()._write_stop_sending_frame(builder, stream)
-
-    def limit_incoming_streams(self, count: int) -> None:
-        """Let the peer open at most ``count`` bidirectional streams at once,
-        and no unidirectional ones (libp2p has none).
-
-        Sent as ``initial_max_streams_bidi``/``_uni``: a peer opening more is
-        held back by QUIC itself, and aioquic raises MAX_STREAMS by one as each
-        of its streams ends. Call before the handshake starts.
-        """
-        for limit, value in ((self._local_max_streams_bidi, count), (self._local_max_streams_uni, 0)):
-            limit.value = limit.sent = value
-        self._streams_allowed = self._streams_granted = count
+    @property
+    def effective_idle_timeout(self) -> float:
+        """The idle timeout in force: the smaller of ours and the peer's
+        (known once its transport parameters arrived), as aioquic applies it."""
+        return self._idle_timeout()
 
     # -- hook 5: datagram size probes ---------------------------------------
 
