@@ -324,6 +324,7 @@ class QuicConnectionDriver:
         self.handshake_error: Exception | None = None
         self._send_room_changed = trio.Event()
         self._writers_waiting = 0
+        self._writer_began_waiting = trio.Event()
         self._timer_scope: trio.CancelScope | None = None
         self._timer_at = math.inf
         self._ping_uid = 0
@@ -619,6 +620,12 @@ class QuicConnectionDriver:
         """Writers waiting for the peer's credit or for buffer room."""
         return self._writers_waiting
 
+    async def wait_for_writers(self, count: int) -> None:
+        """Until ``count`` writers at once wait for credit or buffer room."""
+        while self._writers_waiting < count:
+            self._writer_began_waiting = trio.Event()
+            await self._writer_began_waiting.wait()
+
     @property
     def send_buffered(self) -> int:
         """Bytes all streams hold to send (unsent or unacknowledged)."""
@@ -651,6 +658,7 @@ class QuicConnectionDriver:
 
     async def _wait_for_send_room(self) -> None:
         self._writers_waiting += 1
+        self._writer_began_waiting.set()
         try:
             event = self._send_room_changed
             await event.wait()

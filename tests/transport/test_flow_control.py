@@ -163,11 +163,6 @@ async def request_download_and_never_read(client, peer_id, size: int):
     return stream
 
 
-async def wait_for_writers(driver, count: int) -> None:
-    while driver.writers_waiting < count:
-        await trio.sleep(0.01)  # polls a condition; bounded by the caller's fail_after
-
-
 async def test_a_hundred_unread_perf_downloads_pin_at_most_16_mib_on_the_server(pair):
     server, client = pair
     # Unlimited, to test the transport's bounds (perf.install limits requests per peer).
@@ -180,7 +175,7 @@ async def test_a_hundred_unread_perf_downloads_pin_at_most_16_mib_on_the_server(
             for _ in range(100):
                 await request_download_and_never_read(client, server.peer_id, 1 << 30)
             # Every handler has sent what the client's credit allows and waits.
-            await wait_for_writers(server_side, 100)
+            await server_side.wait_for_writers(100)
             assert server_side.send_buffered <= 16 << 20
             # (The client's own connection is stuck: it read nothing of the 8 MiB
             # it allowed. Other peers are served.)
@@ -216,7 +211,7 @@ async def test_perf_serves_a_peer_at_most_eight_requests_at_once(pair):
     with trio.fail_after(STEP):
         await client.connect(server.listen_addrs()[0])
         held = [await request_download_and_never_read(client, server.peer_id, 1 << 30) for _ in range(8)]
-        await wait_for_writers(server.connections_to(client.peer_id)[0], 8)
+        await server.connections_to(client.peer_id)[0].wait_for_writers(8)
         refused = await request_download_and_never_read(client, server.peer_id, 1)
         with pytest.raises(StreamReset):
             await refused.receive_some()
