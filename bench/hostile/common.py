@@ -15,6 +15,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+import trio
+
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
@@ -58,7 +60,6 @@ def rss_mib(pid: int | None) -> float | None:
 async def ping_from_another_process(addr: str) -> list[float]:
     """Round trips (ms) of `hypermesh ping` run as its own process: a peer the
     attacking process's own load cannot slow down. Empty if it failed."""
-    import trio
 
     def run() -> list[float]:
         with tempfile.TemporaryDirectory(prefix="hypermesh-bystander-") as tmp:
