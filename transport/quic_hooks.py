@@ -30,6 +30,9 @@ these points (each has its own test in ``tests/transport/test_quic_hooks.py``;
    draining for three probe timeouts, about a second during a handshake).
 8. Address validation: Initial header parsing, Retry and INVALID_TOKEN
    packets for the server's stateless Retry (tokens: ``transport/retry.py``).
+9. Early data (0-RTT): which streams the peer opened in 0-RTT packets, the
+   client's peer ID as soon as its early data is accepted (the resumed
+   ticket's PSK authenticates it), and whether a client can send early data.
 """
 
 from __future__ import annotations
@@ -160,6 +163,7 @@ class Libp2pQuicConnection(QuicConnection):
         # Bytes the application has consumed, per stream and in total.
         self._consumed_by_stream: dict[int, int] = {}
         self._consumed_total = 0
+        self._early_stream_ids: set[int] = set()
         self._probe_uid: int | None = None
         self._probe_size = 0
         self._probe_failed = False
@@ -208,6 +212,36 @@ class Libp2pQuicConnection(QuicConnection):
         # client: this fails closed.
         self.tls._request_client_certificate = False
         return ticket
+
+    # -- hook 9: early data (0-RTT) ---------------------------------------------
+
+    def _handle_stream_frame(self, context, frame_type: int, buf: Buffer) -> None:
+        if context.epoch == tls.Epoch.ZERO_RTT:
+            start = buf.tell()
+            self._early_stream_ids.add(buf.pull_uint_var())
+            buf.seek(start)
+        super()._handle_stream_frame(context, frame_type, buf)
+
+    def opened_in_early_data(self, stream_id: int) -> bool:
+        """Whether the peer's data for ``stream_id`` came (at least partly) in 0-RTT packets."""
+        return stream_id in self._early_stream_ids
+
+    @property
+    def early_peer_id(self) -> PeerId | None:
+        """Server: the client's peer ID once its 0-RTT data is accepted.
+
+        The PSK binder of the resumed ticket, issued to that peer alone,
+        authenticates the client before its Finished arrives.
+        """
+        context = getattr(self, "tls", None)
+        if self._is_client or context is None or not context.early_data_accepted:
+            return None
+        return context.resumed_peer_id
+
+    @property
+    def can_send_early_data(self) -> bool:
+        """Client: 0-RTT keys are ready (a resumed ticket that allows early data)."""
+        return self._is_client and self._cryptos[tls.Epoch.ZERO_RTT].send.is_valid()
 
     def _handle_connection_close_frame(self, context, frame_type: int, buf: Buffer) -> None:
         already_closing = self._close_event is not None
