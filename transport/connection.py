@@ -272,8 +272,12 @@ class QuicConnectionDriver:
         self.path_changes = 0
         self._on_new_stream = on_new_stream
         self._on_closed = on_closed
+        # Per direction: the peer's by QUIC's stream limit (which we
+        # advertise), ours by raising ResourceLimitError.
         self._max_streams = max_streams
+        quic.limit_incoming_streams(max_streams)
         self._streams: dict[int, QuicStream] = {}
+        self._inbound_streams = 0
         # Set by incoming datagrams, cleared by transmit(): lets the endpoint
         # skip connections whose reader already answered.
         self.needs_transmit = False
@@ -348,14 +352,17 @@ class QuicConnectionDriver:
                 self.transmit()
 
     async def run_keepalive(self, idle_timeout: float, idle_close_after: float) -> None:
-        """PING when quiet for half the QUIC ``idle_timeout``, so that neither
-        side's idle timeout ends a connection in use (quic-go does the same);
-        close it once it has carried no stream for ``idle_close_after``.
+        """PING when quiet for half the effective QUIC idle timeout, so that
+        neither side's idle timeout ends a connection in use (quic-go does the
+        same); close it once it has carried no stream for ``idle_close_after``.
 
-        Pinging more often would cost every idle connection CPU: a node with
-        thousands of them spent a good part of a core on keepalives at 5 s.
+        The effective timeout is the smaller of ours (``idle_timeout``) and
+        the one the peer advertised (RFC 9000 §10.1): js-libp2p advertises
+        10 s, and a peer may advertise less. Pinging more often than needed
+        would cost every idle connection CPU: a node with thousands of them
+        spent a good part of a core on keepalives at 5 s.
         """
-        interval = idle_timeout / 2
+        interval = min(idle_timeout, self.quic.effective_idle_timeout) / 2
         least_sleep = min(MIN_KEEPALIVE_SLEEP, interval, idle_close_after)
         while not self.closed:
             # Wake when the connection has been quiet for ``interval`` (not
@@ -442,7 +449,7 @@ class QuicConnectionDriver:
                     # data: the peer has abandoned the stream, so that data is
                     # late and must not start a handler (whose first write
                     # aioquic would refuse).
-                    self._mark_abandoned(event.stream_id)
+                    self.quic.abandon_stream(event.stream_id)
                 if kind is events.StopSendingReceived:
                     try:
                         quic.reset_stream(event.stream_id, event.error_code)
@@ -512,6 +519,7 @@ class QuicConnectionDriver:
         for stream in list(self._streams.values()):
             stream._on_reset(StreamReset(f"connection closed: {reason}"))
         self._streams.clear()
+        self._inbound_streams = 0
         for callback in self._probe_callbacks.values():
             callback(False)
         self._probe_callbacks.clear()
@@ -524,18 +532,23 @@ class QuicConnectionDriver:
 
     # -- streams ---------------------------------------------------------------
 
-    def _accept_stream(self, stream_id: int) -> QuicStream | None:
-        is_unidirectional = bool(stream_id & 2)
+    def _is_local(self, stream_id: int) -> bool:
         # Bit 0 of a stream ID is set on server-initiated streams.
-        locally_initiated = bool(stream_id & 1) == (not self.is_client)
-        quic_stream = self.quic._streams.get(stream_id)
-        if is_unidirectional or locally_initiated or quic_stream is None or getattr(quic_stream, "hm_closed", False):
-            # libp2p uses bidirectional streams only; data on a stream we
-            # closed already is simply late.
+        return bool(stream_id & 1) == (not self.is_client)
+
+    def _accept_stream(self, stream_id: int) -> QuicStream | None:
+        if self.quic.is_abandoned(stream_id):
+            return None  # data on a stream we closed already is simply late
+        if stream_id & 2 or self._is_local(stream_id):
+            # libp2p uses bidirectional streams only.
+            self.quic.abandon_stream(stream_id)
             return None
-        if len(self._streams) >= self._max_streams:
+        if self._inbound_streams >= self._max_streams:
+            # Only a peer that ignores QUIC's stream limit gets here (aioquic
+            # counts streams until both sides finished them, we until closed).
             self.quic.reset_stream(stream_id, STREAM_ERROR_LIMIT)
             self.quic.stop_stream(stream_id, STREAM_ERROR_LIMIT)
+            self.quic.abandon_stream(stream_id)
             return None
         stream = QuicStream(self, stream_id)
         if not self.handshake_complete.is_set() and self.quic.opened_in_early_data(stream_id):
@@ -543,13 +556,14 @@ class QuicConnectionDriver:
             # Authenticated by the resumed ticket's PSK before the handshake ends.
             self.remote_peer_id = self.remote_peer_id or self.quic.early_peer_id
         self._streams[stream_id] = stream
+        self._inbound_streams += 1
         self._on_new_stream(stream)
         return stream
 
     def open_stream(self) -> QuicStream:
         if self.closed:
             raise ConnectionClosed(self.close_reason)
-        if len(self._streams) >= self._max_streams:
+        if len(self._streams) - self._inbound_streams >= self._max_streams:
             raise ResourceLimitError(f"connection already has {self._max_streams} open streams")
         stream_id = self.quic.get_next_available_stream_id()
         self._last_stream_activity = trio.current_time()
@@ -559,15 +573,10 @@ class QuicConnectionDriver:
         return stream
 
     def _forget_stream(self, stream_id: int) -> None:
-        self._streams.pop(stream_id, None)
-        self._mark_abandoned(stream_id)
-        self.quic.forget_stream(stream_id)
-
-    def _mark_abandoned(self, stream_id: int) -> None:
-        """Data that still arrives on this stream is late (see _accept_stream)."""
-        quic_stream = self.quic._streams.get(stream_id)
-        if quic_stream is not None:
-            quic_stream.hm_closed = True
+        if self._streams.pop(stream_id, None) is not None and not self._is_local(stream_id):
+            self._inbound_streams -= 1
+        # Data that still arrives on this stream is late (see _accept_stream).
+        self.quic.abandon_stream(stream_id)
 
     @property
     def stream_count(self) -> int:

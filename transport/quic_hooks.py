@@ -13,7 +13,8 @@ these points (each has its own test in ``tests/transport/test_quic_hooks.py``;
    handshake (which carries no certificates) still authenticates the peer.
 4. Receive windows follow what the application has *read*, not what has
    arrived, so a slow reader throttles its sender (aioquic grants credit as
-   soon as data arrives, which would let a peer fill our memory).
+   soon as data arrives, which would let a peer fill our memory). Bytes that
+   are discarded instead of read give their credit back too (ReceiveCredit).
 5. Datagram size probes (DPLPMTUD, RFC 8899): a PING padded to a candidate
    size; only its acknowledgement raises the datagram size. While raised,
    the congestion controller's acknowledged/lost callbacks feed a black-hole
@@ -30,9 +31,12 @@ these points (each has its own test in ``tests/transport/test_quic_hooks.py``;
    draining for three probe timeouts, about a second during a handshake).
 8. Address validation: Initial header parsing, Retry and INVALID_TOKEN
    packets for the server's stateless Retry (tokens: ``transport/retry.py``).
-9. Early data (0-RTT): which streams the peer opened in 0-RTT packets, the
-   client's peer ID as soon as its early data is accepted (the resumed
-   ticket's PSK authenticates it), and whether a client can send early data.
+9. Stream limits: ``max_streams_per_connection`` is advertised as QUIC's
+   ``initial_max_streams_bidi`` (and no unidirectional streams), so a peer
+   that opens more is paced by MAX_STREAMS instead of having streams reset.
+10. Early data (0-RTT): which streams the peer opened in 0-RTT packets, the
+    client's peer ID as soon as its early data is accepted (the resumed
+    ticket's PSK authenticates it), and whether a client can send early data.
 """
 
 from __future__ import annotations
@@ -68,6 +72,87 @@ STREAM_RECEIVE_WINDOW = 1 << 20
 # Connection-wide receive window, bounding buffered data per connection.
 CONNECTION_RECEIVE_WINDOW = 8 << 20
 
+
+class ReceiveCredit:
+    """Sans-IO ledger of the connection's receive credit (hook 4).
+
+    QUIC charges our connection window with every byte a peer sends: the
+    highest offset reached on each stream, or a reset stream's final size.
+    The credit comes back only when a byte leaves our hands, either read by
+    the application or discarded: left unread in a stream the application
+    closed or reset, arriving for such a stream later, or never delivered
+    because the peer reset the stream first. A byte in neither state is
+    buffered (by us or by aioquic), so at all times::
+
+        received == read + discarded + buffered
+
+    and the window we grant is ``read + discarded + window``. Forgetting a
+    discarded byte would shrink that window for good.
+    """
+
+    def __init__(self) -> None:
+        self.received = 0
+        self.read = 0
+        self.discarded = 0
+        # Per live stream: bytes received and read (MAX_STREAM_DATA follows reads).
+        self._received_on: dict[int, int] = {}
+        self._read_on: dict[int, int] = {}
+        # Streams whose bytes are discarded on arrival.
+        self.abandoned: set[int] = set()
+
+    @property
+    def released(self) -> int:
+        """Bytes whose credit has come back."""
+        return self.read + self.discarded
+
+    @property
+    def buffered(self) -> int:
+        return self.received - self.released
+
+    def read_on(self, stream_id: int) -> int:
+        return self._read_on.get(stream_id, 0)
+
+    def receive(self, stream_id: int, count: int) -> None:
+        """``count`` more bytes of ``stream_id`` count against the window."""
+        if not count:
+            return
+        self.received += count
+        if stream_id in self.abandoned:
+            self.discarded += count
+        else:
+            self._received_on[stream_id] = self._received_on.get(stream_id, 0) + count
+
+    def read_from(self, stream_id: int, count: int) -> None:
+        """The application read ``count`` bytes (negative: put them back)."""
+        self.read += count
+        self._read_on[stream_id] = self._read_on.get(stream_id, 0) + count
+
+    def undeliverable(self, stream_id: int, count: int) -> None:
+        """The peer reset the stream: ``count`` received bytes will never be delivered."""
+        if stream_id not in self.abandoned:
+            self.discarded += count
+            self._received_on[stream_id] = self._received_on.get(stream_id, 0) - count
+
+    def abandon(self, stream_id: int) -> bool:
+        """The application reads no more: discard what it left, and all that
+        comes later. False if it had abandoned the stream already."""
+        if stream_id in self.abandoned:
+            return False
+        self.discarded += self._received_on.pop(stream_id, 0) - self._read_on.pop(stream_id, 0)
+        self.abandoned.add(stream_id)
+        return True
+
+    def forget_all_but(self, live_stream_ids) -> None:
+        """Drop abandoned streams the QUIC state has discarded (nothing more can arrive)."""
+        self.abandoned.intersection_update(live_stream_ids)
+
+
+def _peek_stream_id(buf: Buffer) -> int:
+    """The stream ID a STREAM or RESET_STREAM frame starts with."""
+    start = buf.tell()
+    stream_id = buf.pull_uint_var()
+    buf.seek(start)
+    return stream_id
 
 # Our connection IDs are 8 bytes (aioquic's default).
 HOST_CID_LENGTH = 8
@@ -160,10 +245,13 @@ class Libp2pQuicConnection(QuicConnection):
         self._expected_peer_id = expected_peer_id
         self._resumed_peer_id = resumed_peer_id
         self._server_ticket_lookup = server_ticket_lookup
-        # Bytes the application has consumed, per stream and in total.
-        self._consumed_by_stream: dict[int, int] = {}
-        self._consumed_total = 0
         self._early_stream_ids: set[int] = set()
+        self._credit = ReceiveCredit()
+        # Hook 9: peer streams QUIC allows at once; of those it opened, how
+        # many aioquic discarded and how many the application let go.
+        self._streams_allowed = self._streams_granted = 128  # aioquic's default
+        self._streams_discarded = 0
+        self._streams_released = 0
         self._probe_uid: int | None = None
         self._probe_size = 0
         self._probe_failed = False
@@ -213,14 +301,7 @@ class Libp2pQuicConnection(QuicConnection):
         self.tls._request_client_certificate = False
         return ticket
 
-    # -- hook 9: early data (0-RTT) ---------------------------------------------
-
-    def _handle_stream_frame(self, context, frame_type: int, buf: Buffer) -> None:
-        if context.epoch == tls.Epoch.ZERO_RTT:
-            start = buf.tell()
-            self._early_stream_ids.add(buf.pull_uint_var())
-            buf.seek(start)
-        super()._handle_stream_frame(context, frame_type, buf)
+    # -- hook 10: early data (0-RTT) --------------------------------------------
 
     def opened_in_early_data(self, stream_id: int) -> bool:
         """Whether the peer's data for ``stream_id`` came (at least partly) in 0-RTT packets."""
@@ -264,29 +345,66 @@ class Libp2pQuicConnection(QuicConnection):
 
     # -- hook 4: receive windows follow the reader --------------------------
 
+    @property
+    def receive_credit(self) -> "ReceiveCredit":
+        return self._credit
+
     def consume(self, stream_id: int, count: int) -> None:
-        """Record that the application read ``count`` bytes from a stream."""
-        self._consumed_by_stream[stream_id] = self._consumed_by_stream.get(stream_id, 0) + count
-        self._consumed_total += count
+        """Record that the application read ``count`` bytes from a stream
+        (negative: bytes it put back)."""
+        self._credit.read_from(stream_id, count)
+
+    def abandon_stream(self, stream_id: int) -> None:
+        """The application will read no more from this stream: what it left
+        unread, and whatever still arrives, is discarded and its credit given back."""
+        # The low two bits of a stream ID: 0 client bidirectional, 1 server bidirectional.
+        opened_by_peer_bidirectional = stream_id & 3 == (1 if self._is_client else 0)
+        if self._credit.abandon(stream_id) and opened_by_peer_bidirectional:
+            self._streams_released += 1
+        if len(self._credit.abandoned) > 2 * len(self._streams) + 64:
+            self._credit.forget_all_but(self._streams.keys())
+
+    def is_abandoned(self, stream_id: int) -> bool:
+        return stream_id in self._credit.abandoned
 
     def window_update_due(self, stream_id: int) -> bool:
         """Whether reads since the last grant warrant a MAX_STREAM_DATA/MAX_DATA now."""
         stream = self._streams.get(stream_id)
         if stream is not None and stream.max_stream_data_local:
-            consumed = self._consumed_by_stream.get(stream_id, 0)
+            consumed = self._credit.read_on(stream_id)
             if consumed + STREAM_RECEIVE_WINDOW - stream.max_stream_data_local >= STREAM_RECEIVE_WINDOW // 4:
                 return True
-        wanted = self._consumed_total + CONNECTION_RECEIVE_WINDOW
+        wanted = self._credit.released + CONNECTION_RECEIVE_WINDOW
         return wanted - self._local_max_data.value >= CONNECTION_RECEIVE_WINDOW // 4
 
-    def forget_stream(self, stream_id: int) -> None:
-        self._consumed_by_stream.pop(stream_id, None)
+    def _handle_stream_frame(self, context, frame_type: int, buf: Buffer) -> None:
+        stream_id = _peek_stream_id(buf)
+        if context.epoch == tls.Epoch.ZERO_RTT:
+            self._early_stream_ids.add(stream_id)  # hook 10
+        used = self._local_max_data.used
+        super()._handle_stream_frame(context, frame_type, buf)
+        self._credit.receive(stream_id, self._local_max_data.used - used)
+
+    def _handle_reset_stream_frame(self, context, frame_type: int, buf: Buffer) -> None:
+        stream_id = _peek_stream_id(buf)
+        stream = self._streams.get(stream_id)
+        was_finished = stream is not None and stream.receiver.is_finished
+        used = self._local_max_data.used
+        super()._handle_reset_stream_frame(context, frame_type, buf)
+        self._credit.receive(stream_id, self._local_max_data.used - used)
+        stream = self._streams[stream_id]
+        receiver = stream.receiver
+        if not was_finished and receiver.is_finished:
+            # Up to the final size counts against our window, but what was
+            # not delivered in order before the reset never will be.
+            self._credit.undeliverable(stream_id, receiver.highest_offset - receiver.starting_offset())
 
     def _write_connection_limits(self, builder, space) -> None:
+        self._update_stream_grant()
         limit = self._local_max_data
         # Keep aioquic's doubling rule from firing: the window moves only as
         # the application reads.
-        wanted = self._consumed_total + CONNECTION_RECEIVE_WINDOW
+        wanted = self._credit.released + CONNECTION_RECEIVE_WINDOW
         if wanted - limit.value >= CONNECTION_RECEIVE_WINDOW // 4:
             limit.value = wanted
         saved_used = limit.used
@@ -298,8 +416,7 @@ class Libp2pQuicConnection(QuicConnection):
 
     def _write_stream_limits(self, builder, space, stream) -> None:
         if stream.max_stream_data_local:
-            consumed = self._consumed_by_stream.get(stream.stream_id, 0)
-            wanted = consumed + STREAM_RECEIVE_WINDOW
+            wanted = self._credit.read_on(stream.stream_id) + STREAM_RECEIVE_WINDOW
             # Update in quarter-window steps to batch MAX_STREAM_DATA frames.
             if wanted - stream.max_stream_data_local >= STREAM_RECEIVE_WINDOW // 4:
                 stream.max_stream_data_local = wanted
@@ -312,6 +429,50 @@ class Libp2pQuicConnection(QuicConnection):
                 stream.receiver.highest_offset = saved
         else:
             super()._write_stream_limits(builder, space, stream)
+
+    def _update_stream_grant(self) -> bool:
+        """Set the peer's stream limit; True if a MAX_STREAMS is due.
+
+        aioquic adds one to the limit as each peer stream is discarded (both
+        directions finished), which may come before the application lets go
+        of the stream: a slot returns when both have.
+        """
+        streams = self._local_max_streams_bidi
+        self._streams_discarded += streams.value - self._streams_granted
+        streams.value = self._streams_granted = self._streams_allowed + min(
+            self._streams_discarded, self._streams_released
+        )
+        # aioquic's batching rule: grant once the peer has fewer streams left
+        # to open than the update would give it.
+        return streams.value != streams.sent and streams.sent - streams.used < streams.value - streams.sent
+
+    def datagrams_to_send(self, now: float) -> list[tuple[bytes, tuple]]:
+        datagrams = super().datagrams_to_send(now)
+        # aioquic discards finished streams after writing MAX_STREAMS: send
+        # the slots that frees now, not with whatever goes out next.
+        if self._handshake_complete and self._update_stream_grant():
+            datagrams += super().datagrams_to_send(now)
+        return datagrams
+
+    @property
+    def effective_idle_timeout(self) -> float:
+        """The idle timeout in force: the smaller of ours and the peer's
+        (known once its transport parameters arrived), as aioquic applies it."""
+        return self._idle_timeout()
+
+    # -- hook 9: stream limits ---------------------------------------------
+
+    def limit_incoming_streams(self, count: int) -> None:
+        """Let the peer open at most ``count`` bidirectional streams at once,
+        and no unidirectional ones (libp2p has none).
+
+        Sent as ``initial_max_streams_bidi``/``_uni``: a peer opening more is
+        held back by QUIC itself, and aioquic raises MAX_STREAMS by one as each
+        of its streams ends. Call before the handshake starts.
+        """
+        for limit, value in ((self._local_max_streams_bidi, count), (self._local_max_streams_uni, 0)):
+            limit.value = limit.sent = value
+        self._streams_allowed = self._streams_granted = count
 
     # -- hook 5: datagram size probes ---------------------------------------
 

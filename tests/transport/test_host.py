@@ -173,34 +173,6 @@ async def test_unknown_protocol_is_refused_with_a_negotiation_error(pair):
             await stream.receive_some()
 
 
-async def test_ten_thousand_streams_from_one_peer_are_bounded(pair):
-    server, client = pair
-    with trio.fail_after(60):
-        driver = await client.connect(server.listen_addrs()[0])
-        opened = 0
-        # Open without waiting: the server's stream limit holds the excess back.
-        streams = []
-        for _ in range(10_000):
-            try:
-                stream = driver.open_stream()
-            except ResourceLimitError:
-                break
-            await stream.send_all(encode_message(HEADER) + encode_message(ping.PROTOCOL))
-            streams.append(stream)
-            opened += 1
-        assert opened == client.config.max_streams_per_connection
-        for stream in streams:
-            await stream.reset()
-        # Then 10,000 short streams one after the other: all served in turn.
-        for _ in range(10_000 // 50):
-            async with trio.open_nursery() as nursery:
-                for _ in range(50):
-                    nursery.start_soon(ping.ping, client, server.peer_id)
-        assert server.connections_to(client.peer_id)[0].stream_count <= server.config.max_streams_per_connection
-    with trio.fail_after(STEP):
-        assert await ping.ping(client, server.peer_id)
-
-
 async def test_streams_the_client_closes_before_the_server_finishes_free_their_slots():
     """The client closes right after the answer, before the server's FIN: the
     server's handler then meets STOP_SENDING. Each such stream must give its
