@@ -48,7 +48,7 @@ from typing import Callable
 from aioquic import tls
 from aioquic.buffer import Buffer
 from aioquic.quic import events
-from aioquic.quic.connection import QuicConnection
+from aioquic.quic.connection import END_STATES, QuicConnection
 from aioquic.quic.crypto import CryptoPair
 from aioquic.quic.packet import (
     QuicErrorCode,
@@ -302,6 +302,12 @@ class Libp2pQuicConnection(QuicConnection):
         return ticket
 
     # -- hook 10: early data (0-RTT) --------------------------------------------
+
+    @property
+    def is_ending(self) -> bool:
+        """Closing, draining or closed: either side has ended the connection,
+        though aioquic reports it only after the closing period."""
+        return self._state in END_STATES or self._close_pending
 
     def opened_in_early_data(self, stream_id: int) -> bool:
         """Whether the peer's data for ``stream_id`` came (at least partly) in 0-RTT packets."""
