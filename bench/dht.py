@@ -187,7 +187,7 @@ async def _worker(args) -> None:
                 answer({"bye": True})
                 return
             if op == "metrics":
-                answer({"metrics": _process_metrics()})
+                answer({"metrics": _process_metrics(nodes)})
             elif op == "cpu":
                 # CPU this worker uses while nobody asks it anything: keepalives,
                 # timers, DHT maintenance and any work left from earlier phases.
@@ -308,12 +308,16 @@ async def _worker(args) -> None:
                 answer({"results": results})
 
 
-def _process_metrics() -> dict[str, float]:
-    """This worker's hypermesh counters and gauges (summed over its hosts)."""
+def _process_metrics(nodes) -> dict[str, float]:
+    """This worker's hypermesh counters and gauges, summed over its nodes.
+
+    The transport's are process-wide; each DHT node has a registry of its own.
+    """
     from prometheus_client import REGISTRY
 
     values: dict[str, float] = {}
-    for family in REGISTRY.collect():
+    families = [f for registry in (REGISTRY, *(n.service.metrics.registry for n in nodes)) for f in registry.collect()]
+    for family in families:
         if not family.name.startswith("hypermesh_") or family.type not in ("counter", "gauge"):
             continue
         for sample in family.samples:

@@ -29,6 +29,7 @@ from hypermesh.transport.framing import BufferedReader, FramingError, write_fram
 from hypermesh.transport.identity import IdentityError, PeerId
 
 from .kademlia import KadConfig, KademliaCore, Mode, OperationFinished, OutboundRequest, RecordChanged
+from .metrics import DhtMetrics
 from .messages import MAX_MESSAGE_SIZE, PROTOCOL_ID, DhtProtocolError, PeerInfo, decode_message, encode_message
 from .operations import OperationResult
 from .streams import StreamPool, close_quietly, reset_quietly
@@ -122,6 +123,8 @@ class KademliaService:
         self._wall_clock = wall_clock
         self._offset: float | None = None
         self.core: KademliaCore | None = None
+        # This node's own metrics (other nodes may share the process).
+        self.metrics = DhtMetrics()
         self._wakeup = trio.Event()
         self._pumped = trio.Event()
         self._waiters: dict[int, _Waiter] = {}
@@ -158,6 +161,7 @@ class KademliaService:
             config=self.config,
             mode=self.mode,
             local_addrs=self._local_addrs(),
+            metrics=self.metrics,
         )
         self.core.add_bootstrap_peers(self._bootstrap)
         try:

@@ -45,8 +45,10 @@ class OperationResult:
     # Everything this operation sent: lookup queries plus fan-out messages.
     messages: int = 0
     stored: int = 0
-    # Provide batches: keys whose closest peers this lookup could not pin down.
+    # Provide batches: keys whose closest peers this lookup could not pin down,
+    # and keys sent but not confirmed by the peers' answers to probes.
     unplaced_keys: list[bytes] = field(default_factory=list)
+    unconfirmed_keys: list[bytes] = field(default_factory=list)
     # Batched puts: how many peers stored each key.
     stored_per_key: dict[bytes, int] = field(default_factory=dict)
     timed_out: bool = False
@@ -250,22 +252,33 @@ class RegionBatchOperation(Operation):
     def message_for(self, key: bytes, local: PeerInfo) -> KadMessage:
         raise NotImplementedError
 
-    def fanout(self, local):
+    def placements(self) -> list[tuple[bytes, list[PeerInfo]]]:
+        """Each placeable key with its k closest peers; the others go to ``unplaced``."""
         covered = self.lookup.closest_succeeded()
-        exhaustive = len(covered) < self.lookup.config.result_size
+        # Answers list at most k peers, so fewer than k means the lookup met
+        # every peer there is; fewer than result_size proves nothing.
+        exhaustive = len(covered) < self.k
         radius = covered[-1].distance if covered else 0
-        messages = []
+        placed = []
         for key in self.keys:
             position = kad_key(key)
             nearest = sorted(covered, key=lambda c: c.key ^ position)[: self.k]
-            inside = position ^ self.lookup.target < radius and (
-                not nearest or nearest[-1].key ^ position < radius
+            # The key the lookup itself was for has its closest peers found
+            # as any lookup finds them (a retry batch is just that key).
+            inside = position == self.lookup.target or (
+                position ^ self.lookup.target < radius and (not nearest or nearest[-1].key ^ position < radius)
             )
             if not covered or not (exhaustive or inside):
                 self.unplaced.append(key)
                 continue
+            placed.append((key, [c.info for c in nearest]))
+        return placed
+
+    def fanout(self, local):
+        messages = []
+        for key, peers in self.placements():
             message = self.message_for(key, local)
-            messages.extend((c.info, message, self.expects_response) for c in nearest)
+            messages.extend((peer, message, self.expects_response) for peer in peers)
         return messages
 
     def placed_keys(self) -> list[bytes]:
@@ -279,13 +292,22 @@ class RegionBatchOperation(Operation):
 
 
 class ProvideBatchOperation(RegionBatchOperation):
-    """ADD_PROVIDER (one-way) for every key of a region."""
+    """The lookup for a region's provider records.
+
+    It sends nothing itself: ``assignments`` (peer, key) go to the
+    reprovider, which paces them to each receiver's rate limit and confirms
+    them (reprovide.py).
+    """
 
     kind = "provide"
-    expects_response = False
 
-    def message_for(self, key, local):
-        return KadMessage(MessageType.ADD_PROVIDER, key=key, provider_peers=(PeerInfo(local.peer_id, local.addrs),))
+    def __init__(self, op_id, target_key, lookup, deadline, keys, k):
+        super().__init__(op_id, target_key, lookup, deadline, keys, k)
+        self.assignments: list[tuple[PeerInfo, bytes]] = []
+
+    def fanout(self, local):
+        self.assignments = [(peer, key) for key, peers in self.placements() for peer in peers]
+        return []
 
 
 class PutValueBatchOperation(RegionBatchOperation):

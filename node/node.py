@@ -18,6 +18,8 @@ import trio
 
 from hypermesh.capsules.chunks import ChunkStore
 from hypermesh.capsules.distribution import CapsuleDistribution
+from hypermesh.capsules.executor import CapsuleExecutor
+from hypermesh.capsules.remote import RemoteRunService
 from hypermesh.capsules.runtime import CapsuleRuntime
 from hypermesh.dht.discovery import Discovery, open_discovery
 from hypermesh.dht.kademlia import Mode
@@ -43,6 +45,8 @@ class Node:
     discovery: Discovery
     runtime: CapsuleRuntime
     distribution: CapsuleDistribution
+    executor: CapsuleExecutor
+    remote_runs: RemoteRunService
 
 
 @contextlib.asynccontextmanager
@@ -68,19 +72,36 @@ async def open_node(
                     host, discovery, ChunkStore(data_dir / "capsules" / "chunks"), runtime
                 )
                 distribution.install_handler()
-                yield Node(identity, data_dir, host, discovery, runtime, distribution)
+                executor = CapsuleExecutor(runtime)
+                remote_runs = RemoteRunService(host, executor, distribution)
+                remote_runs.install_handler()
+                yield Node(identity, data_dir, host, discovery, runtime, distribution, executor, remote_runs)
             finally:
                 runtime.close()
 
 
-def start_metrics_server(addr: str) -> None:
-    """Serve Prometheus metrics on ``HOST:PORT`` (``[::1]:9100`` for IPv6)."""
-    from prometheus_client import start_http_server
+class _Registries:
+    """Several Prometheus registries served as one."""
+
+    def __init__(self, *registries):
+        self._registries = registries
+
+    def collect(self):
+        for registry in self._registries:
+            yield from registry.collect()
+
+
+def start_metrics_server(addr: str, node: Node) -> None:
+    """Serve Prometheus metrics on ``HOST:PORT`` (``[::1]:9100`` for IPv6).
+
+    The transport's metrics are process-wide; the DHT's are the node's own.
+    """
+    from prometheus_client import REGISTRY, start_http_server
 
     host, _, port = addr.rpartition(":")
     host = host.strip("[]") or "::"
     try:
-        start_http_server(int(port), addr=host)
+        start_http_server(int(port), addr=host, registry=_Registries(REGISTRY, node.discovery.service.metrics.registry))
     except (ValueError, OSError) as exc:
         raise TransportError(f"cannot serve metrics on {addr}: {exc}") from None
 
@@ -104,13 +125,13 @@ async def run_node(args) -> int:
     identity, created = init_identity(args.data_dir)
     if created:
         log.warning("created a new identity %s in %s", identity.peer_id, args.data_dir)
-    if args.metrics:
-        start_metrics_server(args.metrics)
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with open_node(
             identity, args.data_dir, args.listen or DEFAULT_LISTEN, args.bootstrap,
             host_config=HostConfig(connection_manager=args.connection_limits),
         ) as node:
+            if args.metrics:
+                start_metrics_server(args.metrics, node)
             control_server = ControlServer(args.data_dir)
             operations.register_all(control_server, node)
             await node.host.start(control_server.serve)

@@ -19,8 +19,10 @@ from hypermesh.transport import perf as perf_protocol
 from hypermesh.transport import ping as ping_protocol
 from hypermesh.transport.multiaddrs import MultiaddrError, multiaddr_text, parse_quic_address
 
+from . import capsule_operations
+
 # Operations that need only the transport; the rest need the DHT.
-TRANSPORT_ONLY = {"ping", "id", "perf"}
+TRANSPORT_ONLY = {"ping", "id", "perf", "capsule.run_on"}
 
 
 def _target(maddr: str):
@@ -189,6 +191,7 @@ OPERATIONS = {
     "service.resolve": resolve_service,
     "capsule.publish": publish_capsule,
     "capsule.fetch": fetch_capsule,
+    **capsule_operations.OPERATIONS,
 }
 
 
