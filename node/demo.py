@@ -48,7 +48,7 @@ def main() -> int:
             print(f"alice sees bob at {record['observed_addr']}")
 
             step("bob's peers")
-            peers = cli_json("peers", "--data-dir", str(bob.data_dir))
+            peers = cli_json("peers", "--data-dir", str(bob.data_dir))["peers"]
             for peer in peers:
                 print(f"{peer['peer_id']} via {', '.join(peer['addrs'])}")
             if alice.peer_id not in {peer["peer_id"] for peer in peers}:

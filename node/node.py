@@ -20,7 +20,7 @@ from hypermesh.capsules.chunks import ChunkStore
 from hypermesh.capsules.distribution import CapsuleDistribution
 from hypermesh.capsules.runtime import CapsuleRuntime
 from hypermesh.dht.discovery import Discovery, open_discovery
-from hypermesh.dht.kademlia import Mode
+from hypermesh.dht.kademlia import KadConfig, Mode
 from hypermesh.transport.errors import TransportError
 from hypermesh.transport.host import Host, HostConfig, open_host
 from hypermesh.transport.identity import Identity, init_identity
@@ -53,6 +53,7 @@ async def open_node(
     bootstrap: list[str] = (),
     *,
     dht_mode: Mode = Mode.SERVER,
+    kad_config: KadConfig = KadConfig(),
     host_config: HostConfig | None = None,
 ) -> AsyncIterator[Node]:
     """Every layer of a node, running until the block exits."""
@@ -60,7 +61,9 @@ async def open_node(
         if parse_quic_address(addr).peer_id is None:
             raise MultiaddrError(f"bootstrap address {addr} lacks /p2p/<peer id>")
     async with open_host(identity, listen, host_config) as host:
-        async with open_discovery(host, data_dir, bootstrap=list(bootstrap), mode=dht_mode) as discovery:
+        async with open_discovery(
+            host, data_dir, bootstrap=list(bootstrap), mode=dht_mode, config=kad_config
+        ) as discovery:
             runtime = CapsuleRuntime(data_dir, identity=identity)
             try:
                 runtime.install_stored()
@@ -81,7 +84,7 @@ def start_metrics_server(addr: str) -> None:
     host = host.strip("[]") or "::"
     try:
         start_http_server(int(port), addr=host)
-    except (ValueError, OSError) as exc:
+    except (ValueError, OverflowError, OSError) as exc:
         raise TransportError(f"cannot serve metrics on {addr}: {exc}") from None
 
 
@@ -109,6 +112,7 @@ async def run_node(args) -> int:
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with open_node(
             identity, args.data_dir, args.listen or DEFAULT_LISTEN, args.bootstrap,
+            dht_mode=Mode(args.dht_mode), kad_config=KadConfig(disjoint_paths=args.dht_disjoint_paths),
             host_config=HostConfig(connection_manager=args.connection_limits),
         ) as node:
             control_server = ControlServer(args.data_dir)

@@ -9,6 +9,7 @@ the JSON object the CLI prints.
 from __future__ import annotations
 
 import inspect
+import logging
 from pathlib import Path
 
 import trio
@@ -18,6 +19,8 @@ from hypermesh.transport import identify as identify_protocol
 from hypermesh.transport import perf as perf_protocol
 from hypermesh.transport import ping as ping_protocol
 from hypermesh.transport.multiaddrs import MultiaddrError, multiaddr_text, parse_quic_address
+
+log = logging.getLogger("hypermesh.node")
 
 # Operations that need only the transport; the rest need the DHT.
 TRANSPORT_ONLY = {"ping", "id", "perf"}
@@ -55,6 +58,7 @@ def _addr_texts(addrs) -> list[str]:
 async def ping(node, addr: str, count: int = 3) -> dict:
     address = _target(addr)
     started = trio.current_time()
+    log.debug("dialling %s", addr)
     await node.host.connect(address)
     connect_ms = (trio.current_time() - started) * 1000
     rtts = await ping_protocol.ping(node.host, address.peer_id, count)

@@ -12,6 +12,8 @@ the parser and turns failures into that one line.
 from __future__ import annotations
 
 import argparse
+import logging
+import os
 import sys
 from pathlib import Path
 
@@ -22,47 +24,88 @@ from hypermesh.transport.identity import IdentityError
 from hypermesh.transport.multiaddrs import MultiaddrError
 
 from .. import control
+from ..config import DEFAULT_DATA_DIR
 from ..logs import setup_logging
 from . import capsule_commands, dht_commands, node_commands, transport_commands
-from .common import EXIT_FAILURE, EXIT_OK, CommandError
+from .common import (
+    DEFAULT_LOG_LEVEL, EXIT_FAILURE, EXIT_OK, BadValue, CommandError, Parser, explicit_global_options, one_line,
+)
 
 COMMAND_GROUPS = (node_commands, transport_commands, dht_commands, capsule_commands)
+EXIT_INTERRUPTED = 130  # as a shell reports a command ended by SIGINT
+
+log = logging.getLogger("hypermesh.node")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="hypermesh", description="HyperMesh peer-to-peer mesh node")
-    parser.add_argument("--log-level", default="warning", help="debug, info, warning or error")
-    parser.add_argument("--log-json", action="store_true", help="log one JSON object per line (stderr)")
+def build_parser() -> Parser:
+    parser = Parser(prog="hypermesh", description="HyperMesh peer-to-peer mesh node")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for group in COMMAND_GROUPS:
         group.register(commands)
     return parser
 
 
+def parse_command_line(argv: list[str] | None = None) -> argparse.Namespace:
+    """The parsed command line with every global option set. Raises
+    :class:`BadValue` for a refused value; exits 2 for a malformed line."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = build_parser().parse_args(argv)
+    given = explicit_global_options(argv)
+    args.data_dir = Path(given.get("data_dir", DEFAULT_DATA_DIR)).expanduser()
+    args.log_level = given.get("log_level", DEFAULT_LOG_LEVEL)
+    args.log_json = given.get("log_json", False)
+    return args
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parse_command_line(argv)
+    except BadValue as exc:
+        return _fail(str(exc))
+    except BrokenPipeError:  # --help | head
+        return _closed_stdout()
     setup_logging(args.log_level, args.log_json)
-    if hasattr(args, "data_dir") and args.data_dir is not None:
-        args.data_dir = Path(args.data_dir).expanduser()
     # Command groups from other layers (capsule …) set ``func`` instead.
     handler = getattr(args, "handler", None) or args.func
     try:
         return handler(args) or EXIT_OK
-    except KeyboardInterrupt:
-        return 130
-    except (CommandError, control.ControlError, TransportError, IdentityError, MultiaddrError, trio.TooSlowError, OSError) as exc:
-        message = str(exc) or type(exc).__name__
-        print(f"error: {message}", file=sys.stderr)
-        return EXIT_FAILURE
-    except BaseExceptionGroup as group:  # errors from inside a trio nursery
-        leaf = _first_leaf(group)
-        print(f"error: {leaf}", file=sys.stderr)
-        return EXIT_FAILURE
+    except BaseException as exc:  # noqa: BLE001 - the contract: one line, never a traceback
+        return _report(exc)
 
 
-def _first_leaf(group: BaseExceptionGroup) -> BaseException:
-    exc: BaseException = group
-    while isinstance(exc, BaseExceptionGroup):
-        exc = exc.exceptions[0]
-    return exc
+def _report(exc: BaseException) -> int:
+    leaves = list(_leaves(exc))
+    if any(isinstance(leaf, KeyboardInterrupt) for leaf in leaves):
+        print("error: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    if any(isinstance(leaf, BrokenPipeError) for leaf in leaves):
+        return _closed_stdout()
+    leaf = next((leaf for leaf in leaves if not isinstance(leaf, trio.Cancelled)), leaves[0])
+    if isinstance(leaf, SystemExit):
+        return leaf.code if isinstance(leaf.code, int) else _fail(str(leaf.code))
+    if isinstance(leaf, (CommandError, control.ControlError, TransportError, IdentityError, MultiaddrError, OSError)):
+        return _fail(str(leaf) or type(leaf).__name__)
+    # A bug, not a user's mistake: still one line; the traceback at --log-level debug.
+    log.debug("unexpected failure", exc_info=leaf)
+    return _fail(f"{type(leaf).__name__}: {leaf}" if str(leaf) else type(leaf).__name__)
+
+
+def _fail(message: str) -> int:
+    print(f"error: {one_line(message.splitlines()[0]) if message else 'failed'}", file=sys.stderr)
+    return EXIT_FAILURE
+
+
+def _closed_stdout() -> int:
+    """The reader of our stdout went away (``| head``): not an error. Point
+    stdout at /dev/null so the interpreter's final flush fails no more."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    return EXIT_OK
+
+
+def _leaves(exc: BaseException):
+    if isinstance(exc, BaseExceptionGroup):
+        for inner in exc.exceptions:
+            yield from _leaves(inner)
+    else:
+        yield exc

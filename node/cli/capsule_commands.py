@@ -10,10 +10,12 @@ from .common import add_bootstrap_option, add_command, key_value_lines, node_com
 
 def register(commands) -> None:
     capsule_commands = capsule_cli.register(commands).commands
-    publish = add_bootstrap_option(add_command(capsule_commands, "publish", node_command(
-        "capsule.publish", key_value_lines, directory="dir"), "announce a signed capsule to the mesh"))
-    publish.add_argument("dir")
+    publish = add_command(capsule_commands, "publish", node_command(
+        "capsule.publish", key_value_lines, short_lived=False,
+        why="it serves the chunks and keeps the provider record published", directory="dir"),
+        "announce a signed capsule to the mesh from the running node")
+    publish.add_argument("dir", help="the signed capsule's directory")
     fetch = add_bootstrap_option(add_command(capsule_commands, "fetch", node_command(
         "capsule.fetch", key_value_lines, progress_bar=True, cid="cid"),
         "fetch a capsule by CID from its providers, verify and install it"))
-    fetch.add_argument("cid")
+    fetch.add_argument("cid", help="the capsule's CID, as `capsule publish` printed it")

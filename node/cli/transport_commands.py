@@ -5,7 +5,11 @@ from __future__ import annotations
 import trio
 
 from .. import control
-from .common import CommandError, add_command, byte_count, key_value_lines, node_command, positive, show
+from .common import (
+    CommandError, add_command, byte_count, key_value_lines, no_running_node, node_command, positive, show,
+)
+
+PEER_ADDR_HELP = "the peer's full multiaddr, ending in /p2p/<peer id>"
 
 
 def _ping_lines(result):
@@ -26,36 +30,40 @@ def _identify_lines(record):
 
 
 def _peers_lines(result):
-    if not result:
+    if not result["peers"]:
         yield "no connected peers"
-    for peer in result:
+    for peer in result["peers"]:
         yield f"{peer['peer_id']}  {' '.join(peer['addrs'])}  {peer['agent_version']}"
 
 
 async def _peers(args) -> int:
     if not control.node_is_running(args.data_dir):
-        raise CommandError(f"no node is running in {args.data_dir}: start one with `hypermesh run`")
+        raise no_running_node(args)
     try:
-        result = await control.call(args.data_dir, "peers")
+        peers = await control.call(args.data_dir, "peers")
     except control.ControlError as exc:
         raise CommandError(str(exc)) from None
-    return show(args, result, _peers_lines)
+    return show(args, {"peers": peers}, _peers_lines)
 
 
 def register(commands) -> None:
-    ping = add_command(commands, "ping", node_command("ping", _ping_lines, addr="maddr", count="count"), "ping a peer")
-    ping.add_argument("maddr", help="full multiaddr ending in /p2p/<peer id>")
-    ping.add_argument("--count", type=positive, default=3)
+    ping = add_command(commands, "ping", node_command("ping", _ping_lines, addr="maddr", count="count"),
+                       "ping a peer: connect, then measure round trips (/ipfs/ping/1.0.0)")
+    ping.add_argument("maddr", help=PEER_ADDR_HELP)
+    ping.add_argument("--count", type=positive, default=3, metavar="N", help="round trips to measure (default 3)")
 
     ident = add_command(commands, "id", node_command("id", _identify_lines, addr="maddr"),
-                        "show a peer's identify record")
-    ident.add_argument("maddr")
+                        "show a peer's identify record (agent, protocols, addresses)")
+    ident.add_argument("maddr", help=PEER_ADDR_HELP)
 
     perf = add_command(commands, "perf", node_command("perf", key_value_lines, addr="maddr", upload="upload",
                                                       download="download"),
                        "measure throughput to a peer (/perf/1.0.0)")
-    perf.add_argument("maddr")
-    perf.add_argument("--upload", type=byte_count, default=0, metavar="BYTES")
-    perf.add_argument("--download", type=byte_count, default=0, metavar="BYTES")
+    perf.add_argument("maddr", help=PEER_ADDR_HELP)
+    perf.add_argument("--upload", type=byte_count, default=0, metavar="BYTES",
+                      help="bytes to send, like 512, 64k, 100M, 1G (default 0)")
+    perf.add_argument("--download", type=byte_count, default=0, metavar="BYTES",
+                      help="bytes to receive, like 512, 64k, 100M, 1G (default 0)")
 
-    add_command(commands, "peers", lambda args: trio.run(_peers, args), "list the running node's connected peers")
+    add_command(commands, "peers", lambda args: trio.run(_peers, args),
+                "list the running node's connected peers (--json: {\"peers\": [...]})")

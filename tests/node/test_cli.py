@@ -89,7 +89,7 @@ def test_commands_go_through_the_running_node_of_their_data_dir(alice, tmp_path)
     with start_node(tmp_path / "bob") as bob:
         result = run_cli("ping", alice.addr(), "--json", "--data-dir", str(bob.data_dir))
         assert result.returncode == 0, result.stderr
-        peers = json.loads(run_cli("peers", "--json", "--data-dir", str(bob.data_dir)).stdout)
+        peers = json.loads(run_cli("peers", "--json", "--data-dir", str(bob.data_dir)).stdout)["peers"]
         assert alice.peer_id in {peer["peer_id"] for peer in peers}
         assert bob.stop() == 0  # SIGTERM is a clean shutdown
     assert not (tmp_path / "bob" / "control.sock").exists()
@@ -118,3 +118,17 @@ def test_metrics_endpoint_reports_connections_and_handshakes(alice, tmp_path):
                  "hypermesh_datagrams_received_total"):
         assert name in body
     assert 'hypermesh_connections_total{direction="outbound",outcome="established"} 1.0' in body
+
+
+def test_an_expired_dht_wait_says_what_it_waited_for(alice):
+    result = run_cli("dht", "wait", "--peers", "1", "--timeout", "0.2", "--data-dir", str(alice.data_dir))
+    assert result.returncode == 1
+    assert result.stderr.strip() == "error: the DHT routing table has 0 of 1 peers after 0.2 s"
+
+
+def test_run_takes_the_dht_mode_and_disjoint_paths(alice, tmp_path):
+    with start_node(tmp_path / "client", extra=["--dht-mode", "client", "--dht-disjoint-paths", "3"]) as client:
+        record = json.loads(run_cli("id", client.addr(), "--json", "--data-dir", str(tmp_path)).stdout)
+    assert record["peer_id"] == client.peer_id
+    assert "/ipfs/kad/1.0.0" not in record["protocols"]  # a DHT client only asks
+    assert "/ipfs/kad/1.0.0" in json.loads(run_cli("id", alice.addr(), "--json", "--data-dir", str(tmp_path)).stdout)["protocols"]
