@@ -10,30 +10,7 @@ whether it may run. Nothing a provider sends is trusted: the chunk list must
 describe the CID's signed receipt, every chunk must match its hash, and the
 capsule must pass admission.
 
-Wire format of ``/hm/capsule-chunks/1.0.0``
--------------------------------------------
-
-Several requests may share a stream: the provider answers them one at a
-time, in order, until the client finishes its side (FIN), then closes; a
-client may send further requests before reading the answers (pipelining).
-This module's fetcher keeps one request in flight per stream, runs concurrent
-requests on separate streams and reuses a stream once its answer is read.
-Every message is one varint-framed body (``uvarint(len) ‖ body``, as
-:mod:`hypermesh.transport.framing` writes)::
-
-    request = kind:u8 ‖ digest:32 bytes               (exactly 33 bytes)
-        kind 0x01  chunk list of the capsule whose CID is CIDv1(raw, sha2-256 digest)
-        kind 0x02  the chunk whose sha2-256 is digest
-    answer  = 0x00 ‖ payload                          found
-            | 0x01                                    not found (or not served by this node)
-        payload of a chunk list: its canonical JSON (``ChunkList.to_bytes``), ≤ 4 MiB
-        payload of a chunk: its bytes, ≤ 256 KiB (``chunks.MAX_CHUNK``)
-
-A provider serves only the chunk lists it published, or fetched and
-admitted (it then provides their CIDs too), and the chunks those lists name.
-A request that is not exactly 33 bytes or has an unknown kind, or an
-exchange (request in, answer out) that takes over :data:`EXCHANGE_TIMEOUT`
-(30 s), resets that stream, and only it.
+The wire format of ``/hm/capsule-chunks/1.0.0`` is in :mod:`chunk_wire`.
 """
 
 from __future__ import annotations
@@ -42,7 +19,6 @@ import collections
 import logging
 import secrets
 import shutil
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Awaitable, Callable, TypeVar
 
@@ -52,7 +28,18 @@ from hypermesh.transport.errors import TransportError
 from hypermesh.transport.framing import BufferedReader, FramingError, write_frame
 from hypermesh.transport.identity import PeerId
 
-from .chunks import DEFAULT_PARALLEL_FETCHES, MAX_CHUNK, ChunkList, ChunkStore, unpack, verify_chunk
+from .chunk_wire import (
+    KIND_CHUNK_LIST,
+    MAX_CHUNK_LIST_BYTES,
+    PROTOCOL_ID,
+    REQUEST_BYTES,
+    ProtocolViolation,
+    Request,
+    decode_answer,
+    decode_request,
+    encode_answer,
+)
+from .chunks import DEFAULT_PARALLEL_FETCHES, ChunkList, ChunkStore, unpack, verify_chunk
 from .cid import cid_from_digest, digest_from_cid
 from .errors import CapsuleError, ChunkError, FormatError
 from .layout import MAX_JSON_BYTES, RECEIPT_FILE, read_bounded
@@ -61,26 +48,6 @@ from .receipt import Receipt, parse_receipt, root_hash
 from .storage import atomic_write, ensure_private_dir
 
 logger = logging.getLogger("hypermesh.capsules.distribution")
-
-PROTOCOL_ID = "/hm/capsule-chunks/1.0.0"
-
-KIND_CHUNK_LIST = 0x01
-KIND_CHUNK = 0x02
-STATUS_FOUND = 0x00
-STATUS_NOT_FOUND = 0x01
-
-DIGEST_BYTES = 32
-# A request is fixed-size, so anything longer is malformed: the provider
-# never buffers more than this per stream before deciding.
-REQUEST_BYTES = 1 + DIGEST_BYTES
-# A chunk is at most MAX_CHUNK by format; one status byte more.
-MAX_CHUNK_ANSWER = 1 + MAX_CHUNK
-# The largest valid chunk list: 256 MiB of capsule in chunks of ≥ 16 KiB
-# (plus one short tail chunk per file) is ~17,400 hashes of 67 JSON bytes
-# each, ~1.2 MB, plus up to 1,025 paths of ≤ 1 KiB. 4 MiB covers it with
-# margin and stops a hostile provider from making us buffer more.
-MAX_CHUNK_LIST_BYTES = 4 * 1024 * 1024
-MAX_CHUNK_LIST_ANSWER = 1 + MAX_CHUNK_LIST_BYTES
 
 # A client that opens a stream and goes quiet (or stops reading) would pin
 # one of the host's inbound handler slots; it gets this long to send a
@@ -130,71 +97,6 @@ class CapsuleQuarantinedError(DistributionError):
         self.diagnostics = tuple(capsule.diagnostics)
         reasons = "; ".join(str(d) for d in self.diagnostics) or "no diagnostic"
         super().__init__(f"capsule {cid} was quarantined at admission ({capsule.directory}): {reasons}")
-
-
-class ProtocolViolation(ValueError):
-    """A peer sent a malformed request or answer."""
-
-
-# -- wire format ------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Request:
-    kind: int
-    digest: bytes
-
-    @classmethod
-    def for_chunk_list(cls, cid: str) -> "Request":
-        return cls(KIND_CHUNK_LIST, digest_from_cid(cid))
-
-    @classmethod
-    def for_chunk(cls, chunk_hash: str) -> "Request":
-        return cls(KIND_CHUNK, _chunk_digest(chunk_hash))
-
-    @property
-    def max_answer(self) -> int:
-        return MAX_CHUNK_LIST_ANSWER if self.kind == KIND_CHUNK_LIST else MAX_CHUNK_ANSWER
-
-    def encode(self) -> bytes:
-        return bytes([self.kind]) + self.digest
-
-    def __str__(self) -> str:
-        if self.kind == KIND_CHUNK_LIST:
-            return f"chunk list of {cid_from_digest(self.digest)}"
-        return f"chunk {self.digest.hex()}"
-
-
-def _chunk_digest(chunk_hash: str) -> bytes:
-    if len(chunk_hash) != 2 * DIGEST_BYTES or any(c not in "0123456789abcdef" for c in chunk_hash):
-        raise ChunkError(f"not a chunk hash: {chunk_hash!r}")
-    return bytes.fromhex(chunk_hash)
-
-
-def decode_request(body: bytes) -> Request:
-    """Parse one request body; raises :class:`ProtocolViolation` on anything but a valid request."""
-    if len(body) != REQUEST_BYTES:
-        raise ProtocolViolation(f"a request is {REQUEST_BYTES} bytes, got {len(body)}")
-    if body[0] not in (KIND_CHUNK_LIST, KIND_CHUNK):
-        raise ProtocolViolation(f"unknown request kind 0x{body[0]:02x}")
-    return Request(body[0], bytes(body[1:]))
-
-
-def encode_answer(payload: bytes | None) -> bytes:
-    return bytes([STATUS_NOT_FOUND]) if payload is None else bytes([STATUS_FOUND]) + payload
-
-
-def decode_answer(body: bytes, max_size: int) -> bytes | None:
-    """The payload of a found answer, or None for not found; raises :class:`ProtocolViolation`."""
-    if not body or len(body) > max_size:
-        raise ProtocolViolation(f"an answer is 1 to {max_size} bytes, got {len(body)}")
-    if body[0] == STATUS_NOT_FOUND:
-        if len(body) != 1:
-            raise ProtocolViolation("a not-found answer carries no payload")
-        return None
-    if body[0] != STATUS_FOUND:
-        raise ProtocolViolation(f"unknown answer status 0x{body[0]:02x}")
-    return bytes(body[1:])
 
 
 # -- what this node publishes ----------------------------------------------

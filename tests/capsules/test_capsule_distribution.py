@@ -17,19 +17,21 @@ from hypothesis import strategies as st
 from capsule_testkit import BUILDER, LIMITS_WAT, manifest, write_capsule
 from hypermesh.capsules.chunks import ChunkList, ChunkStore
 from hypermesh.capsules.cid import cid_from_digest
-from hypermesh.capsules.distribution import (
+from hypermesh.capsules.chunk_wire import (
     KIND_CHUNK,
     KIND_CHUNK_LIST,
     PROTOCOL_ID,
-    CapsuleDistribution,
-    CapsuleQuarantinedError,
-    ChunkListUnavailableError,
-    NoProvidersError,
     ProtocolViolation,
     Request,
     decode_answer,
     decode_request,
     encode_answer,
+)
+from hypermesh.capsules.distribution import (
+    CapsuleDistribution,
+    CapsuleQuarantinedError,
+    ChunkListUnavailableError,
+    NoProvidersError,
 )
 from hypermesh.capsules.execution import output_matches, verify_execution_receipt
 from hypermesh.capsules.lifecycle import State
