@@ -120,8 +120,9 @@ def test_metrics_endpoint_reports_connections_and_handshakes(alice, tmp_path):
     assert 'hypermesh_connections_total{direction="outbound",outcome="established"} 1.0' in body
 
 
-def test_an_expired_dht_wait_says_what_it_waited_for(alice):
-    result = run_cli("dht", "wait", "--peers", "1", "--timeout", "0.2", "--data-dir", str(alice.data_dir))
+def test_an_expired_dht_wait_says_what_it_waited_for(tmp_path):
+    with start_node(tmp_path) as lonely:
+        result = run_cli("dht", "wait", "--peers", "1", "--timeout", "0.2", "--data-dir", str(lonely.data_dir))
     assert result.returncode == 1
     assert result.stderr.strip() == "error: the DHT routing table has 0 of 1 peers after 0.2 s"
 
