@@ -39,7 +39,7 @@ def main() -> int:
 
             step("bob pings alice")
             ping = cli_json("ping", alice.addr(), "--count", "5", "--data-dir", str(bob.data_dir))
-            how = "over bob's bootstrap connection" if ping["connect_ms"] < 1 else f"connected in {ping['connect_ms']:.2f} ms"
+            how = f"connected in {ping['connect_ms']:.2f} ms" if ping["new_connection"] else "over bob's bootstrap connection"
             print(f"{how}; round trips (ms): {ping['rtts_ms']}")
 
             step("bob identifies alice")

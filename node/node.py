@@ -23,16 +23,19 @@ from hypermesh.dht.discovery import Discovery, open_discovery
 from hypermesh.dht.kademlia import KadConfig, Mode
 from hypermesh.transport.errors import TransportError
 from hypermesh.transport.host import Host, HostConfig, open_host
-from hypermesh.transport.identity import Identity, init_identity
+from hypermesh.transport.identity import Identity, key_path, load_identity, write_private_file
 from hypermesh.transport.multiaddrs import MultiaddrError, parse_quic_address
 
 from . import operations
 from .config import DEFAULT_LISTEN
 from .control import ControlServer
+from .datadir import locked_data_dir
 
 log = logging.getLogger("hypermesh.node")
 
 BOOTSTRAP_RETRY_SECONDS = (1, 2, 5, 10, 30)
+# A bootstrap peer that has not answered in this long is retried later.
+BOOTSTRAP_DIAL_TIMEOUT = 3.0
 
 
 @dataclass
@@ -89,24 +92,41 @@ def start_metrics_server(addr: str) -> None:
 
 
 async def _bootstrap(host, addr: str) -> None:
-    """Connect to a bootstrap peer, retrying with back-off until it answers."""
-    for delay in (*BOOTSTRAP_RETRY_SECONDS, None):
-        try:
-            await host.connect(addr)
-            log.info("connected to bootstrap peer %s", addr)
-            return
-        except TransportError as exc:
-            if delay is None:
-                log.warning("giving up on bootstrap peer %s: %s", addr, exc)
+    """Connect to a bootstrap peer, retrying with back-off until it answers.
+    The first failure is a warning (a mistyped address shows at once); the
+    retries are logged at info."""
+    for attempt, delay in enumerate((*BOOTSTRAP_RETRY_SECONDS, None)):
+        problem = f"no answer within {BOOTSTRAP_DIAL_TIMEOUT:g} s"
+        with trio.move_on_after(BOOTSTRAP_DIAL_TIMEOUT):
+            try:
+                await host.connect(addr)
+                log.info("connected to bootstrap peer %s", addr)
                 return
-            log.info("bootstrap peer %s not reachable (%s); retrying in %ss", addr, exc, delay)
-            await trio.sleep(delay)
+            except TransportError as exc:
+                problem = str(exc)
+        if delay is None:
+            log.warning("giving up on bootstrap peer %s: %s", addr, problem)
+            return
+        log.log(logging.WARNING if attempt == 0 else logging.INFO,
+                "bootstrap peer %s is not reachable (%s); retrying in %s s", addr, problem, delay)
+        await trio.sleep(delay)
+
+
+def _identity_for_run(data_dir: Path) -> tuple[Identity, bool]:
+    """The node's identity, and whether it is new (then saved only once the
+    node listens, so that a node that cannot start leaves no trace)."""
+    if key_path(data_dir).exists():
+        return load_identity(data_dir), False
+    return Identity.generate(), True
 
 
 async def run_node(args) -> int:
-    identity, created = init_identity(args.data_dir)
-    if created:
-        log.warning("created a new identity %s in %s", identity.peer_id, args.data_dir)
+    with locked_data_dir(args.data_dir):
+        return await _run_locked_node(args)
+
+
+async def _run_locked_node(args) -> int:
+    identity, created = _identity_for_run(args.data_dir)
     if args.metrics:
         start_metrics_server(args.metrics)
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
@@ -115,6 +135,9 @@ async def run_node(args) -> int:
             dht_mode=Mode(args.dht_mode), kad_config=KadConfig(disjoint_paths=args.dht_disjoint_paths),
             host_config=HostConfig(connection_manager=args.connection_limits),
         ) as node:
+            if created:
+                write_private_file(key_path(args.data_dir), identity.private_key_pem())
+                log.warning("created a new identity %s in %s", identity.peer_id, args.data_dir)
             control_server = ControlServer(args.data_dir)
             operations.register_all(control_server, node)
             await node.host._nursery.start(control_server.serve)

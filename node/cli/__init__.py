@@ -20,11 +20,12 @@ from pathlib import Path
 import trio
 
 from hypermesh.transport.errors import TransportError
-from hypermesh.transport.identity import IdentityError
+from hypermesh.transport.identity import IdentityError, key_path, load_identity
 from hypermesh.transport.multiaddrs import MultiaddrError
 
 from .. import control
 from ..config import DEFAULT_DATA_DIR
+from ..datadir import DataDirBusy
 from ..logs import setup_logging
 from . import capsule_commands, dht_commands, node_commands, transport_commands
 from .common import (
@@ -32,6 +33,8 @@ from .common import (
 )
 
 COMMAND_GROUPS = (node_commands, transport_commands, dht_commands, capsule_commands)
+# The commands whose job is to create the node's identity (the others announce it).
+CREATES_IDENTITY = ("init", "run")
 EXIT_INTERRUPTED = 130  # as a shell reports a command ended by SIGINT
 
 log = logging.getLogger("hypermesh.node")
@@ -67,10 +70,22 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(args.log_level, args.log_json)
     # Command groups from other layers (capsule …) set ``func`` instead.
     handler = getattr(args, "handler", None) or args.func
+    had_identity = key_path(args.data_dir).exists()
     try:
         return handler(args) or EXIT_OK
     except BaseException as exc:  # noqa: BLE001 - the contract: one line, never a traceback
         return _report(exc)
+    finally:
+        if not had_identity and args.command not in CREATES_IDENTITY:
+            _announce_new_identity(args.data_dir)
+
+
+def _announce_new_identity(data_dir: Path) -> None:
+    """A command other than init/run that made the node's key says so: the key
+    is the node's name, and signing with a fresh one must not go unnoticed."""
+    if key_path(data_dir).exists():
+        print(f"note: created a new node identity {load_identity(data_dir).peer_id} in {key_path(data_dir)}",
+              file=sys.stderr)
 
 
 def _report(exc: BaseException) -> int:
@@ -83,7 +98,8 @@ def _report(exc: BaseException) -> int:
     leaf = next((leaf for leaf in leaves if not isinstance(leaf, trio.Cancelled)), leaves[0])
     if isinstance(leaf, SystemExit):
         return leaf.code if isinstance(leaf.code, int) else _fail(str(leaf.code))
-    if isinstance(leaf, (CommandError, control.ControlError, TransportError, IdentityError, MultiaddrError, OSError)):
+    if isinstance(leaf, (CommandError, control.ControlError, DataDirBusy, TransportError, IdentityError,
+                         MultiaddrError, OSError)):
         return _fail(str(leaf) or type(leaf).__name__)
     # A bug, not a user's mistake: still one line; the traceback at --log-level debug.
     log.debug("unexpected failure", exc_info=leaf)

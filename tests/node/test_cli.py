@@ -49,9 +49,9 @@ def test_ping_json_contract(alice, tmp_path):
     result = run_cli("ping", alice.addr(), "--count", "4", "--json", "--data-dir", str(tmp_path))
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
-    assert set(report) == {"peer_id", "connect_ms", "rtts_ms"}
+    assert set(report) == {"peer_id", "addr", "new_connection", "connect_ms", "rtts_ms"}
     assert report["peer_id"] == alice.peer_id and len(report["rtts_ms"]) == 4
-    assert report["connect_ms"] > 0
+    assert report["new_connection"] and report["addr"] == alice.addr() and report["connect_ms"] > 0
 
 
 def test_ping_of_a_wrong_peer_id_fails_with_one_clear_line(alice, tmp_path):
