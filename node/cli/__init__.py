@@ -28,8 +28,9 @@ from ..config import DEFAULT_DATA_DIR
 from ..datadir import DataDirBusy
 from ..logs import setup_logging
 from . import capsule_commands, dht_commands, node_commands, transport_commands
+from .version import print_version
 from .common import (
-    DEFAULT_LOG_LEVEL, EXIT_FAILURE, EXIT_OK, BadValue, CommandError, Parser, explicit_global_options, one_line,
+    DEFAULT_LOG_LEVEL, EXIT_FAILURE, JSON_HELP, EXIT_OK, BadValue, CommandError, Parser, explicit_global_options, one_line,
 )
 
 COMMAND_GROUPS = (node_commands, transport_commands, dht_commands, capsule_commands)
@@ -42,7 +43,11 @@ log = logging.getLogger("hypermesh.node")
 
 def build_parser() -> Parser:
     parser = Parser(prog="hypermesh", description="HyperMesh peer-to-peer mesh node")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    parser.add_argument("--version", action="store_true",
+                        help="print the version of hypermesh and its main libraries, and the protocols it speaks")
+    parser.add_argument("--json", action="store_true", help=f"with --version: {JSON_HELP}")
+    # Not required, so that --version needs no command; parse_command_line asks for one.
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     for group in COMMAND_GROUPS:
         group.register(commands)
     return parser
@@ -52,7 +57,10 @@ def parse_command_line(argv: list[str] | None = None) -> argparse.Namespace:
     """The parsed command line with every global option set. Raises
     :class:`BadValue` for a refused value; exits 2 for a malformed line."""
     argv = sys.argv[1:] if argv is None else list(argv)
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None and not args.version:
+        parser.error("give a command")
     given = explicit_global_options(argv)
     args.data_dir = Path(given.get("data_dir", DEFAULT_DATA_DIR)).expanduser()
     args.log_level = given.get("log_level", DEFAULT_LOG_LEVEL)
@@ -68,6 +76,9 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # --help | head
         return _closed_stdout()
     setup_logging(args.log_level, args.log_json)
+    if args.command is None:  # --version
+        print_version(args.json)
+        return EXIT_OK
     # Command groups from other layers (capsule …) set ``func`` instead.
     handler = getattr(args, "handler", None) or args.func
     had_identity = key_path(args.data_dir).exists()

@@ -90,7 +90,7 @@ GLOBAL_OPTIONS = {
     "--data-dir": dict(type=Path, metavar="DIR",
                        help="the node's directory: identity, records, control socket (default ~/.hypermesh)"),
     "--log-level": dict(type=log_level, metavar="LEVEL",
-                        help=f"log {', '.join(LOG_LEVELS)} and worse on stderr (default {DEFAULT_LOG_LEVEL})"),
+                        help=f"log on stderr at this level and above: {', '.join(LOG_LEVELS)} (default {DEFAULT_LOG_LEVEL})"),
     "--log-json": dict(action="store_true", help="log one JSON object per line on stderr"),
 }
 
@@ -119,6 +119,11 @@ class Parser(argparse.ArgumentParser):
             label = next((name for name in names if name.startswith("--")), None) or kwargs.get("dest") or names[0]
             kwargs["type"] = _refusing(label, kwargs.get("type"), kwargs.get("choices"))
         return super().add_argument(*names, **kwargs)
+
+    def add_subparsers(self, **kwargs):
+        """Also kept as ``self.subcommands``, so the command tree can be walked."""
+        self.subcommands = super().add_subparsers(**kwargs)
+        return self.subcommands
 
     def error(self, message: str):
         self.exit(EXIT_USAGE, f"error: {one_line(message)} (see `{self.prog} --help`)\n")

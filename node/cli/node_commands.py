@@ -54,7 +54,7 @@ def register(commands) -> None:
     run.add_argument("--connections-high", type=positive, default=limits.high_water, metavar="N",
                      help=f"above N open connections, close idle ones (default {limits.high_water})")
     run.add_argument("--connections-low", type=positive, default=limits.low_water, metavar="N",
-                     help=f"... until N remain (default {limits.low_water})")
+                     help=f"closing idle connections stops when N remain (default {limits.low_water})")
     run.add_argument("--dht-mode", choices=[mode.value for mode in Mode], default=Mode.SERVER.value,
                      help="server: answer DHT queries (reachable nodes); client: only ask (behind NAT) "
                           "(default server)")
