@@ -19,6 +19,7 @@ import trio
 from hypermesh.capsules.chunks import ChunkStore
 from hypermesh.capsules.distribution import CapsuleDistribution
 from hypermesh.capsules.runtime import CapsuleRuntime
+from hypermesh.capsules.trust import POLICY_FILE, TrustPolicy
 from hypermesh.dht.discovery import Discovery, open_discovery
 from hypermesh.dht.kademlia import KadConfig, Mode
 from hypermesh.transport.errors import TransportError
@@ -112,6 +113,16 @@ async def _bootstrap(host, addr: str) -> None:
         await trio.sleep(delay)
 
 
+def _trust_signers(data_dir: Path, signers: list[str]) -> None:
+    """Add the configured capsule signers to the trust policy file, which the
+    capsule runtime follows (as `hypermesh capsule trust` does)."""
+    path = Path(data_dir) / POLICY_FILE
+    policy = TrustPolicy.load(path)
+    for signer in signers:
+        policy.trust(signer)
+    policy.save(path)
+
+
 def _identity_for_run(data_dir: Path) -> tuple[Identity, bool]:
     """The node's identity, and whether it is new (then saved only once the
     node listens, so that a node that cannot start leaves no trace)."""
@@ -138,6 +149,8 @@ async def _run_locked_node(args) -> int:
             if created:
                 write_private_file(key_path(args.data_dir), identity.private_key_pem())
                 log.warning("created a new identity %s in %s", identity.peer_id, args.data_dir)
+            if args.trust:
+                _trust_signers(args.data_dir, args.trust)
             control_server = ControlServer(args.data_dir)
             operations.register_all(control_server, node)
             await node.host._nursery.start(control_server.serve)

@@ -24,16 +24,17 @@ from hypermesh.transport.identity import IdentityError, key_path, load_identity
 from hypermesh.transport.multiaddrs import MultiaddrError
 
 from .. import control
-from ..config import DEFAULT_DATA_DIR
+from ..config import DEFAULT_DATA_DIR, SETTINGS, ConfigError, load_config
 from ..datadir import DataDirBusy
 from ..logs import setup_logging
-from . import capsule_commands, dht_commands, node_commands, transport_commands
+from . import capsule_commands, config_commands, dht_commands, node_commands, transport_commands
 from .version import print_version
 from .common import (
-    DEFAULT_LOG_LEVEL, EXIT_FAILURE, JSON_HELP, EXIT_OK, BadValue, CommandError, Parser, explicit_global_options, one_line,
+    EXIT_FAILURE, JSON_HELP, EXIT_OK, BadValue, CommandError, Parser, explicit_global_options, one_line,
 )
 
-COMMAND_GROUPS = (node_commands, transport_commands, dht_commands, capsule_commands)
+SETTING_DESTS = {setting.dest for setting in SETTINGS}
+COMMAND_GROUPS = (node_commands, config_commands, transport_commands, dht_commands, capsule_commands)
 # The commands whose job is to create the node's identity (the others announce it).
 CREATES_IDENTITY = ("init", "run")
 EXIT_INTERRUPTED = 130  # as a shell reports a command ended by SIGINT
@@ -63,9 +64,17 @@ def parse_command_line(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error("give a command")
     given = explicit_global_options(argv)
     args.data_dir = Path(given.get("data_dir", DEFAULT_DATA_DIR)).expanduser()
-    args.log_level = given.get("log_level", DEFAULT_LOG_LEVEL)
-    args.log_json = given.get("log_json", False)
+    # The settings given as flags; apply_config fills in the rest.
+    args.flags = {**{s.dest: getattr(args, s.dest) for s in SETTINGS if getattr(args, s.dest, None) is not None},
+                  **{dest: value for dest, value in given.items() if dest in SETTING_DESTS}}
     return args
+
+
+def apply_config(args: argparse.Namespace, environ=os.environ) -> None:
+    """Every setting on ``args``: flag > environment > config.toml > default."""
+    args.config = load_config(args.data_dir, args.flags, environ)
+    for dest, value in args.config.values.items():
+        setattr(args, dest, value)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -75,6 +84,10 @@ def main(argv: list[str] | None = None) -> int:
         return _fail(str(exc))
     except BrokenPipeError:  # --help | head
         return _closed_stdout()
+    try:
+        apply_config(args)
+    except ConfigError as exc:
+        return _fail(str(exc))
     setup_logging(args.log_level, args.log_json)
     if args.command is None:  # --version
         print_version(args.json)

@@ -15,6 +15,7 @@ from hypermesh.transport.host import open_host
 from hypermesh.transport.identity import Identity, init_identity, key_path, load_identity
 
 from .. import control, operations
+from ..config import LOG_LEVELS, SETTINGS_BY_KEY, SettingError, check_range, one_of, whole_number
 
 # A short-lived node (a CLI command with no running node) listens only so
 # that the peers it asks can answer it.
@@ -63,33 +64,41 @@ def add_command(group, name: str, handler, help_text: str) -> argparse.ArgumentP
     return sub
 
 
+def add_setting_option(parser: argparse.ArgumentParser, key: str, metavar: str, help_text: str) -> None:
+    """A flag for the setting ``key``; unset unless given, so that the
+    environment and config.toml can supply it (see node/config.py)."""
+    setting = SETTINGS_BY_KEY[key]
+    default = setting.default
+    shown = "off" if default is None else (" and ".join(default) or "none") if isinstance(default, list) else default
+    help_text = f"{help_text} (default {shown}; {key} in config.toml, {setting.env})"
+    if setting.item_check is not None:
+        parser.add_argument(setting.flag, dest=setting.dest, action="append", type=setting.item_check,
+                            default=None, metavar=metavar, help=help_text)
+    else:
+        parser.add_argument(setting.flag, dest=setting.dest, type=setting.check, default=None, metavar=metavar,
+                            help=help_text)
+
+
 def add_bootstrap_option(sub: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    sub.add_argument("--bootstrap", action="append", default=[], metavar="MADDR",
-                     help="when no node runs in --data-dir: peer to join for this command (repeatable)")
+    add_setting_option(sub, "network.bootstrap", "MADDR",
+                       "when no node runs in --data-dir: peer to join for this command (repeatable)")
     return sub
 
 
 # -- the parser -----------------------------------------------------------------
 
 JSON_HELP = "print one JSON object on one line on stdout"
-LOG_LEVELS = ("debug", "info", "warning", "error")
-DEFAULT_LOG_LEVEL = "warning"
+DEFAULT_LOG_LEVEL = SETTINGS_BY_KEY["log.level"].default
 
 
 class BadValue(CommandError):
     """An option's value was refused: one ``error:`` line, exit status 1."""
 
 
-def log_level(text: str) -> str:
-    if text.lower() not in LOG_LEVELS:
-        raise argparse.ArgumentTypeError(f"{text!r} is not one of {', '.join(LOG_LEVELS)}")
-    return text.lower()
-
-
 GLOBAL_OPTIONS = {
     "--data-dir": dict(type=Path, metavar="DIR",
                        help="the node's directory: identity, records, control socket (default ~/.hypermesh)"),
-    "--log-level": dict(type=log_level, metavar="LEVEL",
+    "--log-level": dict(type=one_of(LOG_LEVELS), metavar="LEVEL",
                         help=f"log on stderr at this level and above: {', '.join(LOG_LEVELS)} (default {DEFAULT_LOG_LEVEL})"),
     "--log-json": dict(action="store_true", help="log one JSON object per line on stderr"),
 }
@@ -146,7 +155,7 @@ def _refusing(label: str, convert, choices):
     def converted(text: str):
         try:
             value = convert(text) if convert is not None else text
-        except argparse.ArgumentTypeError as exc:
+        except (argparse.ArgumentTypeError, SettingError) as exc:
             raise BadValue(f"{label}: {exc}") from None
         except (TypeError, ValueError):
             kind = {int: "a whole number", float: "a number"}.get(convert, "a valid value")
@@ -177,20 +186,6 @@ def byte_count(text: str) -> int:
     return int(value)
 
 
-def whole_number(minimum: int | None = None, maximum: int | None = None):
-    """A converter for an integer option within ``minimum..maximum``."""
-
-    def convert(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-        _check_range(value, minimum, maximum)
-        return value
-
-    return convert
-
-
 def seconds(minimum: float = 0.0, maximum: float | None = None):
     """A converter for a duration in seconds within ``minimum..maximum``."""
 
@@ -201,32 +196,13 @@ def seconds(minimum: float = 0.0, maximum: float | None = None):
             raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
         if not math.isfinite(value):
             raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds")
-        _check_range(value, minimum, maximum)
+        check_range(value, minimum, maximum)
         return value
 
     return convert
 
 
-def _check_range(value, minimum, maximum) -> None:
-    if minimum is not None and maximum is not None and not minimum <= value <= maximum:
-        raise argparse.ArgumentTypeError(f"must be between {minimum:g} and {maximum:g}, not {value:g}")
-    if minimum is not None and value < minimum:
-        raise argparse.ArgumentTypeError(f"must be at least {minimum:g}, not {value:g}")
-    if maximum is not None and value > maximum:
-        raise argparse.ArgumentTypeError(f"must be at most {maximum:g}, not {value:g}")
-
-
 positive = whole_number(minimum=1)
-
-
-def host_port(text: str) -> str:
-    """``HOST:PORT``, ``[IPv6]:PORT`` or ``:PORT`` (all interfaces), port 0..65535."""
-    host, separator, port = text.rpartition(":")
-    if not separator or not port.isdigit() or not 0 <= int(port) <= 65535:
-        raise argparse.ArgumentTypeError(f"{text!r} is not HOST:PORT with a port from 0 to 65535")
-    if host.startswith("[") != host.endswith("]"):
-        raise argparse.ArgumentTypeError(f"{text!r}: an IPv6 host goes in brackets, like [::1]:9100")
-    return text
 
 
 # -- reaching the node ------------------------------------------------------------

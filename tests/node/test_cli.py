@@ -36,7 +36,8 @@ def test_run_refuses_a_world_readable_key(tmp_path):
 def test_run_refuses_connection_limits_upside_down(tmp_path):
     result = run_cli("run", "--data-dir", str(tmp_path), "--connections-low", "50", "--connections-high", "10")
     assert result.returncode == 1
-    assert "--connections-low must not exceed --connections-high" in result.stderr
+    assert result.stderr == ("error: network.connections_low 50 (flag --connections-low) must not exceed "
+                             "network.connections_high 10 (flag --connections-high)\n")
 
 
 def test_run_prints_its_addresses_first(alice):

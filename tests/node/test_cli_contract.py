@@ -51,7 +51,7 @@ def run_main(argv, capsys):
      "--weight: must be between 0 and 65535, not -1"),
     (["perf", "/ip6/::1/udp/1/quic-v1", "--upload", "lots"], "--upload: 'lots' is not a byte count"),
     (["run", "--dht-mode", "both"], "--dht-mode: 'both' is not one of server, client"),
-    (["run", "--dht-disjoint-paths", "0"], "--dht-disjoint-paths: must be at least 1"),
+    (["run", "--dht-disjoint-paths", "0"], "--dht-disjoint-paths: must be between 1 and 16, not 0"),
 ])
 def test_a_refused_value_names_its_option(argv, expected, capsys, tmp_path):
     line = one_error_line(run_main([*argv, "--data-dir", str(tmp_path)], capsys))
