@@ -1,6 +1,6 @@
 """``make demo``: a local mesh on [::1].
 
-Starts two nodes as separate processes (bob bootstraps from alice) and
+Starts a devnet of two node processes (bob bootstraps from alice) and
 drives them only through the `hypermesh` CLI, which reaches each node
 through its control socket: bob pings and identifies alice, alice registers
 a service that bob resolves through the DHT, and a capsule that alice
@@ -15,7 +15,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-from .processes import run_cli, start_node
+from .devnet import open_devnet
+from .processes import run_cli
 
 
 def step(title: str) -> None:
@@ -32,8 +33,9 @@ def cli_json(*args: str) -> dict:
 def main() -> int:
     with tempfile.TemporaryDirectory(prefix="hypermesh-demo-") as tmp:
         root = Path(tmp)
-        step("starting two nodes on [::1]; bob bootstraps from alice")
-        with start_node(root / "alice") as alice, start_node(root / "bob", extra=["--bootstrap", alice.addr()]) as bob:
+        step("starting a devnet of two nodes on [::1] (hypermesh devnet --nodes 2); bob bootstraps from alice")
+        with open_devnet(2, root / "devnet") as devnet:
+            alice, bob = devnet.nodes
             print(f"alice {alice.peer_id} at {alice.addr()}")
             print(f"bob   {bob.peer_id} at {bob.addr()}")
 
@@ -53,9 +55,6 @@ def main() -> int:
                 print(f"{peer['peer_id']} via {', '.join(peer['addrs'])}")
             if alice.peer_id not in {peer["peer_id"] for peer in peers}:
                 raise SystemExit("demo failed: alice is not among bob's peers")
-
-            for node in (alice, bob):
-                cli_json("dht", "wait", "--peers", "1", "--data-dir", str(node.data_dir))
 
             step("alice registers service 'echo'; bob resolves it through the DHT")
             cli_json("service", "register", "echo", "--protocol", "/hm/echo/1.0.0", "--data-dir", str(alice.data_dir))

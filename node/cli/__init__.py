@@ -27,14 +27,15 @@ from .. import control
 from ..config import DEFAULT_DATA_DIR, SETTINGS, ConfigError, load_config
 from ..datadir import DataDirBusy
 from ..logs import setup_logging
-from . import capsule_commands, config_commands, dht_commands, node_commands, transport_commands
+from . import capsule_commands, config_commands, devnet_commands, dht_commands, node_commands, transport_commands
 from .version import print_version
 from .common import (
     EXIT_FAILURE, JSON_HELP, EXIT_OK, BadValue, CommandError, Parser, explicit_global_options, one_line,
 )
 
 SETTING_DESTS = {setting.dest for setting in SETTINGS}
-COMMAND_GROUPS = (node_commands, config_commands, transport_commands, dht_commands, capsule_commands)
+COMMAND_GROUPS = (node_commands, config_commands, devnet_commands, transport_commands, dht_commands,
+                  capsule_commands)
 # The commands whose job is to create the node's identity (the others announce it).
 CREATES_IDENTITY = ("init", "run")
 EXIT_INTERRUPTED = 130  # as a shell reports a command ended by SIGINT

@@ -2,15 +2,13 @@
 silent peer, an unreachable bootstrap peer, an identity made on the side."""
 
 import json
-import os
-import selectors
 import socket
 import subprocess
 import time
 
 import pytest
 
-from hypermesh.node.processes import run_cli, start_node
+from hypermesh.node.processes import read_line, run_cli, start_node
 
 PEER_ID = "12D3KooWDpJ7As7BWAwRMfu1VU2WCqNjvq387JEYKDBj4kx6nXTN"
 
@@ -90,21 +88,10 @@ def test_an_unreachable_bootstrap_peer_is_a_warning_at_the_default_log_level(tmp
 
 
 def read_line_containing(stream, text, deadline):
-    selector = selectors.DefaultSelector()
-    selector.register(stream, selectors.EVENT_READ)
-    buffer = b""
-    try:
-        while time.monotonic() < deadline:
-            if selector.select(deadline - time.monotonic()):
-                chunk = os.read(stream.fileno(), 4096)
-                assert chunk, f"stderr closed before {text!r}: {buffer!r}"
-                buffer += chunk
-                for line in buffer.decode(errors="replace").splitlines():
-                    if text in line:
-                        return line
-    finally:
-        selector.close()
-    raise AssertionError(f"no {text!r} line: {buffer!r}")
+    while True:  # bounded by the deadline
+        line = read_line(stream, deadline).decode(errors="replace")
+        if text in line:
+            return line
 
 
 def test_an_identity_made_outside_init_and_run_is_announced(tmp_path):
