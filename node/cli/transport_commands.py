@@ -40,14 +40,22 @@ def _peers_lines(result):
         yield f"{peer['peer_id']}  {' '.join(peer['addrs'])}  {peer['agent_version']}"
 
 
-async def _peers(args) -> int:
+async def _ask_running_node(args, command: str):
     if not control.node_is_running(args.data_dir):
         raise no_running_node(args)
     try:
-        peers = await control.call(args.data_dir, "peers")
+        return await control.call(args.data_dir, command)
     except control.ControlError as exc:
         raise CommandError(str(exc)) from None
-    return show(args, {"peers": peers}, _peers_lines)
+
+
+async def _peers(args) -> int:
+    return show(args, {"peers": await _ask_running_node(args, "peers")}, _peers_lines)
+
+
+async def _info(args) -> int:
+    # One full multiaddr a line, so that a shell can take one: $(hypermesh info | head -n 1)
+    return show(args, await _ask_running_node(args, "info"), lambda info: info["addrs"])
 
 
 def _add_timeout_option(sub) -> None:
@@ -78,5 +86,7 @@ def register(commands) -> None:
                       help="bytes to receive, like 512, 64k, 100M, 1G (default 0)")
     _add_timeout_option(perf)
 
+    add_command(commands, "info", lambda args: trio.run(_info, args),
+                "print the running node's full multiaddrs, one a line (--json: {\"peer_id\", \"addrs\"})")
     add_command(commands, "peers", lambda args: trio.run(_peers, args),
                 "list the running node's connected peers (--json: {\"peers\": [...]})")
