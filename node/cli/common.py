@@ -12,7 +12,7 @@ from pathlib import Path
 import trio
 
 from hypermesh.transport.host import open_host
-from hypermesh.transport.identity import Identity, init_identity, key_path, load_identity
+from hypermesh.transport.identity import Identity, key_path, load_identity
 
 from .. import control, operations
 from ..config import LOG_LEVELS, SETTINGS_BY_KEY, SettingError, check_range, one_of, whole_number
@@ -250,10 +250,14 @@ async def on_node(args, command: str, on_progress=None, short_lived: bool = True
         raise no_running_node(args, ", or give --bootstrap MADDR")
     from ..node import open_node
 
-    identity, _ = init_identity(args.data_dir)
-    async with open_node(identity, args.data_dir, SHORT_LIVED_LISTEN, bootstrap, dht_mode=Mode.CLIENT) as node:
+    # A DHT client asks with any key: no identity is made for a lookup.
+    async with open_node(client_identity(args.data_dir), args.data_dir, SHORT_LIVED_LISTEN, bootstrap,
+                         dht_mode=Mode.CLIENT) as node:
         for addr in bootstrap:
-            await node.host.connect(addr)
+            with trio.move_on_after(operations.DIAL_TIMEOUT) as dial:
+                await node.host.connect(addr)
+            if dial.cancelled_caught:
+                raise CommandError(f"bootstrap peer {addr} did not answer within {operations.DIAL_TIMEOUT:g} s")
         await node.discovery.service.bootstrap()
         if on_progress is not None:
             params["progress"] = on_progress

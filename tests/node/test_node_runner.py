@@ -67,6 +67,15 @@ def test_a_dial_to_a_silent_address_gives_up_after_the_timeout(tmp_path, silent_
     assert "within 0.5 s" in line
 
 
+def test_a_short_lived_lookup_through_a_silent_bootstrap_peer_gives_up_after_the_timeout(tmp_path, silent_port):
+    unreachable = f"/ip6/::1/udp/{silent_port}/quic-v1/p2p/{PEER_ID}"
+    result = run_cli("service", "resolve", "echo", "--bootstrap", unreachable, "--data-dir", str(tmp_path))
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert errors == [f"error: bootstrap peer {unreachable} did not answer within 3 s"]  # (the DHT may warn too)
+    assert not (tmp_path / "identity.key").exists()  # a lookup makes no identity
+
+
 def test_ping_at_a_wrong_address_says_which_connection_it_used(tmp_path, silent_port):
     with start_node(tmp_path / "alice") as alice, \
             start_node(tmp_path / "bob", extra=["--bootstrap", alice.addr()]) as bob:
