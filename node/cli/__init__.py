@@ -28,10 +28,10 @@ from ..config import DEFAULT_DATA_DIR, SETTINGS, ConfigError, load_config
 from ..datadir import DataDirBusy
 from ..logs import setup_logging
 from . import capsule_commands, config_commands, devnet_commands, dht_commands, node_commands, transport_commands
-from .version import print_version
 from .common import (
-    EXIT_FAILURE, JSON_HELP, EXIT_OK, BadValue, CommandError, Parser, explicit_global_options, one_line,
+    EXIT_FAILURE, EXIT_OK, JSON_HELP, BadValue, CommandError, Parser, explicit_global_options, one_line,
 )
+from .version import print_version
 
 SETTING_DESTS = {setting.dest for setting in SETTINGS}
 COMMAND_GROUPS = (node_commands, config_commands, devnet_commands, transport_commands, dht_commands,

@@ -56,35 +56,6 @@ def key_value_lines(result):
         yield f"{key}: {value}"
 
 
-def add_command(group, name: str, handler, help_text: str) -> argparse.ArgumentParser:
-    """A subcommand with ``--json`` (the global options come with every :class:`Parser`)."""
-    sub = group.add_parser(name, help=help_text, description=help_text)
-    sub.add_argument("--json", action="store_true", help=JSON_HELP)
-    sub.set_defaults(handler=handler)
-    return sub
-
-
-def add_setting_option(parser: argparse.ArgumentParser, key: str, metavar: str, help_text: str) -> None:
-    """A flag for the setting ``key``; unset unless given, so that the
-    environment and config.toml can supply it (see node/config.py)."""
-    setting = SETTINGS_BY_KEY[key]
-    default = setting.default
-    shown = "off" if default is None else (" and ".join(default) or "none") if isinstance(default, list) else default
-    help_text = f"{help_text} (default {shown}; {key} in config.toml, {setting.env})"
-    if setting.item_check is not None:
-        parser.add_argument(setting.flag, dest=setting.dest, action="append", type=setting.item_check,
-                            default=None, metavar=metavar, help=help_text)
-    else:
-        parser.add_argument(setting.flag, dest=setting.dest, type=setting.check, default=None, metavar=metavar,
-                            help=help_text)
-
-
-def add_bootstrap_option(sub: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    add_setting_option(sub, "network.bootstrap", "MADDR",
-                       "when no node runs in --data-dir: peer to join for this command (repeatable)")
-    return sub
-
-
 # -- the parser -----------------------------------------------------------------
 
 JSON_HELP = "print one JSON object on one line on stdout"
@@ -166,6 +137,39 @@ def _refusing(label: str, convert, choices):
 
     converted.__name__ = getattr(convert, "__name__", "text")
     return converted
+
+
+# -- adding commands and options ------------------------------------------------
+
+
+def add_command(group, name: str, handler, help_text: str) -> argparse.ArgumentParser:
+    """A subcommand with ``--json`` (the global options come with every :class:`Parser`)."""
+    sub = group.add_parser(name, help=help_text, description=help_text)
+    sub.add_argument("--json", action="store_true", help=JSON_HELP)
+    sub.set_defaults(handler=handler)
+    return sub
+
+
+def add_setting_option(parser: argparse.ArgumentParser, key: str, metavar: str, help_text: str) -> None:
+    """A flag for the setting ``key``; unset unless given, so that the
+    environment and config.toml can supply it (see node/config.py)."""
+    setting = SETTINGS_BY_KEY[key]
+    default = setting.default
+    shown = "off" if default is None else (" and ".join(default) or "none") if isinstance(default, list) else default
+    help_text = f"{help_text} (default {shown}; {key} in config.toml, {setting.env})"
+    if setting.item_check is not None:
+        parser.add_argument(setting.flag, dest=setting.dest, action="append", type=setting.item_check,
+                            default=None, metavar=metavar, help=help_text)
+    else:
+        parser.add_argument(setting.flag, dest=setting.dest, type=setting.check, default=None, metavar=metavar,
+                            help=help_text)
+
+
+def add_bootstrap_option(sub: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    add_setting_option(sub, "network.bootstrap", "MADDR",
+                       "when no node runs in --data-dir: peer to join for this command (repeatable)")
+    return sub
+
 
 
 # -- option value types ----------------------------------------------------------
