@@ -22,8 +22,6 @@ import logging
 import random
 from dataclasses import dataclass, field
 
-from prometheus_client import Gauge
-
 from hypermesh.transport.identity import PeerId
 
 from .keys import (
@@ -37,6 +35,7 @@ from .keys import (
 )
 from .lookup import Lookup, LookupConfig
 from .messages import DhtProtocolError, KadMessage, MessageType, PeerInfo
+from .metrics import DhtMetrics
 from .operations import (
     GetProvidersOperation,
     GetValueOperation,
@@ -49,13 +48,11 @@ from .operations import (
 )
 from .ratelimit import RateLimit
 from .records import NamespacedValidator, RecordError, Validator
-from .reprovide import ProvideBatch, Reprovider, group_by_region
+from .reprovide import ProvideBatch, Reprovider, Send, Settled, group_by_region
 from .routing import ObserveResult, RoutingConfig, RoutingTable, ip_group
 from .server import CoreStats, RecordChanged, Requester, RequestServer  # noqa: F401 (RecordChanged is re-exported for the driver)
 
 log = logging.getLogger(__name__)
-
-ROUTING_TABLE_PEERS = Gauge("hypermesh_dht_routing_table_peers", "Peers in the DHT routing table")
 
 
 FIRST_SWEEP_DELAY = 30.0
@@ -88,6 +85,12 @@ class KadConfig:
     provider_ttl: float = 48 * 3600.0
     republish_interval: float = 22 * 3600.0
     max_parallel_provide_batches: int = 4
+    # After a region's ADD_PROVIDERs, GET_PROVIDERS to this many of the peers
+    # sent the most: only a confirmed region counts as published.
+    provide_confirm_probes: int = 6
+    # A provided key never confirmed published counts as overdue after this.
+    first_publish_grace: float = 3600.0
+    unconfirmed_retry_delay: float = 600.0
     maintenance_interval: float = 60.0
     refresh_interval: float = 600.0
     max_parallel_refreshes: int = 3
@@ -128,6 +131,11 @@ class _Purpose(enum.Enum):
     LOOKUP = 1
     FANOUT = 2
     LIVENESS = 3
+    # The best record sent to a peer that answered GET_VALUE with a stale one,
+    # after the operation has ended.
+    REPAIR = 4
+    PUBLISH = 5  # a paced ADD_PROVIDER (op_id: its publication)
+    CONFIRM = 6  # a GET_PROVIDERS probe of a publication
 
 
 @dataclass(slots=True)
@@ -138,6 +146,8 @@ class _Pending:
     request_type: MessageType
     key: bytes
     expects_response: bool
+    # PUBLISH and CONFIRM requests: what the reprovider asked for.
+    send: Send | None = None
 
 
 @dataclass(slots=True)
@@ -169,8 +179,10 @@ class KademliaCore:
         mode: Mode = Mode.SERVER,
         validator: Validator | None = None,
         local_addrs: tuple[bytes, ...] = (),
+        metrics: DhtMetrics | None = None,
     ):
         self.local_peer = local_peer
+        self.metrics = metrics or DhtMetrics()
         self.local_key = peer_key(local_peer)
         self.local_addrs = local_addrs
         self.store = store
@@ -184,17 +196,26 @@ class KademliaCore:
             k=config.k,
             republish_interval=config.republish_interval,
             record_ttl=config.provider_ttl,
+            add_provider_limit=config.add_provider_limit,
+            metrics=self.metrics,
             max_parallel_batches=config.max_parallel_provide_batches,
+            confirm_probes=config.provide_confirm_probes,
+            first_publish_grace=config.first_publish_grace,
+            unconfirmed_retry_delay=config.unconfirmed_retry_delay,
         )
         self.stats = CoreStats()
         self._events: list = []
-        self.server = RequestServer(self.routing, store, self.validator, config, self.stats, self._events.append)
+        self.server = RequestServer(
+            self.routing, store, self.validator, config, self.stats, self.metrics, self._events.append
+        )
         self._ids = itertools.count(1)
         self._outbound: list[OutboundRequest] = []
         self._requests: dict[int, _Pending] = {}
         self._deadlines: list[tuple[float, int, int]] = []
         self._ops: dict[int, Operation] = {}
         self._batches: dict[int, ProvideBatch] = {}
+        # Provide lookups that have ended, until their publication settles.
+        self._provide_results: dict[int, OperationResult] = {}
         self._put_batches: dict[int, _PutBatch] = {}
         self._refresh_ops: set[int] = set()
         self._liveness_checks: set[PeerId] = set()
@@ -248,13 +269,13 @@ class KademliaCore:
                 self.handle_failure(ident, now)
             elif kind == _OPERATION_TIMEOUT and ident in self._ops:
                 self._operation_timed_out(self._ops[ident], now)
-        sweep = self.reprovider.get_timer()
-        if sweep is not None and sweep <= now:
+        if self.reprovider.sweep_due(now):
             if len(self.routing):
                 self.reprovider.plan(now, self.network_size_estimate())
                 self._start_provide_batches(now)
             else:  # nobody to publish to yet: every batch would come back unplaced
                 self.reprovider.postpone(now + FIRST_SWEEP_DELAY)
+        self._publish(now)
         if now >= self._next_maintenance:
             self._next_maintenance = now + self.config.maintenance_interval
             self._maintain(now)
@@ -267,11 +288,17 @@ class KademliaCore:
             if info.peer_id != self.local_peer:
                 self._bootstrap_peers[info.peer_id] = info
 
-    def peer_seen(self, peer: PeerId, addrs: tuple[bytes, ...], now: float, observed_addr: bytes | None = None) -> None:
-        """A connected peer advertises the DHT protocol (learned through identify)."""
-        if peer != self.local_peer:
-            observed = observed_addr if observed_addr is not None else (addrs[0] if addrs else None)
-            self._observe_server(peer, addrs, observed, now, may_check=False)
+    def peer_seen(self, peer: PeerId, addrs: tuple[bytes, ...], now: float, observed_addr: bytes | None) -> None:
+        """A connected peer advertises the DHT protocol (learned through identify).
+
+        ``observed_addr`` is where our connection to it comes from: its IP
+        prefix, never that of an address the peer advertises, is what the
+        table's per-prefix caps count (a sybil would advertise a private or
+        borrowed address to escape them). Without one (the connection is
+        gone) the peer is not added.
+        """
+        if peer != self.local_peer and observed_addr is not None:
+            self._observe_server(peer, addrs, observed_addr, now, may_check=False)
 
     def probe(self, peer: PeerId, addrs: tuple[bytes, ...], now: float) -> None:
         """Ask ``peer`` a FIND_NODE: if it answers, it serves the DHT and joins our table.
@@ -326,6 +353,9 @@ class KademliaCore:
             return
         if message is not None:
             self._observe_server(pending.peer, (), remote_addr, now)
+        if pending.send is not None:
+            self._publication_answer(pending, message, now)
+            return
         op = self._operation_of(pending)
         if op is None:
             return
@@ -350,9 +380,15 @@ class KademliaCore:
         pending = self._requests.pop(request_id, None)
         if pending is None:
             return
-        self.routing.record_failure(pending.peer)
+        if pending.purpose is not _Purpose.REPAIR:
+            # A peer may refuse a repair by its own rules (a full service set,
+            # entries it admits only from their owners): no sign it is gone.
+            self.routing.record_failure(pending.peer)
         if not len(self.routing):
             self._next_maintenance = now  # lost every peer: re-bootstrap at once
+        if pending.send is not None:
+            self._publication_answer(pending, None, now)
+            return
         op = self._operation_of(pending)
         if op is None:
             return
@@ -366,6 +402,7 @@ class KademliaCore:
         """The live operation a settled request belonged to; ends liveness checks."""
         if pending.purpose is _Purpose.LIVENESS:
             self._liveness_checks.discard(pending.peer)
+        if pending.op_id is None:  # liveness checks and repairs belong to none
             return None
         return self._ops.get(pending.op_id)
 
@@ -388,9 +425,12 @@ class KademliaCore:
         message = KadMessage(MessageType.FIND_NODE, key=self.local_peer.multihash)
         self._send(PeerInfo(peer, addrs), message, now, _Purpose.LIVENESS, None, True)
 
-    def _send(self, peer: PeerInfo, message: KadMessage, now: float, purpose: _Purpose, op_id, expects_response: bool) -> None:
+    def _send(self, peer: PeerInfo, message: KadMessage, now: float, purpose: _Purpose, op_id, expects_response: bool,
+              send: Send | None = None) -> None:
         request_id = next(self._ids)
-        self._requests[request_id] = _Pending(peer.peer_id, purpose, op_id, message.type, message.key, expects_response)
+        self._requests[request_id] = _Pending(
+            peer.peer_id, purpose, op_id, message.type, message.key, expects_response, send
+        )
         heapq.heappush(self._deadlines, (now + self.config.query_timeout, _REQUEST_TIMEOUT, request_id))
         self._outbound.append(OutboundRequest(request_id, peer, message, expects_response))
         self.stats.requests_sent += 1
@@ -473,11 +513,20 @@ class KademliaCore:
             self._bootstrap_finished(now)
         batch = self._batches.pop(op.op_id, None)
         if batch is not None:
-            placed = op.placed_keys()
-            self._store_own_provider_records(placed, now)
-            self.reprovider.batch_done(batch, placed, op.unplaced, now)
-            self._start_provide_batches(now)
-        self._events.append(OperationFinished(op.result()))
+            # Reported once its records are confirmed or not (_publish), not now.
+            self._provide_results[op.op_id] = op.result()
+            self._store_own_provider_records(op.placed_keys(), now)
+            self.reprovider.lookup_done(op.op_id, batch, op.assignments, op.unplaced, now)
+            self._publish(now)
+            return
+        result = op.result()
+        if isinstance(op, GetValueOperation):
+            repairs = op.repairs()
+            for peer, message in repairs:
+                self._send(peer, message, now, _Purpose.REPAIR, None, True)
+            result.repaired = len(repairs)
+            result.messages += len(repairs)
+        self._events.append(OperationFinished(result))
         if isinstance(op, (PutValueOperation, PutValueBatchOperation)) and op.batch_id is not None:
             self._put_batch_part_done(op.batch_id, op, now)
 
@@ -611,7 +660,39 @@ class KademliaCore:
             if op_id in self._ops:
                 self._batches[op_id] = batch
             else:  # finished at once (no peers at all): nothing was placed
-                self.reprovider.batch_done(batch, [], list(batch.keys), now)
+                self.reprovider.lookup_done(op_id, batch, [], list(batch.keys), now)
+
+    def _publish(self, now: float) -> None:
+        """Send the ADD_PROVIDERs the pacer releases and the probes that are due; report ended publications."""
+        provider = (self.local_info,)
+        for send in self.reprovider.take_sends(now):
+            message = KadMessage(MessageType.ADD_PROVIDER, key=send.key, provider_peers=provider)
+            self._send(send.peer, message, now, _Purpose.PUBLISH, send.publication, False, send)
+        for probe in self.reprovider.take_probes(now):
+            message = KadMessage(MessageType.GET_PROVIDERS, key=probe.key)
+            self._send(probe.peer, message, now, _Purpose.CONFIRM, probe.publication, True, probe)
+        settled = self.reprovider.take_settled()
+        for outcome in settled:
+            self._publication_settled(outcome)
+        if settled:
+            self._start_provide_batches(now)
+
+    def _publication_answer(self, pending: _Pending, message: KadMessage | None, now: float) -> None:
+        if pending.purpose is _Purpose.PUBLISH:
+            self.reprovider.send_settled(pending.send, now)
+        else:
+            providers = [p.peer_id for p in message.provider_peers] if message is not None else None
+            self.reprovider.probe_answered(
+                pending.send, providers, self.config.max_providers_returned, self.local_peer, now
+            )
+        self._publish(now)
+
+    def _publication_settled(self, outcome: Settled) -> None:
+        result = self._provide_results.pop(outcome.publication, None)
+        if result is not None:
+            result.stored = len(outcome.confirmed)
+            result.unconfirmed_keys = list(outcome.unconfirmed)
+            self._events.append(OperationFinished(result))
 
     def bootstrap(self, now: float) -> int:
         """Look ourselves up through our table, the bootstrap peers and saved peers."""
@@ -648,7 +729,7 @@ class KademliaCore:
     # --------------------------------------------------------- maintenance
 
     def _maintain(self, now: float) -> None:
-        ROUTING_TABLE_PEERS.set(len(self.routing))
+        self.metrics.routing_table_peers.set(len(self.routing))
         if not len(self.routing) and self._bootstrap_op is None and now >= self._next_bootstrap:
             if self._bootstrap_peers:
                 self.bootstrap(now)

@@ -2,9 +2,11 @@
 
 The wire format is the libp2p kad-dht protobuf (kad.proto), each message
 varint length-prefixed on its stream. Decoding is the trust boundary: every
-peer ID must decode, every address must be a well-formed multiaddr, and the
-number of peers we take from one response is capped, so that a peer cannot
-make us do unbounded work or fill our tables with one answer.
+peer ID must decode, addresses that are not well-formed multiaddrs (or use
+protocols we do not know) are dropped one by one, a peer left without any is
+dropped, and the number of peers and addresses we read from one response is
+capped, so that a peer cannot make us do unbounded work or fill our tables
+with one answer.
 """
 
 from __future__ import annotations
@@ -112,22 +114,32 @@ def _multiaddr_problem(raw: bytes) -> str | None:
     return None
 
 
-def _decode_peer(pb_peer) -> PeerInfo:
+def _is_valid_multiaddr(raw: bytes) -> bool:
+    return 0 < len(raw) <= MAX_ADDR_SIZE and _multiaddr_problem(raw) is None
+
+
+def _decode_peer(pb_peer) -> PeerInfo | None:
+    """One peer of a list; None when it came with addresses and none is usable.
+
+    Addresses are judged one by one: real peers advertise transports and
+    protocol codes newer than our multiaddr table (or mangled ones), and one
+    such address must cost only itself, not the peer or the whole answer.
+    """
     if len(pb_peer.id) > MAX_PEER_ID_SIZE:
         raise DhtProtocolError("peer ID too long")
     try:
         peer_id = PeerId.from_bytes(pb_peer.id)
     except IdentityError as exc:
         raise DhtProtocolError(f"bad peer ID: {exc}") from None
-    addrs = []
-    for raw in pb_peer.addrs[:MAX_ADDRS_PER_PEER]:
-        validate_multiaddr_bytes(raw)
-        addrs.append(bytes(raw))
+    offered = [bytes(raw) for raw in pb_peer.addrs[:MAX_ADDRS_PER_PEER]]
+    addrs = tuple(raw for raw in offered if _is_valid_multiaddr(raw))
+    if offered and not addrs:
+        return None
     try:
         connection = ConnectionType(pb_peer.connection)
     except ValueError:
         connection = ConnectionType.NOT_CONNECTED
-    return PeerInfo(peer_id, tuple(addrs), connection)
+    return PeerInfo(peer_id, addrs, connection)
 
 
 def _decode_peer_list(pb_peers) -> tuple[PeerInfo, ...]:
@@ -135,7 +147,7 @@ def _decode_peer_list(pb_peers) -> tuple[PeerInfo, ...]:
     seen = set()
     for pb_peer in pb_peers[:MAX_PEERS_PER_LIST]:
         info = _decode_peer(pb_peer)
-        if info.peer_id not in seen:
+        if info is not None and info.peer_id not in seen:
             seen.add(info.peer_id)
             peers.append(info)
     return tuple(peers)

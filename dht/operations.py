@@ -34,7 +34,10 @@ class OperationResult:
     closest: list[PeerInfo] = field(default_factory=list)
     providers: list[PeerInfo] = field(default_factory=list)
     value: bytes | None = None
+    # GET_VALUE: valid records received, and PUT_VALUEs of the best one sent
+    # to peers that answered an invalid or outdated record.
     values_received: int = 0
+    repaired: int = 0
     # Round trips from our table to the peer that gave the answer (the
     # closest peer for FIND_NODE, the first provider/value otherwise).
     hops: int = 0
@@ -42,8 +45,10 @@ class OperationResult:
     # Everything this operation sent: lookup queries plus fan-out messages.
     messages: int = 0
     stored: int = 0
-    # Provide batches: keys whose closest peers this lookup could not pin down.
+    # Provide batches: keys whose closest peers this lookup could not pin down,
+    # and keys sent but not confirmed by the peers' answers to probes.
     unplaced_keys: list[bytes] = field(default_factory=list)
+    unconfirmed_keys: list[bytes] = field(default_factory=list)
     # Batched puts: how many peers stored each key.
     stored_per_key: dict[bytes, int] = field(default_factory=dict)
     timed_out: bool = False
@@ -135,7 +140,15 @@ class GetProvidersOperation(Operation):
 
 
 class GetValueOperation(Operation):
-    """GET_VALUE: every answer is validated here, never trusted; sets are merged."""
+    """GET_VALUE: every answer is validated here, never trusted.
+
+    The best record is ours merged, by the validator, with every valid
+    answer. The quorum counts peers whose answer holds all of the best one:
+    an invalid answer never counts, and one the best has outdated stops
+    counting (so junk or replayed records cannot end the lookup early). Peers
+    that answered an invalid or outdated record are sent the best one when
+    the lookup ends (:meth:`repairs`), as go-libp2p-kad-dht does.
+    """
 
     kind = "get_value"
     query_type = MessageType.GET_VALUE
@@ -146,24 +159,47 @@ class GetValueOperation(Operation):
         self.validator = validator
         self.value = local
         self.values_received = 0
+        self._valid: dict[PeerId, tuple[PeerInfo, bytes]] = {}
+        self._invalid: dict[PeerId, PeerInfo] = {}
+        self._current: set[PeerId] = set()
 
     def on_answer(self, candidate, message, now):
         record = message.record
         if record is None or record.key != self.key:
             return
+        info = candidate.info
         try:
             self.validator.validate(self.key, record.value, now)
-            self.value = self.validator.merge(self.key, self.value, record.value, now) if self.value else record.value
         except RecordError:
-            # Invalid, or older than what we hold: a stale peer, still counted
-            # as an answer so a quorum of stale peers ends the lookup.
-            pass
+            self._invalid[info.peer_id] = info
+            return
+        self._valid[info.peer_id] = (info, record.value)
         self.values_received += 1
         if not self.answer_hops:
             self.answer_hops = candidate.hops
+        best = self.value
+        try:
+            self.value = self.validator.merge(self.key, best, record.value, now) if best else record.value
+        except RecordError:
+            pass  # nothing in it newer than the best we hold
+        if self.value != best:  # a newer best: every earlier answer is judged again
+            self._current = {p for p, (_, value) in self._valid.items() if self._is_current(value)}
+        elif self._is_current(record.value):
+            self._current.add(info.peer_id)
+
+    def _is_current(self, value: bytes) -> bool:
+        return self.validator.is_current(self.key, value, self.value)
 
     def wants_more(self):
-        return self.values_received < self.quorum
+        return len(self._current) < self.quorum
+
+    def repairs(self) -> list[tuple[PeerInfo, KadMessage]]:
+        """PUT_VALUE of the best record to each peer that answered an invalid or outdated one."""
+        if self.value is None:
+            return []
+        stale = list(self._invalid.values()) + [info for p, (info, _) in self._valid.items() if p not in self._current]
+        message = KadMessage(MessageType.PUT_VALUE, key=self.key, record=Record(self.key, self.value))
+        return [(info, message) for info in stale]
 
     def result(self):
         result = super().result()
@@ -216,22 +252,33 @@ class RegionBatchOperation(Operation):
     def message_for(self, key: bytes, local: PeerInfo) -> KadMessage:
         raise NotImplementedError
 
-    def fanout(self, local):
+    def placements(self) -> list[tuple[bytes, list[PeerInfo]]]:
+        """Each placeable key with its k closest peers; the others go to ``unplaced``."""
         covered = self.lookup.closest_succeeded()
-        exhaustive = len(covered) < self.lookup.config.result_size
+        # Answers list at most k peers, so fewer than k means the lookup met
+        # every peer there is; fewer than result_size proves nothing.
+        exhaustive = len(covered) < self.k
         radius = covered[-1].distance if covered else 0
-        messages = []
+        placed = []
         for key in self.keys:
             position = kad_key(key)
             nearest = sorted(covered, key=lambda c: c.key ^ position)[: self.k]
-            inside = position ^ self.lookup.target < radius and (
-                not nearest or nearest[-1].key ^ position < radius
+            # The key the lookup itself was for has its closest peers found
+            # as any lookup finds them (a retry batch is just that key).
+            inside = position == self.lookup.target or (
+                position ^ self.lookup.target < radius and (not nearest or nearest[-1].key ^ position < radius)
             )
             if not covered or not (exhaustive or inside):
                 self.unplaced.append(key)
                 continue
+            placed.append((key, [c.info for c in nearest]))
+        return placed
+
+    def fanout(self, local):
+        messages = []
+        for key, peers in self.placements():
             message = self.message_for(key, local)
-            messages.extend((c.info, message, self.expects_response) for c in nearest)
+            messages.extend((peer, message, self.expects_response) for peer in peers)
         return messages
 
     def placed_keys(self) -> list[bytes]:
@@ -245,13 +292,22 @@ class RegionBatchOperation(Operation):
 
 
 class ProvideBatchOperation(RegionBatchOperation):
-    """ADD_PROVIDER (one-way) for every key of a region."""
+    """The lookup for a region's provider records.
+
+    It sends nothing itself: ``assignments`` (peer, key) go to the
+    reprovider, which paces them to each receiver's rate limit and confirms
+    them (reprovide.py).
+    """
 
     kind = "provide"
-    expects_response = False
 
-    def message_for(self, key, local):
-        return KadMessage(MessageType.ADD_PROVIDER, key=key, provider_peers=(PeerInfo(local.peer_id, local.addrs),))
+    def __init__(self, op_id, target_key, lookup, deadline, keys, k):
+        super().__init__(op_id, target_key, lookup, deadline, keys, k)
+        self.assignments: list[tuple[PeerInfo, bytes]] = []
+
+    def fanout(self, local):
+        self.assignments = [(peer, key) for key, peers in self.placements() for peer in peers]
+        return []
 
 
 class PutValueBatchOperation(RegionBatchOperation):

@@ -26,14 +26,20 @@ class TokenBuckets:
         self.max_tracked = max_tracked
         self._buckets: OrderedDict[Hashable, tuple[float, float]] = OrderedDict()
 
+    def available(self, who: Hashable, now: float) -> float:
+        """Tokens in ``who``'s bucket at ``now``."""
+        tokens, updated = self._buckets.get(who, (self.limit.burst, now))
+        return min(self.limit.burst, tokens + max(0.0, now - updated) * self.limit.rate)
+
     def allow(self, who: Hashable, now: float, cost: float = 1.0) -> bool:
         """Take ``cost`` tokens from ``who``'s bucket if it has them."""
-        tokens, updated = self._buckets.pop(who, (self.limit.burst, now))
-        tokens = min(self.limit.burst, tokens + max(0.0, now - updated) * self.limit.rate)
+        tokens = self.available(who, now)
         allowed = tokens >= cost
-        if allowed:
-            tokens -= cost
+        self._set(who, tokens - cost if allowed else tokens, now)
+        return allowed
+
+    def _set(self, who: Hashable, tokens: float, now: float) -> None:
+        self._buckets.pop(who, None)
         self._buckets[who] = (tokens, now)
         if len(self._buckets) > self.max_tracked:
             self._buckets.popitem(last=False)
-        return allowed

@@ -5,40 +5,43 @@ keys is millions of lookup messages per interval. Here keys are sorted by
 their keyspace position and grouped by prefix into regions expected to hold
 about k/2 peers; one lookup per region finds the peers around it, and each
 key's provider records go to its own k closest among them (see
-operations.ProvideBatchOperation for why that is exact). Keys the batch
+operations.RegionBatchOperation for when that is exact). Keys the batch
 cannot place are retried in a batch of their own.
+
+ADD_PROVIDER has no reply, and a receiver drops what exceeds its per-peer
+token bucket without a word. So each peer's ADD_PROVIDERs are paced to what
+that bucket lets in (:class:`ProviderPacer`), and a region counts as
+published only once a few of the peers sent the most answer GET_PROVIDERS
+with our record for the last key each was sent (the tail is what an
+exhausted bucket drops). Regions that are not confirmed are counted, logged
+and sent again later.
 
 Falling behind is the failure that matters: if a sweep takes longer than
 the records live, content silently disappears from the network. The
 ``hypermesh_dht_reprovide_overdue_keys`` gauge counts keys whose records may
-already have expired, and a warning is logged whenever it is non-zero.
+already have expired or were never confirmed published, and a warning is
+logged whenever it is non-zero. A limit of the probes: a republished region
+is confirmed by the previous round's records too, so a dropped republish
+shows only when those expire.
 """
 
 from __future__ import annotations
 
+import heapq
+import itertools
 import logging
 import math
-from dataclasses import dataclass
+from collections import Counter, deque
+from dataclasses import dataclass, field
 
-from prometheus_client import Counter, Gauge
+from hypermesh.transport.identity import PeerId
 
 from .keys import KEY_BITS, kad_key
+from .messages import PeerInfo
+from .metrics import DhtMetrics
+from .ratelimit import RateLimit, TokenBuckets
 
 log = logging.getLogger(__name__)
-
-REPROVIDED_RECORDS = Counter(
-    "hypermesh_dht_reprovide_records_total", "Provider records republished (keys, not messages)"
-)
-REPROVIDE_LOOKUPS = Counter("hypermesh_dht_reprovide_lookups_total", "Region lookups run by the reprovider")
-OVERDUE_KEYS = Gauge(
-    "hypermesh_dht_reprovide_overdue_keys",
-    "Provided keys not republished within the provider record lifetime (their records may have expired)",
-)
-REPROVIDE_LAG = Gauge(
-    "hypermesh_dht_reprovide_lag_seconds",
-    "How far the oldest pending republish is past its due time",
-)
-
 
 def group_by_region(keys: list[bytes], network_size: int, k: int) -> list[tuple[bytes, tuple[bytes, ...]]]:
     """Group keys by keyspace prefix so each region holds ~k/2 peers.
@@ -68,11 +71,100 @@ class ProvideBatch:
     retry: bool = False
 
 
+@dataclass(frozen=True, slots=True)
+class Send:
+    """An ADD_PROVIDER (or, for a probe, a GET_PROVIDERS) the core should send now."""
+
+    publication: int
+    peer: PeerInfo
+    key: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Settled:
+    """A publication ended: ``confirmed`` keys are marked published, the others are not."""
+
+    publication: int
+    confirmed: tuple[bytes, ...]
+    unconfirmed: tuple[bytes, ...]
+
+
+class ProviderPacer:
+    """Releases ADD_PROVIDERs per peer no faster than the receiver's rate limit lets them in.
+
+    Receivers drop ADD_PROVIDERs beyond their per-peer token bucket without
+    a word (the message has no reply), so the sender keeps a bucket of its
+    own for each peer, a ``share`` of the receiver's, and holds back what
+    does not fit. Released in quanta of about a second's worth, so a long
+    queue costs one timer per peer per second rather than one per message.
+    """
+
+    def __init__(self, limit: RateLimit, share: float = 0.8):
+        self._buckets = TokenBuckets(RateLimit(limit.rate * share, max(1.0, limit.burst * share)))
+        self._rate = limit.rate * share
+        self._quantum = max(1.0, self._rate)
+        self._queues: dict[PeerId, deque[Send]] = {}
+        self._ready: list[tuple[float, int, PeerId]] = []
+        self._order = itertools.count()
+
+    def enqueue(self, send: Send, now: float) -> None:
+        peer = send.peer.peer_id
+        queue = self._queues.get(peer)
+        if queue is None:
+            queue = self._queues[peer] = deque()
+            heapq.heappush(self._ready, (now, next(self._order), peer))
+        queue.append(send)
+
+    def release(self, now: float) -> list[Send]:
+        released = []
+        while self._ready and self._ready[0][0] <= now:
+            _, _, peer = heapq.heappop(self._ready)
+            queue = self._queues[peer]
+            count = min(len(queue), int(self._buckets.available(peer, now)))
+            if count:
+                self._buckets.allow(peer, now, count)
+                released.extend(queue.popleft() for _ in range(count))
+            if not queue:
+                del self._queues[peer]
+                continue
+            wanted = min(self._quantum, len(queue))
+            wait = max(0.0, wanted - self._buckets.available(peer, now)) / self._rate
+            heapq.heappush(self._ready, (now + wait, next(self._order), peer))
+        return released
+
+    def next_release(self) -> float | None:
+        return self._ready[0][0] if self._ready else None
+
+    def queued(self) -> int:
+        return sum(len(q) for q in self._queues.values())
+
+
+@dataclass(slots=True)
+class _Publication:
+    """A region batch between the end of its lookup and its confirmation."""
+
+    batch: ProvideBatch
+    keys: list[bytes]
+    unsettled: int = 0
+    # Per peer, ADD_PROVIDERs it was sent and the last of their keys: a
+    # receiver out of tokens drops the tail of what it was sent.
+    sent: Counter[PeerId] = field(default_factory=Counter)
+    last_sent: dict[PeerId, Send] = field(default_factory=dict)
+    confirm_at: float | None = None
+    probes_pending: int = 0
+    confirmed: int = 0
+    missing: int = 0
+    unanswered: int = 0
+
+
 class Reprovider:
     """Decides which keys to (re)publish when, grouped into region batches.
 
-    Sans-IO: the core asks :meth:`take_batches` on its timer and reports
-    each batch's outcome with :meth:`batch_done`.
+    Sans-IO: the core asks :meth:`take_batches` on its timer, runs each
+    batch's lookup and hands the outcome to :meth:`lookup_done`; from then
+    on it sends what :meth:`take_sends` and :meth:`take_probes` return,
+    reports how each went (:meth:`send_settled`, :meth:`probe_answered`)
+    and collects ended publications with :meth:`take_settled`.
     """
 
     def __init__(
@@ -82,8 +174,14 @@ class Reprovider:
         k: int,
         republish_interval: float,
         record_ttl: float,
+        add_provider_limit: RateLimit,
+        metrics: DhtMetrics,
         max_parallel_batches: int = 4,
         coalesce_delay: float = 1.0,
+        confirm_probes: int = 6,
+        confirm_delay: float = 1.0,
+        first_publish_grace: float = 3600.0,
+        unconfirmed_retry_delay: float = 600.0,
     ):
         self.store = store
         self.k = k
@@ -92,18 +190,35 @@ class Reprovider:
         self.max_parallel_batches = max_parallel_batches
         # New provide() calls wait this long so that a burst of them shares lookups.
         self.coalesce_delay = coalesce_delay
+        self.confirm_probes = confirm_probes
+        # Time for the last ADD_PROVIDERs to be read before we ask about them.
+        self.confirm_delay = confirm_delay
+        # A key never published counts as overdue once it has waited this long.
+        self.first_publish_grace = first_publish_grace
+        self.unconfirmed_retry_delay = unconfirmed_retry_delay
+        self.pacer = ProviderPacer(add_provider_limit)
+        self.metrics = metrics
         self._queue: list[ProvideBatch] = []
         self._in_progress: set[bytes] = set()
         self._running = 0
         self._next_sweep: float | None = None
         self._warned_overdue = 0
+        self._publications: dict[int, _Publication] = {}
+        self._settled: list[Settled] = []
+        # When each never-published key was first seen waiting (by add() or a sweep).
+        self._waiting_since: dict[bytes, float] = {}
+        self.unconfirmed: set[bytes] = set()
 
     def add(self, keys: list[bytes], now: float) -> None:
         self.store.add_local_provides(keys, now)
+        for key in keys:
+            self._waiting_since.setdefault(key, now)
         self.schedule(now + self.coalesce_delay)
 
     def remove(self, key: bytes) -> None:
         self.store.remove_local_provide(key)
+        self._waiting_since.pop(key, None)
+        self.unconfirmed.discard(key)
 
     def schedule(self, when: float) -> None:
         if self._next_sweep is None or when < self._next_sweep:
@@ -113,12 +228,17 @@ class Reprovider:
         """Move a due sweep to ``when`` (unlike schedule, which only brings sweeps forward)."""
         self._next_sweep = when
 
+    def sweep_due(self, now: float) -> bool:
+        return self._next_sweep is not None and self._next_sweep <= now
+
     def get_timer(self) -> float | None:
-        return self._next_sweep
+        timers = [self._next_sweep, self.pacer.next_release()]
+        timers += [p.confirm_at for p in self._publications.values()]
+        return min((t for t in timers if t is not None), default=None)
 
     def plan(self, now: float, network_size: int) -> None:
-        """Queue batches for every key that is due; called when the timer fires."""
-        if self._next_sweep is None or now < self._next_sweep:
+        """Queue batches for every key that is due; called when the sweep timer fires."""
+        if not self.sweep_due(now):
             return
         self._next_sweep = None
         local = self.store.local_provides()
@@ -143,19 +263,21 @@ class Reprovider:
         return [ProvideBatch(centre, members) for centre, members in group_by_region(keys, network_size, self.k)]
 
     def take_batches(self) -> list[ProvideBatch]:
-        """Batches to start now, within the parallelism limit."""
+        """Batches whose lookups start now, within the parallelism limit.
+
+        A batch holds its slot until its publication is confirmed, so the
+        pacer's queues hold a few regions' records, not a whole sweep's.
+        """
         started = []
         while self._queue and self._running < self.max_parallel_batches:
             started.append(self._queue.pop(0))
             self._running += 1
-            REPROVIDE_LOOKUPS.inc()
+            self.metrics.reprovide_lookups.inc()
         return started
 
-    def batch_done(self, batch: ProvideBatch, placed: list[bytes], unplaced: list[bytes], now: float) -> None:
-        self._running -= 1
-        self.store.mark_published(placed, now)
-        REPROVIDED_RECORDS.inc(len(placed))
-        self._in_progress.difference_update(placed)
+    def lookup_done(self, publication: int, batch: ProvideBatch, assignments: list[tuple[PeerInfo, bytes]],
+                    unplaced: list[bytes], now: float) -> None:
+        """A batch's lookup ended: queue its ADD_PROVIDERs (``assignments``) with the pacer."""
         if batch.retry:
             # A single-key lookup that still could not place its key (tiny or
             # partitioned network): try again at the next sweep.
@@ -164,27 +286,135 @@ class Reprovider:
                 self.schedule(now + self.republish_interval / 10)
         else:
             self._queue.extend(ProvideBatch(key, (key,), retry=True) for key in unplaced)
+        unplaced_keys = set(unplaced)
+        entry = _Publication(batch, [key for key in batch.keys if key not in unplaced_keys])
+        if not assignments:
+            self._running -= 1
+            self._settled.append(Settled(publication, (), ()))
+            return
+        self._publications[publication] = entry
+        entry.unsettled = len(assignments)
+        for peer, key in assignments:
+            self.pacer.enqueue(Send(publication, peer, key), now)
+
+    def take_sends(self, now: float) -> list[Send]:
+        released = self.pacer.release(now)
+        for send in released:
+            entry = self._publications[send.publication]
+            entry.sent[send.peer.peer_id] += 1
+            # Kept in sending order, not in the order writes end (a lost
+            # message ends last, at its timeout).
+            entry.last_sent[send.peer.peer_id] = send
+        return released
+
+    def send_settled(self, send: Send, now: float) -> None:
+        """An ADD_PROVIDER was written to its peer, or the write failed."""
+        entry = self._publications.get(send.publication)
+        if entry is None:
+            return
+        # Whether the write failed or not: a failed one may still have been
+        # read (a peer that resets the stream after reading); the probe judges.
+        entry.unsettled -= 1
+        if entry.unsettled == 0:
+            entry.confirm_at = now + self.confirm_delay
+
+    def take_probes(self, now: float) -> list[Send]:
+        """GET_PROVIDERS to send now: to the peers sent the most, for the last key each was sent."""
+        probes = []
+        for publication, entry in list(self._publications.items()):
+            if entry.confirm_at is None or entry.confirm_at > now:
+                continue
+            entry.confirm_at = None
+            busiest = [peer for peer, _ in entry.sent.most_common(self.confirm_probes)]
+            entry.probes_pending = len(busiest)
+            probes.extend(entry.last_sent[peer] for peer in busiest)
+            if not busiest:  # nothing was sent
+                self._settle(publication, now)
+        return probes
+
+    def probe_answered(self, probe: Send, providers: list[PeerId] | None, listed_max: int, local: PeerId,
+                       now: float) -> None:
+        """A probe's answer (None: no answer), ``listed_max`` being how many providers a peer lists at most."""
+        entry = self._publications.get(probe.publication)
+        if entry is None:
+            return
+        if providers is not None and local in providers:
+            entry.confirmed += 1
+        elif providers is not None and len(providers) < listed_max:
+            entry.missing += 1
+        else:  # no answer, or a full list that may have left us out
+            entry.unanswered += 1
+        entry.probes_pending -= 1
+        if entry.probes_pending == 0:
+            self._settle(probe.publication, now)
+
+    def _settle(self, publication: int, now: float) -> None:
+        entry = self._publications.pop(publication)
+        self._running -= 1
+        # A few records lost in transit leave each key on most of its k
+        # closest peers; receivers out of tokens (or dropping on purpose)
+        # lose the tails, and most probes come back missing.
+        confirmed = entry.confirmed > 0 and entry.missing * 3 <= entry.confirmed + entry.missing
+        keys = tuple(entry.keys)
+        self._in_progress.difference_update(keys)
+        if confirmed:
+            self.store.mark_published(list(keys), now)
+            self.metrics.reprovided_records.inc(len(keys))
+            self.unconfirmed.difference_update(keys)
+            for key in keys:
+                self._waiting_since.pop(key, None)
+            self._settled.append(Settled(publication, keys, ()))
+            return
+        self.unconfirmed.update(keys)
+        self.metrics.unconfirmed_keys.set(len(self.unconfirmed))
+        self.metrics.unconfirmed_records.inc(len(keys))
+        log.warning(
+            "%d provider records were sent but not confirmed (probes: %d held our record, %d did not, "
+            "%d gave no answer); they are not marked published and are sent again in %.0f s",
+            len(keys), entry.confirmed, entry.missing, entry.unanswered, self.unconfirmed_retry_delay,
+        )
+        self.schedule(now + self.unconfirmed_retry_delay)
+        self._settled.append(Settled(publication, (), keys))
+
+    def take_settled(self) -> list[Settled]:
+        settled, self._settled = self._settled, []
+        if settled:
+            self.metrics.unconfirmed_keys.set(len(self.unconfirmed))
+        return settled
 
     def idle(self) -> bool:
         return not self._queue and self._running == 0
 
     def report_overdue(self, now: float, local: dict[bytes, float] | None = None) -> int:
-        """Update the overdue metrics, warn if any key is overdue; returns the count."""
+        """Update the overdue metrics, warn if any key is overdue; returns the count.
+
+        Overdue: published longer ago than a record lives, or never
+        published although waiting longer than ``first_publish_grace``.
+        Either way nobody can find us as its provider.
+        """
         if local is None:
             local = self.store.local_provides()
         published = [p for p in local.values() if p > 0]
-        overdue = sum(1 for p in published if now - p >= self.record_ttl)
-        OVERDUE_KEYS.set(overdue)
+        expired = sum(1 for p in published if now - p >= self.record_ttl)
+        never = 0
+        for key, p in local.items():
+            if p == 0 and now - self._waiting_since.setdefault(key, now) >= self.first_publish_grace:
+                never += 1
+        overdue = expired + never
+        self.metrics.overdue_keys.set(overdue)
         oldest = min(published, default=now)
-        REPROVIDE_LAG.set(max(0.0, now - oldest - self.republish_interval))
+        self.metrics.reprovide_lag.set(max(0.0, now - oldest - self.republish_interval))
         if overdue and overdue != self._warned_overdue:
             log.warning(
-                "reprovide is falling behind: %d of %d provided keys were last published more than "
-                "%.1f h ago, so their provider records may have expired; the network cannot find "
-                "them until the current sweep reaches them",
+                "reprovide is falling behind: %d of %d provided keys cannot be found through the DHT "
+                "(%d last published more than %.1f h ago, so their records may have expired; %d never "
+                "confirmed published in %.0f s)",
                 overdue,
                 len(local),
+                expired,
                 self.record_ttl / 3600,
+                never,
+                self.first_publish_grace,
             )
         self._warned_overdue = overdue
         return overdue

@@ -11,22 +11,17 @@ import logging
 from dataclasses import dataclass, field
 from typing import Callable
 
-from prometheus_client import Counter
-
 from hypermesh.transport.identity import PeerId
 
 from .keys import CidError, kad_key, provider_key
 from .messages import DhtProtocolError, KadMessage, MessageType, PeerInfo, Record
+from .metrics import DhtMetrics
 from .ratelimit import RateLimit, TokenBuckets
-from .records import RecordError, Validator
+from .records import PutOrigin, RecordError, Validator
 from .routing import RoutingTable
 
 log = logging.getLogger(__name__)
 
-REQUESTS_HANDLED = Counter("hypermesh_dht_requests_total", "Inbound DHT requests", ["type"])
-REQUESTS_REJECTED = Counter(
-    "hypermesh_dht_requests_rejected_total", "Inbound DHT requests refused", ["type", "reason"]
-)
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,12 +49,13 @@ class CoreStats:
 
 class RequestServer:
     def __init__(self, routing: RoutingTable, store, validator: Validator, config, stats: CoreStats,
-                 emit: Callable[[object], None]):
+                 metrics: DhtMetrics, emit: Callable[[object], None]):
         self.routing = routing
         self.store = store
         self.validator = validator
         self.config = config
         self.stats = stats
+        self.metrics = metrics
         self._emit = emit
         self._add_provider_limits = self._limits(config.add_provider_limit)
         self._put_value_limits = self._limits(config.put_value_limit)
@@ -79,12 +75,12 @@ class RequestServer:
     def handle(self, requester: Requester, message: KadMessage, now: float) -> KadMessage | None:
         """The answer to one request (None: nothing to send); DhtProtocolError to reset."""
         self.stats.requests_handled += 1
-        REQUESTS_HANDLED.labels(message.type.name).inc()
+        self.metrics.requests_handled.labels(message.type.name).inc()
         try:
             return self._handlers[message.type](requester, message, now)
         except DhtProtocolError as exc:
             self.stats.rejected += 1
-            REQUESTS_REJECTED.labels(message.type.name, "invalid").inc()
+            self.metrics.requests_rejected.labels(message.type.name, "invalid").inc()
             log.debug("rejected %s from %s: %s", message.type.name, requester.peer.short(), exc)
             raise
 
@@ -123,7 +119,7 @@ class RequestServer:
         if allowed:
             return False
         self.stats.rate_limited += 1
-        REQUESTS_REJECTED.labels(message.type.name, "rate_limited").inc()
+        self.metrics.requests_rejected.labels(message.type.name, "rate_limited").inc()
         return True
 
     def _serve_add_provider(self, requester, message, now):
@@ -138,7 +134,7 @@ class RequestServer:
             addrs = provider.addrs or requester.addrs
             expires_at = now + self.config.provider_ttl
             if not self.store.add_provider(key, requester.peer, addrs, expires_at, now):
-                REQUESTS_REJECTED.labels(message.type.name, "full").inc()
+                self.metrics.requests_rejected.labels(message.type.name, "full").inc()
         return None
 
     def _serve_get_value(self, requester, message, now):
@@ -153,13 +149,14 @@ class RequestServer:
             raise DhtProtocolError("PUT_VALUE without a record for its key")
         if self._rate_limited(self._put_value_limits, requester, message, now):
             raise DhtProtocolError("PUT_VALUE rate limit exceeded")
-        self.store_value(record.key, record.value, now)
+        self.store_value(record.key, record.value, now, PutOrigin(requester.peer, requester.group))
         return KadMessage(MessageType.PUT_VALUE, key=message.key, record=Record(record.key, record.value))
 
-    def store_value(self, key: bytes, value: bytes, now: float) -> None:
+    def store_value(self, key: bytes, value: bytes, now: float, origin: PutOrigin | None = None) -> None:
+        """Merge ``value`` into what we store; ``origin``: the PUT_VALUE's sender (None: our own record)."""
         existing = self.store.get_value(key, now)
         try:
-            merged = self.validator.merge(key, existing, value, now)
+            merged = self.validator.merge(key, existing, value, now, origin)
         except RecordError as exc:
             raise DhtProtocolError(f"record rejected: {exc}") from None
         if merged == existing:

@@ -78,7 +78,7 @@ def main() -> int:
             ran = cli_json("capsule", "run", cid, "reverse", "--input", "hello mesh", "--data-dir", str(bob.data_dir))
             print(f"bob ran reverse('hello mesh') = {ran['output']!r}, fuel {ran['receipt']['fuel_used']}, "
                   f"{ran['receipt']['duration_us']} µs")
-            receipt_file = root / "receipt.json"
+            receipt_file = root / "execution-receipt.json"
             receipt_file.write_text(json.dumps(ran["receipt"]))
             checked = cli_json("capsule", "verify-receipt", str(receipt_file), "--data-dir", str(alice.data_dir))
             print(f"alice checks bob's signed receipt: {'valid' if checked['valid'] else 'INVALID'}")

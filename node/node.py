@@ -18,6 +18,8 @@ import trio
 
 from hypermesh.capsules.chunks import ChunkStore
 from hypermesh.capsules.distribution import CapsuleDistribution
+from hypermesh.capsules.executor import CapsuleExecutor
+from hypermesh.capsules.remote import RemoteRunService
 from hypermesh.capsules.runtime import CapsuleRuntime
 from hypermesh.capsules.trust import POLICY_FILE, TrustPolicy
 from hypermesh.dht.discovery import Discovery, open_discovery
@@ -47,6 +49,8 @@ class Node:
     discovery: Discovery
     runtime: CapsuleRuntime
     distribution: CapsuleDistribution
+    executor: CapsuleExecutor
+    remote_runs: RemoteRunService
 
 
 @contextlib.asynccontextmanager
@@ -75,19 +79,36 @@ async def open_node(
                     host, discovery, ChunkStore(data_dir / "capsules" / "chunks"), runtime
                 )
                 distribution.install_handler()
-                yield Node(identity, data_dir, host, discovery, runtime, distribution)
+                executor = CapsuleExecutor(runtime)
+                remote_runs = RemoteRunService(host, executor, distribution)
+                remote_runs.install_handler()
+                yield Node(identity, data_dir, host, discovery, runtime, distribution, executor, remote_runs)
             finally:
                 runtime.close()
 
 
-def start_metrics_server(addr: str) -> None:
-    """Serve Prometheus metrics on ``HOST:PORT`` (``[::1]:9100`` for IPv6)."""
-    from prometheus_client import start_http_server
+class _Registries:
+    """Several Prometheus registries served as one."""
+
+    def __init__(self, *registries):
+        self._registries = registries
+
+    def collect(self):
+        for registry in self._registries:
+            yield from registry.collect()
+
+
+def start_metrics_server(addr: str, node: Node) -> None:
+    """Serve Prometheus metrics on ``HOST:PORT`` (``[::1]:9100`` for IPv6).
+
+    The transport's metrics are process-wide; the DHT's are the node's own.
+    """
+    from prometheus_client import REGISTRY, start_http_server
 
     host, _, port = addr.rpartition(":")
     host = host.strip("[]") or "::"
     try:
-        start_http_server(int(port), addr=host)
+        start_http_server(int(port), addr=host, registry=_Registries(REGISTRY, node.discovery.service.metrics.registry))
     except (ValueError, OverflowError, OSError) as exc:
         raise TransportError(f"cannot serve metrics on {addr}: {exc}") from None
 
@@ -138,14 +159,14 @@ async def run_node(args) -> int:
 
 async def _run_locked_node(args) -> int:
     identity, created = _identity_for_run(args.data_dir)
-    if args.metrics:
-        start_metrics_server(args.metrics)
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with open_node(
             identity, args.data_dir, args.listen or DEFAULT_LISTEN, args.bootstrap,
             dht_mode=Mode(args.dht_mode), kad_config=KadConfig(disjoint_paths=args.dht_disjoint_paths),
             host_config=HostConfig(connection_manager=args.connection_limits),
         ) as node:
+            if args.metrics:
+                start_metrics_server(args.metrics, node)
             if created:
                 write_private_file(key_path(args.data_dir), identity.private_key_pem())
                 log.warning("created a new identity %s in %s", identity.peer_id, args.data_dir)
@@ -153,7 +174,7 @@ async def _run_locked_node(args) -> int:
                 _trust_signers(args.data_dir, args.trust)
             control_server = ControlServer(args.data_dir)
             operations.register_all(control_server, node)
-            await node.host._nursery.start(control_server.serve)
+            await node.host.start(control_server.serve)
             addrs = node.host.listen_addrs()
             if args.json:
                 sys.stdout.write(json.dumps({"peer_id": str(identity.peer_id), "addrs": addrs}) + "\n")
@@ -163,7 +184,7 @@ async def _run_locked_node(args) -> int:
                 for addr in addrs:
                     print(f"  listening on {addr}", flush=True)
             for addr in args.bootstrap:
-                node.host._nursery.start_soon(_bootstrap, node.host, addr)
+                node.host.start_soon(_bootstrap, node.host, addr)
             async for signum in signals:
                 log.info("received %s, shutting down", signal.Signals(signum).name)
                 break

@@ -21,13 +21,15 @@ from hypermesh.transport import ping as ping_protocol
 from hypermesh.transport.errors import TransportError
 from hypermesh.transport.multiaddrs import MultiaddrError, multiaddr_text, parse_quic_address
 
+from . import capsule_operations
+
 log = logging.getLogger("hypermesh.node")
 
 # How long a command waits for a peer that does not answer a dial.
 DIAL_TIMEOUT = 3.0
 
 # Operations that need only the transport; the rest need the DHT.
-TRANSPORT_ONLY = {"ping", "id", "perf"}
+TRANSPORT_ONLY = {"ping", "id", "perf", "capsule.run_on"}
 
 
 def _target(maddr: str):
@@ -211,6 +213,7 @@ OPERATIONS = {
     "service.resolve": resolve_service,
     "capsule.publish": publish_capsule,
     "capsule.fetch": fetch_capsule,
+    **capsule_operations.OPERATIONS,
 }
 
 

@@ -22,9 +22,18 @@ import trio
 from aioquic.quic import events
 from aioquic.quic.connection import QuicConnectionState
 
-from .errors import ConnectionClosed, HandshakeError, NegotiationError, PeerIdMismatch, ResourceLimitError, StreamReset
+from .errors import (
+    ConnectionClosed,
+    HandshakeError,
+    NegotiationError,
+    PeerIdMismatch,
+    PeerRefused,
+    ResourceLimitError,
+    StreamReset,
+)
 from .identity import PeerId
-from .quic_hooks import Libp2pQuicConnection
+from .multiaddrs import sockaddr_to_multiaddr
+from .quic_hooks import DatagramSizeReduced, Libp2pQuicConnection, is_refusal, refuse
 
 if TYPE_CHECKING:
     from .endpoint import QuicEndpoint
@@ -205,6 +214,11 @@ class QuicStream:
         Also after the peer reset the stream: only closing it here frees its
         slot in the connection's stream limit.
         """
+        self.reset_now(error_code)
+        await trio.lowlevel.checkpoint()
+
+    def reset_now(self, error_code: int = STREAM_ERROR_RESET) -> None:
+        """:meth:`reset` without yielding, for callers that cannot await."""
         if not self._closed and not self._connection.closed:
             if not self._send_eof:
                 try:
@@ -214,7 +228,6 @@ class QuicStream:
             self._send_eof = True
             self._close_locally(stop_reading=not self._receive_eof, error_code=error_code)
         self._reset_error = self._reset_error or StreamReset("stream was reset locally")
-        await trio.lowlevel.checkpoint()
 
     def _close_locally(self, stop_reading: bool, error_code: int = STREAM_ERROR_RESET) -> None:
         self._closed = True
@@ -250,10 +263,19 @@ class QuicConnectionDriver:
         self.quic = quic
         self.remote_addr = remote_addr
         self.is_client = is_client
+        # Called after either side's address changed (migration, NAT
+        # rebinding), and when large datagrams stopped getting through.
+        self.on_path_changed: list[Callable[["QuicConnectionDriver"], None]] = []
+        self.on_datagram_size_reduced: list[Callable[["QuicConnectionDriver"], None]] = []
+        self.path_changes = 0
         self._on_new_stream = on_new_stream
         self._on_closed = on_closed
+        # Per direction: the peer's by QUIC's stream limit (which we
+        # advertise), ours by raising ResourceLimitError.
         self._max_streams = max_streams
+        quic.limit_incoming_streams(max_streams)
         self._streams: dict[int, QuicStream] = {}
+        self._inbound_streams = 0
         # Set by incoming datagrams, cleared by transmit(): lets the endpoint
         # skip connections whose reader already answered.
         self.needs_transmit = False
@@ -291,10 +313,13 @@ class QuicConnectionDriver:
         now = trio.current_time()
         send = self.endpoint.send_datagram
         sent = False
+        addr = None
         for data, addr in quic.datagrams_to_send(now):
             send(data, addr)
             sent = True
         if sent:
+            if addr != self.remote_addr:
+                self._on_path_changed(addr)
             # A reply usually follows what we send: poll for it a little while
             # (longer for handshake flights) rather than pay a wake-up.
             endpoint = self.endpoint
@@ -324,14 +349,17 @@ class QuicConnectionDriver:
                 self.transmit()
 
     async def run_keepalive(self, idle_timeout: float, idle_close_after: float) -> None:
-        """PING when quiet for half the QUIC ``idle_timeout``, so that neither
-        side's idle timeout ends a connection in use (quic-go does the same);
-        close it once it has carried no stream for ``idle_close_after``.
+        """PING when quiet for half the effective QUIC idle timeout, so that
+        neither side's idle timeout ends a connection in use (quic-go does the
+        same); close it once it has carried no stream for ``idle_close_after``.
 
-        Pinging more often would cost every idle connection CPU: a node with
-        thousands of them spent a good part of a core on keepalives at 5 s.
+        The effective timeout is the smaller of ours (``idle_timeout``) and
+        the one the peer advertised (RFC 9000 §10.1): js-libp2p advertises
+        10 s, and a peer may advertise less. Pinging more often than needed
+        would cost every idle connection CPU: a node with thousands of them
+        spent a good part of a core on keepalives at 5 s.
         """
-        interval = idle_timeout / 2
+        interval = min(idle_timeout, self.quic.effective_idle_timeout) / 2
         least_sleep = min(MIN_KEEPALIVE_SLEEP, interval, idle_close_after)
         while not self.closed:
             # Wake when the connection has been quiet for ``interval`` (not
@@ -353,6 +381,37 @@ class QuicConnectionDriver:
                 self.quic.send_ping(self._ping_uid)
                 self.transmit()
                 self._last_activity = now  # the next ping is due an interval after this one
+
+    def _on_path_changed(self, addr: tuple) -> None:
+        """Either side moved (QUIC migration): we now send to ``addr``.
+
+        The new path's MTU is unknown, so the datagram size falls back to
+        QUIC's base until probed again.
+        """
+        self.remote_addr = addr
+        self.remote_multiaddr = sockaddr_to_multiaddr(addr)
+        self.path_changes += 1
+        self.quic.reset_datagram_size()
+        for callback in self.on_path_changed:
+            callback(self)
+
+    def move_to(self, endpoint: "QuicEndpoint") -> None:
+        """Carry on over ``endpoint`` (another local socket): QUIC connection migration.
+
+        The peer routes by connection ID, sees the new address and validates
+        the path; we switch to a fresh connection ID so the two paths cannot
+        be linked by an observer, and PING so the peer learns the path now.
+        """
+        cids = list(self.user_data.get("cids", ()))
+        self.endpoint.unregister_connection(self)
+        for cid in cids:
+            endpoint.register_cid(cid, self)
+        self.endpoint = endpoint
+        self.quic.change_connection_id()
+        self._ping_uid += 1
+        self.quic.send_ping(self._ping_uid)
+        self._on_path_changed(self.remote_addr)
+        self.transmit()
 
     # -- input ---------------------------------------------------------------
 
@@ -387,7 +446,7 @@ class QuicConnectionDriver:
                     # data: the peer has abandoned the stream, so that data is
                     # late and must not start a handler (whose first write
                     # aioquic would refuse).
-                    self._mark_abandoned(event.stream_id)
+                    self.quic.abandon_stream(event.stream_id)
                 if kind is events.StopSendingReceived:
                     try:
                         quic.reset_stream(event.stream_id, event.error_code)
@@ -405,6 +464,10 @@ class QuicConnectionDriver:
                 self.endpoint.unregister_cid(event.connection_id)
             elif kind is events.ConnectionTerminated:
                 self._on_terminated(event)
+            elif kind is DatagramSizeReduced:
+                log.debug("datagrams to %s above %d bytes stopped arriving", self.remote_multiaddr, event.size)
+                for callback in self.on_datagram_size_reduced:
+                    callback(self)
         if self._writers_waiting:
             self._wake_writers()
 
@@ -428,6 +491,12 @@ class QuicConnectionDriver:
 
     def _on_terminated(self, event: events.ConnectionTerminated) -> None:
         error = self.quic.verification_error
+        if is_refusal(event):
+            reason = f"peer refused: {event.reason_phrase or 'connection refused'}"
+            if not self.handshake_complete.is_set():
+                self.handshake_error = PeerRefused(reason)
+            self._mark_closed(reason)
+            return
         if not self.handshake_complete.is_set():
             if error is not None and "mismatch" in str(error):
                 self.handshake_error = PeerIdMismatch(str(error))
@@ -446,6 +515,7 @@ class QuicConnectionDriver:
         for stream in list(self._streams.values()):
             stream._on_reset(StreamReset(f"connection closed: {reason}"))
         self._streams.clear()
+        self._inbound_streams = 0
         for callback in self._probe_callbacks.values():
             callback(False)
         self._probe_callbacks.clear()
@@ -458,28 +528,34 @@ class QuicConnectionDriver:
 
     # -- streams ---------------------------------------------------------------
 
-    def _accept_stream(self, stream_id: int) -> QuicStream | None:
-        is_unidirectional = bool(stream_id & 2)
+    def _is_local(self, stream_id: int) -> bool:
         # Bit 0 of a stream ID is set on server-initiated streams.
-        locally_initiated = bool(stream_id & 1) == (not self.is_client)
-        quic_stream = self.quic._streams.get(stream_id)
-        if is_unidirectional or locally_initiated or quic_stream is None or getattr(quic_stream, "hm_closed", False):
-            # libp2p uses bidirectional streams only; data on a stream we
-            # closed already is simply late.
+        return bool(stream_id & 1) == (not self.is_client)
+
+    def _accept_stream(self, stream_id: int) -> QuicStream | None:
+        if self.quic.is_abandoned(stream_id):
+            return None  # data on a stream we closed already is simply late
+        if stream_id & 2 or self._is_local(stream_id):
+            # libp2p uses bidirectional streams only.
+            self.quic.abandon_stream(stream_id)
             return None
-        if len(self._streams) >= self._max_streams:
+        if self._inbound_streams >= self._max_streams:
+            # Only a peer that ignores QUIC's stream limit gets here (aioquic
+            # counts streams until both sides finished them, we until closed).
             self.quic.reset_stream(stream_id, STREAM_ERROR_LIMIT)
             self.quic.stop_stream(stream_id, STREAM_ERROR_LIMIT)
+            self.quic.abandon_stream(stream_id)
             return None
         stream = QuicStream(self, stream_id)
         self._streams[stream_id] = stream
+        self._inbound_streams += 1
         self._on_new_stream(stream)
         return stream
 
     def open_stream(self) -> QuicStream:
         if self.closed:
             raise ConnectionClosed(self.close_reason)
-        if len(self._streams) >= self._max_streams:
+        if len(self._streams) - self._inbound_streams >= self._max_streams:
             raise ResourceLimitError(f"connection already has {self._max_streams} open streams")
         stream_id = self.quic.get_next_available_stream_id()
         self._last_stream_activity = trio.current_time()
@@ -488,15 +564,10 @@ class QuicConnectionDriver:
         return stream
 
     def _forget_stream(self, stream_id: int) -> None:
-        self._streams.pop(stream_id, None)
-        self._mark_abandoned(stream_id)
-        self.quic.forget_stream(stream_id)
-
-    def _mark_abandoned(self, stream_id: int) -> None:
-        """Data that still arrives on this stream is late (see _accept_stream)."""
-        quic_stream = self.quic._streams.get(stream_id)
-        if quic_stream is not None:
-            quic_stream.hm_closed = True
+        if self._streams.pop(stream_id, None) is not None and not self._is_local(stream_id):
+            self._inbound_streams -= 1
+        # Data that still arrives on this stream is late (see _accept_stream).
+        self.quic.abandon_stream(stream_id)
 
     @property
     def stream_count(self) -> int:
@@ -563,6 +634,14 @@ class QuicConnectionDriver:
         self.quic.close(error_code=error_code, reason_phrase=reason)
         self.transmit()
         self.close_reason = reason
+
+    def refuse(self, reason: str) -> None:
+        """Close with CONNECTION_REFUSED: the peer reports "peer refused: <reason>"."""
+        if self.closed:
+            return
+        refuse(self.quic, reason)
+        self.transmit()
+        self.close_reason = f"refused: {reason}"
 
     async def aclose(self, reason: str = "closed") -> None:
         self.close(reason)

@@ -36,8 +36,9 @@ from .version import print_version
 SETTING_DESTS = {setting.dest for setting in SETTINGS}
 COMMAND_GROUPS = (node_commands, config_commands, devnet_commands, transport_commands, dht_commands,
                   capsule_commands)
-# The commands whose job is to create the node's identity (the others announce it).
-CREATES_IDENTITY = ("init", "run")
+# The commands that report a node identity they create themselves; for any
+# other, main announces one.
+REPORT_OWN_IDENTITY = {("init", None), ("run", None), ("capsule", "sign")}
 EXIT_INTERRUPTED = 130  # as a shell reports a command ended by SIGINT
 
 log = logging.getLogger("hypermesh.node")
@@ -101,7 +102,8 @@ def main(argv: list[str] | None = None) -> int:
     except BaseException as exc:  # noqa: BLE001 - the contract: one line, never a traceback
         return _report(exc)
     finally:
-        if not had_identity and args.command not in CREATES_IDENTITY:
+        subcommand = getattr(args, f"{args.command}_command", None)
+        if not had_identity and (args.command, subcommand) not in REPORT_OWN_IDENTITY:
             _announce_new_identity(args.data_dir)
 
 

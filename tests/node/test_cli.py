@@ -116,7 +116,8 @@ def test_metrics_endpoint_reports_connections_and_handshakes(alice, tmp_path):
         assert run_cli("ping", alice.addr(), "--data-dir", str(node.data_dir)).returncode == 0
         body = urllib.request.urlopen(f"http://[::1]:{port}/metrics", timeout=10).read().decode()
     for name in ("hypermesh_connections_open", "hypermesh_handshake_seconds_bucket", "hypermesh_streams_total",
-                 "hypermesh_datagrams_received_total"):
+                 "hypermesh_datagrams_received_total", "hypermesh_dht_routing_table_peers",
+                 "hypermesh_dht_reprovide_overdue_keys"):
         assert name in body
     assert 'hypermesh_connections_total{direction="outbound",outcome="established"} 1.0' in body
 

@@ -1,0 +1,77 @@
+"""Publishing provider records: paced to the receivers' limits, confirmed, and honest about failures."""
+
+import dataclasses
+import heapq
+import logging
+
+from hypermesh.dht.keys import Cid, kad_key
+from hypermesh.dht.sim import SIM_KAD_CONFIG, build_network
+
+SWEEP_LIMIT = 6 * 3600.0  # virtual seconds; a sweep that needs longer has failed anyway
+
+
+def provide_and_settle(sim, publisher, keys):
+    publisher.core.provide(keys, sim.now)
+    sim._sync(publisher)
+    started = sim.now
+    sim.run_until(sim.now + SWEEP_LIMIT, stop=lambda: publisher.core.reprovider.idle() and sim.now > started + 2)
+    assert publisher.core.reprovider.idle()
+
+
+def share_held_by_closest(sim, publisher, keys):
+    """Of each key's k closest peers (the publisher aside), the share that holds its record."""
+    others = [n for n in sim.online_nodes() if n is not publisher]
+    held = total = 0
+    for key in keys:
+        position = kad_key(key)
+        for node in heapq.nsmallest(SIM_KAD_CONFIG.k, others, key=lambda n: n.key ^ position):
+            total += 1
+            held += any(p.peer_id == publisher.peer_id for p in node.core.store.get_providers(key, sim.now, 20))
+    return held / total
+
+
+def test_a_provide_larger_than_the_receivers_burst_reaches_the_closest_peers():
+    # 3,000 records on 60 peers: each peer is sent ~1,000 ADD_PROVIDERs, more
+    # than its per-peer burst (400) lets through at once.
+    sim = build_network(21, 60)
+    publisher = sim.nodes[0]
+    keys = [Cid.for_string(f"bulk-{i}").multihash for i in range(3_000)]
+    provide_and_settle(sim, publisher, keys)
+    published = publisher.core.store.local_provides()
+    assert all(published[key] > 0 for key in keys)
+    assert share_held_by_closest(sim, publisher, sim.rng.sample(keys, 100)) >= 0.95
+    assert sum(n.core.stats.rate_limited for n in sim.nodes) == 0
+
+
+def test_records_the_receivers_drop_are_not_marked_published_and_are_reported(caplog):
+    kad = dataclasses.replace(SIM_KAD_CONFIG, first_publish_grace=600.0)
+    sim = build_network(22, 40, kad=kad)
+    publisher = sim.nodes[0]
+    # Every other peer answers lookups but silently drops ADD_PROVIDER.
+    sim.make_adversarial(sim.nodes[1:])
+    keys = [Cid.for_string(f"dropped-{i}").multihash for i in range(50)]
+    with caplog.at_level(logging.WARNING, logger="hypermesh.dht.reprovide"):
+        provide_and_settle(sim, publisher, keys)
+    published = publisher.core.store.local_provides()
+    assert not [key for key in keys if published[key] > 0]
+    assert "not confirmed" in caplog.text
+    assert publisher.core.metrics.value("hypermesh_dht_provide_unconfirmed_keys") == len(keys)
+    sim.run_until(sim.now + 3600.0)
+    # Never published counts as overdue: nobody can find these records.
+    assert publisher.core.reprovider.report_overdue(sim.now) == len(keys)
+
+
+def test_nodes_sharing_a_process_report_their_own_metrics():
+    sim = build_network(23, 40, kad=dataclasses.replace(SIM_KAD_CONFIG, first_publish_grace=600.0))
+    dropping, honest = sim.nodes[1:20], sim.nodes[20:]
+    sim.make_adversarial(dropping + honest[1:])  # so that alice's records are lost; bob provides nothing
+    alice, bob = sim.nodes[0], honest[0]
+    provide_and_settle(sim, alice, [Cid.for_string(f"alice-{i}").multihash for i in range(30)])
+    sim.run_until(sim.now + 3600.0)
+    for node in (alice, bob):
+        node.core.reprovider.report_overdue(sim.now)
+    assert alice.core.metrics.value("hypermesh_dht_provide_unconfirmed_keys") == 30
+    assert alice.core.metrics.value("hypermesh_dht_reprovide_overdue_keys") == 30
+    assert bob.core.metrics.value("hypermesh_dht_provide_unconfirmed_keys") == 0
+    assert bob.core.metrics.value("hypermesh_dht_reprovide_overdue_keys") == 0
+    assert alice.core.metrics.registry is not bob.core.metrics.registry
