@@ -16,9 +16,7 @@ from hypermesh.capsules.cid import is_cid
 from hypermesh.capsules.errors import CapsuleError
 
 from .. import control
-from .common import (
-    CommandError, add_bootstrap_option, add_command, key_value_lines, no_running_node, node_command, on_node, show,
-)
+from .common import CommandError, add_bootstrap_option, add_command, key_value_lines, node_command, on_node, show
 
 
 def _in_caller_directory(text: str) -> str:
@@ -101,7 +99,8 @@ def _node_only(verb: str, **fixed):
         params = {name: getattr(args, attribute) for name, attribute in fixed.items()}
         result = trio.run(lambda: _call_running_node(args, verb, **params))
         if result is None:
-            raise no_running_node(args, "; only a running node serves capsules")
+            raise CommandError(f"no node is running in {args.data_dir}: only a running node serves capsules; "
+                               "start one with `hypermesh run`")
         show(args, result, _swap_lines)
         return 1 if result["outcome"] == "rolled_back" else 0
 
