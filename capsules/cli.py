@@ -228,7 +228,8 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Add the ``capsule`` command tree to a parent CLI's subparsers."""
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--data-dir", default=str(DEFAULT_DATA_DIR), metavar="DIR",
-                        help="the node's directory: identity, records, control socket (default ~/.hypermesh)")
+                        help="the node's directory: identity, settings, records, control socket "
+                        "(default $HYPERMESH_DATA_DIR, else ~/.hypermesh)")
     common.add_argument("--json", action="store_true", help="print one JSON object on one line on stdout")
     capsule_help = "build, sign, verify and run WebAssembly capsules"
     capsule = subparsers.add_parser("capsule", help=capsule_help, description=capsule_help)

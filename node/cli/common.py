@@ -68,7 +68,8 @@ class BadValue(CommandError):
 
 GLOBAL_OPTIONS = {
     "--data-dir": dict(type=Path, metavar="DIR",
-                       help="the node's directory: identity, records, control socket (default ~/.hypermesh)"),
+                       help="the node's directory: identity, settings, records, control socket "
+                       "(default $HYPERMESH_DATA_DIR, else ~/.hypermesh)"),
     "--log-level": dict(type=one_of(LOG_LEVELS), metavar="LEVEL",
                         help=f"log on stderr at this level and above: {', '.join(LOG_LEVELS)} (default {DEFAULT_LOG_LEVEL})"),
     "--log-json": dict(action="store_true", help="log one JSON object per line on stderr"),
