@@ -19,10 +19,14 @@ from typing import Iterator
 import trio
 
 from . import control
-from .processes import NodeProcess, start_nodes, stop_all
+from .processes import NodeProcess, NodeStartError, start_nodes, stop_all
 
 # How long the nodes may take to find each other in the DHT.
 JOIN_TIMEOUT = 60.0
+
+
+class DevnetError(Exception):
+    """The devnet could not come up; the message says which node and why."""
 
 
 @dataclass
@@ -51,9 +55,12 @@ def open_devnet(count: int, root: Path | None = None) -> Iterator[Devnet]:
         for data_dir in data_dirs:
             data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
             logs.append(open(data_dir / "node.log", "ab"))
-        nodes += start_nodes(data_dirs[:1], stderr=logs[:1], own_session=True)
-        nodes += start_nodes(data_dirs[1:], extra=["--bootstrap", nodes[0].addr()], stderr=logs[1:],
-                             own_session=True)
+        try:
+            nodes += start_nodes(data_dirs[:1], stderr=logs[:1], own_session=True)
+            nodes += start_nodes(data_dirs[1:], extra=["--bootstrap", nodes[0].addr()], stderr=logs[1:],
+                                 own_session=True)
+        except NodeStartError:
+            raise DevnetError(_why_a_node_did_not_start(data_dirs)) from None
         if count > 1:
             trio.run(_wait_until_joined, nodes)
         yield Devnet(root, nodes)
@@ -63,6 +70,14 @@ def open_devnet(count: int, root: Path | None = None) -> Iterator[Devnet]:
             log.close()
         if temporary:
             shutil.rmtree(root, ignore_errors=True)
+
+
+def _why_a_node_did_not_start(data_dirs: list[Path]) -> str:
+    for data_dir in data_dirs:
+        lines = (data_dir / "node.log").read_text(errors="replace").strip().splitlines()
+        if lines and lines[-1].startswith("error: "):
+            return f"the node in {data_dir} did not start: {lines[-1].removeprefix('error: ')}"
+    return f"a node did not start; see the node.log files in {data_dirs[0].parent}"
 
 
 async def _wait_until_joined(nodes: list[NodeProcess]) -> None:

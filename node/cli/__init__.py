@@ -26,6 +26,7 @@ from hypermesh.transport.multiaddrs import MultiaddrError
 from .. import control
 from ..config import DEFAULT_DATA_DIR, SETTINGS, ConfigError, load_config
 from ..datadir import DataDirBusy
+from ..devnet import DevnetError
 from ..logs import setup_logging
 from . import capsule_commands, config_commands, devnet_commands, dht_commands, node_commands, transport_commands
 from .common import (
@@ -125,8 +126,8 @@ def _report(exc: BaseException) -> int:
     leaf = next((leaf for leaf in leaves if not isinstance(leaf, trio.Cancelled)), leaves[0])
     if isinstance(leaf, SystemExit):
         return leaf.code if isinstance(leaf.code, int) else _fail(str(leaf.code))
-    if isinstance(leaf, (CommandError, control.ControlError, DataDirBusy, TransportError, IdentityError,
-                         MultiaddrError, OSError)):
+    if isinstance(leaf, (CommandError, control.ControlError, DataDirBusy, DevnetError, TransportError,
+                         IdentityError, MultiaddrError, OSError)):
         return _fail(str(leaf) or type(leaf).__name__)
     # A bug, not a user's mistake: still one line; the traceback at --log-level debug.
     log.debug("unexpected failure", exc_info=leaf)

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from hypermesh.node.processes import hypermesh_command, read_line, run_cli
+from hypermesh.node.processes import hypermesh_command, read_line, run_cli, start_node
 
 
 def start_devnet(*args):
@@ -56,3 +56,12 @@ def test_a_devnet_without_dir_removes_its_temporary_directory():
         process.wait()
     assert not os.path.exists(devnet["dir"])
     assert not any(is_running(node["pid"]) for node in devnet["nodes"])
+
+
+def test_a_devnet_on_a_busy_directory_says_which_node_and_why(tmp_path):
+    with start_node(tmp_path / "node-1"):  # someone else's node in the devnet's second directory
+        result = run_cli("devnet", "--nodes", "2", "--dir", str(tmp_path), timeout=120)
+    assert result.returncode == 1
+    assert result.stderr.strip() == (f"error: the node in {tmp_path / 'node-1'} did not start: another node is "
+                                     f"already running in {tmp_path / 'node-1'}; stop it first, or give this one "
+                                     "another --data-dir")
