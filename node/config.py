@@ -18,6 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Mapping
 
+from hypermesh.transport.identity import PeerId
+from hypermesh.transport.multiaddrs import MultiaddrError, parse_quic_address
+
 DEFAULT_DATA_DIR = Path(os.environ.get("HYPERMESH_DATA_DIR", "~/.hypermesh")).expanduser()
 DEFAULT_LISTEN = ["/ip6/::/udp/4001/quic-v1", "/ip4/0.0.0.0/udp/4001/quic-v1"]
 CONFIG_FILE = "config.toml"
@@ -117,8 +120,6 @@ def list_of(check: Callable[[object], object]) -> Callable[[object], list]:
 
 def quic_multiaddr(need_peer_id: bool) -> Callable[[object], str]:
     def check(value) -> str:
-        from hypermesh.transport.multiaddrs import MultiaddrError, parse_quic_address
-
         if not isinstance(value, str):
             raise SettingError(f"{value!r} is not a multiaddr")
         try:
@@ -133,8 +134,6 @@ def quic_multiaddr(need_peer_id: bool) -> Callable[[object], str]:
 
 
 def peer_id(value) -> str:
-    from hypermesh.transport.identity import PeerId
-
     try:
         PeerId.from_base58(value)
     except Exception:  # any decoding failure means the same to the user
