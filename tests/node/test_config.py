@@ -7,7 +7,7 @@ import tomllib
 import pytest
 
 from hypermesh.capsules.trust import POLICY_FILE
-from hypermesh.node.cli import main
+from hypermesh.node.cli import apply_config, main, parse_command_line
 from hypermesh.node.config import SETTINGS, config_template
 from hypermesh.node.processes import run_cli, start_node
 
@@ -94,3 +94,36 @@ def test_run_uses_the_config_file(node_dir, tmp_path_factory):
         record = json.loads(run_cli("id", node.addr(), "--json", "--data-dir", str(asker)).stdout)
     assert "/ipfs/kad/1.0.0" not in record["protocols"]  # a DHT client
     assert signer in (node_dir / POLICY_FILE).read_text()
+
+
+SIGNER = "12D3KooWDpJ7As7BWAwRMfu1VU2WCqNjvq387JEYKDBj4kx6nXTN"
+ENV_EXAMPLES = {
+    "network.listen": ("/ip6/::1/udp/0/quic-v1,/ip4/127.0.0.1/udp/0/quic-v1",
+                       ["/ip6/::1/udp/0/quic-v1", "/ip4/127.0.0.1/udp/0/quic-v1"]),
+    "network.bootstrap": (f"/ip6/::1/udp/1/quic-v1/p2p/{SIGNER}", [f"/ip6/::1/udp/1/quic-v1/p2p/{SIGNER}"]),
+    "network.connections_high": ("2000", 2000),
+    "network.connections_low": ("10", 10),
+    "dht.mode": ("client", "client"),
+    "dht.disjoint_paths": ("3", 3),
+    "metrics.address": ("[::1]:9100", "[::1]:9100"),
+    "log.level": ("debug", "debug"),
+    "log.json": ("true", True),
+    "capsules.trust": (SIGNER, [SIGNER]),
+}
+
+
+@pytest.mark.parametrize("setting", SETTINGS, ids=lambda setting: setting.key)
+def test_every_setting_is_an_environment_variable(setting, node_dir, capsys, monkeypatch):
+    text, value = ENV_EXAMPLES[setting.key]
+    monkeypatch.setenv(setting.env, text)
+    assert show(node_dir, capsys)[setting.key] == {"value": value, "source": f"env {setting.env}"}
+
+
+@pytest.mark.parametrize("setting", SETTINGS, ids=lambda setting: setting.key)
+def test_every_setting_is_a_flag_of_run(setting, tmp_path):
+    text, value = ENV_EXAMPLES[setting.key]
+    given = [setting.flag] if value is True else [setting.flag, text.split(",")[0]]
+    args = parse_command_line(["run", *given, "--data-dir", str(tmp_path)])
+    apply_config(args, environ={setting.env: "something else entirely"})  # the flag wins
+    assert args.config.sources[setting.dest] == f"flag {setting.flag}"
+    assert getattr(args, setting.dest) == (value[:1] if isinstance(value, list) else value)
