@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 STARTUP_TIMEOUT = 30.0
+# Nodes started together share two cores with everything else: more time each.
+STARTUP_TIMEOUT_PER_NODE = 5.0
 SHUTDOWN_TIMEOUT = 10.0
 
 
@@ -105,7 +107,7 @@ def start_nodes(data_dirs: list[Path], listen: list[str] | None = None, extra: l
                 start_new_session=own_session,
             )
             nodes.append(NodeProcess(data_dir=Path(data_dir), process=process))
-        deadline = time.monotonic() + STARTUP_TIMEOUT
+        deadline = time.monotonic() + STARTUP_TIMEOUT + STARTUP_TIMEOUT_PER_NODE * len(nodes)
         for node in nodes:
             info = json.loads(read_line(node.process.stdout, deadline))
             node.peer_id = info["peer_id"]
