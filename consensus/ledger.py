@@ -1,0 +1,356 @@
+"""The ledger: a deterministic application behind the consensus core.
+
+:class:`LedgerState` is the replicated state (accounts, and the root that
+commits to it) and the pure rules that change it: a block applied to a state
+gives the same next state on every node. :class:`Ledger` is the consensus
+application (``propose``, ``is_valid``, ``finalize``) around it: a mempool of
+signed transactions, the committed state and the state root of every height.
+
+A block (the value consensus orders) is::
+
+    version:u8 ‖ height:u64 ‖ parent_root:32 ‖ len:u32 ‖ last_certificate
+    ‖ count:u32 ‖ count × (len:u32 ‖ transaction)
+
+``parent_root`` is the state root after the previous block, so the commit
+certificate of block h + 1 certifies the state after h; ``last_certificate``
+is the commit certificate of block h − 1 (empty in block 1), which makes the
+set of validators that signed it part of the replicated state. A block is
+valid only if every transaction in it applies: the proposer leaves out what
+would fail, so a refused transaction never reaches a block and changes
+nothing.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass, field, replace
+
+from .genesis import Genesis
+from .ledger_tx import (
+    InsufficientFunds,
+    LedgerError,
+    MalformedTransaction,
+    Role,
+    Transaction,
+    Transfer,
+    WrongChain,
+    WrongNonce,
+    check_body_ranges,
+    decode_transaction,
+    verify_signature,
+)
+from .merkle import MerkleTree
+from .validators import Validator, ValidatorSet
+from .wire import (
+    MAX_VALUE_SIZE,
+    Commit,
+    CommitCertificate,
+    RejectedMessage,
+    WireError,
+    block_id_of,
+    decode_certificate,
+    encode_certificate,
+    verify_certificate,
+)
+
+BLOCK_VERSION = 1
+
+
+class InvalidBlock(LedgerError):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class Block:
+    height: int
+    parent_root: bytes
+    last_certificate: CommitCertificate | None
+    transactions: tuple[Transaction, ...]
+
+    def encode(self) -> bytes:
+        certificate = encode_certificate(self.last_certificate) if self.last_certificate is not None else b""
+        parts = [struct.pack(">BQ", BLOCK_VERSION, self.height), self.parent_root,
+                 struct.pack(">I", len(certificate)), certificate, struct.pack(">I", len(self.transactions))]
+        for tx in self.transactions:
+            encoded = tx.encode()
+            parts += [struct.pack(">I", len(encoded)), encoded]
+        return b"".join(parts)
+
+
+def decode_block(data: bytes) -> Block:
+    if len(data) > MAX_VALUE_SIZE:
+        raise InvalidBlock("block too large")
+    offset = 0
+
+    def take(size: int) -> bytes:
+        nonlocal offset
+        if offset + size > len(data):
+            raise InvalidBlock("truncated block")
+        chunk = data[offset:offset + size]
+        offset += size
+        return chunk
+
+    version, height = struct.unpack(">BQ", take(9))
+    if version != BLOCK_VERSION or height == 0:
+        raise InvalidBlock("unknown block version or height 0")
+    parent_root = take(32)
+    certificate_bytes = take(struct.unpack(">I", take(4))[0])
+    try:
+        certificate = decode_certificate(certificate_bytes) if certificate_bytes else None
+    except WireError as exc:
+        raise InvalidBlock(f"last certificate: {exc}") from None
+    count = struct.unpack(">I", take(4))[0]
+    transactions = []
+    for _ in range(min(count, len(data))):  # each transaction takes at least 4 bytes: bounded by the size
+        try:
+            transactions.append(decode_transaction(take(struct.unpack(">I", take(4))[0])))
+        except MalformedTransaction as exc:
+            raise InvalidBlock(f"transaction: {exc}") from None
+    if len(transactions) != count or offset != len(data):
+        raise InvalidBlock("transaction count or length does not match")
+    block = Block(height, parent_root, certificate, tuple(transactions))
+    if block.encode() != data:
+        raise InvalidBlock("not the canonical encoding")
+    return block
+
+
+def _u64(value: int) -> bytes:
+    return struct.pack(">Q", value)
+
+
+@dataclass(slots=True)
+class LedgerState:
+    """Everything replicated; copied (shallowly: values are immutable) to try a block."""
+
+    genesis: Genesis
+    height: int = 0
+    # account key -> (balance, next nonce)
+    accounts: dict[bytes, tuple[int, int]] = field(default_factory=dict)
+    # (owner, role) -> bonded amount
+    bonds: dict[tuple[bytes, Role], int] = field(default_factory=dict)
+    burned: int = 0
+    minted: int = 0
+    last_block_id: bytes = b""
+    # The set that signs the next block, and the one that signed the last.
+    validators: ValidatorSet | None = None
+    last_validators: ValidatorSet | None = None
+
+    @classmethod
+    def from_genesis(cls, genesis: Genesis) -> "LedgerState":
+        genesis.check()
+        state = cls(genesis, accounts={key: (balance, 0) for key, balance in genesis.balances.items()},
+                    bonds={(b.owner, b.role): b.amount for b in genesis.bonds})
+        state.validators = state.last_validators = state.compute_validator_set()
+        return state
+
+    def copy(self) -> "LedgerState":
+        return replace(self, accounts=dict(self.accounts), bonds=dict(self.bonds))
+
+    # ----------------------------------------------------------- queries
+
+    @property
+    def params(self):
+        return self.genesis.params
+
+    def balance(self, account: bytes) -> int:
+        return self.accounts.get(account, (0, 0))[0]
+
+    def nonce(self, account: bytes) -> int:
+        return self.accounts.get(account, (0, 0))[1]
+
+    def bonded(self, owner: bytes, role: Role) -> int:
+        return self.bonds.get((owner, role), 0)
+
+    def total_units(self) -> int:
+        """Every unit that exists, wherever it is: must equal genesis supply + minted."""
+        return sum(b for b, _ in self.accounts.values()) + sum(self.bonds.values()) + self.burned
+
+    def compute_validator_set(self) -> ValidatorSet:
+        """Bonded validators at or above the minimum, by stake (ties by key), at most max_validators."""
+        minimum = self.params.min_validator_stake
+        candidates = sorted(((amount, owner) for (owner, role), amount in self.bonds.items()
+                             if role is Role.VALIDATOR and amount >= minimum), key=lambda c: (-c[0], c[1]))
+        return ValidatorSet([Validator(owner, amount) for amount, owner in candidates[:self.params.max_validators]])
+
+    def entries(self) -> dict[bytes, bytes]:
+        """The state as sorted key/value entries: what the state root commits to."""
+        entries = {b"acct" + key: _u64(balance) + _u64(nonce) for key, (balance, nonce) in self.accounts.items()}
+        for (owner, role), amount in self.bonds.items():
+            entries[b"bond" + owner + bytes([role])] = _u64(amount)
+        entries[b"meta/burned"] = _u64(self.burned)
+        entries[b"meta/minted"] = _u64(self.minted)
+        entries[b"meta/height"] = _u64(self.height)
+        entries[b"meta/last_block"] = self.last_block_id
+        entries[b"meta/validators"] = self.validators.digest()
+        return entries
+
+    def tree(self) -> MerkleTree:
+        return MerkleTree(self.entries())
+
+    def root(self) -> bytes:
+        return self.tree().root
+
+    # ----------------------------------------------------------- transactions
+
+    def apply_transaction(self, tx: Transaction) -> None:
+        """Apply one transaction, or raise the reason it is refused and change nothing."""
+        if tx.chain_id != self.genesis.chain_id:
+            raise WrongChain(f"transaction for chain {tx.chain_id!r}, this is {self.genesis.chain_id!r}")
+        check_body_ranges(tx.body)
+        verify_signature(tx)
+        balance, nonce = self.accounts.get(tx.sender, (0, 0))
+        if tx.nonce != nonce:
+            raise WrongNonce(f"nonce {tx.nonce}, the account's next is {nonce}")
+        handler = self._handlers().get(type(tx.body))
+        if handler is None:
+            raise MalformedTransaction(f"{type(tx.body).__name__} is not supported")
+        handler(self, tx, balance)
+        balance, _ = self.accounts.get(tx.sender, (0, 0))
+        self.accounts[tx.sender] = (balance, nonce + 1)
+
+    @staticmethod
+    def _handlers() -> dict:
+        return {Transfer: LedgerState._transfer}
+
+    def _debit(self, account: bytes, balance: int, amount: int) -> None:
+        if amount > balance:
+            raise InsufficientFunds(f"needs {amount}, the balance is {balance}")
+        self.accounts[account] = (balance - amount, self.nonce(account))
+
+    def _credit(self, account: bytes, amount: int) -> None:
+        balance, nonce = self.accounts.get(account, (0, 0))
+        self.accounts[account] = (balance + amount, nonce)
+
+    def _transfer(self, tx: Transaction, balance: int) -> None:
+        body: Transfer = tx.body
+        self._debit(tx.sender, balance, body.amount)
+        self._credit(body.to, body.amount)
+
+    # ----------------------------------------------------------- blocks
+
+    def apply_block(self, block: Block) -> None:
+        """Apply a whole block (on a copy: a refused block leaves a torn state)."""
+        if block.height != self.height + 1:
+            raise InvalidBlock(f"block for height {block.height}, the state is at {self.height}")
+        if block.parent_root != self.root():
+            raise InvalidBlock("the parent state root does not match")
+        self._check_last_certificate(block)
+        if len(block.transactions) > self.params.max_block_transactions:
+            raise InvalidBlock("too many transactions")
+        for tx in block.transactions:
+            self.apply_transaction(tx)
+        self.height = block.height
+        self.last_block_id = block_id_of(block.encode())
+        self.last_validators = self.validators
+
+    def _check_last_certificate(self, block: Block) -> None:
+        certificate = block.last_certificate
+        if self.height == 0:
+            if certificate is not None:
+                raise InvalidBlock("block 1 carries no certificate")
+            return
+        if certificate is None or certificate.height != self.height or certificate.block_id != self.last_block_id:
+            raise InvalidBlock("the last certificate is not for the previous block")
+        try:
+            verify_certificate(certificate, self.genesis.chain_id, self.last_validators)
+        except RejectedMessage as exc:
+            raise InvalidBlock(f"last certificate: {exc}") from None
+
+
+class Ledger:
+    """The consensus application: mempool, proposals, validity and execution of decided blocks."""
+
+    def __init__(self, genesis: Genesis, max_cached_blocks: int = 16):
+        self.genesis = genesis
+        self.state = LedgerState.from_genesis(genesis)
+        self.roots: dict[int, bytes] = {0: self.state.root()}
+        self.mempool: dict[bytes, Transaction] = {}
+        self.last_certificate: CommitCertificate | None = None
+        self._tried: dict[bytes, LedgerState | None] = {}
+        self._max_cached_blocks = max_cached_blocks
+
+    @property
+    def chain_id(self) -> str:
+        return self.genesis.chain_id
+
+    @property
+    def validators(self) -> ValidatorSet:
+        return self.state.validators
+
+    # ----------------------------------------------------------- mempool
+
+    def check(self, tx: Transaction) -> None:
+        """Raise the reason ``tx`` would be refused now (applied to a copy of the committed state)."""
+        self.state.copy().apply_transaction(tx)
+
+    def submit(self, tx: Transaction | bytes) -> bytes:
+        """Queue a transaction for proposals; refused at once if it is malformed, forged or for another chain."""
+        if isinstance(tx, bytes):
+            tx = decode_transaction(tx)
+        if tx.chain_id != self.chain_id:
+            raise WrongChain(f"transaction for chain {tx.chain_id!r}")
+        check_body_ranges(tx.body)
+        verify_signature(tx)
+        if tx.nonce < self.state.nonce(tx.sender):
+            raise WrongNonce(f"nonce {tx.nonce} is used already")
+        tx_id = tx.tx_id()
+        self.mempool[tx_id] = tx
+        return tx_id
+
+    # ----------------------------------------------------------- Application
+
+    def propose(self, height: int) -> bytes:
+        scratch = self.state.copy()
+        chosen = []
+        # By sender and nonce, so that one sender's transactions apply in order.
+        for tx in sorted(self.mempool.values(), key=lambda t: (t.sender, t.nonce)):
+            if len(chosen) >= self.genesis.params.max_block_transactions:
+                break
+            attempt = scratch.copy()
+            try:
+                attempt.apply_transaction(tx)
+            except LedgerError:
+                continue
+            scratch, chosen = attempt, chosen + [tx]
+        block = Block(height, self.state.root(), self.last_certificate, tuple(chosen))
+        return block.encode()
+
+    def is_valid(self, height: int, value: bytes) -> bool:
+        return self._try(value) is not None and height == self.state.height + 1
+
+    def finalize(self, commit: Commit) -> ValidatorSet | None:
+        """Execute a decided block; the validator set of the next height if it changed."""
+        state = self._try(commit.value)
+        if state is None:
+            raise InvalidBlock("a decided block does not apply: this node's state has diverged")
+        previous = self.state.validators
+        self.state = state
+        self.last_certificate = commit.certificate
+        self.roots[state.height] = state.root()
+        self._tried.clear()
+        self._prune_mempool()
+        return None if state.validators.digest() == previous.digest() else state.validators
+
+    def apply_decided(self, value: bytes, certificate: CommitCertificate) -> ValidatorSet | None:
+        """Replay: execute a decided block read from a store."""
+        return self.finalize(Commit(certificate, value))
+
+    def _try(self, value: bytes) -> LedgerState | None:
+        block_id = block_id_of(value)
+        if block_id not in self._tried:
+            if len(self._tried) >= self._max_cached_blocks:
+                self._tried.clear()
+            attempt = self.state.copy()
+            try:
+                attempt.apply_block(decode_block(value))
+            except LedgerError:
+                attempt = None
+            self._tried[block_id] = attempt
+        return self._tried[block_id]
+
+    def _prune_mempool(self) -> None:
+        self.mempool = {tx_id: tx for tx_id, tx in self.mempool.items()
+                        if tx.nonce >= self.state.nonce(tx.sender)}
+
+
+__all__ = ["Block", "InvalidBlock", "Ledger", "LedgerState", "decode_block"]
