@@ -27,12 +27,16 @@ from dataclasses import dataclass, field, replace
 
 from .genesis import Genesis
 from .ledger_tx import (
+    BelowMinimumStake,
+    Bond,
+    InsufficientBond,
     InsufficientFunds,
     LedgerError,
     MalformedTransaction,
     Role,
     Transaction,
     Transfer,
+    Unbond,
     WrongChain,
     WrongNonce,
     check_body_ranges,
@@ -128,6 +132,8 @@ class LedgerState:
     accounts: dict[bytes, tuple[int, int]] = field(default_factory=dict)
     # (owner, role) -> bonded amount
     bonds: dict[tuple[bytes, Role], int] = field(default_factory=dict)
+    # (release height, owner, role) -> amount leaving the bond, still slashable until released
+    unbonding: dict[tuple[int, bytes, Role], int] = field(default_factory=dict)
     burned: int = 0
     minted: int = 0
     last_block_id: bytes = b""
@@ -144,7 +150,7 @@ class LedgerState:
         return state
 
     def copy(self) -> "LedgerState":
-        return replace(self, accounts=dict(self.accounts), bonds=dict(self.bonds))
+        return replace(self, accounts=dict(self.accounts), bonds=dict(self.bonds), unbonding=dict(self.unbonding))
 
     # ----------------------------------------------------------- queries
 
@@ -163,7 +169,11 @@ class LedgerState:
 
     def total_units(self) -> int:
         """Every unit that exists, wherever it is: must equal genesis supply + minted."""
-        return sum(b for b, _ in self.accounts.values()) + sum(self.bonds.values()) + self.burned
+        return (sum(b for b, _ in self.accounts.values()) + sum(self.bonds.values())
+                + sum(self.unbonding.values()) + self.burned)
+
+    def unbonding_of(self, owner: bytes) -> int:
+        return sum(amount for (_, who, _), amount in self.unbonding.items() if who == owner)
 
     def compute_validator_set(self) -> ValidatorSet:
         """Bonded validators at or above the minimum, by stake (ties by key), at most max_validators."""
@@ -177,6 +187,8 @@ class LedgerState:
         entries = {b"acct" + key: _u64(balance) + _u64(nonce) for key, (balance, nonce) in self.accounts.items()}
         for (owner, role), amount in self.bonds.items():
             entries[b"bond" + owner + bytes([role])] = _u64(amount)
+        for (release, owner, role), amount in self.unbonding.items():
+            entries[b"unbd" + _u64(release) + owner + bytes([role])] = _u64(amount)
         entries[b"meta/burned"] = _u64(self.burned)
         entries[b"meta/minted"] = _u64(self.minted)
         entries[b"meta/height"] = _u64(self.height)
@@ -210,7 +222,7 @@ class LedgerState:
 
     @staticmethod
     def _handlers() -> dict:
-        return {Transfer: LedgerState._transfer}
+        return {Transfer: LedgerState._transfer, Bond: LedgerState._bond, Unbond: LedgerState._unbond}
 
     def _debit(self, account: bytes, balance: int, amount: int) -> None:
         if amount > balance:
@@ -225,6 +237,34 @@ class LedgerState:
         body: Transfer = tx.body
         self._debit(tx.sender, balance, body.amount)
         self._credit(body.to, body.amount)
+
+    def _bond(self, tx: Transaction, balance: int) -> None:
+        body: Bond = tx.body
+        bonded = self.bonded(tx.sender, body.role) + body.amount
+        minimum = self.params.min_stake(body.role)
+        if bonded < minimum:
+            raise BelowMinimumStake(f"a {body.role.name.lower()} bond of {bonded} is below the minimum {minimum}")
+        self._debit(tx.sender, balance, body.amount)
+        self.bonds[(tx.sender, body.role)] = bonded
+
+    def _unbond(self, tx: Transaction, balance: int) -> None:
+        body: Unbond = tx.body
+        bonded = self.bonded(tx.sender, body.role)
+        if body.amount > bonded:
+            raise InsufficientBond(f"unbonding {body.amount}, bonded {bonded}")
+        remaining = bonded - body.amount
+        minimum = self.params.min_stake(body.role)
+        if 0 < remaining < minimum:
+            raise BelowMinimumStake(f"{remaining} would stay bonded, below the minimum {minimum}; unbond all or less")
+        self._set_bond(tx.sender, body.role, remaining)
+        release = (self.height + 1 + self.params.unbonding_period, tx.sender, body.role)
+        self.unbonding[release] = self.unbonding.get(release, 0) + body.amount
+
+    def _set_bond(self, owner: bytes, role: Role, amount: int) -> None:
+        if amount:
+            self.bonds[(owner, role)] = amount
+        else:
+            self.bonds.pop((owner, role), None)
 
     # ----------------------------------------------------------- blocks
 
@@ -242,6 +282,22 @@ class LedgerState:
         self.height = block.height
         self.last_block_id = block_id_of(block.encode())
         self.last_validators = self.validators
+        self._release_unbonded()
+        if self.height % self.params.epoch_length == 0:
+            self._change_validators()
+
+    def _release_unbonded(self) -> None:
+        for entry in [e for e in self.unbonding if e[0] <= self.height]:
+            self._credit(entry[1], self.unbonding.pop(entry))
+
+    def _change_validators(self) -> None:
+        """At an epoch boundary: the next set from bonded stake (the old one stays if none qualifies)."""
+        if self._eligible_validators():
+            self.validators = self.compute_validator_set()
+
+    def _eligible_validators(self) -> bool:
+        minimum = self.params.min_validator_stake
+        return any(role is Role.VALIDATOR and amount >= minimum for (_, role), amount in self.bonds.items())
 
     def _check_last_certificate(self, block: Block) -> None:
         certificate = block.last_certificate

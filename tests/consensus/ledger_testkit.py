@@ -45,6 +45,10 @@ class Chain:
         self.nonces[sender] = nonce + 1
         return sign_transaction(identity, LEDGER_CHAIN, nonce, body)
 
+    def attempt(self, identity, body):
+        """A signed transaction with the committed next nonce, not reserved (for transactions meant to fail)."""
+        return sign_transaction(identity, LEDGER_CHAIN, self.ledger.state.nonce(key(identity)), body)
+
     def submit(self, *txs):
         for ledger in self.ledgers:
             for tx in txs:
