@@ -10,6 +10,7 @@ A block (the value consensus orders) is::
 
     version:u8 ‖ height:u64 ‖ parent_root:32 ‖ len:u32 ‖ last_certificate
     ‖ count:u32 ‖ count × (len:u32 ‖ transaction)
+    ‖ count:u16 ‖ count × (len:u32 ‖ evidence)
 
 ``parent_root`` is the state root after the previous block, so the commit
 certificate of block h + 1 certifies the state after h; ``last_certificate``
@@ -18,6 +19,10 @@ set of validators that signed it part of the replicated state. A block is
 valid only if every transaction in it applies: the proposer leaves out what
 would fail, so a refused transaction never reaches a block and changes
 nothing.
+
+Evidence is the consensus layer's proof of double signing (an encoded
+:class:`~hypermesh.consensus.wire.Evidence`), gathered by the node from
+``EquivocationDetected`` events and :meth:`Ledger.add_evidence`.
 """
 
 from __future__ import annotations
@@ -28,6 +33,10 @@ from dataclasses import dataclass, field, replace
 from .genesis import Genesis
 from .ledger_tx import (
     BelowMinimumStake,
+    InvalidSlashingEvidence,
+    NotJailed,
+    StillJailed,
+    Unjail,
     Bond,
     InsufficientBond,
     InsufficientFunds,
@@ -49,12 +58,16 @@ from .wire import (
     MAX_VALUE_SIZE,
     Commit,
     CommitCertificate,
+    Evidence,
     RejectedMessage,
     WireError,
     block_id_of,
     decode_certificate,
+    decode_message,
     encode_certificate,
+    encode_message,
     verify_certificate,
+    verify_evidence,
 )
 
 BLOCK_VERSION = 1
@@ -70,6 +83,7 @@ class Block:
     parent_root: bytes
     last_certificate: CommitCertificate | None
     transactions: tuple[Transaction, ...]
+    evidence: tuple[Evidence, ...] = ()
 
     def encode(self) -> bytes:
         certificate = encode_certificate(self.last_certificate) if self.last_certificate is not None else b""
@@ -77,6 +91,10 @@ class Block:
                  struct.pack(">I", len(certificate)), certificate, struct.pack(">I", len(self.transactions))]
         for tx in self.transactions:
             encoded = tx.encode()
+            parts += [struct.pack(">I", len(encoded)), encoded]
+        parts.append(struct.pack(">H", len(self.evidence)))
+        for item in self.evidence:
+            encoded = encode_message(item)
             parts += [struct.pack(">I", len(encoded)), encoded]
         return b"".join(parts)
 
@@ -110,9 +128,20 @@ def decode_block(data: bytes) -> Block:
             transactions.append(decode_transaction(take(struct.unpack(">I", take(4))[0])))
         except MalformedTransaction as exc:
             raise InvalidBlock(f"transaction: {exc}") from None
-    if len(transactions) != count or offset != len(data):
-        raise InvalidBlock("transaction count or length does not match")
-    block = Block(height, parent_root, certificate, tuple(transactions))
+    if len(transactions) != count:
+        raise InvalidBlock("transaction count does not match")
+    evidence = []
+    for _ in range(struct.unpack(">H", take(2))[0]):
+        try:
+            item = decode_message(take(struct.unpack(">I", take(4))[0]))
+        except WireError as exc:
+            raise InvalidBlock(f"evidence: {exc}") from None
+        if not isinstance(item, Evidence):
+            raise InvalidBlock("an evidence entry is not evidence")
+        evidence.append(item)
+    if offset != len(data):
+        raise InvalidBlock("trailing bytes after the block")
+    block = Block(height, parent_root, certificate, tuple(transactions), tuple(evidence))
     if block.encode() != data:
         raise InvalidBlock("not the canonical encoding")
     return block
@@ -134,6 +163,13 @@ class LedgerState:
     bonds: dict[tuple[bytes, Role], int] = field(default_factory=dict)
     # (release height, owner, role) -> amount leaving the bond, still slashable until released
     unbonding: dict[tuple[int, bytes, Role], int] = field(default_factory=dict)
+    # validator -> height from which it may unjail; tombstoned ones (double signers) never may
+    jailed: dict[bytes, int] = field(default_factory=dict)
+    tombstoned: frozenset[bytes] = frozenset()
+    # validator -> consecutive commit certificates it is missing from
+    missed: dict[bytes, int] = field(default_factory=dict)
+    # (first height, set) of recent validator sets, to check evidence of past heights
+    set_history: tuple[tuple[int, ValidatorSet], ...] = ()
     burned: int = 0
     minted: int = 0
     last_block_id: bytes = b""
@@ -147,10 +183,12 @@ class LedgerState:
         state = cls(genesis, accounts={key: (balance, 0) for key, balance in genesis.balances.items()},
                     bonds={(b.owner, b.role): b.amount for b in genesis.bonds})
         state.validators = state.last_validators = state.compute_validator_set()
+        state.set_history = ((1, state.validators),)
         return state
 
     def copy(self) -> "LedgerState":
-        return replace(self, accounts=dict(self.accounts), bonds=dict(self.bonds), unbonding=dict(self.unbonding))
+        return replace(self, accounts=dict(self.accounts), bonds=dict(self.bonds), unbonding=dict(self.unbonding),
+                       jailed=dict(self.jailed), missed=dict(self.missed))
 
     # ----------------------------------------------------------- queries
 
@@ -176,11 +214,14 @@ class LedgerState:
         return sum(amount for (_, who, _), amount in self.unbonding.items() if who == owner)
 
     def compute_validator_set(self) -> ValidatorSet:
-        """Bonded validators at or above the minimum, by stake (ties by key), at most max_validators."""
-        minimum = self.params.min_validator_stake
-        candidates = sorted(((amount, owner) for (owner, role), amount in self.bonds.items()
-                             if role is Role.VALIDATOR and amount >= minimum), key=lambda c: (-c[0], c[1]))
+        """Unjailed validators bonded at or above the minimum, by stake (ties by key), at most max_validators."""
+        candidates = sorted(self._candidates(), key=lambda c: (-c[0], c[1]))
         return ValidatorSet([Validator(owner, amount) for amount, owner in candidates[:self.params.max_validators]])
+
+    def _candidates(self) -> list[tuple[int, bytes]]:
+        minimum = self.params.min_validator_stake
+        return [(amount, owner) for (owner, role), amount in self.bonds.items()
+                if role is Role.VALIDATOR and amount >= minimum and owner not in self.jailed]
 
     def entries(self) -> dict[bytes, bytes]:
         """The state as sorted key/value entries: what the state root commits to."""
@@ -189,6 +230,10 @@ class LedgerState:
             entries[b"bond" + owner + bytes([role])] = _u64(amount)
         for (release, owner, role), amount in self.unbonding.items():
             entries[b"unbd" + _u64(release) + owner + bytes([role])] = _u64(amount)
+        for owner, until in self.jailed.items():
+            entries[b"jail" + owner] = _u64(until) + bytes([owner in self.tombstoned])
+        for owner, count in self.missed.items():
+            entries[b"miss" + owner] = _u64(count)
         entries[b"meta/burned"] = _u64(self.burned)
         entries[b"meta/minted"] = _u64(self.minted)
         entries[b"meta/height"] = _u64(self.height)
@@ -222,7 +267,8 @@ class LedgerState:
 
     @staticmethod
     def _handlers() -> dict:
-        return {Transfer: LedgerState._transfer, Bond: LedgerState._bond, Unbond: LedgerState._unbond}
+        return {Transfer: LedgerState._transfer, Bond: LedgerState._bond, Unbond: LedgerState._unbond,
+                Unjail: LedgerState._unjail}
 
     def _debit(self, account: bytes, balance: int, amount: int) -> None:
         if amount > balance:
@@ -260,6 +306,16 @@ class LedgerState:
         release = (self.height + 1 + self.params.unbonding_period, tx.sender, body.role)
         self.unbonding[release] = self.unbonding.get(release, 0) + body.amount
 
+    def _unjail(self, tx: Transaction, balance: int) -> None:
+        until = self.jailed.get(tx.sender)
+        if until is None:
+            raise NotJailed("the sender is not jailed")
+        if tx.sender in self.tombstoned:
+            raise StillJailed("a validator slashed for double signing stays jailed")
+        if self.height + 1 < until:
+            raise StillJailed(f"jailed until height {until}")
+        del self.jailed[tx.sender]  # back in the set at the next epoch boundary, if still bonded
+
     def _set_bond(self, owner: bytes, role: Role, amount: int) -> None:
         if amount:
             self.bonds[(owner, role)] = amount
@@ -279,12 +335,84 @@ class LedgerState:
             raise InvalidBlock("too many transactions")
         for tx in block.transactions:
             self.apply_transaction(tx)
+        for item in block.evidence:
+            self.apply_evidence(item, block.height)
+        self._count_missed(block.last_certificate, block.height)
         self.height = block.height
         self.last_block_id = block_id_of(block.encode())
         self.last_validators = self.validators
         self._release_unbonded()
         if self.height % self.params.epoch_length == 0:
             self._change_validators()
+        else:
+            self._remove_jailed_validators()
+        if self.validators is not self.last_validators:
+            self._remember_set(self.height + 1, self.validators)
+
+    # ----------------------------------------------------------- slashing
+
+    def apply_evidence(self, evidence: Evidence, height: int) -> None:
+        """Double signing: burn a fixed share of the validator's bonded and unbonding stake; jail it for good."""
+        vote = evidence.first
+        if not height - self.params.max_evidence_age <= vote.height < height:
+            raise InvalidSlashingEvidence(f"evidence of height {vote.height} is outside the evidence window")
+        if vote.validator in self.tombstoned:
+            raise InvalidSlashingEvidence("this validator was slashed for double signing already")
+        try:
+            verify_evidence(evidence, self.genesis.chain_id, self._set_at(vote.height))
+        except RejectedMessage as exc:
+            raise InvalidSlashingEvidence(str(exc)) from None
+        self._slash(vote.validator, self.params.double_sign_slash_bps)
+        self.tombstoned = self.tombstoned | {vote.validator}
+        self.jailed[vote.validator] = height
+
+    def _slash(self, owner: bytes, share_bps: int) -> None:
+        """Burn ``share_bps``/10,000 (rounded down) of each validator-role stake entry of ``owner``."""
+        bonded = self.bonded(owner, Role.VALIDATOR)
+        cut = bonded * share_bps // 10_000
+        self._set_bond(owner, Role.VALIDATOR, bonded - cut)
+        self.burned += cut
+        for entry in [e for e in self.unbonding if e[1] == owner and e[2] is Role.VALIDATOR]:
+            cut = self.unbonding[entry] * share_bps // 10_000
+            self.unbonding[entry] -= cut
+            self.burned += cut
+
+    def _count_missed(self, certificate: CommitCertificate | None, height: int) -> None:
+        """Downtime: a validator missing from ``downtime_window`` consecutive certificates is jailed (not slashed)."""
+        if certificate is None:
+            return
+        signers = {self.last_validators.validators[index].public_key for index, _ in certificate.signatures}
+        for validator in self.last_validators.validators:
+            owner = validator.public_key
+            if owner in signers:
+                self.missed.pop(owner, None)
+                continue
+            count = self.missed.get(owner, 0) + 1
+            if count >= self.params.downtime_window:
+                self.missed.pop(owner, None)
+                self.jailed.setdefault(owner, height + self.params.jail_period)
+            else:
+                self.missed[owner] = count
+
+    def _remove_jailed_validators(self) -> None:
+        """A jailed validator leaves the set at once (the next height), not at the epoch boundary."""
+        remaining = [v for v in self.validators.validators if v.public_key not in self.jailed]
+        if remaining and len(remaining) < len(self.validators):
+            self.validators = ValidatorSet(remaining)
+
+    def _set_at(self, height: int) -> ValidatorSet:
+        for first, validators in reversed(self.set_history):
+            if first <= height:
+                return validators
+        raise InvalidSlashingEvidence(f"no validator set is known for height {height}")
+
+    def _remember_set(self, first: int, validators: ValidatorSet) -> None:
+        horizon = first - self.params.max_evidence_age
+        history = [entry for entry in self.set_history if entry[0] >= horizon]
+        older = [entry for entry in self.set_history if entry[0] < horizon]
+        if older:
+            history.insert(0, older[-1])  # still in force at the horizon
+        self.set_history = tuple(history) + ((first, validators),)
 
     def _release_unbonded(self) -> None:
         for entry in [e for e in self.unbonding if e[0] <= self.height]:
@@ -292,12 +420,8 @@ class LedgerState:
 
     def _change_validators(self) -> None:
         """At an epoch boundary: the next set from bonded stake (the old one stays if none qualifies)."""
-        if self._eligible_validators():
+        if self._candidates():
             self.validators = self.compute_validator_set()
-
-    def _eligible_validators(self) -> bool:
-        minimum = self.params.min_validator_stake
-        return any(role is Role.VALIDATOR and amount >= minimum for (_, role), amount in self.bonds.items())
 
     def _check_last_certificate(self, block: Block) -> None:
         certificate = block.last_certificate
@@ -321,6 +445,7 @@ class Ledger:
         self.state = LedgerState.from_genesis(genesis)
         self.roots: dict[int, bytes] = {0: self.state.root()}
         self.mempool: dict[bytes, Transaction] = {}
+        self.evidence_pool: dict[tuple, Evidence] = {}
         self.last_certificate: CommitCertificate | None = None
         self._tried: dict[bytes, LedgerState | None] = {}
         self._max_cached_blocks = max_cached_blocks
@@ -353,6 +478,12 @@ class Ledger:
         self.mempool[tx_id] = tx
         return tx_id
 
+    def add_evidence(self, evidence: Evidence, max_pool: int = 256) -> None:
+        """Keep evidence of double signing (from ``EquivocationDetected``) for the next proposals."""
+        vote = evidence.first
+        if len(self.evidence_pool) < max_pool:
+            self.evidence_pool.setdefault((vote.validator, vote.kind, vote.height, vote.round), evidence)
+
     # ----------------------------------------------------------- Application
 
     def propose(self, height: int) -> bytes:
@@ -368,7 +499,15 @@ class Ledger:
             except LedgerError:
                 continue
             scratch, chosen = attempt, chosen + [tx]
-        block = Block(height, self.state.root(), self.last_certificate, tuple(chosen))
+        evidence = []
+        for item in self.evidence_pool.values():
+            attempt = scratch.copy()
+            try:
+                attempt.apply_evidence(item, height)
+            except LedgerError:
+                continue
+            scratch, evidence = attempt, evidence + [item]
+        block = Block(height, self.state.root(), self.last_certificate, tuple(chosen), tuple(evidence))
         return block.encode()
 
     def is_valid(self, height: int, value: bytes) -> bool:
@@ -407,6 +546,9 @@ class Ledger:
     def _prune_mempool(self) -> None:
         self.mempool = {tx_id: tx for tx_id, tx in self.mempool.items()
                         if tx.nonce >= self.state.nonce(tx.sender)}
+        self.evidence_pool = {key: item for key, item in self.evidence_pool.items()
+                              if key[0] not in self.state.tombstoned
+                              and key[2] >= self.state.height - self.genesis.params.max_evidence_age}
 
 
 __all__ = ["Block", "InvalidBlock", "Ledger", "LedgerState", "decode_block"]

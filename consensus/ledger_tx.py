@@ -110,6 +110,10 @@ class StillJailed(LedgerError):
     pass
 
 
+class InvalidSlashingEvidence(LedgerError):
+    pass
+
+
 class TxKind(enum.IntEnum):
     TRANSFER = 0x01
     BOND = 0x02
@@ -331,6 +335,6 @@ __all__ = [
     "AmountOutOfRange", "BadDeadline", "BelowMinimumStake", "Bond", "EscrowExpired", "EscrowNotExpired",
     "EscrowOpen", "EscrowRefund", "EscrowRelease", "ForgedSignature", "InsufficientBond", "InsufficientFunds",
     "LedgerError", "MAX_AMOUNT", "MalformedTransaction", "NotAProvider", "NotEscrowClient", "NotJailed", "Role",
-    "StillJailed", "Transaction", "Transfer", "TxKind", "Unbond", "Unjail", "UnknownEscrow", "WrongChain",
+    "StillJailed", "InvalidSlashingEvidence", "Transaction", "Transfer", "TxKind", "Unbond", "Unjail", "UnknownEscrow", "WrongChain",
     "WrongNonce", "decode_transaction", "escrow_id_of", "sign_transaction", "verify_signature",
 ]
