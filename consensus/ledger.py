@@ -32,7 +32,17 @@ from dataclasses import dataclass, field, replace
 
 from .genesis import Genesis
 from .ledger_tx import (
+    BadDeadline,
     BelowMinimumStake,
+    EscrowExpired,
+    EscrowNotExpired,
+    EscrowOpen,
+    EscrowRefund,
+    EscrowRelease,
+    NotAProvider,
+    NotEscrowClient,
+    UnknownEscrow,
+    escrow_id_of,
     InvalidSlashingEvidence,
     NotJailed,
     StillJailed,
@@ -151,6 +161,18 @@ def _u64(value: int) -> bytes:
     return struct.pack(">Q", value)
 
 
+@dataclass(frozen=True, slots=True)
+class Escrow:
+    client: bytes
+    provider: bytes
+    amount: int
+    deadline: int
+    task: bytes
+
+    def encode(self) -> bytes:
+        return self.client + self.provider + _u64(self.amount) + _u64(self.deadline) + self.task
+
+
 @dataclass(slots=True)
 class LedgerState:
     """Everything replicated; copied (shallowly: values are immutable) to try a block."""
@@ -163,6 +185,7 @@ class LedgerState:
     bonds: dict[tuple[bytes, Role], int] = field(default_factory=dict)
     # (release height, owner, role) -> amount leaving the bond, still slashable until released
     unbonding: dict[tuple[int, bytes, Role], int] = field(default_factory=dict)
+    escrows: dict[bytes, "Escrow"] = field(default_factory=dict)
     # validator -> height from which it may unjail; tombstoned ones (double signers) never may
     jailed: dict[bytes, int] = field(default_factory=dict)
     tombstoned: frozenset[bytes] = frozenset()
@@ -188,7 +211,7 @@ class LedgerState:
 
     def copy(self) -> "LedgerState":
         return replace(self, accounts=dict(self.accounts), bonds=dict(self.bonds), unbonding=dict(self.unbonding),
-                       jailed=dict(self.jailed), missed=dict(self.missed))
+                       jailed=dict(self.jailed), missed=dict(self.missed), escrows=dict(self.escrows))
 
     # ----------------------------------------------------------- queries
 
@@ -208,7 +231,7 @@ class LedgerState:
     def total_units(self) -> int:
         """Every unit that exists, wherever it is: must equal genesis supply + minted."""
         return (sum(b for b, _ in self.accounts.values()) + sum(self.bonds.values())
-                + sum(self.unbonding.values()) + self.burned)
+                + sum(self.unbonding.values()) + sum(e.amount for e in self.escrows.values()) + self.burned)
 
     def unbonding_of(self, owner: bytes) -> int:
         return sum(amount for (_, who, _), amount in self.unbonding.items() if who == owner)
@@ -230,6 +253,8 @@ class LedgerState:
             entries[b"bond" + owner + bytes([role])] = _u64(amount)
         for (release, owner, role), amount in self.unbonding.items():
             entries[b"unbd" + _u64(release) + owner + bytes([role])] = _u64(amount)
+        for escrow_id, escrow in self.escrows.items():
+            entries[b"escr" + escrow_id] = escrow.encode()
         for owner, until in self.jailed.items():
             entries[b"jail" + owner] = _u64(until) + bytes([owner in self.tombstoned])
         for owner, count in self.missed.items():
@@ -268,7 +293,8 @@ class LedgerState:
     @staticmethod
     def _handlers() -> dict:
         return {Transfer: LedgerState._transfer, Bond: LedgerState._bond, Unbond: LedgerState._unbond,
-                Unjail: LedgerState._unjail}
+                Unjail: LedgerState._unjail, EscrowOpen: LedgerState._escrow_open,
+                EscrowRelease: LedgerState._escrow_release, EscrowRefund: LedgerState._escrow_refund}
 
     def _debit(self, account: bytes, balance: int, amount: int) -> None:
         if amount > balance:
@@ -315,6 +341,39 @@ class LedgerState:
         if self.height + 1 < until:
             raise StillJailed(f"jailed until height {until}")
         del self.jailed[tx.sender]  # back in the set at the next epoch boundary, if still bonded
+
+    def _escrow_open(self, tx: Transaction, balance: int) -> None:
+        body: EscrowOpen = tx.body
+        if self.bonded(body.provider, Role.PROVIDER) < self.params.min_provider_stake or body.provider in self.jailed:
+            raise NotAProvider("the provider has no provider bond at the minimum")
+        if body.deadline <= self.height + 1:
+            raise BadDeadline(f"the deadline {body.deadline} has passed (this is block {self.height + 1})")
+        self._debit(tx.sender, balance, body.amount)
+        self.escrows[escrow_id_of(tx.sender, tx.nonce)] = Escrow(
+            tx.sender, body.provider, body.amount, body.deadline, body.task)
+
+    def _client_escrow(self, tx: Transaction, escrow_id: bytes) -> Escrow:
+        escrow = self.escrows.get(escrow_id)
+        if escrow is None:
+            raise UnknownEscrow("no open escrow has this ID")
+        if escrow.client != tx.sender:
+            raise NotEscrowClient("only the client that opened an escrow may release or refund it")
+        return escrow
+
+    def _escrow_release(self, tx: Transaction, balance: int) -> None:
+        """The client accepts the result (``tx.body.result``, kept in the block): the provider is paid."""
+        escrow = self._client_escrow(tx, tx.body.escrow_id)
+        if self.height + 1 > escrow.deadline:
+            raise EscrowExpired(f"the deadline {escrow.deadline} has passed: refund instead")
+        del self.escrows[tx.body.escrow_id]
+        self._credit(escrow.provider, escrow.amount)
+
+    def _escrow_refund(self, tx: Transaction, balance: int) -> None:
+        escrow = self._client_escrow(tx, tx.body.escrow_id)
+        if self.height + 1 <= escrow.deadline:
+            raise EscrowNotExpired(f"refundable after height {escrow.deadline}")
+        del self.escrows[tx.body.escrow_id]
+        self._credit(escrow.client, escrow.amount)
 
     def _set_bond(self, owner: bytes, role: Role, amount: int) -> None:
         if amount:
@@ -551,4 +610,4 @@ class Ledger:
                               and key[2] >= self.state.height - self.genesis.params.max_evidence_age}
 
 
-__all__ = ["Block", "InvalidBlock", "Ledger", "LedgerState", "decode_block"]
+__all__ = ["Block", "Escrow", "InvalidBlock", "Ledger", "LedgerState", "decode_block"]
