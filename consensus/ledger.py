@@ -62,7 +62,7 @@ from .ledger_tx import (
     decode_transaction,
     verify_signature,
 )
-from .merkle import MerkleTree
+from .merkle import MerkleProof, MerkleTree, ProofError, verify_proof
 from .validators import Validator, ValidatorSet
 from .wire import (
     MAX_VALUE_SIZE,
@@ -77,6 +77,7 @@ from .wire import (
     encode_certificate,
     encode_message,
     verify_certificate,
+    verify_commit,
     verify_evidence,
 )
 
@@ -248,7 +249,7 @@ class LedgerState:
 
     def entries(self) -> dict[bytes, bytes]:
         """The state as sorted key/value entries: what the state root commits to."""
-        entries = {b"acct" + key: _u64(balance) + _u64(nonce) for key, (balance, nonce) in self.accounts.items()}
+        entries = {account_entry_key(key): _u64(balance) + _u64(nonce) for key, (balance, nonce) in self.accounts.items()}
         for (owner, role), amount in self.bonds.items():
             entries[b"bond" + owner + bytes([role])] = _u64(amount)
         for (release, owner, role), amount in self.unbonding.items():
@@ -496,6 +497,48 @@ class LedgerState:
             raise InvalidBlock(f"last certificate: {exc}") from None
 
 
+def account_entry_key(account: bytes) -> bytes:
+    return b"acct" + account
+
+
+def decode_account_entry(value: bytes) -> tuple[int, int]:
+    """(balance, nonce) from an account entry's value."""
+    if len(value) != 16:
+        raise ProofError("an account entry is 16 bytes")
+    return struct.unpack(">QQ", value)
+
+
+@dataclass(frozen=True, slots=True)
+class StateProof:
+    """One entry of the state after ``height`` and its Merkle proof against that state root."""
+
+    height: int
+    key: bytes
+    value: bytes
+    proof: MerkleProof
+
+
+def verify_state_proof(root: bytes, proof: StateProof) -> None:
+    """Raise :class:`ProofError` unless the entry is in the state with ``root``; needs nothing else."""
+    verify_proof(root, proof.key, proof.value, proof.proof)
+
+
+def certified_root(commit: Commit, chain_id: str, validators: ValidatorSet) -> tuple[int, bytes]:
+    """(height h, state root after h) from a verified commit of block h + 1: what a header-only client trusts.
+
+    ``validators`` is the set that signed block h + 1 (a light client follows
+    the set changes the certified blocks announce)."""
+    try:
+        verify_commit(commit, chain_id, validators)
+    except RejectedMessage as exc:
+        raise ProofError(f"the commit does not verify: {exc}") from None
+    try:
+        block = decode_block(commit.value)
+    except InvalidBlock as exc:
+        raise ProofError(f"the certified block is malformed: {exc}") from None
+    return block.height - 1, block.parent_root
+
+
 class Ledger:
     """The consensus application: mempool, proposals, validity and execution of decided blocks."""
 
@@ -516,6 +559,19 @@ class Ledger:
     @property
     def validators(self) -> ValidatorSet:
         return self.state.validators
+
+    # ----------------------------------------------------------- queries
+
+    def prove(self, key: bytes) -> StateProof | None:
+        """An entry of the committed state with its proof against ``roots[height]``; None if absent."""
+        found = self.state.tree().prove(key)
+        if found is None:
+            return None
+        value, proof = found
+        return StateProof(self.state.height, key, value, proof)
+
+    def prove_account(self, account: bytes) -> StateProof | None:
+        return self.prove(account_entry_key(account))
 
     # ----------------------------------------------------------- mempool
 
@@ -610,4 +666,5 @@ class Ledger:
                               and key[2] >= self.state.height - self.genesis.params.max_evidence_age}
 
 
-__all__ = ["Block", "Escrow", "InvalidBlock", "Ledger", "LedgerState", "decode_block"]
+__all__ = ["Block", "Escrow", "StateProof", "account_entry_key", "certified_root", "decode_account_entry",
+           "verify_state_proof", "InvalidBlock", "Ledger", "LedgerState", "decode_block"]

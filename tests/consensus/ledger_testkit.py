@@ -30,6 +30,7 @@ class Chain:
     def __init__(self, genesis, nodes=1):
         self.genesis = genesis
         self.ledgers = [Ledger(genesis) for _ in range(nodes)]
+        self.genesis_validators = self.ledgers[0].validators.validators
         self.by_key = {key(i): i for i in VALIDATOR_IDS + USER_IDS}
         self.nonces = {}
         self.commits = []
