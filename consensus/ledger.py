@@ -45,6 +45,7 @@ from .ledger_tx import (
     escrow_id_of,
     InvalidSlashingEvidence,
     NotJailed,
+    SealedNote,
     StillJailed,
     Unjail,
     Bond,
@@ -294,7 +295,7 @@ class LedgerState:
     @staticmethod
     def _handlers() -> dict:
         return {Transfer: LedgerState._transfer, Bond: LedgerState._bond, Unbond: LedgerState._unbond,
-                Unjail: LedgerState._unjail, EscrowOpen: LedgerState._escrow_open,
+                Unjail: LedgerState._unjail, SealedNote: LedgerState._sealed_note, EscrowOpen: LedgerState._escrow_open,
                 EscrowRelease: LedgerState._escrow_release, EscrowRefund: LedgerState._escrow_refund}
 
     def _debit(self, account: bytes, balance: int, amount: int) -> None:
@@ -342,6 +343,9 @@ class LedgerState:
         if self.height + 1 < until:
             raise StillJailed(f"jailed until height {until}")
         del self.jailed[tx.sender]  # back in the set at the next epoch boundary, if still bonded
+
+    def _sealed_note(self, tx: Transaction, balance: int) -> None:
+        """Ordered and kept in the block, unread: only the nonce moves (the decoder checked its form)."""
 
     def _escrow_open(self, tx: Transaction, balance: int) -> None:
         body: EscrowOpen = tx.body

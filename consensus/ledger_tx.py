@@ -27,6 +27,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from hypermesh.transport.identity import Identity
 
+from .sealed import MAX_SEALED_SIZE, SealedPayloadError, decode_sealed
 from .validators import PUBLIC_KEY_SIZE, public_key_of
 
 TX_VERSION = 1
@@ -119,6 +120,7 @@ class TxKind(enum.IntEnum):
     BOND = 0x02
     UNBOND = 0x03
     UNJAIL = 0x04
+    SEALED_NOTE = 0x05
     ESCROW_OPEN = 0x10
     ESCROW_RELEASE = 0x11
     ESCROW_REFUND = 0x12
@@ -153,6 +155,13 @@ class Unjail:
 
 
 @dataclass(frozen=True, slots=True)
+class SealedNote:
+    """A payload sealed to chosen recipients (consensus/sealed.py): ordered, unreadable to validators."""
+
+    payload: bytes
+
+
+@dataclass(frozen=True, slots=True)
 class EscrowOpen:
     provider: bytes
     amount: int
@@ -171,9 +180,10 @@ class EscrowRefund:
     escrow_id: bytes
 
 
-Body = Transfer | Bond | Unbond | Unjail | EscrowOpen | EscrowRelease | EscrowRefund
+Body = Transfer | Bond | Unbond | Unjail | SealedNote | EscrowOpen | EscrowRelease | EscrowRefund
 
 _KIND_OF = {Transfer: TxKind.TRANSFER, Bond: TxKind.BOND, Unbond: TxKind.UNBOND, Unjail: TxKind.UNJAIL,
+            SealedNote: TxKind.SEALED_NOTE,
             EscrowOpen: TxKind.ESCROW_OPEN, EscrowRelease: TxKind.ESCROW_RELEASE,
             EscrowRefund: TxKind.ESCROW_REFUND}
 
@@ -213,6 +223,8 @@ def _encode_body(body: Body) -> bytes:
         return struct.pack(">BQ", body.role, body.amount)
     if isinstance(body, Unjail):
         return b""
+    if isinstance(body, SealedNote):
+        return struct.pack(">I", len(body.payload)) + body.payload
     if isinstance(body, EscrowOpen):
         return body.provider + struct.pack(">QQ", body.amount, body.deadline) + body.task
     if isinstance(body, EscrowRelease):
@@ -285,6 +297,16 @@ def _decode_body(kind: TxKind, reader: _Reader) -> Body:
         return Unbond(reader.role(), reader.amount())
     if kind is TxKind.UNJAIL:
         return Unjail()
+    if kind is TxKind.SEALED_NOTE:
+        (length,) = struct.unpack(">I", reader.take(4))
+        if length > MAX_SEALED_SIZE:
+            raise MalformedTransaction("sealed payload too large")
+        payload = reader.take(length)
+        try:
+            decode_sealed(payload)
+        except SealedPayloadError as exc:
+            raise MalformedTransaction(f"sealed payload: {exc}") from None
+        return SealedNote(payload)
     if kind is TxKind.ESCROW_OPEN:
         provider, amount = reader.take(PUBLIC_KEY_SIZE), reader.amount()
         deadline = reader.u64()
@@ -326,15 +348,21 @@ def decode_transaction(data: bytes) -> Transaction:
 
 
 def check_body_ranges(body: Body) -> None:
-    """The range rules the decoder applies, for transactions built in memory."""
+    """The range and form rules the decoder applies, for transactions built in memory."""
     if isinstance(body, (Transfer, Bond, Unbond, EscrowOpen)):
         _check_amount(body.amount)
+    if isinstance(body, SealedNote):
+        try:
+            decode_sealed(body.payload)
+        except SealedPayloadError as exc:
+            raise MalformedTransaction(f"sealed payload: {exc}") from None
 
 
 __all__ = [
     "AmountOutOfRange", "BadDeadline", "BelowMinimumStake", "Bond", "EscrowExpired", "EscrowNotExpired",
     "EscrowOpen", "EscrowRefund", "EscrowRelease", "ForgedSignature", "InsufficientBond", "InsufficientFunds",
     "LedgerError", "MAX_AMOUNT", "MalformedTransaction", "NotAProvider", "NotEscrowClient", "NotJailed", "Role",
-    "StillJailed", "InvalidSlashingEvidence", "Transaction", "Transfer", "TxKind", "Unbond", "Unjail", "UnknownEscrow", "WrongChain",
+    "SealedNote", "StillJailed", "InvalidSlashingEvidence", "Transaction", "Transfer", "TxKind", "Unbond",
+    "Unjail", "UnknownEscrow", "WrongChain",
     "WrongNonce", "decode_transaction", "escrow_id_of", "sign_transaction", "verify_signature",
 ]
