@@ -83,6 +83,8 @@ from .wire import (
 )
 
 BLOCK_VERSION = 1
+_META_KEYS = (b"meta/burned", b"meta/minted", b"meta/height", b"meta/last_block", b"meta/validators",
+              b"meta/last_validators")
 
 
 class InvalidBlock(LedgerError):
@@ -163,6 +165,17 @@ def _u64(value: int) -> bytes:
     return struct.pack(">Q", value)
 
 
+def encode_validator_set(validators: ValidatorSet) -> bytes:
+    return struct.pack(">H", len(validators)) + b"".join(v.public_key + _u64(v.power) for v in validators.validators)
+
+
+def decode_validator_set(data: bytes) -> ValidatorSet:
+    if len(data) < 2 or len(data) != 2 + 40 * struct.unpack(">H", data[:2])[0]:
+        raise ValueError("a validator set entry has the wrong length")
+    return ValidatorSet([Validator(data[i:i + 32], struct.unpack(">Q", data[i + 32:i + 40])[0])
+                         for i in range(2, len(data), 40)])
+
+
 @dataclass(frozen=True, slots=True)
 class Escrow:
     client: bytes
@@ -173,6 +186,13 @@ class Escrow:
 
     def encode(self) -> bytes:
         return self.client + self.provider + _u64(self.amount) + _u64(self.deadline) + self.task
+
+    @classmethod
+    def decode(cls, data: bytes) -> "Escrow":
+        if len(data) != 32 + 32 + 8 + 8 + 32:
+            raise ValueError("an escrow entry has the wrong length")
+        amount, deadline = struct.unpack(">QQ", data[64:80])
+        return cls(data[:32], data[32:64], amount, deadline, data[80:])
 
 
 @dataclass(slots=True)
@@ -265,8 +285,48 @@ class LedgerState:
         entries[b"meta/minted"] = _u64(self.minted)
         entries[b"meta/height"] = _u64(self.height)
         entries[b"meta/last_block"] = self.last_block_id
-        entries[b"meta/validators"] = self.validators.digest()
+        entries[b"meta/validators"] = encode_validator_set(self.validators)
+        entries[b"meta/last_validators"] = encode_validator_set(self.last_validators)
+        for first, validators in self.set_history:
+            entries[b"hist" + _u64(first)] = encode_validator_set(validators)
         return entries
+
+    @classmethod
+    def from_entries(cls, genesis: Genesis, entries: dict[bytes, bytes]) -> "LedgerState":
+        """The state whose :meth:`entries` these are (what a snapshot restores); ValueError if malformed."""
+        state = cls(genesis)
+        tombstoned = set()
+        for entry_key, value in entries.items():
+            prefix, rest = entry_key[:4], entry_key[4:]
+            if prefix == b"acct" and len(rest) == 32:
+                state.accounts[rest] = struct.unpack(">QQ", value)
+            elif prefix == b"bond" and len(rest) == 33:
+                state.bonds[(rest[:32], Role(rest[32]))] = struct.unpack(">Q", value)[0]
+            elif prefix == b"unbd" and len(rest) == 41:
+                release = struct.unpack(">Q", rest[:8])[0]
+                state.unbonding[(release, rest[8:40], Role(rest[40]))] = struct.unpack(">Q", value)[0]
+            elif prefix == b"escr" and len(rest) == 32:
+                state.escrows[rest] = Escrow.decode(value)
+            elif prefix == b"jail" and len(rest) == 32 and len(value) == 9:
+                state.jailed[rest] = struct.unpack(">Q", value[:8])[0]
+                if value[8]:
+                    tombstoned.add(rest)
+            elif prefix == b"miss" and len(rest) == 32:
+                state.missed[rest] = struct.unpack(">Q", value)[0]
+            elif prefix == b"hist" and len(rest) == 8:
+                state.set_history += ((struct.unpack(">Q", rest)[0], decode_validator_set(value)),)
+            elif entry_key not in _META_KEYS:
+                raise ValueError(f"unknown state entry {entry_key[:8]!r}")
+        try:
+            state.burned, state.minted, state.height = (struct.unpack(">Q", entries[k])[0] for k in _META_KEYS[:3])
+            state.last_block_id = entries[b"meta/last_block"]
+            state.validators = decode_validator_set(entries[b"meta/validators"])
+            state.last_validators = decode_validator_set(entries[b"meta/last_validators"])
+        except KeyError as exc:
+            raise ValueError(f"missing state entry {exc}") from None
+        state.tombstoned = frozenset(tombstoned)
+        state.set_history = tuple(sorted(state.set_history, key=lambda entry: entry[0]))
+        return state
 
     def tree(self) -> MerkleTree:
         return MerkleTree(self.entries())
@@ -410,7 +470,7 @@ class LedgerState:
             self._change_validators()
         else:
             self._remove_jailed_validators()
-        if self.validators is not self.last_validators:
+        if self.validators.digest() != self.last_validators.digest():
             self._remember_set(self.height + 1, self.validators)
 
     # ----------------------------------------------------------- slashing
@@ -546,10 +606,11 @@ def certified_root(commit: Commit, chain_id: str, validators: ValidatorSet) -> t
 class Ledger:
     """The consensus application: mempool, proposals, validity and execution of decided blocks."""
 
-    def __init__(self, genesis: Genesis, max_cached_blocks: int = 16):
+    def __init__(self, genesis: Genesis, max_cached_blocks: int = 16, state: LedgerState | None = None):
+        """From genesis, or from ``state`` (restored by state sync: consensus/snapshot.py)."""
         self.genesis = genesis
-        self.state = LedgerState.from_genesis(genesis)
-        self.roots: dict[int, bytes] = {0: self.state.root()}
+        self.state = state if state is not None else LedgerState.from_genesis(genesis)
+        self.roots: dict[int, bytes] = {self.state.height: self.state.root()}
         self.mempool: dict[bytes, Transaction] = {}
         self.evidence_pool: dict[tuple, Evidence] = {}
         self.last_certificate: CommitCertificate | None = None
