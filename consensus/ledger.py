@@ -603,6 +603,20 @@ def certified_root(commit: Commit, chain_id: str, validators: ValidatorSet) -> t
     return block.height - 1, block.parent_root
 
 
+def _applicable(items: list, apply, limit: int | None = None) -> list:
+    """The items ``apply`` accepts, in order, up to ``limit``."""
+    accepted = []
+    for item in items:
+        if limit is not None and len(accepted) >= limit:
+            break
+        try:
+            apply(item)
+        except LedgerError:
+            continue
+        accepted.append(item)
+    return accepted
+
+
 class Ledger:
     """The consensus application: mempool, proposals, validity and execution of decided blocks."""
 
@@ -667,26 +681,14 @@ class Ledger:
     # ----------------------------------------------------------- Application
 
     def propose(self, height: int) -> bytes:
+        # A refused transaction or evidence changes nothing (every rule checks
+        # before it writes), so one scratch state serves the whole block.
         scratch = self.state.copy()
-        chosen = []
+        limit = self.genesis.params.max_block_transactions
         # By sender and nonce, so that one sender's transactions apply in order.
-        for tx in sorted(self.mempool.values(), key=lambda t: (t.sender, t.nonce)):
-            if len(chosen) >= self.genesis.params.max_block_transactions:
-                break
-            attempt = scratch.copy()
-            try:
-                attempt.apply_transaction(tx)
-            except LedgerError:
-                continue
-            scratch, chosen = attempt, chosen + [tx]
-        evidence = []
-        for item in self.evidence_pool.values():
-            attempt = scratch.copy()
-            try:
-                attempt.apply_evidence(item, height)
-            except LedgerError:
-                continue
-            scratch, evidence = attempt, evidence + [item]
+        pending = sorted(self.mempool.values(), key=lambda t: (t.sender, t.nonce))
+        chosen = _applicable(pending, scratch.apply_transaction, limit)
+        evidence = _applicable(list(self.evidence_pool.values()), lambda item: scratch.apply_evidence(item, height))
         block = Block(height, self.state.root(), self.last_certificate, tuple(chosen), tuple(evidence))
         return block.encode()
 
