@@ -64,7 +64,7 @@ from .ledger_tx import (
     verify_signature,
 )
 from .merkle import MerkleProof, MerkleTree, ProofError, verify_proof
-from .validators import Validator, ValidatorSet
+from .validators import MAX_VALIDATORS, Validator, ValidatorSet
 from .wire import (
     MAX_VALUE_SIZE,
     Commit,
@@ -83,12 +83,22 @@ from .wire import (
 )
 
 BLOCK_VERSION = 1
+MAX_BLOCK_EVIDENCE = 64
+# What a proposal may spend on transactions: the consensus value limit less the
+# header, the largest certificate and the evidence a block may carry.
+_MAX_EVIDENCE_SIZE = 2 * (1 + 8 + 4 + 33 + 32 + 64) + 16
+MAX_BLOCK_TRANSACTION_BYTES = (MAX_VALUE_SIZE - 64 - (16 + MAX_VALIDATORS * (2 + 64))
+                               - MAX_BLOCK_EVIDENCE * (4 + _MAX_EVIDENCE_SIZE))
 _META_KEYS = (b"meta/burned", b"meta/minted", b"meta/height", b"meta/last_block", b"meta/validators",
               b"meta/last_validators")
 
 
 class InvalidBlock(LedgerError):
     pass
+
+
+class BlockFull(LedgerError):
+    """A transaction that would take the proposal over the consensus value limit (it waits for the next)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -459,6 +469,8 @@ class LedgerState:
             raise InvalidBlock("too many transactions")
         for tx in block.transactions:
             self.apply_transaction(tx)
+        if len(block.evidence) > MAX_BLOCK_EVIDENCE:
+            raise InvalidBlock("too much evidence")
         for item in block.evidence:
             self.apply_evidence(item, block.height)
         self._count_missed(block.last_certificate, block.height)
@@ -687,8 +699,19 @@ class Ledger:
         limit = self.genesis.params.max_block_transactions
         # By sender and nonce, so that one sender's transactions apply in order.
         pending = sorted(self.mempool.values(), key=lambda t: (t.sender, t.nonce))
-        chosen = _applicable(pending, scratch.apply_transaction, limit)
-        evidence = _applicable(list(self.evidence_pool.values()), lambda item: scratch.apply_evidence(item, height))
+        budget = MAX_BLOCK_TRANSACTION_BYTES
+
+        def fits_and_applies(tx: Transaction) -> None:
+            nonlocal budget
+            size = 4 + len(tx.encode())
+            if size > budget:
+                raise BlockFull("no room left in this block")
+            scratch.apply_transaction(tx)
+            budget -= size
+
+        chosen = _applicable(pending, fits_and_applies, limit)
+        evidence = _applicable(list(self.evidence_pool.values()), lambda item: scratch.apply_evidence(item, height),
+                               MAX_BLOCK_EVIDENCE)
         block = Block(height, self.state.root(), self.last_certificate, tuple(chosen), tuple(evidence))
         return block.encode()
 

@@ -183,3 +183,21 @@ def test_replaying_the_decided_blocks_from_genesis_gives_the_same_root_at_every_
         fresh.apply_decided(commit.value, commit.certificate)
         assert fresh.roots[fresh.state.height] == chain.ledger.roots[fresh.state.height]
     assert fresh.roots == chain.ledger.roots
+
+
+def test_a_proposal_stays_within_the_consensus_value_limit_and_the_rest_waits_for_the_next_block():
+    from hypermesh.consensus.ledger_tx import SealedNote
+    from hypermesh.consensus.sealed import MAX_PLAINTEXT, SealingKey, seal
+    from hypermesh.consensus.wire import MAX_VALUE_SIZE
+    chain = Chain(make_genesis())
+    recipient = SealingKey.from_seed(b"big-notes").public
+    notes = [chain.tx(ALICE, SealedNote(seal(b"\x00" * MAX_PLAINTEXT, [recipient]))) for _ in range(40)]
+    assert sum(len(tx.encode()) for tx in notes) > MAX_VALUE_SIZE
+    chain.run(*notes)
+    first = chain.commits[-1].value
+    assert len(first) <= MAX_VALUE_SIZE
+    included = len(decode_block(first).transactions)
+    assert 0 < included < 40
+    chain.commit_block()
+    assert len(decode_block(chain.commits[-1].value).transactions) == 40 - included
+    assert chain.ledger.state.nonce(key(ALICE)) == 40
