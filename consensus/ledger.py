@@ -64,6 +64,7 @@ from .ledger_tx import (
     verify_signature,
 )
 from .merkle import MerkleProof, MerkleTree, ProofError, verify_proof
+from .store import ConsensusStore
 from .validators import MAX_VALIDATORS, Validator, ValidatorSet
 from .wire import (
     MAX_VALUE_SIZE,
@@ -734,6 +735,16 @@ class Ledger:
     def apply_decided(self, value: bytes, certificate: CommitCertificate) -> ValidatorSet | None:
         """Replay: execute a decided block read from a store."""
         return self.finalize(Commit(certificate, value))
+
+    def catch_up(self, store: ConsensusStore) -> int:
+        """Execute the decisions ``store`` holds beyond our height (a restart: the ledger lives in memory,
+        the decisions on disk); the height reached. Call before starting the core on that store."""
+        for height in range(self.state.height + 1, store.last_commit_height() + 1):
+            commit = store.load_commit(height)
+            if commit is None:
+                raise InvalidBlock(f"the store lacks the decision of height {height}")
+            self.finalize(commit)
+        return self.state.height
 
     def _try(self, value: bytes) -> LedgerState | None:
         block_id = block_id_of(value)

@@ -201,3 +201,19 @@ def test_a_proposal_stays_within_the_consensus_value_limit_and_the_rest_waits_fo
     chain.commit_block()
     assert len(decode_block(chain.commits[-1].value).transactions) == 40 - included
     assert chain.ledger.state.nonce(key(ALICE)) == 40
+
+
+def test_a_restarted_node_rebuilds_its_ledger_from_the_decisions_in_its_sqlite_store(tmp_path):
+    from hypermesh.consensus.sqlite_store import SqliteConsensusStore
+    chain = Chain(make_genesis())
+    store = SqliteConsensusStore(tmp_path)
+    for i in range(4):
+        chain.run(chain.tx(ALICE, Transfer(key(BOB), 5 + i)))
+        store.save_commit(chain.commits[-1])
+    store.close()
+    reopened = SqliteConsensusStore(tmp_path)
+    restarted = Ledger(make_genesis())
+    assert restarted.catch_up(reopened) == 4
+    assert restarted.roots == chain.ledger.roots
+    assert restarted.last_certificate == chain.commits[-1].certificate  # it can propose block 5
+    reopened.close()
