@@ -38,7 +38,8 @@ class LedgerParams:
     min_provider_stake: int = 10_000
     # Validator-set changes from bonding take effect at heights that are multiples of this.
     epoch_length: int = 100
-    # Unbonded stake returns to the balance this many blocks later; until then it can be slashed.
+    # Unbonded stake returns to the balance this many blocks later; until then it can be slashed
+    # (at least epoch_length + max_evidence_age).
     unbonding_period: int = 1_000
     max_validators: int = 100
     # Double signing: this share (basis points) of bonded and unbonding stake is burned.
@@ -63,8 +64,10 @@ class LedgerParams:
             raise GenesisError("double_sign_slash_bps must be at most 10000")
         if self.max_validators > MAX_VALIDATORS:
             raise GenesisError(f"max_validators must be at most {MAX_VALIDATORS}")
-        if self.unbonding_period < self.max_evidence_age:
-            raise GenesisError("unbonding_period must cover max_evidence_age (stake must stay slashable)")
+        if self.unbonding_period < self.epoch_length + self.max_evidence_age:
+            # A validator that unbonds stays in the set up to an epoch longer,
+            # and its last votes can be proven against it for max_evidence_age more.
+            raise GenesisError("unbonding_period must cover epoch_length + max_evidence_age (stake must stay slashable)")
 
 
 @dataclass(frozen=True, slots=True)

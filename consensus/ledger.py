@@ -85,6 +85,9 @@ from .wire import (
 
 BLOCK_VERSION = 1
 MAX_BLOCK_EVIDENCE = 64
+# Bounds what submitted transactions can make a node hold.
+MAX_MEMPOOL_TRANSACTIONS = 10_000
+MAX_PENDING_PER_SENDER = 64
 # What a proposal may spend on transactions: the consensus value limit less the
 # header, the largest certificate and the evidence a block may carry.
 _MAX_EVIDENCE_SIZE = 2 * (1 + 8 + 4 + 33 + 32 + 64) + 16
@@ -95,6 +98,10 @@ _META_KEYS = (b"meta/burned", b"meta/minted", b"meta/height", b"meta/last_block"
 
 
 class InvalidBlock(LedgerError):
+    pass
+
+
+class MempoolFull(LedgerError):
     pass
 
 
@@ -633,9 +640,11 @@ def _applicable(items: list, apply, limit: int | None = None) -> list:
 class Ledger:
     """The consensus application: mempool, proposals, validity and execution of decided blocks."""
 
-    def __init__(self, genesis: Genesis, max_cached_blocks: int = 16, state: LedgerState | None = None):
+    def __init__(self, genesis: Genesis, max_cached_blocks: int = 16, state: LedgerState | None = None,
+                 max_mempool: int = MAX_MEMPOOL_TRANSACTIONS):
         """From genesis, or from ``state`` (restored by state sync: consensus/snapshot.py)."""
         self.genesis = genesis
+        self.max_mempool = max_mempool
         self.state = state if state is not None else LedgerState.from_genesis(genesis)
         self.roots: dict[int, bytes] = {self.state.height: self.state.root()}
         self.mempool: dict[bytes, Transaction] = {}
@@ -679,9 +688,14 @@ class Ledger:
             raise WrongChain(f"transaction for chain {tx.chain_id!r}")
         check_body_ranges(tx.body)
         verify_signature(tx)
-        if tx.nonce < self.state.nonce(tx.sender):
+        nonce = self.state.nonce(tx.sender)
+        if tx.nonce < nonce:
             raise WrongNonce(f"nonce {tx.nonce} is used already")
+        if tx.nonce >= nonce + MAX_PENDING_PER_SENDER:
+            raise WrongNonce(f"nonce {tx.nonce} is too far ahead of the account's next, {nonce}")
         tx_id = tx.tx_id()
+        if tx_id not in self.mempool and len(self.mempool) >= self.max_mempool:
+            raise MempoolFull(f"{len(self.mempool)} transactions are waiting")
         self.mempool[tx_id] = tx
         return tx_id
 
@@ -767,5 +781,5 @@ class Ledger:
                               and key[2] >= self.state.height - self.genesis.params.max_evidence_age}
 
 
-__all__ = ["Block", "Escrow", "StateProof", "account_entry_key", "certified_root", "decode_account_entry",
+__all__ = ["Block", "Escrow", "MempoolFull", "StateProof", "account_entry_key", "certified_root", "decode_account_entry",
            "verify_state_proof", "InvalidBlock", "Ledger", "LedgerState", "decode_block"]

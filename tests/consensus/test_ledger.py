@@ -43,6 +43,7 @@ def test_genesis_round_trips_through_json_with_peer_ids_and_sets_the_initial_val
     (lambda d: d["accounts"][0].update(peer_id="QmYyQSo1c1Ym7orWxLYvCrM2EmxFTANf8wXmmE7DWjhx5N"), "inline"),
     (lambda d: d["params"].update(epoch_length=0), "positive"),
     (lambda d: d["params"].update(surprise=1), "unknown parameters"),
+    (lambda d: d["params"].update(unbonding_period=550), "must cover epoch_length"),
     (lambda d: d.update(bonds=[]), "at least one validator"),
 ])
 def test_a_genesis_file_that_breaks_a_rule_is_refused_with_its_reason(change, reason):
@@ -217,3 +218,16 @@ def test_a_restarted_node_rebuilds_its_ledger_from_the_decisions_in_its_sqlite_s
     assert restarted.roots == chain.ledger.roots
     assert restarted.last_certificate == chain.commits[-1].certificate  # it can propose block 5
     reopened.close()
+
+
+def test_the_mempool_is_bounded_in_size_and_in_how_far_ahead_a_nonce_may_be():
+    from hypermesh.consensus.ledger import MAX_PENDING_PER_SENDER, MempoolFull
+    ledger = Ledger(make_genesis(), max_mempool=3)
+    with pytest.raises(WrongNonce):
+        ledger.submit(sign_transaction(ALICE, LEDGER_CHAIN, MAX_PENDING_PER_SENDER, Transfer(key(BOB), 1)))
+    for nonce in range(3):
+        ledger.submit(sign_transaction(ALICE, LEDGER_CHAIN, nonce, Transfer(key(BOB), 1)))
+    ledger.submit(sign_transaction(ALICE, LEDGER_CHAIN, 2, Transfer(key(BOB), 1)))  # the same again: no new entry
+    with pytest.raises(MempoolFull):
+        ledger.submit(sign_transaction(BOB, LEDGER_CHAIN, 0, Transfer(key(ALICE), 1)))
+    assert len(ledger.mempool) == 3

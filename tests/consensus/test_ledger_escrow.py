@@ -30,7 +30,7 @@ from ledger_testkit import BALANCE, LEDGER_CHAIN, STAKE, USER_IDS, VALIDATOR_IDS
 
 CLIENT, OTHER, PROVIDER = USER_IDS[0], USER_IDS[1], USER_IDS[3]
 TASK, RESULT = b"\x07" * 32, b"\x09" * 32
-PARAMS = LedgerParams(unbonding_period=3, max_evidence_age=3, epoch_length=3)
+PARAMS = LedgerParams(unbonding_period=4, max_evidence_age=1, epoch_length=3)
 
 
 def genesis_with_provider(params=LedgerParams()):

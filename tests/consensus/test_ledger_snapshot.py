@@ -10,7 +10,7 @@ from hypermesh.consensus.validators import ValidatorSet
 from hypermesh.consensus.wire import Kind, make_evidence, sign_vote
 from ledger_testkit import LEDGER_CHAIN, STAKE, USER_IDS, VALIDATOR_IDS, Chain, key, make_genesis
 
-PARAMS = LedgerParams(epoch_length=4, unbonding_period=20, max_evidence_age=20, downtime_window=3)
+PARAMS = LedgerParams(epoch_length=4, unbonding_period=30, max_evidence_age=20, downtime_window=3)
 
 
 def busy_chain(blocks=12):

@@ -49,7 +49,7 @@ def test_unbonding_more_than_bonded_is_refused_and_nothing_moves():
 
 
 def test_unbonded_units_return_only_after_the_unbonding_period():
-    params = LedgerParams(unbonding_period=3, max_evidence_age=3)
+    params = LedgerParams(unbonding_period=3, max_evidence_age=1, epoch_length=2)
     chain = Chain(make_genesis(params=params))
     chain.run(chain.tx(ALICE, Bond(Role.PROVIDER, STAKE)))
     chain.run(chain.tx(ALICE, Unbond(Role.PROVIDER, STAKE)))  # height 2: released at 5
