@@ -1,5 +1,13 @@
-"""A genesis, identities and a chain driver for the ledger tests (blocks certified without the network)."""
+"""A genesis, identities, a chain driver (blocks certified without the network) and validators on real hosts."""
 
+import contextlib
+
+import trio
+
+from hypermesh.consensus.driver import ConsensusService
+from hypermesh.consensus.sqlite_store import SqliteConsensusStore
+from hypermesh.consensus.tendermint import TendermintConfig, TendermintCore
+from hypermesh.transport.host import open_host
 from hypermesh.consensus.genesis import Genesis, GenesisBond, LedgerParams
 from hypermesh.consensus.ledger import Ledger
 from hypermesh.consensus.ledger_tx import Role, sign_transaction
@@ -74,3 +82,39 @@ class Chain:
     def run(self, *txs, **kwargs):
         self.submit(*txs)
         return self.commit_block(**kwargs)
+
+
+CONFIG = TendermintConfig(timeout_propose=1.0, timeout_prevote=0.5, timeout_precommit=0.5, timeout_delta=0.5,
+                          rebroadcast_interval=0.5)
+# Loopback answers in milliseconds; this only bounds a hung test.
+STEP = 60
+
+
+@contextlib.asynccontextmanager
+async def ledger_network(tmp_path, genesis, extra_hosts=()):
+    """The genesis validators, each a host with a ledger, a SQLite store and a consensus service;
+    ``extra_hosts`` (identities) get hosts that know them, without consensus."""
+    identities = VALIDATOR_IDS[:4]
+    async with contextlib.AsyncExitStack() as stack:
+        hosts = [await stack.enter_async_context(open_host(i, ["/ip4/127.0.0.1/udp/0/quic-v1"]))
+                 for i in identities + list(extra_hosts)]
+        for host in hosts:
+            for other in hosts:
+                if other is not host:
+                    host.peerstore.add_addrs(other.peer_id, other.listen_addrs())
+        services = []
+        for index, (host, identity) in enumerate(zip(hosts[:len(identities)], identities)):
+            (tmp_path / f"v{index}").mkdir()
+            store = SqliteConsensusStore(tmp_path / f"v{index}")
+            stack.callback(store.close)
+            ledger = Ledger(genesis)
+            service = ConsensusService(host, TendermintCore(LEDGER_CHAIN, ledger.validators, identity, ledger, store,
+                                                            CONFIG))
+            # What the node does with equivocation the core detects: pool it for the next proposals.
+            service.on_evidence.append(lambda event, ledger=ledger: ledger.add_evidence(event.evidence))
+            services.append(service)
+        nursery = await stack.enter_async_context(trio.open_nursery())
+        for service in services:
+            await nursery.start(service.run)
+        yield services, hosts
+        nursery.cancel_scope.cancel()
