@@ -25,7 +25,7 @@ from google.protobuf.message import DecodeError
 from hypermesh.transport.identity import Identity, IdentityError, PeerId, verify_signature
 
 from . import kad_pb2
-from .messages import DhtProtocolError, validate_multiaddr_bytes
+from .messages import usable_multiaddrs
 from .routing import ip_group
 
 PK_NAMESPACE = b"/pk/"
@@ -57,6 +57,10 @@ MAX_SERVICE_INSTANCES_PER_PREFIX = 4
 
 class RecordError(ValueError):
     """A record is invalid, expired, from the future, or older than the one we have."""
+
+
+class NoUsableAddressError(RecordError):
+    """A service entry lists addresses, but none we can parse (all newer or mangled formats)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,15 +175,15 @@ def verify_service_entry(signed_bytes: bytes, name: str, now: float) -> ServiceR
         raise RecordError("service record weight is out of range")
     if len(body.addrs) > MAX_SERVICE_ADDRS:
         raise RecordError("service record lists too many addresses")
-    try:
-        for addr in body.addrs:
-            validate_multiaddr_bytes(addr)
-    except DhtProtocolError as exc:
-        raise RecordError(f"service record address: {exc}") from None
+    # Addresses are judged one by one, as in FIND_NODE answers; ``signed``
+    # still carries them all, for peers whose multiaddr table knows more.
+    addrs = usable_multiaddrs(body.addrs)
+    if body.addrs and not addrs:
+        raise NoUsableAddressError("service record has no address we can parse")
     return ServiceRecord(
         name=name,
         peer_id=peer_id,
-        addrs=tuple(bytes(a) for a in body.addrs),
+        addrs=addrs,
         protocol=body.protocol,
         weight=body.weight,
         seq=body.seq,
@@ -292,14 +296,26 @@ class ServiceRecordValidator:
 
     @staticmethod
     def _verify_all(key: bytes, value: bytes, now: float) -> list[ServiceRecord]:
-        """Every entry, verified; unlike decode_service_set, one bad entry rejects the set."""
+        """Every entry, verified; unlike decode_service_set, one bad entry rejects the set.
+
+        Only an entry whose addresses are all unreadable to us is skipped
+        alone: it is signed and well-formed, just newer than our multiaddr table.
+        """
         name = service_name_from_key(key)
         entries = _parse(kad_pb2.ServiceRecordSet, value).entries
         if not entries:
             raise RecordError("empty service record set")
         if len(entries) > MAX_SERVICE_INSTANCES:
             raise RecordError("service record set is too large")
-        return [verify_service_entry(entry.SerializeToString(), name, now) for entry in entries]
+        records = []
+        for entry in entries:
+            try:
+                records.append(verify_service_entry(entry.SerializeToString(), name, now))
+            except NoUsableAddressError:
+                continue
+        if not records:
+            raise RecordError("no entry of the service record set has an address we can parse")
+        return records
 
     def merge(self, key: bytes, existing: bytes | None, incoming: bytes, now: float, origin: PutOrigin | None = None) -> bytes:
         incoming_records = self._verify_all(key, incoming, now)
