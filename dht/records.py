@@ -282,11 +282,13 @@ class ServiceRecordValidator:
 
     Against name squatting (throwaway keys filling a name's 64 slots), a
     server adds a new instance from a PUT_VALUE only when the PUT comes from
-    that instance's own peer, from its home prefix (that of its first IP
-    address), and fewer than MAX_SERVICE_INSTANCES_PER_PREFIX listed
-    instances share that home. The home, not every declared address, is
-    what counts: an entry that merely names another operator's prefix uses
-    none of that prefix's room. Listed instances may be updated by anyone
+    that instance's own peer, from one of its homes (the prefix of its first
+    IPv4 and of its first IPv6 address: a dual-stack node reaches some
+    servers over either family), and fewer than
+    MAX_SERVICE_INSTANCES_PER_PREFIX listed instances have that home. Homes,
+    not every declared address, are what count: an entry that names another
+    operator's prefix after its own home of that family uses none of that
+    prefix's room. Listed instances may be updated by anyone
     (the signature and sequence number suffice), so read repair still
     spreads renewals; a new instance spreads only by its own PUT_VALUEs.
     """
@@ -347,9 +349,22 @@ class ServiceRecordValidator:
         return all(held.get(peer, -1) >= seq for peer, seq in _entry_versions(best).items())
 
 
+def _ip_prefixes(record: ServiceRecord) -> list[str]:
+    """The IP prefix (/24, /48) of each declared address that has an IP, in order."""
+    return [g for g in (ip_group(a, exempt_private=False) for a in record.addrs) if g is not None]
+
+
 def home_prefix(record: ServiceRecord) -> str | None:
     """The IP prefix (/24, /48) of an instance's first IP address (None: it declares none)."""
-    return next((g for g in (ip_group(a, exempt_private=False) for a in record.addrs) if g is not None), None)
+    return next(iter(_ip_prefixes(record)), None)
+
+
+def home_prefixes(record: ServiceRecord) -> set[str]:
+    """An instance's home in each IP family: the prefix of its first IPv4 and of its first IPv6 address."""
+    first_per_family: dict[bool, str] = {}
+    for prefix in _ip_prefixes(record):
+        first_per_family.setdefault(":" in prefix, prefix)
+    return set(first_per_family.values())
 
 
 def _may_add_instance(record: ServiceRecord, origin: PutOrigin, listed) -> bool:
@@ -358,9 +373,11 @@ def _may_add_instance(record: ServiceRecord, origin: PutOrigin, listed) -> bool:
         return False
     if origin.group is None:
         return True
-    if home_prefix(record) != origin.group:
+    if origin.group not in home_prefixes(record):
         return False
-    crowd = sum(1 for other in listed if home_prefix(other) == origin.group)
+    # A dual-stack instance fills a place in the homes of both its families,
+    # so sending from the other family gains a prefix no extra room.
+    crowd = sum(1 for other in listed if origin.group in home_prefixes(other))
     return crowd < MAX_SERVICE_INSTANCES_PER_PREFIX
 
 
