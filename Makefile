@@ -11,7 +11,12 @@ PYLIBP2P_VERSION := 0.8.1
 # The `kademlia` package (asyncio, UDP): the DHT bench's in-process baseline.
 KADEMLIA_VERSION := 2.2.3
 
-.PHONY: demo test bench setup interop-setup clean
+# jco and componentize-js build the JavaScript capsule scaffold in the tests
+# (capsules/build.py names the same releases); installed only where npm is.
+JS_TOOLS := .js-tools
+JS_PACKAGES := @bytecodealliance/jco@1.15.4 @bytecodealliance/componentize-js@0.18.5
+
+.PHONY: demo test bench setup interop-setup js-setup clean
 
 setup: $(VENV)/.installed
 
@@ -28,10 +33,17 @@ $(INTEROP_VENV)/.installed: Makefile
 	$(INTEROP_VENV)/bin/python -m pip install --quiet --disable-pip-version-check "libp2p==$(PYLIBP2P_VERSION)" "kademlia==$(KADEMLIA_VERSION)"
 	touch $@
 
+js-setup: $(JS_TOOLS)/.installed
+
+$(JS_TOOLS)/.installed: Makefile
+	@if command -v npm >/dev/null; then \
+		npm install --silent --no-audit --no-fund --prefix $(JS_TOOLS) $(JS_PACKAGES) && touch $@; \
+	else echo "npm not found: the JavaScript capsule test will be skipped"; fi
+
 demo: setup
 	$(BIN)/python -m hypermesh.node.demo
 
-test: setup interop-setup
+test: setup interop-setup js-setup
 	HYPERMESH_INTEROP_PY=$(abspath $(INTEROP_VENV))/bin/python \
 		$(BIN)/python -m pytest -n 2 -q
 
@@ -39,4 +51,4 @@ bench: setup interop-setup
 	HYPERMESH_INTEROP_PY=$(abspath $(INTEROP_VENV))/bin/python $(BIN)/python bench/transport.py
 
 clean:
-	rm -rf $(VENV) $(INTEROP_VENV) build *.egg-info
+	rm -rf $(VENV) $(INTEROP_VENV) $(JS_TOOLS) build *.egg-info

@@ -58,12 +58,13 @@ async def open_node(
     *,
     dht_mode: Mode = Mode.SERVER,
     host_config: HostConfig | None = None,
+    serve_perf: bool = False,
 ) -> AsyncIterator[Node]:
     """Every layer of a node, running until the block exits."""
     for addr in bootstrap:
         if parse_quic_address(addr).peer_id is None:
             raise MultiaddrError(f"bootstrap address {addr} lacks /p2p/<peer id>")
-    async with open_host(identity, listen, host_config) as host:
+    async with open_host(identity, listen, host_config, serve_perf=serve_perf) as host:
         async with open_discovery(host, data_dir, bootstrap=list(bootstrap), mode=dht_mode) as discovery:
             runtime = CapsuleRuntime(data_dir, identity=identity)
             try:
@@ -128,7 +129,7 @@ async def run_node(args) -> int:
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with open_node(
             identity, args.data_dir, args.listen or DEFAULT_LISTEN, args.bootstrap,
-            host_config=HostConfig(connection_manager=args.connection_limits),
+            host_config=HostConfig(connection_manager=args.connection_limits), serve_perf=args.perf,
         ) as node:
             if args.metrics:
                 start_metrics_server(args.metrics, node)

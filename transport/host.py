@@ -77,7 +77,11 @@ class Host:
             self.config, dataclasses.replace(base, is_client=False), self._connections, self.start_soon
         )
         self.dialer = Dialer(
-            self.config, dataclasses.replace(base, is_client=True), self._connections, self._endpoint_for
+            self.config,
+            dataclasses.replace(base, is_client=True),
+            self._connections,
+            self._endpoint_for,
+            self.start_soon,
         )
 
     # -- lifecycle -------------------------------------------------------------
@@ -169,8 +173,10 @@ class Host:
 
     # -- handlers --------------------------------------------------------------
 
-    def set_stream_handler(self, protocol: str, handler: StreamHandler) -> None:
-        self._streams.set_handler(protocol, handler)
+    def set_stream_handler(self, protocol: str, handler: StreamHandler, early_data: bool = False) -> None:
+        """Serve ``protocol``; ``early_data``: its requests are replay-safe and
+        may come (and be sent by us) in 0-RTT, before the handshake completes."""
+        self._streams.set_handler(protocol, handler, early_data)
 
     def remove_stream_handler(self, protocol: str) -> None:
         self._streams.remove_handler(protocol)
@@ -201,8 +207,12 @@ class Host:
             return existing[0]
         return await self.dialer.dial(address.peer_id, [address])
 
-    async def connection_to(self, peer_id: PeerId) -> QuicConnectionDriver:
-        """A live connection to ``peer_id``, dialling its known addresses if needed."""
+    async def connection_to(self, peer_id: PeerId, early_data: bool = False) -> QuicConnectionDriver:
+        """A live connection to ``peer_id``, dialling its known addresses if needed.
+
+        ``early_data``: a resumed dial may return before its handshake
+        completes (see :meth:`Dialer.dial`); only for replay-safe protocols.
+        """
         if peer_id == self.peer_id:
             raise TransportError("cannot dial ourselves")
         existing = self.connections_to(peer_id)
@@ -216,7 +226,7 @@ class Host:
                 continue
         if not addresses:
             raise TransportError(f"no known address for {peer_id}")
-        return await self.dialer.dial(peer_id, addresses)
+        return await self.dialer.dial(peer_id, addresses, early_data)
 
     def trim_connections(self) -> int:
         """Close idle connections if we hold more than the high water mark.
@@ -229,18 +239,21 @@ class Host:
 
     async def new_stream(self, peer_id: PeerId, protocols: list[str]) -> QuicStream:
         """Open a stream to ``peer_id`` and agree on one of ``protocols``."""
-        driver = await self.connection_to(peer_id)
+        early_data = self.config.enable_early_data and set(protocols) <= self._streams.early_data_protocols
+        driver = await self.connection_to(peer_id, early_data)
         return await self.open_stream_on(driver, protocols)
 
     async def open_stream_on(self, driver: QuicConnectionDriver, protocols: list[str]) -> QuicStream:
-        return await open_negotiated_stream(driver, protocols, self.config.negotiation_timeout)
+        return await open_negotiated_stream(
+            driver, protocols, self.config.negotiation_timeout, self._streams.early_data_protocols
+        )
 
 
 @contextlib.asynccontextmanager
 async def open_host(
-    identity: Identity, listen: list[str] | None = None, config: HostConfig | None = None
+    identity: Identity, listen: list[str] | None = None, config: HostConfig | None = None, *, serve_perf: bool = True
 ) -> AsyncIterator[Host]:
-    """Run a host with ping, identify and perf until the block exits."""
+    """Run a host with ping, identify and (unless ``serve_perf`` is False) perf until the block exits."""
     from . import identify, perf, ping
 
     host = Host(identity, config)
@@ -248,7 +261,8 @@ async def open_host(
         host._nursery = nursery
         ping.install(host)
         identify.install(host)
-        perf.install(host)
+        if serve_perf:
+            perf.install(host)
         host.start_soon(trim_periodically, host.trim_connections, host.config.connection_manager.silence_period)
         if listen:
             await host.listen(listen)

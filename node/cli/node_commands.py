@@ -46,6 +46,7 @@ def register(commands) -> None:
     run.add_argument("--listen", action="append", metavar="MADDR", help="listen address (repeatable)")
     run.add_argument("--bootstrap", action="append", default=[], metavar="MADDR", help="peer to connect to at start")
     run.add_argument("--metrics", metavar="ADDR", help="serve Prometheus metrics on HOST:PORT")
+    run.add_argument("--perf", action="store_true", help="serve /perf/1.0.0 (throughput tests) to peers")
     limits = ConnectionManagerConfig()
     run.add_argument("--connections-high", type=positive, default=limits.high_water, metavar="N",
                      help=f"above N open connections, close idle ones (default {limits.high_water})")

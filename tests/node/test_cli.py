@@ -11,7 +11,7 @@ from hypermesh.node.processes import run_cli, start_node
 
 @pytest.fixture(scope="module")
 def alice(tmp_path_factory):
-    with start_node(tmp_path_factory.mktemp("alice")) as node:
+    with start_node(tmp_path_factory.mktemp("alice"), extra=["--perf"]) as node:
         yield node
 
 

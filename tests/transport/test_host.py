@@ -367,3 +367,19 @@ async def test_concurrent_dials_to_one_peer_share_one_attempt_and_its_failure(pa
             for _ in range(3):
                 nursery.start_soon(client.connect, server.listen_addrs()[0])
     assert len(client.connections_to(server.peer_id)) == 1
+
+
+async def test_a_connection_being_closed_is_not_reused_or_counted(pair):
+    server, client = pair
+    with trio.fail_after(STEP):
+        await client.connect(server.listen_addrs()[0])
+        await ping.ping(client, server.peer_id)
+    server_side = server.connections_to(client.peer_id)[0]
+    server_side.close("going away")
+    # QUIC reports the end only after its closing period; until then the
+    # connection must not count against the per-peer limit or be handed out.
+    assert not server_side.closed and server.connections_to(client.peer_id) == []
+    with trio.fail_after(STEP):
+        await server_side.closed_event.wait()
+        again = await client.connect(server.listen_addrs()[0])
+        assert not again.closed and await ping.ping(client, server.peer_id)
