@@ -410,8 +410,13 @@ class KademliaCore:
         return self._ops.get(pending.op_id)
 
     def exclude_peer(self, peer: PeerId) -> bool:
-        """Drop ``peer`` from the routing table now (``peer_filter`` keeps it out later)."""
-        return self.routing.remove(peer) is not None
+        """Drop ``peer`` from the routing table now (``peer_filter`` keeps it out later).
+
+        Returns whether it was there.
+        """
+        present = peer in self.routing
+        self.routing.remove(peer)
+        return present
 
     def _observe_server(
         self, peer: PeerId, addrs: tuple[bytes, ...], observed: bytes | str | None, now: float, may_check: bool = True
