@@ -131,19 +131,23 @@ class ConsensusSim:
         network: NetworkConfig = NetworkConfig(),
         config: TendermintConfig = SIM_CONFIG,
         core_class: type[TendermintCore] = TendermintCore,
+        app_factory: Callable[[int, Identity, random.Random], object] | None = None,
     ):
+        """``powers[i]`` is node i's initial voting power (0: a follower, outside the initial set);
+        ``app_factory`` makes each node's application (default :class:`SimApp`)."""
         self.seed = seed
         self.core_class = core_class
         self.rng = random.Random(seed)
         self.network = network
         self.config = config
         self.now = 0.0
-        identities = [Identity.from_seed(b"sim-%d-%d" % (seed, i)) for i in range(len(powers))]
-        self.validator_set = ValidatorSet([Validator(public_key_of(i), p) for i, p in zip(identities, powers)])
+        identities = sim_identities(seed, len(powers))
+        self.validator_set = ValidatorSet([Validator(public_key_of(i), p) for i, p in zip(identities, powers) if p])
+        make_app = app_factory or (lambda index, identity, rng: SimApp(index, rng))
         byzantine = byzantine or {}
         self.nodes = [
             SimValidator(i, identity, public_key_of(identity), byzantine.get(i, Behaviour.HONEST),
-                         MemoryConsensusStore(), SimApp(i, random.Random(self.rng.getrandbits(64))))
+                         MemoryConsensusStore(), make_app(i, identity, random.Random(self.rng.getrandbits(64))))
             for i, identity in enumerate(identities)
         ]
         self.by_key = {node.key: node for node in self.nodes}
@@ -180,7 +184,9 @@ class ConsensusSim:
         self.schedule(self.now + self.network.flap_interval, self._flap)
 
     def _boot(self, node: SimValidator) -> None:
-        node.core = self.core_class(SIM_CHAIN, self.validator_set, node.identity, node.app, node.store, self.config)
+        # An application that changes the validator set knows the current one (after a restart too).
+        validators = getattr(node.app, "validators", None) or self.validator_set
+        node.core = self.core_class(SIM_CHAIN, validators, node.identity, node.app, node.store, self.config)
         node.timer_at = None
         node.core.start(self.now)
         self._sync(node)
@@ -403,6 +409,11 @@ class ConsensusSim:
                 self._transmit(node, target, data)
 
 
+def sim_identities(seed: int, count: int) -> list[Identity]:
+    """The identities of a simulation's nodes (deterministic in the seed)."""
+    return [Identity.from_seed(b"sim-%d-%d" % (seed, i)) for i in range(count)]
+
+
 def byzantine_by_stake(powers: list[int], rng: random.Random) -> list[int]:
     """A random set of validators with as much power as possible while 3 × power < total."""
     total = sum(powers)
@@ -414,4 +425,5 @@ def byzantine_by_stake(powers: list[int], rng: random.Random) -> list[int]:
     return sorted(chosen)
 
 
-__all__ = ["Behaviour", "ConsensusSim", "NetworkConfig", "SIM_CONFIG", "SIM_CHAIN", "SimApp", "byzantine_by_stake"]
+__all__ = ["Behaviour", "ConsensusSim", "NetworkConfig", "SIM_CONFIG", "SIM_CHAIN", "SimApp", "byzantine_by_stake",
+           "sim_identities"]

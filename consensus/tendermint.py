@@ -71,6 +71,12 @@ class Application(Protocol):
     def is_valid(self, height: int, value: bytes) -> bool:
         """Whether ``value`` may be decided at ``height`` (the paper's valid(v))."""
 
+    # Optional: ``finalize(commit) -> ValidatorSet | None``. An application
+    # that has it executes each decided value at once, before the next
+    # height's proposer is chosen, and may return the validator set of the
+    # next height (a chain whose stake changes its validators); see
+    # TendermintCore._finalize.
+
 
 @dataclass(frozen=True, slots=True)
 class TendermintConfig:
@@ -523,6 +529,9 @@ class TendermintCore:
 
     def _decide(self, commit: Commit, now: float) -> None:
         certificate = commit.certificate
+        # The application executes the decision (and may change the validator
+        # set) before the next height starts under that set.
+        self._finalize(commit)
         self.height += 1
         self._reset_height()
         self.store.save_commit(commit, self._saved_state())  # one transaction: the decision and the next height
@@ -542,6 +551,16 @@ class TendermintCore:
                 self.handle_message(sender, message, now)
             except RejectedMessage:
                 pass
+
+    def _finalize(self, commit: Commit) -> None:
+        """Let an application with ``finalize`` execute the decision and change the validator set."""
+        finalize = getattr(self.app, "finalize", None)
+        if finalize is None:
+            return
+        validators = finalize(commit)
+        if validators is not None:
+            self.validators = validators
+            self.is_validator = self.public_key is not None and validators.index_of(self.public_key) is not None
 
     def _reset_height(self) -> None:
         self.round = 0

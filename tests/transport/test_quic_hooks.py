@@ -7,13 +7,17 @@ virtual clock, so each aioquic internal we rely on is pinned by a test.
 import contextlib
 import dataclasses
 import itertools
+import re
 import ssl
+from pathlib import Path
 
 from aioquic.quic import events
 from aioquic.quic.configuration import QuicConfiguration
 from hypothesis import example, given
 from hypothesis import strategies as st
 
+import hypermesh.transport
+from hypermesh.transport.errors import PeerIdMismatch
 from hypermesh.transport.identity import Identity
 from hypermesh.transport.quic_hooks import (
     CONNECTION_RECEIVE_WINDOW,
@@ -115,7 +119,7 @@ def test_dialer_aborts_with_a_tls_alert_on_peer_id_mismatch():
     assert not pair.has(pair.client_events, events.HandshakeCompleted)
     terminated = pair.has(pair.client_events, events.ConnectionTerminated)
     assert terminated and terminated[0].error_code == 0x100 + 42  # bad_certificate alert
-    assert "mismatch" in str(pair.client.verification_error)
+    assert isinstance(pair.client.verification_error, PeerIdMismatch)
 
 
 def test_server_refuses_a_client_without_certificate():
@@ -127,33 +131,56 @@ def test_server_refuses_a_client_without_certificate():
     assert "no certificate" in str(pair.server.verification_error)
 
 
-def test_resumed_handshake_still_authenticates_both_peers():
-    alice, bob = Identity.generate(), Identity.generate()
+def first_connection_ticket(alice, bob):
+    """Connect alice to bob once: alice's ticket, and bob's single-use ticket store."""
     issued = {}
     client_tickets = []
-
-    def lookup(label):
-        return issued.pop(label, None)
-
     first = Pair(
         alice, bob, expected=bob.peer_id,
         client_kwargs={"session_ticket_handler": client_tickets.append},
-        server_ticket_lookup=lookup,
+        server_ticket_lookup=lambda label: issued.pop(label, None),
         session_ticket_handler=lambda ticket: issued.__setitem__(ticket.ticket, (ticket, alice.peer_id)),
     )
     first.pump(advance_by=0.1)
     assert client_tickets and issued
-    resumed_config = dataclasses.replace(configuration(alice, True), session_ticket=client_tickets[-1])
-    second = Pair(
+    return client_tickets[-1], issued
+
+
+def resumed_pair(alice, bob, ticket, issued):
+    resumed_config = dataclasses.replace(configuration(alice, True), session_ticket=ticket)
+    return Pair(
         alice, bob, expected=bob.peer_id, client_config=resumed_config,
-        client_kwargs={"resumed_peer_id": bob.peer_id}, server_ticket_lookup=lookup,
+        client_kwargs={"resumed_peer_id": bob.peer_id}, server_ticket_lookup=lambda label: issued.pop(label, None),
     )
+
+
+def test_resumed_handshake_still_authenticates_both_peers():
+    alice, bob = Identity.generate(), Identity.generate()
+    ticket, issued = first_connection_ticket(alice, bob)
+    second = resumed_pair(alice, bob, ticket, issued)
     second.pump()
     completed = second.has(second.client_events, events.HandshakeCompleted)
     assert completed and completed[0].session_resumed
     assert second.client.remote_peer_id == bob.peer_id
     assert second.server.remote_peer_id == alice.peer_id
     assert not issued, "tickets are single use"
+
+
+def test_server_knows_which_streams_came_in_early_data_and_from_whom():
+    alice, bob = Identity.generate(), Identity.generate()
+    ticket, issued = first_connection_ticket(alice, bob)
+    second = resumed_pair(alice, bob, ticket, issued)
+    assert second.client.can_send_early_data
+    early_stream = second.client.get_next_available_stream_id()
+    second.client.send_stream_data(early_stream, b"early")
+    second.pump(rounds=1)  # the first flight only: the handshake is not done
+    assert second.server.opened_in_early_data(early_stream)
+    assert second.server.early_peer_id == alice.peer_id
+    second.pump()
+    late_stream = second.client.get_next_available_stream_id()
+    second.client.send_stream_data(late_stream, b"late")
+    second.pump()
+    assert not second.server.opened_in_early_data(late_stream)
 
 
 def test_receive_window_follows_what_the_application_reads():
@@ -409,3 +436,19 @@ def test_large_datagrams_that_stop_arriving_drop_the_size_back_to_1200():
     assert pair.client.max_datagram_size == 1200
     received = b"".join(e.data for e in pair.has(pair.server_events, events.StreamDataReceived))
     assert received == b"z" * 200_000  # everything still arrives, in small datagrams
+
+
+# -- the boundary: no other transport module touches aioquic's internals -----
+
+
+def test_only_quic_hooks_reaches_into_aioquic_private_state():
+    transport = Path(hypermesh.transport.__file__).parent
+    private_access = re.compile(r"\bquic\._[a-z]|\bquic_stream\b|from aioquic\.quic\.(connection|stream) import")
+    offenders = [
+        f"{path.name}:{number}: {line.strip()}"
+        for path in sorted(transport.glob("*.py"))
+        if path.name != "quic_hooks.py"
+        for number, line in enumerate(path.read_text().splitlines(), 1)
+        if private_access.search(line)
+    ]
+    assert not offenders
