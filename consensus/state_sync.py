@@ -42,10 +42,16 @@ _OFFER, _CHUNK = 0x01, 0x02
 _MAX_OFFER_SIZE = 4 + 45 + 32 * MAX_CHUNKS + MAX_MESSAGE_SIZE
 _MAX_REQUEST_SIZE = 16
 KEPT_SNAPSHOTS = 2
+# A fetch that loses its snapshot to a newer one starts again from the newer offer, this often at most.
+OFFER_ATTEMPTS = 3
 
 
 class StateSyncError(SnapshotError):
     """The peer has no snapshot, broke the protocol, or served one that does not verify."""
+
+
+class SnapshotGone(StateSyncError):
+    """The snapshot being fetched was replaced by a newer one (a fast chain)."""
 
 
 class SnapshotServer:
@@ -130,6 +136,15 @@ async def fetch_snapshot(host, peer: PeerId, genesis: Genesis, validators: Valid
     Raises :class:`StateSyncError` (no snapshot, protocol broken, not
     certified by ``validators``), ``ChunkMismatch`` or ``RootMismatch``.
     """
+    for _ in range(OFFER_ATTEMPTS - 1):
+        try:
+            return await _fetch_offered(host, peer, genesis, validators)
+        except SnapshotGone:
+            continue  # the server moved on while we fetched: its newer snapshot
+    return await _fetch_offered(host, peer, genesis, validators)
+
+
+async def _fetch_offered(host, peer: PeerId, genesis: Genesis, validators: ValidatorSet) -> tuple[Ledger, Commit]:
     offer = await _request(host, peer, bytes([_OFFER]), _MAX_OFFER_SIZE)
     if not offer:
         raise StateSyncError("the peer has no snapshot to offer")
@@ -149,7 +164,7 @@ async def fetch_snapshot(host, peer: PeerId, genesis: Genesis, validators: Valid
     for index in restorer.missing():
         answer = await _request(host, peer, struct.pack(">BQI", _CHUNK, height, index), MAX_CHUNK_SIZE + 1)
         if answer[:1] != b"\x00":
-            raise StateSyncError(f"the peer no longer holds chunk {index} of height {height}")
+            raise SnapshotGone(f"the peer no longer holds chunk {index} of height {height}")
         restorer.add_chunk(index, answer[1:])
     ledger = Ledger(genesis, state=restorer.finish())
     try:
