@@ -52,8 +52,9 @@ def _run_on(args) -> int:
         raise CommandError(f"--on runs an installed or published capsule by CID, not {args.target!r}")
 
     async def ask():
+        verify = {"verify": True} if args.verify else {}
         return await on_node(args, "capsule.run_on", addr=args.on, cid=args.target, function=args.function,
-                             **_input_params(args))
+                             **verify, **_input_params(args))
 
     try:
         document = trio.run(ask)
@@ -124,7 +125,10 @@ def register(commands) -> None:
     capsule_commands.choices["run"].add_argument(
         "--on", metavar="MADDR", help="ask the node at MADDR (ending in /p2p/<peer id>) to run the capsule CID, "
                                       "over /hm/capsule-run/1.0.0; it fetches the capsule if it may")
-    publish = add_command(capsule_commands, "publish", node_command(
+    capsule_commands.choices["run"].add_argument(
+        "--verify", action="store_true",
+        help="with --on, on a running node: run the capsule here too and, if the peer's output differs, "
+             "shun the peer (its signed receipt is the proof)")    publish = add_command(capsule_commands, "publish", node_command(
         "capsule.publish", lambda result: [result["cid"]], short_lived=False,
         why="it serves the chunks and keeps the provider record published", directory="dir"),
         "announce a signed capsule to the mesh from the running node; prints its CID "
