@@ -7,6 +7,7 @@ trust engine lives in it, and a shun must reach its transport and DHT.
 from __future__ import annotations
 
 import hashlib
+import random
 
 import trio
 
@@ -69,6 +70,17 @@ async def shun(node, peer: str, reason: str = "shunned by the operator", seconds
 async def unshun(node, peer: str) -> dict:
     target = _peer(peer)
     return {"peer_id": str(target), "lifted": node.trust.unshun(target)}
+
+
+def pick_address(node, addresses: list):
+    """Of several peers' addresses, the one whose peer the trust engine chooses (never a shunned one)."""
+    by_peer = {address.peer_id: address for address in addresses}
+    now = node.trust.clock()
+    choice = node.trust.engine.choose(list(by_peer), now, random.Random())
+    if choice is None:
+        names = ", ".join(str(peer) for peer in by_peer)
+        raise ValueError(f"every peer asked for is shunned: {names} (see hypermesh trust show)")
+    return by_peer[choice]
 
 
 class WrongOutput(CapsuleError):
