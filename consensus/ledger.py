@@ -1,7 +1,8 @@
 """The ledger: a deterministic application behind the consensus core.
 
-:class:`LedgerState` is the replicated state (accounts, and the root that
-commits to it) and the pure rules that change it: a block applied to a state
+:class:`LedgerState` is the replicated state (accounts, stakes, escrows,
+jail, the validator sets, and the Merkle root that commits to all of it) and
+the pure rules that change it: a block applied to a state
 gives the same next state on every node. :class:`Ledger` is the consensus
 application (``propose``, ``is_valid``, ``finalize``) around it: a mempool of
 signed transactions, the committed state and the state root of every height.
@@ -34,33 +35,33 @@ from .genesis import Genesis
 from .ledger_tx import (
     BadDeadline,
     BelowMinimumStake,
+    Bond,
     EscrowExpired,
     EscrowNotExpired,
     EscrowOpen,
     EscrowRefund,
     EscrowRelease,
-    NotAProvider,
-    NotEscrowClient,
-    UnknownEscrow,
-    escrow_id_of,
-    InvalidSlashingEvidence,
-    NotJailed,
-    SealedNote,
-    StillJailed,
-    Unjail,
-    Bond,
     InsufficientBond,
     InsufficientFunds,
+    InvalidSlashingEvidence,
     LedgerError,
     MalformedTransaction,
+    NotAProvider,
+    NotEscrowClient,
+    NotJailed,
     Role,
+    SealedNote,
+    StillJailed,
     Transaction,
     Transfer,
     Unbond,
+    Unjail,
+    UnknownEscrow,
     WrongChain,
     WrongNonce,
     check_body_ranges,
     decode_transaction,
+    escrow_id_of,
     verify_signature,
 )
 from .merkle import MerkleProof, MerkleTree, ProofError, verify_proof
