@@ -523,10 +523,10 @@ class TendermintCore:
         heapq.heappush(self._timers, (deadline, next(self._sequence), kind, self.height, self.round))
 
     def _decide(self, commit: Commit, now: float) -> None:
+        self._finalize(commit)  # before the next height's proposer is chosen
         certificate = commit.certificate
         self.store.save_commit(commit)
         self._events.append(Committed(certificate.height, certificate.round, commit.value, certificate))
-        self._finalize(commit)
         self.height += 1
         self._reset_height()
         self._save()
