@@ -1,10 +1,12 @@
 """A deterministic simulator: the real consensus core on an in-memory network.
 
-Virtual time; seeded delay, loss and duplication (loss and long delays only
-before the global stabilisation time, GST); partitions that heal; crashes
-and restarts from the saved signer state; Byzantine validators that stay
-silent or equivocate. Nothing here touches a socket or a clock, so a run is a
-pure function of its seed, and a failing seed replays exactly.
+Virtual time; seeded delay, loss and duplication (loss, long delays and
+flapping links only before the global stabilisation time, GST); partitions
+that heal; crashes and restarts from the saved signer state, also right
+after a decision; Byzantine validators that stay silent, forge or
+equivocate; a scripted adversary (:attr:`ConsensusSim.drop`) for exact
+schedules. Nothing here touches a socket or a clock, so a run is a pure
+function of its seed, and a failing seed replays exactly.
 
 Every message crosses the network as bytes, through the canonical encoder and
 the strict decoder, as it does between real nodes.
@@ -63,6 +65,9 @@ class Behaviour(enum.Enum):
     HONEST = "honest"
     SILENT = "silent"
     EQUIVOCATE = "equivocate"
+    # Sends its honest messages, each followed by a copy with a broken
+    # signature, a malformed blob and the replay of an old message.
+    FORGE = "forge"
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,6 +161,8 @@ class ConsensusSim:
         self.evidence: list = []
         # Block IDs the Byzantine coalition has seen proposed, per (height, round).
         self._seen_blocks: dict[tuple[int, int], list[bytes]] = {}
+        # What forging validators sent, to replay later.
+        self._sent: list[bytes] = []
         self.trace: list[str] = []
 
     # ------------------------------------------------------------- control
@@ -272,11 +279,13 @@ class ConsensusSim:
             return
         for out in outbound:
             if isinstance(out, Broadcast):
-                targets = [n for n in self.nodes if n is not node]
+                targets = [n for n in self.nodes if n is not node and n.key not in out.exclude]
             else:
                 targets = [self.by_key[out.peer]]
             if node.behaviour is Behaviour.EQUIVOCATE:
                 self._send_equivocating(node, out.message, targets)
+            elif node.behaviour is Behaviour.FORGE:
+                self._send_forging(node, out.message, targets)
             else:
                 data = encode_message(out.message)
                 for target in targets:
@@ -375,6 +384,17 @@ class ConsensusSim:
         evil = encode_message(self._conflicting(node, message))
         for target in targets:
             self._transmit(node, target, evil if self.rng.random() < 0.5 else honest)
+
+    def _send_forging(self, node: SimValidator, message: Message, targets: list[SimValidator]) -> None:
+        data = encode_message(message)
+        forged = bytearray(data)
+        forged[-1] ^= 0x01  # the last byte of a vote is its signature's; of a proposal, its value's
+        replay = self.rng.choice(self._sent) if self._sent else data
+        if len(self._sent) < 256:
+            self._sent.append(data)
+        for target in targets:
+            for copy in (data, bytes(forged), self.rng.randbytes(self.rng.randrange(1, 200)), replay):
+                self._transmit(node, target, copy)
 
     def _double_vote(self, node: SimValidator, proposal: Proposal) -> None:
         blocks = self._seen_blocks.setdefault((proposal.height, proposal.round), [])

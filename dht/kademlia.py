@@ -86,7 +86,8 @@ class KadConfig:
     republish_interval: float = 22 * 3600.0
     max_parallel_provide_batches: int = 4
     # After a region's ADD_PROVIDERs, GET_PROVIDERS to this many of the peers
-    # sent the most: only a confirmed region counts as published.
+    # sent the most: only a confirmed region counts as published. 0 trusts
+    # every send, as kubo does (the simulator's baseline).
     provide_confirm_probes: int = 6
     # A provided key never confirmed published counts as overdue after this.
     first_publish_grace: float = 3600.0
