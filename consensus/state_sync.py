@@ -48,6 +48,10 @@ class StateSyncError(SnapshotError):
     """The peer has no snapshot, broke the protocol, or served one that does not verify."""
 
 
+class SnapshotGone(StateSyncError):
+    """The peer dropped the snapshot being fetched (two newer ones were taken meanwhile)."""
+
+
 class SnapshotServer:
     """Serves the latest certified snapshot of ``ledger``; feed it the node's decisions (:meth:`on_commit`)."""
 
@@ -121,15 +125,28 @@ async def _request(host, peer: PeerId, request: bytes, max_size: int) -> bytes:
     return answer
 
 
-async def fetch_snapshot(host, peer: PeerId, genesis: Genesis, validators: ValidatorSet) -> tuple[Ledger, Commit]:
+async def fetch_snapshot(host, peer: PeerId, genesis: Genesis, validators: ValidatorSet,
+                         attempts: int = 3) -> tuple[Ledger, Commit]:
     """A ledger at height h + 1, restored from ``peer``'s snapshot of h and the certified block h + 1.
 
     ``validators`` is the set the client trusts to have signed block h + 1
     (the genesis set, while no set change needs following). The returned
     commit goes into the node's consensus store, so its core starts at h + 2.
     Raises :class:`StateSyncError` (no snapshot, protocol broken, not
-    certified by ``validators``), ``ChunkMismatch`` or ``RootMismatch``.
+    certified by ``validators``), ``ChunkMismatch`` or ``RootMismatch``. A
+    snapshot the peer drops mid-fetch is fetched again from its newest offer,
+    up to ``attempts`` times.
     """
+    for attempt in range(attempts):
+        try:
+            return await _fetch_once(host, peer, genesis, validators)
+        except SnapshotGone:
+            if attempt == attempts - 1:
+                raise
+    raise StateSyncError("no attempt made")
+
+
+async def _fetch_once(host, peer: PeerId, genesis: Genesis, validators: ValidatorSet) -> tuple[Ledger, Commit]:
     offer = await _request(host, peer, bytes([_OFFER]), _MAX_OFFER_SIZE)
     if not offer:
         raise StateSyncError("the peer has no snapshot to offer")
@@ -149,7 +166,7 @@ async def fetch_snapshot(host, peer: PeerId, genesis: Genesis, validators: Valid
     for index in restorer.missing():
         answer = await _request(host, peer, struct.pack(">BQI", _CHUNK, height, index), MAX_CHUNK_SIZE + 1)
         if answer[:1] != b"\x00":
-            raise StateSyncError(f"the peer no longer holds chunk {index} of height {height}")
+            raise SnapshotGone(f"the peer no longer holds chunk {index} of height {height}")
         restorer.add_chunk(index, answer[1:])
     ledger = Ledger(genesis, state=restorer.finish())
     try:
@@ -159,4 +176,4 @@ async def fetch_snapshot(host, peer: PeerId, genesis: Genesis, validators: Valid
     return ledger, commit
 
 
-__all__ = ["STATE_SYNC_PROTOCOL", "SnapshotServer", "StateSyncError", "fetch_snapshot"]
+__all__ = ["STATE_SYNC_PROTOCOL", "SnapshotGone", "SnapshotServer", "StateSyncError", "fetch_snapshot"]

@@ -206,11 +206,13 @@ def test_a_proposal_stays_within_the_consensus_value_limit_and_the_rest_waits_fo
 
 def test_a_restarted_node_rebuilds_its_ledger_from_the_decisions_in_its_sqlite_store(tmp_path):
     from hypermesh.consensus.sqlite_store import SqliteConsensusStore
+    from hypermesh.consensus.store import SavedState
     chain = Chain(make_genesis())
     store = SqliteConsensusStore(tmp_path)
     for i in range(4):
         chain.run(chain.tx(ALICE, Transfer(key(BOB), 5 + i)))
-        store.save_commit(chain.commits[-1])
+        # As the core saves a decision: with the (empty) signer state of the next height.
+        store.save_commit(chain.commits[-1], SavedState(i + 2, 0, -1, None, -1, None, (0, -1, -1), ()))
     store.close()
     reopened = SqliteConsensusStore(tmp_path)
     restarted = Ledger(make_genesis())
