@@ -66,7 +66,7 @@ from .ledger_tx import (
 )
 from .merkle import MerkleProof, MerkleTree, ProofError, verify_proof
 from .store import ConsensusStore
-from .validators import MAX_VALIDATORS, Validator, ValidatorSet
+from .validators import MAX_POWER, MAX_VALIDATORS, Validator, ValidatorSet
 from .wire import (
     MAX_VALUE_SIZE,
     Commit,
@@ -278,9 +278,13 @@ class LedgerState:
         return sum(amount for (_, who, _), amount in self.unbonding.items() if who == owner)
 
     def compute_validator_set(self) -> ValidatorSet:
-        """Unjailed validators bonded at or above the minimum, by stake (ties by key), at most max_validators."""
+        """Unjailed validators bonded at or above the minimum, by stake (ties by key), at most max_validators.
+
+        Voting power is the bonded stake, capped at the core's MAX_POWER (2^48):
+        a larger stake would otherwise make a set the core refuses, and halt the chain."""
         candidates = sorted(self._candidates(), key=lambda c: (-c[0], c[1]))
-        return ValidatorSet([Validator(owner, amount) for amount, owner in candidates[:self.params.max_validators]])
+        return ValidatorSet([Validator(owner, min(amount, MAX_POWER))
+                             for amount, owner in candidates[:self.params.max_validators]])
 
     def _candidates(self) -> list[tuple[int, bytes]]:
         minimum = self.params.min_validator_stake
