@@ -64,7 +64,7 @@ from .ledger_tx import (
     escrow_id_of,
     verify_signature,
 )
-from .merkle import MerkleProof, MerkleTree, ProofError, verify_proof
+from .merkle import AbsenceProof, MerkleProof, MerkleTree, ProofError, verify_proof
 from .store import ConsensusStore
 from .validators import MAX_POWER, MAX_VALIDATORS, Validator, ValidatorSet
 from .wire import (
@@ -678,6 +678,11 @@ class Ledger:
 
     def prove_account(self, account: bytes) -> StateProof | None:
         return self.prove(account_entry_key(account))
+
+    def prove_absent(self, key: bytes) -> tuple[int, AbsenceProof] | None:
+        """(height, proof that the committed state has no entry for ``key``), or None if it has one."""
+        proof = self.state.tree().prove_absence(key)
+        return None if proof is None else (self.state.height, proof)
 
     # ----------------------------------------------------------- mempool
 

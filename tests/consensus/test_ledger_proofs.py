@@ -70,3 +70,30 @@ def test_a_root_from_a_commit_without_a_quorum_is_not_trusted():
                                     commit.certificate.signatures[:2])
     with pytest.raises(ProofError):
         certified_root(type(commit)(weak, commit.value), LEDGER_CHAIN, ValidatorSet(list(chain.genesis_validators)))
+
+
+@pytest.mark.parametrize("absent", [b"a", b"k0005", b"k0019x", b"zz"])
+def test_absence_is_proven_by_adjacent_neighbours_and_a_present_key_cannot_be_proven_absent(absent):
+    from hypermesh.consensus.merkle import AbsenceProof, verify_absence
+    tree = MerkleTree({b"k%03d" % i: b"v" for i in range(20)})
+    proof = tree.prove_absence(absent)
+    verify_absence(tree.root, absent, proof)
+    assert tree.prove_absence(b"k007") is None
+    present_neighbours = tree.prove_absence(b"k0065")  # between k006 and k007
+    with pytest.raises(ProofError):  # claiming k007 absent with the neighbours of another gap
+        verify_absence(tree.root, b"k007", present_neighbours)
+    if proof.below is not None and proof.above is not None:
+        with pytest.raises(ProofError):  # dropping a neighbour opens no gap
+            verify_absence(tree.root, absent, AbsenceProof(proof.below, None))
+    verify_absence(EMPTY_ROOT, absent, AbsenceProof(None, None))
+    with pytest.raises(ProofError):
+        verify_absence(tree.root, absent, AbsenceProof(None, None))
+
+
+def test_an_unknown_account_is_proven_absent_from_the_committed_state():
+    from hypermesh.consensus.merkle import verify_absence
+    chain = Chain(make_genesis())
+    chain.commit_block()
+    height, proof = chain.ledger.prove_absent(account_entry_key(b"\x01" * 32))
+    verify_absence(chain.ledger.roots[height], account_entry_key(b"\x01" * 32), proof)
+    assert chain.ledger.prove_absent(account_entry_key(key(USER_IDS[0]))) is None
