@@ -655,6 +655,9 @@ class Ledger:
         self.mempool: dict[bytes, Transaction] = {}
         self.evidence_pool: dict[tuple, Evidence] = {}
         self.last_certificate: CommitCertificate | None = None
+        # The state before the last decided block, whose root that block's
+        # commit certifies (parent_root): what proven queries answer from.
+        self.certified: tuple[LedgerState, Commit] | None = None
         self._tried: dict[bytes, LedgerState | None] = {}
         self._max_cached_blocks = max_cached_blocks
 
@@ -749,6 +752,7 @@ class Ledger:
         if state is None:
             raise InvalidBlock("a decided block does not apply: this node's state has diverged")
         previous = self.state.validators
+        self.certified = (self.state, commit)  # _try applied the block to a copy: this state is unchanged
         self.state = state
         self.last_certificate = commit.certificate
         self.roots[state.height] = state.root()

@@ -3,6 +3,7 @@
 import pytest
 
 from hypermesh.consensus.ledger import (
+    Ledger,
     account_entry_key,
     certified_root,
     decode_account_entry,
@@ -97,3 +98,31 @@ def test_an_unknown_account_is_proven_absent_from_the_committed_state():
     height, proof = chain.ledger.prove_absent(account_entry_key(b"\x01" * 32))
     verify_absence(chain.ledger.roots[height], account_entry_key(b"\x01" * 32), proof)
     assert chain.ledger.prove_absent(account_entry_key(key(USER_IDS[0]))) is None
+
+
+def test_a_query_answer_verifies_with_the_trusted_validators_alone_and_any_changed_byte_is_caught():
+    from hypermesh.consensus.ledger_query import QueryError, QueryService, verify_answer
+    chain = Chain(make_genesis())
+    alice, bob = USER_IDS[0], USER_IDS[1]
+    service = QueryService(None, chain.ledger)
+    assert service.answer(account_entry_key(key(bob)))[:1] == b"\x01"  # nothing decided yet
+    chain.run(chain.tx(alice, Transfer(key(bob), 42)))
+    chain.commit_block()
+    trusted = ValidatorSet(list(chain.genesis_validators))
+    entry = account_entry_key(key(bob))
+    answer = service.answer(entry)
+    height, value = verify_answer(answer, entry, LEDGER_CHAIN, trusted)
+    assert height == 1 and decode_account_entry(value) == (BALANCE + 42, 0)
+    unknown = account_entry_key(b"\x05" * 32)
+    assert verify_answer(service.answer(unknown), unknown, LEDGER_CHAIN, trusted) == (1, None)
+    # The value sits at the end of the answer, before the Merkle proof (17 + 32·depth bytes).
+    proof_size = 17 + 32 * len(chain.ledger.certified[0].tree().prove(entry)[1].siblings)
+    for offset in (len(answer) - proof_size - 9, len(answer) - 1, 40):  # the balance, a sibling, the commit
+        changed = bytearray(answer)
+        changed[offset] ^= 1
+        with pytest.raises(QueryError):
+            verify_answer(bytes(changed), entry, LEDGER_CHAIN, trusted)
+    with pytest.raises(QueryError):  # an answer about another key
+        verify_answer(answer, account_entry_key(key(alice)), LEDGER_CHAIN, trusted)
+    with pytest.raises(QueryError):  # trusting another validator set
+        verify_answer(answer, entry, LEDGER_CHAIN, Ledger(make_genesis(validators=7)).validators)
