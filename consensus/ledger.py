@@ -31,7 +31,9 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass, field, replace
 
-from .genesis import Genesis
+from hypermesh.transport.identity import PeerId
+
+from .genesis import Genesis, peer_id_of
 from .ledger_tx import (
     BadDeadline,
     BelowMinimumStake,
@@ -670,6 +672,14 @@ class Ledger:
         return self.state.validators
 
     # ----------------------------------------------------------- queries
+
+    def bonded_stake(self) -> dict[PeerId, int]:
+        """Bonded units (every role, unbonding excluded) by peer: what ``TrustEngine.set_stake`` takes."""
+        stake: dict[PeerId, int] = {}
+        for (owner, _), amount in self.state.bonds.items():
+            peer = peer_id_of(owner)
+            stake[peer] = stake.get(peer, 0) + amount
+        return stake
 
     def prove(self, key: bytes) -> StateProof | None:
         """An entry of the committed state with its proof against ``roots[height]``; None if absent."""

@@ -132,3 +132,11 @@ def test_a_stake_above_the_largest_voting_power_counts_as_that_power_and_the_cha
         chain.commit_block()  # through the epoch boundary at 5
     assert chain.ledger.validators.power_of(key(whale)) == MAX_POWER
     assert chain.ledger.state.bonded(key(whale), Role.VALIDATOR) == MAX_POWER + 1
+
+
+def test_bonded_stake_by_peer_id_is_what_the_trust_engine_takes():
+    chain = Chain(make_genesis())
+    chain.run(chain.tx(ALICE, Bond(Role.PROVIDER, STAKE)))
+    stake = chain.ledger.bonded_stake()
+    assert stake[ALICE.peer_id] == STAKE
+    assert stake[VALIDATOR_IDS[0].peer_id] == STAKE and len(stake) == 5
