@@ -18,11 +18,6 @@ from __future__ import annotations
 
 import struct
 
-import trio
-
-from hypermesh.dht.streams import close_quietly, reset_quietly
-from hypermesh.transport.errors import TransportError
-from hypermesh.transport.framing import BufferedReader, FramingError, write_frame
 from hypermesh.transport.identity import PeerId
 
 from .ledger import Ledger, account_entry_key, certified_root, decode_account_entry
@@ -36,6 +31,7 @@ from .merkle import (
     verify_absence,
     verify_proof,
 )
+from .one_shot import OneShotError, ask, serve_one_request
 from .validators import ValidatorSet
 from .wire import MAX_MESSAGE_SIZE, Commit, WireError, decode_message, encode_message
 
@@ -121,18 +117,12 @@ class QueryService:
         return b"\x00" + struct.pack(">I", len(encoded_commit)) + encoded_commit + encoded_proof
 
     async def _handle_stream(self, stream) -> None:
-        try:
-            request = await BufferedReader(stream).read_frame(2 + MAX_KEY_SIZE)
-            if request is None or len(request) < 2 or struct.unpack(">H", request[:2])[0] != len(request) - 2:
-                await reset_quietly(stream)
-                return
-            await write_frame(stream, self.answer(request[2:]))
-        except FramingError:
-            await reset_quietly(stream)
-            return
-        except (TransportError, trio.BrokenResourceError, trio.ClosedResourceError):
-            return
-        await close_quietly(stream)
+        await serve_one_request(stream, 2 + MAX_KEY_SIZE, self._answer_request)
+
+    def _answer_request(self, request: bytes) -> bytes | None:
+        if len(request) < 2 or struct.unpack(">H", request[:2])[0] != len(request) - 2:
+            return None
+        return self.answer(request[2:])
 
 
 def verify_answer(answer: bytes, key: bytes, chain_id: str, validators: ValidatorSet) -> tuple[int, bytes | None]:
@@ -172,15 +162,11 @@ async def query_state(host, peer: PeerId, key: bytes, chain_id: str,
     """Ask ``peer`` for one state entry; (height, value or None), proven against ``validators``."""
     if len(key) > MAX_KEY_SIZE:
         raise QueryError("key too long")
-    stream = await host.new_stream(peer, [LEDGER_QUERY_PROTOCOL])
     try:
-        await write_frame(stream, struct.pack(">H", len(key)) + key)
-        answer = await BufferedReader(stream).read_frame(_MAX_ANSWER_SIZE)
-    except FramingError as exc:
-        raise QueryError(f"malformed answer: {exc}") from None
-    finally:
-        await close_quietly(stream)
-    return verify_answer(answer or b"", key, chain_id, validators)
+        answer = await ask(host, peer, LEDGER_QUERY_PROTOCOL, struct.pack(">H", len(key)) + key, _MAX_ANSWER_SIZE)
+    except OneShotError as exc:
+        raise QueryError(str(exc)) from None
+    return verify_answer(answer, key, chain_id, validators)
 
 
 async def query_account(host, peer: PeerId, account: bytes, chain_id: str,
