@@ -31,9 +31,14 @@ from .ledger_query import QueryService
 from .ledger_service import TransactionService
 from .sqlite_store import SqliteConsensusStore
 from .state_sync import SnapshotServer, fetch_snapshot
+from .snapshot import read_base_state, write_base_state
 from .store import SavedState
 from .tendermint import TendermintConfig, TendermintCore
 from .validators import ValidatorSet
+
+
+# The state a node that joined by state sync started from (snapshot.write_base_state).
+BASE_STATE_FILE = "ledger-base.state"
 
 
 @dataclass
@@ -58,11 +63,17 @@ async def run_ledger_node(host, genesis: Genesis, identity: Identity | None, dat
     ``identity`` None: a node that follows without signing. ``trusted_validators``
     (default: the genesis set) certifies a state-sync snapshot."""
     store = SqliteConsensusStore(data_dir)
+    base_path = Path(data_dir) / BASE_STATE_FILE
     try:
         if store.last_commit_height() == 0 and state_sync_from is not None:
             trusted = trusted_validators or Ledger(genesis).validators
             ledger, commit = await fetch_snapshot(host, state_sync_from, genesis, trusted)
+            write_base_state(base_path, ledger.certified[0])  # before the store says we are past it
             store.save_commit(commit, _fresh_signer_state(commit.certificate.height + 1))
+        elif base_path.exists():
+            # Joined by state sync: the decisions on disk start after the base state.
+            ledger = Ledger(genesis, state=read_base_state(base_path, genesis))
+            ledger.catch_up(store)
         else:
             ledger = Ledger(genesis)
             ledger.catch_up(store)

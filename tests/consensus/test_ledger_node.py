@@ -16,7 +16,7 @@ CLIENT = Identity.from_seed(b"node-client")
 SNAPSHOT_INTERVAL = 4
 
 
-async def test_validators_restart_from_their_stores_and_a_late_node_joins_by_state_sync(tmp_path):
+async def test_validators_restart_from_their_stores_and_a_late_node_joins_by_state_sync_and_restarts(tmp_path):
     genesis = make_genesis()
     alice, bob = USER_IDS[0], USER_IDS[1]
     validators = VALIDATOR_IDS[:4]
@@ -55,3 +55,7 @@ async def test_validators_restart_from_their_stores_and_a_late_node_joins_by_sta
                 assert height >= SNAPSHOT_INTERVAL + 1
                 assert late.ledger.roots[height] == others[0].ledger.roots[height]
                 assert late.ledger.state.balance(key(bob)) == BALANCE + 500
+            # It restarts from the state it synced (kept on disk) and the decisions after it.
+            async with start(hosts[4], None, "late") as again:
+                assert again.ledger.state.height >= height
+                assert again.ledger.roots[height] == others[0].ledger.roots[height]
