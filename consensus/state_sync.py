@@ -38,6 +38,8 @@ _OFFER, _CHUNK = 0x01, 0x02
 _MAX_OFFER_SIZE = 4 + 45 + 32 * MAX_CHUNKS + MAX_MESSAGE_SIZE
 _MAX_REQUEST_SIZE = 16
 KEPT_SNAPSHOTS = 2
+# A fetch that loses its snapshot to a newer one starts again from the newer offer, this often at most.
+OFFER_ATTEMPTS = 3
 
 
 class StateSyncError(SnapshotError):
@@ -45,7 +47,7 @@ class StateSyncError(SnapshotError):
 
 
 class SnapshotGone(StateSyncError):
-    """The peer dropped the snapshot being fetched (two newer ones were taken meanwhile)."""
+    """The snapshot being fetched was replaced by a newer one (a fast chain)."""
 
 
 class SnapshotServer:
@@ -104,8 +106,7 @@ async def _request(host, peer: PeerId, request: bytes, max_size: int) -> bytes:
         raise StateSyncError(str(exc)) from None
 
 
-async def fetch_snapshot(host, peer: PeerId, genesis: Genesis, validators: ValidatorSet,
-                         attempts: int = 3) -> tuple[Ledger, Commit]:
+async def fetch_snapshot(host, peer: PeerId, genesis: Genesis, validators: ValidatorSet) -> tuple[Ledger, Commit]:
     """A ledger at height h + 1, restored from ``peer``'s snapshot of h and the certified block h + 1.
 
     ``validators`` is the set the client trusts to have signed block h + 1
@@ -114,18 +115,17 @@ async def fetch_snapshot(host, peer: PeerId, genesis: Genesis, validators: Valid
     Raises :class:`StateSyncError` (no snapshot, protocol broken, not
     certified by ``validators``), ``ChunkMismatch`` or ``RootMismatch``. A
     snapshot the peer drops mid-fetch is fetched again from its newest offer,
-    up to ``attempts`` times.
+    up to ``OFFER_ATTEMPTS`` offers in all.
     """
-    for attempt in range(attempts):
+    for _ in range(OFFER_ATTEMPTS - 1):
         try:
-            return await _fetch_once(host, peer, genesis, validators)
+            return await _fetch_offered(host, peer, genesis, validators)
         except SnapshotGone:
-            if attempt == attempts - 1:
-                raise
-    raise StateSyncError("no attempt made")
+            continue  # the server moved on while we fetched: its newer snapshot
+    return await _fetch_offered(host, peer, genesis, validators)
 
 
-async def _fetch_once(host, peer: PeerId, genesis: Genesis, validators: ValidatorSet) -> tuple[Ledger, Commit]:
+async def _fetch_offered(host, peer: PeerId, genesis: Genesis, validators: ValidatorSet) -> tuple[Ledger, Commit]:
     offer = await _request(host, peer, bytes([_OFFER]), _MAX_OFFER_SIZE)
     if not offer:
         raise StateSyncError("the peer has no snapshot to offer")
