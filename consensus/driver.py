@@ -1,10 +1,15 @@
 """The trio driver: the consensus core on a transport host, over ``/hm/consensus/1.0.0``.
 
 Validators are named by their host's Ed25519 key, so a validator's peer ID is
-derived from its key. Each validator keeps one outbound stream to every other
-validator and writes varint-framed messages (:mod:`wire` encodings) on it;
+derived from its key. Each node keeps one outbound stream to every other
+validator of the core's *current* set (followed as it changes at epoch
+boundaries) and writes varint-framed messages (:mod:`wire` encodings) on it;
 what arrives on inbound streams is decoded and fed to the core. Connections
-to validators are protected in the connection manager.
+to the current validators are protected in the connection manager.
+
+A node outside the set (a follower, a validator-to-be) sends only
+``Status``; a validator answers with commits on a queue opened for that
+follower (at most ``MAX_FOLLOWERS``), so followers keep up with the chain.
 
 Sending never blocks the core: each peer has a bounded queue, and a message
 that does not fit, or is written to a broken stream, is dropped; the core
@@ -28,14 +33,16 @@ import trio
 from hypermesh.dht.streams import close_quietly, reset_quietly
 from hypermesh.transport.errors import TransportError
 from hypermesh.transport.framing import BufferedReader, FramingError, frame
-from hypermesh.transport.identity import KEY_TYPE_ED25519, PeerId, encode_public_key
+from hypermesh.transport.identity import KEY_TYPE_ED25519, IdentityError, PeerId, decode_public_key, encode_public_key
 
 from .tendermint import Broadcast, Committed, EquivocationDetected, TendermintCore
-from .wire import MAX_MESSAGE_SIZE, PROTOCOL_ID, RejectedMessage, WireError, decode_message, encode_message
+from .wire import MAX_MESSAGE_SIZE, PROTOCOL_ID, RejectedMessage, Status, WireError, decode_message, encode_message
 
 log = logging.getLogger(__name__)
 
 PROTECTION_TAG = "consensus"
+# Nodes outside the validator set sent commits at once; beyond this, new ones are not answered.
+MAX_FOLLOWERS = 64
 # Messages queued per peer; beyond this the newest are dropped (re-sends recover).
 SEND_QUEUE_SIZE = 1024
 # Queued messages written together at most.
@@ -51,20 +58,30 @@ def peer_id_of(validator_key: bytes) -> PeerId:
     return PeerId.from_public_key(encode_public_key(KEY_TYPE_ED25519, validator_key))
 
 
+def _ed25519_key_of(peer: PeerId) -> bytes | None:
+    """The raw Ed25519 key a peer ID inlines (how the core names every node), or None."""
+    encoded = peer.inlined_public_key()
+    if encoded is None:
+        return None
+    try:
+        key_type, key = decode_public_key(encoded)
+    except IdentityError:
+        return None
+    return key if key_type == KEY_TYPE_ED25519 else None
+
+
 class ConsensusService:
     """One node's consensus on a host. Start with ``await nursery.start(service.run)``."""
 
     def __init__(self, host, core: TendermintCore):
         self.host = host
         self.core = core
-        self._peers: dict[PeerId, bytes] = {}
-        for validator in core.validators.validators:
-            peer = peer_id_of(validator.public_key)
-            if peer != host.peer_id:
-                self._peers[peer] = validator.public_key
-        self._queues: dict[bytes, tuple[trio.MemorySendChannel, trio.MemoryReceiveChannel]] = {
-            key: trio.open_memory_channel(SEND_QUEUE_SIZE) for key in self._peers.values()
-        }
+        # The current validators other than us (what the core's broadcasts reach; protected).
+        self._validators: dict[PeerId, bytes] = {}
+        self._validator_set = None  # the core's set that _validators was built from
+        # Send queues by public key: the validators', and those of followers that asked for commits.
+        self._queues: dict[bytes, trio.MemorySendChannel] = {}
+        self._nursery: trio.Nursery | None = None
         self._wakeup = trio.Event()
         self._progress = trio.Event()
         # The latest decisions (older ones are in the store).
@@ -81,25 +98,23 @@ class ConsensusService:
     # --------------------------------------------------------------- run
 
     async def run(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
-        for peer in self._peers:
-            self.host.connection_manager.protect(peer, PROTECTION_TAG)
         # Started before the handler is registered: no message meets a core that has not resumed yet.
         self.core.start(trio.current_time())
         self.host.set_stream_handler(PROTOCOL_ID, self._handle_stream)
         self._running = True
         try:
             async with trio.open_nursery() as nursery:
-                for peer, key in self._peers.items():
-                    nursery.start_soon(self._sender, peer, self._queues[key][1])
+                self._nursery = nursery
                 self._pump()
                 task_status.started()
                 await self._timer_loop()
         finally:
             self._running = False
+            self._nursery = None
             self.host.remove_stream_handler(PROTOCOL_ID)
             for stream in list(self._inbound):
                 await reset_quietly(stream)
-            for peer in self._peers:
+            for peer in self._validators:
                 self.host.connection_manager.unprotect(peer, PROTECTION_TAG)
 
     async def wait_for_height(self, height: int) -> Committed:
@@ -122,10 +137,12 @@ class ConsensusService:
         """Queue what the core wants sent, hand out its events, re-arm the timer loop."""
         if not self._running:
             return
+        # First: what the core sends next (a new height's votes) goes to the set it now has.
+        self._follow_validator_set()
         for out in self.core.take_outbound():
             data = encode_message(out.message)
             if isinstance(out, Broadcast):
-                targets = [key for key in self._queues if key not in out.exclude]
+                targets = [key for key in self._validators.values() if key not in out.exclude]
             else:
                 targets = [out.peer]
             for key in targets:
@@ -133,7 +150,7 @@ class ConsensusService:
                 if queue is None:
                     continue
                 try:
-                    queue[0].send_nowait(data)
+                    queue.send_nowait(data)
                 except trio.WouldBlock:
                     log.debug("consensus send queue full: a message is dropped")
         for event in self.core.take_events():
@@ -148,6 +165,39 @@ class ConsensusService:
         self._progress = trio.Event()
         if wake_timer_loop:
             self._wakeup.set()
+
+    # ------------------------------------------------------------ peers
+
+    def _follow_validator_set(self) -> None:
+        """Connect to and protect validators that joined the core's set; let go of those that left."""
+        if self.core.validators is self._validator_set:
+            return
+        self._validator_set = self.core.validators
+        current = {peer_id_of(v.public_key): v.public_key for v in self._validator_set.validators}
+        current.pop(self.host.peer_id, None)
+        for peer, key in self._validators.items():
+            if peer not in current:
+                self.host.connection_manager.unprotect(peer, PROTECTION_TAG)
+                queue = self._queues.pop(key, None)
+                if queue is not None:
+                    queue.close()  # its sender ends; if it follows on, it asks again
+        for peer, key in current.items():
+            if peer not in self._validators:
+                self.host.connection_manager.protect(peer, PROTECTION_TAG)
+                self._open_queue(peer, key)
+        self._validators = current
+
+    def _open_queue(self, peer: PeerId, key: bytes) -> None:
+        if key in self._queues or self._nursery is None:
+            return
+        send, receive = trio.open_memory_channel(SEND_QUEUE_SIZE)
+        self._queues[key] = send
+        self._nursery.start_soon(self._sender, peer, receive)
+
+    def _add_follower(self, peer: PeerId, key: bytes) -> None:
+        """A node outside the set asked for commits: give it a queue, if a follower slot is free."""
+        if key not in self._queues and len(self._queues) - len(self._validators) < MAX_FOLLOWERS:
+            self._open_queue(peer, key)
 
     # ------------------------------------------------------------ sending
 
@@ -181,9 +231,10 @@ class ConsensusService:
     # ------------------------------------------------------------ inbound
 
     async def _handle_stream(self, stream) -> None:
-        sender = self._peers.get(stream.remote_peer)
+        peer = stream.remote_peer
+        sender = _ed25519_key_of(peer)
         if sender is None:
-            log.debug("consensus stream from %s, not a validator: reset", stream.remote_peer.short())
+            log.debug("consensus stream from %s, no Ed25519 key: reset", peer.short())
             await reset_quietly(stream)
             return
         reader = BufferedReader(stream)
@@ -194,6 +245,13 @@ class ConsensusService:
                 if data is None:
                     break
                 message = decode_message(data)
+                if peer not in self._validators:
+                    # Checked per message: the set changes while a stream is open.
+                    if not isinstance(message, Status):
+                        log.debug("consensus message from %s, not a validator: reset", peer.short())
+                        await reset_quietly(stream)
+                        return
+                    self._add_follower(peer, sender)
                 try:
                     self.core.handle_message(sender, message, trio.current_time())
                 except RejectedMessage as exc:

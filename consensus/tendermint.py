@@ -13,8 +13,9 @@ Beyond the paper, for a network that loses messages and nodes that crash:
 
 - every message this node signed at its current height is re-sent every
   ``rebroadcast_interval``, so a lost message costs time, not liveness;
-- a message from a height we have decided is answered with the decisions
-  from that height on (value and commit certificate, :class:`Commit`), from
+- a message from a height we have decided (or a :class:`Status`, which a
+  node outside the validator set re-sends every ``rebroadcast_interval``) is
+  answered with the decisions from that height on (value and commit certificate, :class:`Commit`), from
   which the node behind commits without re-running the rounds;
 - messages for the next height are kept (boundedly) until we get there;
 - before a signed message is handed out, the signer state (last height,
@@ -46,6 +47,7 @@ from .wire import (
     Proposal,
     RejectedMessage,
     RoundOutOfRange,
+    Status,
     Vote,
     WrongHeight,
     block_id_of,
@@ -266,6 +268,9 @@ class TendermintCore:
                 self._outbound.append(Broadcast(message))
         for vote in self._valid_polka():
             self._outbound.append(Broadcast(vote))
+        if not self.is_validator:
+            # We sign nothing that would tell validators we are behind: ask for what they decided.
+            self._outbound.append(Broadcast(Status(self.height)))
 
     def _valid_polka(self) -> list[Vote]:
         if self.valid_value is None:
@@ -282,6 +287,9 @@ class TendermintCore:
         try:
             if isinstance(message, Commit):
                 self._on_commit(message, now)
+            elif isinstance(message, Status):
+                if message.height < self.height:
+                    self._offer_commits(sender, message.height, now)
             elif isinstance(message, Evidence):
                 self._on_evidence(sender, message)
             else:

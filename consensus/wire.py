@@ -106,6 +106,7 @@ class Kind(enum.IntEnum):
     COMMIT = 0x30
     CERTIFICATE = 0x31
     EVIDENCE = 0x40
+    STATUS = 0x50
 
 
 VOTE_KINDS = (Kind.PREVOTE, Kind.PRECOMMIT)
@@ -199,11 +200,18 @@ class Evidence:
     second: Vote
 
 
-Message = Vote | Proposal | Commit | Evidence
+@dataclass(frozen=True, slots=True)
+class Status:
+    """Unsigned: "I have decided every height below ``height``" (a node that signs nothing asks for commits)."""
+
+    height: int
+
+
+Message = Vote | Proposal | Commit | Evidence | Status
 
 
 def signer_of(message: Message) -> bytes | None:
-    """The key that signed a vote or proposal (None for commits and evidence)."""
+    """The key that signed a vote or proposal (None for commits, evidence and status)."""
     if isinstance(message, Vote):
         return message.validator
     if isinstance(message, Proposal):
@@ -308,6 +316,8 @@ def encode_message(message: Message) -> bytes:
         ))
     if isinstance(message, Evidence):
         return bytes([VERSION, Kind.EVIDENCE]) + _encode_vote_body(message.first) + _encode_vote_body(message.second)
+    if isinstance(message, Status):
+        return bytes([VERSION, Kind.STATUS]) + struct.pack(">Q", message.height)
     raise TypeError(f"not a consensus message: {type(message).__name__}")
 
 
@@ -426,6 +436,11 @@ def decode_message(data: bytes) -> Message:
         if _encode_vote_body(first) >= _encode_vote_body(second):
             raise WireError("evidence votes are not in canonical order")
         message = Evidence(first, second)
+    elif kind == Kind.STATUS:
+        (height,) = reader.unpack(">Q")
+        if not 1 <= height <= MAX_HEIGHT:
+            raise WireError(f"height {height} out of range")
+        message = Status(height)
     else:
         raise WireError(f"unknown message kind {kind}")
     reader.finish()

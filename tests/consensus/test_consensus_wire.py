@@ -18,6 +18,7 @@ from hypermesh.consensus.wire import (
     Kind,
     NotProposer,
     Proposal,
+    Status,
     UnknownValidator,
     Vote,
     WireError,
@@ -64,6 +65,7 @@ def sample_messages():
         sign_vote(IDENTITIES[1], CHAIN, Kind.PRECOMMIT, 1, 0, None),
         sign_proposal(proposer_identity(3, 1), CHAIN, 3, 1, 0, VALUE),
         Commit(certificate_for(VALUE, IDENTITIES[:3]), VALUE),
+        Status(7),
         make_evidence(vote, nil_vote),
     ]
 
@@ -142,6 +144,8 @@ def test_non_canonical_forms_are_refused():
         decode_message(b"\x02" + vote[1:])
     with pytest.raises(WireError, match="trailing"):
         decode_message(vote + b"\x00")
+    with pytest.raises(WireError, match="height"):
+        decode_message(bytes([1, Kind.STATUS]) + bytes(8))  # a status for height 0
     evidence = sample_messages()[-1]
     swapped = encode_message(evidence)[:2] + encode_message(evidence.second)[1:] + encode_message(evidence.first)[1:]
     with pytest.raises(WireError, match="canonical order"):

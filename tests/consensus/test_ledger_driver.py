@@ -80,3 +80,55 @@ async def test_a_client_that_trusts_only_the_validator_set_reads_a_proven_balanc
             assert (balance, nonce) == (BALANCE + 99, 0)
             unknown = await query_account(hosts[-1], hosts[2].peer_id, b"\x07" * 32, LEDGER_CHAIN, trusted)
             assert unknown[1:] == (0, 0)  # proven absent
+
+
+# A few blocks on loopback take a second or two; this only bounds a hung test.
+JOIN_STEP = 30
+
+
+async def _run_until(service, done, blocks=40):
+    """Wait, block by block (at most ``blocks``), until ``done()`` holds on ``service``'s node."""
+    for _ in range(blocks):
+        if done():
+            return
+        await service.wait_for_height(service.core.height)
+    assert done()
+
+
+def _ledger_service(tmp_path, host, genesis, identity, name, stack):
+    """A consensus service with its own ledger and SQLite store on ``host`` (not started)."""
+    from hypermesh.consensus.driver import ConsensusService
+    from hypermesh.consensus.ledger import Ledger
+    from hypermesh.consensus.sqlite_store import SqliteConsensusStore
+    from hypermesh.consensus.tendermint import TendermintCore
+    from ledger_testkit import CONFIG
+    (tmp_path / name).mkdir()
+    store = SqliteConsensusStore(tmp_path / name)
+    stack.callback(store.close)
+    ledger = Ledger(genesis)
+    return ConsensusService(host, TendermintCore(LEDGER_CHAIN, ledger.validators, identity, ledger, store, CONFIG))
+
+
+async def test_a_node_outside_the_validator_set_follows_the_chain_to_the_same_state_root(tmp_path):
+    import contextlib
+    from hypermesh.transport.identity import Identity
+    genesis = make_genesis()
+    alice, bob = USER_IDS[0], USER_IDS[1]
+    async with contextlib.AsyncExitStack() as stack:
+        services, hosts = await stack.enter_async_context(
+            ledger_network(tmp_path, genesis, extra_hosts=[Identity.from_seed(b"follower")]))
+        follower = _ledger_service(tmp_path, hosts[-1], genesis, None, "follower", stack)
+        transfer = sign_transaction(alice, LEDGER_CHAIN, 0, Transfer(key(bob), 555))
+        for service in services:
+            service.core.app.submit(transfer)
+        async with trio.open_nursery() as nursery:
+            with trio.fail_after(JOIN_STEP):
+                await nursery.start(follower.run)
+                await _run_until(services[0], lambda: services[0].core.app.state.nonce(key(alice)) == 1)
+                height = services[0].core.app.state.height
+                decision = await follower.wait_for_height(height)
+            assert decision.certificate == (await services[0].wait_for_height(height)).certificate
+            assert follower.core.app.roots[height] == services[0].core.app.roots[height]
+            assert follower.core.app.state.balance(key(bob)) == BALANCE + 555
+            nursery.cancel_scope.cancel()
+
