@@ -132,3 +132,32 @@ async def test_a_node_outside_the_validator_set_follows_the_chain_to_the_same_st
             assert follower.core.app.state.balance(key(bob)) == BALANCE + 555
             nursery.cancel_scope.cancel()
 
+
+async def test_a_fifth_node_bonds_joins_the_set_at_the_next_epoch_and_its_votes_count(tmp_path):
+    import contextlib
+    from hypermesh.consensus.genesis import LedgerParams
+    from hypermesh.consensus.ledger_tx import Bond, Role
+    from ledger_testkit import VALIDATOR_IDS
+    # With three times a genesis validator's stake the newcomer holds 3/7 of the power: no quorum
+    # without it, so every block after the epoch boundary proves its votes count.
+    genesis = make_genesis(params=LedgerParams(epoch_length=4, unbonding_period=600, max_evidence_age=500))
+    newcomer = VALIDATOR_IDS[4]
+    async with contextlib.AsyncExitStack() as stack:
+        services, hosts = await stack.enter_async_context(ledger_network(tmp_path, genesis, extra_hosts=[newcomer]))
+        joiner = _ledger_service(tmp_path, hosts[-1], genesis, newcomer, "joiner", stack)
+        bond = sign_transaction(newcomer, LEDGER_CHAIN, 0, Bond(Role.VALIDATOR, 3 * 10_000))
+        for service in services:
+            service.core.app.submit(bond)
+        async with trio.open_nursery() as nursery:
+            with trio.fail_after(JOIN_STEP):
+                await nursery.start(joiner.run)
+                ledger = services[0].core.app
+                await _run_until(services[0], lambda: ledger.validators.index_of(key(newcomer)) is not None)
+                joined_at = ledger.state.height
+                index = ledger.validators.index_of(key(newcomer))
+                for height in (joined_at + 1, joined_at + 2):
+                    decisions = [await service.wait_for_height(height) for service in services + [joiner]]
+                    assert index in [i for i, _ in decisions[0].certificate.signatures]
+                    assert len({d.certificate.block_id for d in decisions}) == 1
+            assert len({s.core.app.roots[joined_at + 2] for s in services + [joiner]}) == 1
+            nursery.cancel_scope.cancel()
