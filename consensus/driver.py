@@ -213,8 +213,8 @@ class ConsensusService:
             while len(frames) < SEND_BATCH:
                 try:
                     frames.append(frame(queue.receive_nowait()))
-                except trio.WouldBlock:
-                    break
+                except (trio.WouldBlock, trio.EndOfChannel):
+                    break  # closed (the peer left the set): what is taken still goes out
             try:
                 if stream is None:
                     stream = await self.host.new_stream(peer, [PROTOCOL_ID])

@@ -134,9 +134,10 @@ async def test_a_node_outside_the_validator_set_follows_the_chain_to_the_same_st
 
 
 async def test_a_fifth_node_bonds_joins_the_set_at_the_next_epoch_and_its_votes_count(tmp_path):
+    """And a validator that unbonds at the same time leaves: its connection is no longer protected."""
     import contextlib
     from hypermesh.consensus.genesis import LedgerParams
-    from hypermesh.consensus.ledger_tx import Bond, Role
+    from hypermesh.consensus.ledger_tx import Bond, Role, Unbond
     from ledger_testkit import VALIDATOR_IDS
     # With three times a genesis validator's stake the newcomer holds 3/7 of the power: no quorum
     # without it, so every block after the epoch boundary proves its votes count.
@@ -145,9 +146,12 @@ async def test_a_fifth_node_bonds_joins_the_set_at_the_next_epoch_and_its_votes_
     async with contextlib.AsyncExitStack() as stack:
         services, hosts = await stack.enter_async_context(ledger_network(tmp_path, genesis, extra_hosts=[newcomer]))
         joiner = _ledger_service(tmp_path, hosts[-1], genesis, newcomer, "joiner", stack)
+        leaver = VALIDATOR_IDS[0]
         bond = sign_transaction(newcomer, LEDGER_CHAIN, 0, Bond(Role.VALIDATOR, 3 * 10_000))
+        unbond = sign_transaction(leaver, LEDGER_CHAIN, 0, Unbond(Role.VALIDATOR, 10_000))
         for service in services:
             service.core.app.submit(bond)
+            service.core.app.submit(unbond)
         async with trio.open_nursery() as nursery:
             with trio.fail_after(JOIN_STEP):
                 await nursery.start(joiner.run)
@@ -160,4 +164,7 @@ async def test_a_fifth_node_bonds_joins_the_set_at_the_next_epoch_and_its_votes_
                     assert index in [i for i, _ in decisions[0].certificate.signatures]
                     assert len({d.certificate.block_id for d in decisions}) == 1
             assert len({s.core.app.roots[joined_at + 2] for s in services + [joiner]}) == 1
+            assert ledger.validators.index_of(key(leaver)) is None
+            protected = hosts[1].connection_manager.is_protected
+            assert protected(newcomer.peer_id) and not protected(leaver.peer_id)
             nursery.cancel_scope.cancel()
