@@ -20,18 +20,26 @@ JS_PACKAGES := @bytecodealliance/jco@1.15.4 @bytecodealliance/componentize-js@0.
 
 setup: $(VENV)/.installed
 
+# One line per step: pip says something (-qq) only when a step fails.
+PIP_QUIET := --quiet --quiet --disable-pip-version-check
+
 $(VENV)/.installed: pyproject.toml
-	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check --upgrade "pip>=24"
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[test]'
-	touch $@
+	@echo "setup: creating $(VENV) with $(PYTHON)"
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@echo "setup: upgrading pip"
+	@$(BIN)/python -m pip install $(PIP_QUIET) --upgrade "pip>=24"
+	@echo "setup: installing hypermesh and its test tools into $(VENV) (about 30 s the first time)"
+	@$(BIN)/python -m pip install $(PIP_QUIET) -e '.[test]'
+	@touch $@
+	@echo "setup: done; the hypermesh command is $(BIN)/hypermesh"
 
 interop-setup: $(INTEROP_VENV)/.installed
 
 $(INTEROP_VENV)/.installed: Makefile
-	test -x $(INTEROP_VENV)/bin/python || $(PYTHON) -m venv $(INTEROP_VENV)
-	$(INTEROP_VENV)/bin/python -m pip install --quiet --disable-pip-version-check "libp2p==$(PYLIBP2P_VERSION)" "kademlia==$(KADEMLIA_VERSION)"
-	touch $@
+	@echo "setup: creating $(INTEROP_VENV) with py-libp2p $(PYLIBP2P_VERSION) and kademlia $(KADEMLIA_VERSION), our interop peers"
+	@test -x $(INTEROP_VENV)/bin/python || $(PYTHON) -m venv $(INTEROP_VENV)
+	@$(INTEROP_VENV)/bin/python -m pip install $(PIP_QUIET) "libp2p==$(PYLIBP2P_VERSION)" "kademlia==$(KADEMLIA_VERSION)"
+	@touch $@
 
 js-setup: $(JS_TOOLS)/.installed
 

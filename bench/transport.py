@@ -201,7 +201,7 @@ def measure_many_connections(server, count: int, workers: int = 2) -> dict:
         while time.monotonic() < deadline:
             peers = json.loads(subprocess.run(
                 [sys.executable, "-m", "hypermesh.node.cli", "peers", "--json", "--data-dir", str(server.data_dir)],
-                capture_output=True, text=True, timeout=60).stdout or "[]")
+                capture_output=True, text=True, timeout=60).stdout or '{"peers": []}')["peers"]
             if len(peers) >= held:
                 break
             time.sleep(0.5)
