@@ -31,6 +31,9 @@ class HostConfig:
     agent_version: str = AGENT_VERSION
     probe_datagram_size: bool = True
     enable_resumption: bool = True
+    # Send replay-safe requests (protocols registered with early_data=True)
+    # in 0-RTT on resumed dials; the server side always applies the rule.
+    enable_early_data: bool = True
     # Poll the socket this long after traffic instead of sleeping (lower
     # latency, more CPU). 0 where many hosts share a process or the machine
     # has no core to spare: spinning endpoints then starve the ones with work.

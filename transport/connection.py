@@ -71,6 +71,8 @@ class QuicStream:
     def __init__(self, connection: "QuicConnectionDriver", stream_id: int):
         self._connection = connection
         self.stream_id = stream_id
+        # Opened in 0-RTT (early data): replayable, so only some protocols may use it.
+        self.early = False
         self.protocol: str | None = None
         self._receive_buffer = bytearray()
         self._receive_eof = False
@@ -334,6 +336,7 @@ class QuicConnectionDriver:
         self.opened_at = self._last_activity
         self.resumed = False
         self.remote_peer_id: PeerId | None = None
+        self.early_data_accepted = False
         self.remote_multiaddr = ""
         self.user_data: dict = {}
 
@@ -521,6 +524,7 @@ class QuicConnectionDriver:
             return
         self.remote_peer_id = peer_id
         self.resumed = event.session_resumed
+        self.early_data_accepted = event.early_data_accepted
         self.handshake_complete.set()
         self._handshake_settled.set()
 
@@ -589,6 +593,10 @@ class QuicConnectionDriver:
             return None
         stream = QuicStream(self, stream_id)
         stream.write_stall_timeout = self.handler_write_stall_timeout
+        if not self.handshake_complete.is_set() and self.quic.opened_in_early_data(stream_id):
+            stream.early = True
+            # Authenticated by the resumed ticket's PSK before the handshake ends.
+            self.remote_peer_id = self.remote_peer_id or self.quic.early_peer_id
         self._streams[stream_id] = stream
         metrics.STREAMS_OPEN.inc()
         self._inbound_streams += 1
@@ -603,6 +611,7 @@ class QuicConnectionDriver:
         stream_id = self.quic.get_next_available_stream_id()
         self._last_stream_activity = trio.current_time()
         stream = QuicStream(self, stream_id)
+        stream.early = not self.handshake_complete.is_set()
         self._streams[stream_id] = stream
         metrics.STREAMS_OPEN.inc()
         return stream

@@ -48,7 +48,9 @@ class ConnectionTable:
         return [peer for peer, drivers in self._by_peer.items() if drivers]
 
     def connections_to(self, peer_id: PeerId) -> list[QuicConnectionDriver]:
-        return [driver for driver in self._by_peer.get(peer_id, []) if not driver.closed]
+        # A connection either side has closed may take a few probe timeouts
+        # to report it: it must neither be reused nor count against limits.
+        return [driver for driver in self._by_peer.get(peer_id, []) if not (driver.closed or driver.quic.is_ending)]
 
     def is_full(self) -> bool:
         return len(self._all) >= self._config.max_connections

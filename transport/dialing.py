@@ -48,21 +48,32 @@ class Dialer:
         client_config: QuicConfiguration,
         table: ConnectionTable,
         endpoint_for: Callable[[int], QuicEndpoint],
+        spawn: Callable[..., None],
     ) -> None:
         self._config = config
+        self._spawn = spawn
         # The client's QUIC configuration (certificate, ALPN, idle timeout).
         self.configuration = client_config
         self._table = table
         self._endpoint_for = endpoint_for
         self._pending: dict[PeerId, _PendingDial] = {}
-        self._tickets = BoundedTickets()  # the newest ticket from each peer
+        # The newest ticket from each peer, with the address that gave it.
+        self._tickets = BoundedTickets()
 
     @property
     def dials_in_progress(self) -> int:
         return len(self._pending)
 
-    async def dial(self, peer_id: PeerId, addresses: list[QuicAddress]) -> QuicConnectionDriver:
-        """One dial per peer at a time: concurrent callers share its outcome."""
+    async def dial(
+        self, peer_id: PeerId, addresses: list[QuicAddress], early_data: bool = False
+    ) -> QuicConnectionDriver:
+        """One dial per peer at a time: concurrent callers share its outcome.
+
+        With ``early_data``, a resumed dial whose ticket allows 0-RTT returns
+        as soon as the first flight is sent, so that replay-safe requests ride
+        in it; the handshake then completes (or fails and closes the
+        connection) in the background.
+        """
         pending = self._pending.get(peer_id)
         if pending is not None:
             await pending.done.wait()
@@ -71,16 +82,36 @@ class Dialer:
                 return existing[0]
             raise pending.error or HandshakeError(f"connection to {peer_id} closed as it opened")
         pending = self._pending[peer_id] = _PendingDial()
+        early_driver = None
         try:
-            return await self._dial_any(peer_id, addresses)
+            driver = await self._dial_any(peer_id, addresses, early_data)
+            if not driver.handshake_complete.is_set():
+                early_driver = driver
+            return driver
         except BaseException as exc:
             pending.error = exc if isinstance(exc, TransportError) else None
             raise
         finally:
+            if early_driver is not None:
+                self._spawn(self._finish_early_dial, peer_id, pending, early_driver)
+            else:
+                del self._pending[peer_id]
+                pending.done.set()
+
+    async def _finish_early_dial(self, peer_id: PeerId, pending: _PendingDial, driver: QuicConnectionDriver) -> None:
+        try:
+            await self._complete_handshake(driver)
+        except TransportError as exc:
+            pending.error = exc
+            # The next dial races every address again, without early data.
+            self._tickets.pop(peer_id)
+        finally:
             del self._pending[peer_id]
             pending.done.set()
 
-    async def _dial_any(self, peer_id: PeerId, addresses: list[QuicAddress]) -> QuicConnectionDriver:
+    async def _dial_any(
+        self, peer_id: PeerId, addresses: list[QuicAddress], early_data: bool
+    ) -> QuicConnectionDriver:
         errors = []
         targets = []
         for address in addresses:
@@ -88,12 +119,21 @@ class Dialer:
                 targets.extend(await resolve(address))
             except MultiaddrError as exc:
                 errors.append(str(exc))
+        if early_data:
+            # Early data goes to one address, the one that gave us the ticket:
+            # racing would let the first attempt win before it is answered.
+            _, ticket_address = self._tickets.get(peer_id) or (None, None)
+            early_targets = [target for target in targets if target[1] == ticket_address]
+            if early_targets:
+                targets = early_targets[:1]
+            else:
+                early_data = False
         timeout = self._config.dial_timeout
         with trio.move_on_after(timeout) as deadline:
             try:
                 return await race(
                     interleave_families(targets),
-                    lambda target: self._dial_address(peer_id, *target),
+                    lambda target: self._dial_address(peer_id, *target, early_data),
                     retryable=_worth_another_address,
                     discard=lambda driver: driver.close("another address connected first"),
                 )
@@ -103,23 +143,31 @@ class Dialer:
             errors.append(f"no answer within {timeout:g} s")
         raise HandshakeError(f"could not connect to {peer_id}: " + "; ".join(errors))
 
-    async def _dial_address(self, peer_id: PeerId, family: int, sockaddr: tuple) -> QuicConnectionDriver:
+    async def _dial_address(
+        self, peer_id: PeerId, family: int, sockaddr: tuple, early_data: bool
+    ) -> QuicConnectionDriver:
         self._table.check_limit()
         endpoint = self._endpoint_for(family)
-        ticket = self._tickets.get(peer_id) if self._config.enable_resumption else None
-        if ticket is not None and not ticket.is_valid:
+        ticket, _ = self._tickets.get(peer_id) or (None, None)
+        if not self._config.enable_resumption or (ticket is not None and not ticket.is_valid):
             ticket = None
         configuration = dataclasses.replace(self.configuration, session_ticket=ticket)
         quic = Libp2pQuicConnection(
             configuration=configuration,
             expected_peer_id=peer_id,
             resumed_peer_id=peer_id if ticket is not None else None,
-            session_ticket_handler=lambda new_ticket: self._tickets.put(peer_id, new_ticket),
+            session_ticket_handler=lambda new_ticket: self._tickets.put(peer_id, (new_ticket, sockaddr)),
         )
         driver = self._table.new_driver(endpoint, quic, sockaddr, is_client=True)
-        started = trio.current_time()
+        driver.user_data["dial_started"] = started = trio.current_time()
         quic.connect(sockaddr, now=started)
         driver.transmit()
+        if early_data and quic.can_send_early_data:
+            return driver
+        await self._complete_handshake(driver)
+        return driver
+
+    async def _complete_handshake(self, driver: QuicConnectionDriver) -> None:
         timeout = min(self._config.handshake_timeout, self._config.dial_timeout)
         try:
             completed = await driver.wait_for_handshake(timeout)
@@ -128,10 +176,9 @@ class Dialer:
             raise
         if not completed:
             error = driver.handshake_error or HandshakeError(
-                f"handshake with {sockaddr_to_multiaddr(sockaddr)} timed out after {timeout:g} s"
+                f"handshake with {driver.remote_multiaddr} timed out after {timeout:g} s"
             )
             driver.close("handshake failed")
             metrics.CONNECTIONS_TOTAL.labels("outbound", "failed").inc()
             raise error
-        self._table.established(driver, "outbound", started)
-        return driver
+        self._table.established(driver, "outbound", driver.user_data["dial_started"])

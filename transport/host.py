@@ -53,6 +53,7 @@ class Host:
         # Protocols protect the peers they must stay connected to here.
         self.connection_manager = ConnectionManager(self.config.connection_manager)
         self._nursery: trio.Nursery | None = None
+        self._peer_filter: Callable[[PeerId], str | None] | None = None
         self._endpoints: list[QuicEndpoint] = []
         self._streams = StreamDispatcher(
             self.config.max_inbound_handlers, self.config.negotiation_timeout, self.start_soon
@@ -77,7 +78,11 @@ class Host:
             self.config, dataclasses.replace(base, is_client=False), self._connections, self.start_soon
         )
         self.dialer = Dialer(
-            self.config, dataclasses.replace(base, is_client=True), self._connections, self._endpoint_for
+            self.config,
+            dataclasses.replace(base, is_client=True),
+            self._connections,
+            self._endpoint_for,
+            self.start_soon,
         )
 
     # -- lifecycle -------------------------------------------------------------
@@ -167,10 +172,36 @@ class Host:
         for endpoint in self._endpoints:
             endpoint.close()
 
+    # -- peer policy -----------------------------------------------------------
+
+    def set_peer_filter(self, peer_filter: Callable[[PeerId], str | None] | None) -> None:
+        """Refuse the peers ``peer_filter`` gives a reason for (the trust layer's shun list).
+
+        Inbound connections from them are refused once the handshake has
+        proved who they are; dials to them are not made; connections already
+        open are left to :meth:`disconnect`.
+        """
+        self.acceptor.peer_filter = peer_filter
+        self._peer_filter = peer_filter
+
+    def _check_peer_allowed(self, peer_id: PeerId) -> None:
+        reason = self._peer_filter(peer_id) if self._peer_filter is not None else None
+        if reason is not None:
+            raise TransportError(f"not dialling {peer_id}: {reason}")
+
+    def disconnect(self, peer_id: PeerId, reason: str) -> int:
+        """Close every connection to ``peer_id``; returns how many."""
+        connections = self.connections_to(peer_id)
+        for driver in connections:
+            driver.close(reason)
+        return len(connections)
+
     # -- handlers --------------------------------------------------------------
 
-    def set_stream_handler(self, protocol: str, handler: StreamHandler) -> None:
-        self._streams.set_handler(protocol, handler)
+    def set_stream_handler(self, protocol: str, handler: StreamHandler, early_data: bool = False) -> None:
+        """Serve ``protocol``; ``early_data``: its requests are replay-safe and
+        may come (and be sent by us) in 0-RTT, before the handshake completes."""
+        self._streams.set_handler(protocol, handler, early_data)
 
     def remove_stream_handler(self, protocol: str) -> None:
         self._streams.remove_handler(protocol)
@@ -196,15 +227,21 @@ class Host:
         address = addr if isinstance(addr, QuicAddress) else parse_quic_address(addr)
         if address.peer_id is None:
             raise MultiaddrError(f"{addr} lacks /p2p/<peer id>: the peer must be authenticated")
+        self._check_peer_allowed(address.peer_id)
         existing = self.connections_to(address.peer_id)
         if existing:
             return existing[0]
         return await self.dialer.dial(address.peer_id, [address])
 
-    async def connection_to(self, peer_id: PeerId) -> QuicConnectionDriver:
-        """A live connection to ``peer_id``, dialling its known addresses if needed."""
+    async def connection_to(self, peer_id: PeerId, early_data: bool = False) -> QuicConnectionDriver:
+        """A live connection to ``peer_id``, dialling its known addresses if needed.
+
+        ``early_data``: a resumed dial may return before its handshake
+        completes (see :meth:`Dialer.dial`); only for replay-safe protocols.
+        """
         if peer_id == self.peer_id:
             raise TransportError("cannot dial ourselves")
+        self._check_peer_allowed(peer_id)
         existing = self.connections_to(peer_id)
         if existing:
             return existing[0]
@@ -216,7 +253,7 @@ class Host:
                 continue
         if not addresses:
             raise TransportError(f"no known address for {peer_id}")
-        return await self.dialer.dial(peer_id, addresses)
+        return await self.dialer.dial(peer_id, addresses, early_data)
 
     def trim_connections(self) -> int:
         """Close idle connections if we hold more than the high water mark.
@@ -229,11 +266,14 @@ class Host:
 
     async def new_stream(self, peer_id: PeerId, protocols: list[str]) -> QuicStream:
         """Open a stream to ``peer_id`` and agree on one of ``protocols``."""
-        driver = await self.connection_to(peer_id)
+        early_data = self.config.enable_early_data and set(protocols) <= self._streams.early_data_protocols
+        driver = await self.connection_to(peer_id, early_data)
         return await self.open_stream_on(driver, protocols)
 
     async def open_stream_on(self, driver: QuicConnectionDriver, protocols: list[str]) -> QuicStream:
-        return await open_negotiated_stream(driver, protocols, self.config.negotiation_timeout)
+        return await open_negotiated_stream(
+            driver, protocols, self.config.negotiation_timeout, self._streams.early_data_protocols
+        )
 
 
 @contextlib.asynccontextmanager

@@ -147,5 +147,5 @@ def install(host) -> None:
     def on_connection(driver):
         host.start_soon(identify_new_connection, driver)
 
-    host.set_stream_handler(PROTOCOL, handler)
+    host.set_stream_handler(PROTOCOL, handler, early_data=True)  # read-only: replaying it changes nothing
     host.on_connection.append(on_connection)

@@ -36,6 +36,9 @@ these points (each has its own test in ``tests/transport/test_quic_hooks.py``;
    that opens more is paced by MAX_STREAMS instead of having streams reset.
 10. Send buffers: what each stream holds unsent or unacknowledged, and the
    credit the peer granted, so that writers wait on the peer's credit.
+11. Early data (0-RTT): which streams the peer opened in 0-RTT packets, the
+    client's peer ID as soon as its early data is accepted (the resumed
+    ticket's PSK authenticates it), and whether a client can send early data.
 """
 
 from __future__ import annotations
@@ -47,7 +50,7 @@ from typing import Callable
 from aioquic import tls
 from aioquic.buffer import Buffer
 from aioquic.quic import events
-from aioquic.quic.connection import QuicConnection, QuicConnectionState
+from aioquic.quic.connection import END_STATES, QuicConnection, QuicConnectionState
 from aioquic.quic.crypto import CryptoPair
 from aioquic.quic.packet import (
     QuicErrorCode,
@@ -244,6 +247,7 @@ class Libp2pQuicConnection(QuicConnection):
         self._expected_peer_id = expected_peer_id
         self._resumed_peer_id = resumed_peer_id
         self._server_ticket_lookup = server_ticket_lookup
+        self._early_stream_ids: set[int] = set()
         self._credit = ReceiveCredit()
         # Hook 9: peer streams QUIC allows at once; of those it opened, how
         # many aioquic discarded and how many the application let go.
@@ -298,6 +302,35 @@ class Libp2pQuicConnection(QuicConnection):
         # client: this fails closed.
         self.tls._request_client_certificate = False
         return ticket
+
+    # -- hook 10: early data (0-RTT) --------------------------------------------
+
+    @property
+    def is_ending(self) -> bool:
+        """Closing, draining or closed: either side has ended the connection,
+        though aioquic reports it only after the closing period."""
+        return self._state in END_STATES or self._close_pending
+
+    def opened_in_early_data(self, stream_id: int) -> bool:
+        """Whether the peer's data for ``stream_id`` came (at least partly) in 0-RTT packets."""
+        return stream_id in self._early_stream_ids
+
+    @property
+    def early_peer_id(self) -> PeerId | None:
+        """Server: the client's peer ID once its 0-RTT data is accepted.
+
+        The PSK binder of the resumed ticket, issued to that peer alone,
+        authenticates the client before its Finished arrives.
+        """
+        context = getattr(self, "tls", None)
+        if self._is_client or context is None or not context.early_data_accepted:
+            return None
+        return context.resumed_peer_id
+
+    @property
+    def can_send_early_data(self) -> bool:
+        """Client: 0-RTT keys are ready (a resumed ticket that allows early data)."""
+        return self._is_client and self._cryptos[tls.Epoch.ZERO_RTT].send.is_valid()
 
     def _handle_connection_close_frame(self, context, frame_type: int, buf: Buffer) -> None:
         already_closing = self._close_event is not None
@@ -355,6 +388,8 @@ class Libp2pQuicConnection(QuicConnection):
 
     def _handle_stream_frame(self, context, frame_type: int, buf: Buffer) -> None:
         stream_id = _peek_stream_id(buf)
+        if context.epoch == tls.Epoch.ZERO_RTT:
+            self._early_stream_ids.add(stream_id)  # hook 10
         used = self._local_max_data.used
         super()._handle_stream_frame(context, frame_type, buf)
         self._credit.receive(stream_id, self._local_max_data.used - used)

@@ -16,6 +16,7 @@ from hypermesh.transport.errors import (
     PeerRefused,
     ResourceLimitError,
     StreamReset,
+    TransportError,
 )
 from hypermesh.transport.host import HostConfig, open_host
 from hypermesh.transport.identity import Identity
@@ -367,3 +368,50 @@ async def test_concurrent_dials_to_one_peer_share_one_attempt_and_its_failure(pa
             for _ in range(3):
                 nursery.start_soon(client.connect, server.listen_addrs()[0])
     assert len(client.connections_to(server.peer_id)) == 1
+
+
+async def test_a_connection_being_closed_is_not_reused_or_counted(pair):
+    server, client = pair
+    with trio.fail_after(STEP):
+        await client.connect(server.listen_addrs()[0])
+        await ping.ping(client, server.peer_id)
+    server_side = server.connections_to(client.peer_id)[0]
+    server_side.close("going away")
+    # QUIC reports the end only after its closing period; until then the
+    # connection must not count against the per-peer limit or be handed out.
+    assert not server_side.closed and server.connections_to(client.peer_id) == []
+    with trio.fail_after(STEP):
+        await server_side.closed_event.wait()
+        again = await client.connect(server.listen_addrs()[0])
+        assert not again.closed and await ping.ping(client, server.peer_id)
+
+
+async def test_a_filtered_peer_is_refused_inbound_and_not_dialled(pair):
+    server, client = pair
+    shunned = {client.peer_id: "shunned: forged receipt"}
+    server.set_peer_filter(shunned.get)
+    with trio.fail_after(STEP):
+        try:
+            refused = await client.connect(server.listen_addrs()[0])
+            await refused.closed_event.wait()
+            reason = refused.close_reason
+        except PeerRefused as exc:
+            reason = str(exc)
+    assert reason.startswith("peer refused: refused by policy")
+    assert server.connections_to(client.peer_id) == []
+    # The other way round: the server will not dial the peer it shuns.
+    with pytest.raises(TransportError, match="shunned: forged receipt"):
+        await server.connect(client.listen_addrs()[0])
+    server.set_peer_filter(None)
+    with trio.fail_after(STEP):
+        assert await ping.ping(client, server.peer_id)
+
+
+async def test_disconnect_closes_every_connection_to_a_peer(pair):
+    server, client = pair
+    with trio.fail_after(STEP):
+        driver = await client.connect(server.listen_addrs()[0])
+        assert await ping.ping(client, server.peer_id)
+    assert server.disconnect(client.peer_id, "shunned") == 1
+    with trio.fail_after(STEP):
+        await driver.closed_event.wait()

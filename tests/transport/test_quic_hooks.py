@@ -131,33 +131,56 @@ def test_server_refuses_a_client_without_certificate():
     assert "no certificate" in str(pair.server.verification_error)
 
 
-def test_resumed_handshake_still_authenticates_both_peers():
-    alice, bob = Identity.generate(), Identity.generate()
+def first_connection_ticket(alice, bob):
+    """Connect alice to bob once: alice's ticket, and bob's single-use ticket store."""
     issued = {}
     client_tickets = []
-
-    def lookup(label):
-        return issued.pop(label, None)
-
     first = Pair(
         alice, bob, expected=bob.peer_id,
         client_kwargs={"session_ticket_handler": client_tickets.append},
-        server_ticket_lookup=lookup,
+        server_ticket_lookup=lambda label: issued.pop(label, None),
         session_ticket_handler=lambda ticket: issued.__setitem__(ticket.ticket, (ticket, alice.peer_id)),
     )
     first.pump(advance_by=0.1)
     assert client_tickets and issued
-    resumed_config = dataclasses.replace(configuration(alice, True), session_ticket=client_tickets[-1])
-    second = Pair(
+    return client_tickets[-1], issued
+
+
+def resumed_pair(alice, bob, ticket, issued):
+    resumed_config = dataclasses.replace(configuration(alice, True), session_ticket=ticket)
+    return Pair(
         alice, bob, expected=bob.peer_id, client_config=resumed_config,
-        client_kwargs={"resumed_peer_id": bob.peer_id}, server_ticket_lookup=lookup,
+        client_kwargs={"resumed_peer_id": bob.peer_id}, server_ticket_lookup=lambda label: issued.pop(label, None),
     )
+
+
+def test_resumed_handshake_still_authenticates_both_peers():
+    alice, bob = Identity.generate(), Identity.generate()
+    ticket, issued = first_connection_ticket(alice, bob)
+    second = resumed_pair(alice, bob, ticket, issued)
     second.pump()
     completed = second.has(second.client_events, events.HandshakeCompleted)
     assert completed and completed[0].session_resumed
     assert second.client.remote_peer_id == bob.peer_id
     assert second.server.remote_peer_id == alice.peer_id
     assert not issued, "tickets are single use"
+
+
+def test_server_knows_which_streams_came_in_early_data_and_from_whom():
+    alice, bob = Identity.generate(), Identity.generate()
+    ticket, issued = first_connection_ticket(alice, bob)
+    second = resumed_pair(alice, bob, ticket, issued)
+    assert second.client.can_send_early_data
+    early_stream = second.client.get_next_available_stream_id()
+    second.client.send_stream_data(early_stream, b"early")
+    second.pump(rounds=1)  # the first flight only: the handshake is not done
+    assert second.server.opened_in_early_data(early_stream)
+    assert second.server.early_peer_id == alice.peer_id
+    second.pump()
+    late_stream = second.client.get_next_available_stream_id()
+    second.client.send_stream_data(late_stream, b"late")
+    second.pump()
+    assert not second.server.opened_in_early_data(late_stream)
 
 
 def test_receive_window_follows_what_the_application_reads():
