@@ -404,6 +404,7 @@ async def test_a_filtered_peer_is_refused_inbound_and_not_dialled(pair):
         await server.connect(client.listen_addrs()[0])
     server.set_peer_filter(None)
     with trio.fail_after(STEP):
+        await client.connect(server.listen_addrs()[0])
         assert await ping.ping(client, server.peer_id)
 
 
