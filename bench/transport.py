@@ -201,7 +201,7 @@ def measure_many_connections(server, count: int, workers: int = 2) -> dict:
         while time.monotonic() < deadline:
             peers = json.loads(subprocess.run(
                 [sys.executable, "-m", "hypermesh.node.cli", "peers", "--json", "--data-dir", str(server.data_dir)],
-                capture_output=True, text=True, timeout=60).stdout or "[]")
+                capture_output=True, text=True, timeout=60).stdout or '{"peers": []}')["peers"]
             if len(peers) >= held:
                 break
             time.sleep(0.5)
@@ -346,7 +346,7 @@ def main() -> None:
     connections = 100 if args.quick else 1000
     with tempfile.TemporaryDirectory(prefix="hypermesh-bench-") as tmp:
         listen = ["/ip6/::1/udp/0/quic-v1", "/ip4/127.0.0.1/udp/0/quic-v1"]
-        with start_node(Path(tmp) / "server", listen) as server:
+        with start_node(Path(tmp) / "server", listen, extra=["--perf"]) as server:
             ours = {
                 "ipv6": trio.run(measure_family, server.addr("/ip6/"), sizes),
                 "ipv4": trio.run(measure_family, server.addr("/ip4/"), sizes),

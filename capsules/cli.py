@@ -227,26 +227,30 @@ def _guarded(handler: Callable[[argparse.Namespace], int]) -> Callable[[argparse
 def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Add the ``capsule`` command tree to a parent CLI's subparsers."""
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--data-dir", default=str(DEFAULT_DATA_DIR), help="node data directory (default ~/.hypermesh)")
-    common.add_argument("--json", action="store_true", help="print JSON")
-    capsule = subparsers.add_parser("capsule", help="build, sign, verify and run WebAssembly capsules")
+    common.add_argument("--data-dir", default=str(DEFAULT_DATA_DIR), metavar="DIR",
+                        help="the node's directory: identity, settings, records, control socket "
+                        "(default $HYPERMESH_DATA_DIR, else ~/.hypermesh)")
+    common.add_argument("--json", action="store_true", help="print one JSON object on one line on stdout")
+    capsule_help = "build, sign, verify and run WebAssembly capsules"
+    capsule = subparsers.add_parser("capsule", help=capsule_help, description=capsule_help)
     commands = capsule.add_subparsers(dest="capsule_command", required=True, metavar="COMMAND")
 
     def add(name: str, handler, help_text: str) -> argparse.ArgumentParser:
-        parser = commands.add_parser(name, parents=[common], help=help_text)
+        parser = commands.add_parser(name, parents=[common], help=help_text, description=help_text)
         parser.set_defaults(func=_guarded(handler))
         return parser
 
     new = add("new", cmd_new, "scaffold a capsule source directory")
     new.add_argument("name", help="dotted capsule name, e.g. acme.resize")
-    new.add_argument("--lang", choices=LANGUAGES, default="wat")
+    new.add_argument("--lang", choices=LANGUAGES, default="wat", help="source language of the scaffold (default wat)")
     new.add_argument("--dir", default=".", help="parent directory (default: current)")
-    add("build", cmd_build, "compile src/ into impl/").add_argument("dir")
-    add("sign", cmd_sign, "write receipt.json signed with the node key").add_argument("dir")
-    add("verify", cmd_verify, "run admission; exit 1 when quarantined").add_argument("dir")
+    capsule_dir_help = "the capsule's directory (manifest.json, src/, impl/)"
+    add("build", cmd_build, "compile src/ into impl/").add_argument("dir", help=capsule_dir_help)
+    add("sign", cmd_sign, "write receipt.json signed with the node key").add_argument("dir", help=capsule_dir_help)
+    add("verify", cmd_verify, "run admission; exit 1 when quarantined").add_argument("dir", help=capsule_dir_help)
     run = add("run", cmd_run, "install a capsule and call one entry point")
-    run.add_argument("target", metavar="CID|DIR")
-    run.add_argument("function", metavar="FUNC")
+    run.add_argument("target", metavar="CID|DIR", help="an installed capsule's CID, or a capsule directory")
+    run.add_argument("function", metavar="FUNC", help="the entry point to call")
     source = run.add_mutually_exclusive_group()
     source.add_argument("--input", help="input as a UTF-8 string")
     source.add_argument("--input-file", help="read the input from a file")
@@ -254,12 +258,15 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     run.add_argument("--receipt", metavar="FILE",
                      help="write the call's execution receipt to FILE (check it with `capsule verify-receipt FILE`)")
     add("ls", cmd_ls, "list installed and quarantined capsules")
-    add("inspect", cmd_inspect, "show a capsule's manifest, receipt and admission result").add_argument("target", metavar="CID|DIR")
-    add("pack", cmd_pack, "cut a signed capsule into chunks in the local chunk store").add_argument("dir")
+    add("inspect", cmd_inspect, "show a capsule's manifest, receipt and admission result").add_argument(
+        "target", metavar="CID|DIR", help="an installed capsule's CID, or a capsule directory")
+    add("pack", cmd_pack, "cut a signed capsule into chunks in the local chunk store").add_argument(
+        "dir", help=capsule_dir_help)
     trust = add("trust", cmd_trust, "let a signer publish capsules into trust zones")
-    trust.add_argument("peer_id")
+    trust.add_argument("peer_id", help="the signer's peer ID (12D3KooW…)")
     trust.add_argument("--zones", nargs="+", default=["tenant", "session", "ephemeral"],
-                       choices=["system", "tenant", "session", "ephemeral"])
+                       choices=["system", "tenant", "session", "ephemeral"],
+                       help="trust zones the signer may publish into (default tenant session ephemeral)")
     verify_receipt = add("verify-receipt", cmd_verify_receipt,
                          "check an execution receipt's signature against the node that signed it")
     verify_receipt.add_argument("file", help="an execution receipt (`capsule run --receipt FILE`), or `capsule run "

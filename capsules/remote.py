@@ -216,17 +216,23 @@ class RemoteRunService:
         """Install ``cid`` from this node's own published chunks, or through the DHT if allowed."""
         if self.distribution is None or not (self.limits.fetch_absent or self.distribution.publishes(cid)):
             raise RemoteRunRefusal("unknown_capsule", f"capsule {cid} is not installed on this node")
-        async with self._fetching[cid]:
-            try:
-                return await self.distribution.fetch(cid)
-            except CapsuleQuarantinedError as exc:
-                return exc.capsule
-            except (DistributionError, CapsuleError, TransportError) as exc:
-                raise RemoteRunRefusal("unknown_capsule",
-                                       f"capsule {cid} is not installed on this node and could not be fetched: {exc}") from None
-            finally:
-                if not self._fetching[cid].statistics().tasks_waiting:
-                    del self._fetching[cid]
+        lock = self._fetching[cid]
+        try:
+            async with lock:
+                known = self.executor.known(cid)  # fetched while this request waited
+                if known is not None:
+                    return known
+                try:
+                    return await self.distribution.fetch(cid)
+                except CapsuleQuarantinedError as exc:
+                    return exc.capsule
+                except (DistributionError, CapsuleError, TransportError) as exc:
+                    raise RemoteRunRefusal("unknown_capsule", f"capsule {cid} is not installed on this node "
+                                                              f"and could not be fetched: {exc}") from None
+        finally:
+            # The last request for this CID drops its lock (a fair lock passes to a waiter first).
+            if not lock.locked() and self._fetching.get(cid) is lock:
+                del self._fetching[cid]
 
 
 def _quarantine_refusal(cid: str, diagnostics) -> RemoteRunRefusal:

@@ -32,7 +32,7 @@ from .manifest import ALLOC_EXPORT, COMPONENT_ENTRY, MEMORY_EXPORT, RESERVED_MOD
 
 # Part of the link-check cache key: a marker written by an older, weaker
 # check must not vouch for a module under this one.
-LINK_CHECK_VERSION = 2
+LINK_CHECK_VERSION = 3
 _ALLOC_SIGNATURE = ([wasmtime.ValType.i32()], [wasmtime.ValType.i32()])
 _ENTRY_SIGNATURE = ([wasmtime.ValType.i32()] * 2, [wasmtime.ValType.i64()])
 HEX_ENTRY = "handle-hex"
@@ -85,9 +85,6 @@ def classify_failure(error: Exception, resources: Resources, label: str, fault: 
         return CallError("fuel", f"{label} ran out of fuel ({resources.fuel} units)")
     if code == wasmtime.TrapCode.INTERRUPT or "interrupt" in text:
         return CallError("timeout", f"{label} exceeded its {resources.timeout_ms} ms deadline")
-    if "count too high" in text:
-        return CallError("memory", f"{label} creates more than one linear memory or {MAX_TABLES} tables; a capsule has "
-                                   f"one linear memory and at most {MAX_TABLES} tables: {_first_line(error)}")
     if "table" in text and ("limit" in text or "minimum" in text or "exceeds" in text):
         return CallError("memory", f"{label} needs a table larger than its {table_element_limit(resources.memory_bytes)} elements "
                                    f"(a quarter of its {resources.memory_bytes}-byte memory limit): {_first_line(error)}")
@@ -119,6 +116,23 @@ class _Sandbox:
 
     def _prepare_store(self, store: wasmtime.Store) -> None:
         """Hook for what a kind of sandbox needs in every store."""
+
+    def _check_instantiates(self, instantiate: Callable[[wasmtime.Store], object]) -> None:
+        """Instantiate once, at load, in a store with the capsule's limits: refuse what no call could run.
+
+        This matches every import function by function, and counts the
+        memories and tables the code creates. Other failures (a limit that
+        depends on the zone, a trap in a start function) are left to the
+        calls, which report them.
+        """
+        try:
+            instantiate(self.new_store())
+        except (wasmtime.Trap, wasmtime.WasmtimeError) as exc:
+            if "count too high" in str(exc):
+                raise LinkError(f"{self.label} creates more than one linear memory or {MAX_TABLES} tables; a capsule has "
+                                f"one linear memory and at most {MAX_TABLES} tables") from None
+            if "matching implementation was not found" in str(exc):
+                raise LinkError(f"{self.label} does not link: {_whole_error(exc)}") from None
 
     def call(self, function: str, data: bytes) -> CallOutcome:
         """Run one call in a fresh store; raises :class:`CallError` saying which limit or fault stopped it."""
@@ -158,10 +172,10 @@ class CoreSandbox(_Sandbox):
         # rest of a cold start, and the result only depends on these inputs.
         check_key = hashlib.sha256(repr((LINK_CHECK_VERSION, hashlib.sha256(code).hexdigest(), sorted(manifest.entry_points),
                                          sorted(manifest.requires))).encode()).hexdigest()
-        if not engine.link_checked(check_key):
+        checked = engine.link_checked(check_key)
+        if not checked:
             self._check_imports(module)
             self._check_exports(module)
-            engine.mark_link_checked(check_key)
         linker = wasmtime.Linker(engine.engine)
         for capability in sorted(manifest.requires):
             for name in CORE_IMPORTS[capability]:
@@ -170,6 +184,9 @@ class CoreSandbox(_Sandbox):
             self.pre = linker.instantiate_pre(module)
         except wasmtime.WasmtimeError as exc:
             raise LinkError(f"{self.label} does not link: {_first_line(exc)}") from None
+        if not checked:
+            self._check_instantiates(lambda store: corecall.instantiate(self.pre, store))
+            engine.mark_link_checked(check_key)
 
     def _check_imports(self, module: wasmtime.Module) -> None:
         for imported in module.imports:
@@ -346,7 +363,7 @@ class ComponentSandbox(_Sandbox):
                 with root.add_instance(wit_interface(capability)) as instance:
                     for name, func in self._host_functions(capability).items():
                         instance.add_func(name, func)
-        self._check_linking()
+        self._check_instantiates(lambda store: self.linker.instantiate(store, self.component))
         self.handle_index = self.component.get_export_index(COMPONENT_ENTRY)
         self.hex_index = self.component.get_export_index(HEX_ENTRY) if self.has_hex_entry else None
 
@@ -372,19 +389,6 @@ class ComponentSandbox(_Sandbox):
         capability = WASI_INTERFACES[match.group(1)]
         if capability is not None and capability not in self.manifest.requires:
             raise LinkError(f"{self.label} imports {name}, which needs capability {capability!r} that its manifest does not require")
-
-    def _check_linking(self) -> None:
-        """Instantiate once in a store with the capsule's limits: every import is matched, function by function.
-
-        The names were checked above; this catches a function or type the
-        linker lacks, which would otherwise fail every call. Other
-        instantiation failures (a limit) are left to the call, which reports them.
-        """
-        try:
-            self.linker.instantiate(self.new_store(), self.component)
-        except (wasmtime.Trap, wasmtime.WasmtimeError) as exc:
-            if "matching implementation was not found" in str(exc):
-                raise LinkError(f"{self.label} does not link: {_whole_error(exc)}") from None
 
     def _host_functions(self, capability: str) -> dict[str, Callable]:
         host = self.host

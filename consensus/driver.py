@@ -19,6 +19,7 @@ listeners hear of it (the trust engine will).
 
 from __future__ import annotations
 
+import collections
 import logging
 from typing import Callable
 
@@ -26,7 +27,7 @@ import trio
 
 from hypermesh.dht.streams import close_quietly, reset_quietly
 from hypermesh.transport.errors import TransportError
-from hypermesh.transport.framing import BufferedReader, FramingError, write_frame
+from hypermesh.transport.framing import BufferedReader, FramingError, frame
 from hypermesh.transport.identity import KEY_TYPE_ED25519, PeerId, encode_public_key
 
 from .tendermint import Broadcast, Committed, EquivocationDetected, TendermintCore
@@ -37,6 +38,10 @@ log = logging.getLogger(__name__)
 PROTECTION_TAG = "consensus"
 # Messages queued per peer; beyond this the newest are dropped (re-sends recover).
 SEND_QUEUE_SIZE = 1024
+# Queued messages written together at most.
+SEND_BATCH = 64
+# Decisions kept in memory for wait_for_height and callers.
+KEPT_DECISIONS = 1024
 # After a failed dial or write, wait this long before trying that peer again.
 RECONNECT_DELAY = 0.5
 
@@ -62,35 +67,43 @@ class ConsensusService:
         }
         self._wakeup = trio.Event()
         self._progress = trio.Event()
-        self.committed: list[Committed] = []
+        # The latest decisions (older ones are in the store).
+        self.committed: collections.deque[Committed] = collections.deque(maxlen=KEPT_DECISIONS)
         self.on_commit: list[Callable[[Committed], None]] = []
         self.on_evidence: list[Callable[[EquivocationDetected], None]] = []
         self.on_misbehaviour: list[Callable[[PeerId, Exception], None]] = []
         self._running = False
+        # Inbound streams being read: the host runs their handlers, not our
+        # nursery, so they are reset when we stop (the peers then open new
+        # ones, which reach whoever serves the protocol next).
+        self._inbound: set = set()
 
     # --------------------------------------------------------------- run
 
     async def run(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
         for peer in self._peers:
             self.host.connection_manager.protect(peer, PROTECTION_TAG)
+        # Started before the handler is registered: no message meets a core that has not resumed yet.
+        self.core.start(trio.current_time())
         self.host.set_stream_handler(PROTOCOL_ID, self._handle_stream)
         self._running = True
         try:
             async with trio.open_nursery() as nursery:
                 for peer, key in self._peers.items():
                     nursery.start_soon(self._sender, peer, self._queues[key][1])
-                self.core.start(trio.current_time())
                 self._pump()
                 task_status.started()
                 await self._timer_loop()
         finally:
             self._running = False
             self.host.remove_stream_handler(PROTOCOL_ID)
+            for stream in list(self._inbound):
+                await reset_quietly(stream)
             for peer in self._peers:
                 self.host.connection_manager.unprotect(peer, PROTECTION_TAG)
 
     async def wait_for_height(self, height: int) -> Committed:
-        """Until this node has committed ``height``; returns that decision."""
+        """Until this node has committed ``height`` (one of the latest KEPT_DECISIONS); returns that decision."""
         while True:
             for decision in self.committed:
                 if decision.height == height:
@@ -111,7 +124,10 @@ class ConsensusService:
             return
         for out in self.core.take_outbound():
             data = encode_message(out.message)
-            targets = self._queues if isinstance(out, Broadcast) else [out.peer]
+            if isinstance(out, Broadcast):
+                targets = [key for key in self._queues if key not in out.exclude]
+            else:
+                targets = [out.peer]
             for key in targets:
                 queue = self._queues.get(key)
                 if queue is None:
@@ -136,13 +152,23 @@ class ConsensusService:
     # ------------------------------------------------------------ sending
 
     async def _sender(self, peer: PeerId, queue: trio.MemoryReceiveChannel) -> None:
-        """Write this peer's queue on one long-lived stream, reopened after failures."""
+        """Write this peer's queue on one long-lived stream, reopened after failures.
+
+        What queued meanwhile goes out in one write: a round's votes and
+        relays then share QUIC packets instead of taking one each.
+        """
         stream = None
         async for data in queue:
+            frames = [frame(data)]
+            while len(frames) < SEND_BATCH:
+                try:
+                    frames.append(frame(queue.receive_nowait()))
+                except trio.WouldBlock:
+                    break
             try:
                 if stream is None:
                     stream = await self.host.new_stream(peer, [PROTOCOL_ID])
-                await write_frame(stream, data)
+                await stream.send_all(b"".join(frames))
             except (TransportError, trio.BrokenResourceError, trio.ClosedResourceError) as exc:
                 log.debug("consensus stream to %s failed: %s", peer.short(), exc)
                 if stream is not None:
@@ -161,8 +187,9 @@ class ConsensusService:
             await reset_quietly(stream)
             return
         reader = BufferedReader(stream)
+        self._inbound.add(stream)
         try:
-            while True:
+            while self._running:
                 data = await reader.read_frame(MAX_MESSAGE_SIZE)
                 if data is None:
                     break
@@ -182,4 +209,6 @@ class ConsensusService:
             return
         except (TransportError, trio.BrokenResourceError, trio.ClosedResourceError):
             return
+        finally:
+            self._inbound.discard(stream)
         await close_quietly(stream)

@@ -1,10 +1,12 @@
 """A deterministic simulator: the real consensus core on an in-memory network.
 
-Virtual time; seeded delay, loss and duplication (loss and long delays only
-before the global stabilisation time, GST); partitions that heal; crashes
-and restarts from the saved signer state; Byzantine validators that stay
-silent or equivocate. Nothing here touches a socket or a clock, so a run is a
-pure function of its seed, and a failing seed replays exactly.
+Virtual time; seeded delay, loss and duplication (loss, long delays and
+flapping links only before the global stabilisation time, GST); partitions
+that heal; crashes and restarts from the saved signer state, also right
+after a decision; Byzantine validators that stay silent, forge or
+equivocate; a scripted adversary (:attr:`ConsensusSim.drop`) for exact
+schedules. Nothing here touches a socket or a clock, so a run is a pure
+function of its seed, and a failing seed replays exactly.
 
 Every message crosses the network as bytes, through the canonical encoder and
 the strict decoder, as it does between real nodes.
@@ -63,6 +65,9 @@ class Behaviour(enum.Enum):
     HONEST = "honest"
     SILENT = "silent"
     EQUIVOCATE = "equivocate"
+    # Sends its honest messages, each followed by a copy with a broken
+    # signature, a malformed blob and the replay of an old message.
+    FORGE = "forge"
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,19 +131,23 @@ class ConsensusSim:
         network: NetworkConfig = NetworkConfig(),
         config: TendermintConfig = SIM_CONFIG,
         core_class: type[TendermintCore] = TendermintCore,
+        app_factory: Callable[[int, Identity, random.Random], object] | None = None,
     ):
+        """``powers[i]`` is node i's initial voting power (0: a follower, outside the initial set);
+        ``app_factory`` makes each node's application (default :class:`SimApp`)."""
         self.seed = seed
         self.core_class = core_class
         self.rng = random.Random(seed)
         self.network = network
         self.config = config
         self.now = 0.0
-        identities = [Identity.from_seed(b"sim-%d-%d" % (seed, i)) for i in range(len(powers))]
-        self.validator_set = ValidatorSet([Validator(public_key_of(i), p) for i, p in zip(identities, powers)])
+        identities = sim_identities(seed, len(powers))
+        self.validator_set = ValidatorSet([Validator(public_key_of(i), p) for i, p in zip(identities, powers) if p])
+        make_app = app_factory or (lambda index, identity, rng: SimApp(index, rng))
         byzantine = byzantine or {}
         self.nodes = [
             SimValidator(i, identity, public_key_of(identity), byzantine.get(i, Behaviour.HONEST),
-                         MemoryConsensusStore(), SimApp(i, random.Random(self.rng.getrandbits(64))))
+                         MemoryConsensusStore(), make_app(i, identity, random.Random(self.rng.getrandbits(64))))
             for i, identity in enumerate(identities)
         ]
         self.by_key = {node.key: node for node in self.nodes}
@@ -152,6 +161,8 @@ class ConsensusSim:
         self.evidence: list = []
         # Block IDs the Byzantine coalition has seen proposed, per (height, round).
         self._seen_blocks: dict[tuple[int, int], list[bytes]] = {}
+        # What forging validators sent, to replay later.
+        self._sent: list[bytes] = []
         self.trace: list[str] = []
 
     # ------------------------------------------------------------- control
@@ -173,7 +184,9 @@ class ConsensusSim:
         self.schedule(self.now + self.network.flap_interval, self._flap)
 
     def _boot(self, node: SimValidator) -> None:
-        node.core = self.core_class(SIM_CHAIN, self.validator_set, node.identity, node.app, node.store, self.config)
+        # An application that changes the validator set knows the current one (after a restart too).
+        validators = getattr(node.app, "validators", None) or self.validator_set
+        node.core = self.core_class(SIM_CHAIN, validators, node.identity, node.app, node.store, self.config)
         node.timer_at = None
         node.core.start(self.now)
         self._sync(node)
@@ -266,11 +279,13 @@ class ConsensusSim:
             return
         for out in outbound:
             if isinstance(out, Broadcast):
-                targets = [n for n in self.nodes if n is not node]
+                targets = [n for n in self.nodes if n is not node and n.key not in out.exclude]
             else:
                 targets = [self.by_key[out.peer]]
             if node.behaviour is Behaviour.EQUIVOCATE:
                 self._send_equivocating(node, out.message, targets)
+            elif node.behaviour is Behaviour.FORGE:
+                self._send_forging(node, out.message, targets)
             else:
                 data = encode_message(out.message)
                 for target in targets:
@@ -370,6 +385,17 @@ class ConsensusSim:
         for target in targets:
             self._transmit(node, target, evil if self.rng.random() < 0.5 else honest)
 
+    def _send_forging(self, node: SimValidator, message: Message, targets: list[SimValidator]) -> None:
+        data = encode_message(message)
+        forged = bytearray(data)
+        forged[-1] ^= 0x01  # the last byte of a vote is its signature's; of a proposal, its value's
+        replay = self.rng.choice(self._sent) if self._sent else data
+        if len(self._sent) < 256:
+            self._sent.append(data)
+        for target in targets:
+            for copy in (data, bytes(forged), self.rng.randbytes(self.rng.randrange(1, 200)), replay):
+                self._transmit(node, target, copy)
+
     def _double_vote(self, node: SimValidator, proposal: Proposal) -> None:
         blocks = self._seen_blocks.setdefault((proposal.height, proposal.round), [])
         if proposal.block_id in blocks:
@@ -383,6 +409,11 @@ class ConsensusSim:
                 self._transmit(node, target, data)
 
 
+def sim_identities(seed: int, count: int) -> list[Identity]:
+    """The identities of a simulation's nodes (deterministic in the seed)."""
+    return [Identity.from_seed(b"sim-%d-%d" % (seed, i)) for i in range(count)]
+
+
 def byzantine_by_stake(powers: list[int], rng: random.Random) -> list[int]:
     """A random set of validators with as much power as possible while 3 × power < total."""
     total = sum(powers)
@@ -394,4 +425,5 @@ def byzantine_by_stake(powers: list[int], rng: random.Random) -> list[int]:
     return sorted(chosen)
 
 
-__all__ = ["Behaviour", "ConsensusSim", "NetworkConfig", "SIM_CONFIG", "SIM_CHAIN", "SimApp", "byzantine_by_stake"]
+__all__ = ["Behaviour", "ConsensusSim", "NetworkConfig", "SIM_CONFIG", "SIM_CHAIN", "SimApp", "byzantine_by_stake",
+           "sim_identities"]

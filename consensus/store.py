@@ -39,7 +39,8 @@ class ConsensusStore(Protocol):
     def save_state(self, state: SavedState) -> None:
         """Durable when it returns."""
 
-    def save_commit(self, commit: Commit) -> None: ...
+    def save_commit(self, commit: Commit, state: SavedState) -> None:
+        """A decision and the state that follows it, atomically; durable when it returns."""
 
     def load_commit(self, height: int) -> Commit | None: ...
 
@@ -59,8 +60,9 @@ class MemoryConsensusStore:
     def save_state(self, state: SavedState) -> None:
         self.state = state
 
-    def save_commit(self, commit: Commit) -> None:
+    def save_commit(self, commit: Commit, state: SavedState) -> None:
         self.commits[commit.certificate.height] = commit
+        self.state = state
 
     def load_commit(self, height: int) -> Commit | None:
         return self.commits.get(height)

@@ -71,6 +71,12 @@ class Application(Protocol):
     def is_valid(self, height: int, value: bytes) -> bool:
         """Whether ``value`` may be decided at ``height`` (the paper's valid(v))."""
 
+    # Optional: ``finalize(commit) -> ValidatorSet | None``. An application
+    # that has it executes each decided value at once, before the next
+    # height's proposer is chosen, and may return the validator set of the
+    # next height (a chain whose stake changes its validators); see
+    # TendermintCore._finalize.
+
 
 @dataclass(frozen=True, slots=True)
 class TendermintConfig:
@@ -100,6 +106,8 @@ _SIGN_ORDER = {Kind.PROPOSAL: 0, Kind.PREVOTE: 1, Kind.PRECOMMIT: 2}
 @dataclass(frozen=True, slots=True)
 class Broadcast:
     message: Message
+    # Validators that have it already (a relay skips its signer and whoever sent it to us).
+    exclude: frozenset[bytes] = frozenset()
 
 
 @dataclass(frozen=True, slots=True)
@@ -275,7 +283,7 @@ class TendermintCore:
             if isinstance(message, Commit):
                 self._on_commit(message, now)
             elif isinstance(message, Evidence):
-                self._on_evidence(message)
+                self._on_evidence(sender, message)
             else:
                 self._check_height(sender, message, now)
                 if message.round > self.round + self.config.max_rounds_ahead:
@@ -283,9 +291,9 @@ class TendermintCore:
                 if message.round < self.round:
                     self._offer_round(sender, now)
                 if isinstance(message, Vote):
-                    self._on_vote(message)
+                    self._on_vote(sender, message)
                 else:
-                    self._on_proposal(message)
+                    self._on_proposal(sender, message)
         finally:
             # A refused message may still have changed what we know (an
             # invalid proposal is this round's proposal: we prevote nil).
@@ -302,7 +310,7 @@ class TendermintCore:
             self._future_messages.append((sender, message))
         raise WrongHeight(f"message for height {message.height}, this node is at {self.height}")
 
-    def _on_vote(self, vote: Vote) -> None:
+    def _on_vote(self, sender: bytes, vote: Vote) -> None:
         tally = self._tally(vote.kind, vote.round)
         if tally.has(vote):
             raise DuplicateMessage("vote already counted")
@@ -313,9 +321,9 @@ class TendermintCore:
         if others and self._evidence_key(vote) not in self._evidence_seen:
             self._equivocation(make_evidence(next(iter(others.values())), vote))
         self._record(vote)
-        self._relay(vote)
+        self._relay(vote, frozenset((sender, vote.validator)))
 
-    def _on_proposal(self, proposal: Proposal) -> None:
+    def _on_proposal(self, sender: bytes, proposal: Proposal) -> None:
         previous = self._proposals.get(proposal.round)
         if previous is not None and previous.block_id == proposal.block_id:
             raise DuplicateMessage("proposal already received")
@@ -328,7 +336,7 @@ class TendermintCore:
             self._record(proposal)  # still the proposal of this round: we prevote nil for it
             raise InvalidValue("the application refuses the proposed value")
         self._record(proposal)
-        self._relay(proposal)
+        self._relay(proposal, frozenset((sender, proposal.proposer)))
 
     def _on_commit(self, commit: Commit, now: float) -> None:
         height = commit.certificate.height
@@ -344,33 +352,33 @@ class TendermintCore:
             raise InvalidValue("the application refuses a certified value")
         self._decide(commit, now)
 
-    def _on_evidence(self, evidence: Evidence) -> None:
+    def _on_evidence(self, sender: bytes, evidence: Evidence) -> None:
         # Known before checked: keys are only ever added for verified evidence.
         if self._evidence_key(evidence.first) in self._evidence_seen:
             raise DuplicateMessage("equivocation already known")
         verify_evidence(evidence, self.chain_id, self.validators)
-        self._equivocation(evidence)
+        self._equivocation(evidence, frozenset((sender,)))
 
     @staticmethod
     def _evidence_key(vote: Vote) -> tuple:
         return (vote.validator, vote.kind, vote.height, vote.round)
 
-    def _equivocation(self, evidence: Evidence) -> None:
+    def _equivocation(self, evidence: Evidence, exclude: frozenset[bytes] = frozenset()) -> None:
         key = self._evidence_key(evidence.first)
         if key in self._evidence_seen:
             raise DuplicateMessage("equivocation already known")
         self._evidence_seen.add(key)
         self._events.append(EquivocationDetected(evidence))
-        self._relay(evidence)
+        self._relay(evidence, exclude)
 
-    def _relay(self, message: Message) -> None:
+    def _relay(self, message: Message, exclude: frozenset[bytes]) -> None:
         """Pass on a message seen for the first time (gossip).
 
         The paper assumes that a message one correct process receives, every
         correct process receives; a Byzantine sender that tells only some of
         us would otherwise leave the rest unable to see a polka.
         """
-        self._outbound.append(Broadcast(message))
+        self._outbound.append(Broadcast(message, exclude))
 
     def _record(self, message: Vote | Proposal) -> None:
         """Count a verified message (ours or a peer's) of the current height."""
@@ -442,12 +450,13 @@ class TendermintCore:
                 and self._quorum_for(Kind.PREVOTE, r, proposal.block_id)
                 and self._is_valid(proposal.value, proposal.block_id)):
             self._polka_seen = True  # line 36
+            self.valid_value, self.valid_round = proposal.value, r
             if self.step is Step.PREVOTE:
                 self.locked_value, self.locked_round = proposal.value, r
-                self._vote(Kind.PRECOMMIT, proposal.block_id)
+                self._vote(Kind.PRECOMMIT, proposal.block_id)  # saved, lock and valid value with it
                 self.step = Step.PRECOMMIT
-            self.valid_value, self.valid_round = proposal.value, r
-            self._save()
+            else:
+                self._save()
             return True
         if self.step is Step.PREVOTE and self._quorum_for(Kind.PREVOTE, r, None):  # line 44
             self._vote(Kind.PRECOMMIT, None)
@@ -484,8 +493,8 @@ class TendermintCore:
             return True
         return False
 
-    def _start_round(self, round_: int, now: float) -> None:
-        """Line 11."""
+    def _start_round(self, round_: int, now: float, *, saved: bool = False) -> None:
+        """Line 11. ``saved``: the caller has saved the state of this round already."""
         self.round = round_
         self.step = Step.PROPOSE
         self._prevote_timer_set = self._precommit_timer_set = self._polka_seen = False
@@ -498,8 +507,10 @@ class TendermintCore:
             proposal = self._sign_message(Kind.PROPOSAL, round_, value=value, pol_round=pol_round)
             if proposal is not None and round_ not in self._proposals:
                 self._record(proposal)
+            saved = saved or proposal is not None
         self._schedule(_Timeout.PROPOSE, self.config.timeout_propose, now)
-        self._save()
+        if not saved:
+            self._save()
 
     def _on_timeout(self, kind: _Timeout, now: float) -> None:
         """Lines 57-65."""
@@ -518,12 +529,14 @@ class TendermintCore:
 
     def _decide(self, commit: Commit, now: float) -> None:
         certificate = commit.certificate
-        self.store.save_commit(commit)
-        self._events.append(Committed(certificate.height, certificate.round, commit.value, certificate))
+        # The application executes the decision (and may change the validator
+        # set) before the next height starts under that set.
+        self._finalize(commit)
         self.height += 1
         self._reset_height()
-        self._save()
-        self._start_round(0, now)
+        self.store.save_commit(commit, self._saved_state())  # one transaction: the decision and the next height
+        self._events.append(Committed(certificate.height, certificate.round, commit.value, certificate))
+        self._start_round(0, now, saved=True)
         pending = self._future_commits.pop(self.height, None)
         self._future_commits = {h: c for h, c in self._future_commits.items() if h > self.height}
         if pending is not None:
@@ -538,6 +551,16 @@ class TendermintCore:
                 self.handle_message(sender, message, now)
             except RejectedMessage:
                 pass
+
+    def _finalize(self, commit: Commit) -> None:
+        """Let an application with ``finalize`` execute the decision and change the validator set."""
+        finalize = getattr(self.app, "finalize", None)
+        if finalize is None:
+            return
+        validators = finalize(commit)
+        if validators is not None:
+            self.validators = validators
+            self.is_validator = self.public_key is not None and validators.index_of(self.public_key) is not None
 
     def _reset_height(self) -> None:
         self.round = 0
@@ -595,7 +618,10 @@ class TendermintCore:
         return message
 
     def _save(self) -> None:
-        self.store.save_state(SavedState(
+        self.store.save_state(self._saved_state())
+
+    def _saved_state(self) -> SavedState:
+        return SavedState(
             height=self.height,
             round=self.round,
             locked_round=self.locked_round,
@@ -605,7 +631,7 @@ class TendermintCore:
             last_signed=self._last_signed,
             own_messages=tuple(encode_message(m) for m in self._own.values()),
             valid_polka=tuple(encode_message(v) for v in self._valid_polka()),
-        ))
+        )
 
     @staticmethod
     def _kind_of(message: Vote | Proposal) -> Kind:

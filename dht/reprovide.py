@@ -328,7 +328,7 @@ class Reprovider:
             busiest = [peer for peer, _ in entry.sent.most_common(self.confirm_probes)]
             entry.probes_pending = len(busiest)
             probes.extend(entry.last_sent[peer] for peer in busiest)
-            if not busiest:  # nothing was sent
+            if not busiest:  # nothing was sent, or probing is off
                 self._settle(publication, now)
         return probes
 
@@ -354,7 +354,9 @@ class Reprovider:
         # A few records lost in transit leave each key on most of its k
         # closest peers; receivers out of tokens (or dropping on purpose)
         # lose the tails, and most probes come back missing.
-        confirmed = entry.confirmed > 0 and entry.missing * 3 <= entry.confirmed + entry.missing
+        confirmed = self.confirm_probes == 0 or (
+            entry.confirmed > 0 and entry.missing * 3 <= entry.confirmed + entry.missing
+        )
         keys = tuple(entry.keys)
         self._in_progress.difference_update(keys)
         if confirmed:

@@ -35,9 +35,9 @@ from .store import MemoryRecordStore
 # "issued in the future" checks behave as they do in a real node.
 SIM_EPOCH = 1_700_000_000.0
 
-# Maintenance that would dominate a 10,000-node run without changing what it
-# measures (a few virtual minutes): bucket refresh and periodic liveness
-# checks are off; routing tables start in their steady state instead.
+# For networks whose routing tables an oracle fills (warm_start): bucket
+# refresh and periodic liveness checks are off, since they would dominate a
+# 10,000-node run of a few virtual minutes.
 SIM_KAD_CONFIG = KadConfig(
     query_timeout=5.0,
     operation_timeout=120.0,
@@ -45,6 +45,9 @@ SIM_KAD_CONFIG = KadConfig(
     liveness_max_age=math.inf,
     maintenance_interval=300.0,
 )
+# For networks the protocol builds itself (build_joined_network): refresh,
+# liveness checks and maintenance as a real node runs them.
+PROTOCOL_KAD_CONFIG = KadConfig(query_timeout=5.0, operation_timeout=120.0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,7 +97,8 @@ class Simulator:
         first = self.rng.choice([a for a in range(11, 224) if a not in (100, 127, 169, 172, 192, 198)])
         return f"{first}.{self.rng.randrange(256)}.{self.rng.randrange(256)}.{self.rng.randrange(1, 255)}"
 
-    def add_node(self, *, mode: Mode = Mode.SERVER, peer_id: PeerId | None = None) -> SimNode:
+    def add_node(self, *, mode: Mode = Mode.SERVER, peer_id: PeerId | None = None, kad: KadConfig | None = None) -> SimNode:
+        """A new node, configured as the network is unless ``kad`` says otherwise."""
         peer_id = peer_id or PeerId(bytes([0x12, 0x20]) + self.rng.randbytes(32))
         addr = Multiaddr(f"/ip4/{self._random_public_ip()}/udp/4001/quic-v1").to_bytes()
         core = KademliaCore(
@@ -102,7 +106,7 @@ class Simulator:
             store=MemoryRecordStore(),
             now=self.now,
             rng=random.Random(self.rng.getrandbits(64)),
-            config=self.kad,
+            config=kad or self.kad,
             mode=mode,
             local_addrs=(addr,),
         )
@@ -295,6 +299,32 @@ def build_network(seed: int, size: int, *, network: NetworkConfig = NetworkConfi
     return sim
 
 
+def build_joined_network(seed: int, size: int, *, network: NetworkConfig = NetworkConfig(),
+                         kad: KadConfig = PROTOCOL_KAD_CONFIG, join_spacing: float = 0.2,
+                         settle: float | None = None) -> Simulator:
+    """``size`` server nodes whose routing tables only the protocol fills.
+
+    Each node joins at its own time (``join_spacing`` apart, so joins
+    overlap) by bootstrapping through one random node that joined before
+    it; then the network runs ``settle`` virtual seconds (one refresh
+    interval by default), so that bucket refreshes, self-lookups and
+    liveness checks shape the tables as they would in a live network.
+    """
+    sim = Simulator(seed, network, kad)
+    first = sim.add_node()
+    joined = [first]
+
+    def join(_):
+        newcomer = sim.add_node()
+        sim.join(newcomer, [joined[sim.rng.randrange(len(joined))]])
+        joined.append(newcomer)
+
+    for i in range(1, size):
+        sim.schedule(sim.now + i * join_spacing, join, None)
+    sim.run_until(sim.now + size * join_spacing + (kad.refresh_interval if settle is None else settle))
+    return sim
+
+
 def closest_online(
     sim: Simulator, target: int, *, exclude: SimNode | None = None, joined_before: float | None = None
 ) -> SimNode | None:
@@ -308,4 +338,5 @@ def closest_online(
     return best
 
 
-__all__ = ["Simulator", "SimNode", "NetworkConfig", "SIM_KAD_CONFIG", "SIM_EPOCH", "build_network", "closest_online"]
+__all__ = ["Simulator", "SimNode", "NetworkConfig", "SIM_KAD_CONFIG", "PROTOCOL_KAD_CONFIG", "SIM_EPOCH", "build_network",
+           "build_joined_network", "closest_online"]

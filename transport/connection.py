@@ -20,8 +20,8 @@ from typing import TYPE_CHECKING, Callable
 
 import trio
 from aioquic.quic import events
-from aioquic.quic.connection import QuicConnectionState
 
+from . import metrics
 from .errors import (
     ConnectionClosed,
     HandshakeError,
@@ -30,6 +30,7 @@ from .errors import (
     PeerRefused,
     ResourceLimitError,
     StreamReset,
+    WriteStalled,
 )
 from .identity import PeerId
 from .multiaddrs import sockaddr_to_multiaddr
@@ -41,9 +42,17 @@ if TYPE_CHECKING:
 log = logging.getLogger("hypermesh.transport")
 
 # Bytes one stream may hold in aioquic's send buffer (unsent + unacknowledged)
-# before send_all waits. Large enough to keep a fast path full, small enough
-# that a peer that stops reading pins little memory.
+# before send_all waits: enough to keep a fast path full.
 STREAM_SEND_BUFFER = 2 << 20
+# Bytes a writer may queue beyond the credit the peer granted (stream and
+# connection): a peer that stops reading pins this much per stream, not more.
+SEND_AHEAD_OF_CREDIT = 64 << 10
+# What all streams of one connection may hold in their send buffers. A write
+# that leaves its stream under SEND_AHEAD_OF_CREDIT skips this (costlier) check.
+CONNECTION_SEND_BUFFER = 8 << 20
+# An inbound stream's handler whose write makes no progress this long (the
+# peer grants no credit) has its stream reset (WriteStalled).
+HANDLER_WRITE_STALL_TIMEOUT = 30.0
 # Largest slice handed to aioquic per call, so one writer cannot monopolise a
 # connection's packets.
 WRITE_SLICE = 256 << 10
@@ -72,6 +81,8 @@ class QuicStream:
         self._reset_error: StreamReset | None = None
         self._closed = False
         self._lazy_negotiator = None
+        # None: writes wait as long as the peer withholds credit.
+        self.write_stall_timeout: float | None = None
 
     # -- identity -----------------------------------------------------------
 
@@ -95,6 +106,7 @@ class QuicStream:
     def _on_data(self, data: bytes, end_stream: bool) -> None:
         if data:
             self._receive_buffer += data
+            metrics.BYTES_RECEIVED.inc(len(data))
         if end_stream:
             self._receive_eof = True
         if not self._data_arrived.is_set():
@@ -160,8 +172,14 @@ class QuicStream:
     # -- sending ------------------------------------------------------------
 
     async def send_all(self, data: bytes) -> None:
+        """Queue ``data``, waiting while the peer's credit and our buffers are full.
+
+        Raises WriteStalled (after resetting the stream) if no byte could be
+        queued for ``write_stall_timeout`` seconds.
+        """
         view = memoryview(data)
         connection = self._connection
+        progress_at = trio.current_time()
         while True:
             if self._reset_error is not None:
                 raise self._reset_error
@@ -169,10 +187,11 @@ class QuicStream:
                 raise StreamReset("cannot send after send_eof")
             if connection.closed:
                 raise ConnectionClosed(connection.close_reason)
-            room = connection._send_room(self.stream_id)
+            room = connection._send_room(self.stream_id, len(view))
             if room > 0:
                 chunk = view[: min(room, WRITE_SLICE)]
                 self._send_stream_data(bytes(chunk))
+                metrics.BYTES_SENT.inc(len(chunk))
                 view = view[len(chunk) :]
                 connection.transmit()
                 if not view:
@@ -180,8 +199,20 @@ class QuicStream:
                     # yielding here would add a scheduling round to every reply.
                     await trio.lowlevel.checkpoint_if_cancelled()
                     return
-            else:
+                progress_at = trio.current_time()
+            elif self.write_stall_timeout is None:
                 await connection._wait_for_send_room()
+            else:
+                with trio.move_on_at(progress_at + self.write_stall_timeout):
+                    await connection._wait_for_send_room()
+                if trio.current_time() >= progress_at + self.write_stall_timeout:
+                    log.info(
+                        "reset a stream whose writes stalled",
+                        extra={"fields": {"peer_id": str(self.remote_peer), "protocol": self.protocol,
+                                          "stream_id": self.stream_id, "stalled_s": self.write_stall_timeout}},
+                    )
+                    await self.reset(STREAM_ERROR_LIMIT)
+                    raise WriteStalled(f"no write progress for {self.write_stall_timeout:g} s (peer grants no credit)")
 
     def _send_stream_data(self, data: bytes, end_stream: bool = False) -> None:
         try:
@@ -278,6 +309,7 @@ class QuicConnectionDriver:
         quic.limit_incoming_streams(max_streams)
         self._streams: dict[int, QuicStream] = {}
         self._inbound_streams = 0
+        self.handler_write_stall_timeout: float | None = HANDLER_WRITE_STALL_TIMEOUT
         # Set by incoming datagrams, cleared by transmit(): lets the endpoint
         # skip connections whose reader already answered.
         self.needs_transmit = False
@@ -294,6 +326,7 @@ class QuicConnectionDriver:
         self.handshake_error: Exception | None = None
         self._send_room_changed = trio.Event()
         self._writers_waiting = 0
+        self._writer_began_waiting = trio.Event()
         self._timer_scope: trio.CancelScope | None = None
         self._timer_at = math.inf
         self._ping_uid = 0
@@ -333,7 +366,7 @@ class QuicConnectionDriver:
         scope = self._timer_scope
         if scope is not None and scope.deadline != self._timer_at:
             scope.deadline = self._timer_at
-        if quic._state == QuicConnectionState.TERMINATED and not self.closed:
+        if quic.is_terminated and not self.closed:
             self._mark_closed(self.close_reason)
 
     async def run_timers(self) -> None:
@@ -450,7 +483,9 @@ class QuicConnectionDriver:
                     # late and must not start a handler (whose first write
                     # aioquic would refuse).
                     self.quic.abandon_stream(event.stream_id)
-                if kind is events.StopSendingReceived:
+                if kind is events.StopSendingReceived or stream is None:
+                    # Reset our side too: QUIC frees the stream (and the
+                    # peer's slot) only once both directions have ended.
                     try:
                         quic.reset_stream(event.stream_id, event.error_code)
                     except ValueError:
@@ -502,8 +537,8 @@ class QuicConnectionDriver:
             self._mark_closed(reason)
             return
         if not self.handshake_complete.is_set():
-            if error is not None and "mismatch" in str(error):
-                self.handshake_error = PeerIdMismatch(str(error))
+            if isinstance(error, PeerIdMismatch):
+                self.handshake_error = error
             elif error is not None:
                 self.handshake_error = HandshakeError(f"handshake failed: {error}")
             else:
@@ -516,8 +551,14 @@ class QuicConnectionDriver:
             return
         self.closed = True
         self.close_reason = reason
+        log.debug(
+            "connection closed",
+            extra={"fields": {"peer_id": str(self.remote_peer_id), "remote_addr": self.remote_multiaddr,
+                              "reason": reason}},
+        )
         for stream in list(self._streams.values()):
             stream._on_reset(StreamReset(f"connection closed: {reason}"))
+        metrics.STREAMS_OPEN.dec(len(self._streams))
         self._streams.clear()
         self._inbound_streams = 0
         for callback in self._probe_callbacks.values():
@@ -551,11 +592,13 @@ class QuicConnectionDriver:
             self.quic.abandon_stream(stream_id)
             return None
         stream = QuicStream(self, stream_id)
+        stream.write_stall_timeout = self.handler_write_stall_timeout
         if not self.handshake_complete.is_set() and self.quic.opened_in_early_data(stream_id):
             stream.early = True
             # Authenticated by the resumed ticket's PSK before the handshake ends.
             self.remote_peer_id = self.remote_peer_id or self.quic.early_peer_id
         self._streams[stream_id] = stream
+        metrics.STREAMS_OPEN.inc()
         self._inbound_streams += 1
         self._on_new_stream(stream)
         return stream
@@ -570,13 +613,32 @@ class QuicConnectionDriver:
         stream = QuicStream(self, stream_id)
         stream.early = not self.handshake_complete.is_set()
         self._streams[stream_id] = stream
+        metrics.STREAMS_OPEN.inc()
         return stream
 
     def _forget_stream(self, stream_id: int) -> None:
-        if self._streams.pop(stream_id, None) is not None and not self._is_local(stream_id):
-            self._inbound_streams -= 1
+        if self._streams.pop(stream_id, None) is not None:
+            metrics.STREAMS_OPEN.dec()
+            if not self._is_local(stream_id):
+                self._inbound_streams -= 1
         # Data that still arrives on this stream is late (see _accept_stream).
         self.quic.abandon_stream(stream_id)
+
+    @property
+    def writers_waiting(self) -> int:
+        """Writers waiting for the peer's credit or for buffer room."""
+        return self._writers_waiting
+
+    async def wait_for_writers(self, count: int) -> None:
+        """Until ``count`` writers at once wait for credit or buffer room."""
+        while self._writers_waiting < count:
+            self._writer_began_waiting = trio.Event()
+            await self._writer_began_waiting.wait()
+
+    @property
+    def send_buffered(self) -> int:
+        """Bytes all streams hold to send (unsent or unacknowledged)."""
+        return self.quic.send_buffered_total()
 
     @property
     def stream_count(self) -> int:
@@ -594,16 +656,18 @@ class QuicConnectionDriver:
         if quic.window_update_due(stream_id):
             self.transmit()
 
-    def _send_room(self, stream_id: int) -> int:
-        stream = self.quic._streams.get(stream_id)
-        if stream is None:
-            return STREAM_SEND_BUFFER
-        sender = stream.sender
-        buffered = sender._buffer_stop - sender._buffer_start
-        return STREAM_SEND_BUFFER - buffered
+    def _send_room(self, stream_id: int, wanted: int) -> int:
+        """Bytes a writer may add to a stream's send buffer now."""
+        quic = self.quic
+        buffered, unsent, credit = quic.send_buffer_state(stream_id)
+        room = min(STREAM_SEND_BUFFER - buffered, credit + SEND_AHEAD_OF_CREDIT - unsent)
+        if room > 0 and buffered + min(room, wanted) > SEND_AHEAD_OF_CREDIT:
+            room = min(room, CONNECTION_SEND_BUFFER - quic.send_buffered_total())
+        return room
 
     async def _wait_for_send_room(self) -> None:
         self._writers_waiting += 1
+        self._writer_began_waiting.set()
         try:
             event = self._send_room_changed
             await event.wait()
@@ -631,7 +695,7 @@ class QuicConnectionDriver:
 
     def is_viable(self) -> bool:
         """False for a server connection whose first packet never parsed."""
-        return bool(self.quic._network_paths)
+        return self.quic.has_network_path
 
     def abandon(self, reason: str) -> None:
         """Drop the connection without sending anything."""

@@ -35,6 +35,10 @@ class StreamReset(TransportError):
     """The stream was reset by either side."""
 
 
+class WriteStalled(StreamReset):
+    """A handler's write made no progress for too long; the stream was reset."""
+
+
 class ConnectionClosed(TransportError):
     """The connection is closed; no further streams or data."""
 

@@ -34,7 +34,9 @@ these points (each has its own test in ``tests/transport/test_quic_hooks.py``;
 9. Stream limits: ``max_streams_per_connection`` is advertised as QUIC's
    ``initial_max_streams_bidi`` (and no unidirectional streams), so a peer
    that opens more is paced by MAX_STREAMS instead of having streams reset.
-10. Early data (0-RTT): which streams the peer opened in 0-RTT packets, the
+10. Send buffers: what each stream holds unsent or unacknowledged, and the
+   credit the peer granted, so that writers wait on the peer's credit.
+11. Early data (0-RTT): which streams the peer opened in 0-RTT packets, the
     client's peer ID as soon as its early data is accepted (the resumed
     ticket's PSK authenticates it), and whether a client can send early data.
 """
@@ -48,7 +50,7 @@ from typing import Callable
 from aioquic import tls
 from aioquic.buffer import Buffer
 from aioquic.quic import events
-from aioquic.quic.connection import END_STATES, QuicConnection
+from aioquic.quic.connection import END_STATES, QuicConnection, QuicConnectionState
 from aioquic.quic.crypto import CryptoPair
 from aioquic.quic.packet import (
     QuicErrorCode,
@@ -61,7 +63,7 @@ from aioquic.quic.packet import (
 )
 from aioquic.quic.packet_builder import QuicDeliveryState, QuicPacketBuilder
 
-from .errors import CertificateError
+from .errors import CertificateError, HandshakeError, PeerIdMismatch
 from .identity import PeerId
 from .mtu import BASE_DATAGRAM_SIZE, BlackHoleDetector
 from .tls import verify_certificate_chain
@@ -169,7 +171,7 @@ class Libp2pTlsContext(tls.Context):
 
     expected_peer_id: PeerId | None
     remote_peer_id: PeerId | None
-    verification_error: CertificateError | None
+    verification_error: HandshakeError | None
     resumed_peer_id: PeerId | None
 
     def _verify_libp2p_peer(self) -> None:
@@ -180,7 +182,7 @@ class Libp2pTlsContext(tls.Context):
             self.verification_error = exc
             raise tls.AlertBadCertificate(str(exc)) from None
         if self.expected_peer_id is not None and peer_id != self.expected_peer_id:
-            self.verification_error = CertificateError(
+            self.verification_error = PeerIdMismatch(
                 f"peer ID mismatch: dialled {self.expected_peer_id} but the remote is {peer_id}"
             )
             raise tls.AlertBadCertificate(str(self.verification_error))
@@ -341,7 +343,8 @@ class Libp2pQuicConnection(QuicConnection):
         return getattr(self.tls, "remote_peer_id", None)
 
     @property
-    def verification_error(self) -> CertificateError | None:
+    def verification_error(self) -> HandshakeError | None:
+        """Why the peer failed authentication: a CertificateError, or PeerIdMismatch."""
         return getattr(self.tls, "verification_error", None)
 
     def _handle_padding_frame(self, context, frame_type: int, buf: Buffer) -> None:
@@ -436,6 +439,33 @@ class Libp2pQuicConnection(QuicConnection):
         else:
             super()._write_stream_limits(builder, space, stream)
 
+    # -- hook 9: stream limits ---------------------------------------------
+
+    # aioquic holds back the data of a stream beyond the peer's stream limit,
+    # but not its RESET_STREAM or STOP_SENDING, and a peer that enforces the
+    # limit closes the connection for those. They wait for MAX_STREAMS too.
+
+    def _write_reset_stream_frame(self, builder, stream) -> None:
+        if not stream.is_blocked:
+            super()._write_reset_stream_frame(builder, stream)
+
+    def _write_stop_sending_frame(self, builder, stream) -> None:
+        if not stream.is_blocked:
+            super()._write_stop_sending_frame(builder, stream)
+
+    def limit_incoming_streams(self, count: int) -> None:
+        """Let the peer open at most ``count`` bidirectional streams at once,
+        and no unidirectional ones (libp2p has none).
+
+        Sent as ``initial_max_streams_bidi``/``_uni``: a peer opening more is
+        held back by QUIC itself, and MAX_STREAMS returns a slot as each of
+        its streams ends (``_update_stream_grant``). Call before the handshake
+        starts.
+        """
+        for limit, value in ((self._local_max_streams_bidi, count), (self._local_max_streams_uni, 0)):
+            limit.value = limit.sent = value
+        self._streams_allowed = self._streams_granted = count
+
     def _update_stream_grant(self) -> bool:
         """Set the peer's stream limit; True if a MAX_STREAMS is due.
 
@@ -460,25 +490,44 @@ class Libp2pQuicConnection(QuicConnection):
             datagrams += super().datagrams_to_send(now)
         return datagrams
 
+    # -- hook 10: what a writer may buffer ---------------------------------
+
+    def send_buffer_state(self, stream_id: int) -> tuple[int, int, int]:
+        """``(buffered, unsent, credit)`` of one stream's send side: bytes held
+        (unsent or unacknowledged), bytes not yet sent, and bytes the peer's
+        stream and connection credit let us send now."""
+        stream = self._streams.get(stream_id)
+        if stream is None:
+            return 0, 0, 0  # aioquic creates the stream on the first write
+        sender = stream.sender
+        sent = sender.highest_offset
+        if stream.is_blocked:  # over the peer's stream limit: nothing may go yet
+            credit = 0
+        else:
+            credit = min(stream.max_stream_data_remote - sent, self._remote_max_data - self._remote_max_data_used)
+        return sender._buffer_stop - sender._buffer_start, sender._buffer_stop - sent, max(credit, 0)
+
+    def send_buffered_total(self) -> int:
+        """Bytes held in every stream's send buffer (unsent or unacknowledged)."""
+        return sum(stream.sender._buffer_stop - stream.sender._buffer_start for stream in self._streams.values())
+
+    # -- what the driver reads ----------------------------------------------
+
+    @property
+    def is_terminated(self) -> bool:
+        """The connection has finished closing (or draining)."""
+        return self._state == QuicConnectionState.TERMINATED
+
+    @property
+    def has_network_path(self) -> bool:
+        """False for a server connection whose first packet never parsed."""
+        return bool(self._network_paths)
+
     @property
     def effective_idle_timeout(self) -> float:
         """The idle timeout in force: the smaller of ours and the peer's
         (known once its transport parameters arrived), as aioquic applies it."""
         return self._idle_timeout()
-
-    # -- hook 9: stream limits ---------------------------------------------
-
-    def limit_incoming_streams(self, count: int) -> None:
-        """Let the peer open at most ``count`` bidirectional streams at once,
-        and no unidirectional ones (libp2p has none).
-
-        Sent as ``initial_max_streams_bidi``/``_uni``: a peer opening more is
-        held back by QUIC itself, and aioquic raises MAX_STREAMS by one as each
-        of its streams ends. Call before the handshake starts.
-        """
-        for limit, value in ((self._local_max_streams_bidi, count), (self._local_max_streams_uni, 0)):
-            limit.value = limit.sent = value
-        self._streams_allowed = self._streams_granted = count
 
     # -- hook 5: datagram size probes ---------------------------------------
 

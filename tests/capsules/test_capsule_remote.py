@@ -34,15 +34,23 @@ async def test_a_peer_runs_a_published_capsule_and_gets_output_and_a_receipt(tmp
         assert a.remote_runs.counters["ran"] == 1
 
 
-async def test_a_node_fetches_an_absent_capsule_through_the_dht_before_running_it(tmp_path, engine):
+async def test_a_node_fetches_an_absent_capsule_through_the_dht_once_before_running_it(tmp_path, engine):
     source = write_capsule(tmp_path / "src", manifest(), LIMITS_WAT)
     async with open_mesh(tmp_path, engine, 3) as (a, b, c):
         cid = await publish(c, source)
+        outputs = []
+
+        async def ask(index: int) -> None:
+            outputs.append((await run_remote(b.host, a.peer_id, cid, "echo", b"fetched first %d" % index)).output)
+
         with trio.fail_after(STEP):
             await find_providers(a, cid, {c.peer_id})
-            outcome = await run_remote(b.host, a.peer_id, cid, "echo", b"fetched first")
-        assert outcome.output == b"fetched first"
+            async with trio.open_nursery() as nursery:  # concurrent first requests: one fetch
+                for index in range(5):
+                    nursery.start_soon(ask, index)
+        assert sorted(outputs) == [b"fetched first %d" % index for index in range(5)]
         assert a.executor.known(cid) is not None
+        assert c.distribution.counters["lists_served"] == 1
 
 
 async def test_an_untrusted_signers_capsule_is_refused_as_such(tmp_path, engine):

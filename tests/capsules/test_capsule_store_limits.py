@@ -11,7 +11,7 @@ import struct
 import pytest
 
 from capsule_testkit import manifest, write_capsule
-from hypermesh.capsules.errors import CallError
+from hypermesh.capsules.errors import CallError, LinkError
 from hypermesh.capsules.lifecycle import State
 
 LIMIT = 256 * 1024  # four pages
@@ -98,23 +98,33 @@ def pair(output: bytes) -> tuple[int, int]:
     return struct.unpack("<ii", output)
 
 
-def core(runtime, tmp_path, second_memory: bool = False, name: str = "tests.store"):
+def install_core(runtime, tmp_path, second_memory: bool = False, name: str = "tests.store"):
     code = CORE_WAT.replace("SECOND_MEMORY", SECOND_MEMORY if second_memory else "")
     entries = ("table_hog", "memory_hog") + (("second_hog",) if second_memory else ())
     capsule = runtime.install(write_capsule(tmp_path / name, manifest(name, entries=entries, memory=LIMIT, fuel=FUEL), code))
     assert capsule.state == State.VERIFIED, capsule.diagnostics
-    runtime.activate(capsule.cid)
-    return name
+    return capsule
 
 
-def component(runtime, tmp_path, second_memory: bool = False, name: str = "tests.store-component"):
+def install_component(runtime, tmp_path, second_memory: bool = False, name: str = "tests.store-component"):
     code = COMPONENT_WAT.replace("SECOND_MEMORY", '(memory $second 1) (func (export "touch") (result i32) (memory.size $second))'
                                  if second_memory else "")
     doc = manifest(name, kind="component", entries=("handle",), memory=LIMIT, fuel=FUEL)
     capsule = runtime.install(write_capsule(tmp_path / name, doc, code))
     assert capsule.state == State.VERIFIED, capsule.diagnostics
+    return capsule
+
+
+def core(runtime, tmp_path) -> str:
+    capsule = install_core(runtime, tmp_path)
     runtime.activate(capsule.cid)
-    return name
+    return capsule.name
+
+
+def component(runtime, tmp_path) -> str:
+    capsule = install_component(runtime, tmp_path)
+    runtime.activate(capsule.cid)
+    return capsule.name
 
 
 def test_core_table_grow_of_16m_elements_is_refused(runtime, tmp_path):
@@ -137,12 +147,12 @@ def test_component_table_grow_of_16m_elements_is_refused(runtime, tmp_path):
     assert pair(runtime.call(name, "handle", b"t").output) == (-1, 1)
 
 
-@pytest.mark.parametrize("deploy, function", [(core, "second_hog"), (component, "handle")], ids=["core", "component"])
-def test_code_with_a_second_memory_cannot_run(runtime, tmp_path, deploy, function):
-    name = deploy(runtime, tmp_path, second_memory=True)
-    with pytest.raises(CallError) as failure:
-        runtime.call(name, function, b"m")
-    assert failure.value.kind == "memory" and "one linear memory" in str(failure.value)
+@pytest.mark.parametrize("install", [install_core, install_component], ids=["core", "component"])
+def test_code_with_a_second_memory_is_refused_at_load(runtime, tmp_path, install):
+    capsule = install(runtime, tmp_path, second_memory=True)
+    with pytest.raises(LinkError, match="creates more than one linear memory or 4 tables; a capsule has one linear memory"):
+        runtime.activate(capsule.cid)
+    assert capsule.state == State.QUARANTINED and capsule.diagnostics[0].code == "link_error"
 
 
 def test_core_module_whose_initial_table_exceeds_the_limit_cannot_run(runtime, tmp_path):

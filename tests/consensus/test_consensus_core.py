@@ -309,3 +309,14 @@ def test_any_sequence_of_signed_messages_and_timeouts_is_handled_and_never_makes
             if isinstance(message, (Vote, Proposal)) and signer_of(message) == ME_KEY:
                 key = (type(message).__name__, message.height, message.round, getattr(message, "kind", None))
                 assert signed.setdefault(key, message.block_id) == message.block_id, key
+
+
+def test_follower_without_a_validator_key_decides_and_signs_nothing():
+    follower = new_core(None)
+    signers = [i for i in IDENTITIES if i is not ME][:3]
+    feed(follower, [proposal(1, 0, VALUE)] + votes(Kind.PREVOTE, 1, 0, VALUE, signers)
+         + votes(Kind.PRECOMMIT, 1, 0, VALUE, signers))
+    assert [e.value for e in follower.take_events() if isinstance(e, Committed)] == [VALUE]
+    follower.handle_timer(follower.get_timer())
+    sent = [o.message for o in follower.take_outbound()]
+    assert sent and all(signer_of(m) in {public_key_of(s) for s in signers} for m in sent)  # relays only

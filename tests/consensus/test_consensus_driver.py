@@ -84,3 +84,34 @@ async def test_garbage_and_forgeries_reset_the_stream_and_the_chain_goes_on(tmp_
         assert (liar.peer_id, WireError) in blamed
         assert (liar.peer_id, InvalidEvidence) in blamed
         assert not any(peer == outsider.peer_id for peer, _ in blamed)  # refused unread
+
+
+async def test_validator_restarted_from_its_store_catches_up_over_quic(tmp_path):
+    async with validator_network(tmp_path, VALIDATORS - 1) as (hosts, services):
+        index = VALIDATORS - 1
+        identity = Identity.from_seed(b"driver-%d" % index)
+        validators = services[0].core.validators
+        (tmp_path / "late").mkdir()
+        store = SqliteConsensusStore(tmp_path / "late")
+
+        def new_service():
+            core = TendermintCore(CHAIN, validators, identity, CountingApp(b"late"), store, CONFIG)
+            return ConsensusService(hosts[index], core)
+
+        with trio.fail_after(STEP):
+            async with trio.open_nursery() as nursery:
+                first = new_service()
+                await nursery.start(first.run)
+                await first.wait_for_height(2)
+                nursery.cancel_scope.cancel()  # stopped mid-height; its store stays
+            stopped_at = first.core.height
+            await services[0].wait_for_height(stopped_at + 10)  # three of four carry on
+            async with trio.open_nursery() as nursery:
+                second = new_service()
+                await nursery.start(second.run)
+                target = services[0].core.height
+                decision = await second.wait_for_height(target)
+                nursery.cancel_scope.cancel()
+        assert decision.value == (await services[0].wait_for_height(target)).value
+        assert second.committed[0].height == stopped_at  # resumed where it stopped, no height skipped
+        store.close()

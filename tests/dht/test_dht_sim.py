@@ -10,7 +10,14 @@ from hypermesh.dht.kademlia import KadConfig
 from hypermesh.dht.keys import Cid, kad_key
 from hypermesh.dht.messages import DhtProtocolError, MessageType
 from hypermesh.dht.records import decode_service_set, encode_service_set, service_key, sign_service_record
-from hypermesh.dht.sim import SIM_KAD_CONFIG, NetworkConfig, Simulator, build_network, closest_online
+from hypermesh.dht.sim import (
+    SIM_KAD_CONFIG,
+    NetworkConfig,
+    Simulator,
+    build_joined_network,
+    build_network,
+    closest_online,
+)
 from hypermesh.transport.identity import Identity
 
 
@@ -37,6 +44,14 @@ def test_nodes_that_join_one_by_one_find_everything():
     outcomes = lookup_outcomes(sim, 60)
     assert all(ok for ok, _, _ in outcomes)
     assert max(hops for _, hops, _ in outcomes) <= 4
+
+
+def test_a_network_the_protocol_builds_finds_everything():
+    sim = build_joined_network(15, 100)
+    # Bucket refreshes and self-lookups ran, not only the one join lookup per node.
+    assert sum(n.core.stats.operations.get("find_node", 0) for n in sim.nodes) > 3 * len(sim.nodes)
+    outcomes = lookup_outcomes(sim, 60)
+    assert all(ok for ok, _, _ in outcomes)
 
 
 def test_providers_and_services_over_the_wire_with_loss():

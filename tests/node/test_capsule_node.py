@@ -61,6 +61,20 @@ def test_publish_and_run_take_paths_relative_to_the_caller(node):
     assert ran["output"] == "elif a morf" and ran["receipt"]["capsule"] == published["cid"]
 
 
+def test_a_large_input_goes_by_file_to_a_running_node(node):
+    node, work = node
+    refused = hm("capsule", "run", "echo", "echo", "--input", "x" * 60_000, "--data-dir", node.data_dir, cwd=work,
+                 check=False)
+    assert refused.returncode == 1 and "give it with --input-file" in refused.stderr
+    (work / "large.txt").write_text("x" * 60_000)
+    ran = hm("capsule", "run", "echo", "echo", "--input-file", "large.txt", "--data-dir", node.data_dir, cwd=work)
+    assert ran.stdout == "x" * 60_000 + "\n"
+    # Without a node, the short-lived runtime takes it inline.
+    hm("capsule", "trust", node.peer_id, "--data-dir", work / "alone", cwd=work)
+    alone = hm("capsule", "run", "echo", "echo", "--input", "x" * 60_000, "--data-dir", work / "alone", cwd=work)
+    assert alone.stdout == "x" * 60_000 + "\n"
+
+
 def test_run_and_ls_go_through_the_running_node(node):
     node, work = node
     ran = hm("capsule", "run", "echo", "reverse", "--input", "hi", "--data-dir", node.data_dir, cwd=work)

@@ -5,7 +5,7 @@ import pytest
 import trio
 
 from hypermesh.transport import perf, ping
-from hypermesh.transport.errors import StreamReset
+from hypermesh.transport.errors import StreamReset, WriteStalled
 from hypermesh.transport.host import HostConfig, open_host
 from hypermesh.transport.identity import Identity
 
@@ -153,5 +153,87 @@ async def test_a_client_that_ignores_the_stream_limit_loses_only_its_own_connect
                 await stream.send_all(b"\x13/multistream/1.0.0\n")
             await driver.closed_event.wait()
             assert await ping.ping(bystander, server.peer_id)
-        assert driver.close_reason == "Too many streams open"  # QUIC STREAM_LIMIT_ERROR
-        assert not server.connections_to(client.peer_id)
+        assert driver.close_reason == "Too many streams open"  # the server's STREAM_LIMIT_ERROR
+
+
+async def request_download_and_never_read(client, peer_id, size: int):
+    stream = await client.new_stream(peer_id, [perf.PROTOCOL])
+    await stream.send_all(size.to_bytes(8, "big"))
+    await stream.send_eof()
+    return stream
+
+
+async def test_a_hundred_unread_perf_downloads_pin_at_most_16_mib_on_the_server(pair):
+    server, client = pair
+    # Unlimited, to test the transport's bounds (perf.install limits requests per peer).
+    server.set_stream_handler(perf.PROTOCOL, perf.handle_perf)
+    async with open_host(Identity.generate(), [V6]) as bystander:
+        with trio.fail_after(3 * STEP):
+            await client.connect(server.listen_addrs()[0])
+            assert await ping.ping(client, server.peer_id)
+            server_side = server.connections_to(client.peer_id)[0]
+            for _ in range(100):
+                await request_download_and_never_read(client, server.peer_id, 1 << 30)
+            # Every handler has sent what the client's credit allows and waits.
+            await server_side.wait_for_writers(100)
+            assert server_side.send_buffered <= 16 << 20
+            # (The client's own connection is stuck: it read nothing of the 8 MiB
+            # it allowed. Other peers are served.)
+            await bystander.connect(server.listen_addrs()[0])
+            assert await ping.ping(bystander, server.peer_id)
+
+
+async def test_a_handler_whose_writes_stall_has_its_stream_reset(pair):
+    server, client = pair
+    stalled = trio.Event()
+
+    async def perf_noting_stalls(stream):
+        try:
+            await perf.handle_perf(stream)
+        except WriteStalled:
+            stalled.set()
+            raise
+
+    server.set_stream_handler(perf.PROTOCOL, perf_noting_stalls)
+    with trio.fail_after(STEP):
+        await client.connect(server.listen_addrs()[0])
+        assert await ping.ping(client, server.peer_id)
+        server.connections_to(client.peer_id)[0].handler_write_stall_timeout = 0.5
+        stream = await request_download_and_never_read(client, server.peer_id, 1 << 30)
+        await stalled.wait()
+        with pytest.raises(StreamReset):
+            while await stream.receive_some(1 << 20):
+                pass
+
+
+async def test_perf_serves_a_peer_at_most_eight_requests_at_once(pair):
+    server, client = pair
+    with trio.fail_after(STEP):
+        await client.connect(server.listen_addrs()[0])
+        held = [await request_download_and_never_read(client, server.peer_id, 1 << 30) for _ in range(8)]
+        await server.connections_to(client.peer_id)[0].wait_for_writers(8)
+        refused = await request_download_and_never_read(client, server.peer_id, 1)
+        with pytest.raises(StreamReset):
+            await refused.receive_some()
+        for stream in held:
+            await stream.reset()
+        # A slot is free again once a request ends.
+        stream = await client.new_stream(server.peer_id, [perf.PROTOCOL])
+        assert (await perf.run_perf(stream, upload=1000, download=1000)).download_bytes == 1000
+
+
+@pytest.mark.parametrize("both_directions", [True, False])
+async def test_streams_the_peer_resets_before_sending_anything_give_their_slots_back(both_directions):
+    async with open_host(Identity.generate(), [V6], HostConfig(max_streams_per_connection=2)) as server, open_host(
+        Identity.generate(), [V6]
+    ) as client:
+        with trio.fail_after(STEP):
+            driver = await client.connect(server.listen_addrs()[0])
+            for _ in range(10):
+                stream = driver.open_stream()
+                if both_directions:
+                    await stream.reset()  # RESET_STREAM and STOP_SENDING are all the server sees
+                else:
+                    driver.quic.reset_stream(stream.stream_id, 0)  # only our sending side ends
+                    driver.transmit()
+            assert await ping.ping(client, server.peer_id)

@@ -7,13 +7,17 @@ virtual clock, so each aioquic internal we rely on is pinned by a test.
 import contextlib
 import dataclasses
 import itertools
+import re
 import ssl
+from pathlib import Path
 
 from aioquic.quic import events
 from aioquic.quic.configuration import QuicConfiguration
 from hypothesis import example, given
 from hypothesis import strategies as st
 
+import hypermesh.transport
+from hypermesh.transport.errors import PeerIdMismatch
 from hypermesh.transport.identity import Identity
 from hypermesh.transport.quic_hooks import (
     CONNECTION_RECEIVE_WINDOW,
@@ -115,7 +119,7 @@ def test_dialer_aborts_with_a_tls_alert_on_peer_id_mismatch():
     assert not pair.has(pair.client_events, events.HandshakeCompleted)
     terminated = pair.has(pair.client_events, events.ConnectionTerminated)
     assert terminated and terminated[0].error_code == 0x100 + 42  # bad_certificate alert
-    assert "mismatch" in str(pair.client.verification_error)
+    assert isinstance(pair.client.verification_error, PeerIdMismatch)
 
 
 def test_server_refuses_a_client_without_certificate():
@@ -432,3 +436,19 @@ def test_large_datagrams_that_stop_arriving_drop_the_size_back_to_1200():
     assert pair.client.max_datagram_size == 1200
     received = b"".join(e.data for e in pair.has(pair.server_events, events.StreamDataReceived))
     assert received == b"z" * 200_000  # everything still arrives, in small datagrams
+
+
+# -- the boundary: no other transport module touches aioquic's internals -----
+
+
+def test_only_quic_hooks_reaches_into_aioquic_private_state():
+    transport = Path(hypermesh.transport.__file__).parent
+    private_access = re.compile(r"\bquic\._[a-z]|\bquic_stream\b|from aioquic\.quic\.(connection|stream) import")
+    offenders = [
+        f"{path.name}:{number}: {line.strip()}"
+        for path in sorted(transport.glob("*.py"))
+        if path.name != "quic_hooks.py"
+        for number, line in enumerate(path.read_text().splitlines(), 1)
+        if private_access.search(line)
+    ]
+    assert not offenders
