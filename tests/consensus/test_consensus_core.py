@@ -30,6 +30,7 @@ from hypermesh.consensus.wire import (
     Proposal,
     RejectedMessage,
     RoundOutOfRange,
+    Status,
     UnknownValidator,
     Vote,
     WrongHeight,
@@ -322,5 +323,20 @@ def test_follower_without_a_validator_key_decides_and_signs_nothing():
     feed(listener, [proposal(1, 0, VALUE)] + votes(Kind.PREVOTE, 1, 0, VALUE, signers[:1]))
     listener.handle_timer(10.0)  # propose timeout and re-send: no vote of its own, only what it heard
     sent = [o.message for o in listener.take_outbound()]
-    assert sorted(map(encode_message, sent)) == sorted(map(encode_message, [proposal(1, 0, VALUE)]
+    assert sorted(map(encode_message, sent)) == sorted(map(encode_message, [proposal(1, 0, VALUE), Status(1)]
                                                            + votes(Kind.PREVOTE, 1, 0, VALUE, signers[:1])))
+
+
+def test_a_status_from_a_node_behind_is_answered_with_the_commits_it_lacks():
+    signers = [i for i in IDENTITIES if i is not ME][:3]
+    node = new_core(None)  # any node that has decided answers
+    for height in (1, 2):
+        feed(node, [proposal(height, 0, VALUE)] + votes(Kind.PREVOTE, height, 0, VALUE, signers)
+             + votes(Kind.PRECOMMIT, height, 0, VALUE, signers))
+    node.take_outbound()
+    follower = public_key_of(Identity.from_seed(b"a follower"))
+    node.handle_message(follower, Status(1), 1.0)
+    answered = [o for o in node.take_outbound() if isinstance(o, SendTo)]
+    assert [(o.peer, o.message.certificate.height) for o in answered] == [(follower, 1), (follower, 2)]
+    node.handle_message(follower, Status(3), 1.0)  # not behind: nothing to send
+    assert not node.take_outbound()
