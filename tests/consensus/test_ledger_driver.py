@@ -127,7 +127,8 @@ async def test_a_node_outside_the_validator_set_follows_the_chain_to_the_same_st
                 await _run_until(services[0], lambda: services[0].core.app.state.nonce(key(alice)) == 1)
                 height = services[0].core.app.state.height
                 decision = await follower.wait_for_height(height)
-            assert decision.certificate == (await services[0].wait_for_height(height)).certificate
+            # Its certificate is the one a validator sent; validators may hold different quorums of the same block.
+            assert decision.certificate.block_id == (await services[0].wait_for_height(height)).certificate.block_id
             assert follower.core.app.roots[height] == services[0].core.app.roots[height]
             assert follower.core.app.state.balance(key(bob)) == BALANCE + 555
             nursery.cancel_scope.cancel()
