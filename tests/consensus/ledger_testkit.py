@@ -102,6 +102,18 @@ async def connected_hosts(identities):
         yield hosts
 
 
+def ledger_service(data_dir, host, genesis, identity, stack):
+    """A consensus service (not started) on ``host`` with its own ledger and a SQLite store in ``data_dir``,
+    closed by ``stack``; equivocation the core detects is pooled for the next proposals."""
+    data_dir.mkdir()
+    store = SqliteConsensusStore(data_dir)
+    stack.callback(store.close)  # after the service has stopped
+    ledger = Ledger(genesis)
+    service = ConsensusService(host, TendermintCore(LEDGER_CHAIN, ledger.validators, identity, ledger, store, CONFIG))
+    service.on_evidence.append(lambda event: ledger.add_evidence(event.evidence))
+    return service
+
+
 @contextlib.asynccontextmanager
 async def ledger_network(tmp_path, genesis, extra_hosts=()):
     """The genesis validators, each a host with a ledger, a SQLite store and a consensus service;
@@ -109,17 +121,8 @@ async def ledger_network(tmp_path, genesis, extra_hosts=()):
     identities = VALIDATOR_IDS[:4]
     async with contextlib.AsyncExitStack() as stack:
         hosts = await stack.enter_async_context(connected_hosts(identities + list(extra_hosts)))
-        services = []
-        for index, (host, identity) in enumerate(zip(hosts[:len(identities)], identities)):
-            (tmp_path / f"v{index}").mkdir()
-            store = SqliteConsensusStore(tmp_path / f"v{index}")
-            stack.callback(store.close)
-            ledger = Ledger(genesis)
-            service = ConsensusService(host, TendermintCore(LEDGER_CHAIN, ledger.validators, identity, ledger, store,
-                                                            CONFIG))
-            # What the node does with equivocation the core detects: pool it for the next proposals.
-            service.on_evidence.append(lambda event, ledger=ledger: ledger.add_evidence(event.evidence))
-            services.append(service)
+        services = [ledger_service(tmp_path / f"v{index}", host, genesis, identity, stack)
+                    for index, (host, identity) in enumerate(zip(hosts[:len(identities)], identities))]
         nursery = await stack.enter_async_context(trio.open_nursery())
         for service in services:
             await nursery.start(service.run)

@@ -4,7 +4,7 @@ import pytest
 import trio
 
 from hypermesh.consensus.ledger_tx import Transfer, sign_transaction
-from ledger_testkit import BALANCE, LEDGER_CHAIN, STEP, USER_IDS, key, ledger_network, make_genesis
+from ledger_testkit import BALANCE, LEDGER_CHAIN, STEP, USER_IDS, key, ledger_network, ledger_service, make_genesis
 
 
 async def test_four_validators_on_real_hosts_commit_a_transfer_to_the_same_state_root(tmp_path):
@@ -95,20 +95,6 @@ async def _run_until(service, done, blocks=40):
     assert done()
 
 
-def _ledger_service(tmp_path, host, genesis, identity, name, stack):
-    """A consensus service with its own ledger and SQLite store on ``host`` (not started)."""
-    from hypermesh.consensus.driver import ConsensusService
-    from hypermesh.consensus.ledger import Ledger
-    from hypermesh.consensus.sqlite_store import SqliteConsensusStore
-    from hypermesh.consensus.tendermint import TendermintCore
-    from ledger_testkit import CONFIG
-    (tmp_path / name).mkdir()
-    store = SqliteConsensusStore(tmp_path / name)
-    stack.callback(store.close)
-    ledger = Ledger(genesis)
-    return ConsensusService(host, TendermintCore(LEDGER_CHAIN, ledger.validators, identity, ledger, store, CONFIG))
-
-
 async def test_a_node_outside_the_validator_set_follows_the_chain_to_the_same_state_root(tmp_path):
     import contextlib
     from hypermesh.transport.identity import Identity
@@ -117,7 +103,7 @@ async def test_a_node_outside_the_validator_set_follows_the_chain_to_the_same_st
     async with contextlib.AsyncExitStack() as stack:
         services, hosts = await stack.enter_async_context(
             ledger_network(tmp_path, genesis, extra_hosts=[Identity.from_seed(b"follower")]))
-        follower = _ledger_service(tmp_path, hosts[-1], genesis, None, "follower", stack)
+        follower = ledger_service(tmp_path / "follower", hosts[-1], genesis, None, stack)
         transfer = sign_transaction(alice, LEDGER_CHAIN, 0, Transfer(key(bob), 555))
         for service in services:
             service.core.app.submit(transfer)
@@ -146,7 +132,7 @@ async def test_a_fifth_node_bonds_joins_the_set_at_the_next_epoch_and_its_votes_
     newcomer = VALIDATOR_IDS[4]
     async with contextlib.AsyncExitStack() as stack:
         services, hosts = await stack.enter_async_context(ledger_network(tmp_path, genesis, extra_hosts=[newcomer]))
-        joiner = _ledger_service(tmp_path, hosts[-1], genesis, newcomer, "joiner", stack)
+        joiner = ledger_service(tmp_path / "joiner", hosts[-1], genesis, newcomer, stack)
         leaver = VALIDATOR_IDS[0]
         bond = sign_transaction(newcomer, LEDGER_CHAIN, 0, Bond(Role.VALIDATOR, 3 * 10_000))
         unbond = sign_transaction(leaver, LEDGER_CHAIN, 0, Unbond(Role.VALIDATOR, 10_000))
