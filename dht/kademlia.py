@@ -20,6 +20,7 @@ import heapq
 import itertools
 import logging
 import random
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from hypermesh.transport.identity import PeerId
@@ -192,6 +193,8 @@ class KademliaCore:
         self.mode = mode
         self.validator = validator or NamespacedValidator()
         self.routing = RoutingTable(self.local_key, config.routing)
+        # True for peers to keep out of the routing table (the trust layer's shun list).
+        self.peer_filter: Callable[[PeerId], bool] | None = None
         self.reprovider = Reprovider(
             store,
             k=config.k,
@@ -407,9 +410,20 @@ class KademliaCore:
             return None
         return self._ops.get(pending.op_id)
 
+    def exclude_peer(self, peer: PeerId) -> bool:
+        """Drop ``peer`` from the routing table now (``peer_filter`` keeps it out later).
+
+        Returns whether it was there.
+        """
+        present = peer in self.routing
+        self.routing.remove(peer)
+        return present
+
     def _observe_server(
         self, peer: PeerId, addrs: tuple[bytes, ...], observed: bytes | str | None, now: float, may_check: bool = True
     ) -> None:
+        if self.peer_filter is not None and self.peer_filter(peer):
+            return
         if observed is not None and not addrs:
             addrs = (observed,) if isinstance(observed, bytes) else ()
         group = ip_group(observed, exempt_private=self.config.exempt_private_addresses)

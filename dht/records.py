@@ -25,7 +25,7 @@ from google.protobuf.message import DecodeError
 from hypermesh.transport.identity import Identity, IdentityError, PeerId, verify_signature
 
 from . import kad_pb2
-from .messages import DhtProtocolError, validate_multiaddr_bytes
+from .messages import usable_multiaddrs
 from .routing import ip_group
 
 PK_NAMESPACE = b"/pk/"
@@ -57,6 +57,10 @@ MAX_SERVICE_INSTANCES_PER_PREFIX = 4
 
 class RecordError(ValueError):
     """A record is invalid, expired, from the future, or older than the one we have."""
+
+
+class NoUsableAddressError(RecordError):
+    """A service entry lists addresses, but none we can parse (all newer or mangled formats)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,15 +175,15 @@ def verify_service_entry(signed_bytes: bytes, name: str, now: float) -> ServiceR
         raise RecordError("service record weight is out of range")
     if len(body.addrs) > MAX_SERVICE_ADDRS:
         raise RecordError("service record lists too many addresses")
-    try:
-        for addr in body.addrs:
-            validate_multiaddr_bytes(addr)
-    except DhtProtocolError as exc:
-        raise RecordError(f"service record address: {exc}") from None
+    # Addresses are judged one by one, as in FIND_NODE answers; ``signed``
+    # still carries them all, for peers whose multiaddr table knows more.
+    addrs = usable_multiaddrs(body.addrs)
+    if body.addrs and not addrs:
+        raise NoUsableAddressError("service record has no address we can parse")
     return ServiceRecord(
         name=name,
         peer_id=peer_id,
-        addrs=tuple(bytes(a) for a in body.addrs),
+        addrs=addrs,
         protocol=body.protocol,
         weight=body.weight,
         seq=body.seq,
@@ -278,11 +282,13 @@ class ServiceRecordValidator:
 
     Against name squatting (throwaway keys filling a name's 64 slots), a
     server adds a new instance from a PUT_VALUE only when the PUT comes from
-    that instance's own peer, from its home prefix (that of its first IP
-    address), and fewer than MAX_SERVICE_INSTANCES_PER_PREFIX listed
-    instances share that home. The home, not every declared address, is
-    what counts: an entry that merely names another operator's prefix uses
-    none of that prefix's room. Listed instances may be updated by anyone
+    that instance's own peer, from one of its homes (the prefix of its first
+    IPv4 and of its first IPv6 address: a dual-stack node reaches some
+    servers over either family), and fewer than
+    MAX_SERVICE_INSTANCES_PER_PREFIX listed instances have that home. Homes,
+    not every declared address, are what count: an entry that names another
+    operator's prefix after its own home of that family uses none of that
+    prefix's room. Listed instances may be updated by anyone
     (the signature and sequence number suffice), so read repair still
     spreads renewals; a new instance spreads only by its own PUT_VALUEs.
     """
@@ -292,14 +298,26 @@ class ServiceRecordValidator:
 
     @staticmethod
     def _verify_all(key: bytes, value: bytes, now: float) -> list[ServiceRecord]:
-        """Every entry, verified; unlike decode_service_set, one bad entry rejects the set."""
+        """Every entry, verified; unlike decode_service_set, one bad entry rejects the set.
+
+        Only an entry whose addresses are all unreadable to us is skipped
+        alone: it is signed and well-formed, just newer than our multiaddr table.
+        """
         name = service_name_from_key(key)
         entries = _parse(kad_pb2.ServiceRecordSet, value).entries
         if not entries:
             raise RecordError("empty service record set")
         if len(entries) > MAX_SERVICE_INSTANCES:
             raise RecordError("service record set is too large")
-        return [verify_service_entry(entry.SerializeToString(), name, now) for entry in entries]
+        records = []
+        for entry in entries:
+            try:
+                records.append(verify_service_entry(entry.SerializeToString(), name, now))
+            except NoUsableAddressError:
+                continue
+        if not records:
+            raise RecordError("no entry of the service record set has an address we can parse")
+        return records
 
     def merge(self, key: bytes, existing: bytes | None, incoming: bytes, now: float, origin: PutOrigin | None = None) -> bytes:
         incoming_records = self._verify_all(key, incoming, now)
@@ -331,9 +349,22 @@ class ServiceRecordValidator:
         return all(held.get(peer, -1) >= seq for peer, seq in _entry_versions(best).items())
 
 
+def _ip_prefixes(record: ServiceRecord) -> list[str]:
+    """The IP prefix (/24, /48) of each declared address that has an IP, in order."""
+    return [g for g in (ip_group(a, exempt_private=False) for a in record.addrs) if g is not None]
+
+
 def home_prefix(record: ServiceRecord) -> str | None:
     """The IP prefix (/24, /48) of an instance's first IP address (None: it declares none)."""
-    return next((g for g in (ip_group(a, exempt_private=False) for a in record.addrs) if g is not None), None)
+    return next(iter(_ip_prefixes(record)), None)
+
+
+def home_prefixes(record: ServiceRecord) -> set[str]:
+    """An instance's home in each IP family: the prefix of its first IPv4 and of its first IPv6 address."""
+    first_per_family: dict[bool, str] = {}
+    for prefix in _ip_prefixes(record):
+        first_per_family.setdefault(":" in prefix, prefix)
+    return set(first_per_family.values())
 
 
 def _may_add_instance(record: ServiceRecord, origin: PutOrigin, listed) -> bool:
@@ -342,9 +373,11 @@ def _may_add_instance(record: ServiceRecord, origin: PutOrigin, listed) -> bool:
         return False
     if origin.group is None:
         return True
-    if home_prefix(record) != origin.group:
+    if origin.group not in home_prefixes(record):
         return False
-    crowd = sum(1 for other in listed if home_prefix(other) == origin.group)
+    # A dual-stack instance fills a place in the homes of both its families,
+    # so sending from the other family gains a prefix no extra room.
+    crowd = sum(1 for other in listed if origin.group in home_prefixes(other))
     return crowd < MAX_SERVICE_INSTANCES_PER_PREFIX
 
 

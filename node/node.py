@@ -1,6 +1,6 @@
 """The composition root: one process, one identity, every layer wired together.
 
-    transport (Host) ← dht (Discovery) ← capsules (runtime, distribution) ← control socket
+    transport (Host) ← dht (Discovery) ← capsules (runtime, distribution), trust ← control socket
 """
 
 from __future__ import annotations
@@ -26,7 +26,12 @@ from hypermesh.dht.discovery import Discovery, open_discovery
 from hypermesh.dht.kademlia import KadConfig, Mode
 from hypermesh.transport.errors import TransportError
 from hypermesh.transport.host import Host, HostConfig, open_host
-from hypermesh.transport.identity import Identity, key_path, load_identity, write_private_file
+from hypermesh.transport.identity import (
+    Identity, IdentityError, PeerId, key_path, load_identity, write_private_file,
+)
+from hypermesh.trust.engine import TrustEngine
+from hypermesh.trust.service import TrustService
+from hypermesh.trust.store import TrustStore
 from hypermesh.transport.multiaddrs import MultiaddrError, parse_quic_address
 
 from . import operations
@@ -36,6 +41,10 @@ from .datadir import locked_data_dir
 
 log = logging.getLogger("hypermesh.node")
 
+# Bonded stake per peer until the ledger provides it (see open_trust).
+STAKE_FILE = "stake.json"
+# Bonded stake per peer until the ledger provides it (see open_trust).
+STAKE_FILE = "stake.json"
 BOOTSTRAP_RETRY_SECONDS = (1, 2, 5, 10, 30)
 # A bootstrap peer that has not answered in this long is retried later.
 BOOTSTRAP_DIAL_TIMEOUT = 3.0
@@ -51,6 +60,7 @@ class Node:
     distribution: CapsuleDistribution
     executor: CapsuleExecutor
     remote_runs: RemoteRunService
+    trust: TrustService
 
 
 @contextlib.asynccontextmanager
@@ -73,6 +83,7 @@ async def open_node(
         async with open_discovery(
             host, data_dir, bootstrap=list(bootstrap), mode=dht_mode, config=kad_config
         ) as discovery:
+            trust = open_trust(host, identity, data_dir, discovery)
             runtime = CapsuleRuntime(data_dir, identity=identity)
             try:
                 runtime.install_stored()
@@ -83,9 +94,37 @@ async def open_node(
                 executor = CapsuleExecutor(runtime)
                 remote_runs = RemoteRunService(host, executor, distribution)
                 remote_runs.install_handler()
-                yield Node(identity, data_dir, host, discovery, runtime, distribution, executor, remote_runs)
+                yield Node(identity, data_dir, host, discovery, runtime, distribution, executor, remote_runs, trust)
             finally:
                 runtime.close()
+                trust.store.close()
+
+
+def open_trust(host: Host, identity: Identity, data_dir: Path, discovery: Discovery) -> TrustService:
+    """The trust engine with its saved state, serving /hm/trust/1.0.0 and enforcing shuns.
+
+    Bonded stake comes from the ledger once it exists; until then from
+    ``stake.json`` in the data directory (``{"<peer id>": units, ...}``), if any.
+    """
+    engine = TrustEngine(identity.peer_id)
+    engine.set_stake(_static_stake(data_dir / STAKE_FILE))
+    store = TrustStore.in_data_dir(data_dir)
+    service = TrustService(host, identity, engine, store)
+    skipped = store.load(engine, service.clock())
+    if skipped:
+        log.warning("trust store: skipped %d damaged row(s) in %s", skipped, store.path)
+    service.install(discovery.service.core)
+    return service
+
+
+def _static_stake(path: Path) -> dict[PeerId, float]:
+    if not path.exists():
+        return {}
+    try:
+        document = json.loads(path.read_text())
+        return {PeerId.from_base58(peer): float(units) for peer, units in document.items()}
+    except (OSError, ValueError, AttributeError, IdentityError) as exc:
+        raise ValueError(f"{path}: not a stake file ({{\"<peer id>\": units}}): {exc}") from None
 
 
 class _Registries:

@@ -21,7 +21,7 @@ from hypermesh.transport import ping as ping_protocol
 from hypermesh.transport.errors import TransportError
 from hypermesh.transport.multiaddrs import MultiaddrError, multiaddr_text, parse_quic_address
 
-from . import capsule_operations
+from . import capsule_operations, trust_operations
 
 log = logging.getLogger("hypermesh.node")
 
@@ -214,6 +214,7 @@ OPERATIONS = {
     "capsule.publish": publish_capsule,
     "capsule.fetch": fetch_capsule,
     **capsule_operations.OPERATIONS,
+    **trust_operations.OPERATIONS,
 }
 
 

@@ -20,6 +20,7 @@ from .config import HostConfig
 from .connection import QuicConnectionDriver
 from .connection_table import ConnectionTable
 from .endpoint import QuicEndpoint
+from .identity import PeerId
 from .quic_hooks import (
     HOST_CID_LENGTH,
     Libp2pQuicConnection,
@@ -37,6 +38,8 @@ log = logging.getLogger("hypermesh.transport")
 REFUSED_CONNECTION_LIMIT = "connection limit"
 REFUSED_PEER_LIMIT = "connection limit per peer"
 REFUSED_SHUTTING_DOWN = "shutting down"
+# Sent to a peer the node's peer filter refuses (the trust layer's shun list).
+REFUSED_BY_POLICY = "refused by policy"
 # Half-open inbound handshakes beyond which new Initials get a Retry (as
 # quic-go and quinn do), unless HostConfig.retry_threshold says otherwise.
 DEFAULT_RETRY_THRESHOLD = 64
@@ -64,6 +67,8 @@ class Acceptor:
             self._retry_threshold = min(DEFAULT_RETRY_THRESHOLD, max(1, config.max_connections // 4))
         self._half_open = 0
         self.closing = False
+        # Host.set_peer_filter: a reason to refuse a peer, or None to accept it.
+        self.peer_filter: Callable[[PeerId], str | None] | None = None
 
     @property
     def half_open(self) -> int:
@@ -125,6 +130,12 @@ class Acceptor:
             metrics.CONNECTIONS_TOTAL.labels("inbound", "failed").inc()
             return
         peer_id = driver.remote_peer_id
+        reason = self.peer_filter(peer_id) if self.peer_filter is not None else None
+        if reason is not None:
+            log.info("refusing %s: %s", peer_id.short(), reason)
+            driver.refuse(REFUSED_BY_POLICY)
+            metrics.CONNECTIONS_TOTAL.labels("inbound", "refused").inc()
+            return
         if len(self._table.connections_to(peer_id)) >= self._config.max_connections_per_peer:
             driver.refuse(REFUSED_PEER_LIMIT)
             metrics.CONNECTIONS_TOTAL.labels("inbound", "refused").inc()

@@ -53,6 +53,7 @@ class Host:
         # Protocols protect the peers they must stay connected to here.
         self.connection_manager = ConnectionManager(self.config.connection_manager)
         self._nursery: trio.Nursery | None = None
+        self._peer_filter: Callable[[PeerId], str | None] | None = None
         self._endpoints: list[QuicEndpoint] = []
         self._streams = StreamDispatcher(
             self.config.max_inbound_handlers, self.config.negotiation_timeout, self.start_soon
@@ -171,6 +172,30 @@ class Host:
         for endpoint in self._endpoints:
             endpoint.close()
 
+    # -- peer policy -----------------------------------------------------------
+
+    def set_peer_filter(self, peer_filter: Callable[[PeerId], str | None] | None) -> None:
+        """Refuse the peers ``peer_filter`` gives a reason for (the trust layer's shun list).
+
+        Inbound connections from them are refused once the handshake has
+        proved who they are; dials to them are not made; connections already
+        open are left to :meth:`disconnect`.
+        """
+        self.acceptor.peer_filter = peer_filter
+        self._peer_filter = peer_filter
+
+    def _check_peer_allowed(self, peer_id: PeerId) -> None:
+        reason = self._peer_filter(peer_id) if self._peer_filter is not None else None
+        if reason is not None:
+            raise TransportError(f"not dialling {peer_id}: {reason}")
+
+    def disconnect(self, peer_id: PeerId, reason: str) -> int:
+        """Close every connection to ``peer_id``; returns how many."""
+        connections = self.connections_to(peer_id)
+        for driver in connections:
+            driver.close(reason)
+        return len(connections)
+
     # -- handlers --------------------------------------------------------------
 
     def set_stream_handler(self, protocol: str, handler: StreamHandler, early_data: bool = False) -> None:
@@ -202,6 +227,7 @@ class Host:
         address = addr if isinstance(addr, QuicAddress) else parse_quic_address(addr)
         if address.peer_id is None:
             raise MultiaddrError(f"{addr} lacks /p2p/<peer id>: the peer must be authenticated")
+        self._check_peer_allowed(address.peer_id)
         existing = self.connections_to(address.peer_id)
         if existing:
             return existing[0]
@@ -215,6 +241,7 @@ class Host:
         """
         if peer_id == self.peer_id:
             raise TransportError("cannot dial ourselves")
+        self._check_peer_allowed(peer_id)
         existing = self.connections_to(peer_id)
         if existing:
             return existing[0]

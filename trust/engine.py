@@ -100,6 +100,19 @@ class Shun:
     until: float
 
 
+@dataclass(slots=True)
+class TrustChanges:
+    """What changed since the last :meth:`TrustEngine.take_changes`: what the store must write."""
+
+    evidence: dict[PeerId, PeerEvidence] = field(default_factory=dict)
+    attestations: list[Attestation] = field(default_factory=list)
+    # None: the shun was lifted.
+    shuns: dict[PeerId, Shun | None] = field(default_factory=dict)
+
+    def __bool__(self) -> bool:
+        return bool(self.evidence or self.attestations or self.shuns)
+
+
 @dataclass(frozen=True, slots=True)
 class SelectionPolicy:
     """How a provider is chosen from ranked candidates (see :func:`choose`).
@@ -195,6 +208,7 @@ class TrustEngine:
         # peers that served us well, less the discredited), by global-trust index.
         self._discredited = np.zeros(0, dtype=bool)
         self._heard = np.zeros(0, dtype=bool)
+        self._changes = TrustChanges()
 
     # -- observations ------------------------------------------------------
     def evidence(self, peer: PeerId, now: float) -> PeerEvidence:
@@ -203,11 +217,20 @@ class TrustEngine:
             record = self._evidence[peer] = PeerEvidence(first_seen=now)
         return record
 
+    def take_changes(self) -> TrustChanges:
+        changes, self._changes = self._changes, TrustChanges()
+        return changes
+
+    def restore_evidence(self, peer: PeerId, record: PeerEvidence) -> None:
+        self._evidence[peer] = record
+
     def observe(self, peer: PeerId, observation: Observation, now: float, amount: float = 1.0) -> None:
         if peer == self.local:
             return
         dimension, good, bad = _EVIDENCE[observation]
-        self.evidence(peer, now).add(dimension, now, self.config.half_life, good * amount, bad * amount)
+        record = self.evidence(peer, now)
+        record.add(dimension, now, self.config.half_life, good * amount, bad * amount)
+        self._changes.evidence[peer] = record
         if dimension is Dimension.PERFORMANCE:
             self._judge_reviewers(peer, served_well=good > 0)
         self._refresh_own_row(now)
@@ -246,6 +269,7 @@ class TrustEngine:
         record = self.evidence(peer, now)
         record.add(Dimension.PERFORMANCE, now, self.config.half_life, bad=PROOF_PENALTY)
         record.add(Dimension.SECURITY, now, self.config.half_life, bad=PROOF_PENALTY)
+        self._changes.evidence[peer] = record
         reason = proof.value + (f": {detail}" if detail else "")
         self.shun(peer, reason, now)
         self._refresh_own_row(now)
@@ -281,6 +305,7 @@ class TrustEngine:
             raise AttestationError("attestations about this node are not used by it")
         self._gate.admit(attestation, sender, now)
         self._remember(attestation)
+        self._changes.attestations.append(attestation)
         self._refresh_issuer_row(attestation.issuer)
 
     def restore_attestation(self, attestation: Attestation) -> None:
@@ -432,12 +457,16 @@ class TrustEngine:
     def shun(self, peer: PeerId, reason: str, now: float, seconds: float | None = None) -> Shun:
         entry = Shun(reason, now + (self.config.shun_seconds if seconds is None else seconds))
         self._shunned[peer] = entry
+        self._changes.shuns[peer] = entry
         log.warning("shunning %s until +%.0f s: %s", peer.short(), entry.until - now, reason)
         self.global_trust.set_row(self.local, self._own_row(now))
         return entry
 
     def unshun(self, peer: PeerId) -> bool:
-        return self._shunned.pop(peer, None) is not None
+        lifted = self._shunned.pop(peer, None) is not None
+        if lifted:
+            self._changes.shuns[peer] = None
+        return lifted
 
     def is_shunned(self, peer: PeerId, now: float) -> bool:
         entry = self._shunned.get(peer)

@@ -4,6 +4,7 @@ from hypothesis import given, strategies as st
 from multiaddr import Multiaddr
 import pytest
 
+from dht_multiaddrs import JUNK_ADDRS, REAL_WORLD_ADDRS, UNUSABLE_ADDRS
 from hypermesh.dht import kad_pb2
 from hypermesh.dht.messages import (
     MAX_ADDRS_PER_PEER,
@@ -63,29 +64,6 @@ def test_oversized_message_is_rejected():
         decode_message(b"\x00" * (MAX_MESSAGE_SIZE + 1))
 
 
-# What kubo and other peers advertise: every one must survive decoding.
-REAL_WORLD_ADDRS = [
-    Multiaddr(text).to_bytes()
-    for text in (
-        "/ip4/147.75.83.83/tcp/4001",
-        "/ip4/147.75.83.83/udp/4001/quic-v1",
-        "/ip6/2604:1380:4602:5c00::3/udp/4001/quic-v1/webtransport"
-        "/certhash/uEiDDq4_xNyDorZBH3TlGazyJdOWSwvo4PUo5YHFMrvDE8g"
-        "/certhash/uEiAkJvKxxb4MFGXpV1p8_Z0ryJCIk8H-5WzmWmymQjUZ8A",
-        "/dns4/node.example.com/tcp/443/wss",
-        "/dns6/node.example.com/tcp/443/tls/sni/node.example.com/ws",
-        "/ip4/1.2.3.4/tcp/4001/p2p/QmNnooDu7bfjPFoTZYxMNLWUQJyrVwtbZg5gBMjTezGAJN/p2p-circuit",
-        "/ip4/1.2.3.4/udp/4001/webrtc-direct/certhash/uEiDDq4_xNyDorZBH3TlGazyJdOWSwvo4PUo5YHFMrvDE8g",
-    )
-]
-IP4 = Multiaddr("/ip4/1.2.3.4").to_bytes()
-UNUSABLE_ADDRS = [
-    IP4 + b"\xff\x7f\x00\x01",  # protocol code 0x3fff: newer than our table
-    b"\xa1\x8f\x02\x04" + IP4,  # unknown code first
-    b"\x04\x01\x02",  # truncated ip4
-    IP4 + b"\xa5\x03",  # /p2p without its peer ID
-    IP4 * 60,  # over MAX_ADDR_SIZE
-]
 OTHER_PEER = Identity.from_seed(b"other").peer_id
 THIRD_PEER = Identity.from_seed(b"third").peer_id
 
@@ -102,7 +80,6 @@ def test_unusable_addresses_are_dropped_one_by_one_and_the_rest_kept():
 
 
 KNOWN_ADDRS = st.sampled_from(REAL_WORLD_ADDRS + [ADDR])
-JUNK_ADDRS = st.one_of(st.sampled_from(UNUSABLE_ADDRS), st.binary(max_size=40).map(lambda b: b"\xff\x7f" + b))
 
 
 FUZZ_PEERS = [Identity.from_seed(b"fuzz-%d" % i).peer_id for i in range(8)]

@@ -30,7 +30,7 @@ SQUATTER_PREFIX = "45.67.89"
 
 
 def addr(ip: str) -> bytes:
-    return Multiaddr(f"/ip4/{ip}/udp/4001/quic-v1").to_bytes()
+    return Multiaddr(f"/ip{6 if ':' in ip else 4}/{ip}/udp/4001/quic-v1").to_bytes()
 
 
 def entry(identity: Identity, ip: str, weight: int = 1, seq: int = 1, also: tuple[str, ...] = ()) -> bytes:
@@ -92,6 +92,29 @@ def test_naming_another_operators_prefix_uses_none_of_its_room():
     assert not put(core, squatter, f"{SQUATTER_PREFIX}.99", entry(squatter, "46.0.0.99", also=(f"{SQUATTER_PREFIX}.99",)))
     for i, real in enumerate(REAL):
         assert put(core, real, f"46.0.0.{i + 1}", entry(real, f"46.0.0.{i + 1}"))
+
+
+def test_a_dual_stack_instance_is_admitted_from_the_home_of_either_family():
+    core = server()
+    v6_first, v4_first, other = REAL
+    # Reaching the server over the family it declares second, from that family's home.
+    assert put(core, v6_first, "46.0.0.1", entry(v6_first, "2a01:4f8:1::1", also=("46.0.0.1",)))
+    assert put(core, v4_first, "2a01:4f8:2::1", entry(v4_first, "46.1.0.1", also=("2a01:4f8:2::1",)))
+    # A family's home is its first address: a later one of the same family is not.
+    assert not put(core, other, "46.3.0.1", entry(other, "2a01:4f8:3::1", also=("46.2.0.1", "46.3.0.1")))
+    assert stored_peers(core) == {v6_first.peer_id, v4_first.peer_id}
+
+
+def test_dual_stack_throwaway_keys_get_no_more_room_than_single_stack_ones():
+    core = server()
+    squatter_v6 = "2a02:1234:5678"
+    for i, squatter in enumerate(SQUATTERS):
+        v4, v6 = f"{SQUATTER_PREFIX}.{i + 1}", f"{squatter_v6}::{i + 1:x}"
+        put(core, squatter, v4 if i % 2 else v6, entry(squatter, v4, weight=MAX_SERVICE_WEIGHT, also=(v6,)))
+    assert len(stored_peers(core)) == MAX_SERVICE_INSTANCES_PER_PREFIX
+    for i, real in enumerate(REAL):
+        assert put(core, real, f"2a03:{i}::1", entry(real, f"46.{i}.0.1", also=(f"2a03:{i}::1",)))
+    assert {r.peer_id for r in REAL} <= stored_peers(core)
 
 
 def test_ranking_lets_no_prefix_take_the_top_by_declaring_high_weight():

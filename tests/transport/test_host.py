@@ -16,6 +16,7 @@ from hypermesh.transport.errors import (
     PeerRefused,
     ResourceLimitError,
     StreamReset,
+    TransportError,
 )
 from hypermesh.transport.host import HostConfig, open_host
 from hypermesh.transport.identity import Identity
@@ -383,3 +384,35 @@ async def test_a_connection_being_closed_is_not_reused_or_counted(pair):
         await server_side.closed_event.wait()
         again = await client.connect(server.listen_addrs()[0])
         assert not again.closed and await ping.ping(client, server.peer_id)
+
+
+async def test_a_filtered_peer_is_refused_inbound_and_not_dialled(pair):
+    server, client = pair
+    shunned = {client.peer_id: "shunned: forged receipt"}
+    server.set_peer_filter(shunned.get)
+    with trio.fail_after(STEP):
+        try:
+            refused = await client.connect(server.listen_addrs()[0])
+            await refused.closed_event.wait()
+            reason = refused.close_reason
+        except PeerRefused as exc:
+            reason = str(exc)
+    assert reason.startswith("peer refused: refused by policy")
+    assert server.connections_to(client.peer_id) == []
+    # The other way round: the server will not dial the peer it shuns.
+    with pytest.raises(TransportError, match="shunned: forged receipt"):
+        await server.connect(client.listen_addrs()[0])
+    server.set_peer_filter(None)
+    with trio.fail_after(STEP):
+        await client.connect(server.listen_addrs()[0])
+        assert await ping.ping(client, server.peer_id)
+
+
+async def test_disconnect_closes_every_connection_to_a_peer(pair):
+    server, client = pair
+    with trio.fail_after(STEP):
+        driver = await client.connect(server.listen_addrs()[0])
+        assert await ping.ping(client, server.peer_id)
+    assert server.disconnect(client.peer_id, "shunned") == 1
+    with trio.fail_after(STEP):
+        await driver.closed_event.wait()
