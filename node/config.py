@@ -289,15 +289,15 @@ def config_template() -> str:
         "# and a flag of `hypermesh run`; a flag beats the environment, which beats this file.",
         "# Uncomment a line to change it; `hypermesh config show` prints what is in effect.",
     ]
-    section = None
+    tables: dict[str, list[Setting]] = {}  # each table once, in the order settings name them
     for setting in SETTINGS:
-        table, name = setting.key.split(".")
-        if table != section:
-            out += ["", f"[{table}]"]
-            section = table
-        out += [f"# {line}" for line in setting.comment.splitlines()]
-        out.append(f"# ({setting.env}, {setting.flag})")
-        out.append(f"# {name} = {toml_value(setting.default)}")
+        tables.setdefault(setting.key.split(".")[0], []).append(setting)
+    for table, settings in tables.items():
+        out += ["", f"[{table}]"]
+        for setting in settings:
+            out += [f"# {line}" for line in setting.comment.splitlines()]
+            out.append(f"# ({setting.env}, {setting.flag})")
+            out.append(f"# {setting.key.split('.')[1]} = {toml_value(setting.default)}")
     return "\n".join(out) + "\n"
 
 

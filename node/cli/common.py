@@ -156,7 +156,12 @@ def add_setting_option(parser: argparse.ArgumentParser, key: str, metavar: str, 
     environment and config.toml can supply it (see node/config.py)."""
     setting = SETTINGS_BY_KEY[key]
     default = setting.default
-    shown = "off" if default is None else (" and ".join(default) or "none") if isinstance(default, list) else default
+    if default is None or default is False:
+        shown = "off"
+    elif isinstance(default, list):
+        shown = " and ".join(default) or "none"
+    else:
+        shown = default
     help_text = f"{help_text} (default {shown}; {key} in config.toml, {setting.env})"
     if setting.item_check is not None:
         parser.add_argument(setting.flag, dest=setting.dest, action="append", type=setting.item_check,

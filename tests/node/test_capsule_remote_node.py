@@ -3,21 +3,11 @@
 
 import json
 import shutil
-import subprocess
 
 import pytest
 
-from hypermesh.node.processes import hypermesh_command, start_node
-
-TIMEOUT = 60
-
-
-def hm(*args, cwd, check=True):
-    result = subprocess.run(hypermesh_command(*map(str, args)), cwd=cwd, stdin=subprocess.DEVNULL,
-                            capture_output=True, text=True, timeout=TIMEOUT)
-    if check:
-        assert result.returncode == 0, f"hypermesh {' '.join(map(str, args))}: {result.stderr}"
-    return result
+from cli_testkit import hm
+from hypermesh.node.processes import start_node
 
 
 @pytest.fixture(scope="module")

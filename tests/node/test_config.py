@@ -110,6 +110,7 @@ ENV_EXAMPLES = {
     "log.level": ("debug", "debug"),
     "log.json": ("true", True),
     "capsules.trust": (SIGNER, [SIGNER]),
+    "network.perf": ("yes", True),
 }
 
 

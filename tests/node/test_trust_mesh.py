@@ -7,14 +7,12 @@ offered both C and the honest A, sends the work to A.
 """
 
 import json
-import subprocess
 
 import pytest
 import wasmtime
 
-from hypermesh.node.processes import hypermesh_command, start_node
-
-TIMEOUT = 60
+from cli_testkit import hm
+from hypermesh.node.processes import start_node
 
 # echo, unless the node's own kv says mode "1": then the constant "wrong".
 FLAKY_WAT = """
@@ -44,14 +42,6 @@ FLAKY_WAT = """
   (func (export "health") (param i32 i32) (result i64) (i64.const 0))
 )
 """
-
-
-def hm(*args, cwd, check=True):
-    result = subprocess.run(hypermesh_command(*map(str, args)), cwd=cwd, stdin=subprocess.DEVNULL,
-                            capture_output=True, text=True, timeout=TIMEOUT)
-    if check:
-        assert result.returncode == 0, f"hypermesh {' '.join(map(str, args))}: {result.stderr}"
-    return result
 
 
 def write_flaky_capsule(directory):

@@ -1,0 +1,6 @@
+"""The node tests import their helpers (cli_testkit) as a plain module, whatever pytest's import mode."""
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
