@@ -192,7 +192,7 @@ class ConsensusService:
             return
         send, receive = trio.open_memory_channel(SEND_QUEUE_SIZE)
         self._queues[key] = send
-        self._nursery.start_soon(self._sender, peer, receive)
+        self._nursery.start_soon(self._sender, peer, key, send, receive)
 
     def _add_follower(self, peer: PeerId, key: bytes) -> None:
         """A node outside the set asked for commits: give it a queue, if a follower slot is free."""
@@ -201,11 +201,13 @@ class ConsensusService:
 
     # ------------------------------------------------------------ sending
 
-    async def _sender(self, peer: PeerId, queue: trio.MemoryReceiveChannel) -> None:
+    async def _sender(self, peer: PeerId, key: bytes, send: trio.MemorySendChannel,
+                      queue: trio.MemoryReceiveChannel) -> None:
         """Write this peer's queue on one long-lived stream, reopened after failures.
 
         What queued meanwhile goes out in one write: a round's votes and
-        relays then share QUIC packets instead of taking one each.
+        relays then share QUIC packets instead of taking one each. A follower
+        that cannot be reached loses its queue (and slot): it asks again.
         """
         stream = None
         async for data in queue:
@@ -224,6 +226,10 @@ class ConsensusService:
                 if stream is not None:
                     await reset_quietly(stream)
                     stream = None
+                if peer not in self._validators and self._queues.get(key) is send:
+                    del self._queues[key]
+                    send.close()
+                    return
                 await trio.sleep(RECONNECT_DELAY)
         if stream is not None:
             await close_quietly(stream)
