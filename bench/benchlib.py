@@ -45,12 +45,28 @@ def get(tree, *path):
 
 
 def run_json(command: list[str], timeout: float) -> dict:
-    """Run a baseline script and parse the JSON object it prints last."""
+    """Run a baseline script and parse the JSON object it prints last.
+
+    A script that prints none (it crashed, or was killed) gives
+    ``{"error": …}`` with its exit status and the end of its stderr: the
+    cause, not a parsing failure of ours.
+    """
     try:
         result = subprocess.run(command, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
-        return json.loads(result.stdout.strip().splitlines()[-1])
-    except (subprocess.TimeoutExpired, IndexError, ValueError) as exc:
-        return {"error": f"{type(exc).__name__}: {exc}"}
+    except subprocess.TimeoutExpired as exc:
+        return {"error": f"no answer within {timeout:.0f} s: {_tail(exc.stderr)}"}
+    lines = result.stdout.strip().splitlines()
+    try:
+        return json.loads(lines[-1])
+    except (IndexError, ValueError):
+        printed = f"printed {lines[-1][:200]!r}" if lines else "printed nothing"
+        return {"error": f"exit status {result.returncode}, {printed}; stderr: {_tail(result.stderr)}"}
+
+
+def _tail(stderr: str | bytes | None, limit: int = 600) -> str:
+    if isinstance(stderr, bytes):
+        stderr = stderr.decode(errors="replace")
+    return (stderr or "").strip()[-limit:] or "(empty)"
 
 
 def machine() -> dict:

@@ -76,8 +76,11 @@ class Verified:
 class Quarantined:
     directory: Path
     diagnostics: tuple[Diagnostic, ...]
+    # The CID of the content actually hashed (None when a file could not be
+    # read): quarantine is keyed by it, never by what the receipt claims.
     cid: str | None = None
     manifest: Manifest | None = None
+    claimed_cid: str | None = None
 
     verified = False
 
@@ -97,8 +100,10 @@ def admit(directory: Path, policy: TrustPolicy) -> AdmissionResult:
     """Run every admission check on ``directory``; never raises for a bad capsule."""
     directory = Path(directory)
 
+    claimed: str | None = None
+
     def quarantine(*diagnostics: Diagnostic, cid: str | None = None, manifest: Manifest | None = None) -> Quarantined:
-        return Quarantined(directory, tuple(diagnostics), cid, manifest)
+        return Quarantined(directory, tuple(diagnostics), cid, manifest, claimed)
 
     try:
         listed = list_capsule_files(directory)
@@ -108,6 +113,7 @@ def admit(directory: Path, policy: TrustPolicy) -> AdmissionResult:
         receipt = parse_receipt(read_bounded(directory / RECEIPT_FILE, RECEIPT_FILE, MAX_JSON_BYTES))
     except FormatError as exc:
         return quarantine(Diagnostic("malformed", str(exc), RECEIPT_FILE))
+    claimed = receipt.cid
 
     present = {item.path for item in listed}
     problems: list[Diagnostic] = []
@@ -116,27 +122,33 @@ def admit(directory: Path, policy: TrustPolicy) -> AdmissionResult:
     for path in sorted(receipt.files.keys() - present):
         problems.append(Diagnostic("missing_file", f"receipt.json lists {path}, which is missing", path, "present", "absent"))
     contents: dict[str, bytes] = {}
-    for path in sorted(present & receipt.files.keys()):
+    found_hashes: dict[str, bytes] = {}
+    for path in sorted(present):
         try:
             data = read_bounded(directory / path, path, MAX_FILE_BYTES)
         except FormatError as exc:
             problems.append(Diagnostic("malformed", str(exc), path))
             continue
-        found = hashlib.sha256(data).digest()
+        found_hashes[path] = found = hashlib.sha256(data).digest()
+        if path not in receipt.files:
+            continue
         if found != receipt.files[path]:
             problems.append(Diagnostic("hash_mismatch", f"{path} does not match its hash in receipt.json", path,
                                        _hex(receipt.files[path]), _hex(found)))
         contents[path] = data
+    # What these files are, whatever the receipt says.
+    content_cid = cid_from_digest(root_hash(found_hashes)) if len(found_hashes) == len(present) else None
     if problems:
-        return quarantine(*problems, cid=receipt.cid)
+        return quarantine(*problems, cid=content_cid)
 
     root = root_hash(receipt.files)
     if root != receipt.root:
         return quarantine(Diagnostic("root_mismatch", "receipt.json root is not the hash of its file list",
-                                     RECEIPT_FILE, _hex(root), _hex(receipt.root)))
+                                     RECEIPT_FILE, _hex(root), _hex(receipt.root)), cid=content_cid)
     cid = cid_from_digest(root)
     if cid != receipt.cid:
-        return quarantine(Diagnostic("cid_mismatch", "receipt.json cid does not follow from its root", RECEIPT_FILE, cid, receipt.cid))
+        return quarantine(Diagnostic("cid_mismatch", "receipt.json cid does not follow from its root", RECEIPT_FILE, cid, receipt.cid),
+                          cid=content_cid)
 
     try:
         key_matches = receipt.signer.matches_public_key(receipt.signer_key)
@@ -167,12 +179,18 @@ def admit(directory: Path, policy: TrustPolicy) -> AdmissionResult:
                                      MANIFEST_FILE, f"a subset of {sorted(granted)}", str(sorted(manifest.requires))),
                           cid=cid, manifest=manifest)
 
-    code = contents.get(manifest.impl)
+    problem = code_problem(manifest, contents.get(manifest.impl))
+    if problem is not None:
+        return quarantine(problem, cid=cid, manifest=manifest)
+    return Verified(directory, cid, manifest, receipt, contents[manifest.impl])
+
+
+def code_problem(manifest: Manifest, code: bytes | None) -> Diagnostic | None:
+    """Why ``code`` cannot be the manifest's ``impl`` (absent, or WebAssembly of the wrong kind), or None."""
     if code is None:
-        return quarantine(Diagnostic("missing_file", f"manifest impl {manifest.impl} is not in the capsule", manifest.impl,
-                                     "present", "absent"), cid=cid, manifest=manifest)
+        return Diagnostic("missing_file", f"manifest impl {manifest.impl} is not in the capsule", manifest.impl, "present", "absent")
     expected_version = WASM_COMPONENT_VERSION if manifest.kind == KIND_COMPONENT else WASM_CORE_VERSION
     if code[:4] != WASM_MAGIC or code[4:8] != expected_version:
-        return quarantine(Diagnostic("wrong_code_kind", f"{manifest.impl} is not a WebAssembly {manifest.kind}", manifest.impl,
-                                     (WASM_MAGIC + expected_version).hex(), code[:8].hex()), cid=cid, manifest=manifest)
-    return Verified(directory, cid, manifest, receipt, code)
+        return Diagnostic("wrong_code_kind", f"{manifest.impl} is not a WebAssembly {manifest.kind}", manifest.impl,
+                          (WASM_MAGIC + expected_version).hex(), code[:8].hex())
+    return None

@@ -127,15 +127,38 @@ def _build_python(src: Path, requires: frozenset[str]) -> bytes:
     return code
 
 
-def _build_js(src: Path, requires: frozenset[str]) -> bytes:
-    wit_dir, _ = _write_wit(src, requires, bulk=False)
-    jco = shutil.which("jco") or (str(src / "node_modules" / ".bin" / "jco") if (src / "node_modules" / ".bin" / "jco").exists() else None)
+# The jco / componentize-js releases the JS scaffold is built and tested with (`make js-setup`).
+JS_TOOLS = "@bytecodealliance/jco@1.15.4 @bytecodealliance/componentize-js@0.18.5"
+
+
+def _find_jco(src: Path) -> str:
+    local = src / "node_modules" / ".bin" / "jco"
+    jco = shutil.which("jco") or (str(local) if local.exists() else None)
     if jco is None:
-        raise BuildError(f"jco is not installed: run `npm install @bytecodealliance/jco @bytecodealliance/componentize-js` in {src}")
+        raise BuildError(f"jco is not installed: run `npm install {JS_TOOLS}` in {src}")
+    return jco
+
+
+def _build_js(src: Path, requires: frozenset[str]) -> bytes:
+    _, wit_text = _write_wit(src, requires, bulk=False)
+    jco = _find_jco(src)
+    try:
+        version = subprocess.run([jco, "--version"], capture_output=True, text=True, timeout=60).stdout.strip()
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise BuildError(f"jco does not run: {exc}") from None
+    key = hashlib.sha256(f"jco {version} --disable all\n{wit_text}".encode() + (src / "app.js").read_bytes())
+    cached = build_cache_dir() / f"{key.hexdigest()}.wasm"
+    if cached.is_file():
+        return cached.read_bytes()
     out = src / ".build.wasm"
-    _run([jco, "componentize", str(src / "app.js"), "--wit", str(wit_dir), "--world-name", "capsule", "-o", str(out)], src, "jco")
+    # Relative paths: jco reads the WIT through a WASI sandbox rooted at its working directory.
+    # `--disable all` drops the WASI worlds (clocks, random, stdio, http) jco adds by default:
+    # the component imports only the capsule interfaces its manifest requires.
+    _run([jco, "componentize", "app.js", "--wit", "wit", "--world-name", "capsule", "--disable", "all",
+          "-o", out.name], src, "jco")
     code = out.read_bytes()
     out.unlink()
+    atomic_write(cached, code)
     return code
 
 

@@ -13,6 +13,7 @@ Every message is one varint-framed body (``uvarint(len) ‖ body``, as
         kind 0x02  the chunk whose sha2-256 is digest
     answer  = 0x00 ‖ payload                          found
             | 0x01                                    not found (or not served by this node)
+            | 0x02                                    held, but damaged in the provider's store
         payload of a chunk list: its canonical JSON (``ChunkList.to_bytes``), ≤ 4 MiB
         payload of a chunk: its bytes, ≤ 256 KiB (``chunks.MAX_CHUNK``)
 
@@ -37,6 +38,7 @@ KIND_CHUNK_LIST = 0x01
 KIND_CHUNK = 0x02
 STATUS_FOUND = 0x00
 STATUS_NOT_FOUND = 0x01
+STATUS_DAMAGED = 0x02
 
 DIGEST_BYTES = 32
 # A request is fixed-size, so anything longer is malformed: the provider
@@ -54,6 +56,13 @@ MAX_CHUNK_LIST_ANSWER = 1 + MAX_CHUNK_LIST_BYTES
 
 class ProtocolViolation(ValueError):
     """A peer sent a malformed request or answer."""
+
+
+class ProviderStoreDamaged(Exception):
+    """The provider holds what was asked for, but its copy failed its own hash check."""
+
+    def __init__(self):
+        super().__init__("chunk store damaged")
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,17 +106,27 @@ def decode_request(body: bytes) -> Request:
     return Request(body[0], bytes(body[1:]))
 
 
+# Damage is told apart from absence so that the fetcher's error says which it was.
+DAMAGED_ANSWER = bytes([STATUS_DAMAGED])
+
+
 def encode_answer(payload: bytes | None) -> bytes:
     return bytes([STATUS_NOT_FOUND]) if payload is None else bytes([STATUS_FOUND]) + payload
 
 
 def decode_answer(body: bytes, max_size: int) -> bytes | None:
-    """The payload of a found answer, or None for not found; raises :class:`ProtocolViolation`."""
+    """The payload of a found answer, or None for not found.
+
+    Raises :class:`ProviderStoreDamaged` for a damaged answer and
+    :class:`ProtocolViolation` for anything malformed.
+    """
     if not body or len(body) > max_size:
         raise ProtocolViolation(f"an answer is 1 to {max_size} bytes, got {len(body)}")
-    if body[0] == STATUS_NOT_FOUND:
+    if body[0] in (STATUS_NOT_FOUND, STATUS_DAMAGED):
         if len(body) != 1:
-            raise ProtocolViolation("a not-found answer carries no payload")
+            raise ProtocolViolation("a not-found or damaged answer carries no payload")
+        if body[0] == STATUS_DAMAGED:
+            raise ProviderStoreDamaged()
         return None
     if body[0] != STATUS_FOUND:
         raise ProtocolViolation(f"unknown answer status 0x{body[0]:02x}")

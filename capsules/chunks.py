@@ -206,7 +206,8 @@ async def unpack(chunk_list: ChunkList, fetch: Fetch, dest: Path, store: ChunkSt
     ``fetch`` may be called concurrently (at most ``parallel`` at once); it
     should raise on failure. Nothing is written at ``dest`` unless every
     chunk arrived intact: files are assembled in a staging directory that is
-    renamed into place last.
+    renamed into place last. Every disk write (fsync'd) runs on a worker
+    thread, never on the event loop.
     """
     dest = Path(dest)
     if dest.exists():
@@ -222,8 +223,7 @@ async def unpack(chunk_list: ChunkList, fetch: Fetch, dest: Path, store: ChunkSt
                 data = await fetch(digest)
             if not isinstance(data, (bytes, bytearray)):
                 raise ChunkError(f"fetch returned {type(data).__name__} for chunk {digest}, not bytes")
-            verify_chunk(digest, bytes(data))
-            store.put(bytes(data))
+            await trio.to_thread.run_sync(_verify_and_put, store, digest, bytes(data))
         except Exception as exc:
             # The first failure stops the other fetches: the capsule is unusable anyway.
             failures.append(exc)
@@ -238,6 +238,17 @@ async def unpack(chunk_list: ChunkList, fetch: Fetch, dest: Path, store: ChunkSt
             raise first
         raise ChunkError(f"fetching a chunk failed: {type(first).__name__}: {first}") from first
 
+    await trio.to_thread.run_sync(_assemble, chunk_list, store, dest)
+    return dest
+
+
+def _verify_and_put(store: ChunkStore, digest: str, data: bytes) -> None:
+    verify_chunk(digest, data)
+    store.put(data)
+
+
+def _assemble(chunk_list: ChunkList, store: ChunkStore, dest: Path) -> None:
+    """Write the capsule's files from the store's chunks into a staging directory, then rename it to ``dest``."""
     staging = dest.with_name(f".{dest.name}.{os.getpid()}.partial")
     shutil.rmtree(staging, ignore_errors=True)
     try:
@@ -251,4 +262,3 @@ async def unpack(chunk_list: ChunkList, fetch: Fetch, dest: Path, store: ChunkSt
         shutil.rmtree(staging, ignore_errors=True)
         raise
     fsync_directory(dest.parent)
-    return dest

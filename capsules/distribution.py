@@ -29,16 +29,19 @@ from hypermesh.transport.framing import BufferedReader, FramingError, write_fram
 from hypermesh.transport.identity import PeerId
 
 from .chunk_wire import (
+    DAMAGED_ANSWER,
     KIND_CHUNK_LIST,
     MAX_CHUNK_LIST_BYTES,
     PROTOCOL_ID,
     REQUEST_BYTES,
     ProtocolViolation,
+    ProviderStoreDamaged,
     Request,
     decode_answer,
     decode_request,
     encode_answer,
 )
+from .admission import Quarantined
 from .chunks import DEFAULT_PARALLEL_FETCHES, ChunkList, ChunkStore, unpack, verify_chunk
 from .cid import cid_from_digest, digest_from_cid
 from .errors import CapsuleError, ChunkError, FormatError
@@ -243,6 +246,9 @@ class _Providers:
                     attempts.append(f"{peer}: not found")
                     continue
                 return await accept(payload), attempts
+            except ProviderStoreDamaged as exc:
+                # An honest provider with a disk problem: say so, and ask the next one.
+                attempts.append(f"{peer}: {exc}")
             except _PROVIDER_FAULTS as exc:
                 self.failures[peer] += 1
                 self.counters["bad_answers"] += 1
@@ -326,7 +332,7 @@ class CapsuleDistribution:
 
     ``counters`` (a :class:`collections.Counter`) counts what happened, for
     metrics and tests: ``lists_served``, ``chunks_served``, ``not_found``,
-    ``streams_reset`` on the provider side; ``chunks_fetched`` and
+    ``damaged``, ``streams_reset`` on the provider side; ``chunks_fetched`` and
     ``bad_answers`` (a provider failed, answered late, or sent bytes that do
     not match) on the fetching side.
     """
@@ -354,7 +360,13 @@ class CapsuleDistribution:
     # -- provider side -------------------------------------------------------
 
     async def publish(self, capsule_dir: Path) -> str:
-        """Pack a signed capsule into the chunk store, remember its chunk list and announce its CID."""
+        """Pack a signed capsule into the chunk store, remember its chunk list and announce its CID.
+
+        Only a capsule this node would run: admitted, compiling and linking.
+        """
+        checked = await trio.to_thread.run_sync(self.runtime.preflight, Path(capsule_dir))
+        if isinstance(checked, Quarantined):
+            raise CapsuleError(f"not publishing {capsule_dir}: {checked.reason}")
         cid, chunk_list = await trio.to_thread.run_sync(self.store.pack, Path(capsule_dir))
         self.published.remember(chunk_list)
         self.discovery.provide(cid)
@@ -376,7 +388,7 @@ class CapsuleDistribution:
                     request = decode_request(body)
                 except (FramingError, ProtocolViolation) as exc:
                     return await self._refuse(stream, str(exc))
-                await write_frame(stream, encode_answer(await self._lookup(request)))
+                await write_frame(stream, await self._answer(request))
             if exchange.cancelled_caught:
                 return await self._refuse(stream, f"exchange not finished in {EXCHANGE_TIMEOUT:g} s")
 
@@ -385,31 +397,36 @@ class CapsuleDistribution:
         logger.info("resetting %s stream from %s: %s", PROTOCOL_ID, getattr(stream, "remote_peer", "?"), reason)
         await stream.reset()
 
-    async def _lookup(self, request: Request) -> bytes | None:
+    async def _answer(self, request: Request) -> bytes:
+        """The encoded answer to one request."""
         if request.kind == KIND_CHUNK_LIST:
             chunk_list = self.published.get(cid_from_digest(request.digest))
             found = None if chunk_list is None else chunk_list.to_bytes()
             self.counters["lists_served" if found is not None else "not_found"] += 1
-            return found
-        found = await self.read_chunk(request.digest.hex())
+            return encode_answer(found)
+        chunk_hash = request.digest.hex()
+        try:
+            found = await self.read_chunk(chunk_hash)
+        except ChunkError as exc:
+            # Damaged at rest: never send wrong bytes; the fetcher learns why and goes elsewhere.
+            logger.error("chunk store damaged, not serving %s: %s", chunk_hash, exc)
+            self.counters["damaged"] += 1
+            return DAMAGED_ANSWER
         self.counters["chunks_served" if found is not None else "not_found"] += 1
-        return found
+        return encode_answer(found)
 
     async def read_chunk(self, chunk_hash: str) -> bytes | None:
-        """A published chunk from the store (read off the event loop), or None."""
+        """A published chunk from the store (read off the event loop), or None; ChunkError if damaged."""
         if not self.published.serves_chunk(chunk_hash) or not self.store.has(chunk_hash):
             return None
-        try:
-            return await trio.to_thread.run_sync(self.store.get, chunk_hash)
-        except ChunkError as exc:
-            # Damaged at rest: better not found than wrong bytes; fetchers go elsewhere.
-            logger.error("chunk store damaged, not serving %s: %s", chunk_hash, exc)
-            return None
+        return await trio.to_thread.run_sync(self.store.get, chunk_hash)
 
     # -- fetching side -------------------------------------------------------
 
     async def fetch(self, cid: str, progress: Progress | None = None, parallel: int = DEFAULT_PARALLEL_FETCHES):
         """Fetch the capsule ``cid`` from its providers and install it; returns the runtime's capsule.
+
+        A capsule this node published itself is installed from its own chunk store.
 
         ``progress(done_bytes, total_bytes)`` is called as chunks arrive
         (chunks already in the local store count as done from the start).
@@ -421,23 +438,38 @@ class CapsuleDistribution:
         known = self._already_installed(cid)
         if known is not None:
             return known
+        own = self.published.get(cid)
+        if own is not None and all(self.store.has(chunk) for chunk in own.unique_chunks):
+            # A capsule this node publishes: assembled from its own chunks, no network.
+            return await self._assemble_and_install(cid, own, self.store.fetch, parallel)
         streams = _ProviderStreams(self.host, self.request_timeout)
         providers = _Providers(streams, await self._find_providers(cid), self.counters)
-        dest = self.incoming_dir / f"{cid}.{secrets.token_hex(6)}"
         try:
             chunk_list, fetcher = await self._fetch_chunk_list(cid, providers, progress)
-            await unpack(chunk_list, fetcher, dest, self.store, parallel=parallel)
-            capsule = await trio.to_thread.run_sync(self.runtime.install, dest)
+            capsule = await self._assemble_and_install(cid, chunk_list, fetcher, parallel)
         finally:
             await streams.aclose()
-            shutil.rmtree(dest, ignore_errors=True)
-        if capsule.state == State.QUARANTINED:
-            raise CapsuleQuarantinedError(cid, capsule)
         if self.provide_fetched:
             # Every chunk it names is in our store now, checked against the receipt.
             self.published.remember(chunk_list)
             self.discovery.provide(cid)
         return capsule
+
+    async def _assemble_and_install(self, cid: str, chunk_list: ChunkList, fetch, parallel: int):
+        """Unpack the chunks (``fetch``ed as needed) into a directory, install it, then remove the directory."""
+        dest = self.incoming_dir / f"{cid}.{secrets.token_hex(6)}"
+        try:
+            await unpack(chunk_list, fetch, dest, self.store, parallel=parallel)
+            capsule = await trio.to_thread.run_sync(self.runtime.install, dest)
+        finally:
+            shutil.rmtree(dest, ignore_errors=True)
+        if capsule.state == State.QUARANTINED:
+            raise CapsuleQuarantinedError(cid, capsule)
+        return capsule
+
+    def publishes(self, cid: str) -> bool:
+        """Whether this node serves ``cid``'s chunks (it published, or fetched and admitted, it)."""
+        return self.published.get(cid) is not None
 
     def _already_installed(self, cid: str):
         try:

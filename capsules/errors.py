@@ -32,7 +32,8 @@ class CallError(CapsuleError):
     (allocation beyond the limit), ``trap`` (any other guest trap), ``abi``
     (the guest broke the calling convention), ``input`` / ``output`` (schema
     validation), ``unavailable`` (no active capsule serves the name),
-    ``host`` (a host function failed).
+    ``host`` (a host function failed), ``denied`` (``invoke`` of a capsule
+    the caller's trust zone may not reach).
     """
 
     def __init__(self, kind: str, message: str):

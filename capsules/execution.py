@@ -71,6 +71,11 @@ def verify_execution_receipt(receipt: dict[str, Any], public_key_proto: bytes | 
     match the receipt's node. Raises :class:`FormatError` on a malformed receipt.
     """
     schema.validate(receipt, schema.EXECUTION_RECEIPT, "execution receipt")
+    return signature_is_valid(receipt, public_key_proto)
+
+
+def signature_is_valid(receipt: dict[str, Any], public_key_proto: bytes | None = None) -> bool:
+    """:func:`verify_execution_receipt` for a receipt already checked against its schema."""
     try:
         node = PeerId.from_base58(receipt["node"])
     except IdentityError as exc:

@@ -55,9 +55,9 @@ def wit_interface(capability: str) -> str:
 
 @dataclass
 class HostServices:
-    """What one capsule's host functions act on: its name (the kv namespace), logger, store, invoker."""
+    """What one capsule's host functions act on: its kv namespace, label, store, invoker, logger."""
 
-    capsule_name: str
+    kv_namespace: str
     label: str
     kv: KeyValueStore | None
     invoke_fn: InvokeFn | None
@@ -70,13 +70,13 @@ class HostServices:
         self.logger.log(levels.get(level, logging.INFO), "[%s] %s", self.label, message[:MAX_LOG_BYTES])
 
     def kv_get(self, key: bytes) -> bytes | None:
-        return self._kv().get(self.capsule_name, key)
+        return self._kv().get(self.kv_namespace, key)
 
     def kv_set(self, key: bytes, value: bytes) -> None:
-        self._kv().set(self.capsule_name, key, value)
+        self._kv().set(self.kv_namespace, key, value)
 
     def kv_delete(self, key: bytes) -> bool:
-        return self._kv().delete(self.capsule_name, key)
+        return self._kv().delete(self.kv_namespace, key)
 
     def _kv(self) -> KeyValueStore:
         if self.kv is None:

@@ -2,7 +2,9 @@
 
 One SQLite database per node, in WAL mode with ``synchronous=FULL``: a
 committed ``set`` survives ``kill -9`` and power loss. Keys are namespaced by
-capsule *name*, so a hot-swapped version sees its predecessor's data.
+signer and capsule name (:func:`kv_namespace`): a later version signed by the
+same key (a hot swap) sees its predecessor's data, a same-named capsule of
+another signer does not.
 """
 
 from __future__ import annotations
@@ -16,6 +18,11 @@ from .errors import CallError
 MAX_KEY_BYTES = 256
 MAX_VALUE_BYTES = 64 * 1024
 MAX_KEYS_PER_CAPSULE = 100_000
+
+
+def kv_namespace(signer: str, name: str) -> str:
+    """The namespace of a capsule's data: ``<signer peer ID>/<capsule name>``."""
+    return f"{signer}/{name}"
 
 
 class KeyValueStore:

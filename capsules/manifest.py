@@ -14,6 +14,11 @@ from .layout import MAX_JSON_BYTES
 KIND_MODULE = "module"
 KIND_COMPONENT = "component"
 COMPONENT_ENTRY = "handle"
+# Exports of a core module that the host calls itself (see docs/CAPSULES.md):
+# an entry point of one of these names would replace its signature check.
+ALLOC_EXPORT = "hm_alloc"
+MEMORY_EXPORT = "memory"
+RESERVED_MODULE_EXPORTS = (ALLOC_EXPORT, MEMORY_EXPORT)
 TRUST_ZONES = ("system", "tenant", "session", "ephemeral")
 CAPABILITIES = ("log", "kv", "clock", "random", "invoke")
 DEFAULT_MAX_OUTPUT_BYTES = 16 * 1024 * 1024
@@ -73,6 +78,8 @@ def parse_manifest(data: bytes) -> Manifest:
                 except jsonschema.SchemaError as exc:
                     raise FormatError(f"manifest.json entry_points/{name}/{key} is not a JSON Schema: {exc.message}") from None
         entries[name] = EntryPoint(name, entry["io"], entry.get("input_schema", True), entry.get("output_schema", True))
+    if doc["kind"] == KIND_MODULE and (reserved := sorted(set(entries) & set(RESERVED_MODULE_EXPORTS))):
+        raise FormatError(f"manifest.json entry point {reserved[0]!r} is a name reserved for the core-module ABI {RESERVED_MODULE_EXPORTS}")
     if doc["kind"] == KIND_COMPONENT and set(entries) != {COMPONENT_ENTRY}:
         raise FormatError(f"a component capsule exports exactly one entry point, {COMPONENT_ENTRY!r}; manifest lists {sorted(entries)}")
     health = None

@@ -1,8 +1,10 @@
 """The quarantine: rejected capsules kept for inspection with their diagnostics.
 
-``<data_dir>/capsules/quarantine/<label>/`` holds what could safely be copied
-of the capsule and ``diagnostics.json`` (why it was rejected, what was not
-copied).
+``<data_dir>/capsules/quarantine/<cid>/`` holds what could safely be copied
+of the capsule (or the store's own copy, moved) and ``diagnostics.json``: the
+CID of the content actually hashed, the CID its receipt claimed, why it was
+rejected and what was not copied. A node restores these at start, so a
+quarantined capsule stays quarantined across restarts.
 """
 
 from __future__ import annotations
@@ -14,13 +16,17 @@ import stat
 import time
 from pathlib import Path
 
-from .admission import Quarantined
-from .layout import MANIFEST_FILE, MAX_DEPTH, MAX_FILE_BYTES, MAX_FILES, RECEIPT_FILE, read_bounded
+from .admission import Diagnostic, Quarantined
+from .cid import is_cid
+from .errors import CapsuleError
+from .layout import MANIFEST_FILE, MAX_DEPTH, MAX_FILE_BYTES, MAX_FILES, MAX_JSON_BYTES, RECEIPT_FILE, read_bounded
 from .lifecycle import EventBus, Lifecycle, State
+from .manifest import parse_manifest
 from .registry import Capsule, CapsuleRegistry
 from .storage import atomic_write, ensure_private_dir
 
 logger = logging.getLogger("hypermesh.capsules")
+DIAGNOSTICS_FILE = "diagnostics.json"
 
 
 class Quarantine:
@@ -30,23 +36,15 @@ class Quarantine:
         self._bus = bus
 
     def add(self, result: Quarantined, move: bool = False) -> Capsule:
-        """Keep the rejected capsule (a copy, or the store's own directory moved) and its diagnostics."""
+        """Keep the rejected capsule (a copy, or the store's own directory moved) and its diagnostics.
+
+        Its folder is named after the CID of the content admission actually
+        hashed: the receipt's CID is only a claim, and a corrupted copy of a
+        good capsule must not take that capsule's name.
+        """
         label = result.cid or f"unidentified-{time.time_ns()}"
         name = result.manifest.name if result.manifest else None
-        target = self.directory / label
-        if target.exists():
-            skipped = []
-            if move:
-                shutil.rmtree(result.directory, ignore_errors=True)
-        elif move:
-            # A stored capsule failed re-admission (tampered at rest): take it out of the store.
-            result.directory.rename(target)
-            skipped = []
-        else:
-            skipped = copy_for_inspection(result.directory, target)
-        report = {"cid": result.cid, "source": str(result.directory), "diagnostics": [d.to_document() for d in result.diagnostics],
-                  "not_copied": skipped}
-        atomic_write(target / "diagnostics.json", json.dumps(report, indent=2).encode())
+        target = self._keep(result.directory, label, move, result.diagnostics, result.claimed_cid)
         capsule = Capsule(label, target, Lifecycle(result.cid, name, self._bus), result.manifest, diagnostics=result.diagnostics)
         with self._registry.lock:
             capsule.lifecycle.transition(State.QUARANTINED, result.reason)
@@ -54,6 +52,56 @@ class Quarantine:
                 self._registry.add(capsule, result.cid)
         logger.warning("capsule from %s quarantined: %s", result.directory, result.reason)
         return capsule
+
+    def take(self, capsule: Capsule, diagnostic: Diagnostic) -> None:
+        """Quarantine an admitted capsule that failed later (it does not link): out of the store, described."""
+        target = self._keep(capsule.directory, capsule.cid, True, (diagnostic,), capsule.cid)
+        with self._registry.lock:
+            capsule.diagnostics, capsule.directory = (diagnostic,), target
+            capsule.lifecycle.transition(State.QUARANTINED, diagnostic.message)
+        logger.warning("capsule %s quarantined: %s", capsule.cid, diagnostic)
+
+    def restore(self) -> list[Capsule]:
+        """Know again, after a restart, the capsules quarantined before it, with their diagnostics."""
+        restored = []
+        for folder in sorted(self.directory.iterdir()):
+            if not is_cid(folder.name) or self._registry.lookup(folder.name) is not None:
+                continue
+            try:
+                report = json.loads(read_bounded(folder / DIAGNOSTICS_FILE, DIAGNOSTICS_FILE, MAX_JSON_BYTES))
+                diagnostics = tuple(Diagnostic(str(d["code"]), str(d["message"]), d.get("path"), d.get("expected"), d.get("found"))
+                                    for d in report["diagnostics"])
+            except (CapsuleError, ValueError, KeyError, TypeError) as exc:
+                logger.warning("quarantined capsule %s has no readable %s: %s", folder.name, DIAGNOSTICS_FILE, exc)
+                continue
+            try:
+                manifest = parse_manifest(read_bounded(folder / MANIFEST_FILE, MANIFEST_FILE, MAX_JSON_BYTES))
+            except CapsuleError:
+                manifest = None
+            capsule = Capsule(folder.name, folder, Lifecycle(folder.name, manifest.name if manifest else None, self._bus),
+                              manifest, diagnostics=diagnostics)
+            with self._registry.lock:
+                capsule.lifecycle.transition(State.QUARANTINED, "; ".join(str(d) for d in diagnostics))
+                if self._registry.lookup(folder.name) is None:
+                    self._registry.add(capsule, folder.name)
+                    restored.append(capsule)
+        return restored
+
+    def _keep(self, source: Path, label: str, move: bool, diagnostics: tuple[Diagnostic, ...], claimed_cid: str | None) -> Path:
+        """Move or copy ``source`` to ``<quarantine>/<label>`` and write its diagnostics.json there."""
+        target = self.directory / label
+        skipped: list[str] = []
+        if target.exists():
+            if move:
+                shutil.rmtree(source, ignore_errors=True)
+        elif move:
+            source.rename(target)
+        else:
+            skipped = copy_for_inspection(source, target)
+        report = {"cid": label if is_cid(label) else None, "claimed_cid": claimed_cid, "source": str(source),
+                  "diagnostics": [d.to_document() for d in diagnostics], "not_copied": skipped}
+        atomic_write(target / DIAGNOSTICS_FILE, json.dumps(report, indent=2).encode())
+        return target
 
 
 def copy_for_inspection(source: Path, target: Path) -> list[str]:

@@ -26,6 +26,8 @@ class Capsule:
     directory: Path
     lifecycle: Lifecycle
     manifest: Manifest | None = None
+    # Peer ID of the key that signed it (None when quarantined).
+    signer: str | None = None
     resources: Resources | None = None
     diagnostics: tuple[Diagnostic, ...] = ()
     sandbox: object | None = None

@@ -14,12 +14,16 @@ registry's one lock, which is never held while guest code runs.
 
 from __future__ import annotations
 
+import functools
 import logging
 from pathlib import Path
 
+import trio
+
 from hypermesh.transport.identity import Identity, init_identity
 
-from .admission import Diagnostic
+from . import preflight
+from .admission import AdmissionResult, Diagnostic
 from .calls import CallRouter, schema_validators
 from .engine import CapsuleEngine
 from .errors import LifecycleError, LinkError
@@ -27,7 +31,7 @@ from .execution import CallResult
 from .host import HostServices
 from .hotswap import (DEFAULT_DRAIN_TIMEOUT_S, DEFAULT_PROBATION_CALLS, DEFAULT_PROBATION_S, GUEST_FAULTS, HotSwapper,
                       SwapReport)
-from .kvstore import KeyValueStore
+from .kvstore import KeyValueStore, kv_namespace
 from .lifecycle import EventBus, State
 from .quarantine import Quarantine
 from .registry import Capsule, CapsuleRegistry
@@ -58,7 +62,7 @@ class CapsuleRuntime:
         self._quarantine = Quarantine(root / "quarantine", self._registry, self.bus)
         self._store = CapsuleStore(root / "store", self._registry, self._quarantine, lambda: self.policy, self.bus)
         self._swapper = HotSwapper(self._registry, self.bus, self.load, self.activate, self.unload)
-        self._calls = CallRouter(self._registry, self.identity, self._swapper)
+        self._calls = CallRouter(self._registry, self.identity, self._swapper, lambda: self.policy)
         self.store_dir = self._store.directory
         self.quarantine_dir = self._quarantine.directory
 
@@ -93,8 +97,16 @@ class CapsuleRuntime:
         return self._store.install(directory)
 
     def install_stored(self) -> list[Capsule]:
-        """Re-admit every capsule in the store (after a restart); tampered ones are quarantined."""
+        """Re-admit every capsule in the store (after a restart); tampered ones are quarantined.
+
+        Capsules quarantined before the restart are known again as quarantined.
+        """
+        self._quarantine.restore()
         return self._store.install_stored()
+
+    def preflight(self, directory: Path) -> AdmissionResult:
+        """Admit, compile and link ``directory`` without installing it (for publishing)."""
+        return preflight.verify(Path(directory), self.policy, self.engine)
 
     def get(self, cid: str) -> Capsule:
         return self._registry.get(cid)
@@ -108,39 +120,60 @@ class CapsuleRuntime:
     # -- lifecycle ---------------------------------------------------------
 
     def load(self, cid: str) -> Capsule:
+        """Compile and link a verified (or unloaded) capsule."""
         capsule = self.get(cid)
-        lock = self._registry.lock
-        with lock:
+        with self._registry.lock:
             if capsule.state not in (State.VERIFIED, State.UNLOADED):
                 raise LifecycleError(f"capsule {capsule.name} {cid} is {capsule.state.value}; only verified or unloaded capsules load")
-        host = HostServices(capsule.manifest.name, f"{capsule.manifest.label} {cid[-8:]}", self.kv,
-                            self._calls.invoke, logging.getLogger(f"hypermesh.capsules.{capsule.manifest.name}"))
+        self._load(capsule)
+        return capsule
+
+    def _load(self, capsule: Capsule) -> None:
+        """Compile and link outside the lock (a component takes seconds, and calls of other capsules go on).
+
+        Threads loading the same capsule at once each compile; the first to
+        finish installs its sandbox, the others drop theirs.
+        """
+        lock = self._registry.lock
+        host = HostServices(kv_namespace(capsule.signer, capsule.manifest.name), f"{capsule.manifest.label} {capsule.cid[-8:]}",
+                            self.kv, functools.partial(self._calls.invoke, capsule),
+                            logging.getLogger(f"hypermesh.capsules.{capsule.manifest.name}"))
         code = capsule.code if capsule.code is not None else (capsule.directory / capsule.manifest.impl).read_bytes()
         try:
             sandbox = build_sandbox(self.engine, code, capsule.manifest, capsule.resources, host)
         except LinkError as exc:
             with lock:
-                capsule.diagnostics = (Diagnostic("link_error", str(exc), capsule.manifest.impl),)
-                capsule.lifecycle.transition(State.QUARANTINED, str(exc))
+                if capsule.state in (State.VERIFIED, State.UNLOADED):
+                    self._quarantine.take(capsule, Diagnostic("link_error", str(exc), capsule.manifest.impl))
             raise
         validators = schema_validators(capsule.manifest)
         with lock:
+            if capsule.state not in (State.VERIFIED, State.UNLOADED):
+                return  # loaded by another thread meanwhile
             capsule.sandbox, capsule.validators, capsule.code = sandbox, validators, None
             capsule.lifecycle.transition(State.LOADED, f"{capsule.manifest.kind} linked with {sorted(capsule.manifest.requires)}")
-        return capsule
 
     def activate(self, cid: str) -> Capsule:
-        """Make a loaded (or suspended) capsule serve its name; use hot_swap to replace a serving one."""
+        """Make a loaded (or suspended) capsule serve its name; use hot_swap to replace a serving one.
+
+        Blocks while it compiles: from trio, use :meth:`activate_async`.
+        """
         capsule = self.get(cid)
         with self._registry.lock:
-            if capsule.state in (State.VERIFIED, State.UNLOADED):
-                self.load(cid)
+            needs_load = capsule.state in (State.VERIFIED, State.UNLOADED)
+        if needs_load:
+            self._load(capsule)
+        with self._registry.lock:
             current = self._registry.serving_cid(capsule.name)
             if current is not None and current != cid:
                 raise LifecycleError(f"{capsule.name} is already served by {current}; use hot_swap to replace it")
             capsule.lifecycle.transition(State.ACTIVE, "activated")
             self._registry.serve(capsule.name, cid)
         return capsule
+
+    async def activate_async(self, cid: str) -> Capsule:
+        """:meth:`activate` on a worker thread, so that compiling does not block the event loop."""
+        return await trio.to_thread.run_sync(self.activate, cid)
 
     def suspend(self, cid: str) -> Capsule:
         capsule = self.get(cid)

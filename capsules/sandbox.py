@@ -28,15 +28,26 @@ from .component_bytes import call_bytes_func
 from .engine import CapsuleEngine
 from .errors import CallError, LinkError
 from .host import CORE_IMPORT_CAPABILITY, CORE_IMPORT_MODULE, CORE_IMPORTS, WIT_PACKAGE, HostServices, core_func_type, wit_interface
-from .manifest import COMPONENT_ENTRY, Manifest, Resources
+from .manifest import ALLOC_EXPORT, COMPONENT_ENTRY, MEMORY_EXPORT, RESERVED_MODULE_EXPORTS, Manifest, Resources
 
-ALLOC_EXPORT = "hm_alloc"
-MEMORY_EXPORT = "memory"
+# Part of the link-check cache key: a marker written by an older, weaker
+# check must not vouch for a module under this one.
+LINK_CHECK_VERSION = 3
+_ALLOC_SIGNATURE = ([wasmtime.ValType.i32()], [wasmtime.ValType.i32()])
+_ENTRY_SIGNATURE = ([wasmtime.ValType.i32()] * 2, [wasmtime.ValType.i64()])
 HEX_ENTRY = "handle-hex"
 # Above this size a component input goes through `handle-hex` when exported:
 # hex strings cross the C API with one copy, list<u8> one value per byte.
 HEX_THRESHOLD = 16 * 1024
 MAX_INPUT_BYTES = 64 * 1024 * 1024
+# wasmtime limits each linear memory and each table on its own; counting them
+# makes the per-memory and per-table limits a limit on the whole store.
+MAX_MEMORIES = 1
+# componentize-py guests use two tables (5,676 elements in the main one).
+MAX_TABLES = 4
+TABLE_ELEMENT_BYTES = 8
+# All tables together get at most this fraction of the memory budget.
+TABLE_SHARE = 4
 _U32 = 0xFFFFFFFF
 
 
@@ -44,6 +55,11 @@ _U32 = 0xFFFFFFFF
 class CallOutcome:
     output: bytes
     fuel_used: int
+
+
+def table_element_limit(memory_bytes: int) -> int:
+    """Elements per table: all ``MAX_TABLES`` tables together hold at most ``memory_bytes / TABLE_SHARE`` bytes."""
+    return memory_bytes // TABLE_SHARE // TABLE_ELEMENT_BYTES // MAX_TABLES
 
 
 def _first_line(error: BaseException) -> str:
@@ -69,6 +85,9 @@ def classify_failure(error: Exception, resources: Resources, label: str, fault: 
         return CallError("fuel", f"{label} ran out of fuel ({resources.fuel} units)")
     if code == wasmtime.TrapCode.INTERRUPT or "interrupt" in text:
         return CallError("timeout", f"{label} exceeded its {resources.timeout_ms} ms deadline")
+    if "table" in text and ("limit" in text or "minimum" in text or "exceeds" in text):
+        return CallError("memory", f"{label} needs a table larger than its {table_element_limit(resources.memory_bytes)} elements "
+                                   f"(a quarter of its {resources.memory_bytes}-byte memory limit): {_first_line(error)}")
     if "memory" in text and ("limit" in text or "minimum" in text or "exceeds" in text):
         return CallError("memory", f"{label} needs more than its {resources.memory_bytes}-byte memory limit: {_first_line(error)}")
     return CallError("trap", f"{label} trapped: {_first_line(error)}")
@@ -89,13 +108,31 @@ class _Sandbox:
         """A store with the capsule's limits, set before any guest code runs."""
         store = wasmtime.Store(self.engine.engine)
         self._prepare_store(store)
-        store.set_limits(memory_size=self.resources.memory_bytes)
+        store.set_limits(memory_size=self.resources.memory_bytes, memories=MAX_MEMORIES, tables=MAX_TABLES,
+                         table_elements=table_element_limit(self.resources.memory_bytes))
         store.set_fuel(self.resources.fuel)
         store.set_epoch_deadline(self.engine.deadline_ticks(self.resources.timeout_ms))
         return store
 
     def _prepare_store(self, store: wasmtime.Store) -> None:
         """Hook for what a kind of sandbox needs in every store."""
+
+    def _check_instantiates(self, instantiate: Callable[[wasmtime.Store], object]) -> None:
+        """Instantiate once, at load, in a store with the capsule's limits: refuse what no call could run.
+
+        This matches every import function by function, and counts the
+        memories and tables the code creates. Other failures (a limit that
+        depends on the zone, a trap in a start function) are left to the
+        calls, which report them.
+        """
+        try:
+            instantiate(self.new_store())
+        except (wasmtime.Trap, wasmtime.WasmtimeError) as exc:
+            if "count too high" in str(exc):
+                raise LinkError(f"{self.label} creates more than one linear memory or {MAX_TABLES} tables; a capsule has "
+                                f"one linear memory and at most {MAX_TABLES} tables") from None
+            if "matching implementation was not found" in str(exc):
+                raise LinkError(f"{self.label} does not link: {_whole_error(exc)}") from None
 
     def call(self, function: str, data: bytes) -> CallOutcome:
         """Run one call in a fresh store; raises :class:`CallError` saying which limit or fault stopped it."""
@@ -133,12 +170,12 @@ class CoreSandbox(_Sandbox):
         module = engine.module(code)
         # Inspecting a module's types through wasmtime-py costs more than the
         # rest of a cold start, and the result only depends on these inputs.
-        check_key = hashlib.sha256(repr((hashlib.sha256(code).hexdigest(), sorted(manifest.entry_points),
+        check_key = hashlib.sha256(repr((LINK_CHECK_VERSION, hashlib.sha256(code).hexdigest(), sorted(manifest.entry_points),
                                          sorted(manifest.requires))).encode()).hexdigest()
-        if not engine.link_checked(check_key):
+        checked = engine.link_checked(check_key)
+        if not checked:
             self._check_imports(module)
             self._check_exports(module)
-            engine.mark_link_checked(check_key)
         linker = wasmtime.Linker(engine.engine)
         for capability in sorted(manifest.requires):
             for name in CORE_IMPORTS[capability]:
@@ -147,6 +184,9 @@ class CoreSandbox(_Sandbox):
             self.pre = linker.instantiate_pre(module)
         except wasmtime.WasmtimeError as exc:
             raise LinkError(f"{self.label} does not link: {_first_line(exc)}") from None
+        if not checked:
+            self._check_instantiates(lambda store: corecall.instantiate(self.pre, store))
+            engine.mark_link_checked(check_key)
 
     def _check_imports(self, module: wasmtime.Module) -> None:
         for imported in module.imports:
@@ -160,13 +200,17 @@ class CoreSandbox(_Sandbox):
                 raise LinkError(f"{self.label} imports {where}, which needs capability {capability!r} that its manifest does not require")
 
     def _check_exports(self, module: wasmtime.Module) -> None:
+        """Every export the host calls, against its exact signature: the calls themselves are unchecked."""
         exports = {item.name: item.type for item in module.exports}
         if not isinstance(exports.get(MEMORY_EXPORT), wasmtime.MemoryType):
             raise LinkError(f"{self.label} does not export its linear memory as {MEMORY_EXPORT!r}")
-        wanted = {ALLOC_EXPORT: ([wasmtime.ValType.i32()], [wasmtime.ValType.i32()])}
-        for name in self.manifest.entry_points:
-            wanted[name] = ([wasmtime.ValType.i32()] * 2, [wasmtime.ValType.i64()])
-        for name, (params, results) in wanted.items():
+        # The manifest refuses these names too; checked here again because a
+        # shadowed allocator would be called with the wrong number of arguments.
+        shadowing = set(self.manifest.entry_points) & set(RESERVED_MODULE_EXPORTS)
+        if shadowing:
+            raise LinkError(f"{self.label} names an entry point {sorted(shadowing)[0]!r}, reserved for the core-module ABI")
+        wanted = [(ALLOC_EXPORT, _ALLOC_SIGNATURE)] + [(name, _ENTRY_SIGNATURE) for name in self.manifest.entry_points]
+        for name, (params, results) in wanted:
             found = exports.get(name)
             if not isinstance(found, wasmtime.FuncType):
                 raise LinkError(f"{self.label} does not export function {name!r}")
@@ -252,9 +296,9 @@ class CoreSandbox(_Sandbox):
     def _run(self, store: wasmtime.Store, function: str, data: bytes, faults: list[str]) -> CallOutcome:
         try:
             instance = corecall.instantiate(self.pre, store)
-            memory = corecall.memory(store, instance, b"memory")
+            memory = corecall.memory(store, instance, MEMORY_EXPORT.encode())
             size = len(data)
-            ptr = corecall.call_i32(store, corecall.func(store, instance, b"hm_alloc"), size) & _U32
+            ptr = corecall.call_i32(store, corecall.func(store, instance, ALLOC_EXPORT.encode()), size) & _U32
             if ptr + size > corecall.memory_size(store, memory):
                 raise CallError("abi", f"{self.label}: {ALLOC_EXPORT}({size}) returned {ptr}, outside its memory")
             if size:
@@ -275,6 +319,26 @@ class CoreSandbox(_Sandbox):
 
 
 _HYPERMESH_IMPORT = re.compile(rf"^{re.escape(WIT_PACKAGE)}/([a-z-]+)@")
+_WASI_IMPORT = re.compile(r"^(wasi:[a-z-]+/[a-z-]+)@0\.2\.[0-9]+$")
+# The WASI 0.2 interfaces the linker provides (add_wasip2 with an empty
+# WasiConfig), and the capability each needs: the clocks and entropy only
+# when the manifest declares them.
+WASI_INTERFACES: dict[str, str | None] = {
+    **{f"wasi:io/{name}": None for name in ("poll", "error", "streams")},
+    **{f"wasi:clocks/{name}": "clock" for name in ("monotonic-clock", "wall-clock")},
+    **{f"wasi:random/{name}": "random" for name in ("random", "insecure", "insecure-seed")},
+    **{f"wasi:cli/{name}": None for name in ("stdout", "stderr", "stdin", "environment", "exit", "terminal-input",
+                                              "terminal-output", "terminal-stdin", "terminal-stdout", "terminal-stderr")},
+    **{f"wasi:filesystem/{name}": None for name in ("types", "preopens")},
+    **{f"wasi:sockets/{name}": None for name in ("network", "instance-network", "udp", "udp-create-socket", "tcp",
+                                                  "tcp-create-socket", "ip-name-lookup")},
+}
+
+
+def _whole_error(error: BaseException) -> str:
+    """A wasmtime error and its causes on one line (a link error's cause names the function)."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip() and line.strip() != "Caused by:"]
+    return ": ".join(re.sub(r"^[0-9]+: ", "", line) for line in lines)
 
 
 class ComponentSandbox(_Sandbox):
@@ -299,12 +363,14 @@ class ComponentSandbox(_Sandbox):
                 with root.add_instance(wit_interface(capability)) as instance:
                     for name, func in self._host_functions(capability).items():
                         instance.add_func(name, func)
+        self._check_instantiates(lambda store: self.linker.instantiate(store, self.component))
         self.handle_index = self.component.get_export_index(COMPONENT_ENTRY)
         self.hex_index = self.component.get_export_index(HEX_ENTRY) if self.has_hex_entry else None
 
     def _check_imports(self, imports: dict) -> None:
         for name in imports:
             if name.startswith("wasi:"):
+                self._check_wasi_import(name)
                 continue
             match = _HYPERMESH_IMPORT.match(name)
             if match is None:
@@ -314,6 +380,15 @@ class ComponentSandbox(_Sandbox):
                 raise LinkError(f"{self.label} imports {name}, which is not a host interface")
             if capability not in self.manifest.requires:
                 raise LinkError(f"{self.label} imports {name}, which needs capability {capability!r} that its manifest does not require")
+
+    def _check_wasi_import(self, name: str) -> None:
+        match = _WASI_IMPORT.match(name)
+        if match is None or match.group(1) not in WASI_INTERFACES:
+            raise LinkError(f"{self.label} imports {name}, which this runtime does not provide "
+                            f"(it provides WASI 0.2: {', '.join(sorted({i.split('/')[0] for i in WASI_INTERFACES}))})")
+        capability = WASI_INTERFACES[match.group(1)]
+        if capability is not None and capability not in self.manifest.requires:
+            raise LinkError(f"{self.label} imports {name}, which needs capability {capability!r} that its manifest does not require")
 
     def _host_functions(self, capability: str) -> dict[str, Callable]:
         host = self.host

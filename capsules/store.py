@@ -45,7 +45,7 @@ class CapsuleStore:
         if isinstance(result, Quarantined):
             return self._quarantine.add(result, move=in_store)
         capsule = Capsule(result.cid, result.directory, Lifecycle(result.cid, result.manifest.name, self._bus), result.manifest,
-                          policy.effective_resources(result.manifest), code=result.code)
+                          str(result.signer), policy.effective_resources(result.manifest), code=result.code)
         with self._registry.lock:
             known = self._registry.lookup(result.cid)
             if known is not None and known.state != State.QUARANTINED:

@@ -98,3 +98,15 @@ class TrustPolicy:
 
     def save(self, path: Path) -> None:
         atomic_write(Path(path), schema.canonical_json(self.to_document()))
+
+
+def trust_signer(path: Path, peer_id: str, zones: list[str]) -> dict:
+    """Let ``peer_id`` sign for ``zones`` in the policy file at ``path``; returns the new policy document."""
+    try:
+        PeerId.from_base58(peer_id)
+    except IdentityError as exc:
+        raise FormatError(f"not a peer ID: {peer_id!r} ({exc})") from None
+    policy = TrustPolicy.load(path)
+    policy.trust(peer_id, zones)
+    policy.save(path)
+    return policy.to_document()

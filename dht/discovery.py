@@ -7,12 +7,16 @@
         providers = await discovery.find_providers(Cid.for_string("some content"))
 
 Service resolution is cached: a repeat resolution is a dict lookup (well
-under a millisecond) until the cache entry's TTL passes, an entry in it
-expires, this node re-registers the service, or a PUT_VALUE changes the set
-we serve for it. Our own registrations are re-signed with a new sequence
-number and re-published at half their lifetime; registrations that fall due
-together (or are registered together with :meth:`Discovery.register_services`)
-are published with one DHT lookup per keyspace region rather than one per
+under a millisecond) until the cache entry's TTL passes (10 s; 2 s for an
+answer that found no instance), an entry in it expires, this node
+re-registers the service, or a PUT_VALUE changes the set we serve for it.
+Most nodes hold no copy of a given name's set and see no such PUT_VALUE, so
+the short TTL is what bounds how stale their answers get.
+
+Our own registrations are re-signed with a new sequence number and
+re-published at half their lifetime; registrations that fall due together
+(or are registered together with :meth:`Discovery.register_services`) are
+published with one DHT lookup per keyspace region rather than one per
 service.
 """
 
@@ -36,6 +40,7 @@ from .records import (
     ServiceRecord,
     decode_service_set,
     encode_service_set,
+    rank_service_instances,
     service_key,
     service_name_from_key,
     sign_service_record,
@@ -44,8 +49,13 @@ from .store import SqliteRecordStore
 
 log = logging.getLogger(__name__)
 
-# A resolution is reused this long at most, even if no change is seen.
-DEFAULT_CACHE_TTL = 60.0
+# A resolution is reused this long at most, even if no change is seen: a
+# node that holds no copy of the set learns of new or re-registered
+# instances only by asking again.
+DEFAULT_CACHE_TTL = 10.0
+# An answer with no instance is reused only briefly: the service may be
+# registering right now (a client started together with its server).
+DEFAULT_NEGATIVE_CACHE_TTL = 2.0
 # A publication that no peer stored (or that failed outright) is tried again this much later.
 RENEWAL_RETRY_DELAY = 60.0
 
@@ -82,10 +92,20 @@ def _as_cid(cid: Cid | str) -> Cid:
 
 
 class Discovery:
-    def __init__(self, service: KademliaService, identity, *, cache_ttl: float = DEFAULT_CACHE_TTL):
+    def __init__(
+        self,
+        service: KademliaService,
+        identity,
+        *,
+        cache_ttl: float = DEFAULT_CACHE_TTL,
+        negative_cache_ttl: float = DEFAULT_NEGATIVE_CACHE_TTL,
+        rng: random.Random | None = None,
+    ):
         self.service = service
+        self._rng = rng or random.Random()
         self.identity = identity
         self.cache_ttl = cache_ttl
+        self.negative_cache_ttl = negative_cache_ttl
         self._cache: dict[str, _CachedResolution] = {}
         self._registrations: dict[str, _Registration] = {}
         self._renewal_wakeup = trio.Event()
@@ -195,7 +215,7 @@ class Discovery:
         return outcome
 
     async def resolve_service(self, name: str) -> list[ServiceRecord]:
-        """Live instances of ``name``, highest weight first."""
+        """Live instances of ``name`` in the order to try them (see rank_service_instances)."""
         now = self.service.now()
         cached = self._cache.get(name)
         if cached is not None and now < cached.valid_until:
@@ -203,8 +223,9 @@ class Discovery:
         result = await self.service.get_value(service_key(name))
         now = self.service.now()
         records = decode_service_set(service_key(name), result.value, now) if result.value else []
-        records.sort(key=lambda r: (-r.weight, r.peer_id.multihash))
-        valid_until = min([now + self.cache_ttl] + [float(r.expires_at) for r in records])
+        records = rank_service_instances(records, self._rng)
+        ttl = self.cache_ttl if records else self.negative_cache_ttl
+        valid_until = min([now + ttl] + [float(r.expires_at) for r in records])
         self._cache[name] = _CachedResolution(records, valid_until)
         return records
 

@@ -7,7 +7,8 @@ reads the answer, and the inbound handler feeds requests to the core.
 
 Host contract (hypermesh.transport.host.Host): ``set_stream_handler``,
 ``remove_stream_handler``, ``new_stream(peer_id, [protocol])``, ``peerstore.add_addrs/addrs/protocols``,
-``connected_peers()``, ``listen_addrs()``; streams have ``remote_peer``,
+``connected_peers()``, ``connections_to(peer_id)`` (each with ``remote_multiaddr``),
+``listen_addrs()``; streams have ``remote_peer``,
 ``remote_addr``, ``send_all``, ``receive_some``, ``aclose`` and ``reset``.
 """
 
@@ -188,7 +189,8 @@ class KademliaService:
         """A peer that identify shows to be a DHT server joins the routing
         table at once (as go-libp2p-kad-dht does), not at the next scan."""
         if self.core is not None and PROTOCOL_ID in record.protocols:
-            self.core.peer_seen(record.peer_id, self._peer_addrs(record.peer_id), self.now())
+            peer = record.peer_id
+            self.core.peer_seen(peer, self._peer_addrs(peer), self.now(), self._observed_addr(peer))
             self._pump()
 
     async def _timer_loop(self) -> None:
@@ -253,7 +255,7 @@ class KademliaService:
             self.core.set_local_addrs(self._local_addrs())
             for peer in self.host.connected_peers():
                 if PROTOCOL_ID in self.host.peerstore.protocols(peer):
-                    self.core.peer_seen(peer, self._peer_addrs(peer), now)
+                    self.core.peer_seen(peer, self._peer_addrs(peer), now, self._observed_addr(peer))
             self._pump()
             await trio.sleep(CONNECTED_PEERS_SCAN_INTERVAL)
 
@@ -277,6 +279,14 @@ class KademliaService:
         if last is None or now - last >= PROBE_INTERVAL:
             addrs = self._peer_addrs(peer) or ((observed,) if observed else ())
             self.core.probe(peer, addrs, now)
+
+    def _observed_addr(self, peer: PeerId) -> bytes | None:
+        """The address a live connection to ``peer`` comes from (None: none is open)."""
+        for connection in self.host.connections_to(peer):
+            observed = multiaddr_bytes(connection.remote_multiaddr)
+            if observed:
+                return observed
+        return None
 
     def _peer_addrs(self, peer: PeerId) -> tuple[bytes, ...]:
         return tuple(a for a in (multiaddr_bytes(t) for t in self.host.peerstore.addrs(peer)) if a)

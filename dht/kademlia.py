@@ -20,6 +20,7 @@ import heapq
 import itertools
 import logging
 import random
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from hypermesh.transport.identity import PeerId
@@ -133,8 +134,11 @@ class _Purpose(enum.Enum):
     LOOKUP = 1
     FANOUT = 2
     LIVENESS = 3
-    PUBLISH = 4  # a paced ADD_PROVIDER (op_id: its publication)
-    CONFIRM = 5  # a GET_PROVIDERS probe of a publication
+    # The best record sent to a peer that answered GET_VALUE with a stale one,
+    # after the operation has ended.
+    REPAIR = 4
+    PUBLISH = 5  # a paced ADD_PROVIDER (op_id: its publication)
+    CONFIRM = 6  # a GET_PROVIDERS probe of a publication
 
 
 @dataclass(slots=True)
@@ -190,6 +194,8 @@ class KademliaCore:
         self.mode = mode
         self.validator = validator or NamespacedValidator()
         self.routing = RoutingTable(self.local_key, config.routing)
+        # True for peers to keep out of the routing table (the trust layer's shun list).
+        self.peer_filter: Callable[[PeerId], bool] | None = None
         self.reprovider = Reprovider(
             store,
             k=config.k,
@@ -287,11 +293,17 @@ class KademliaCore:
             if info.peer_id != self.local_peer:
                 self._bootstrap_peers[info.peer_id] = info
 
-    def peer_seen(self, peer: PeerId, addrs: tuple[bytes, ...], now: float, observed_addr: bytes | None = None) -> None:
-        """A connected peer advertises the DHT protocol (learned through identify)."""
-        if peer != self.local_peer:
-            observed = observed_addr if observed_addr is not None else (addrs[0] if addrs else None)
-            self._observe_server(peer, addrs, observed, now, may_check=False)
+    def peer_seen(self, peer: PeerId, addrs: tuple[bytes, ...], now: float, observed_addr: bytes | None) -> None:
+        """A connected peer advertises the DHT protocol (learned through identify).
+
+        ``observed_addr`` is where our connection to it comes from: its IP
+        prefix, never that of an address the peer advertises, is what the
+        table's per-prefix caps count (a sybil would advertise a private or
+        borrowed address to escape them). Without one (the connection is
+        gone) the peer is not added.
+        """
+        if peer != self.local_peer and observed_addr is not None:
+            self._observe_server(peer, addrs, observed_addr, now, may_check=False)
 
     def probe(self, peer: PeerId, addrs: tuple[bytes, ...], now: float) -> None:
         """Ask ``peer`` a FIND_NODE: if it answers, it serves the DHT and joins our table.
@@ -373,7 +385,10 @@ class KademliaCore:
         pending = self._requests.pop(request_id, None)
         if pending is None:
             return
-        self.routing.record_failure(pending.peer)
+        if pending.purpose is not _Purpose.REPAIR:
+            # A peer may refuse a repair by its own rules (a full service set,
+            # entries it admits only from their owners): no sign it is gone.
+            self.routing.record_failure(pending.peer)
         if not len(self.routing):
             self._next_maintenance = now  # lost every peer: re-bootstrap at once
         if pending.send is not None:
@@ -392,12 +407,24 @@ class KademliaCore:
         """The live operation a settled request belonged to; ends liveness checks."""
         if pending.purpose is _Purpose.LIVENESS:
             self._liveness_checks.discard(pending.peer)
+        if pending.op_id is None:  # liveness checks and repairs belong to none
             return None
         return self._ops.get(pending.op_id)
+
+    def exclude_peer(self, peer: PeerId) -> bool:
+        """Drop ``peer`` from the routing table now (``peer_filter`` keeps it out later).
+
+        Returns whether it was there.
+        """
+        present = peer in self.routing
+        self.routing.remove(peer)
+        return present
 
     def _observe_server(
         self, peer: PeerId, addrs: tuple[bytes, ...], observed: bytes | str | None, now: float, may_check: bool = True
     ) -> None:
+        if self.peer_filter is not None and self.peer_filter(peer):
+            return
         if observed is not None and not addrs:
             addrs = (observed,) if isinstance(observed, bytes) else ()
         group = ip_group(observed, exempt_private=self.config.exempt_private_addresses)
@@ -508,7 +535,14 @@ class KademliaCore:
             self.reprovider.lookup_done(op.op_id, batch, op.assignments, op.unplaced, now)
             self._publish(now)
             return
-        self._events.append(OperationFinished(op.result()))
+        result = op.result()
+        if isinstance(op, GetValueOperation):
+            repairs = op.repairs()
+            for peer, message in repairs:
+                self._send(peer, message, now, _Purpose.REPAIR, None, True)
+            result.repaired = len(repairs)
+            result.messages += len(repairs)
+        self._events.append(OperationFinished(result))
         if isinstance(op, (PutValueOperation, PutValueBatchOperation)) and op.batch_id is not None:
             self._put_batch_part_done(op.batch_id, op, now)
 

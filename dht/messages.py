@@ -2,9 +2,11 @@
 
 The wire format is the libp2p kad-dht protobuf (kad.proto), each message
 varint length-prefixed on its stream. Decoding is the trust boundary: every
-peer ID must decode, every address must be a well-formed multiaddr, and the
-number of peers we take from one response is capped, so that a peer cannot
-make us do unbounded work or fill our tables with one answer.
+peer ID must decode, addresses that are not well-formed multiaddrs (or use
+protocols we do not know) are dropped one by one, a peer left without any is
+dropped, and the number of peers and addresses we read from one response is
+capped, so that a peer cannot make us do unbounded work or fill our tables
+with one answer.
 """
 
 from __future__ import annotations
@@ -85,49 +87,45 @@ class KadMessage:
     provider_peers: tuple[PeerInfo, ...] = field(default=())
 
 
-def validate_multiaddr_bytes(raw: bytes) -> None:
-    """Raise :class:`DhtProtocolError` unless ``raw`` is one canonical multiaddr.
-
-    The multiaddr package accepts some truncated encodings, so we also require
-    that the text form encodes back to exactly the same bytes.
-    """
-    if not raw or len(raw) > MAX_ADDR_SIZE:
-        raise DhtProtocolError(f"multiaddr of {len(raw)} bytes")
-    problem = _multiaddr_problem(bytes(raw))
-    if problem is not None:
-        raise DhtProtocolError(problem)
-
-
 # Every answer repeats addresses we have seen (each FIND_NODE answer carries
 # 20 peers), and parsing one twice with the multiaddr package costs ~50 µs:
 # remember the verdicts on recent ones.
 @functools.lru_cache(maxsize=8192)
-def _multiaddr_problem(raw: bytes) -> str | None:
+def _is_canonical_multiaddr(raw: bytes) -> bool:
+    # The multiaddr package accepts some truncated encodings, so the text form
+    # must also encode back to exactly the same bytes.
     try:
-        canonical = Multiaddr(str(Multiaddr(raw))).to_bytes()
-    except Exception as exc:  # the parser raises assorted types on junk input
-        return f"malformed multiaddr: {exc}"
-    if canonical != raw:
-        return "multiaddr is not canonically encoded"
-    return None
+        return Multiaddr(str(Multiaddr(raw))).to_bytes() == raw
+    except Exception:  # the parser raises assorted types on junk input
+        return False
 
 
-def _decode_peer(pb_peer) -> PeerInfo:
+def usable_multiaddrs(offered) -> tuple[bytes, ...]:
+    """The well-formed multiaddrs of ``offered``, in order; the others are dropped one by one.
+
+    Real peers advertise transports and protocol codes newer than our
+    multiaddr table (or mangled ones): one such address must cost only itself.
+    """
+    return tuple(raw for raw in map(bytes, offered) if 0 < len(raw) <= MAX_ADDR_SIZE and _is_canonical_multiaddr(raw))
+
+
+def _decode_peer(pb_peer) -> PeerInfo | None:
+    """One peer of a list; None when it came with addresses and none is usable."""
     if len(pb_peer.id) > MAX_PEER_ID_SIZE:
         raise DhtProtocolError("peer ID too long")
     try:
         peer_id = PeerId.from_bytes(pb_peer.id)
     except IdentityError as exc:
         raise DhtProtocolError(f"bad peer ID: {exc}") from None
-    addrs = []
-    for raw in pb_peer.addrs[:MAX_ADDRS_PER_PEER]:
-        validate_multiaddr_bytes(raw)
-        addrs.append(bytes(raw))
+    offered = pb_peer.addrs[:MAX_ADDRS_PER_PEER]
+    addrs = usable_multiaddrs(offered)
+    if offered and not addrs:
+        return None
     try:
         connection = ConnectionType(pb_peer.connection)
     except ValueError:
         connection = ConnectionType.NOT_CONNECTED
-    return PeerInfo(peer_id, tuple(addrs), connection)
+    return PeerInfo(peer_id, addrs, connection)
 
 
 def _decode_peer_list(pb_peers) -> tuple[PeerInfo, ...]:
@@ -135,7 +133,7 @@ def _decode_peer_list(pb_peers) -> tuple[PeerInfo, ...]:
     seen = set()
     for pb_peer in pb_peers[:MAX_PEERS_PER_LIST]:
         info = _decode_peer(pb_peer)
-        if info.peer_id not in seen:
+        if info is not None and info.peer_id not in seen:
             seen.add(info.peer_id)
             peers.append(info)
     return tuple(peers)

@@ -34,7 +34,10 @@ class OperationResult:
     closest: list[PeerInfo] = field(default_factory=list)
     providers: list[PeerInfo] = field(default_factory=list)
     value: bytes | None = None
+    # GET_VALUE: valid records received, and PUT_VALUEs of the best one sent
+    # to peers that answered an invalid or outdated record.
     values_received: int = 0
+    repaired: int = 0
     # Round trips from our table to the peer that gave the answer (the
     # closest peer for FIND_NODE, the first provider/value otherwise).
     hops: int = 0
@@ -137,7 +140,15 @@ class GetProvidersOperation(Operation):
 
 
 class GetValueOperation(Operation):
-    """GET_VALUE: every answer is validated here, never trusted; sets are merged."""
+    """GET_VALUE: every answer is validated here, never trusted.
+
+    The best record is ours merged, by the validator, with every valid
+    answer. The quorum counts peers whose answer holds all of the best one:
+    an invalid answer never counts, and one the best has outdated stops
+    counting (so junk or replayed records cannot end the lookup early). Peers
+    that answered an invalid or outdated record are sent the best one when
+    the lookup ends (:meth:`repairs`), as go-libp2p-kad-dht does.
+    """
 
     kind = "get_value"
     query_type = MessageType.GET_VALUE
@@ -148,24 +159,47 @@ class GetValueOperation(Operation):
         self.validator = validator
         self.value = local
         self.values_received = 0
+        self._valid: dict[PeerId, tuple[PeerInfo, bytes]] = {}
+        self._invalid: dict[PeerId, PeerInfo] = {}
+        self._current: set[PeerId] = set()
 
     def on_answer(self, candidate, message, now):
         record = message.record
         if record is None or record.key != self.key:
             return
+        info = candidate.info
         try:
             self.validator.validate(self.key, record.value, now)
-            self.value = self.validator.merge(self.key, self.value, record.value, now) if self.value else record.value
         except RecordError:
-            # Invalid, or older than what we hold: a stale peer, still counted
-            # as an answer so a quorum of stale peers ends the lookup.
-            pass
+            self._invalid[info.peer_id] = info
+            return
+        self._valid[info.peer_id] = (info, record.value)
         self.values_received += 1
         if not self.answer_hops:
             self.answer_hops = candidate.hops
+        best = self.value
+        try:
+            self.value = self.validator.merge(self.key, best, record.value, now) if best else record.value
+        except RecordError:
+            pass  # nothing in it newer than the best we hold
+        if self.value != best:  # a newer best: every earlier answer is judged again
+            self._current = {p for p, (_, value) in self._valid.items() if self._is_current(value)}
+        elif self._is_current(record.value):
+            self._current.add(info.peer_id)
+
+    def _is_current(self, value: bytes) -> bool:
+        return self.validator.is_current(self.key, value, self.value)
 
     def wants_more(self):
-        return self.values_received < self.quorum
+        return len(self._current) < self.quorum
+
+    def repairs(self) -> list[tuple[PeerInfo, KadMessage]]:
+        """PUT_VALUE of the best record to each peer that answered an invalid or outdated one."""
+        if self.value is None:
+            return []
+        stale = list(self._invalid.values()) + [info for p, (info, _) in self._valid.items() if p not in self._current]
+        message = KadMessage(MessageType.PUT_VALUE, key=self.key, record=Record(self.key, self.value))
+        return [(info, message) for info in stale]
 
     def result(self):
         result = super().result()

@@ -15,6 +15,8 @@ sequence number) never replaces a newer one.
 
 from __future__ import annotations
 
+import itertools
+import random
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -23,7 +25,8 @@ from google.protobuf.message import DecodeError
 from hypermesh.transport.identity import Identity, IdentityError, PeerId, verify_signature
 
 from . import kad_pb2
-from .messages import DhtProtocolError, validate_multiaddr_bytes
+from .messages import usable_multiaddrs
+from .routing import ip_group
 
 PK_NAMESPACE = b"/pk/"
 SERVICE_NAMESPACE = b"/hm/service/"
@@ -47,10 +50,26 @@ MAX_SERVICE_ADDRS = 16
 MAX_SERVICE_WEIGHT = 65535
 # Entries kept per service name; when full, only peers already listed can update.
 MAX_SERVICE_INSTANCES = 64
+# Instances of one name a server admits from one IP prefix (/24, /48): keys
+# are free, prefixes are not (see ServiceRecordValidator).
+MAX_SERVICE_INSTANCES_PER_PREFIX = 4
 
 
 class RecordError(ValueError):
     """A record is invalid, expired, from the future, or older than the one we have."""
+
+
+class NoUsableAddressError(RecordError):
+    """A service entry lists addresses, but none we can parse (all newer or mangled formats)."""
+
+
+@dataclass(frozen=True, slots=True)
+class PutOrigin:
+    """Who sent a PUT_VALUE: the peer, and the IP prefix we observed it on
+    (None for LAN and loopback addresses, which are exempt from prefix caps)."""
+
+    peer: PeerId
+    group: str | None
 
 
 def service_key(name: str) -> bytes:
@@ -156,15 +175,15 @@ def verify_service_entry(signed_bytes: bytes, name: str, now: float) -> ServiceR
         raise RecordError("service record weight is out of range")
     if len(body.addrs) > MAX_SERVICE_ADDRS:
         raise RecordError("service record lists too many addresses")
-    try:
-        for addr in body.addrs:
-            validate_multiaddr_bytes(addr)
-    except DhtProtocolError as exc:
-        raise RecordError(f"service record address: {exc}") from None
+    # Addresses are judged one by one, as in FIND_NODE answers; ``signed``
+    # still carries them all, for peers whose multiaddr table knows more.
+    addrs = usable_multiaddrs(body.addrs)
+    if body.addrs and not addrs:
+        raise NoUsableAddressError("service record has no address we can parse")
     return ServiceRecord(
         name=name,
         peer_id=peer_id,
-        addrs=tuple(bytes(a) for a in body.addrs),
+        addrs=addrs,
         protocol=body.protocol,
         weight=body.weight,
         seq=body.seq,
@@ -199,6 +218,16 @@ def decode_service_set(key: bytes, value: bytes, now: float) -> list[ServiceReco
     return list(records.values())
 
 
+def _entry_versions(value: bytes) -> dict[bytes, int]:
+    """Peer ID → sequence number of each entry of a set already validated
+    (no signature checks: comparing versions must stay cheap)."""
+    versions: dict[bytes, int] = {}
+    for entry in _parse(kad_pb2.ServiceRecordSet, value).entries:
+        body = _parse(kad_pb2.ServiceRecordBody, entry.body)
+        versions[body.peer_id] = max(body.seq, versions.get(body.peer_id, -1))
+    return versions
+
+
 def encode_service_set(signed_entries: list[bytes]) -> bytes:
     """A ServiceRecordSet value from serialized SignedServiceRecords."""
     entries = [_parse(kad_pb2.SignedServiceRecord, signed) for signed in signed_entries]
@@ -209,11 +238,20 @@ class Validator(Protocol):
     def validate(self, key: bytes, value: bytes, now: float) -> None:
         """Raise RecordError unless ``value`` may be stored under ``key``."""
 
-    def merge(self, key: bytes, existing: bytes | None, incoming: bytes, now: float) -> bytes:
-        """The value to keep when ``incoming`` arrives; RecordError if it is older."""
+    def merge(
+        self, key: bytes, existing: bytes | None, incoming: bytes, now: float, origin: PutOrigin | None = None
+    ) -> bytes:
+        """The value to keep when ``incoming`` arrives; RecordError if it is older.
+
+        ``origin`` is the sender of a PUT_VALUE from the network (None: our
+        own record, or answers merged by a lookup).
+        """
 
     def expires_at(self, key: bytes, value: bytes, now: float) -> float:
         """When a stored value stops being served."""
+
+    def is_current(self, key: bytes, value: bytes, best: bytes) -> bool:
+        """Whether ``value`` (validated) holds all that ``best`` does: a peer serving it needs no update."""
 
 
 class PublicKeyValidator:
@@ -228,32 +266,60 @@ class PublicKeyValidator:
         if not matches:
             raise RecordError("public key does not match the peer ID in the key")
 
-    def merge(self, key: bytes, existing: bytes | None, incoming: bytes, now: float) -> bytes:
+    def merge(self, key: bytes, existing: bytes | None, incoming: bytes, now: float, origin: PutOrigin | None = None) -> bytes:
         self.validate(key, incoming, now)
         return incoming
 
     def expires_at(self, key: bytes, value: bytes, now: float) -> float:
         return now + MAX_RECORD_AGE
 
+    def is_current(self, key: bytes, value: bytes, best: bytes) -> bool:
+        return value == best
+
 
 class ServiceRecordValidator:
-    """``/hm/service/<name>`` → a set of signed service entries, merged per peer."""
+    """``/hm/service/<name>`` → a set of signed service entries, merged per peer.
+
+    Against name squatting (throwaway keys filling a name's 64 slots), a
+    server adds a new instance from a PUT_VALUE only when the PUT comes from
+    that instance's own peer, from one of its homes (the prefix of its first
+    IPv4 and of its first IPv6 address: a dual-stack node reaches some
+    servers over either family), and fewer than
+    MAX_SERVICE_INSTANCES_PER_PREFIX listed instances have that home. Homes,
+    not every declared address, are what count: an entry that names another
+    operator's prefix after its own home of that family uses none of that
+    prefix's room. Listed instances may be updated by anyone
+    (the signature and sequence number suffice), so read repair still
+    spreads renewals; a new instance spreads only by its own PUT_VALUEs.
+    """
 
     def validate(self, key: bytes, value: bytes, now: float) -> None:
         self._verify_all(key, value, now)
 
     @staticmethod
     def _verify_all(key: bytes, value: bytes, now: float) -> list[ServiceRecord]:
-        """Every entry, verified; unlike decode_service_set, one bad entry rejects the set."""
+        """Every entry, verified; unlike decode_service_set, one bad entry rejects the set.
+
+        Only an entry whose addresses are all unreadable to us is skipped
+        alone: it is signed and well-formed, just newer than our multiaddr table.
+        """
         name = service_name_from_key(key)
         entries = _parse(kad_pb2.ServiceRecordSet, value).entries
         if not entries:
             raise RecordError("empty service record set")
         if len(entries) > MAX_SERVICE_INSTANCES:
             raise RecordError("service record set is too large")
-        return [verify_service_entry(entry.SerializeToString(), name, now) for entry in entries]
+        records = []
+        for entry in entries:
+            try:
+                records.append(verify_service_entry(entry.SerializeToString(), name, now))
+            except NoUsableAddressError:
+                continue
+        if not records:
+            raise RecordError("no entry of the service record set has an address we can parse")
+        return records
 
-    def merge(self, key: bytes, existing: bytes | None, incoming: bytes, now: float) -> bytes:
+    def merge(self, key: bytes, existing: bytes | None, incoming: bytes, now: float, origin: PutOrigin | None = None) -> bytes:
         incoming_records = self._verify_all(key, incoming, now)
         merged = {r.peer_id: r for r in decode_service_set(key, existing, now)} if existing else {}
         accepted = 0
@@ -263,17 +329,72 @@ class ServiceRecordValidator:
                 record.seq < current.seq or (record.seq == current.seq and record.signed != current.signed)
             ):
                 continue  # a replay or a conflicting entry at the same sequence number
-            if current is None and len(merged) >= MAX_SERVICE_INSTANCES:
+            if current is None and (
+                len(merged) >= MAX_SERVICE_INSTANCES
+                or (origin is not None and not _may_add_instance(record, origin, merged.values()))
+            ):
                 continue
             merged[record.peer_id] = record
             accepted += 1
         if not accepted:
-            raise RecordError("every entry is older than the one stored, or the service is full")
+            raise RecordError("every entry is older than the one stored, or the service has no room for it")
         return encode_service_set([r.signed for r in merged.values()])
 
     def expires_at(self, key: bytes, value: bytes, now: float) -> float:
         records = decode_service_set(key, value, now)
         return float(max((r.expires_at for r in records), default=now))
+
+    def is_current(self, key: bytes, value: bytes, best: bytes) -> bool:
+        held = _entry_versions(value)
+        return all(held.get(peer, -1) >= seq for peer, seq in _entry_versions(best).items())
+
+
+def _ip_prefixes(record: ServiceRecord) -> list[str]:
+    """The IP prefix (/24, /48) of each declared address that has an IP, in order."""
+    return [g for g in (ip_group(a, exempt_private=False) for a in record.addrs) if g is not None]
+
+
+def home_prefix(record: ServiceRecord) -> str | None:
+    """The IP prefix (/24, /48) of an instance's first IP address (None: it declares none)."""
+    return next(iter(_ip_prefixes(record)), None)
+
+
+def home_prefixes(record: ServiceRecord) -> set[str]:
+    """An instance's home in each IP family: the prefix of its first IPv4 and of its first IPv6 address."""
+    first_per_family: dict[bool, str] = {}
+    for prefix in _ip_prefixes(record):
+        first_per_family.setdefault(":" in prefix, prefix)
+    return set(first_per_family.values())
+
+
+def _may_add_instance(record: ServiceRecord, origin: PutOrigin, listed) -> bool:
+    """Whether a server adds this new instance on the word of ``origin`` (see ServiceRecordValidator)."""
+    if record.peer_id != origin.peer:
+        return False
+    if origin.group is None:
+        return True
+    if origin.group not in home_prefixes(record):
+        return False
+    # A dual-stack instance fills a place in the homes of both its families,
+    # so sending from the other family gains a prefix no extra room.
+    crowd = sum(1 for other in listed if origin.group in home_prefixes(other))
+    return crowd < MAX_SERVICE_INSTANCES_PER_PREFIX
+
+
+def rank_service_instances(records: list[ServiceRecord], rng: random.Random) -> list[ServiceRecord]:
+    """Instances in the order to try them.
+
+    Weight is self-declared, so it ranks instances only within one home
+    prefix (one operator's instances, as a rule): the prefixes take turns,
+    in an order drawn from ``rng``, so that no prefix can put all of its
+    instances ahead of the others by declaring weight 65535.
+    """
+    by_prefix: dict[str | None, list[ServiceRecord]] = {}
+    for record in sorted(records, key=lambda r: (-r.weight, r.peer_id.multihash)):
+        by_prefix.setdefault(home_prefix(record), []).append(record)
+    turns = list(by_prefix.values())
+    rng.shuffle(turns)
+    return [record for row in itertools.zip_longest(*turns) for record in row if record is not None]
 
 
 class NamespacedValidator:
@@ -294,8 +415,11 @@ class NamespacedValidator:
     def validate(self, key: bytes, value: bytes, now: float) -> None:
         self._for(key).validate(key, value, now)
 
-    def merge(self, key: bytes, existing: bytes | None, incoming: bytes, now: float) -> bytes:
-        return self._for(key).merge(key, existing, incoming, now)
+    def merge(self, key: bytes, existing: bytes | None, incoming: bytes, now: float, origin: PutOrigin | None = None) -> bytes:
+        return self._for(key).merge(key, existing, incoming, now, origin)
 
     def expires_at(self, key: bytes, value: bytes, now: float) -> float:
         return self._for(key).expires_at(key, value, now)
+
+    def is_current(self, key: bytes, value: bytes, best: bytes) -> bool:
+        return self._for(key).is_current(key, value, best)

@@ -17,7 +17,7 @@ from .keys import CidError, kad_key, provider_key
 from .messages import DhtProtocolError, KadMessage, MessageType, PeerInfo, Record
 from .metrics import DhtMetrics
 from .ratelimit import RateLimit, TokenBuckets
-from .records import RecordError, Validator
+from .records import PutOrigin, RecordError, Validator
 from .routing import RoutingTable
 
 log = logging.getLogger(__name__)
@@ -149,13 +149,14 @@ class RequestServer:
             raise DhtProtocolError("PUT_VALUE without a record for its key")
         if self._rate_limited(self._put_value_limits, requester, message, now):
             raise DhtProtocolError("PUT_VALUE rate limit exceeded")
-        self.store_value(record.key, record.value, now)
+        self.store_value(record.key, record.value, now, PutOrigin(requester.peer, requester.group))
         return KadMessage(MessageType.PUT_VALUE, key=message.key, record=Record(record.key, record.value))
 
-    def store_value(self, key: bytes, value: bytes, now: float) -> None:
+    def store_value(self, key: bytes, value: bytes, now: float, origin: PutOrigin | None = None) -> None:
+        """Merge ``value`` into what we store; ``origin``: the PUT_VALUE's sender (None: our own record)."""
         existing = self.store.get_value(key, now)
         try:
-            merged = self.validator.merge(key, existing, value, now)
+            merged = self.validator.merge(key, existing, value, now, origin)
         except RecordError as exc:
             raise DhtProtocolError(f"record rejected: {exc}") from None
         if merged == existing:

@@ -171,9 +171,12 @@ def node_is_running(data_dir: Path) -> bool:
     return socket_path(data_dir).exists()
 
 
-async def call(data_dir: Path, cmd: str, timeout: float = REQUEST_TIMEOUT,
+async def call(data_dir: Path, cmd: str, *, request_timeout: float = REQUEST_TIMEOUT,
                on_progress: Callable[[dict], None] | None = None, **params) -> object:
-    """Send one command to the node running in ``data_dir``; return its result."""
+    """Send one command to the node running in ``data_dir``; return its result.
+
+    ``params`` are the command's own arguments (one may well be a ``timeout``).
+    """
     path = socket_path(data_dir)
     try:
         stream = await trio.open_unix_socket(str(path))
@@ -181,7 +184,7 @@ async def call(data_dir: Path, cmd: str, timeout: float = REQUEST_TIMEOUT,
         raise ControlError(f"no node is running in {data_dir} ({exc.strerror})") from None
     reader = _LineReader(stream)
     async with stream:
-        with trio.fail_after(timeout):
+        with trio.move_on_after(request_timeout) as deadline:
             await stream.send_all(json.dumps({"cmd": cmd, **params}).encode() + b"\n")
             while True:
                 response = reader.parse(await reader.next_line(MAX_RESPONSE_BYTES))
@@ -189,6 +192,8 @@ async def call(data_dir: Path, cmd: str, timeout: float = REQUEST_TIMEOUT,
                     break
                 if on_progress is not None:
                     on_progress(response["progress"])
+    if deadline.cancelled_caught:
+        raise ControlError(f"the node in {data_dir} did not answer within {request_timeout:g} s")
     if not response.get("ok"):
         raise ControlError(response.get("error", "unknown error"))
     return response.get("result")

@@ -1,6 +1,6 @@
 """``make demo``: a local mesh on [::1].
 
-Starts two nodes as separate processes (bob bootstraps from alice) and
+Starts a devnet of two node processes (bob bootstraps from alice) and
 drives them only through the `hypermesh` CLI, which reaches each node
 through its control socket: bob pings and identifies alice, alice registers
 a service that bob resolves through the DHT, and a capsule that alice
@@ -15,7 +15,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-from .processes import run_cli, start_node
+from .devnet import open_devnet
+from .processes import run_cli
 
 
 def step(title: str) -> None:
@@ -32,14 +33,15 @@ def cli_json(*args: str) -> dict:
 def main() -> int:
     with tempfile.TemporaryDirectory(prefix="hypermesh-demo-") as tmp:
         root = Path(tmp)
-        step("starting two nodes on [::1]; bob bootstraps from alice")
-        with start_node(root / "alice") as alice, start_node(root / "bob", extra=["--bootstrap", alice.addr()]) as bob:
+        step("starting a devnet of two nodes on [::1] (hypermesh devnet --nodes 2); bob bootstraps from alice")
+        with open_devnet(2, root / "devnet") as devnet:
+            alice, bob = devnet.nodes
             print(f"alice {alice.peer_id} at {alice.addr()}")
             print(f"bob   {bob.peer_id} at {bob.addr()}")
 
             step("bob pings alice")
             ping = cli_json("ping", alice.addr(), "--count", "5", "--data-dir", str(bob.data_dir))
-            how = "over bob's bootstrap connection" if ping["connect_ms"] < 1 else f"connected in {ping['connect_ms']:.2f} ms"
+            how = f"connected in {ping['connect_ms']:.2f} ms" if ping["new_connection"] else "over bob's bootstrap connection"
             print(f"{how}; round trips (ms): {ping['rtts_ms']}")
 
             step("bob identifies alice")
@@ -48,14 +50,11 @@ def main() -> int:
             print(f"alice sees bob at {record['observed_addr']}")
 
             step("bob's peers")
-            peers = cli_json("peers", "--data-dir", str(bob.data_dir))
+            peers = cli_json("peers", "--data-dir", str(bob.data_dir))["peers"]
             for peer in peers:
                 print(f"{peer['peer_id']} via {', '.join(peer['addrs'])}")
             if alice.peer_id not in {peer["peer_id"] for peer in peers}:
                 raise SystemExit("demo failed: alice is not among bob's peers")
-
-            for node in (alice, bob):
-                cli_json("dht", "wait", "--peers", "1", "--data-dir", str(node.data_dir))
 
             step("alice registers service 'echo'; bob resolves it through the DHT")
             cli_json("service", "register", "echo", "--protocol", "/hm/echo/1.0.0", "--data-dir", str(alice.data_dir))
@@ -79,7 +78,7 @@ def main() -> int:
             ran = cli_json("capsule", "run", cid, "reverse", "--input", "hello mesh", "--data-dir", str(bob.data_dir))
             print(f"bob ran reverse('hello mesh') = {ran['output']!r}, fuel {ran['receipt']['fuel_used']}, "
                   f"{ran['receipt']['duration_us']} µs")
-            receipt_file = root / "receipt.json"
+            receipt_file = root / "execution-receipt.json"
             receipt_file.write_text(json.dumps(ran["receipt"]))
             checked = cli_json("capsule", "verify-receipt", str(receipt_file), "--data-dir", str(alice.data_dir))
             print(f"alice checks bob's signed receipt: {'valid' if checked['valid'] else 'INVALID'}")

@@ -9,6 +9,7 @@ the JSON object the CLI prints.
 from __future__ import annotations
 
 import inspect
+import logging
 from pathlib import Path
 
 import trio
@@ -17,10 +18,18 @@ from hypermesh.dht.keys import Cid, CidError
 from hypermesh.transport import identify as identify_protocol
 from hypermesh.transport import perf as perf_protocol
 from hypermesh.transport import ping as ping_protocol
+from hypermesh.transport.errors import TransportError
 from hypermesh.transport.multiaddrs import MultiaddrError, multiaddr_text, parse_quic_address
 
+from . import capsule_operations, trust_operations
+
+log = logging.getLogger("hypermesh.node")
+
+# How long a command waits for a peer that does not answer a dial.
+DIAL_TIMEOUT = 3.0
+
 # Operations that need only the transport; the rest need the DHT.
-TRANSPORT_ONLY = {"ping", "id", "perf"}
+TRANSPORT_ONLY = {"ping", "id", "perf", "capsule.run_on"}
 
 
 def _target(maddr: str):
@@ -52,29 +61,44 @@ def _addr_texts(addrs) -> list[str]:
 # -- transport ------------------------------------------------------------------
 
 
-async def ping(node, addr: str, count: int = 3) -> dict:
+async def _dial(node, addr: str, timeout: float):
+    """The connection to the peer named by ``addr``, and whether it is new: a
+    live connection is reused (maybe at another address), else ``addr`` is
+    dialled, failing after ``timeout`` seconds."""
     address = _target(addr)
+    reused = bool(node.host.connections_to(address.peer_id))
+    log.debug("dialling %s", addr)
+    with trio.move_on_after(timeout) as deadline:
+        driver = await node.host.connect(address)
+    if deadline.cancelled_caught:
+        raise TransportError(f"no answer from {addr} within {timeout:g} s (--timeout to wait longer)")
+    return address, driver, not reused
+
+
+async def ping(node, addr: str, count: int = 3, timeout: float = DIAL_TIMEOUT) -> dict:
+    """Ping the peer; the answer says which connection carried the pings (a
+    live one is reused even when ``addr`` names another address)."""
     started = trio.current_time()
-    await node.host.connect(address)
-    connect_ms = (trio.current_time() - started) * 1000
+    address, driver, new_connection = await _dial(node, addr, timeout)
+    connect_ms = (trio.current_time() - started) * 1000 if new_connection else 0.0
     rtts = await ping_protocol.ping(node.host, address.peer_id, count)
     return {
         "peer_id": str(address.peer_id),
+        "addr": f"{driver.remote_multiaddr}/p2p/{address.peer_id}",
+        "new_connection": new_connection,
         "connect_ms": round(connect_ms, 3),
         "rtts_ms": [round(rtt * 1000, 3) for rtt in rtts],
     }
 
 
-async def identify(node, addr: str) -> dict:
-    address = _target(addr)
-    driver = await node.host.connect(address)
+async def identify(node, addr: str, timeout: float = DIAL_TIMEOUT) -> dict:
+    _, driver, _ = await _dial(node, addr, timeout)
     record = await identify_protocol.identify(node.host, driver)
     return record.to_json()
 
 
-async def perf(node, addr: str, upload: int = 0, download: int = 0) -> dict:
-    address = _target(addr)
-    await node.host.connect(address)
+async def perf(node, addr: str, upload: int = 0, download: int = 0, timeout: float = DIAL_TIMEOUT) -> dict:
+    address, _, _ = await _dial(node, addr, timeout)
     stream = await node.host.new_stream(address.peer_id, [perf_protocol.PROTOCOL])
     try:
         result = await perf_protocol.run_perf(stream, upload, download)
@@ -189,6 +213,8 @@ OPERATIONS = {
     "service.resolve": resolve_service,
     "capsule.publish": publish_capsule,
     "capsule.fetch": fetch_capsule,
+    **capsule_operations.OPERATIONS,
+    **trust_operations.OPERATIONS,
 }
 
 

@@ -20,11 +20,21 @@ from typing import TYPE_CHECKING, Callable
 
 import trio
 from aioquic.quic import events
-from aioquic.quic.connection import QuicConnectionState
 
-from .errors import ConnectionClosed, HandshakeError, NegotiationError, PeerIdMismatch, ResourceLimitError, StreamReset
+from . import metrics
+from .errors import (
+    ConnectionClosed,
+    HandshakeError,
+    NegotiationError,
+    PeerIdMismatch,
+    PeerRefused,
+    ResourceLimitError,
+    StreamReset,
+    WriteStalled,
+)
 from .identity import PeerId
-from .quic_hooks import Libp2pQuicConnection
+from .multiaddrs import sockaddr_to_multiaddr
+from .quic_hooks import DatagramSizeReduced, Libp2pQuicConnection, is_refusal, refuse
 
 if TYPE_CHECKING:
     from .endpoint import QuicEndpoint
@@ -32,9 +42,17 @@ if TYPE_CHECKING:
 log = logging.getLogger("hypermesh.transport")
 
 # Bytes one stream may hold in aioquic's send buffer (unsent + unacknowledged)
-# before send_all waits. Large enough to keep a fast path full, small enough
-# that a peer that stops reading pins little memory.
+# before send_all waits: enough to keep a fast path full.
 STREAM_SEND_BUFFER = 2 << 20
+# Bytes a writer may queue beyond the credit the peer granted (stream and
+# connection): a peer that stops reading pins this much per stream, not more.
+SEND_AHEAD_OF_CREDIT = 64 << 10
+# What all streams of one connection may hold in their send buffers. A write
+# that leaves its stream under SEND_AHEAD_OF_CREDIT skips this (costlier) check.
+CONNECTION_SEND_BUFFER = 8 << 20
+# An inbound stream's handler whose write makes no progress this long (the
+# peer grants no credit) has its stream reset (WriteStalled).
+HANDLER_WRITE_STALL_TIMEOUT = 30.0
 # Largest slice handed to aioquic per call, so one writer cannot monopolise a
 # connection's packets.
 WRITE_SLICE = 256 << 10
@@ -53,6 +71,8 @@ class QuicStream:
     def __init__(self, connection: "QuicConnectionDriver", stream_id: int):
         self._connection = connection
         self.stream_id = stream_id
+        # Opened in 0-RTT (early data): replayable, so only some protocols may use it.
+        self.early = False
         self.protocol: str | None = None
         self._receive_buffer = bytearray()
         self._receive_eof = False
@@ -61,6 +81,8 @@ class QuicStream:
         self._reset_error: StreamReset | None = None
         self._closed = False
         self._lazy_negotiator = None
+        # None: writes wait as long as the peer withholds credit.
+        self.write_stall_timeout: float | None = None
 
     # -- identity -----------------------------------------------------------
 
@@ -84,6 +106,7 @@ class QuicStream:
     def _on_data(self, data: bytes, end_stream: bool) -> None:
         if data:
             self._receive_buffer += data
+            metrics.BYTES_RECEIVED.inc(len(data))
         if end_stream:
             self._receive_eof = True
         if not self._data_arrived.is_set():
@@ -149,8 +172,14 @@ class QuicStream:
     # -- sending ------------------------------------------------------------
 
     async def send_all(self, data: bytes) -> None:
+        """Queue ``data``, waiting while the peer's credit and our buffers are full.
+
+        Raises WriteStalled (after resetting the stream) if no byte could be
+        queued for ``write_stall_timeout`` seconds.
+        """
         view = memoryview(data)
         connection = self._connection
+        progress_at = trio.current_time()
         while True:
             if self._reset_error is not None:
                 raise self._reset_error
@@ -158,10 +187,11 @@ class QuicStream:
                 raise StreamReset("cannot send after send_eof")
             if connection.closed:
                 raise ConnectionClosed(connection.close_reason)
-            room = connection._send_room(self.stream_id)
+            room = connection._send_room(self.stream_id, len(view))
             if room > 0:
                 chunk = view[: min(room, WRITE_SLICE)]
                 self._send_stream_data(bytes(chunk))
+                metrics.BYTES_SENT.inc(len(chunk))
                 view = view[len(chunk) :]
                 connection.transmit()
                 if not view:
@@ -169,8 +199,20 @@ class QuicStream:
                     # yielding here would add a scheduling round to every reply.
                     await trio.lowlevel.checkpoint_if_cancelled()
                     return
-            else:
+                progress_at = trio.current_time()
+            elif self.write_stall_timeout is None:
                 await connection._wait_for_send_room()
+            else:
+                with trio.move_on_at(progress_at + self.write_stall_timeout):
+                    await connection._wait_for_send_room()
+                if trio.current_time() >= progress_at + self.write_stall_timeout:
+                    log.info(
+                        "reset a stream whose writes stalled",
+                        extra={"fields": {"peer_id": str(self.remote_peer), "protocol": self.protocol,
+                                          "stream_id": self.stream_id, "stalled_s": self.write_stall_timeout}},
+                    )
+                    await self.reset(STREAM_ERROR_LIMIT)
+                    raise WriteStalled(f"no write progress for {self.write_stall_timeout:g} s (peer grants no credit)")
 
     def _send_stream_data(self, data: bytes, end_stream: bool = False) -> None:
         try:
@@ -205,6 +247,11 @@ class QuicStream:
         Also after the peer reset the stream: only closing it here frees its
         slot in the connection's stream limit.
         """
+        self.reset_now(error_code)
+        await trio.lowlevel.checkpoint()
+
+    def reset_now(self, error_code: int = STREAM_ERROR_RESET) -> None:
+        """:meth:`reset` without yielding, for callers that cannot await."""
         if not self._closed and not self._connection.closed:
             if not self._send_eof:
                 try:
@@ -214,7 +261,6 @@ class QuicStream:
             self._send_eof = True
             self._close_locally(stop_reading=not self._receive_eof, error_code=error_code)
         self._reset_error = self._reset_error or StreamReset("stream was reset locally")
-        await trio.lowlevel.checkpoint()
 
     def _close_locally(self, stop_reading: bool, error_code: int = STREAM_ERROR_RESET) -> None:
         self._closed = True
@@ -250,10 +296,20 @@ class QuicConnectionDriver:
         self.quic = quic
         self.remote_addr = remote_addr
         self.is_client = is_client
+        # Called after either side's address changed (migration, NAT
+        # rebinding), and when large datagrams stopped getting through.
+        self.on_path_changed: list[Callable[["QuicConnectionDriver"], None]] = []
+        self.on_datagram_size_reduced: list[Callable[["QuicConnectionDriver"], None]] = []
+        self.path_changes = 0
         self._on_new_stream = on_new_stream
         self._on_closed = on_closed
+        # Per direction: the peer's by QUIC's stream limit (which we
+        # advertise), ours by raising ResourceLimitError.
         self._max_streams = max_streams
+        quic.limit_incoming_streams(max_streams)
         self._streams: dict[int, QuicStream] = {}
+        self._inbound_streams = 0
+        self.handler_write_stall_timeout: float | None = HANDLER_WRITE_STALL_TIMEOUT
         # Set by incoming datagrams, cleared by transmit(): lets the endpoint
         # skip connections whose reader already answered.
         self.needs_transmit = False
@@ -270,6 +326,7 @@ class QuicConnectionDriver:
         self.handshake_error: Exception | None = None
         self._send_room_changed = trio.Event()
         self._writers_waiting = 0
+        self._writer_began_waiting = trio.Event()
         self._timer_scope: trio.CancelScope | None = None
         self._timer_at = math.inf
         self._ping_uid = 0
@@ -279,6 +336,7 @@ class QuicConnectionDriver:
         self.opened_at = self._last_activity
         self.resumed = False
         self.remote_peer_id: PeerId | None = None
+        self.early_data_accepted = False
         self.remote_multiaddr = ""
         self.user_data: dict = {}
 
@@ -291,10 +349,13 @@ class QuicConnectionDriver:
         now = trio.current_time()
         send = self.endpoint.send_datagram
         sent = False
+        addr = None
         for data, addr in quic.datagrams_to_send(now):
             send(data, addr)
             sent = True
         if sent:
+            if addr != self.remote_addr:
+                self._on_path_changed(addr)
             # A reply usually follows what we send: poll for it a little while
             # (longer for handshake flights) rather than pay a wake-up.
             endpoint = self.endpoint
@@ -305,7 +366,7 @@ class QuicConnectionDriver:
         scope = self._timer_scope
         if scope is not None and scope.deadline != self._timer_at:
             scope.deadline = self._timer_at
-        if quic._state == QuicConnectionState.TERMINATED and not self.closed:
+        if quic.is_terminated and not self.closed:
             self._mark_closed(self.close_reason)
 
     async def run_timers(self) -> None:
@@ -324,14 +385,17 @@ class QuicConnectionDriver:
                 self.transmit()
 
     async def run_keepalive(self, idle_timeout: float, idle_close_after: float) -> None:
-        """PING when quiet for half the QUIC ``idle_timeout``, so that neither
-        side's idle timeout ends a connection in use (quic-go does the same);
-        close it once it has carried no stream for ``idle_close_after``.
+        """PING when quiet for half the effective QUIC idle timeout, so that
+        neither side's idle timeout ends a connection in use (quic-go does the
+        same); close it once it has carried no stream for ``idle_close_after``.
 
-        Pinging more often would cost every idle connection CPU: a node with
-        thousands of them spent a good part of a core on keepalives at 5 s.
+        The effective timeout is the smaller of ours (``idle_timeout``) and
+        the one the peer advertised (RFC 9000 §10.1): js-libp2p advertises
+        10 s, and a peer may advertise less. Pinging more often than needed
+        would cost every idle connection CPU: a node with thousands of them
+        spent a good part of a core on keepalives at 5 s.
         """
-        interval = idle_timeout / 2
+        interval = min(idle_timeout, self.quic.effective_idle_timeout) / 2
         least_sleep = min(MIN_KEEPALIVE_SLEEP, interval, idle_close_after)
         while not self.closed:
             # Wake when the connection has been quiet for ``interval`` (not
@@ -353,6 +417,37 @@ class QuicConnectionDriver:
                 self.quic.send_ping(self._ping_uid)
                 self.transmit()
                 self._last_activity = now  # the next ping is due an interval after this one
+
+    def _on_path_changed(self, addr: tuple) -> None:
+        """Either side moved (QUIC migration): we now send to ``addr``.
+
+        The new path's MTU is unknown, so the datagram size falls back to
+        QUIC's base until probed again.
+        """
+        self.remote_addr = addr
+        self.remote_multiaddr = sockaddr_to_multiaddr(addr)
+        self.path_changes += 1
+        self.quic.reset_datagram_size()
+        for callback in self.on_path_changed:
+            callback(self)
+
+    def move_to(self, endpoint: "QuicEndpoint") -> None:
+        """Carry on over ``endpoint`` (another local socket): QUIC connection migration.
+
+        The peer routes by connection ID, sees the new address and validates
+        the path; we switch to a fresh connection ID so the two paths cannot
+        be linked by an observer, and PING so the peer learns the path now.
+        """
+        cids = list(self.user_data.get("cids", ()))
+        self.endpoint.unregister_connection(self)
+        for cid in cids:
+            endpoint.register_cid(cid, self)
+        self.endpoint = endpoint
+        self.quic.change_connection_id()
+        self._ping_uid += 1
+        self.quic.send_ping(self._ping_uid)
+        self._on_path_changed(self.remote_addr)
+        self.transmit()
 
     # -- input ---------------------------------------------------------------
 
@@ -387,8 +482,10 @@ class QuicConnectionDriver:
                     # data: the peer has abandoned the stream, so that data is
                     # late and must not start a handler (whose first write
                     # aioquic would refuse).
-                    self._mark_abandoned(event.stream_id)
-                if kind is events.StopSendingReceived:
+                    self.quic.abandon_stream(event.stream_id)
+                if kind is events.StopSendingReceived or stream is None:
+                    # Reset our side too: QUIC frees the stream (and the
+                    # peer's slot) only once both directions have ended.
                     try:
                         quic.reset_stream(event.stream_id, event.error_code)
                     except ValueError:
@@ -405,6 +502,10 @@ class QuicConnectionDriver:
                 self.endpoint.unregister_cid(event.connection_id)
             elif kind is events.ConnectionTerminated:
                 self._on_terminated(event)
+            elif kind is DatagramSizeReduced:
+                log.debug("datagrams to %s above %d bytes stopped arriving", self.remote_multiaddr, event.size)
+                for callback in self.on_datagram_size_reduced:
+                    callback(self)
         if self._writers_waiting:
             self._wake_writers()
 
@@ -423,14 +524,21 @@ class QuicConnectionDriver:
             return
         self.remote_peer_id = peer_id
         self.resumed = event.session_resumed
+        self.early_data_accepted = event.early_data_accepted
         self.handshake_complete.set()
         self._handshake_settled.set()
 
     def _on_terminated(self, event: events.ConnectionTerminated) -> None:
         error = self.quic.verification_error
+        if is_refusal(event):
+            reason = f"peer refused: {event.reason_phrase or 'connection refused'}"
+            if not self.handshake_complete.is_set():
+                self.handshake_error = PeerRefused(reason)
+            self._mark_closed(reason)
+            return
         if not self.handshake_complete.is_set():
-            if error is not None and "mismatch" in str(error):
-                self.handshake_error = PeerIdMismatch(str(error))
+            if isinstance(error, PeerIdMismatch):
+                self.handshake_error = error
             elif error is not None:
                 self.handshake_error = HandshakeError(f"handshake failed: {error}")
             else:
@@ -443,9 +551,16 @@ class QuicConnectionDriver:
             return
         self.closed = True
         self.close_reason = reason
+        log.debug(
+            "connection closed",
+            extra={"fields": {"peer_id": str(self.remote_peer_id), "remote_addr": self.remote_multiaddr,
+                              "reason": reason}},
+        )
         for stream in list(self._streams.values()):
             stream._on_reset(StreamReset(f"connection closed: {reason}"))
+        metrics.STREAMS_OPEN.dec(len(self._streams))
         self._streams.clear()
+        self._inbound_streams = 0
         for callback in self._probe_callbacks.values():
             callback(False)
         self._probe_callbacks.clear()
@@ -458,45 +573,72 @@ class QuicConnectionDriver:
 
     # -- streams ---------------------------------------------------------------
 
-    def _accept_stream(self, stream_id: int) -> QuicStream | None:
-        is_unidirectional = bool(stream_id & 2)
+    def _is_local(self, stream_id: int) -> bool:
         # Bit 0 of a stream ID is set on server-initiated streams.
-        locally_initiated = bool(stream_id & 1) == (not self.is_client)
-        quic_stream = self.quic._streams.get(stream_id)
-        if is_unidirectional or locally_initiated or quic_stream is None or getattr(quic_stream, "hm_closed", False):
-            # libp2p uses bidirectional streams only; data on a stream we
-            # closed already is simply late.
+        return bool(stream_id & 1) == (not self.is_client)
+
+    def _accept_stream(self, stream_id: int) -> QuicStream | None:
+        if self.quic.is_abandoned(stream_id):
+            return None  # data on a stream we closed already is simply late
+        if stream_id & 2 or self._is_local(stream_id):
+            # libp2p uses bidirectional streams only.
+            self.quic.abandon_stream(stream_id)
             return None
-        if len(self._streams) >= self._max_streams:
+        if self._inbound_streams >= self._max_streams:
+            # Only a peer that ignores QUIC's stream limit gets here (aioquic
+            # counts streams until both sides finished them, we until closed).
             self.quic.reset_stream(stream_id, STREAM_ERROR_LIMIT)
             self.quic.stop_stream(stream_id, STREAM_ERROR_LIMIT)
+            self.quic.abandon_stream(stream_id)
             return None
         stream = QuicStream(self, stream_id)
+        stream.write_stall_timeout = self.handler_write_stall_timeout
+        if not self.handshake_complete.is_set() and self.quic.opened_in_early_data(stream_id):
+            stream.early = True
+            # Authenticated by the resumed ticket's PSK before the handshake ends.
+            self.remote_peer_id = self.remote_peer_id or self.quic.early_peer_id
         self._streams[stream_id] = stream
+        metrics.STREAMS_OPEN.inc()
+        self._inbound_streams += 1
         self._on_new_stream(stream)
         return stream
 
     def open_stream(self) -> QuicStream:
         if self.closed:
             raise ConnectionClosed(self.close_reason)
-        if len(self._streams) >= self._max_streams:
+        if len(self._streams) - self._inbound_streams >= self._max_streams:
             raise ResourceLimitError(f"connection already has {self._max_streams} open streams")
         stream_id = self.quic.get_next_available_stream_id()
         self._last_stream_activity = trio.current_time()
         stream = QuicStream(self, stream_id)
+        stream.early = not self.handshake_complete.is_set()
         self._streams[stream_id] = stream
+        metrics.STREAMS_OPEN.inc()
         return stream
 
     def _forget_stream(self, stream_id: int) -> None:
-        self._streams.pop(stream_id, None)
-        self._mark_abandoned(stream_id)
-        self.quic.forget_stream(stream_id)
+        if self._streams.pop(stream_id, None) is not None:
+            metrics.STREAMS_OPEN.dec()
+            if not self._is_local(stream_id):
+                self._inbound_streams -= 1
+        # Data that still arrives on this stream is late (see _accept_stream).
+        self.quic.abandon_stream(stream_id)
 
-    def _mark_abandoned(self, stream_id: int) -> None:
-        """Data that still arrives on this stream is late (see _accept_stream)."""
-        quic_stream = self.quic._streams.get(stream_id)
-        if quic_stream is not None:
-            quic_stream.hm_closed = True
+    @property
+    def writers_waiting(self) -> int:
+        """Writers waiting for the peer's credit or for buffer room."""
+        return self._writers_waiting
+
+    async def wait_for_writers(self, count: int) -> None:
+        """Until ``count`` writers at once wait for credit or buffer room."""
+        while self._writers_waiting < count:
+            self._writer_began_waiting = trio.Event()
+            await self._writer_began_waiting.wait()
+
+    @property
+    def send_buffered(self) -> int:
+        """Bytes all streams hold to send (unsent or unacknowledged)."""
+        return self.quic.send_buffered_total()
 
     @property
     def stream_count(self) -> int:
@@ -514,16 +656,18 @@ class QuicConnectionDriver:
         if quic.window_update_due(stream_id):
             self.transmit()
 
-    def _send_room(self, stream_id: int) -> int:
-        stream = self.quic._streams.get(stream_id)
-        if stream is None:
-            return STREAM_SEND_BUFFER
-        sender = stream.sender
-        buffered = sender._buffer_stop - sender._buffer_start
-        return STREAM_SEND_BUFFER - buffered
+    def _send_room(self, stream_id: int, wanted: int) -> int:
+        """Bytes a writer may add to a stream's send buffer now."""
+        quic = self.quic
+        buffered, unsent, credit = quic.send_buffer_state(stream_id)
+        room = min(STREAM_SEND_BUFFER - buffered, credit + SEND_AHEAD_OF_CREDIT - unsent)
+        if room > 0 and buffered + min(room, wanted) > SEND_AHEAD_OF_CREDIT:
+            room = min(room, CONNECTION_SEND_BUFFER - quic.send_buffered_total())
+        return room
 
     async def _wait_for_send_room(self) -> None:
         self._writers_waiting += 1
+        self._writer_began_waiting.set()
         try:
             event = self._send_room_changed
             await event.wait()
@@ -551,7 +695,7 @@ class QuicConnectionDriver:
 
     def is_viable(self) -> bool:
         """False for a server connection whose first packet never parsed."""
-        return bool(self.quic._network_paths)
+        return self.quic.has_network_path
 
     def abandon(self, reason: str) -> None:
         """Drop the connection without sending anything."""
@@ -563,6 +707,14 @@ class QuicConnectionDriver:
         self.quic.close(error_code=error_code, reason_phrase=reason)
         self.transmit()
         self.close_reason = reason
+
+    def refuse(self, reason: str) -> None:
+        """Close with CONNECTION_REFUSED: the peer reports "peer refused: <reason>"."""
+        if self.closed:
+            return
+        refuse(self.quic, reason)
+        self.transmit()
+        self.close_reason = f"refused: {reason}"
 
     async def aclose(self, reason: str = "closed") -> None:
         self.close(reason)

@@ -15,6 +15,10 @@ class PeerIdMismatch(HandshakeError):
     """The remote proved a different peer ID than the one we dialled."""
 
 
+class PeerRefused(HandshakeError):
+    """The remote refused the connection (QUIC CONNECTION_REFUSED), e.g. at its connection limit."""
+
+
 class CertificateError(HandshakeError):
     """The remote's libp2p TLS certificate is invalid."""
 
@@ -29,6 +33,10 @@ class NegotiationError(ProtocolError):
 
 class StreamReset(TransportError):
     """The stream was reset by either side."""
+
+
+class WriteStalled(StreamReset):
+    """A handler's write made no progress for too long; the stream was reset."""
 
 
 class ConnectionClosed(TransportError):

@@ -145,7 +145,7 @@ def install(host) -> None:
             log.debug("identify of %s failed: %s", driver.remote_peer_id, exc)
 
     def on_connection(driver):
-        host._nursery.start_soon(identify_new_connection, driver)
+        host.start_soon(identify_new_connection, driver)
 
-    host.set_stream_handler(PROTOCOL, handler)
+    host.set_stream_handler(PROTOCOL, handler, early_data=True)  # read-only: replaying it changes nothing
     host.on_connection.append(on_connection)

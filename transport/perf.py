@@ -11,13 +11,16 @@ from dataclasses import dataclass
 
 import trio
 
-from .errors import ProtocolError
+from .errors import ProtocolError, ResourceLimitError
 
 PROTOCOL = "/perf/1.0.0"
 BLOCK = bytes(64 << 10)
 # What one request may ask us to send: bounded so a peer cannot keep us
 # sending for ever.
 MAX_DOWNLOAD_BYTES = 10 << 30
+# Requests one peer may have served at once: perf is for measuring, and a
+# peer that opens many and never reads must not tie up the node.
+MAX_REQUESTS_PER_PEER = 8
 
 
 async def _send_zeros(stream, count: int) -> None:
@@ -90,5 +93,24 @@ async def run_perf(stream, upload: int, download: int) -> PerfResult:
     return PerfResult(upload, download, upload_done - started, finished - upload_done, finished - started)
 
 
-def install(host) -> None:
-    host.set_stream_handler(PROTOCOL, handle_perf)
+def limited_per_peer(handler, limit: int):
+    """``handler``, refusing a peer's stream while it has ``limit`` running."""
+    running: dict = {}
+
+    async def limited(stream) -> None:
+        peer = stream.remote_peer
+        if running.get(peer, 0) >= limit:
+            raise ResourceLimitError(f"{peer} already has {limit} perf requests running")
+        running[peer] = running.get(peer, 0) + 1
+        try:
+            await handler(stream)
+        finally:
+            running[peer] -= 1
+            if not running[peer]:
+                del running[peer]
+
+    return limited
+
+
+def install(host, max_requests_per_peer: int = MAX_REQUESTS_PER_PEER) -> None:
+    host.set_stream_handler(PROTOCOL, limited_per_peer(handle_perf, max_requests_per_peer))

@@ -62,4 +62,4 @@ async def ping(host, peer_id, count: int = 1) -> list[float]:
 
 
 def install(host) -> None:
-    host.set_stream_handler(PROTOCOL, handle_ping)
+    host.set_stream_handler(PROTOCOL, handle_ping, early_data=True)  # an echo: replaying it changes nothing

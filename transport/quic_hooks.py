@@ -13,27 +13,59 @@ these points (each has its own test in ``tests/transport/test_quic_hooks.py``;
    handshake (which carries no certificates) still authenticates the peer.
 4. Receive windows follow what the application has *read*, not what has
    arrived, so a slow reader throttles its sender (aioquic grants credit as
-   soon as data arrives, which would let a peer fill our memory).
+   soon as data arrives, which would let a peer fill our memory). Bytes that
+   are discarded instead of read give their credit back too (ReceiveCredit).
 5. Datagram size probes (DPLPMTUD, RFC 8899): a PING padded to a candidate
-   size; only its acknowledgement raises the datagram size.
+   size; only its acknowledgement raises the datagram size. While raised,
+   the congestion controller's acknowledged/lost callbacks feed a black-hole
+   detector; on a black hole the size falls back to 1,200 and a
+   ``DatagramSizeReduced`` event is emitted.
 6. Speed: key shares for X25519 (preferred) and P-256 only, instead of
    aioquic's four groups (each costs a key generation per handshake, and a
    server would otherwise pick P-256 first); PADDING frames skipped in C
    rather than byte by byte (aioquic's loop costs 0.7 ms per 16 KB probe).
+7. Stateless refusal: a server Initial carrying CONNECTION_CLOSE
+   (CONNECTION_REFUSED) built from the client's Initial alone, so a full
+   node answers at once without creating connection state; a client reports
+   a refusal as soon as it arrives (aioquic reports a peer's close only after
+   draining for three probe timeouts, about a second during a handshake).
+8. Address validation: Initial header parsing, Retry and INVALID_TOKEN
+   packets for the server's stateless Retry (tokens: ``transport/retry.py``).
+9. Stream limits: ``max_streams_per_connection`` is advertised as QUIC's
+   ``initial_max_streams_bidi`` (and no unidirectional streams), so a peer
+   that opens more is paced by MAX_STREAMS instead of having streams reset.
+10. Send buffers: what each stream holds unsent or unacknowledged, and the
+   credit the peer granted, so that writers wait on the peer's credit.
+11. Early data (0-RTT): which streams the peer opened in 0-RTT packets, the
+    client's peer ID as soon as its early data is accepted (the resumed
+    ticket's PSK authenticates it), and whether a client can send early data.
 """
 
 from __future__ import annotations
 
+import os
+from dataclasses import dataclass
 from typing import Callable
 
 from aioquic import tls
 from aioquic.buffer import Buffer
-from aioquic.quic.connection import QuicConnection
-from aioquic.quic.packet import pull_quic_transport_parameters
-from aioquic.quic.packet_builder import QuicDeliveryState
+from aioquic.quic import events
+from aioquic.quic.connection import END_STATES, QuicConnection, QuicConnectionState
+from aioquic.quic.crypto import CryptoPair
+from aioquic.quic.packet import (
+    QuicErrorCode,
+    QuicFrameType,
+    QuicHeader,
+    QuicPacketType,
+    encode_quic_retry,
+    pull_quic_header,
+    pull_quic_transport_parameters,
+)
+from aioquic.quic.packet_builder import QuicDeliveryState, QuicPacketBuilder
 
-from .errors import CertificateError
+from .errors import CertificateError, HandshakeError, PeerIdMismatch
 from .identity import PeerId
+from .mtu import BASE_DATAGRAM_SIZE, BlackHoleDetector
 from .tls import verify_certificate_chain
 
 # Per-stream receive window: what a peer may send beyond what we have read.
@@ -42,6 +74,92 @@ STREAM_RECEIVE_WINDOW = 1 << 20
 # Connection-wide receive window, bounding buffered data per connection.
 CONNECTION_RECEIVE_WINDOW = 8 << 20
 
+
+class ReceiveCredit:
+    """Sans-IO ledger of the connection's receive credit (hook 4).
+
+    QUIC charges our connection window with every byte a peer sends: the
+    highest offset reached on each stream, or a reset stream's final size.
+    The credit comes back only when a byte leaves our hands, either read by
+    the application or discarded: left unread in a stream the application
+    closed or reset, arriving for such a stream later, or never delivered
+    because the peer reset the stream first. A byte in neither state is
+    buffered (by us or by aioquic), so at all times::
+
+        received == read + discarded + buffered
+
+    and the window we grant is ``read + discarded + window``. Forgetting a
+    discarded byte would shrink that window for good.
+    """
+
+    def __init__(self) -> None:
+        self.received = 0
+        self.read = 0
+        self.discarded = 0
+        # Per live stream: bytes received and read (MAX_STREAM_DATA follows reads).
+        self._received_on: dict[int, int] = {}
+        self._read_on: dict[int, int] = {}
+        # Streams whose bytes are discarded on arrival.
+        self.abandoned: set[int] = set()
+
+    @property
+    def released(self) -> int:
+        """Bytes whose credit has come back."""
+        return self.read + self.discarded
+
+    @property
+    def buffered(self) -> int:
+        return self.received - self.released
+
+    def read_on(self, stream_id: int) -> int:
+        return self._read_on.get(stream_id, 0)
+
+    def receive(self, stream_id: int, count: int) -> None:
+        """``count`` more bytes of ``stream_id`` count against the window."""
+        if not count:
+            return
+        self.received += count
+        if stream_id in self.abandoned:
+            self.discarded += count
+        else:
+            self._received_on[stream_id] = self._received_on.get(stream_id, 0) + count
+
+    def read_from(self, stream_id: int, count: int) -> None:
+        """The application read ``count`` bytes (negative: put them back)."""
+        self.read += count
+        self._read_on[stream_id] = self._read_on.get(stream_id, 0) + count
+
+    def undeliverable(self, stream_id: int, count: int) -> None:
+        """The peer reset the stream: ``count`` received bytes will never be delivered."""
+        if stream_id not in self.abandoned:
+            self.discarded += count
+            self._received_on[stream_id] = self._received_on.get(stream_id, 0) - count
+
+    def abandon(self, stream_id: int) -> bool:
+        """The application reads no more: discard what it left, and all that
+        comes later. False if it had abandoned the stream already."""
+        if stream_id in self.abandoned:
+            return False
+        self.discarded += self._received_on.pop(stream_id, 0) - self._read_on.pop(stream_id, 0)
+        self.abandoned.add(stream_id)
+        return True
+
+    def forget_all_but(self, live_stream_ids) -> None:
+        """Drop abandoned streams the QUIC state has discarded (nothing more can arrive)."""
+        self.abandoned.intersection_update(live_stream_ids)
+
+
+def _peek_stream_id(buf: Buffer) -> int:
+    """The stream ID a STREAM or RESET_STREAM frame starts with."""
+    start = buf.tell()
+    stream_id = buf.pull_uint_var()
+    buf.seek(start)
+    return stream_id
+
+# Our connection IDs are 8 bytes (aioquic's default).
+HOST_CID_LENGTH = 8
+# Long enough for any refusal reason we send, short enough for any datagram.
+MAX_REFUSAL_REASON = 100
 
 # Every libp2p implementation offers X25519; P-256 is kept for TLS stacks that
 # insist on a NIST curve.
@@ -53,7 +171,7 @@ class Libp2pTlsContext(tls.Context):
 
     expected_peer_id: PeerId | None
     remote_peer_id: PeerId | None
-    verification_error: CertificateError | None
+    verification_error: HandshakeError | None
     resumed_peer_id: PeerId | None
 
     def _verify_libp2p_peer(self) -> None:
@@ -64,7 +182,7 @@ class Libp2pTlsContext(tls.Context):
             self.verification_error = exc
             raise tls.AlertBadCertificate(str(exc)) from None
         if self.expected_peer_id is not None and peer_id != self.expected_peer_id:
-            self.verification_error = CertificateError(
+            self.verification_error = PeerIdMismatch(
                 f"peer ID mismatch: dialled {self.expected_peer_id} but the remote is {peer_id}"
             )
             raise tls.AlertBadCertificate(str(self.verification_error))
@@ -104,6 +222,13 @@ class Libp2pTlsContext(tls.Context):
         super()._server_handle_finished(input_buf, output_buf)
 
 
+@dataclass
+class DatagramSizeReduced(events.QuicEvent):
+    """Large datagrams stopped getting through: the size fell back to ``size``."""
+
+    size: int
+
+
 TicketLookup = Callable[[bytes], "tuple[tls.SessionTicket, PeerId] | None"]
 
 
@@ -122,9 +247,13 @@ class Libp2pQuicConnection(QuicConnection):
         self._expected_peer_id = expected_peer_id
         self._resumed_peer_id = resumed_peer_id
         self._server_ticket_lookup = server_ticket_lookup
-        # Bytes the application has consumed, per stream and in total.
-        self._consumed_by_stream: dict[int, int] = {}
-        self._consumed_total = 0
+        self._early_stream_ids: set[int] = set()
+        self._credit = ReceiveCredit()
+        # Hook 9: peer streams QUIC allows at once; of those it opened, how
+        # many aioquic discarded and how many the application let go.
+        self._streams_allowed = self._streams_granted = 128  # aioquic's default
+        self._streams_discarded = 0
+        self._streams_released = 0
         self._probe_uid: int | None = None
         self._probe_size = 0
         self._probe_failed = False
@@ -174,12 +303,48 @@ class Libp2pQuicConnection(QuicConnection):
         self.tls._request_client_certificate = False
         return ticket
 
+    # -- hook 10: early data (0-RTT) --------------------------------------------
+
+    @property
+    def is_ending(self) -> bool:
+        """Closing, draining or closed: either side has ended the connection,
+        though aioquic reports it only after the closing period."""
+        return self._state in END_STATES or self._close_pending
+
+    def opened_in_early_data(self, stream_id: int) -> bool:
+        """Whether the peer's data for ``stream_id`` came (at least partly) in 0-RTT packets."""
+        return stream_id in self._early_stream_ids
+
+    @property
+    def early_peer_id(self) -> PeerId | None:
+        """Server: the client's peer ID once its 0-RTT data is accepted.
+
+        The PSK binder of the resumed ticket, issued to that peer alone,
+        authenticates the client before its Finished arrives.
+        """
+        context = getattr(self, "tls", None)
+        if self._is_client or context is None or not context.early_data_accepted:
+            return None
+        return context.resumed_peer_id
+
+    @property
+    def can_send_early_data(self) -> bool:
+        """Client: 0-RTT keys are ready (a resumed ticket that allows early data)."""
+        return self._is_client and self._cryptos[tls.Epoch.ZERO_RTT].send.is_valid()
+
+    def _handle_connection_close_frame(self, context, frame_type: int, buf: Buffer) -> None:
+        already_closing = self._close_event is not None
+        super()._handle_connection_close_frame(context, frame_type, buf)
+        if not already_closing and self._close_event is not None and is_refusal(self._close_event):
+            self._events.append(self._close_event)
+
     @property
     def remote_peer_id(self) -> PeerId | None:
         return getattr(self.tls, "remote_peer_id", None)
 
     @property
-    def verification_error(self) -> CertificateError | None:
+    def verification_error(self) -> HandshakeError | None:
+        """Why the peer failed authentication: a CertificateError, or PeerIdMismatch."""
         return getattr(self.tls, "verification_error", None)
 
     def _handle_padding_frame(self, context, frame_type: int, buf: Buffer) -> None:
@@ -189,29 +354,66 @@ class Libp2pQuicConnection(QuicConnection):
 
     # -- hook 4: receive windows follow the reader --------------------------
 
+    @property
+    def receive_credit(self) -> "ReceiveCredit":
+        return self._credit
+
     def consume(self, stream_id: int, count: int) -> None:
-        """Record that the application read ``count`` bytes from a stream."""
-        self._consumed_by_stream[stream_id] = self._consumed_by_stream.get(stream_id, 0) + count
-        self._consumed_total += count
+        """Record that the application read ``count`` bytes from a stream
+        (negative: bytes it put back)."""
+        self._credit.read_from(stream_id, count)
+
+    def abandon_stream(self, stream_id: int) -> None:
+        """The application will read no more from this stream: what it left
+        unread, and whatever still arrives, is discarded and its credit given back."""
+        # The low two bits of a stream ID: 0 client bidirectional, 1 server bidirectional.
+        opened_by_peer_bidirectional = stream_id & 3 == (1 if self._is_client else 0)
+        if self._credit.abandon(stream_id) and opened_by_peer_bidirectional:
+            self._streams_released += 1
+        if len(self._credit.abandoned) > 2 * len(self._streams) + 64:
+            self._credit.forget_all_but(self._streams.keys())
+
+    def is_abandoned(self, stream_id: int) -> bool:
+        return stream_id in self._credit.abandoned
 
     def window_update_due(self, stream_id: int) -> bool:
         """Whether reads since the last grant warrant a MAX_STREAM_DATA/MAX_DATA now."""
         stream = self._streams.get(stream_id)
         if stream is not None and stream.max_stream_data_local:
-            consumed = self._consumed_by_stream.get(stream_id, 0)
+            consumed = self._credit.read_on(stream_id)
             if consumed + STREAM_RECEIVE_WINDOW - stream.max_stream_data_local >= STREAM_RECEIVE_WINDOW // 4:
                 return True
-        wanted = self._consumed_total + CONNECTION_RECEIVE_WINDOW
+        wanted = self._credit.released + CONNECTION_RECEIVE_WINDOW
         return wanted - self._local_max_data.value >= CONNECTION_RECEIVE_WINDOW // 4
 
-    def forget_stream(self, stream_id: int) -> None:
-        self._consumed_by_stream.pop(stream_id, None)
+    def _handle_stream_frame(self, context, frame_type: int, buf: Buffer) -> None:
+        stream_id = _peek_stream_id(buf)
+        if context.epoch == tls.Epoch.ZERO_RTT:
+            self._early_stream_ids.add(stream_id)  # hook 10
+        used = self._local_max_data.used
+        super()._handle_stream_frame(context, frame_type, buf)
+        self._credit.receive(stream_id, self._local_max_data.used - used)
+
+    def _handle_reset_stream_frame(self, context, frame_type: int, buf: Buffer) -> None:
+        stream_id = _peek_stream_id(buf)
+        stream = self._streams.get(stream_id)
+        was_finished = stream is not None and stream.receiver.is_finished
+        used = self._local_max_data.used
+        super()._handle_reset_stream_frame(context, frame_type, buf)
+        self._credit.receive(stream_id, self._local_max_data.used - used)
+        stream = self._streams[stream_id]
+        receiver = stream.receiver
+        if not was_finished and receiver.is_finished:
+            # Up to the final size counts against our window, but what was
+            # not delivered in order before the reset never will be.
+            self._credit.undeliverable(stream_id, receiver.highest_offset - receiver.starting_offset())
 
     def _write_connection_limits(self, builder, space) -> None:
+        self._update_stream_grant()
         limit = self._local_max_data
         # Keep aioquic's doubling rule from firing: the window moves only as
         # the application reads.
-        wanted = self._consumed_total + CONNECTION_RECEIVE_WINDOW
+        wanted = self._credit.released + CONNECTION_RECEIVE_WINDOW
         if wanted - limit.value >= CONNECTION_RECEIVE_WINDOW // 4:
             limit.value = wanted
         saved_used = limit.used
@@ -223,8 +425,7 @@ class Libp2pQuicConnection(QuicConnection):
 
     def _write_stream_limits(self, builder, space, stream) -> None:
         if stream.max_stream_data_local:
-            consumed = self._consumed_by_stream.get(stream.stream_id, 0)
-            wanted = consumed + STREAM_RECEIVE_WINDOW
+            wanted = self._credit.read_on(stream.stream_id) + STREAM_RECEIVE_WINDOW
             # Update in quarter-window steps to batch MAX_STREAM_DATA frames.
             if wanted - stream.max_stream_data_local >= STREAM_RECEIVE_WINDOW // 4:
                 stream.max_stream_data_local = wanted
@@ -237,6 +438,96 @@ class Libp2pQuicConnection(QuicConnection):
                 stream.receiver.highest_offset = saved
         else:
             super()._write_stream_limits(builder, space, stream)
+
+    # -- hook 9: stream limits ---------------------------------------------
+
+    # aioquic holds back the data of a stream beyond the peer's stream limit,
+    # but not its RESET_STREAM or STOP_SENDING, and a peer that enforces the
+    # limit closes the connection for those. They wait for MAX_STREAMS too.
+
+    def _write_reset_stream_frame(self, builder, stream) -> None:
+        if not stream.is_blocked:
+            super()._write_reset_stream_frame(builder, stream)
+
+    def _write_stop_sending_frame(self, builder, stream) -> None:
+        if not stream.is_blocked:
+            super()._write_stop_sending_frame(builder, stream)
+
+    def limit_incoming_streams(self, count: int) -> None:
+        """Let the peer open at most ``count`` bidirectional streams at once,
+        and no unidirectional ones (libp2p has none).
+
+        Sent as ``initial_max_streams_bidi``/``_uni``: a peer opening more is
+        held back by QUIC itself, and MAX_STREAMS returns a slot as each of
+        its streams ends (``_update_stream_grant``). Call before the handshake
+        starts.
+        """
+        for limit, value in ((self._local_max_streams_bidi, count), (self._local_max_streams_uni, 0)):
+            limit.value = limit.sent = value
+        self._streams_allowed = self._streams_granted = count
+
+    def _update_stream_grant(self) -> bool:
+        """Set the peer's stream limit; True if a MAX_STREAMS is due.
+
+        aioquic adds one to the limit as each peer stream is discarded (both
+        directions finished), which may come before the application lets go
+        of the stream: a slot returns when both have.
+        """
+        streams = self._local_max_streams_bidi
+        self._streams_discarded += streams.value - self._streams_granted
+        streams.value = self._streams_granted = self._streams_allowed + min(
+            self._streams_discarded, self._streams_released
+        )
+        # aioquic's batching rule: grant once the peer has fewer streams left
+        # to open than the update would give it.
+        return streams.value != streams.sent and streams.sent - streams.used < streams.value - streams.sent
+
+    def datagrams_to_send(self, now: float) -> list[tuple[bytes, tuple]]:
+        datagrams = super().datagrams_to_send(now)
+        # aioquic discards finished streams after writing MAX_STREAMS: send
+        # the slots that frees now, not with whatever goes out next.
+        if self._handshake_complete and self._update_stream_grant():
+            datagrams += super().datagrams_to_send(now)
+        return datagrams
+
+    # -- hook 10: what a writer may buffer ---------------------------------
+
+    def send_buffer_state(self, stream_id: int) -> tuple[int, int, int]:
+        """``(buffered, unsent, credit)`` of one stream's send side: bytes held
+        (unsent or unacknowledged), bytes not yet sent, and bytes the peer's
+        stream and connection credit let us send now."""
+        stream = self._streams.get(stream_id)
+        if stream is None:
+            return 0, 0, 0  # aioquic creates the stream on the first write
+        sender = stream.sender
+        sent = sender.highest_offset
+        if stream.is_blocked:  # over the peer's stream limit: nothing may go yet
+            credit = 0
+        else:
+            credit = min(stream.max_stream_data_remote - sent, self._remote_max_data - self._remote_max_data_used)
+        return sender._buffer_stop - sender._buffer_start, sender._buffer_stop - sent, max(credit, 0)
+
+    def send_buffered_total(self) -> int:
+        """Bytes held in every stream's send buffer (unsent or unacknowledged)."""
+        return sum(stream.sender._buffer_stop - stream.sender._buffer_start for stream in self._streams.values())
+
+    # -- what the driver reads ----------------------------------------------
+
+    @property
+    def is_terminated(self) -> bool:
+        """The connection has finished closing (or draining)."""
+        return self._state == QuicConnectionState.TERMINATED
+
+    @property
+    def has_network_path(self) -> bool:
+        """False for a server connection whose first packet never parsed."""
+        return bool(self._network_paths)
+
+    @property
+    def effective_idle_timeout(self) -> float:
+        """The idle timeout in force: the smaller of ours and the peer's
+        (known once its transport parameters arrived), as aioquic applies it."""
+        return self._idle_timeout()
 
     # -- hook 5: datagram size probes ---------------------------------------
 
@@ -305,7 +596,50 @@ class Libp2pQuicConnection(QuicConnection):
             return False
         self.set_max_datagram_size(self._probe_size)
         self._probe_uid = None
+        self._watch_for_black_hole()
         return True
+
+    def _watch_for_black_hole(self) -> None:
+        """Feed the sizes of acknowledged and lost packets to a detector, while
+        the datagram size is raised (connections at the base size pay nothing)."""
+        congestion = self._loss._cc
+        if "on_packet_acked" in vars(congestion):
+            return
+        detector = BlackHoleDetector()
+        acked, lost, expired = congestion.on_packet_acked, congestion.on_packets_lost, congestion.on_packets_expired
+
+        def on_packet_acked(*, packet, now):
+            detector.on_acked(packet.sent_bytes)
+            acked(packet=packet, now=now)
+
+        def after_loss(packets) -> None:
+            if detector.on_loss_event(packet.sent_bytes for packet in packets):
+                if self._max_datagram_size > BASE_DATAGRAM_SIZE:
+                    self.reset_datagram_size()
+                    self._events.append(DatagramSizeReduced(BASE_DATAGRAM_SIZE))
+
+        def on_packets_lost(*, packets, now):
+            packets = list(packets)
+            lost(packets=packets, now=now)
+            after_loss(packets)
+
+        def on_packets_expired(*, packets):
+            # A probe timeout: in a black hole no ACK comes back at all, so
+            # this is how its losses show.
+            packets = list(packets)
+            expired(packets=packets)
+            after_loss(packets)
+
+        congestion.on_packet_acked = on_packet_acked
+        congestion.on_packets_lost = on_packets_lost
+        congestion.on_packets_expired = on_packets_expired
+
+    def reset_datagram_size(self) -> None:
+        """Back to QUIC's base datagram size (black hole, or a new path)."""
+        congestion = self._loss._cc
+        for name in ("on_packet_acked", "on_packets_lost", "on_packets_expired"):
+            vars(congestion).pop(name, None)
+        self.set_max_datagram_size(BASE_DATAGRAM_SIZE)
 
     def set_max_datagram_size(self, size: int) -> None:
         self._max_datagram_size = size
@@ -315,3 +649,73 @@ class Libp2pQuicConnection(QuicConnection):
             congestion._max_datagram_size = size
         # Room for at least two full datagrams, or nothing of the new size fits.
         congestion.congestion_window = max(congestion.congestion_window, 2 * size)
+
+
+def parse_initial(datagram: bytes) -> QuicHeader | None:
+    """The header of the QUIC Initial packet ``datagram`` starts with, or None."""
+    try:
+        header = pull_quic_header(Buffer(data=datagram), host_cid_length=HOST_CID_LENGTH)
+    except ValueError:
+        return None
+    if header.packet_type != QuicPacketType.INITIAL or header.version is None:
+        return None
+    return header
+
+
+def _initial_close(header: QuicHeader, error_code: int, reason: str) -> bytes:
+    crypto = CryptoPair()
+    crypto.setup_initial(cid=header.destination_cid, is_client=False, version=header.version)
+    builder = QuicPacketBuilder(
+        host_cid=os.urandom(HOST_CID_LENGTH),
+        peer_cid=header.source_cid,
+        version=header.version,
+        is_client=False,
+        max_datagram_size=1200,
+    )
+    builder.start_packet(QuicPacketType.INITIAL, crypto)
+    reason_bytes = reason.encode()[:MAX_REFUSAL_REASON]
+    buf = builder.start_frame(QuicFrameType.TRANSPORT_CLOSE, capacity=16 + len(reason_bytes))
+    buf.push_uint_var(error_code)
+    buf.push_uint_var(QuicFrameType.PADDING)  # no frame caused it
+    buf.push_uint_var(len(reason_bytes))
+    buf.push_bytes(reason_bytes)
+    datagrams, _ = builder.flush()
+    return datagrams[0]
+
+
+def refusal_datagram(initial: bytes, reason: str) -> bytes | None:
+    """A server Initial closing the connection ``initial`` opens, with CONNECTION_REFUSED.
+
+    Needs no connection state: Initial keys derive from the client's
+    destination connection ID. The answer is far smaller than the 1,200-byte
+    Initial it answers, so it cannot amplify a spoofed flood. None when
+    ``initial`` is not a QUIC Initial.
+    """
+    header = parse_initial(initial)
+    return None if header is None else _initial_close(header, QuicErrorCode.CONNECTION_REFUSED, reason)
+
+
+def invalid_token_datagram(header: QuicHeader) -> bytes:
+    """A server Initial closing with INVALID_TOKEN (RFC 9000 §8.1.3), statelessly."""
+    return _initial_close(header, QuicErrorCode.INVALID_TOKEN, "invalid address validation token")
+
+
+def retry_datagram(header: QuicHeader, retry_cid: bytes, token: bytes) -> bytes:
+    """A Retry answering the Initial ``header``: come back to ``retry_cid`` with ``token``."""
+    return encode_quic_retry(
+        version=header.version,
+        source_cid=retry_cid,
+        destination_cid=header.source_cid,
+        original_destination_cid=header.destination_cid,
+        retry_token=token,
+    )
+
+
+def is_refusal(event) -> bool:
+    """Whether a ConnectionTerminated event is the peer's CONNECTION_REFUSED."""
+    return event.frame_type is not None and event.error_code == QuicErrorCode.CONNECTION_REFUSED
+
+
+def refuse(quic: QuicConnection, reason: str) -> None:
+    """Close ``quic`` with a transport CONNECTION_REFUSED, which the peer can tell from other closes."""
+    quic.close(error_code=QuicErrorCode.CONNECTION_REFUSED, frame_type=QuicFrameType.PADDING, reason_phrase=reason)

@@ -117,7 +117,10 @@ def main() -> None:
            "set_ms": None, "get_ms": None, "lookups": args.lookups, "lookups_done": 0, "found": 0,
            "success_rate": None, "errors": {}}
     t0 = time.monotonic()
-    asyncio.run(amain(args, out))
+    try:
+        asyncio.run(amain(args, out))
+    except BaseException as exc:  # noqa: BLE001 - the report must still be printed, with the cause
+        out["errors"]["fatal"] = f"{type(exc).__name__}: {exc}"
     out["elapsed_s"] = round(time.monotonic() - t0, 2)
     sys.stdout.write(json.dumps(out) + "\n")
     sys.stdout.flush()

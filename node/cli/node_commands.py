@@ -7,16 +7,21 @@ import trio
 from hypermesh.transport.connmgr import ConnectionManagerConfig
 from hypermesh.transport.identity import init_identity
 
-from .common import EXIT_OK, CommandError, add_command, positive, print_json
+from ..config import CONFIG_FILE, config_template
+from .common import EXIT_OK, CommandError, add_command, add_setting_option, print_json
 
 
 def cmd_init(args) -> int:
     identity, created = init_identity(args.data_dir)
+    config_path = args.data_dir / CONFIG_FILE
+    if not config_path.exists():  # never overwrite the runner's own settings
+        config_path.write_text(config_template(), encoding="utf-8")
     if args.json:
-        print_json({"peer_id": str(identity.peer_id), "created": created, "data_dir": str(args.data_dir)})
+        print_json({"peer_id": str(identity.peer_id), "created": created, "data_dir": str(args.data_dir),
+                    "config": str(config_path)})
     else:
         verb = "created" if created else "already exists"
-        print(f"identity {verb} in {args.data_dir}")
+        print(f"identity {verb} in {args.data_dir}; settings in {config_path}")
         print(identity.peer_id)
     return EXIT_OK
 
@@ -33,21 +38,28 @@ def cmd_run(args) -> int:
     try:
         args.connection_limits = ConnectionManagerConfig(low_water=args.connections_low,
                                                          high_water=args.connections_high)
-    except ValueError:
-        raise CommandError("--connections-low must not exceed --connections-high") from None
+    except ValueError as exc:
+        raise CommandError(f"connection limits: {exc}") from None
     tune_garbage_collector()
     return trio.run(_run_node, args)
 
 
 def register(commands) -> None:
-    add_command(commands, "init", cmd_init, "create the node identity and print its peer ID")
+    add_command(commands, "init", cmd_init,
+                "create the node identity and a commented config.toml, and print the peer ID")
 
     run = add_command(commands, "run", cmd_run, "run a node until SIGINT or SIGTERM")
-    run.add_argument("--listen", action="append", metavar="MADDR", help="listen address (repeatable)")
-    run.add_argument("--bootstrap", action="append", default=[], metavar="MADDR", help="peer to connect to at start")
-    run.add_argument("--metrics", metavar="ADDR", help="serve Prometheus metrics on HOST:PORT")
-    limits = ConnectionManagerConfig()
-    run.add_argument("--connections-high", type=positive, default=limits.high_water, metavar="N",
-                     help=f"above N open connections, close idle ones (default {limits.high_water})")
-    run.add_argument("--connections-low", type=positive, default=limits.low_water, metavar="N",
-                     help=f"... until N remain (default {limits.low_water})")
+    add_setting_option(run, "network.listen", "MADDR", "listen address, repeatable; port 0 picks a free port")
+    add_setting_option(run, "network.bootstrap", "MADDR",
+                       "peer to join the mesh through, ending in /p2p/<peer id> (repeatable)")
+    add_setting_option(run, "metrics.address", "HOST:PORT", "serve Prometheus metrics there, e.g. [::1]:9100")
+    add_setting_option(run, "network.connections_high", "N", "above N open connections, close idle ones")
+    add_setting_option(run, "network.connections_low", "N", "closing idle connections stops when N remain")
+    add_setting_option(run, "dht.mode", "MODE",
+                       "server: answer DHT queries (reachable nodes); client: only ask (behind NAT)")
+    add_setting_option(run, "dht.disjoint_paths", "D",
+                       "S/Kademlia disjoint paths per lookup: 1 is off, 3 resists eclipse attacks "
+                       "at about 3x the messages")
+    add_setting_option(run, "capsules.trust", "PEER_ID",
+                       "accept capsules signed by this peer (tenant, session, ephemeral zones; repeatable)")
+    add_setting_option(run, "network.perf", "", "serve /perf/1.0.0 (throughput tests) to peers")

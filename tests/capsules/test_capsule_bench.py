@@ -14,6 +14,7 @@ EXPECTED_CHECKS = {
     "component_instantiate_and_first_call_p50",
     "component_1mb_round_trip_p50",
     "admission_5mb_capsule_p50",
+    "remote_run_small_call_p50",
 }
 
 
@@ -28,3 +29,5 @@ def test_bench_quick_smoke(shared_cache, python_capsule):
         assert set(check) == {"name", "value", "unit", "target", "baseline", "ratio", "met"}
         assert isinstance(check["met"], bool)
         assert check["unit"] in {"ms", "us"} and check["target"] > 0 and check["baseline"] > 0
+    assert report["info"]["remote_runs_per_s_8_clients"] > 0
+    assert report["info"]["remote_run_latency_ms"]["p99"] >= report["info"]["remote_run_latency_ms"]["p50"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 
@@ -12,9 +13,9 @@ import pytest
 from hypermesh.capsules import cli
 
 
-def run(*args, cwd, check=True):
+def run(*args, cwd, check=True, env=None):
     result = subprocess.run([sys.executable, "-m", "hypermesh.capsules.cli", "capsule", *map(str, args)],
-                            cwd=cwd, capture_output=True, timeout=120)
+                            cwd=cwd, capture_output=True, timeout=120, env=env)
     if check:
         assert result.returncode == 0, result.stderr.decode()
     return result
@@ -32,13 +33,13 @@ def test_new_build_sign_verify_run_ls_inspect(tmp_path):
     assert verified == {**verified, "status": "verified", "cid": signed["cid"], "name": "acme.greeter"}
 
     output = run("run", "greeter", "reverse", "--input", "abc", "--data-dir", data, cwd=tmp_path).stdout
-    assert output == b"cba"
+    assert output == b"cba\n"
     by_cid = json.loads(run("run", signed["cid"], "echo", "--input", "hi", "--data-dir", data, "--json", cwd=tmp_path).stdout)
     assert by_cid["output"] == "hi" and by_cid["receipt"]["capsule"] == signed["cid"]
     hex_run = run("run", signed["cid"], "echo", "--input", "00ff", "--hex", "--data-dir", data, "--json", cwd=tmp_path)
     assert json.loads(hex_run.stdout)["output_base64"] == "AP8="
 
-    listing = json.loads(run("ls", "--data-dir", data, "--json", cwd=tmp_path).stdout)
+    listing = json.loads(run("ls", "--data-dir", data, "--json", cwd=tmp_path).stdout)["capsules"]
     assert listing == [{"cid": signed["cid"], "status": "installed", "name": "acme.greeter", "version": "0.1.0",
                         "kind": "module", "trust_zone": "tenant"}]
     inspected = json.loads(run("inspect", signed["cid"], "--data-dir", data, "--json", cwd=tmp_path).stdout)
@@ -46,6 +47,87 @@ def test_new_build_sign_verify_run_ls_inspect(tmp_path):
 
     packed = json.loads(run("pack", "greeter", "--data-dir", data, "--json", cwd=tmp_path).stdout)
     assert packed["cid"] == signed["cid"]
+
+
+def signed_greeter(tmp_path):
+    """A built, signed and installed example capsule (source in ``tmp_path/greeter``); returns (data dir, CID)."""
+    data = tmp_path / "node"
+    run("new", "acme.greeter", cwd=tmp_path)
+    run("build", "greeter", cwd=tmp_path)
+    cid = json.loads(run("sign", "greeter", "--data-dir", data, "--json", cwd=tmp_path).stdout)["cid"]
+    run("run", "greeter", "health", "--data-dir", data, cwd=tmp_path)  # installs it
+    return data, cid
+
+
+def test_json_output_is_one_object_on_one_line(tmp_path):
+    data, cid = signed_greeter(tmp_path)
+    ran = run("run", cid, "echo", "--input", "hi", "--data-dir", data, "--json", cwd=tmp_path).stdout
+    (tmp_path / "ran.json").write_bytes(ran)
+    outputs = [
+        ran,
+        run("inspect", cid, "--data-dir", data, "--json", cwd=tmp_path).stdout,
+        run("verify-receipt", tmp_path / "ran.json", "--data-dir", data, "--json", cwd=tmp_path).stdout,
+        run("ls", "--data-dir", data, "--json", cwd=tmp_path).stdout,
+        run("verify", "greeter", "--data-dir", data, "--json", cwd=tmp_path).stdout,
+    ]
+    for output in outputs:
+        assert output.endswith(b"\n") and output.count(b"\n") == 1, output
+        assert isinstance(json.loads(output), dict)
+
+
+def test_run_writes_the_execution_receipt_that_verify_receipt_accepts(tmp_path):
+    data, cid = signed_greeter(tmp_path)
+    run("run", cid, "reverse", "--input", "hi", "--receipt", "execution-receipt.json", "--data-dir", data, cwd=tmp_path)
+    receipt = json.loads((tmp_path / "execution-receipt.json").read_text())
+    assert receipt["capsule"] == cid and receipt["function"] == "reverse"
+    checked = run("verify-receipt", "execution-receipt.json", cwd=tmp_path).stdout.decode()
+    assert checked.startswith(f"valid receipt of {cid} by ")
+
+
+def test_verify_receipt_tells_a_signing_receipt_from_an_execution_receipt(tmp_path):
+    signed_greeter(tmp_path)
+    result = run("verify-receipt", "greeter/receipt.json", cwd=tmp_path, check=False)
+    assert result.returncode == 1
+    assert result.stderr.startswith(b"error: greeter/receipt.json is a capsule's signing receipt (its receipt.json), "
+                                    b"not an execution receipt")
+
+
+def test_inspect_prints_text_without_json(tmp_path):
+    data, cid = signed_greeter(tmp_path)
+    text = run("inspect", cid, "--data-dir", data, cwd=tmp_path).stdout.decode()
+    assert f"cid:          {cid}\n" in text and "admission:    verified\n" in text
+    assert "name:         acme.greeter\n" in text and "entry points: echo, reverse, health\n" in text
+    assert not text.lstrip().startswith("{")
+
+
+def test_run_text_output_ends_with_a_newline(tmp_path):
+    data, cid = signed_greeter(tmp_path)
+    assert run("run", cid, "reverse", "--input", "hi", "--data-dir", data, cwd=tmp_path).stdout == b"ih\n"
+
+
+def test_ls_says_a_capsule_is_malformed_instead_of_none(tmp_path):
+    data, cid = signed_greeter(tmp_path)
+    broken = data / "capsules" / "store" / ("b" + "a" * 58)
+    broken.mkdir()
+    (broken / "manifest.json").write_text("{}")
+    text = run("ls", "--data-dir", data, cwd=tmp_path).stdout.decode()
+    assert "None" not in text
+    assert f"{broken.name}  installed    malformed: manifest.json does not match its schema" in text
+    assert f"{cid}  installed    acme.greeter@0.1.0" in text
+    rows = json.loads(run("ls", "--data-dir", data, "--json", cwd=tmp_path).stdout)["capsules"]
+    assert "malformed" in next(row for row in rows if row["cid"] == broken.name)
+
+
+def test_sign_without_data_dir_announces_a_new_identity_on_stderr(tmp_path):
+    run("new", "acme.greeter", cwd=tmp_path)
+    run("build", "greeter", cwd=tmp_path)
+    env = {**os.environ, "HOME": str(tmp_path / "home")}
+    first = run("sign", "greeter", cwd=tmp_path, env=env)
+    created = tmp_path / "home" / ".hypermesh" / "identity.key"
+    assert created.exists()
+    assert b"created a new identity 12D3KooW" in first.stderr and str(created.parent).encode() in first.stderr
+    again = run("sign", "greeter", cwd=tmp_path, env=env)
+    assert again.stderr == b""  # the same key: nothing to announce
 
 
 def test_verify_of_a_tampered_capsule_fails_with_the_reason(tmp_path):
@@ -107,4 +189,4 @@ def test_python_scaffold_builds_signs_and_runs(tmp_path):
     run("build", "pyecho", cwd=tmp_path)
     run("sign", "pyecho", "--data-dir", data, cwd=tmp_path)
     run("verify", "pyecho", "--data-dir", data, cwd=tmp_path)
-    assert run("run", "pyecho", "handle", "--input", "from python", "--data-dir", data, cwd=tmp_path).stdout == b"from python"
+    assert run("run", "pyecho", "handle", "--input", "from python", "--data-dir", data, cwd=tmp_path).stdout == b"from python\n"

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import shutil
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -14,14 +12,17 @@ import trio
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from capsule_testkit import BUILDER, LIMITS_WAT, manifest, write_capsule
+from capsule_testkit import LIMITS_WAT, manifest, write_capsule
+from mesh_testkit import STEP, Node, find_providers, open_mesh
 from hypermesh.capsules.chunks import ChunkList, ChunkStore
 from hypermesh.capsules.cid import cid_from_digest
 from hypermesh.capsules.chunk_wire import (
     KIND_CHUNK,
     KIND_CHUNK_LIST,
     PROTOCOL_ID,
+    DAMAGED_ANSWER,
     ProtocolViolation,
+    ProviderStoreDamaged,
     Request,
     decode_answer,
     decode_request,
@@ -31,81 +32,18 @@ from hypermesh.capsules.distribution import (
     CapsuleDistribution,
     CapsuleQuarantinedError,
     ChunkListUnavailableError,
+    ChunkUnavailableError,
     NoProvidersError,
 )
+from hypermesh.capsules.errors import CapsuleError
 from hypermesh.capsules.execution import output_matches, verify_execution_receipt
 from hypermesh.capsules.lifecycle import State
 from hypermesh.capsules.receipt import Receipt, hash_capsule_files, parse_receipt, root_hash
-from hypermesh.capsules.runtime import CapsuleRuntime
-from hypermesh.capsules.trust import TrustPolicy
-from hypermesh.dht.discovery import open_discovery
 from hypermesh.transport.errors import StreamReset
 from hypermesh.transport.framing import BufferedReader, frame
-from hypermesh.transport.host import open_host
-from hypermesh.transport.identity import Identity
 from hypermesh.transport.varint import encode_uvarint
 
-V6 = "/ip6/::1/udp/0/quic-v1"
-# Loopback answers in milliseconds; this only bounds a hung test.
-STEP = 30
 PAYLOAD = os.urandom(1_200_000)  # ~18 chunks of ~64 KiB
-
-
-@dataclass
-class Node:
-    identity: Identity
-    host: object
-    discovery: object
-    runtime: CapsuleRuntime
-    store: ChunkStore
-    distribution: CapsuleDistribution
-
-    @property
-    def peer_id(self):
-        return self.host.peer_id
-
-
-@contextlib.asynccontextmanager
-async def open_node(directory: Path, engine, bootstrap: list[str] = ()):
-    """A host, its DHT, a runtime trusting the test builder, and distribution, all under ``directory``."""
-    identity = Identity.generate()
-    policy = TrustPolicy()
-    policy.trust(BUILDER.peer_id)
-    async with (open_host(identity, [V6]) as host,
-                open_discovery(host, directory / "dht", bootstrap=bootstrap) as discovery):
-        runtime = CapsuleRuntime(directory, identity=identity, policy=policy, engine=engine)
-        try:
-            store = ChunkStore(directory / "capsules" / "chunks")
-            distribution = CapsuleDistribution(host, discovery, store, runtime)
-            distribution.install_handler()
-            yield Node(identity, host, discovery, runtime, store, distribution)
-        finally:
-            runtime.close()
-
-
-@contextlib.asynccontextmanager
-async def open_mesh(tmp_path: Path, engine, count: int):
-    """``count`` nodes; every node after the first bootstraps from the first."""
-    async with contextlib.AsyncExitStack() as stack:
-        first = await stack.enter_async_context(open_node(tmp_path / "n0", engine))
-        address = first.host.listen_addrs()[0]
-        nodes = [first]
-        for index in range(1, count):
-            nodes.append(await stack.enter_async_context(open_node(tmp_path / f"n{index}", engine, [address])))
-        with trio.fail_after(STEP):
-            for node in nodes[1:]:
-                await node.discovery.service.bootstrap()
-        yield nodes
-
-
-async def find_providers(node: Node, cid: str, expected: set) -> None:
-    """Retry the lookup itself until the provider records have propagated (bounded by the caller)."""
-    for _ in range(200):
-        found = {info.peer_id for info in await node.discovery.find_providers(cid)}
-        if expected <= found:
-            return
-        await trio.sleep(0.05)
-    raise AssertionError(f"providers {expected} of {cid} never appeared")
 
 
 def limits_capsule(directory: Path) -> Path:
@@ -219,6 +157,21 @@ async def test_corrupted_chunk_is_detected_and_taken_from_another_provider(tmp_p
                 await b.distribution.fetch(other_cid)
 
 
+async def test_a_chunk_damaged_in_the_providers_store_is_reported_as_damaged_not_missing(tmp_path, engine):
+    source = limits_capsule(tmp_path / "src")
+    async with open_mesh(tmp_path, engine, 2) as (a, b):
+        with trio.fail_after(STEP):
+            cid = await a.distribution.publish(source)
+            data_file = next(item for item in a.distribution.published.get(cid).files if item.path == "spec/data.bin")
+            damaged = data_file.chunks[0]
+            a.store.path(damaged).write_bytes(b"bit rot")
+            await find_providers(b, cid, {a.peer_id})
+            with pytest.raises(ChunkUnavailableError, match=f"{damaged}: .*{a.peer_id}: chunk store damaged"):
+                await b.distribution.fetch(cid)
+        assert a.distribution.counters["damaged"] == 1
+        assert b.distribution.counters["bad_answers"] == 0  # an honest provider, not a liar
+
+
 async def test_slow_provider_is_skipped_after_the_request_timeout(tmp_path, engine):
     async with open_mesh(tmp_path, engine, 3) as (a, b, c):
 
@@ -237,7 +190,12 @@ async def test_tampered_capsule_is_quarantined_with_its_diagnostic(tmp_path, eng
     forge(source)
     async with open_mesh(tmp_path, engine, 2) as (a, b):
         with trio.fail_after(STEP):
-            cid = await a.distribution.publish(source)  # the provider does not vouch for what it serves
+            with pytest.raises(CapsuleError, match="bad_signature"):
+                await a.distribution.publish(source)
+            # A provider that skips publish's checks: fetchers must not rely on them.
+            cid, chunk_list = a.store.pack(source)
+            a.distribution.published.remember(chunk_list)
+            a.discovery.provide(cid)
             await find_providers(b, cid, {a.peer_id})
             with pytest.raises(CapsuleQuarantinedError, match="bad_signature") as failure:
                 await b.distribution.fetch(cid)
@@ -314,6 +272,9 @@ def test_answer_decoder_bounds_and_round_trips(body, limit):
     try:
         payload = decode_answer(body, limit)
     except ProtocolViolation:
+        return
+    except ProviderStoreDamaged:
+        assert body == DAMAGED_ANSWER
         return
     assert len(body) <= limit and encode_answer(payload) == body
 

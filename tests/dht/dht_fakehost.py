@@ -6,6 +6,8 @@ and fails like a real dial when the peer is gone or lacks the protocol.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import trio
 import trio.testing
 from multiaddr import Multiaddr
@@ -47,6 +49,11 @@ class FakeStream:
         await self._half.aclose()
 
 
+@dataclass(frozen=True)
+class FakeConnection:
+    remote_multiaddr: str
+
+
 class FakePeerstore:
     def __init__(self, network: "FakeNetwork"):
         self._network = network
@@ -74,6 +81,9 @@ class FakeHost:
         self.identity = Identity.from_seed(seed)
         self.peer_id = self.identity.peer_id
         self.addr = f"/ip4/{ip}/udp/4001/quic-v1"
+        # Where this host's connections are seen to come from; a host behind
+        # NAT, or one that lies in identify, differs from what it advertises.
+        self.source_addr = self.addr
         self.network = network
         self.peerstore = FakePeerstore(network)
         self.on_identified: list = []  # as transport.host.Host; the fake has no identify
@@ -95,6 +105,17 @@ class FakeHost:
     def connected_peers(self) -> list[PeerId]:
         return [p for p in self._connected if self.network.hosts[p].online]
 
+    def connections_to(self, peer_id: PeerId) -> list[FakeConnection]:
+        remote = self.network.hosts.get(peer_id)
+        if peer_id not in self._connected or remote is None or not remote.online:
+            return []
+        return [FakeConnection(remote.source_addr)]
+
+    def connect_from(self, remote: "FakeHost") -> None:
+        """``remote`` opens a connection to us (as before identify runs)."""
+        self._connected.add(remote.peer_id)
+        remote._connected.add(self.peer_id)
+
     async def new_stream(self, peer_id: PeerId, protocols: list[str]) -> FakeStream:
         await trio.sleep(DIAL_LATENCY)
         remote = self.network.hosts.get(peer_id)
@@ -106,9 +127,9 @@ class FakeHost:
         ours, theirs = trio.testing.memory_stream_pair()
         self._connected.add(peer_id)
         remote._connected.add(self.peer_id)
-        inbound = FakeStream(theirs, self.peer_id, self.addr, protocol)
+        inbound = FakeStream(theirs, self.peer_id, self.source_addr, protocol)
         self.network.nursery.start_soon(remote._serve, inbound, protocol)
-        return FakeStream(ours, peer_id, remote.addr, protocol)
+        return FakeStream(ours, peer_id, remote.source_addr, protocol)
 
     async def _serve(self, stream: FakeStream, protocol: str) -> None:
         try:

@@ -1,30 +1,28 @@
-"""DHT command-line options and output helpers."""
-
-import argparse
+"""DHT command-line options (on ``hypermesh run``) and output helpers."""
 
 from multiaddr import Multiaddr
 import pytest
 
-from hypermesh.dht.cli import add_arguments, options_from_args, peer_to_dict
-from hypermesh.dht.kademlia import Mode
+from hypermesh.dht.cli import peer_to_dict
 from hypermesh.dht.messages import PeerInfo
+from hypermesh.node.cli import apply_config, parse_command_line
+from hypermesh.node.cli.common import BadValue
 from hypermesh.transport.identity import Identity
 
 
-def parse(argv):
-    parser = argparse.ArgumentParser()
-    add_arguments(parser)
-    return options_from_args(parser.parse_args(argv))
+def effective(argv, data_dir):
+    args = parse_command_line([*argv, "--data-dir", str(data_dir)])
+    apply_config(args, environ={})
+    return args
 
 
-def test_defaults_and_flags(monkeypatch):
-    monkeypatch.delenv("HYPERMESH_BOOTSTRAP", raising=False)
-    assert parse([])["mode"] is Mode.SERVER and parse([])["bootstrap"] == []
-    options = parse(["--dht-mode", "client", "--bootstrap", "/ip4/1.2.3.4/udp/1/quic-v1/p2p/x", "--dht-disjoint-paths", "3"])
-    assert options["mode"] is Mode.CLIENT and options["config"].disjoint_paths == 3
-    assert options["bootstrap"] == ["/ip4/1.2.3.4/udp/1/quic-v1/p2p/x"]
-    with pytest.raises(SystemExit):
-        parse(["--dht-disjoint-paths", "0"])
+def test_run_takes_the_dht_options(tmp_path):
+    defaults = effective(["run"], tmp_path)
+    assert (defaults.dht_mode, defaults.dht_disjoint_paths) == ("server", 1)
+    args = effective(["run", "--dht-mode", "client", "--dht-disjoint-paths", "3"], tmp_path)
+    assert (args.dht_mode, args.dht_disjoint_paths) == ("client", 3)
+    with pytest.raises(BadValue, match="--dht-disjoint-paths: must be between 1 and 16"):
+        parse_command_line(["run", "--dht-disjoint-paths", "0"])
 
 
 def test_peer_to_dict():

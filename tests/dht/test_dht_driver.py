@@ -5,13 +5,14 @@ import time
 
 import pytest
 import trio
+from multiaddr import Multiaddr
 
 from dht_fakehost import FakeNetwork
 from hypermesh.dht import kad_pb2
 from hypermesh.dht.discovery import RENEWAL_RETRY_DELAY, Discovery, ServiceOffer, open_discovery
 from hypermesh.dht.driver import MAX_REQUESTS_PER_STREAM, KademliaService, parse_peer_addr
 from hypermesh.dht.kademlia import KadConfig, Mode
-from hypermesh.dht.keys import Cid
+from hypermesh.dht.keys import Cid, kad_key, peer_key
 from hypermesh.dht.messages import (
     MAX_MESSAGE_SIZE,
     PROTOCOL_ID,
@@ -21,6 +22,7 @@ from hypermesh.dht.messages import (
     decode_message,
     encode_message,
 )
+from hypermesh.dht.records import service_key
 from hypermesh.dht.store import MemoryRecordStore
 from hypermesh.transport.errors import TransportError
 from hypermesh.transport.framing import BufferedReader, frame, write_frame
@@ -171,6 +173,48 @@ async def test_cache_entries_expire_with_their_records(autojump_clock):
         assert await asking.resolve_service("ephemeral") == []
 
 
+# How stale a resolution may be on a node that holds no copy of the set,
+# and how long "no such service" may be repeated from the cache.
+RESOLVE_STALENESS_BOUND = 10.0
+EMPTY_ANSWER_STALENESS_BOUND = 2.0
+
+
+def farthest_from(services, name):
+    """The service farthest from ``name``'s key: never one of the k closest that store its set."""
+    target = kad_key(service_key(name))
+    return max(services, key=lambda s: peer_key(s.host.peer_id) ^ target)
+
+
+def holds_copy(service, name) -> bool:
+    return service.store.get_value(service_key(name), service.now()) is not None
+
+
+async def test_node_without_a_copy_sees_a_new_instance_within_the_staleness_bound(autojump_clock):
+    async with dht_network(30) as (_, services):
+        first, second = discovery_on(services[1]), discovery_on(services[2])
+        asking = discovery_on(farthest_from(services, "relay"))
+        await first.register_service("relay", "/hm/relay/1", weight=1)
+        assert [r.weight for r in await asking.resolve_service("relay")] == [1]
+        await second.register_service("relay", "/hm/relay/1", weight=2)
+        assert not holds_copy(asking.service, "relay")  # so no PUT_VALUE told it
+        await trio.sleep(RESOLVE_STALENESS_BOUND)
+        assert [r.weight for r in await asking.resolve_service("relay")] == [2, 1]
+
+
+async def test_an_empty_answer_is_cached_only_briefly(autojump_clock):
+    async with dht_network(30) as (_, services):
+        offering = discovery_on(services[1])
+        asking = discovery_on(farthest_from(services, "late"))
+        assert await asking.resolve_service("late") == []
+        lookups = asking.service.core.stats.operations["get_value"]
+        assert await asking.resolve_service("late") == []  # at once: from the cache
+        assert asking.service.core.stats.operations["get_value"] == lookups
+        await offering.register_service("late", "/p")
+        assert not holds_copy(asking.service, "late")
+        await trio.sleep(EMPTY_ANSWER_STALENESS_BOUND)
+        assert [r.peer_id for r in await asking.resolve_service("late")] == [services[1].host.peer_id]
+
+
 async def test_server_resets_garbage_and_keeps_serving(autojump_clock):
     async with trio.open_nursery() as nursery:
         network = FakeNetwork(nursery)
@@ -200,6 +244,7 @@ async def test_peer_answering_ten_thousand_closer_peers_does_not_hurt(autojump_c
         network = FakeNetwork(nursery)
         services = await start_services(nursery, network, 8)
         liar = network.add_host(50)
+        liar.source_addr = "/ip4/30.0.0.1/udp/4001/quic-v1"  # a /24 with room in the honest table
 
         async def flood(stream):
             await BufferedReader(stream).read_frame(MAX_MESSAGE_SIZE)
@@ -210,7 +255,7 @@ async def test_peer_answering_ten_thousand_closer_peers_does_not_hurt(autojump_c
 
         liar.set_stream_handler(PROTOCOL_ID, flood)
         honest = services[5]
-        honest.core.peer_seen(liar.peer_id, (), honest.now())
+        honest.core.peer_seen(liar.peer_id, (), honest.now(), Multiaddr(liar.source_addr).to_bytes())
         honest.host.peerstore.add_addrs(liar.peer_id, [liar.addr])
         target = services[2].host.peer_id
         result = await honest.find_node(target.multihash)
@@ -219,6 +264,29 @@ async def test_peer_answering_ten_thousand_closer_peers_does_not_hurt(autojump_c
         # None of the 10,000 made-up peers (sha2-256 IDs; real hosts here use Ed25519) got in.
         assert not [e for e in honest.core.routing.entries() if e.peer_id.multihash[0] == 0x12]
         assert honest.core.routing.get(liar.peer_id).failures == 1
+        nursery.cancel_scope.cancel()
+
+
+async def test_answer_with_unknown_multiaddr_protocols_still_yields_its_providers(autojump_clock):
+    async with trio.open_nursery() as nursery:
+        network = FakeNetwork(nursery)
+        [asker] = await start_services(nursery, network, 1)
+        answerer, provider = network.add_host(1), network.add_host(2)
+        good = Multiaddr(provider.addr).to_bytes()
+        unknown_protocol = good + b"\xff\x7f\x00"  # a code newer than our multiaddr table
+
+        async def answer_with_odd_addresses(stream):
+            request = decode_message(await BufferedReader(stream).read_frame(MAX_MESSAGE_SIZE))
+            pb = kad_pb2.Message(type=kad_pb2.Message.GET_PROVIDERS, key=request.key)
+            pb.providerPeers.add(id=provider.peer_id.multihash, addrs=[unknown_protocol, good])
+            pb.closerPeers.add(id=network.add_host(3).peer_id.multihash, addrs=[unknown_protocol])
+            await write_frame(stream, pb.SerializeToString())
+
+        answerer.set_stream_handler(PROTOCOL_ID, answer_with_odd_addresses)
+        asker.host.peerstore.add_addrs(answerer.peer_id, [answerer.addr])
+        asker.core.peer_seen(answerer.peer_id, (), asker.now(), Multiaddr(answerer.addr).to_bytes())
+        result = await asker.get_providers(Cid.for_string("odd").multihash, wanted=1)
+        assert result.providers == [PeerInfo(provider.peer_id, (good,))]
         nursery.cancel_scope.cancel()
 
 
@@ -355,7 +423,8 @@ async def test_a_request_that_timed_out_waiting_for_a_stream_is_never_sent(autoj
         now = asker.now()
         for staller in stallers:
             asker.host.peerstore.add_addrs(staller.host.peer_id, [staller.host.addr])
-            asker.core.peer_seen(staller.host.peer_id, asker._peer_addrs(staller.host.peer_id), now)
+            peer = staller.host.peer_id
+            asker.core.peer_seen(peer, asker._peer_addrs(peer), now, Multiaddr(staller.host.addr).to_bytes())
         # Both are queried at once; whichever gets the only stream holds it
         # until the query timeout, when the core has given up on both.
         await asker.find_node(Cid.for_string("anything").multihash)

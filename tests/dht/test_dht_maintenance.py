@@ -2,6 +2,8 @@
 
 import random
 
+from multiaddr import Multiaddr
+
 from hypermesh.dht.kademlia import KadConfig, KademliaCore
 from hypermesh.dht.keys import bucket_index, kad_key, peer_key
 from hypermesh.dht.messages import KadMessage, MessageType
@@ -11,6 +13,8 @@ from hypermesh.dht.store import MemoryRecordStore
 from hypermesh.transport.identity import PeerId
 
 NOW = 1_700_000_000.0
+# Exempt from the per-prefix caps, so any number of peers fit.
+LAN_ADDR = Multiaddr("/ip4/10.0.0.1/udp/4001/quic-v1").to_bytes()
 
 
 def core_with_peers(count, config=KadConfig(), seed=1):
@@ -18,7 +22,7 @@ def core_with_peers(count, config=KadConfig(), seed=1):
     core = KademliaCore(PeerId(b"\x12\x20" + rng.randbytes(32)), store=MemoryRecordStore(), now=NOW, rng=rng, config=config)
     peers = [PeerId(b"\x12\x20" + rng.randbytes(32)) for _ in range(count)]
     for peer in peers:
-        core.peer_seen(peer, (), NOW)
+        core.peer_seen(peer, (), NOW, LAN_ADDR)
     return core, peers
 
 

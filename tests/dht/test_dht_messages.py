@@ -4,8 +4,10 @@ from hypothesis import given, strategies as st
 from multiaddr import Multiaddr
 import pytest
 
+from dht_multiaddrs import JUNK_ADDRS, REAL_WORLD_ADDRS, UNUSABLE_ADDRS
 from hypermesh.dht import kad_pb2
 from hypermesh.dht.messages import (
+    MAX_ADDRS_PER_PEER,
     MAX_MESSAGE_SIZE,
     MAX_PEERS_PER_LIST,
     DhtProtocolError,
@@ -62,11 +64,41 @@ def test_oversized_message_is_rejected():
         decode_message(b"\x00" * (MAX_MESSAGE_SIZE + 1))
 
 
-def test_peer_with_malformed_multiaddr_is_rejected():
+OTHER_PEER = Identity.from_seed(b"other").peer_id
+THIRD_PEER = Identity.from_seed(b"third").peer_id
+
+
+def test_unusable_addresses_are_dropped_one_by_one_and_the_rest_kept():
+    for message_type, field in ((MessageType.FIND_NODE, "closerPeers"), (MessageType.GET_PROVIDERS, "providerPeers")):
+        pb = kad_pb2.Message(type=int(message_type))
+        mixed = [a for pair in zip(REAL_WORLD_ADDRS, UNUSABLE_ADDRS + [b""] * 2) for a in pair if a]
+        getattr(pb, field).add(id=PEER.multihash, addrs=mixed)
+        getattr(pb, field).add(id=OTHER_PEER.multihash, addrs=UNUSABLE_ADDRS)  # nothing left: dropped
+        getattr(pb, field).add(id=THIRD_PEER.multihash)  # sent without addresses: kept, as before
+        peers = getattr(decode_message(pb.SerializeToString()), "closer_peers" if field == "closerPeers" else "provider_peers")
+        assert peers == (PeerInfo(PEER, tuple(REAL_WORLD_ADDRS)), PeerInfo(THIRD_PEER, ()))
+
+
+KNOWN_ADDRS = st.sampled_from(REAL_WORLD_ADDRS + [ADDR])
+
+
+FUZZ_PEERS = [Identity.from_seed(b"fuzz-%d" % i).peer_id for i in range(8)]
+
+
+@given(st.lists(st.lists(st.one_of(KNOWN_ADDRS, JUNK_ADDRS), max_size=40), min_size=1, max_size=len(FUZZ_PEERS)))
+def test_fuzz_decoder_keeps_exactly_the_usable_addresses(peers):
     pb = kad_pb2.Message(type=4)
-    pb.closerPeers.add(id=PEER.multihash, addrs=[b"\x04\x01\x02"])  # truncated ip4
-    with pytest.raises(DhtProtocolError):
-        decode_message(pb.SerializeToString())
+    identities = FUZZ_PEERS[: len(peers)]
+    for peer_id, addrs in zip(identities, peers):
+        pb.closerPeers.add(id=peer_id.multihash, addrs=addrs)
+    decoded = {info.peer_id: info.addrs for info in decode_message(pb.SerializeToString()).closer_peers}
+    for peer_id, addrs in zip(identities, peers):
+        read = addrs[:MAX_ADDRS_PER_PEER]
+        usable = tuple(raw for raw in read if raw in REAL_WORLD_ADDRS + [ADDR])
+        if read and not usable:
+            assert peer_id not in decoded
+        else:
+            assert decoded[peer_id] == usable
 
 
 def test_ten_thousand_closer_peers_cost_nothing():

@@ -1,11 +1,14 @@
 """Value records: signatures, expiry, clock skew, sequence numbers, namespaces."""
 
+from hypothesis import given, settings, strategies as st
 from multiaddr import Multiaddr
 import pytest
 
+from dht_multiaddrs import JUNK_ADDRS, REAL_WORLD_ADDRS, UNUSABLE_ADDRS
 from hypermesh.dht import kad_pb2
 from hypermesh.dht.records import (
     MAX_CLOCK_SKEW,
+    MAX_SERVICE_ADDRS,
     MAX_SERVICE_INSTANCES,
     NamespacedValidator,
     RecordError,
@@ -26,8 +29,8 @@ VALIDATOR = NamespacedValidator()
 KEY = service_key("relay")
 
 
-def entry(identity=ALICE, *, seq=1, now=NOW, ttl=3600.0, name="relay", weight=10):
-    return sign_service_record(identity, name, "/hm/relay/1", [ADDR], weight=weight, seq=seq, now=now, ttl=ttl)
+def entry(identity=ALICE, *, seq=1, now=NOW, ttl=3600.0, name="relay", weight=10, addrs=(ADDR,)):
+    return sign_service_record(identity, name, "/hm/relay/1", list(addrs), weight=weight, seq=seq, now=now, ttl=ttl)
 
 
 def as_set(*entries):
@@ -140,3 +143,69 @@ def test_signing_refuses_what_verification_would_reject():
         args = {"protocol": "/p", "weight": 1, "ttl": 60.0, **kwargs}
         with pytest.raises(RecordError):
             sign_service_record(ALICE, "relay", args["protocol"], [ADDR], weight=args["weight"], seq=1, now=NOW, ttl=args["ttl"])
+
+
+def test_an_unusable_address_costs_only_itself_not_its_entry_or_the_set():
+    mixed = [a for pair in zip(REAL_WORLD_ADDRS, UNUSABLE_ADDRS) for a in pair]
+    kept = entry(ALICE, addrs=mixed)
+    unusable = entry(BOB, addrs=UNUSABLE_ADDRS)  # nothing usable left: this entry alone is dropped
+    value = as_set(kept, unusable)
+    VALIDATOR.validate(KEY, value, NOW)
+    records = decode_service_set(KEY, value, NOW)
+    assert [(r.peer_id, r.addrs) for r in records] == [(ALICE.peer_id, tuple(REAL_WORLD_ADDRS[: len(UNUSABLE_ADDRS)]))]
+    assert records[0].signed == kept  # passed on as signed, addresses we cannot read included
+    assert decode_service_set(KEY, VALIDATOR.merge(KEY, None, value, NOW), NOW) == records
+    with pytest.raises(RecordError):
+        VALIDATOR.validate(KEY, as_set(unusable), NOW)
+
+
+FUZZ_IDENTITIES = [Identity.from_seed(b"fuzz-%d" % i) for i in range(6)]
+USABLE = REAL_WORLD_ADDRS + [ADDR]
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(
+        st.lists(st.one_of(st.sampled_from(USABLE), JUNK_ADDRS), max_size=MAX_SERVICE_ADDRS),
+        min_size=1,
+        max_size=len(FUZZ_IDENTITIES),
+    )
+)
+def test_fuzz_service_set_decoder_keeps_exactly_the_usable_addresses(declared):
+    value = as_set(*(entry(identity, addrs=addrs) for identity, addrs in zip(FUZZ_IDENTITIES, declared)))
+    expected = {}
+    for identity, addrs in zip(FUZZ_IDENTITIES, declared):
+        usable = tuple(a for a in addrs if a in USABLE)
+        if usable or not addrs:
+            expected[identity.peer_id] = usable
+    assert {r.peer_id: r.addrs for r in decode_service_set(KEY, value, NOW)} == expected
+    if expected:
+        merged = VALIDATOR.merge(KEY, None, value, NOW)
+        assert {r.peer_id: r.addrs for r in decode_service_set(KEY, merged, NOW)} == expected
+    else:
+        with pytest.raises(RecordError):
+            VALIDATOR.validate(KEY, value, NOW)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.data())
+def test_fuzz_mangled_service_sets_only_raise_record_error(data):
+    value = bytearray(as_set(entry(ALICE, addrs=REAL_WORLD_ADDRS[:3]), entry(BOB)))
+    for _ in range(data.draw(st.integers(1, 8))):
+        position = data.draw(st.integers(0, len(value) - 1))
+        value[position] = data.draw(st.integers(0, 255))
+    value = bytes(value[: data.draw(st.integers(0, len(value)))])
+    for record in decode_service_set(KEY, value, NOW) if _parses(value) else []:
+        assert record.peer_id in (ALICE.peer_id, BOB.peer_id)
+    try:
+        VALIDATOR.validate(KEY, value, NOW)
+    except RecordError:
+        pass
+
+
+def _parses(value):
+    try:
+        decode_service_set(KEY, value, NOW)
+    except RecordError:
+        return False
+    return True

@@ -141,7 +141,7 @@ def test_client_mode_serves_nothing():
 
 def test_response_with_too_many_closer_peers_only_feeds_k_to_the_lookup():
     core = server()
-    core.peer_seen(peer(1), (ADDR,), NOW)
+    core.peer_seen(peer(1), (ADDR,), NOW, ADDR)
     op_id = core.find_node(b"target", NOW)
     request = core.take_outbound()[0]
     flood = tuple(PeerInfo(peer(i)) for i in range(100, 132))
@@ -153,7 +153,7 @@ def test_response_with_too_many_closer_peers_only_feeds_k_to_the_lookup():
 
 def test_mismatched_response_type_counts_as_failure():
     core = server()
-    core.peer_seen(peer(1), (ADDR,), NOW)
+    core.peer_seen(peer(1), (ADDR,), NOW, ADDR)
     core.find_node(b"target", NOW)
     request = core.take_outbound()[0]
     core.handle_response(request.request_id, KadMessage(MessageType.PING), NOW)

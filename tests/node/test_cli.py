@@ -11,7 +11,7 @@ from hypermesh.node.processes import run_cli, start_node
 
 @pytest.fixture(scope="module")
 def alice(tmp_path_factory):
-    with start_node(tmp_path_factory.mktemp("alice")) as node:
+    with start_node(tmp_path_factory.mktemp("alice"), extra=["--perf"]) as node:
         yield node
 
 
@@ -36,7 +36,8 @@ def test_run_refuses_a_world_readable_key(tmp_path):
 def test_run_refuses_connection_limits_upside_down(tmp_path):
     result = run_cli("run", "--data-dir", str(tmp_path), "--connections-low", "50", "--connections-high", "10")
     assert result.returncode == 1
-    assert "--connections-low must not exceed --connections-high" in result.stderr
+    assert result.stderr == ("error: network.connections_low 50 (flag --connections-low) must not exceed "
+                             "network.connections_high 10 (flag --connections-high)\n")
 
 
 def test_run_prints_its_addresses_first(alice):
@@ -49,9 +50,9 @@ def test_ping_json_contract(alice, tmp_path):
     result = run_cli("ping", alice.addr(), "--count", "4", "--json", "--data-dir", str(tmp_path))
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
-    assert set(report) == {"peer_id", "connect_ms", "rtts_ms"}
+    assert set(report) == {"peer_id", "addr", "new_connection", "connect_ms", "rtts_ms"}
     assert report["peer_id"] == alice.peer_id and len(report["rtts_ms"]) == 4
-    assert report["connect_ms"] > 0
+    assert report["new_connection"] and report["addr"] == alice.addr() and report["connect_ms"] > 0
 
 
 def test_ping_of_a_wrong_peer_id_fails_with_one_clear_line(alice, tmp_path):
@@ -89,7 +90,7 @@ def test_commands_go_through_the_running_node_of_their_data_dir(alice, tmp_path)
     with start_node(tmp_path / "bob") as bob:
         result = run_cli("ping", alice.addr(), "--json", "--data-dir", str(bob.data_dir))
         assert result.returncode == 0, result.stderr
-        peers = json.loads(run_cli("peers", "--json", "--data-dir", str(bob.data_dir)).stdout)
+        peers = json.loads(run_cli("peers", "--json", "--data-dir", str(bob.data_dir)).stdout)["peers"]
         assert alice.peer_id in {peer["peer_id"] for peer in peers}
         assert bob.stop() == 0  # SIGTERM is a clean shutdown
     assert not (tmp_path / "bob" / "control.sock").exists()
@@ -119,3 +120,18 @@ def test_metrics_endpoint_reports_connections_and_handshakes(alice, tmp_path):
                  "hypermesh_dht_reprovide_overdue_keys"):
         assert name in body
     assert 'hypermesh_connections_total{direction="outbound",outcome="established"} 1.0' in body
+
+
+def test_an_expired_dht_wait_says_what_it_waited_for(tmp_path):
+    with start_node(tmp_path) as lonely:
+        result = run_cli("dht", "wait", "--peers", "1", "--timeout", "0.2", "--data-dir", str(lonely.data_dir))
+    assert result.returncode == 1
+    assert result.stderr.strip() == "error: the DHT routing table has 0 of 1 peers after 0.2 s"
+
+
+def test_run_takes_the_dht_mode_and_disjoint_paths(alice, tmp_path):
+    with start_node(tmp_path / "client", extra=["--dht-mode", "client", "--dht-disjoint-paths", "3"]) as client:
+        record = json.loads(run_cli("id", client.addr(), "--json", "--data-dir", str(tmp_path)).stdout)
+    assert record["peer_id"] == client.peer_id
+    assert "/ipfs/kad/1.0.0" not in record["protocols"]  # a DHT client only asks
+    assert "/ipfs/kad/1.0.0" in json.loads(run_cli("id", alice.addr(), "--json", "--data-dir", str(tmp_path)).stdout)["protocols"]

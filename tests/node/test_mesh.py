@@ -67,3 +67,11 @@ def test_capsule_published_on_one_node_runs_on_the_other_with_a_receipt_the_firs
     tampered = dict(ran["receipt"], output_hash="00" * 32)
     receipt_file.write_text(json.dumps(tampered))
     assert run_cli("capsule", "verify-receipt", str(receipt_file)).returncode == 1
+
+
+def test_a_short_lived_node_resolves_through_a_bootstrap_peer_without_making_an_identity(mesh, tmp_path):
+    _, alice, _ = mesh
+    cli("service", "register", "lookup-echo", "--protocol", "/hm/echo/1.0.0", "--data-dir", str(alice.data_dir))
+    resolved = cli("service", "resolve", "lookup-echo", "--bootstrap", alice.addr(), "--data-dir", str(tmp_path))
+    assert alice.peer_id in {instance["peer_id"] for instance in resolved["instances"]}
+    assert not (tmp_path / "identity.key").exists()

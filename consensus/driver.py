@@ -1,0 +1,214 @@
+"""The trio driver: the consensus core on a transport host, over ``/hm/consensus/1.0.0``.
+
+Validators are named by their host's Ed25519 key, so a validator's peer ID is
+derived from its key. Each validator keeps one outbound stream to every other
+validator and writes varint-framed messages (:mod:`wire` encodings) on it;
+what arrives on inbound streams is decoded and fed to the core. Connections
+to validators are protected in the connection manager.
+
+Sending never blocks the core: each peer has a bounded queue, and a message
+that does not fit, or is written to a broken stream, is dropped; the core
+re-sends what matters (its current round, its valid value's polka) every
+``rebroadcast_interval``, and answers peers that are behind.
+
+A stream that carries a malformed or oversized message is reset (the peer
+keeps its connection; the node carries on); a well-formed message that the
+core refuses is dropped, and if it blames the sender, ``on_misbehaviour``
+listeners hear of it (the trust engine will).
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+from typing import Callable
+
+import trio
+
+from hypermesh.dht.streams import close_quietly, reset_quietly
+from hypermesh.transport.errors import TransportError
+from hypermesh.transport.framing import BufferedReader, FramingError, frame
+from hypermesh.transport.identity import KEY_TYPE_ED25519, PeerId, encode_public_key
+
+from .tendermint import Broadcast, Committed, EquivocationDetected, TendermintCore
+from .wire import MAX_MESSAGE_SIZE, PROTOCOL_ID, RejectedMessage, WireError, decode_message, encode_message
+
+log = logging.getLogger(__name__)
+
+PROTECTION_TAG = "consensus"
+# Messages queued per peer; beyond this the newest are dropped (re-sends recover).
+SEND_QUEUE_SIZE = 1024
+# Queued messages written together at most.
+SEND_BATCH = 64
+# Decisions kept in memory for wait_for_height and callers.
+KEPT_DECISIONS = 1024
+# After a failed dial or write, wait this long before trying that peer again.
+RECONNECT_DELAY = 0.5
+
+
+def peer_id_of(validator_key: bytes) -> PeerId:
+    """The peer ID of the host whose Ed25519 key is ``validator_key``."""
+    return PeerId.from_public_key(encode_public_key(KEY_TYPE_ED25519, validator_key))
+
+
+class ConsensusService:
+    """One node's consensus on a host. Start with ``await nursery.start(service.run)``."""
+
+    def __init__(self, host, core: TendermintCore):
+        self.host = host
+        self.core = core
+        self._peers: dict[PeerId, bytes] = {}
+        for validator in core.validators.validators:
+            peer = peer_id_of(validator.public_key)
+            if peer != host.peer_id:
+                self._peers[peer] = validator.public_key
+        self._queues: dict[bytes, tuple[trio.MemorySendChannel, trio.MemoryReceiveChannel]] = {
+            key: trio.open_memory_channel(SEND_QUEUE_SIZE) for key in self._peers.values()
+        }
+        self._wakeup = trio.Event()
+        self._progress = trio.Event()
+        # The latest decisions (older ones are in the store).
+        self.committed: collections.deque[Committed] = collections.deque(maxlen=KEPT_DECISIONS)
+        self.on_commit: list[Callable[[Committed], None]] = []
+        self.on_evidence: list[Callable[[EquivocationDetected], None]] = []
+        self.on_misbehaviour: list[Callable[[PeerId, Exception], None]] = []
+        self._running = False
+        # Inbound streams being read: the host runs their handlers, not our
+        # nursery, so they are reset when we stop (the peers then open new
+        # ones, which reach whoever serves the protocol next).
+        self._inbound: set = set()
+
+    # --------------------------------------------------------------- run
+
+    async def run(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
+        for peer in self._peers:
+            self.host.connection_manager.protect(peer, PROTECTION_TAG)
+        # Started before the handler is registered: no message meets a core that has not resumed yet.
+        self.core.start(trio.current_time())
+        self.host.set_stream_handler(PROTOCOL_ID, self._handle_stream)
+        self._running = True
+        try:
+            async with trio.open_nursery() as nursery:
+                for peer, key in self._peers.items():
+                    nursery.start_soon(self._sender, peer, self._queues[key][1])
+                self._pump()
+                task_status.started()
+                await self._timer_loop()
+        finally:
+            self._running = False
+            self.host.remove_stream_handler(PROTOCOL_ID)
+            for stream in list(self._inbound):
+                await reset_quietly(stream)
+            for peer in self._peers:
+                self.host.connection_manager.unprotect(peer, PROTECTION_TAG)
+
+    async def wait_for_height(self, height: int) -> Committed:
+        """Until this node has committed ``height`` (one of the latest KEPT_DECISIONS); returns that decision."""
+        while True:
+            for decision in self.committed:
+                if decision.height == height:
+                    return decision
+            await self._progress.wait()
+
+    async def _timer_loop(self) -> None:
+        while True:
+            with trio.move_on_at(self.core.get_timer()):
+                await self._wakeup.wait()
+            self._wakeup = trio.Event()
+            self.core.handle_timer(trio.current_time())
+            self._pump(wake_timer_loop=False)
+
+    def _pump(self, wake_timer_loop: bool = True) -> None:
+        """Queue what the core wants sent, hand out its events, re-arm the timer loop."""
+        if not self._running:
+            return
+        for out in self.core.take_outbound():
+            data = encode_message(out.message)
+            if isinstance(out, Broadcast):
+                targets = [key for key in self._queues if key not in out.exclude]
+            else:
+                targets = [out.peer]
+            for key in targets:
+                queue = self._queues.get(key)
+                if queue is None:
+                    continue
+                try:
+                    queue[0].send_nowait(data)
+                except trio.WouldBlock:
+                    log.debug("consensus send queue full: a message is dropped")
+        for event in self.core.take_events():
+            if isinstance(event, Committed):
+                self.committed.append(event)
+                for listener in self.on_commit:
+                    listener(event)
+            elif isinstance(event, EquivocationDetected):
+                for listener in self.on_evidence:
+                    listener(event)
+        self._progress.set()
+        self._progress = trio.Event()
+        if wake_timer_loop:
+            self._wakeup.set()
+
+    # ------------------------------------------------------------ sending
+
+    async def _sender(self, peer: PeerId, queue: trio.MemoryReceiveChannel) -> None:
+        """Write this peer's queue on one long-lived stream, reopened after failures.
+
+        What queued meanwhile goes out in one write: a round's votes and
+        relays then share QUIC packets instead of taking one each.
+        """
+        stream = None
+        async for data in queue:
+            frames = [frame(data)]
+            while len(frames) < SEND_BATCH:
+                try:
+                    frames.append(frame(queue.receive_nowait()))
+                except trio.WouldBlock:
+                    break
+            try:
+                if stream is None:
+                    stream = await self.host.new_stream(peer, [PROTOCOL_ID])
+                await stream.send_all(b"".join(frames))
+            except (TransportError, trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+                log.debug("consensus stream to %s failed: %s", peer.short(), exc)
+                if stream is not None:
+                    await reset_quietly(stream)
+                    stream = None
+                await trio.sleep(RECONNECT_DELAY)
+        if stream is not None:
+            await close_quietly(stream)
+
+    # ------------------------------------------------------------ inbound
+
+    async def _handle_stream(self, stream) -> None:
+        sender = self._peers.get(stream.remote_peer)
+        if sender is None:
+            log.debug("consensus stream from %s, not a validator: reset", stream.remote_peer.short())
+            await reset_quietly(stream)
+            return
+        reader = BufferedReader(stream)
+        self._inbound.add(stream)
+        try:
+            while self._running:
+                data = await reader.read_frame(MAX_MESSAGE_SIZE)
+                if data is None:
+                    break
+                message = decode_message(data)
+                try:
+                    self.core.handle_message(sender, message, trio.current_time())
+                except RejectedMessage as exc:
+                    if exc.misbehaviour:
+                        for listener in self.on_misbehaviour:
+                            listener(stream.remote_peer, exc)
+                self._pump()
+        except (WireError, FramingError) as exc:
+            log.debug("malformed consensus message from %s: %s", stream.remote_peer.short(), exc)
+            for listener in self.on_misbehaviour:
+                listener(stream.remote_peer, exc)
+            await reset_quietly(stream)
+            return
+        except (TransportError, trio.BrokenResourceError, trio.ClosedResourceError):
+            return
+        finally:
+            self._inbound.discard(stream)
+        await close_quietly(stream)

@@ -1,0 +1,785 @@
+"""The ledger: a deterministic application behind the consensus core.
+
+:class:`LedgerState` is the replicated state (accounts, and the root that
+commits to it) and the pure rules that change it: a block applied to a state
+gives the same next state on every node. :class:`Ledger` is the consensus
+application (``propose``, ``is_valid``, ``finalize``) around it: a mempool of
+signed transactions, the committed state and the state root of every height.
+
+A block (the value consensus orders) is::
+
+    version:u8 ‖ height:u64 ‖ parent_root:32 ‖ len:u32 ‖ last_certificate
+    ‖ count:u32 ‖ count × (len:u32 ‖ transaction)
+    ‖ count:u16 ‖ count × (len:u32 ‖ evidence)
+
+``parent_root`` is the state root after the previous block, so the commit
+certificate of block h + 1 certifies the state after h; ``last_certificate``
+is the commit certificate of block h − 1 (empty in block 1), which makes the
+set of validators that signed it part of the replicated state. A block is
+valid only if every transaction in it applies: the proposer leaves out what
+would fail, so a refused transaction never reaches a block and changes
+nothing.
+
+Evidence is the consensus layer's proof of double signing (an encoded
+:class:`~hypermesh.consensus.wire.Evidence`), gathered by the node from
+``EquivocationDetected`` events and :meth:`Ledger.add_evidence`.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass, field, replace
+
+from .genesis import Genesis
+from .ledger_tx import (
+    BadDeadline,
+    BelowMinimumStake,
+    EscrowExpired,
+    EscrowNotExpired,
+    EscrowOpen,
+    EscrowRefund,
+    EscrowRelease,
+    NotAProvider,
+    NotEscrowClient,
+    UnknownEscrow,
+    escrow_id_of,
+    InvalidSlashingEvidence,
+    NotJailed,
+    SealedNote,
+    StillJailed,
+    Unjail,
+    Bond,
+    InsufficientBond,
+    InsufficientFunds,
+    LedgerError,
+    MalformedTransaction,
+    Role,
+    Transaction,
+    Transfer,
+    Unbond,
+    WrongChain,
+    WrongNonce,
+    check_body_ranges,
+    decode_transaction,
+    verify_signature,
+)
+from .merkle import MerkleProof, MerkleTree, ProofError, verify_proof
+from .store import ConsensusStore
+from .validators import MAX_VALIDATORS, Validator, ValidatorSet
+from .wire import (
+    MAX_VALUE_SIZE,
+    Commit,
+    CommitCertificate,
+    Evidence,
+    RejectedMessage,
+    WireError,
+    block_id_of,
+    decode_certificate,
+    decode_message,
+    encode_certificate,
+    encode_message,
+    verify_certificate,
+    verify_commit,
+    verify_evidence,
+)
+
+BLOCK_VERSION = 1
+MAX_BLOCK_EVIDENCE = 64
+# Bounds what submitted transactions can make a node hold.
+MAX_MEMPOOL_TRANSACTIONS = 10_000
+MAX_PENDING_PER_SENDER = 64
+# What a proposal may spend on transactions: the consensus value limit less the
+# header, the largest certificate and the evidence a block may carry.
+_MAX_EVIDENCE_SIZE = 2 * (1 + 8 + 4 + 33 + 32 + 64) + 16
+MAX_BLOCK_TRANSACTION_BYTES = (MAX_VALUE_SIZE - 64 - (16 + MAX_VALIDATORS * (2 + 64))
+                               - MAX_BLOCK_EVIDENCE * (4 + _MAX_EVIDENCE_SIZE))
+_META_KEYS = (b"meta/burned", b"meta/minted", b"meta/height", b"meta/last_block", b"meta/validators",
+              b"meta/last_validators")
+
+
+class InvalidBlock(LedgerError):
+    pass
+
+
+class MempoolFull(LedgerError):
+    pass
+
+
+class BlockFull(LedgerError):
+    """A transaction that would take the proposal over the consensus value limit (it waits for the next)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Block:
+    height: int
+    parent_root: bytes
+    last_certificate: CommitCertificate | None
+    transactions: tuple[Transaction, ...]
+    evidence: tuple[Evidence, ...] = ()
+
+    def encode(self) -> bytes:
+        certificate = encode_certificate(self.last_certificate) if self.last_certificate is not None else b""
+        parts = [struct.pack(">BQ", BLOCK_VERSION, self.height), self.parent_root,
+                 struct.pack(">I", len(certificate)), certificate, struct.pack(">I", len(self.transactions))]
+        for tx in self.transactions:
+            encoded = tx.encode()
+            parts += [struct.pack(">I", len(encoded)), encoded]
+        parts.append(struct.pack(">H", len(self.evidence)))
+        for item in self.evidence:
+            encoded = encode_message(item)
+            parts += [struct.pack(">I", len(encoded)), encoded]
+        return b"".join(parts)
+
+
+def decode_block(data: bytes) -> Block:
+    if len(data) > MAX_VALUE_SIZE:
+        raise InvalidBlock("block too large")
+    offset = 0
+
+    def take(size: int) -> bytes:
+        nonlocal offset
+        if offset + size > len(data):
+            raise InvalidBlock("truncated block")
+        chunk = data[offset:offset + size]
+        offset += size
+        return chunk
+
+    version, height = struct.unpack(">BQ", take(9))
+    if version != BLOCK_VERSION or height == 0:
+        raise InvalidBlock("unknown block version or height 0")
+    parent_root = take(32)
+    certificate_bytes = take(struct.unpack(">I", take(4))[0])
+    try:
+        certificate = decode_certificate(certificate_bytes) if certificate_bytes else None
+    except WireError as exc:
+        raise InvalidBlock(f"last certificate: {exc}") from None
+    count = struct.unpack(">I", take(4))[0]
+    transactions = []
+    for _ in range(min(count, len(data))):  # each transaction takes at least 4 bytes: bounded by the size
+        try:
+            transactions.append(decode_transaction(take(struct.unpack(">I", take(4))[0])))
+        except MalformedTransaction as exc:
+            raise InvalidBlock(f"transaction: {exc}") from None
+    if len(transactions) != count:
+        raise InvalidBlock("transaction count does not match")
+    evidence = []
+    for _ in range(struct.unpack(">H", take(2))[0]):
+        try:
+            item = decode_message(take(struct.unpack(">I", take(4))[0]))
+        except WireError as exc:
+            raise InvalidBlock(f"evidence: {exc}") from None
+        if not isinstance(item, Evidence):
+            raise InvalidBlock("an evidence entry is not evidence")
+        evidence.append(item)
+    if offset != len(data):
+        raise InvalidBlock("trailing bytes after the block")
+    block = Block(height, parent_root, certificate, tuple(transactions), tuple(evidence))
+    if block.encode() != data:
+        raise InvalidBlock("not the canonical encoding")
+    return block
+
+
+def _u64(value: int) -> bytes:
+    return struct.pack(">Q", value)
+
+
+def encode_validator_set(validators: ValidatorSet) -> bytes:
+    return struct.pack(">H", len(validators)) + b"".join(v.public_key + _u64(v.power) for v in validators.validators)
+
+
+def decode_validator_set(data: bytes) -> ValidatorSet:
+    if len(data) < 2 or len(data) != 2 + 40 * struct.unpack(">H", data[:2])[0]:
+        raise ValueError("a validator set entry has the wrong length")
+    return ValidatorSet([Validator(data[i:i + 32], struct.unpack(">Q", data[i + 32:i + 40])[0])
+                         for i in range(2, len(data), 40)])
+
+
+@dataclass(frozen=True, slots=True)
+class Escrow:
+    client: bytes
+    provider: bytes
+    amount: int
+    deadline: int
+    task: bytes
+
+    def encode(self) -> bytes:
+        return self.client + self.provider + _u64(self.amount) + _u64(self.deadline) + self.task
+
+    @classmethod
+    def decode(cls, data: bytes) -> "Escrow":
+        if len(data) != 32 + 32 + 8 + 8 + 32:
+            raise ValueError("an escrow entry has the wrong length")
+        amount, deadline = struct.unpack(">QQ", data[64:80])
+        return cls(data[:32], data[32:64], amount, deadline, data[80:])
+
+
+@dataclass(slots=True)
+class LedgerState:
+    """Everything replicated; copied (shallowly: values are immutable) to try a block."""
+
+    genesis: Genesis
+    height: int = 0
+    # account key -> (balance, next nonce)
+    accounts: dict[bytes, tuple[int, int]] = field(default_factory=dict)
+    # (owner, role) -> bonded amount
+    bonds: dict[tuple[bytes, Role], int] = field(default_factory=dict)
+    # (release height, owner, role) -> amount leaving the bond, still slashable until released
+    unbonding: dict[tuple[int, bytes, Role], int] = field(default_factory=dict)
+    escrows: dict[bytes, "Escrow"] = field(default_factory=dict)
+    # validator -> height from which it may unjail; tombstoned ones (double signers) never may
+    jailed: dict[bytes, int] = field(default_factory=dict)
+    tombstoned: frozenset[bytes] = frozenset()
+    # validator -> consecutive commit certificates it is missing from
+    missed: dict[bytes, int] = field(default_factory=dict)
+    # (first height, set) of recent validator sets, to check evidence of past heights
+    set_history: tuple[tuple[int, ValidatorSet], ...] = ()
+    burned: int = 0
+    minted: int = 0
+    last_block_id: bytes = b""
+    # The set that signs the next block, and the one that signed the last.
+    validators: ValidatorSet | None = None
+    last_validators: ValidatorSet | None = None
+
+    @classmethod
+    def from_genesis(cls, genesis: Genesis) -> "LedgerState":
+        genesis.check()
+        state = cls(genesis, accounts={key: (balance, 0) for key, balance in genesis.balances.items()},
+                    bonds={(b.owner, b.role): b.amount for b in genesis.bonds})
+        state.validators = state.last_validators = state.compute_validator_set()
+        state.set_history = ((1, state.validators),)
+        return state
+
+    def copy(self) -> "LedgerState":
+        return replace(self, accounts=dict(self.accounts), bonds=dict(self.bonds), unbonding=dict(self.unbonding),
+                       jailed=dict(self.jailed), missed=dict(self.missed), escrows=dict(self.escrows))
+
+    # ----------------------------------------------------------- queries
+
+    @property
+    def params(self):
+        return self.genesis.params
+
+    def balance(self, account: bytes) -> int:
+        return self.accounts.get(account, (0, 0))[0]
+
+    def nonce(self, account: bytes) -> int:
+        return self.accounts.get(account, (0, 0))[1]
+
+    def bonded(self, owner: bytes, role: Role) -> int:
+        return self.bonds.get((owner, role), 0)
+
+    def total_units(self) -> int:
+        """Every unit that exists, wherever it is: must equal genesis supply + minted."""
+        return (sum(b for b, _ in self.accounts.values()) + sum(self.bonds.values())
+                + sum(self.unbonding.values()) + sum(e.amount for e in self.escrows.values()) + self.burned)
+
+    def unbonding_of(self, owner: bytes) -> int:
+        return sum(amount for (_, who, _), amount in self.unbonding.items() if who == owner)
+
+    def compute_validator_set(self) -> ValidatorSet:
+        """Unjailed validators bonded at or above the minimum, by stake (ties by key), at most max_validators."""
+        candidates = sorted(self._candidates(), key=lambda c: (-c[0], c[1]))
+        return ValidatorSet([Validator(owner, amount) for amount, owner in candidates[:self.params.max_validators]])
+
+    def _candidates(self) -> list[tuple[int, bytes]]:
+        minimum = self.params.min_validator_stake
+        return [(amount, owner) for (owner, role), amount in self.bonds.items()
+                if role is Role.VALIDATOR and amount >= minimum and owner not in self.jailed]
+
+    def entries(self) -> dict[bytes, bytes]:
+        """The state as sorted key/value entries: what the state root commits to."""
+        entries = {account_entry_key(key): _u64(balance) + _u64(nonce) for key, (balance, nonce) in self.accounts.items()}
+        for (owner, role), amount in self.bonds.items():
+            entries[b"bond" + owner + bytes([role])] = _u64(amount)
+        for (release, owner, role), amount in self.unbonding.items():
+            entries[b"unbd" + _u64(release) + owner + bytes([role])] = _u64(amount)
+        for escrow_id, escrow in self.escrows.items():
+            entries[b"escr" + escrow_id] = escrow.encode()
+        for owner, until in self.jailed.items():
+            entries[b"jail" + owner] = _u64(until) + bytes([owner in self.tombstoned])
+        for owner, count in self.missed.items():
+            entries[b"miss" + owner] = _u64(count)
+        entries[b"meta/burned"] = _u64(self.burned)
+        entries[b"meta/minted"] = _u64(self.minted)
+        entries[b"meta/height"] = _u64(self.height)
+        entries[b"meta/last_block"] = self.last_block_id
+        entries[b"meta/validators"] = encode_validator_set(self.validators)
+        entries[b"meta/last_validators"] = encode_validator_set(self.last_validators)
+        for first, validators in self.set_history:
+            entries[b"hist" + _u64(first)] = encode_validator_set(validators)
+        return entries
+
+    @classmethod
+    def from_entries(cls, genesis: Genesis, entries: dict[bytes, bytes]) -> "LedgerState":
+        """The state whose :meth:`entries` these are (what a snapshot restores); ValueError if malformed."""
+        state = cls(genesis)
+        tombstoned = set()
+        for entry_key, value in entries.items():
+            prefix, rest = entry_key[:4], entry_key[4:]
+            if prefix == b"acct" and len(rest) == 32:
+                state.accounts[rest] = struct.unpack(">QQ", value)
+            elif prefix == b"bond" and len(rest) == 33:
+                state.bonds[(rest[:32], Role(rest[32]))] = struct.unpack(">Q", value)[0]
+            elif prefix == b"unbd" and len(rest) == 41:
+                release = struct.unpack(">Q", rest[:8])[0]
+                state.unbonding[(release, rest[8:40], Role(rest[40]))] = struct.unpack(">Q", value)[0]
+            elif prefix == b"escr" and len(rest) == 32:
+                state.escrows[rest] = Escrow.decode(value)
+            elif prefix == b"jail" and len(rest) == 32 and len(value) == 9:
+                state.jailed[rest] = struct.unpack(">Q", value[:8])[0]
+                if value[8]:
+                    tombstoned.add(rest)
+            elif prefix == b"miss" and len(rest) == 32:
+                state.missed[rest] = struct.unpack(">Q", value)[0]
+            elif prefix == b"hist" and len(rest) == 8:
+                state.set_history += ((struct.unpack(">Q", rest)[0], decode_validator_set(value)),)
+            elif entry_key not in _META_KEYS:
+                raise ValueError(f"unknown state entry {entry_key[:8]!r}")
+        try:
+            state.burned, state.minted, state.height = (struct.unpack(">Q", entries[k])[0] for k in _META_KEYS[:3])
+            state.last_block_id = entries[b"meta/last_block"]
+            state.validators = decode_validator_set(entries[b"meta/validators"])
+            state.last_validators = decode_validator_set(entries[b"meta/last_validators"])
+        except KeyError as exc:
+            raise ValueError(f"missing state entry {exc}") from None
+        state.tombstoned = frozenset(tombstoned)
+        state.set_history = tuple(sorted(state.set_history, key=lambda entry: entry[0]))
+        return state
+
+    def tree(self) -> MerkleTree:
+        return MerkleTree(self.entries())
+
+    def root(self) -> bytes:
+        return self.tree().root
+
+    # ----------------------------------------------------------- transactions
+
+    def apply_transaction(self, tx: Transaction) -> None:
+        """Apply one transaction, or raise the reason it is refused and change nothing."""
+        if tx.chain_id != self.genesis.chain_id:
+            raise WrongChain(f"transaction for chain {tx.chain_id!r}, this is {self.genesis.chain_id!r}")
+        check_body_ranges(tx.body)
+        verify_signature(tx)
+        balance, nonce = self.accounts.get(tx.sender, (0, 0))
+        if tx.nonce != nonce:
+            raise WrongNonce(f"nonce {tx.nonce}, the account's next is {nonce}")
+        handler = self._handlers().get(type(tx.body))
+        if handler is None:
+            raise MalformedTransaction(f"{type(tx.body).__name__} is not supported")
+        handler(self, tx, balance)
+        balance, _ = self.accounts.get(tx.sender, (0, 0))
+        self.accounts[tx.sender] = (balance, nonce + 1)
+
+    @staticmethod
+    def _handlers() -> dict:
+        return {Transfer: LedgerState._transfer, Bond: LedgerState._bond, Unbond: LedgerState._unbond,
+                Unjail: LedgerState._unjail, SealedNote: LedgerState._sealed_note, EscrowOpen: LedgerState._escrow_open,
+                EscrowRelease: LedgerState._escrow_release, EscrowRefund: LedgerState._escrow_refund}
+
+    def _debit(self, account: bytes, balance: int, amount: int) -> None:
+        if amount > balance:
+            raise InsufficientFunds(f"needs {amount}, the balance is {balance}")
+        self.accounts[account] = (balance - amount, self.nonce(account))
+
+    def _credit(self, account: bytes, amount: int) -> None:
+        balance, nonce = self.accounts.get(account, (0, 0))
+        self.accounts[account] = (balance + amount, nonce)
+
+    def _transfer(self, tx: Transaction, balance: int) -> None:
+        body: Transfer = tx.body
+        self._debit(tx.sender, balance, body.amount)
+        self._credit(body.to, body.amount)
+
+    def _bond(self, tx: Transaction, balance: int) -> None:
+        body: Bond = tx.body
+        bonded = self.bonded(tx.sender, body.role) + body.amount
+        minimum = self.params.min_stake(body.role)
+        if bonded < minimum:
+            raise BelowMinimumStake(f"a {body.role.name.lower()} bond of {bonded} is below the minimum {minimum}")
+        self._debit(tx.sender, balance, body.amount)
+        self.bonds[(tx.sender, body.role)] = bonded
+
+    def _unbond(self, tx: Transaction, balance: int) -> None:
+        body: Unbond = tx.body
+        bonded = self.bonded(tx.sender, body.role)
+        if body.amount > bonded:
+            raise InsufficientBond(f"unbonding {body.amount}, bonded {bonded}")
+        remaining = bonded - body.amount
+        minimum = self.params.min_stake(body.role)
+        if 0 < remaining < minimum:
+            raise BelowMinimumStake(f"{remaining} would stay bonded, below the minimum {minimum}; unbond all or less")
+        self._set_bond(tx.sender, body.role, remaining)
+        release = (self.height + 1 + self.params.unbonding_period, tx.sender, body.role)
+        self.unbonding[release] = self.unbonding.get(release, 0) + body.amount
+
+    def _unjail(self, tx: Transaction, balance: int) -> None:
+        until = self.jailed.get(tx.sender)
+        if until is None:
+            raise NotJailed("the sender is not jailed")
+        if tx.sender in self.tombstoned:
+            raise StillJailed("a validator slashed for double signing stays jailed")
+        if self.height + 1 < until:
+            raise StillJailed(f"jailed until height {until}")
+        del self.jailed[tx.sender]  # back in the set at the next epoch boundary, if still bonded
+
+    def _sealed_note(self, tx: Transaction, balance: int) -> None:
+        """Ordered and kept in the block, unread: only the nonce moves (the decoder checked its form)."""
+
+    def _escrow_open(self, tx: Transaction, balance: int) -> None:
+        body: EscrowOpen = tx.body
+        if self.bonded(body.provider, Role.PROVIDER) < self.params.min_provider_stake or body.provider in self.jailed:
+            raise NotAProvider("the provider has no provider bond at the minimum")
+        if body.deadline <= self.height + 1:
+            raise BadDeadline(f"the deadline {body.deadline} has passed (this is block {self.height + 1})")
+        self._debit(tx.sender, balance, body.amount)
+        self.escrows[escrow_id_of(tx.sender, tx.nonce)] = Escrow(
+            tx.sender, body.provider, body.amount, body.deadline, body.task)
+
+    def _client_escrow(self, tx: Transaction, escrow_id: bytes) -> Escrow:
+        escrow = self.escrows.get(escrow_id)
+        if escrow is None:
+            raise UnknownEscrow("no open escrow has this ID")
+        if escrow.client != tx.sender:
+            raise NotEscrowClient("only the client that opened an escrow may release or refund it")
+        return escrow
+
+    def _escrow_release(self, tx: Transaction, balance: int) -> None:
+        """The client accepts the result (``tx.body.result``, kept in the block): the provider is paid."""
+        escrow = self._client_escrow(tx, tx.body.escrow_id)
+        if self.height + 1 > escrow.deadline:
+            raise EscrowExpired(f"the deadline {escrow.deadline} has passed: refund instead")
+        del self.escrows[tx.body.escrow_id]
+        self._credit(escrow.provider, escrow.amount)
+
+    def _escrow_refund(self, tx: Transaction, balance: int) -> None:
+        escrow = self._client_escrow(tx, tx.body.escrow_id)
+        if self.height + 1 <= escrow.deadline:
+            raise EscrowNotExpired(f"refundable after height {escrow.deadline}")
+        del self.escrows[tx.body.escrow_id]
+        self._credit(escrow.client, escrow.amount)
+
+    def _set_bond(self, owner: bytes, role: Role, amount: int) -> None:
+        if amount:
+            self.bonds[(owner, role)] = amount
+        else:
+            self.bonds.pop((owner, role), None)
+
+    # ----------------------------------------------------------- blocks
+
+    def apply_block(self, block: Block) -> None:
+        """Apply a whole block (on a copy: a refused block leaves a torn state)."""
+        if block.height != self.height + 1:
+            raise InvalidBlock(f"block for height {block.height}, the state is at {self.height}")
+        if block.parent_root != self.root():
+            raise InvalidBlock("the parent state root does not match")
+        self._check_last_certificate(block)
+        if len(block.transactions) > self.params.max_block_transactions:
+            raise InvalidBlock("too many transactions")
+        for tx in block.transactions:
+            self.apply_transaction(tx)
+        if len(block.evidence) > MAX_BLOCK_EVIDENCE:
+            raise InvalidBlock("too much evidence")
+        for item in block.evidence:
+            self.apply_evidence(item, block.height)
+        self._count_missed(block.last_certificate, block.height)
+        self.height = block.height
+        self.last_block_id = block_id_of(block.encode())
+        self.last_validators = self.validators
+        self._release_unbonded()
+        if self.height % self.params.epoch_length == 0:
+            self._change_validators()
+        else:
+            self._remove_jailed_validators()
+        if self.validators.digest() != self.last_validators.digest():
+            self._remember_set(self.height + 1, self.validators)
+
+    # ----------------------------------------------------------- slashing
+
+    def apply_evidence(self, evidence: Evidence, height: int) -> None:
+        """Double signing: burn a fixed share of the validator's bonded and unbonding stake; jail it for good."""
+        vote = evidence.first
+        if not height - self.params.max_evidence_age <= vote.height < height:
+            raise InvalidSlashingEvidence(f"evidence of height {vote.height} is outside the evidence window")
+        if vote.validator in self.tombstoned:
+            raise InvalidSlashingEvidence("this validator was slashed for double signing already")
+        try:
+            verify_evidence(evidence, self.genesis.chain_id, self._set_at(vote.height))
+        except RejectedMessage as exc:
+            raise InvalidSlashingEvidence(str(exc)) from None
+        self._slash(vote.validator, self.params.double_sign_slash_bps)
+        self.tombstoned = self.tombstoned | {vote.validator}
+        self.jailed[vote.validator] = height
+
+    def _slash(self, owner: bytes, share_bps: int) -> None:
+        """Burn ``share_bps``/10,000 (rounded down) of each validator-role stake entry of ``owner``."""
+        bonded = self.bonded(owner, Role.VALIDATOR)
+        cut = bonded * share_bps // 10_000
+        self._set_bond(owner, Role.VALIDATOR, bonded - cut)
+        self.burned += cut
+        for entry in [e for e in self.unbonding if e[1] == owner and e[2] is Role.VALIDATOR]:
+            cut = self.unbonding[entry] * share_bps // 10_000
+            self.unbonding[entry] -= cut
+            self.burned += cut
+
+    def _count_missed(self, certificate: CommitCertificate | None, height: int) -> None:
+        """Downtime: a validator missing from ``downtime_window`` consecutive certificates is jailed (not slashed)."""
+        if certificate is None:
+            return
+        signers = {self.last_validators.validators[index].public_key for index, _ in certificate.signatures}
+        for validator in self.last_validators.validators:
+            owner = validator.public_key
+            if owner in signers:
+                self.missed.pop(owner, None)
+                continue
+            count = self.missed.get(owner, 0) + 1
+            if count >= self.params.downtime_window:
+                self.missed.pop(owner, None)
+                self.jailed.setdefault(owner, height + self.params.jail_period)
+            else:
+                self.missed[owner] = count
+
+    def _remove_jailed_validators(self) -> None:
+        """A jailed validator leaves the set at once (the next height), not at the epoch boundary."""
+        remaining = [v for v in self.validators.validators if v.public_key not in self.jailed]
+        if remaining and len(remaining) < len(self.validators):
+            self.validators = ValidatorSet(remaining)
+
+    def _set_at(self, height: int) -> ValidatorSet:
+        for first, validators in reversed(self.set_history):
+            if first <= height:
+                return validators
+        raise InvalidSlashingEvidence(f"no validator set is known for height {height}")
+
+    def _remember_set(self, first: int, validators: ValidatorSet) -> None:
+        horizon = first - self.params.max_evidence_age
+        history = [entry for entry in self.set_history if entry[0] >= horizon]
+        older = [entry for entry in self.set_history if entry[0] < horizon]
+        if older:
+            history.insert(0, older[-1])  # still in force at the horizon
+        self.set_history = tuple(history) + ((first, validators),)
+
+    def _release_unbonded(self) -> None:
+        for entry in [e for e in self.unbonding if e[0] <= self.height]:
+            self._credit(entry[1], self.unbonding.pop(entry))
+
+    def _change_validators(self) -> None:
+        """At an epoch boundary: the next set from bonded stake (the old one stays if none qualifies)."""
+        if self._candidates():
+            self.validators = self.compute_validator_set()
+
+    def _check_last_certificate(self, block: Block) -> None:
+        certificate = block.last_certificate
+        if self.height == 0:
+            if certificate is not None:
+                raise InvalidBlock("block 1 carries no certificate")
+            return
+        if certificate is None or certificate.height != self.height or certificate.block_id != self.last_block_id:
+            raise InvalidBlock("the last certificate is not for the previous block")
+        try:
+            verify_certificate(certificate, self.genesis.chain_id, self.last_validators)
+        except RejectedMessage as exc:
+            raise InvalidBlock(f"last certificate: {exc}") from None
+
+
+def account_entry_key(account: bytes) -> bytes:
+    return b"acct" + account
+
+
+def decode_account_entry(value: bytes) -> tuple[int, int]:
+    """(balance, nonce) from an account entry's value."""
+    if len(value) != 16:
+        raise ProofError("an account entry is 16 bytes")
+    return struct.unpack(">QQ", value)
+
+
+@dataclass(frozen=True, slots=True)
+class StateProof:
+    """One entry of the state after ``height`` and its Merkle proof against that state root."""
+
+    height: int
+    key: bytes
+    value: bytes
+    proof: MerkleProof
+
+
+def verify_state_proof(root: bytes, proof: StateProof) -> None:
+    """Raise :class:`ProofError` unless the entry is in the state with ``root``; needs nothing else."""
+    verify_proof(root, proof.key, proof.value, proof.proof)
+
+
+def certified_root(commit: Commit, chain_id: str, validators: ValidatorSet) -> tuple[int, bytes]:
+    """(height h, state root after h) from a verified commit of block h + 1: what a header-only client trusts.
+
+    ``validators`` is the set that signed block h + 1 (a light client follows
+    the set changes the certified blocks announce)."""
+    try:
+        verify_commit(commit, chain_id, validators)
+    except RejectedMessage as exc:
+        raise ProofError(f"the commit does not verify: {exc}") from None
+    try:
+        block = decode_block(commit.value)
+    except InvalidBlock as exc:
+        raise ProofError(f"the certified block is malformed: {exc}") from None
+    return block.height - 1, block.parent_root
+
+
+def _applicable(items: list, apply, limit: int | None = None) -> list:
+    """The items ``apply`` accepts, in order, up to ``limit``."""
+    accepted = []
+    for item in items:
+        if limit is not None and len(accepted) >= limit:
+            break
+        try:
+            apply(item)
+        except LedgerError:
+            continue
+        accepted.append(item)
+    return accepted
+
+
+class Ledger:
+    """The consensus application: mempool, proposals, validity and execution of decided blocks."""
+
+    def __init__(self, genesis: Genesis, max_cached_blocks: int = 16, state: LedgerState | None = None,
+                 max_mempool: int = MAX_MEMPOOL_TRANSACTIONS):
+        """From genesis, or from ``state`` (restored by state sync: consensus/snapshot.py)."""
+        self.genesis = genesis
+        self.max_mempool = max_mempool
+        self.state = state if state is not None else LedgerState.from_genesis(genesis)
+        self.roots: dict[int, bytes] = {self.state.height: self.state.root()}
+        self.mempool: dict[bytes, Transaction] = {}
+        self.evidence_pool: dict[tuple, Evidence] = {}
+        self.last_certificate: CommitCertificate | None = None
+        self._tried: dict[bytes, LedgerState | None] = {}
+        self._max_cached_blocks = max_cached_blocks
+
+    @property
+    def chain_id(self) -> str:
+        return self.genesis.chain_id
+
+    @property
+    def validators(self) -> ValidatorSet:
+        return self.state.validators
+
+    # ----------------------------------------------------------- queries
+
+    def prove(self, key: bytes) -> StateProof | None:
+        """An entry of the committed state with its proof against ``roots[height]``; None if absent."""
+        found = self.state.tree().prove(key)
+        if found is None:
+            return None
+        value, proof = found
+        return StateProof(self.state.height, key, value, proof)
+
+    def prove_account(self, account: bytes) -> StateProof | None:
+        return self.prove(account_entry_key(account))
+
+    # ----------------------------------------------------------- mempool
+
+    def check(self, tx: Transaction) -> None:
+        """Raise the reason ``tx`` would be refused now (applied to a copy of the committed state)."""
+        self.state.copy().apply_transaction(tx)
+
+    def submit(self, tx: Transaction | bytes) -> bytes:
+        """Queue a transaction for proposals; refused at once if it is malformed, forged or for another chain."""
+        if isinstance(tx, bytes):
+            tx = decode_transaction(tx)
+        if tx.chain_id != self.chain_id:
+            raise WrongChain(f"transaction for chain {tx.chain_id!r}")
+        check_body_ranges(tx.body)
+        verify_signature(tx)
+        nonce = self.state.nonce(tx.sender)
+        if tx.nonce < nonce:
+            raise WrongNonce(f"nonce {tx.nonce} is used already")
+        if tx.nonce >= nonce + MAX_PENDING_PER_SENDER:
+            raise WrongNonce(f"nonce {tx.nonce} is too far ahead of the account's next, {nonce}")
+        tx_id = tx.tx_id()
+        if tx_id not in self.mempool and len(self.mempool) >= self.max_mempool:
+            raise MempoolFull(f"{len(self.mempool)} transactions are waiting")
+        self.mempool[tx_id] = tx
+        return tx_id
+
+    def add_evidence(self, evidence: Evidence, max_pool: int = 256) -> None:
+        """Keep evidence of double signing (from ``EquivocationDetected``) for the next proposals."""
+        vote = evidence.first
+        if len(self.evidence_pool) < max_pool:
+            self.evidence_pool.setdefault((vote.validator, vote.kind, vote.height, vote.round), evidence)
+
+    # ----------------------------------------------------------- Application
+
+    def propose(self, height: int) -> bytes:
+        # A refused transaction or evidence changes nothing (every rule checks
+        # before it writes), so one scratch state serves the whole block.
+        scratch = self.state.copy()
+        limit = self.genesis.params.max_block_transactions
+        # By sender and nonce, so that one sender's transactions apply in order.
+        pending = sorted(self.mempool.values(), key=lambda t: (t.sender, t.nonce))
+        budget = MAX_BLOCK_TRANSACTION_BYTES
+
+        def fits_and_applies(tx: Transaction) -> None:
+            nonlocal budget
+            size = 4 + len(tx.encode())
+            if size > budget:
+                raise BlockFull("no room left in this block")
+            scratch.apply_transaction(tx)
+            budget -= size
+
+        chosen = _applicable(pending, fits_and_applies, limit)
+        evidence = _applicable(list(self.evidence_pool.values()), lambda item: scratch.apply_evidence(item, height),
+                               MAX_BLOCK_EVIDENCE)
+        block = Block(height, self.state.root(), self.last_certificate, tuple(chosen), tuple(evidence))
+        return block.encode()
+
+    def is_valid(self, height: int, value: bytes) -> bool:
+        return self._try(value) is not None and height == self.state.height + 1
+
+    def finalize(self, commit: Commit) -> ValidatorSet | None:
+        """Execute a decided block; the validator set of the next height if it changed."""
+        state = self._try(commit.value)
+        if state is None:
+            raise InvalidBlock("a decided block does not apply: this node's state has diverged")
+        previous = self.state.validators
+        self.state = state
+        self.last_certificate = commit.certificate
+        self.roots[state.height] = state.root()
+        self._tried.clear()
+        self._prune_mempool()
+        return None if state.validators.digest() == previous.digest() else state.validators
+
+    def apply_decided(self, value: bytes, certificate: CommitCertificate) -> ValidatorSet | None:
+        """Replay: execute a decided block read from a store."""
+        return self.finalize(Commit(certificate, value))
+
+    def catch_up(self, store: ConsensusStore) -> int:
+        """Execute the decisions ``store`` holds beyond our height (a restart: the ledger lives in memory,
+        the decisions on disk); the height reached. Call before starting the core on that store."""
+        for height in range(self.state.height + 1, store.last_commit_height() + 1):
+            commit = store.load_commit(height)
+            if commit is None:
+                raise InvalidBlock(f"the store lacks the decision of height {height}")
+            self.finalize(commit)
+        return self.state.height
+
+    def _try(self, value: bytes) -> LedgerState | None:
+        block_id = block_id_of(value)
+        if block_id not in self._tried:
+            if len(self._tried) >= self._max_cached_blocks:
+                self._tried.clear()
+            attempt = self.state.copy()
+            try:
+                attempt.apply_block(decode_block(value))
+            except LedgerError:
+                attempt = None
+            self._tried[block_id] = attempt
+        return self._tried[block_id]
+
+    def _prune_mempool(self) -> None:
+        self.mempool = {tx_id: tx for tx_id, tx in self.mempool.items()
+                        if tx.nonce >= self.state.nonce(tx.sender)}
+        self.evidence_pool = {key: item for key, item in self.evidence_pool.items()
+                              if key[0] not in self.state.tombstoned
+                              and key[2] >= self.state.height - self.genesis.params.max_evidence_age}
+
+
+__all__ = ["Block", "Escrow", "MempoolFull", "StateProof", "account_entry_key", "certified_root", "decode_account_entry",
+           "verify_state_proof", "InvalidBlock", "Ledger", "LedgerState", "decode_block"]

@@ -1,0 +1,135 @@
+"""A Merkle tree over sorted key/value entries, and proofs that need only its root.
+
+The tree is RFC 6962's (Certificate Transparency): a leaf hashes
+``0x00 ‖ len(key):u16 ‖ key ‖ value``, an inner node ``0x01 ‖ left ‖ right``,
+and a list of n > 1 leaves splits at the largest power of two below n, so
+every leaf count has exactly one tree. The prefixes keep a leaf from ever
+passing for an inner node. Entries are sorted by key and keys are unique, so
+one state has one root.
+
+A proof names the leaf's index, the leaf count and the sibling hashes from
+the leaf up; :func:`verify_proof` recomputes the root from them and the
+claimed entry, so a client that knows only a root (from a certified block
+header) can check one entry.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import struct
+from dataclasses import dataclass
+
+HASH_SIZE = 32
+MAX_KEY_SIZE = 1024
+EMPTY_ROOT = hashlib.sha256(b"").digest()
+# Bounds a decoded proof: 2^64 leaves would need 64 siblings.
+MAX_PROOF_DEPTH = 64
+
+
+class ProofError(ValueError):
+    """A proof that is malformed or does not lead to the root."""
+
+
+def leaf_hash(key: bytes, value: bytes) -> bytes:
+    if len(key) > MAX_KEY_SIZE:
+        raise ValueError(f"a key of {len(key)} bytes exceeds {MAX_KEY_SIZE}")
+    return hashlib.sha256(b"\x00" + struct.pack(">H", len(key)) + key + value).digest()
+
+
+def _node_hash(left: bytes, right: bytes) -> bytes:
+    return hashlib.sha256(b"\x01" + left + right).digest()
+
+
+def _split(count: int) -> int:
+    """The largest power of two strictly below ``count`` (count > 1)."""
+    return 1 << ((count - 1).bit_length() - 1)
+
+
+def _root_of(hashes: list[bytes]) -> bytes:
+    # Level by level, pairing from the left: the same tree as the recursive
+    # split (the left subtree is always complete), without recursion.
+    level = hashes
+    while len(level) > 1:
+        paired = [_node_hash(level[i], level[i + 1]) for i in range(0, len(level) - 1, 2)]
+        if len(level) % 2:
+            paired.append(level[-1])
+        level = paired
+    return level[0]
+
+
+@dataclass(frozen=True, slots=True)
+class MerkleProof:
+    index: int
+    leaf_count: int
+    siblings: tuple[bytes, ...]  # from the leaf's sibling up to the root's child
+
+
+def _path_shape(index: int, count: int) -> list[bool]:
+    """For each level from the leaf up, whether the leaf's subtree is the right child (None when it has no sibling)."""
+    shape = []
+    while count > 1:
+        split = _split(count)
+        if index < split:
+            shape.append(False)
+            count = split
+        else:
+            shape.append(True)
+            index -= split
+            count -= split
+    shape.reverse()
+    return shape
+
+
+class MerkleTree:
+    """Entries sorted by key; the root, the lookup and proofs of inclusion."""
+
+    def __init__(self, entries: dict[bytes, bytes]):
+        self.keys = sorted(entries)
+        self.values = [entries[k] for k in self.keys]
+        self._leaves = [leaf_hash(k, v) for k, v in zip(self.keys, self.values)]
+        self._position = {k: i for i, k in enumerate(self.keys)}
+        self.root = _root_of(self._leaves) if self._leaves else EMPTY_ROOT
+
+    def prove(self, key: bytes) -> tuple[bytes, MerkleProof] | None:
+        """The value stored under ``key`` and its proof, or None if absent."""
+        index = self._position.get(key)
+        if index is None:
+            return None
+        return self.values[index], MerkleProof(index, len(self._leaves), tuple(self._siblings(index)))
+
+    def _siblings(self, index: int) -> list[bytes]:
+        siblings = []
+        low, count = 0, len(self._leaves)
+        while count > 1:
+            split = _split(count)
+            if index - low < split:
+                siblings.append(_root_of(self._leaves[low + split:low + count]))
+                count = split
+            else:
+                siblings.append(_root_of(self._leaves[low:low + split]))
+                low += split
+                count -= split
+        siblings.reverse()
+        return siblings
+
+
+def verify_proof(root: bytes, key: bytes, value: bytes, proof: MerkleProof) -> None:
+    """Raise :class:`ProofError` unless ``key`` ↦ ``value`` is an entry of the tree with ``root``."""
+    if not 0 <= proof.index < proof.leaf_count or len(proof.siblings) > MAX_PROOF_DEPTH:
+        raise ProofError("the proof's index or depth is out of range")
+    shape = _path_shape(proof.index, proof.leaf_count)
+    if len(shape) != len(proof.siblings):
+        raise ProofError("the proof has the wrong number of siblings for its position")
+    try:
+        current = leaf_hash(key, value)
+    except ValueError as exc:
+        raise ProofError(str(exc)) from None
+    for is_right, sibling in zip(shape, proof.siblings):
+        if len(sibling) != HASH_SIZE:
+            raise ProofError("a sibling hash is not 32 bytes")
+        current = _node_hash(sibling, current) if is_right else _node_hash(current, sibling)
+    if current != root:
+        raise ProofError("the entry does not lead to the root")
+
+
+__all__ = ["EMPTY_ROOT", "MerkleProof", "MerkleTree", "ProofError", "leaf_hash", "verify_proof"]

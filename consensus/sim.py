@@ -1,0 +1,429 @@
+"""A deterministic simulator: the real consensus core on an in-memory network.
+
+Virtual time; seeded delay, loss and duplication (loss, long delays and
+flapping links only before the global stabilisation time, GST); partitions
+that heal; crashes and restarts from the saved signer state, also right
+after a decision; Byzantine validators that stay silent, forge or
+equivocate; a scripted adversary (:attr:`ConsensusSim.drop`) for exact
+schedules. Nothing here touches a socket or a clock, so a run is a pure
+function of its seed, and a failing seed replays exactly.
+
+Every message crosses the network as bytes, through the canonical encoder and
+the strict decoder, as it does between real nodes.
+
+An *equivocating* validator runs an honest core but signs with its key
+outside the core's guard: each vote it sends goes, per recipient, either as
+the core made it or for another block of the same height and round (one the
+coalition has seen proposed), and every proposal it receives it prevotes and
+precommits at once; as proposer it sends different proposals to different
+validators. It therefore both double-votes and double-proposes, which is
+what a safety attack needs.
+"""
+
+from __future__ import annotations
+
+import enum
+import heapq
+import itertools
+import random
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Callable
+
+from hypermesh.transport.identity import Identity
+
+from .store import MemoryConsensusStore
+from .tendermint import Broadcast, Committed, EquivocationDetected, TendermintConfig, TendermintCore
+from .validators import Validator, ValidatorSet, public_key_of
+from .wire import (
+    Kind,
+    Message,
+    Proposal,
+    RejectedMessage,
+    Vote,
+    WireError,
+    decode_message,
+    encode_message,
+    sign_proposal,
+    sign_vote,
+    signer_of,
+)
+
+SIM_CHAIN = "sim-chain"
+
+# Timeouts a little above the simulated network's delays after GST.
+SIM_CONFIG = TendermintConfig(
+    timeout_propose=0.3,
+    timeout_prevote=0.1,
+    timeout_precommit=0.1,
+    timeout_delta=0.1,
+    rebroadcast_interval=0.5,
+)
+
+
+class Behaviour(enum.Enum):
+    HONEST = "honest"
+    SILENT = "silent"
+    EQUIVOCATE = "equivocate"
+    # Sends its honest messages, each followed by a copy with a broken
+    # signature, a malformed blob and the replay of an old message.
+    FORGE = "forge"
+
+
+@dataclass(frozen=True, slots=True)
+class NetworkConfig:
+    min_delay: float = 0.002
+    max_delay: float = 0.020
+    # Before GST: each message is lost with this probability, or delayed up to pre_gst_max_delay.
+    gst: float = 0.0
+    loss: float = 0.0
+    pre_gst_max_delay: float = 1.0
+    # Before GST, if > 0: every this many seconds each directed link is cut
+    # (with probability link_cut) or restored, so some validators hear a
+    # round's votes and others do not: the schedules that test locks.
+    flap_interval: float = 0.0
+    link_cut: float = 0.3
+    # Before GST: an honest validator that has just decided is killed with
+    # this probability before its messages leave (so the others may not learn
+    # of the decision from it), and restarts from its store after down_time.
+    crash_on_commit: float = 0.0
+    down_time: float = 1.0
+    # At any time: a message is delivered twice with this probability.
+    duplicate: float = 0.0
+
+
+class SimApp:
+    """Proposes distinct values; every node of a run agrees on validity (values from an evil proposer are valid too)."""
+
+    def __init__(self, name: int, rng: random.Random):
+        self.name = name
+        self.rng = rng
+
+    def propose(self, height: int) -> bytes:
+        return b"h=%d by %d #%d" % (height, self.name, self.rng.getrandbits(32))
+
+    def is_valid(self, height: int, value: bytes) -> bool:
+        return value.startswith(b"h=%d " % height)
+
+
+@dataclass(slots=True)
+class SimValidator:
+    index: int
+    identity: Identity
+    key: bytes
+    behaviour: Behaviour
+    store: MemoryConsensusStore
+    app: SimApp
+    core: TendermintCore | None = None
+    timer_at: float | None = None
+    committed: dict[int, bytes] = field(default_factory=dict)
+    commit_times: dict[int, float] = field(default_factory=dict)
+    reverted: list[int] = field(default_factory=list)
+
+
+class ConsensusSim:
+    def __init__(
+        self,
+        seed: int,
+        powers: list[int],
+        *,
+        byzantine: dict[int, Behaviour] | None = None,
+        network: NetworkConfig = NetworkConfig(),
+        config: TendermintConfig = SIM_CONFIG,
+        core_class: type[TendermintCore] = TendermintCore,
+        app_factory: Callable[[int, Identity, random.Random], object] | None = None,
+    ):
+        """``powers[i]`` is node i's initial voting power (0: a follower, outside the initial set);
+        ``app_factory`` makes each node's application (default :class:`SimApp`)."""
+        self.seed = seed
+        self.core_class = core_class
+        self.rng = random.Random(seed)
+        self.network = network
+        self.config = config
+        self.now = 0.0
+        identities = sim_identities(seed, len(powers))
+        self.validator_set = ValidatorSet([Validator(public_key_of(i), p) for i, p in zip(identities, powers) if p])
+        make_app = app_factory or (lambda index, identity, rng: SimApp(index, rng))
+        byzantine = byzantine or {}
+        self.nodes = [
+            SimValidator(i, identity, public_key_of(identity), byzantine.get(i, Behaviour.HONEST),
+                         MemoryConsensusStore(), make_app(i, identity, random.Random(self.rng.getrandbits(64))))
+            for i, identity in enumerate(identities)
+        ]
+        self.by_key = {node.key: node for node in self.nodes}
+        self._queue: list[tuple[float, int, Callable, tuple]] = []
+        self._sequence = itertools.count()
+        self._groups: dict[int, int] | None = None
+        self._cut_links: set[tuple[int, int]] = set()
+        # A scripted adversary: (sender, receiver, message) -> drop it?
+        self.drop: Callable[[SimValidator, SimValidator, Message], bool] | None = None
+        self.rejected: Counter = Counter()
+        self.evidence: list = []
+        # Block IDs the Byzantine coalition has seen proposed, per (height, round).
+        self._seen_blocks: dict[tuple[int, int], list[bytes]] = {}
+        # What forging validators sent, to replay later.
+        self._sent: list[bytes] = []
+        self.trace: list[str] = []
+
+    # ------------------------------------------------------------- control
+
+    def start(self) -> None:
+        for node in self.nodes:
+            if node.behaviour is not Behaviour.SILENT:
+                self._boot(node)
+        if self.network.flap_interval > 0:
+            self._flap()
+
+    def _flap(self) -> None:
+        if self.now >= self.network.gst:
+            self._cut_links = set()
+            return
+        count = len(self.nodes)
+        self._cut_links = {(a, b) for a in range(count) for b in range(count)
+                           if a != b and self.rng.random() < self.network.link_cut}
+        self.schedule(self.now + self.network.flap_interval, self._flap)
+
+    def _boot(self, node: SimValidator) -> None:
+        # An application that changes the validator set knows the current one (after a restart too).
+        validators = getattr(node.app, "validators", None) or self.validator_set
+        node.core = self.core_class(SIM_CHAIN, validators, node.identity, node.app, node.store, self.config)
+        node.timer_at = None
+        node.core.start(self.now)
+        self._sync(node)
+
+    def crash(self, index: int) -> None:
+        """``kill -9``: the core and everything in flight to it vanish; its store stays."""
+        self.trace.append(f"{self.now:.3f} crash {index}")
+        self.nodes[index].core = None
+
+    def restart(self, index: int) -> None:
+        self.trace.append(f"{self.now:.3f} restart {index}")
+        self._boot(self.nodes[index])
+
+    def partition(self, groups: list[list[int]]) -> None:
+        """Messages cross no boundary between ``groups`` until :meth:`heal`."""
+        self.trace.append(f"{self.now:.3f} partition {groups}")
+        self._groups = {index: g for g, members in enumerate(groups) for index in members}
+
+    def heal(self) -> None:
+        self.trace.append(f"{self.now:.3f} heal")
+        self._groups = None
+
+    # ------------------------------------------------------------- running
+
+    def schedule(self, at: float, callback: Callable, *args) -> None:
+        heapq.heappush(self._queue, (at, next(self._sequence), callback, args))
+
+    def run_until(self, end: float, stop: Callable[[], bool] | None = None, max_events: int = 2_000_000) -> None:
+        for _ in range(max_events):
+            if not self._queue or self._queue[0][0] > end:
+                break
+            at, _, callback, args = heapq.heappop(self._queue)
+            self.now = max(self.now, at)
+            callback(*args)
+            if stop is not None and stop():
+                return
+        else:
+            raise RuntimeError(f"more than {max_events} events before {end}")
+        self.now = max(self.now, end)
+
+    def run_until_height(self, height: int, limit: float) -> bool:
+        """Run until every honest running validator has committed ``height``; False if ``limit`` passes first."""
+        def reached() -> bool:
+            return all(height in n.committed for n in self.honest_nodes() if n.core is not None)
+        self.run_until(limit, stop=reached)
+        return reached()
+
+    # -------------------------------------------------------------- checks
+
+    def honest_nodes(self) -> list[SimValidator]:
+        return [n for n in self.nodes if n.behaviour is Behaviour.HONEST]
+
+    def conflicts(self) -> dict[int, set[bytes]]:
+        """Heights at which honest validators committed different values (must be empty)."""
+        by_height: dict[int, set[bytes]] = {}
+        for node in self.honest_nodes():
+            for height, value in node.committed.items():
+                by_height.setdefault(height, set()).add(value)
+        return {h: values for h, values in by_height.items() if len(values) > 1}
+
+    def min_honest_height(self) -> int:
+        return min((max(n.committed, default=0) for n in self.honest_nodes()), default=0)
+
+    def equivocators(self) -> set[int]:
+        """Validators named by the equivocation evidence honest nodes produced."""
+        return {self.by_key[e.first.validator].index for e in self.evidence}
+
+    def describe(self) -> str:
+        """The schedule and outcome, for a failing seed."""
+        heights = {n.index: max(n.committed, default=0) for n in self.nodes}
+        return (f"seed={self.seed} powers={[self.validator_set.power_of(n.key) for n in self.nodes]} "
+                f"behaviours={[n.behaviour.value for n in self.nodes]} network={self.network} "
+                f"events={self.trace} heights={heights} rejected={dict(self.rejected)}")
+
+    # ----------------------------------------------------------- plumbing
+
+    def _sync(self, node: SimValidator) -> None:
+        core = node.core
+        if core is None:
+            return
+        outbound, events = core.take_outbound(), core.take_events()
+        for event in events:
+            if isinstance(event, Committed):
+                self._record_commit(node, event)
+            elif isinstance(event, EquivocationDetected) and node.behaviour is Behaviour.HONEST:
+                self.evidence.append(event.evidence)
+        if self._crashes_on_commit(node, events):
+            self.crash(node.index)
+            self.schedule(self.now + self.network.down_time, self.restart, node.index)
+            return
+        for out in outbound:
+            if isinstance(out, Broadcast):
+                targets = [n for n in self.nodes if n is not node and n.key not in out.exclude]
+            else:
+                targets = [self.by_key[out.peer]]
+            if node.behaviour is Behaviour.EQUIVOCATE:
+                self._send_equivocating(node, out.message, targets)
+            elif node.behaviour is Behaviour.FORGE:
+                self._send_forging(node, out.message, targets)
+            else:
+                data = encode_message(out.message)
+                for target in targets:
+                    self._transmit(node, target, data)
+        timer = core.get_timer()
+        if node.timer_at is None or timer < node.timer_at:
+            node.timer_at = timer
+            self.schedule(max(timer, self.now), self._fire_timer, node, core, timer)
+
+    def _crashes_on_commit(self, node: SimValidator, events: list) -> bool:
+        network = self.network
+        return (network.crash_on_commit > 0 and self.now < network.gst and node.behaviour is Behaviour.HONEST
+                and any(isinstance(e, Committed) for e in events) and self.rng.random() < network.crash_on_commit)
+
+    def _record_commit(self, node: SimValidator, event: Committed) -> None:
+        previous = node.committed.get(event.height)
+        if previous is not None and previous != event.value:
+            node.reverted.append(event.height)
+        node.committed[event.height] = event.value
+        node.commit_times.setdefault(event.height, self.now)
+
+    def _fire_timer(self, node: SimValidator, core: TendermintCore, at: float) -> None:
+        if node.core is not core or node.timer_at != at:
+            return  # crashed since, or superseded by an earlier timer
+        node.timer_at = None
+        core.handle_timer(self.now)
+        self._sync(node)
+
+    def _partitioned(self, source: SimValidator, target: SimValidator) -> bool:
+        if (source.index, target.index) in self._cut_links:
+            return True
+        return self._groups is not None and self._groups.get(source.index) != self._groups.get(target.index)
+
+    def _transmit(self, source: SimValidator, target: SimValidator, data: bytes) -> None:
+        if self._partitioned(source, target):
+            return
+        network = self.network
+        before_gst = self.now < network.gst
+        if before_gst and network.loss and self.rng.random() < network.loss:
+            return
+        copies = 2 if network.duplicate and self.rng.random() < network.duplicate else 1
+        for _ in range(copies):
+            high = network.pre_gst_max_delay if before_gst else network.max_delay
+            delay = self.rng.uniform(network.min_delay, max(high, network.min_delay))
+            self.schedule(self.now + delay, self._deliver, source, target, data)
+
+    def _deliver(self, source: SimValidator, target: SimValidator, data: bytes) -> None:
+        if target.core is None:
+            return
+        if self._partitioned(source, target):
+            return  # a partition also cuts what was in flight
+        try:
+            message = decode_message(data)
+        except WireError:
+            self.rejected["WireError"] += 1
+            return
+        if self.drop is not None and self.drop(source, target, message):
+            return
+        if target.behaviour is Behaviour.EQUIVOCATE and isinstance(message, Proposal):
+            self._double_vote(target, message)
+        try:
+            target.core.handle_message(source.key, message, self.now)
+        except RejectedMessage as exc:
+            self.rejected[type(exc).__name__] += 1
+        self._sync(target)
+
+    # ----------------------------------------------------------- Byzantine
+
+    def _alternative_block(self, height: int, round_: int, block_id: bytes | None) -> bytes | None:
+        seen = [b for b in self._seen_blocks.get((height, round_), []) if b != block_id]
+        if seen:
+            return self.rng.choice(seen)
+        return None if block_id is not None else self.rng.randbytes(32)
+
+    def _conflicting(self, node: SimValidator, message: Message) -> Message:
+        if isinstance(message, Proposal):
+            value = node.app.propose(message.height)
+            evil = sign_proposal(node.identity, SIM_CHAIN, message.height, message.round, message.pol_round, value)
+            self._seen_blocks.setdefault((message.height, message.round), []).append(evil.block_id)
+            return evil
+        if isinstance(message, Vote):
+            block_id = self._alternative_block(message.height, message.round, message.block_id)
+            return sign_vote(node.identity, SIM_CHAIN, message.kind, message.height, message.round, block_id)
+        return message
+
+    def _send_equivocating(self, node: SimValidator, message: Message, targets: list[SimValidator]) -> None:
+        if signer_of(message) != node.key:  # a relay: passed on to some only
+            data = encode_message(message)
+            for target in targets:
+                if self.rng.random() < 0.5:
+                    self._transmit(node, target, data)
+            return
+        if isinstance(message, Proposal):
+            self._seen_blocks.setdefault((message.height, message.round), []).append(message.block_id)
+        honest = encode_message(message)
+        evil = encode_message(self._conflicting(node, message))
+        for target in targets:
+            self._transmit(node, target, evil if self.rng.random() < 0.5 else honest)
+
+    def _send_forging(self, node: SimValidator, message: Message, targets: list[SimValidator]) -> None:
+        data = encode_message(message)
+        forged = bytearray(data)
+        forged[-1] ^= 0x01  # the last byte of a vote is its signature's; of a proposal, its value's
+        replay = self.rng.choice(self._sent) if self._sent else data
+        if len(self._sent) < 256:
+            self._sent.append(data)
+        for target in targets:
+            for copy in (data, bytes(forged), self.rng.randbytes(self.rng.randrange(1, 200)), replay):
+                self._transmit(node, target, copy)
+
+    def _double_vote(self, node: SimValidator, proposal: Proposal) -> None:
+        blocks = self._seen_blocks.setdefault((proposal.height, proposal.round), [])
+        if proposal.block_id in blocks:
+            return
+        blocks.append(proposal.block_id)
+        targets = [n for n in self.nodes if n is not node and self.rng.random() < 0.5]
+        for kind in (Kind.PREVOTE, Kind.PRECOMMIT):
+            vote = sign_vote(node.identity, SIM_CHAIN, kind, proposal.height, proposal.round, proposal.block_id)
+            data = encode_message(vote)
+            for target in targets:
+                self._transmit(node, target, data)
+
+
+def sim_identities(seed: int, count: int) -> list[Identity]:
+    """The identities of a simulation's nodes (deterministic in the seed)."""
+    return [Identity.from_seed(b"sim-%d-%d" % (seed, i)) for i in range(count)]
+
+
+def byzantine_by_stake(powers: list[int], rng: random.Random) -> list[int]:
+    """A random set of validators with as much power as possible while 3 × power < total."""
+    total = sum(powers)
+    chosen, power = [], 0
+    for index in rng.sample(range(len(powers)), len(powers)):
+        if 3 * (power + powers[index]) < total:
+            chosen.append(index)
+            power += powers[index]
+    return sorted(chosen)
+
+
+__all__ = ["Behaviour", "ConsensusSim", "NetworkConfig", "SIM_CONFIG", "SIM_CHAIN", "SimApp", "byzantine_by_stake",
+           "sim_identities"]

@@ -1,0 +1,444 @@
+"""Consensus messages: a canonical binary encoding, signatures and their checks.
+
+Every message is ``version:u8 ‖ kind:u8 ‖ body`` with fixed-width big-endian
+integers and length-prefixed byte strings; one value has exactly one encoding
+and the decoder refuses every other (unknown kinds, out-of-range fields,
+non-canonical flags, unsorted or repeated certificate entries, trailing
+bytes), so what is hashed or signed never depends on who encoded it.
+
+Signatures are Ed25519 over *sign-bytes*, a separate canonical string that
+starts with a domain tag and names the chain, the message type, height,
+round, proof-of-lock round and block ID; a signature for one chain, height,
+round or type therefore verifies for no other. Proposals sign the block ID
+(SHA-256 of the value), not the value itself.
+
+Decoding (:func:`decode_message`) checks form only and raises
+:class:`WireError`; checking a message against a validator set
+(:func:`verify_vote` and friends) raises the :class:`RejectedMessage`
+subclasses, whose ``misbehaviour`` says whether the sender is to blame.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import struct
+from dataclasses import dataclass, field
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from hypermesh.transport.identity import Identity
+
+from .validators import MAX_VALIDATORS, PUBLIC_KEY_SIZE, ValidatorSet, public_key_of
+
+PROTOCOL_ID = "/hm/consensus/1.0.0"
+VERSION = 1
+SIGN_DOMAIN = b"hypermesh/consensus/v1\x00"
+BLOCK_ID_SIZE = 32
+SIGNATURE_SIZE = 64
+MAX_CHAIN_ID_SIZE = 50
+# A value (block) travels whole inside its proposal; 1 MiB bounds what one
+# message can make a node buffer, hash and keep per round.
+MAX_VALUE_SIZE = 1 << 20
+MAX_HEIGHT = (1 << 63) - 1
+MAX_ROUND = (1 << 31) - 1
+_CERTIFICATE_ENTRY_SIZE = 2 + SIGNATURE_SIZE
+MAX_MESSAGE_SIZE = 64 + MAX_VALUE_SIZE + MAX_VALIDATORS * _CERTIFICATE_ENTRY_SIZE
+
+
+class ConsensusError(Exception):
+    """Base of every consensus error."""
+
+
+class WireError(ConsensusError):
+    """Bytes that are not a well-formed, canonical consensus message."""
+
+
+class RejectedMessage(ConsensusError):
+    """A well-formed message that is not accepted; ``misbehaviour`` blames its sender."""
+
+    misbehaviour = False
+
+
+class ForgedSignature(RejectedMessage):
+    misbehaviour = True
+
+
+class UnknownValidator(RejectedMessage):
+    misbehaviour = True
+
+
+class NotProposer(RejectedMessage):
+    misbehaviour = True
+
+
+class InvalidCertificate(RejectedMessage):
+    misbehaviour = True
+
+
+class InvalidEvidence(RejectedMessage):
+    misbehaviour = True
+
+
+class InvalidValue(RejectedMessage):
+    """A proposal whose value the application refuses."""
+
+    misbehaviour = True
+
+
+class WrongHeight(RejectedMessage):
+    """For a height this node is not at (past ones are answered with their decision)."""
+
+
+class RoundOutOfRange(RejectedMessage):
+    """For a round too far ahead of ours to keep."""
+
+
+class DuplicateMessage(RejectedMessage):
+    """Seen before (gossip re-sends are normal)."""
+
+
+class Kind(enum.IntEnum):
+    PREVOTE = 0x01
+    PRECOMMIT = 0x02
+    PROPOSAL = 0x20
+    COMMIT = 0x30
+    CERTIFICATE = 0x31
+    EVIDENCE = 0x40
+
+
+VOTE_KINDS = (Kind.PREVOTE, Kind.PRECOMMIT)
+
+
+def block_id_of(value: bytes) -> bytes:
+    return hashlib.sha256(value).digest()
+
+
+def sign_bytes(chain_id: str, kind: Kind, height: int, round_: int, block_id: bytes | None, pol_round: int = -1) -> bytes:
+    chain = chain_id.encode()
+    if not 0 < len(chain) <= MAX_CHAIN_ID_SIZE:
+        raise ValueError(f"chain ID must be 1..{MAX_CHAIN_ID_SIZE} bytes")
+    return b"".join((
+        SIGN_DOMAIN,
+        bytes([len(chain)]), chain,
+        struct.pack(">BQIi", kind, height, round_, pol_round),
+        _block_id_field(block_id),
+    ))
+
+
+def _block_id_field(block_id: bytes | None) -> bytes:
+    return b"\x00" if block_id is None else b"\x01" + block_id
+
+
+def _verify_ed25519(public_key: bytes, signature: bytes, message: bytes) -> bool:
+    try:
+        Ed25519PublicKey.from_public_bytes(public_key).verify(signature, message)
+    except (InvalidSignature, ValueError):
+        return False
+    return True
+
+
+# ------------------------------------------------------------------ messages
+
+
+@dataclass(frozen=True, slots=True)
+class Vote:
+    kind: Kind  # PREVOTE or PRECOMMIT
+    height: int
+    round: int
+    block_id: bytes | None  # None: a vote for nil
+    validator: bytes
+    signature: bytes
+
+    def sign_bytes(self, chain_id: str) -> bytes:
+        return sign_bytes(chain_id, self.kind, self.height, self.round, self.block_id)
+
+
+@dataclass(frozen=True)
+class Proposal:
+    height: int
+    round: int
+    pol_round: int  # -1, or the round of the polka the proposer re-proposes from
+    value: bytes
+    proposer: bytes
+    signature: bytes
+    block_id: bytes = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self):
+        object.__setattr__(self, "block_id", block_id_of(self.value))
+
+    def sign_bytes(self, chain_id: str) -> bytes:
+        return sign_bytes(chain_id, Kind.PROPOSAL, self.height, self.round, self.block_id, self.pol_round)
+
+
+@dataclass(frozen=True, slots=True)
+class CommitCertificate:
+    """Precommits of more than two thirds of the power for one block: the proof of a decision."""
+
+    height: int
+    round: int
+    block_id: bytes
+    # (validator index in the set, signature), indices strictly increasing
+    signatures: tuple[tuple[int, bytes], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Commit:
+    """A decided value with its certificate; what a node behind is sent."""
+
+    certificate: CommitCertificate
+    value: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Evidence:
+    """Two votes of one validator for different blocks at one height, round and type."""
+
+    first: Vote
+    second: Vote
+
+
+Message = Vote | Proposal | Commit | Evidence
+
+
+def signer_of(message: Message) -> bytes | None:
+    """The key that signed a vote or proposal (None for commits and evidence)."""
+    if isinstance(message, Vote):
+        return message.validator
+    if isinstance(message, Proposal):
+        return message.proposer
+    return None
+
+
+def sign_vote(identity: Identity, chain_id: str, kind: Kind, height: int, round_: int, block_id: bytes | None) -> Vote:
+    signature = identity.sign(sign_bytes(chain_id, kind, height, round_, block_id))
+    return Vote(kind, height, round_, block_id, public_key_of(identity), signature)
+
+
+def sign_proposal(identity: Identity, chain_id: str, height: int, round_: int, pol_round: int, value: bytes) -> Proposal:
+    signature = identity.sign(sign_bytes(chain_id, Kind.PROPOSAL, height, round_, block_id_of(value), pol_round))
+    return Proposal(height, round_, pol_round, value, public_key_of(identity), signature)
+
+
+def make_evidence(a: Vote, b: Vote) -> Evidence:
+    """The evidence of two conflicting votes, in canonical order (by encoding)."""
+    first, second = sorted((a, b), key=encode_message)
+    return Evidence(first, second)
+
+
+def make_certificate(precommits: list[Vote], validators: ValidatorSet) -> CommitCertificate:
+    """A certificate from precommits (already verified) for one block, height and round."""
+    first = precommits[0]
+    entries = sorted((validators.index_of(v.validator), v.signature) for v in precommits)
+    return CommitCertificate(first.height, first.round, first.block_id, tuple(entries))
+
+
+# ------------------------------------------------------------ verification
+
+
+def verify_vote(vote: Vote, chain_id: str, validators: ValidatorSet) -> None:
+    if validators.index_of(vote.validator) is None:
+        raise UnknownValidator("vote from a key outside the validator set")
+    if not _verify_ed25519(vote.validator, vote.signature, vote.sign_bytes(chain_id)):
+        raise ForgedSignature("vote signature does not verify")
+
+
+def verify_proposal(proposal: Proposal, chain_id: str, validators: ValidatorSet) -> None:
+    if validators.index_of(proposal.proposer) is None:
+        raise UnknownValidator("proposal from a key outside the validator set")
+    if validators.proposer(proposal.height, proposal.round) != proposal.proposer:
+        raise NotProposer(f"not the proposer of height {proposal.height} round {proposal.round}")
+    if not _verify_ed25519(proposal.proposer, proposal.signature, proposal.sign_bytes(chain_id)):
+        raise ForgedSignature("proposal signature does not verify")
+
+
+def verify_certificate(certificate: CommitCertificate, chain_id: str, validators: ValidatorSet) -> None:
+    """Raises :class:`InvalidCertificate` unless it carries valid precommits of a quorum."""
+    message = sign_bytes(chain_id, Kind.PRECOMMIT, certificate.height, certificate.round, certificate.block_id)
+    power = 0
+    for index, signature in certificate.signatures:
+        if index >= len(validators):
+            raise InvalidCertificate(f"validator index {index} outside the set")
+        validator = validators.validators[index]
+        if not _verify_ed25519(validator.public_key, signature, message):
+            raise InvalidCertificate(f"signature of validator {index} does not verify")
+        power += validator.power
+    if not validators.is_quorum(power):
+        raise InvalidCertificate(f"signatures of {power} of {validators.total_power} power are not a quorum")
+
+
+def verify_commit(commit: Commit, chain_id: str, validators: ValidatorSet) -> None:
+    if block_id_of(commit.value) != commit.certificate.block_id:
+        raise InvalidCertificate("value does not match the certificate's block ID")
+    verify_certificate(commit.certificate, chain_id, validators)
+
+
+def verify_evidence(evidence: Evidence, chain_id: str, validators: ValidatorSet) -> None:
+    """Raises :class:`InvalidEvidence` unless it proves an equivocation."""
+    a, b = evidence.first, evidence.second
+    if (a.kind, a.height, a.round, a.validator) != (b.kind, b.height, b.round, b.validator):
+        raise InvalidEvidence("votes are not by one validator for one height, round and type")
+    if a.block_id == b.block_id:
+        raise InvalidEvidence("votes are for the same block")
+    try:
+        verify_vote(a, chain_id, validators)
+        verify_vote(b, chain_id, validators)
+    except RejectedMessage as exc:
+        raise InvalidEvidence(f"a vote does not verify: {exc}") from None
+
+
+# ---------------------------------------------------------------- encoding
+
+
+def encode_message(message: Message) -> bytes:
+    if isinstance(message, Vote):
+        return bytes([VERSION]) + _encode_vote_body(message)
+    if isinstance(message, Proposal):
+        return b"".join((
+            bytes([VERSION, Kind.PROPOSAL]),
+            struct.pack(">QIi", message.height, message.round, message.pol_round),
+            message.proposer, message.signature,
+            struct.pack(">I", len(message.value)), message.value,
+        ))
+    if isinstance(message, Commit):
+        return b"".join((
+            bytes([VERSION, Kind.COMMIT]), _encode_certificate_body(message.certificate),
+            struct.pack(">I", len(message.value)), message.value,
+        ))
+    if isinstance(message, Evidence):
+        return bytes([VERSION, Kind.EVIDENCE]) + _encode_vote_body(message.first) + _encode_vote_body(message.second)
+    raise TypeError(f"not a consensus message: {type(message).__name__}")
+
+
+def encode_certificate(certificate: CommitCertificate) -> bytes:
+    return bytes([VERSION, Kind.CERTIFICATE]) + _encode_certificate_body(certificate)
+
+
+def _encode_vote_body(vote: Vote) -> bytes:
+    return b"".join((
+        struct.pack(">BQI", vote.kind, vote.height, vote.round),
+        _block_id_field(vote.block_id), vote.validator, vote.signature,
+    ))
+
+
+def _encode_certificate_body(certificate: CommitCertificate) -> bytes:
+    return b"".join((
+        struct.pack(">QI", certificate.height, certificate.round), certificate.block_id,
+        struct.pack(">H", len(certificate.signatures)),
+        *(struct.pack(">H", index) + signature for index, signature in certificate.signatures),
+    ))
+
+
+class _Reader:
+    def __init__(self, data: bytes):
+        self.data = memoryview(data)
+        self.offset = 0
+
+    def take(self, size: int) -> bytes:
+        end = self.offset + size
+        if end > len(self.data):
+            raise WireError("message is truncated")
+        chunk = bytes(self.data[self.offset:end])
+        self.offset = end
+        return chunk
+
+    def unpack(self, fmt: str) -> tuple:
+        return struct.unpack(fmt, self.take(struct.calcsize(fmt)))
+
+    def height_and_round(self) -> tuple[int, int]:
+        height, round_ = self.unpack(">QI")
+        if not 0 < height <= MAX_HEIGHT:
+            raise WireError(f"height {height} out of range")
+        if round_ > MAX_ROUND:
+            raise WireError(f"round {round_} out of range")
+        return height, round_
+
+    def block_id(self) -> bytes | None:
+        flag = self.take(1)[0]
+        if flag == 0:
+            return None
+        if flag != 1:
+            raise WireError(f"block ID flag {flag} is neither 0 nor 1")
+        return self.take(BLOCK_ID_SIZE)
+
+    def value(self) -> bytes:
+        (size,) = self.unpack(">I")
+        if size > MAX_VALUE_SIZE:
+            raise WireError(f"value of {size} bytes exceeds {MAX_VALUE_SIZE}")
+        return self.take(size)
+
+    def vote(self) -> Vote:
+        try:
+            kind = Kind(self.take(1)[0])
+        except ValueError:
+            raise WireError("unknown vote type") from None
+        if kind not in VOTE_KINDS:
+            raise WireError(f"{kind.name} is not a vote")
+        height, round_ = self.height_and_round()
+        block_id = self.block_id()
+        return Vote(kind, height, round_, block_id, self.take(PUBLIC_KEY_SIZE), self.take(SIGNATURE_SIZE))
+
+    def certificate(self) -> CommitCertificate:
+        height, round_ = self.height_and_round()
+        block_id = self.take(BLOCK_ID_SIZE)
+        (count,) = self.unpack(">H")
+        if not 0 < count <= MAX_VALIDATORS:
+            raise WireError(f"certificate with {count} signatures")
+        entries = []
+        previous = -1
+        for _ in range(count):
+            (index,) = self.unpack(">H")
+            if index <= previous:
+                raise WireError("certificate entries are not in strictly increasing validator order")
+            previous = index
+            entries.append((index, self.take(SIGNATURE_SIZE)))
+        return CommitCertificate(height, round_, block_id, tuple(entries))
+
+    def finish(self) -> None:
+        if self.offset != len(self.data):
+            raise WireError(f"{len(self.data) - self.offset} trailing bytes")
+
+
+def decode_message(data: bytes) -> Message:
+    """Strictly decode one message; raises :class:`WireError` on anything else."""
+    if len(data) > MAX_MESSAGE_SIZE:
+        raise WireError(f"message of {len(data)} bytes exceeds {MAX_MESSAGE_SIZE}")
+    reader = _Reader(data)
+    version, kind = reader.unpack(">BB")
+    if version != VERSION:
+        raise WireError(f"unknown version {version}")
+    if kind in VOTE_KINDS:
+        reader.offset -= 1
+        message: Message = reader.vote()
+    elif kind == Kind.PROPOSAL:
+        height, round_ = reader.height_and_round()
+        (pol_round,) = reader.unpack(">i")
+        if not -1 <= pol_round < round_:
+            raise WireError(f"proof-of-lock round {pol_round} not in -1..{round_ - 1}")
+        proposer, signature = reader.take(PUBLIC_KEY_SIZE), reader.take(SIGNATURE_SIZE)
+        message = Proposal(height, round_, pol_round, reader.value(), proposer, signature)
+    elif kind == Kind.COMMIT:
+        certificate = reader.certificate()
+        message = Commit(certificate, reader.value())
+    elif kind == Kind.EVIDENCE:
+        first, second = reader.vote(), reader.vote()
+        if _encode_vote_body(first) >= _encode_vote_body(second):
+            raise WireError("evidence votes are not in canonical order")
+        message = Evidence(first, second)
+    else:
+        raise WireError(f"unknown message kind {kind}")
+    reader.finish()
+    return message
+
+
+def decode_certificate(data: bytes) -> CommitCertificate:
+    if len(data) > MAX_MESSAGE_SIZE:
+        raise WireError("certificate too large")
+    reader = _Reader(data)
+    version, kind = reader.unpack(">BB")
+    if (version, kind) != (VERSION, Kind.CERTIFICATE):
+        raise WireError("not a version-1 commit certificate")
+    certificate = reader.certificate()
+    reader.finish()
+    return certificate

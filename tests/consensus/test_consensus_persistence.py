@@ -1,0 +1,90 @@
+"""The signer state on disk: SQLite round trips, and a real validator process killed with SIGKILL."""
+
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+from consensus_testkit import CHAIN, IDENTITIES, KEYS, VALIDATORS, feed, new_core, proposal, votes
+from hypermesh.consensus.sqlite_store import SqliteConsensusStore
+from hypermesh.consensus.store import SavedState
+from hypermesh.consensus.tendermint import Committed
+from hypermesh.consensus.wire import Kind, Proposal, Vote, decode_message, encode_message, signer_of, verify_commit
+
+HELPER = Path(__file__).parent / "consensus_validator_proc.py"
+
+
+def test_saved_state_and_commits_round_trip_through_sqlite(tmp_path):
+    store = SqliteConsensusStore(tmp_path)
+    own = tuple(encode_message(v) for v in votes(Kind.PREVOTE, 3, 1, b"v", IDENTITIES[:1]))
+    state = SavedState(3, 1, 0, b"locked", 1, b"valid", (3, 1, 1), own, own)
+    store.save_state(state)
+    store.close()
+    reopened = SqliteConsensusStore(tmp_path)
+    assert reopened.load_state() == state
+    assert reopened.last_commit_height() == 0
+
+
+def test_restart_on_sqlite_resumes_height_round_and_lock(tmp_path):
+    me = IDENTITIES[3]
+    store = SqliteConsensusStore(tmp_path)
+    core = new_core(me, store)
+    others = [i for i in IDENTITIES if i is not me]
+    feed(core, [proposal(1, 0, b"one")] + votes(Kind.PREVOTE, 1, 0, b"one", others[:2])
+         + votes(Kind.PRECOMMIT, 1, 0, b"one", others[:2]))
+    [committed] = [e for e in core.take_events() if isinstance(e, Committed)]
+    store.close()
+    reopened = SqliteConsensusStore(tmp_path)
+    verify_commit(reopened.load_commit(1), CHAIN, VALIDATORS)
+    restarted = new_core(me, reopened)
+    assert restarted.height == 2 and committed.value == b"one"
+
+
+def signed_by_me(lines):
+    me = KEYS[0]
+    for line in lines:
+        message = decode_message(bytes.fromhex(line))
+        if signer_of(message) == me:
+            yield message
+
+
+def test_validator_killed_with_sigkill_never_signs_conflicting_messages(tmp_path):
+    rng = random.Random(7)
+    lines = []
+    for incarnation in range(12):
+        process = subprocess.Popen([sys.executable, str(HELPER), str(tmp_path), str(incarnation)],
+                                   stdout=subprocess.PIPE, text=True)
+        try:
+            for _ in range(rng.randint(5, 120)):
+                line = process.stdout.readline()
+                assert line, f"validator process exited early with {process.poll()}"
+                lines.append(line.strip())
+        finally:
+            process.kill()  # SIGKILL: no clean-up, no flush beyond what was written
+            process.wait()
+        lines.extend(line.strip() for line in process.stdout.read().splitlines())  # written before it died
+        process.stdout.close()
+    signed: dict[tuple, bytes | None] = {}
+    for message in signed_by_me(lines):
+        kind = "proposal" if isinstance(message, Proposal) else message.kind
+        key = (message.height, message.round, kind)
+        assert signed.setdefault(key, message.block_id) == message.block_id, f"signed twice differently at {key}"
+    heights = {height for height, _, _ in signed}
+    assert len(heights) > 1, "the validator made no progress across restarts"
+
+
+def test_killed_between_decision_and_next_height_resumes_at_the_next_height(tmp_path):
+    me = IDENTITIES[3]
+    store = SqliteConsensusStore(tmp_path)
+    core = new_core(me, store)
+    core.handle_timer(core.get_timer())  # prevote nil at height 1, round 0
+    stale_state = store.load_state()
+    others = [i for i in IDENTITIES if i is not me]
+    feed(core, [proposal(1, 1, b"one")] + votes(Kind.PRECOMMIT, 1, 1, b"one", others), now=5.0)
+    assert store.last_commit_height() == 1
+    store.save_state(stale_state)  # as if killed after the decision was saved, before the next height's state
+    restarted = new_core(me, store)
+    assert restarted.height == 2
+    restarted.handle_timer(restarted.get_timer())
+    assert [(m.height, m.block_id) for m in (o.message for o in restarted.take_outbound())
+            if isinstance(m, Vote)] == [(2, None)]

@@ -1,0 +1,233 @@
+"""The ledger application: accounts, signed transfers, genesis, blocks and the state root."""
+
+import pytest
+
+from hypermesh.consensus.genesis import GenesisError, account_of, genesis_to_json, parse_genesis, peer_id_of
+from hypermesh.consensus.ledger import InvalidBlock, Ledger, decode_block
+from hypermesh.consensus.ledger_tx import (
+    MAX_AMOUNT,
+    AmountOutOfRange,
+    ForgedSignature,
+    MalformedTransaction,
+    Transfer,
+    WrongChain,
+    WrongNonce,
+    decode_transaction,
+    sign_transaction,
+)
+from ledger_testkit import BALANCE, LEDGER_CHAIN, STAKE, USER_IDS, VALIDATOR_IDS, Chain, key, make_genesis
+
+ALICE, BOB = USER_IDS[0], USER_IDS[1]
+
+
+def assert_unchanged(ledger, root, supply):
+    assert ledger.state.root() == root
+    assert ledger.state.total_units() == supply
+
+
+def test_genesis_round_trips_through_json_with_peer_ids_and_sets_the_initial_validators():
+    genesis = make_genesis()
+    parsed = parse_genesis(genesis_to_json(genesis))
+    assert parsed == genesis
+    assert account_of(str(ALICE.peer_id)) == key(ALICE)
+    assert peer_id_of(key(ALICE)) == ALICE.peer_id
+    ledger = Ledger(parsed)
+    assert [v.public_key for v in ledger.validators.validators] == sorted(key(i) for i in VALIDATOR_IDS[:4])
+    assert all(v.power == STAKE for v in ledger.validators.validators)
+    assert ledger.state.total_units() == genesis.supply()
+
+
+@pytest.mark.parametrize("change, reason", [
+    (lambda d: d.update(chain_id=""), "chain_id"),
+    (lambda d: d["bonds"][0].update(amount=9_999), "below the validator minimum"),
+    (lambda d: d["accounts"][0].update(peer_id="QmYyQSo1c1Ym7orWxLYvCrM2EmxFTANf8wXmmE7DWjhx5N"), "inline"),
+    (lambda d: d["params"].update(epoch_length=0), "positive"),
+    (lambda d: d["params"].update(surprise=1), "unknown parameters"),
+    (lambda d: d["params"].update(unbonding_period=550), "must cover epoch_length"),
+    (lambda d: d.update(bonds=[]), "at least one validator"),
+])
+def test_a_genesis_file_that_breaks_a_rule_is_refused_with_its_reason(change, reason):
+    import json
+    data = json.loads(genesis_to_json(make_genesis()))
+    change(data)
+    with pytest.raises(GenesisError, match=reason):
+        parse_genesis(json.dumps(data))
+
+
+def test_a_transfer_moves_units_and_bumps_the_nonce_in_a_certified_block():
+    chain = Chain(make_genesis(), nodes=2)
+    before = chain.ledger.state.root()
+    chain.run(chain.tx(ALICE, Transfer(key(BOB), 250)))
+    state = chain.ledger.state
+    assert (state.balance(key(ALICE)), state.balance(key(BOB))) == (BALANCE - 250, BALANCE + 250)
+    assert state.nonce(key(ALICE)) == 1 and state.height == 1
+    assert state.root() != before
+    assert chain.ledgers[1].state.root() == state.root()
+
+
+def test_a_transfer_to_a_new_account_creates_it():
+    chain = Chain(make_genesis())
+    newcomer = key(VALIDATOR_IDS[0])[::-1]
+    chain.run(chain.tx(ALICE, Transfer(newcomer, 7)))
+    assert chain.ledger.state.balance(newcomer) == 7
+
+
+def test_transaction_encoding_is_canonical_and_the_decoder_refuses_trailing_bytes_and_unknown_kinds():
+    tx = sign_transaction(ALICE, LEDGER_CHAIN, 0, Transfer(key(BOB), 5))
+    data = tx.encode()
+    assert decode_transaction(data) == tx
+    for bad in (data + b"\x00", data[:-1], data[:1] + b"\x7f" + data[2:], b"\x02" + data[1:]):
+        with pytest.raises(MalformedTransaction):
+            decode_transaction(bad)
+
+
+def test_a_transfer_with_a_wrong_nonce_is_refused_and_nothing_moves():
+    chain = Chain(make_genesis())
+    ledger = chain.ledger
+    chain.run(chain.tx(ALICE, Transfer(key(BOB), 1)))
+    root, supply = ledger.state.root(), ledger.state.total_units()
+    for nonce in (0, 2):  # replayed, and skipping ahead
+        tx = sign_transaction(ALICE, LEDGER_CHAIN, nonce, Transfer(key(BOB), 1))
+        with pytest.raises(WrongNonce):
+            ledger.check(tx)
+    with pytest.raises(WrongNonce):
+        ledger.submit(sign_transaction(ALICE, LEDGER_CHAIN, 0, Transfer(key(BOB), 1)))
+    assert_unchanged(ledger, root, supply)
+
+
+def test_a_transfer_with_a_forged_signature_is_refused_and_nothing_moves():
+    chain = Chain(make_genesis())
+    ledger = chain.ledger
+    root, supply = ledger.state.root(), ledger.state.total_units()
+    genuine = sign_transaction(ALICE, LEDGER_CHAIN, 0, Transfer(key(BOB), 10))
+    # Bob signs a transfer out of Alice's account; and Alice's signature on other terms.
+    by_bob = sign_transaction(BOB, LEDGER_CHAIN, 0, Transfer(key(BOB), 10))
+    forged = [
+        decode_transaction(genuine.encode()[:-64] + by_bob.signature),
+        decode_transaction(genuine.encode().replace((10).to_bytes(8, "big"), (11).to_bytes(8, "big"))),
+    ]
+    for tx in forged:
+        with pytest.raises(ForgedSignature):
+            ledger.check(tx)
+        with pytest.raises(ForgedSignature):
+            ledger.submit(tx.encode())
+    assert ledger.mempool == {}
+    assert_unchanged(ledger, root, supply)
+
+
+def test_a_transaction_signed_for_another_chain_is_refused():
+    ledger = Chain(make_genesis()).ledger
+    with pytest.raises(WrongChain):
+        ledger.submit(sign_transaction(ALICE, "other-chain", 0, Transfer(key(BOB), 1)))
+
+
+def test_an_overflowing_amount_is_refused_and_nothing_is_created():
+    chain = Chain(make_genesis())
+    ledger = chain.ledger
+    root, supply = ledger.state.root(), ledger.state.total_units()
+    for amount in (MAX_AMOUNT + 1, (1 << 64) - 1):
+        tx = sign_transaction(ALICE, LEDGER_CHAIN, 0, Transfer(key(BOB), amount))
+        with pytest.raises(AmountOutOfRange):
+            decode_transaction(tx.encode())
+        with pytest.raises(AmountOutOfRange):
+            ledger.check(tx)
+    from hypermesh.consensus.ledger_tx import InsufficientFunds
+    with pytest.raises(InsufficientFunds):
+        ledger.check(sign_transaction(ALICE, LEDGER_CHAIN, 0, Transfer(key(BOB), BALANCE + 1)))
+    assert_unchanged(ledger, root, supply)
+
+
+def test_the_proposer_leaves_out_transactions_that_would_fail_so_the_block_applies():
+    chain = Chain(make_genesis())
+    good = chain.tx(ALICE, Transfer(key(BOB), BALANCE))
+    overspend = chain.tx(ALICE, Transfer(key(BOB), 1))  # next nonce, but nothing left
+    chain.run(good, overspend)
+    block = decode_block(chain.commits[-1].value)
+    assert block.transactions == (good,)
+    assert chain.ledger.state.balance(key(ALICE)) == 0
+
+
+def test_a_block_with_a_failing_transaction_or_a_wrong_parent_root_is_invalid():
+    chain = Chain(make_genesis())
+    ledger = chain.ledger
+    from hypermesh.consensus.ledger import Block
+    root = ledger.state.root()
+    overspend = sign_transaction(ALICE, LEDGER_CHAIN, 0, Transfer(key(BOB), BALANCE + 1))
+    assert not ledger.is_valid(1, Block(1, root, None, (overspend,)).encode())
+    assert not ledger.is_valid(1, Block(1, b"\x00" * 32, None, ()).encode())
+    assert not ledger.is_valid(2, Block(2, root, None, ()).encode())
+    assert not ledger.is_valid(1, b"\x01garbage")
+    assert ledger.is_valid(1, Block(1, root, None, ()).encode())
+    with pytest.raises(InvalidBlock):
+        decode_block(Block(1, root, None, ()).encode() + b"\x00")
+
+
+def test_a_block_must_carry_a_valid_certificate_of_its_parent():
+    chain = Chain(make_genesis())
+    chain.commit_block()
+    ledger = chain.ledger
+    from hypermesh.consensus.ledger import Block
+    certificate = chain.commits[-1].certificate
+    root = ledger.state.root()
+    assert ledger.is_valid(2, Block(2, root, certificate, ()).encode())
+    assert not ledger.is_valid(2, Block(2, root, None, ()).encode())
+    weak = type(certificate)(certificate.height, certificate.round, certificate.block_id, certificate.signatures[:2])
+    assert not ledger.is_valid(2, Block(2, root, weak, ()).encode())
+
+
+def test_replaying_the_decided_blocks_from_genesis_gives_the_same_root_at_every_height():
+    chain = Chain(make_genesis())
+    for i in range(5):
+        chain.run(chain.tx(ALICE, Transfer(key(BOB), 10 + i)), chain.tx(BOB, Transfer(key(ALICE), 3)))
+    fresh = Ledger(make_genesis())
+    for commit in chain.commits:
+        fresh.apply_decided(commit.value, commit.certificate)
+        assert fresh.roots[fresh.state.height] == chain.ledger.roots[fresh.state.height]
+    assert fresh.roots == chain.ledger.roots
+
+
+def test_a_proposal_stays_within_the_consensus_value_limit_and_the_rest_waits_for_the_next_block():
+    from hypermesh.consensus.ledger_tx import SealedNote
+    from hypermesh.consensus.sealed import MAX_PLAINTEXT, SealingKey, seal
+    from hypermesh.consensus.wire import MAX_VALUE_SIZE
+    chain = Chain(make_genesis())
+    recipient = SealingKey.from_seed(b"big-notes").public
+    notes = [chain.tx(ALICE, SealedNote(seal(b"\x00" * MAX_PLAINTEXT, [recipient]))) for _ in range(40)]
+    assert sum(len(tx.encode()) for tx in notes) > MAX_VALUE_SIZE
+    chain.run(*notes)
+    first = chain.commits[-1].value
+    assert len(first) <= MAX_VALUE_SIZE
+    included = len(decode_block(first).transactions)
+    assert 0 < included < 40
+    chain.commit_block()
+    assert len(decode_block(chain.commits[-1].value).transactions) == 40 - included
+    assert chain.ledger.state.nonce(key(ALICE)) == 40
+
+
+def test_a_restarted_node_rebuilds_its_ledger_from_the_decisions_in_its_sqlite_store(tmp_path):
+    from hypermesh.consensus.sqlite_store import SqliteConsensusStore
+    chain = Chain(make_genesis())
+    store = SqliteConsensusStore(tmp_path)
+    for i in range(4):
+        chain.run(chain.tx(ALICE, Transfer(key(BOB), 5 + i)))
+        store.save_commit(chain.commits[-1])
+    store.close()
+    reopened = SqliteConsensusStore(tmp_path)
+    restarted = Ledger(make_genesis())
+    assert restarted.catch_up(reopened) == 4
+    assert restarted.roots == chain.ledger.roots
+    assert restarted.last_certificate == chain.commits[-1].certificate  # it can propose block 5
+    reopened.close()
+
+
+def test_the_mempool_is_bounded_in_size_and_in_how_far_ahead_a_nonce_may_be():
+    from hypermesh.consensus.ledger import MAX_PENDING_PER_SENDER, MempoolFull
+    ledger = Ledger(make_genesis(), max_mempool=3)
+    with pytest.raises(WrongNonce):
+        ledger.submit(sign_transaction(ALICE, LEDGER_CHAIN, MAX_PENDING_PER_SENDER, Transfer(key(BOB), 1)))
+    for nonce in range(3):
+        ledger.submit(sign_transaction(ALICE, LEDGER_CHAIN, nonce, Transfer(key(BOB), 1)))
+    ledger.submit(sign_transaction(ALICE, LEDGER_CHAIN, 2, Transfer(key(BOB), 1)))  # the same again: no new entry
+    with pytest.raises(MempoolFull):
+        ledger.submit(sign_transaction(BOB, LEDGER_CHAIN, 0, Transfer(key(ALICE), 1)))
+    assert len(ledger.mempool) == 3

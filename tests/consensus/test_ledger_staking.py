@@ -1,0 +1,120 @@
+"""Staking: bond and unbond with roles and minimums, the unbonding period, validator sets at epoch boundaries."""
+
+import pytest
+
+from hypermesh.consensus.genesis import Genesis, GenesisBond, LedgerParams
+from hypermesh.consensus.ledger import Ledger
+from hypermesh.consensus.ledger_tx import BelowMinimumStake, Bond, InsufficientBond, Role, Unbond, sign_transaction
+from hypermesh.consensus.sim import SIM_CHAIN, ConsensusSim, sim_identities
+from ledger_testkit import BALANCE, STAKE, USER_IDS, VALIDATOR_IDS, Chain, key, make_genesis
+
+EPOCH = LedgerParams(epoch_length=5, unbonding_period=600, max_evidence_age=500)
+ALICE = USER_IDS[0]
+
+
+def test_a_bond_below_the_minimum_is_refused_and_nothing_moves():
+    chain = Chain(make_genesis())
+    ledger = chain.ledger
+    root, supply = ledger.state.root(), ledger.state.total_units()
+    for role in Role:
+        with pytest.raises(BelowMinimumStake):
+            ledger.check(chain.attempt(ALICE, Bond(role, 9_999)))
+    assert ledger.state.root() == root and ledger.state.total_units() == supply
+    assert ledger.state.bonded(key(ALICE), Role.PROVIDER) == 0
+
+
+def test_a_bond_at_the_minimum_locks_units_and_topping_up_is_allowed_below_it():
+    chain = Chain(make_genesis())
+    chain.run(chain.tx(ALICE, Bond(Role.PROVIDER, STAKE)))
+    chain.run(chain.tx(ALICE, Bond(Role.PROVIDER, 1)))
+    state = chain.ledger.state
+    assert state.bonded(key(ALICE), Role.PROVIDER) == STAKE + 1
+    assert state.balance(key(ALICE)) == BALANCE - STAKE - 1
+    assert state.total_units() == chain.genesis.supply()
+
+
+def test_unbonding_more_than_bonded_is_refused_and_nothing_moves():
+    chain = Chain(make_genesis())
+    ledger = chain.ledger
+    validator = VALIDATOR_IDS[0]
+    root = ledger.state.root()
+    with pytest.raises(InsufficientBond):
+        ledger.check(chain.attempt(validator, Unbond(Role.VALIDATOR, STAKE + 1)))
+    with pytest.raises(InsufficientBond):
+        ledger.check(chain.attempt(ALICE, Unbond(Role.PROVIDER, 1)))
+    with pytest.raises(BelowMinimumStake):  # would leave a bond below the minimum
+        ledger.check(chain.attempt(validator, Unbond(Role.VALIDATOR, 1)))
+    assert ledger.state.root() == root
+    assert ledger.state.bonded(key(validator), Role.VALIDATOR) == STAKE
+
+
+def test_unbonded_units_return_only_after_the_unbonding_period():
+    params = LedgerParams(unbonding_period=3, max_evidence_age=1, epoch_length=2)
+    chain = Chain(make_genesis(params=params))
+    chain.run(chain.tx(ALICE, Bond(Role.PROVIDER, STAKE)))
+    chain.run(chain.tx(ALICE, Unbond(Role.PROVIDER, STAKE)))  # height 2: released at 5
+    state = chain.ledger.state
+    for _ in range(2):
+        assert state.balance(key(ALICE)) == BALANCE - STAKE and state.unbonding_of(key(ALICE)) == STAKE
+        chain.commit_block()
+        state = chain.ledger.state
+    assert state.height == 4 and state.balance(key(ALICE)) == BALANCE - STAKE
+    chain.commit_block()
+    state = chain.ledger.state
+    assert state.balance(key(ALICE)) == BALANCE and state.unbonding_of(key(ALICE)) == 0
+    assert state.total_units() == chain.genesis.supply()
+
+
+def test_a_new_validator_joins_and_a_leaving_one_goes_at_the_next_epoch_boundary_with_power_from_stake():
+    chain = Chain(make_genesis(params=EPOCH))
+    newcomer, leaver = VALIDATOR_IDS[4], VALIDATOR_IDS[0]
+    assert chain.run(chain.tx(newcomer, Bond(Role.VALIDATOR, 3 * STAKE)),
+                     chain.tx(leaver, Unbond(Role.VALIDATOR, STAKE))) is None
+    for _ in range(3):
+        assert chain.commit_block() is None
+        assert chain.ledger.validators.index_of(key(newcomer)) is None
+    changed = chain.commit_block()  # height 5: the boundary
+    assert changed is not None and changed is chain.ledger.validators
+    assert changed.power_of(key(newcomer)) == 3 * STAKE
+    assert changed.index_of(key(leaver)) is None
+    assert len(changed) == 4
+
+
+def _ledger_app(genesis):
+    return lambda index, identity, rng: Ledger(genesis)
+
+
+def test_the_validator_set_grows_from_4_to_7_and_shrinks_back_in_the_consensus_simulator_without_halting():
+    seed = 7
+    identities = sim_identities(seed, 7)
+    genesis = Genesis(SIM_CHAIN, EPOCH, {key(i): BALANCE for i in identities},
+                      tuple(GenesisBond(key(i), Role.VALIDATOR, STAKE) for i in identities[:4]))
+    sim = ConsensusSim(seed, [STAKE] * 4 + [0] * 3, app_factory=_ledger_app(genesis))
+    sim.start()
+
+    def submit_everywhere(identity, body):
+        tx = sign_transaction(identity, SIM_CHAIN, sim.nodes[0].app.state.nonce(key(identity)), body)
+        for node in sim.nodes:
+            node.app.submit(tx)
+
+    def validator_count():
+        return len(sim.nodes[0].app.validators)
+
+    assert sim.run_until_height(2, limit=30)
+    for identity in identities[4:]:
+        submit_everywhere(identity, Bond(Role.VALIDATOR, STAKE))
+    assert sim.run_until_height(12, limit=120)
+    assert validator_count() == 7
+    # A quorum of 7 equal validators is 5 signatures: joiners vote in the certificates.
+    assert len(sim.nodes[0].app.last_certificate.signatures) >= 5
+    grown_at = sim.nodes[0].app.state.height
+    for identity in identities[4:]:
+        submit_everywhere(identity, Unbond(Role.VALIDATOR, STAKE))
+    assert sim.run_until_height(grown_at + 12, limit=300)
+    assert validator_count() == 4
+    assert sim.run_until_height(grown_at + 15, limit=400), sim.describe()
+    assert not sim.conflicts()
+    final = sim.nodes[0].app.state.height
+    roots = {n.app.roots[final] for n in sim.nodes if final in n.app.roots}
+    assert len(roots) == 1
+    assert all(n.app.state.total_units() == genesis.supply() for n in sim.nodes)

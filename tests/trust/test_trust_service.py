@@ -1,0 +1,97 @@
+"""The trust service over real QUIC on [::1]: attestations exchanged, bad input refused, shuns enforced."""
+
+import pytest
+import trio
+
+from hypermesh.transport.errors import PeerRefused, StreamReset, TransportError
+from hypermesh.transport.framing import BufferedReader, write_frame
+from hypermesh.transport.host import open_host
+from hypermesh.transport.identity import Identity
+from hypermesh.transport.ping import ping
+from hypermesh.trust.attestation import sign_attestation
+from hypermesh.trust.engine import Proof, TrustEngine
+from hypermesh.trust.score import Dimension
+from hypermesh.trust.service import TrustService
+from hypermesh.trust.store import TrustStore
+from hypermesh.trust.wire import MAX_MESSAGE_BYTES, PROTOCOL_ID, Answer, decode_message, encode_push
+
+V6 = "/ip6/::1/udp/0/quic-v1"
+STEP = 10
+SUBJECT = Identity.from_seed(b"subject").peer_id
+
+
+@pytest.fixture
+async def nodes(tmp_path):
+    identities = [Identity.generate(), Identity.generate()]
+    async with open_host(identities[0], [V6]) as host_a, open_host(identities[1], [V6]) as host_b:
+        services = []
+        for name, host, identity in (("a", host_a, identities[0]), ("b", host_b, identities[1])):
+            (tmp_path / name).mkdir()
+            service = TrustService(host, identity, TrustEngine(identity.peer_id), TrustStore.in_data_dir(tmp_path / name))
+            service.install()
+            services.append(service)
+        with trio.fail_after(STEP):
+            await host_b.connect(host_a.listen_addrs()[0])
+        yield services
+
+
+async def test_pushed_attestations_are_verified_and_kept(nodes):
+    a, b = nodes
+    genuine = b.attest(SUBJECT)
+    forged = sign_attestation(Identity.generate(), SUBJECT, 9, 0, genuine.issued_at_ms, 1)
+    forged_bytes = forged.body() + bytes(64)
+    with trio.fail_after(STEP):
+        answer = await b.push(a.host.peer_id, [genuine])
+    assert (answer.accepted, answer.refused) == (1, 0)
+    assert list(a.engine.attestations()) == [genuine]
+    with trio.fail_after(STEP):
+        stream = await b.host.new_stream(a.host.peer_id, [PROTOCOL_ID])
+        await write_frame(stream, encode_push([forged_bytes]))
+        await stream.send_eof()
+        reply = decode_message(await BufferedReader(stream).read_frame(MAX_MESSAGE_BYTES))
+    assert reply == Answer(accepted=0, refused=1)
+    assert list(a.engine.attestations()) == [genuine]
+
+
+async def test_ask_returns_the_reviews_a_peer_holds(nodes):
+    a, b = nodes
+    with trio.fail_after(STEP):
+        await b.push(a.host.peer_id, [b.attest(SUBJECT)])
+        admitted = await b.ask(a.host.peer_id, SUBJECT)
+    assert admitted == 1
+
+
+async def test_a_malformed_message_resets_the_stream_and_counts_against_the_sender(nodes):
+    a, b = nodes
+    with trio.fail_after(STEP):
+        stream = await b.host.new_stream(a.host.peer_id, [PROTOCOL_ID])
+        await write_frame(stream, b"\x09garbage")
+        await stream.send_eof()
+        with pytest.raises((StreamReset, trio.BrokenResourceError, trio.ClosedResourceError)):
+            while await stream.receive_some(1024):
+                pass
+    assert a.counters["violations"] == 1
+    _, bad = a.engine.evidence(b.host.peer_id, 0).counts(Dimension.SECURITY, 0, 1)
+    assert bad > 0
+    with trio.fail_after(STEP):  # the node still serves the peer
+        assert await ping(b.host, a.host.peer_id)
+
+
+async def test_a_proven_cheat_is_disconnected_refused_and_not_dialled(nodes):
+    a, b = nodes
+    with trio.fail_after(STEP):
+        connection = b.host.connections_to(a.host.peer_id)[0]
+        a.prove(b.host.peer_id, Proof.FORGED_RECEIPT, "receipt signed by another key")
+        await connection.closed_event.wait()
+        try:
+            refused = await b.host.connect(a.host.listen_addrs()[0])
+            await refused.closed_event.wait()
+            reason = refused.close_reason
+        except PeerRefused as exc:
+            reason = str(exc)
+    assert "refused by policy" in reason
+    with pytest.raises(TransportError, match="shunned: forged_receipt"):
+        await a.host.connect(b.host.listen_addrs()[0])
+    assert a.unshun(b.host.peer_id)
+    with trio.fail_after(STEP):
+        await b.host.connect(a.host.listen_addrs()[0])
