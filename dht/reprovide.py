@@ -142,9 +142,6 @@ class ProviderPacer:
     def next_release(self) -> float | None:
         return self._ready[0][0] if self._ready else None
 
-    def queued(self) -> int:
-        return sum(len(q) for q in self._queues.values())
-
 
 @dataclass(slots=True)
 class _Publication:

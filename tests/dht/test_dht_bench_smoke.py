@@ -12,7 +12,7 @@ CHECK_FIELDS = {"name", "value", "unit", "target", "baseline", "ratio", "met"}
 
 
 # Its network is built by the protocol (joins, refreshes): minutes on a loaded 2-core machine.
-@pytest.mark.timeout(480)
+@pytest.mark.timeout(600)
 def test_quick_bench_meets_every_target():
     completed = subprocess.run(
         [sys.executable, str(BENCH), "--quick"], capture_output=True, text=True, timeout=300, check=True
@@ -28,7 +28,7 @@ def test_quick_bench_meets_every_target():
     assert report["one_lookup_per_record"]["records"] > 0
     for check in report["checks"]:
         assert set(check) == CHECK_FIELDS
-        # At 150 nodes a region lookup cannot collect the 64 peers it asks
+        # At 100 nodes a region lookup cannot collect the 64 peers it asks
         # for, so most keys fall back to narrower lookups: the lookup cost
         # target is for large networks, and is reported here, not required.
         assert check["met"] or check["name"] == "reprovide_lookup_messages_per_record", check
