@@ -1,7 +1,8 @@
 """The ledger: a deterministic application behind the consensus core.
 
-:class:`LedgerState` is the replicated state (accounts, and the root that
-commits to it) and the pure rules that change it: a block applied to a state
+:class:`LedgerState` is the replicated state (accounts, stakes, escrows,
+jail, the validator sets, and the Merkle root that commits to all of it) and
+the pure rules that change it: a block applied to a state
 gives the same next state on every node. :class:`Ledger` is the consensus
 application (``propose``, ``is_valid``, ``finalize``) around it: a mempool of
 signed transactions, the committed state and the state root of every height.
@@ -30,42 +31,44 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass, field, replace
 
-from .genesis import Genesis
+from hypermesh.transport.identity import PeerId
+
+from .genesis import Genesis, peer_id_of
 from .ledger_tx import (
     BadDeadline,
     BelowMinimumStake,
+    Bond,
     EscrowExpired,
     EscrowNotExpired,
     EscrowOpen,
     EscrowRefund,
     EscrowRelease,
-    NotAProvider,
-    NotEscrowClient,
-    UnknownEscrow,
-    escrow_id_of,
-    InvalidSlashingEvidence,
-    NotJailed,
-    SealedNote,
-    StillJailed,
-    Unjail,
-    Bond,
     InsufficientBond,
     InsufficientFunds,
+    InvalidSlashingEvidence,
     LedgerError,
     MalformedTransaction,
+    NotAProvider,
+    NotEscrowClient,
+    NotJailed,
     Role,
+    SealedNote,
+    StillJailed,
     Transaction,
     Transfer,
     Unbond,
+    Unjail,
+    UnknownEscrow,
     WrongChain,
     WrongNonce,
     check_body_ranges,
     decode_transaction,
+    escrow_id_of,
     verify_signature,
 )
-from .merkle import MerkleProof, MerkleTree, ProofError, verify_proof
+from .merkle import AbsenceProof, MerkleProof, MerkleTree, ProofError, verify_proof
 from .store import ConsensusStore
-from .validators import MAX_VALIDATORS, Validator, ValidatorSet
+from .validators import MAX_POWER, MAX_VALIDATORS, Validator, ValidatorSet
 from .wire import (
     MAX_VALUE_SIZE,
     Commit,
@@ -277,9 +280,13 @@ class LedgerState:
         return sum(amount for (_, who, _), amount in self.unbonding.items() if who == owner)
 
     def compute_validator_set(self) -> ValidatorSet:
-        """Unjailed validators bonded at or above the minimum, by stake (ties by key), at most max_validators."""
+        """Unjailed validators bonded at or above the minimum, by stake (ties by key), at most max_validators.
+
+        Voting power is the bonded stake, capped at the core's MAX_POWER (2^48):
+        a larger stake would otherwise make a set the core refuses, and halt the chain."""
         candidates = sorted(self._candidates(), key=lambda c: (-c[0], c[1]))
-        return ValidatorSet([Validator(owner, amount) for amount, owner in candidates[:self.params.max_validators]])
+        return ValidatorSet([Validator(owner, min(amount, MAX_POWER))
+                             for amount, owner in candidates[:self.params.max_validators]])
 
     def _candidates(self) -> list[tuple[int, bytes]]:
         minimum = self.params.min_validator_stake
@@ -650,6 +657,9 @@ class Ledger:
         self.mempool: dict[bytes, Transaction] = {}
         self.evidence_pool: dict[tuple, Evidence] = {}
         self.last_certificate: CommitCertificate | None = None
+        # The state before the last decided block, whose root that block's
+        # commit certifies (parent_root): what proven queries answer from.
+        self.certified: tuple[LedgerState, Commit] | None = None
         self._tried: dict[bytes, LedgerState | None] = {}
         self._max_cached_blocks = max_cached_blocks
 
@@ -663,6 +673,14 @@ class Ledger:
 
     # ----------------------------------------------------------- queries
 
+    def bonded_stake(self) -> dict[PeerId, int]:
+        """Bonded units (every role, unbonding excluded) by peer: what ``TrustEngine.set_stake`` takes."""
+        stake: dict[PeerId, int] = {}
+        for (owner, _), amount in self.state.bonds.items():
+            peer = peer_id_of(owner)
+            stake[peer] = stake.get(peer, 0) + amount
+        return stake
+
     def prove(self, key: bytes) -> StateProof | None:
         """An entry of the committed state with its proof against ``roots[height]``; None if absent."""
         found = self.state.tree().prove(key)
@@ -673,6 +691,11 @@ class Ledger:
 
     def prove_account(self, account: bytes) -> StateProof | None:
         return self.prove(account_entry_key(account))
+
+    def prove_absent(self, key: bytes) -> tuple[int, AbsenceProof] | None:
+        """(height, proof that the committed state has no entry for ``key``), or None if it has one."""
+        proof = self.state.tree().prove_absence(key)
+        return None if proof is None else (self.state.height, proof)
 
     # ----------------------------------------------------------- mempool
 
@@ -739,6 +762,7 @@ class Ledger:
         if state is None:
             raise InvalidBlock("a decided block does not apply: this node's state has diverged")
         previous = self.state.validators
+        self.certified = (self.state, commit)  # _try applied the block to a copy: this state is unchanged
         self.state = state
         self.last_certificate = commit.certificate
         self.roots[state.height] = state.root()

@@ -17,14 +17,13 @@ import logging
 
 import trio
 
-from hypermesh.dht.streams import close_quietly, reset_quietly
 from hypermesh.transport.errors import TransportError
-from hypermesh.transport.framing import BufferedReader, FramingError, write_frame
 from hypermesh.transport.identity import PeerId
 
 from .driver import peer_id_of
 from .ledger import Ledger
 from .ledger_tx import MAX_TX_SIZE, LedgerError, Transaction
+from .one_shot import OneShotError, ask, serve_one_request
 
 log = logging.getLogger(__name__)
 
@@ -78,38 +77,26 @@ class TransactionService:
                 continue
             try:
                 await send_transaction(self.host, peer, data)
-            except (TransactionRefused, TransportError, FramingError, trio.BrokenResourceError,
-                    trio.ClosedResourceError) as exc:
+            except (TransactionRefused, TransportError, trio.BrokenResourceError, trio.ClosedResourceError) as exc:
                 log.debug("relay to %s: %s", peer.short(), exc)
 
     async def _handle_stream(self, stream) -> None:
+        await serve_one_request(stream, MAX_TX_SIZE, self._answer)
+
+    def _answer(self, data: bytes) -> bytes:
         try:
-            data = await BufferedReader(stream).read_frame(MAX_TX_SIZE)
-            if data is None:
-                await reset_quietly(stream)
-                return
-            try:
-                answer = b"\x00" + self.accept(data)
-            except LedgerError as exc:
-                answer = b"\x01" + f"{type(exc).__name__}: {exc}".encode()[:_MAX_ANSWER_SIZE - 1]
-            await write_frame(stream, answer)
-        except FramingError:
-            await reset_quietly(stream)
-            return
-        except (TransportError, trio.BrokenResourceError, trio.ClosedResourceError):
-            return
-        await close_quietly(stream)
+            return b"\x00" + self.accept(data)
+        except LedgerError as exc:
+            return b"\x01" + f"{type(exc).__name__}: {exc}".encode()[:_MAX_ANSWER_SIZE - 1]
 
 
 async def send_transaction(host, peer: PeerId, tx: Transaction | bytes) -> bytes:
     """Submit a transaction to ``peer``; its ID, or :class:`TransactionRefused` with the peer's reason."""
     data = tx.encode() if isinstance(tx, Transaction) else tx
-    stream = await host.new_stream(peer, [LEDGER_TX_PROTOCOL])
     try:
-        await write_frame(stream, data)
-        answer = await BufferedReader(stream).read_frame(_MAX_ANSWER_SIZE)
-    finally:
-        await close_quietly(stream)
+        answer = await ask(host, peer, LEDGER_TX_PROTOCOL, data, _MAX_ANSWER_SIZE)
+    except OneShotError as exc:
+        raise TransactionRefused(str(exc)) from None
     if not answer:
         raise TransactionRefused("no answer")
     if answer[0] == 0 and len(answer) == 33:

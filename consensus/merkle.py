@@ -10,11 +10,14 @@ one state has one root.
 A proof names the leaf's index, the leaf count and the sibling hashes from
 the leaf up; :func:`verify_proof` recomputes the root from them and the
 claimed entry, so a client that knows only a root (from a certified block
-header) can check one entry.
+header) can check one entry. Absence is proven by the two entries that
+would surround the key, proven at adjacent positions (or the first or last
+entry, at an end).
 """
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 import struct
 from dataclasses import dataclass
@@ -97,6 +100,10 @@ class MerkleTree:
             return None
         return self.values[index], MerkleProof(index, len(self._leaves), tuple(self._siblings(index)))
 
+    def prove_absence(self, key: bytes) -> AbsenceProof | None:
+        """Proof that ``key`` has no entry, or None if it has one."""
+        return None if key in self._position else _prove_absence(self, key)
+
     def _siblings(self, index: int) -> list[bytes]:
         siblings = []
         low, count = 0, len(self._leaves)
@@ -111,6 +118,60 @@ class MerkleTree:
                 count -= split
         siblings.reverse()
         return siblings
+
+
+@dataclass(frozen=True, slots=True)
+class Neighbour:
+    """An entry next to where an absent key would sit, with its proof."""
+
+    key: bytes
+    value: bytes
+    proof: MerkleProof
+
+
+@dataclass(frozen=True, slots=True)
+class AbsenceProof:
+    """The entries just below and just above an absent key (None at either end of the tree)."""
+
+    below: Neighbour | None
+    above: Neighbour | None
+
+
+def _prove_absence(tree: "MerkleTree", key: bytes) -> AbsenceProof:
+    position = bisect.bisect_left(tree.keys, key)
+
+    def neighbour(index: int) -> Neighbour | None:
+        if not 0 <= index < len(tree.keys):
+            return None
+        value, proof = tree.prove(tree.keys[index])
+        return Neighbour(tree.keys[index], value, proof)
+    return AbsenceProof(neighbour(position - 1), neighbour(position))
+
+
+def verify_absence(root: bytes, key: bytes, proof: AbsenceProof) -> None:
+    """Raise :class:`ProofError` unless the tree with ``root`` has no entry for ``key``.
+
+    Entries are sorted, so the two neighbours proven at adjacent positions
+    (or one at an end of the tree) leave no place for it."""
+    below, above = proof.below, proof.above
+    if below is None and above is None:
+        if root != EMPTY_ROOT:
+            raise ProofError("only the empty tree has no neighbours")
+        return
+    for neighbour in (below, above):
+        if neighbour is not None:
+            verify_proof(root, neighbour.key, neighbour.value, neighbour.proof)
+    if below is not None and not below.key < key:
+        raise ProofError("the lower neighbour is not below the key")
+    if above is not None and not key < above.key:
+        raise ProofError("the upper neighbour is not above the key")
+    if below is None and above.proof.index != 0:
+        raise ProofError("nothing below the key, but the upper neighbour is not the first entry")
+    if above is None and below.proof.index != below.proof.leaf_count - 1:
+        raise ProofError("nothing above the key, but the lower neighbour is not the last entry")
+    if below is not None and above is not None and (
+            above.proof.index != below.proof.index + 1 or above.proof.leaf_count != below.proof.leaf_count):
+        raise ProofError("the neighbours are not adjacent")
 
 
 def verify_proof(root: bytes, key: bytes, value: bytes, proof: MerkleProof) -> None:
@@ -132,4 +193,5 @@ def verify_proof(root: bytes, key: bytes, value: bytes, proof: MerkleProof) -> N
         raise ProofError("the entry does not lead to the root")
 
 
-__all__ = ["EMPTY_ROOT", "MerkleProof", "MerkleTree", "ProofError", "leaf_hash", "verify_proof"]
+__all__ = ["AbsenceProof", "EMPTY_ROOT", "MerkleProof", "MerkleTree", "Neighbour", "ProofError", "leaf_hash",
+           "verify_absence", "verify_proof"]

@@ -18,8 +18,10 @@ len:u32 ‖ value``, cut into chunks of ``chunk_size`` bytes. Manifest:
 from __future__ import annotations
 
 import hashlib
+import os
 import struct
 from dataclasses import dataclass
+from pathlib import Path
 
 from .genesis import Genesis
 from .ledger import LedgerState
@@ -66,10 +68,13 @@ class Manifest:
         return cls(height, root, tuple(data[45 + 32 * i:77 + 32 * i] for i in range(count)))
 
 
+def _entry_stream(tree: MerkleTree) -> bytes:
+    return b"".join(struct.pack(">H", len(k)) + k + struct.pack(">I", len(v)) + v for k, v in zip(tree.keys, tree.values))
+
+
 def make_snapshot(state: LedgerState, chunk_size: int = DEFAULT_CHUNK_SIZE) -> tuple[Manifest, list[bytes]]:
     tree = state.tree()
-    stream = b"".join(struct.pack(">H", len(k)) + k + struct.pack(">I", len(v)) + v
-                      for k, v in zip(tree.keys, tree.values))
+    stream = _entry_stream(tree)
     chunks = [stream[i:i + chunk_size] for i in range(0, len(stream), chunk_size)] or [b""]
     if len(chunks) > MAX_CHUNKS:
         raise SnapshotError("the state needs more chunks than a manifest may name: use larger chunks")
@@ -99,16 +104,41 @@ class SnapshotRestorer:
     def finish(self) -> LedgerState:
         if self.missing():
             raise SnapshotError(f"chunks {self.missing()[:8]} are missing")
-        entries = _parse_entries(b"".join(self._chunks[i] for i in range(len(self.manifest.chunk_hashes))))
-        if MerkleTree(entries).root != self.manifest.root:
-            raise RootMismatch("the snapshot's entries do not give the certified root")
-        try:
-            state = LedgerState.from_entries(self.genesis, entries)
-        except (ValueError, KeyError, struct.error) as exc:
-            raise SnapshotError(f"a certified state this node cannot read: {exc}") from None
-        if state.height != self.manifest.height or state.root() != self.manifest.root:
-            raise RootMismatch("the rebuilt state does not give the certified root")
-        return state
+        stream = b"".join(self._chunks[i] for i in range(len(self.manifest.chunk_hashes)))
+        return _state_from_stream(self.genesis, stream, self.manifest.height, self.manifest.root)
+
+
+def _state_from_stream(genesis: Genesis, stream: bytes, height: int, root: bytes) -> LedgerState:
+    entries = _parse_entries(stream)
+    if MerkleTree(entries).root != root:
+        raise RootMismatch("the snapshot's entries do not give the certified root")
+    try:
+        state = LedgerState.from_entries(genesis, entries)
+    except (ValueError, KeyError, struct.error) as exc:
+        raise SnapshotError(f"a certified state this node cannot read: {exc}") from None
+    if state.height != height or state.root() != root:
+        raise RootMismatch("the rebuilt state does not give the certified root")
+    return state
+
+
+def write_base_state(path: Path, state: LedgerState) -> None:
+    """Keep a state-synced node's starting state on disk (written whole, then renamed: never torn)."""
+    tree = state.tree()
+    temporary = path.with_name(path.name + ".tmp")
+    with open(temporary, "wb") as file:
+        file.write(struct.pack(">BQ", SNAPSHOT_VERSION, state.height) + tree.root + _entry_stream(tree))
+        file.flush()
+        os.fsync(file.fileno())
+    os.replace(temporary, path)
+
+
+def read_base_state(path: Path, genesis: Genesis) -> LedgerState:
+    """The state :func:`write_base_state` kept; SnapshotError if it is damaged."""
+    data = path.read_bytes()
+    if len(data) < 41 or data[0] != SNAPSHOT_VERSION:
+        raise SnapshotError(f"{path} is not a ledger base state")
+    (height,) = struct.unpack(">Q", data[1:9])
+    return _state_from_stream(genesis, data[41:], height, data[9:41])
 
 
 def _parse_entries(stream: bytes) -> dict[bytes, bytes]:
@@ -134,4 +164,5 @@ def _parse_entries(stream: bytes) -> dict[bytes, bytes]:
     return entries
 
 
-__all__ = ["ChunkMismatch", "Manifest", "RootMismatch", "SnapshotError", "SnapshotRestorer", "make_snapshot"]
+__all__ = ["ChunkMismatch", "Manifest", "RootMismatch", "SnapshotError", "SnapshotRestorer", "make_snapshot",
+           "read_base_state", "write_base_state"]

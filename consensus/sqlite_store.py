@@ -73,12 +73,13 @@ class SqliteConsensusStore:
              state.valid_value, *state.last_signed, _pack(state.own_messages), _pack(state.valid_polka)),
         )
 
-    def save_commit(self, commit: Commit, state: SavedState) -> None:
+    def save_commit(self, commit: Commit, state: SavedState | None = None) -> None:
         with self._db:  # one transaction, one fsync
             self._db.execute("BEGIN")
             self._db.execute("INSERT OR REPLACE INTO commits VALUES (?, ?, ?)",
                              (commit.certificate.height, encode_certificate(commit.certificate), commit.value))
-            self.save_state(state)
+            if state is not None:
+                self.save_state(state)
 
     def load_commit(self, height: int) -> Commit | None:
         row = self._db.execute("SELECT certificate, value FROM commits WHERE height = ?", (height,)).fetchone()

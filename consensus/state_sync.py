@@ -22,16 +22,12 @@ from __future__ import annotations
 
 import struct
 
-import trio
-
-from hypermesh.dht.streams import close_quietly, reset_quietly
-from hypermesh.transport.errors import TransportError
-from hypermesh.transport.framing import BufferedReader, FramingError, write_frame
 from hypermesh.transport.identity import PeerId
 
 from .genesis import Genesis
 from .ledger import InvalidBlock, Ledger, certified_root
 from .merkle import ProofError
+from .one_shot import OneShotError, ask, serve_one_request
 from .snapshot import DEFAULT_CHUNK_SIZE, MAX_CHUNK_SIZE, MAX_CHUNKS, Manifest, SnapshotError, SnapshotRestorer, make_snapshot
 from .tendermint import Committed
 from .validators import ValidatorSet
@@ -42,10 +38,16 @@ _OFFER, _CHUNK = 0x01, 0x02
 _MAX_OFFER_SIZE = 4 + 45 + 32 * MAX_CHUNKS + MAX_MESSAGE_SIZE
 _MAX_REQUEST_SIZE = 16
 KEPT_SNAPSHOTS = 2
+# A fetch that loses its snapshot to a newer one starts again from the newer offer, this often at most.
+OFFER_ATTEMPTS = 3
 
 
 class StateSyncError(SnapshotError):
     """The peer has no snapshot, broke the protocol, or served one that does not verify."""
+
+
+class SnapshotGone(StateSyncError):
+    """The snapshot being fetched was replaced by a newer one (a fast chain)."""
 
 
 class SnapshotServer:
@@ -78,7 +80,7 @@ class SnapshotServer:
         if state.height == event.height and state.height % self.interval == 0:
             self._pending = make_snapshot(state, self.chunk_size)
 
-    def _answer(self, request: bytes) -> bytes:
+    def _answer(self, request: bytes) -> bytes | None:
         if request == bytes([_OFFER]):
             if not self._offers:
                 return b""
@@ -91,34 +93,17 @@ class SnapshotServer:
             if offer is not None and index < len(offer[1]):
                 return b"\x00" + offer[1][index]
             return b"\x01"
-        raise StateSyncError("unknown state-sync request")
+        return None  # unknown request: the stream is reset
 
     async def _handle_stream(self, stream) -> None:
-        try:
-            request = await BufferedReader(stream).read_frame(_MAX_REQUEST_SIZE)
-            if request is None:
-                raise StateSyncError("no request")
-            await write_frame(stream, self._answer(request))
-        except (StateSyncError, FramingError):
-            await reset_quietly(stream)
-            return
-        except (TransportError, trio.BrokenResourceError, trio.ClosedResourceError):
-            return
-        await close_quietly(stream)
+        await serve_one_request(stream, _MAX_REQUEST_SIZE, self._answer)
 
 
 async def _request(host, peer: PeerId, request: bytes, max_size: int) -> bytes:
-    stream = await host.new_stream(peer, [STATE_SYNC_PROTOCOL])
     try:
-        await write_frame(stream, request)
-        answer = await BufferedReader(stream).read_frame(max_size)
-    except FramingError as exc:
-        raise StateSyncError(f"malformed answer: {exc}") from None
-    finally:
-        await close_quietly(stream)
-    if answer is None:
-        raise StateSyncError("the peer closed the stream without answering")
-    return answer
+        return await ask(host, peer, STATE_SYNC_PROTOCOL, request, max_size)
+    except OneShotError as exc:
+        raise StateSyncError(str(exc)) from None
 
 
 async def fetch_snapshot(host, peer: PeerId, genesis: Genesis, validators: ValidatorSet) -> tuple[Ledger, Commit]:
@@ -128,8 +113,19 @@ async def fetch_snapshot(host, peer: PeerId, genesis: Genesis, validators: Valid
     (the genesis set, while no set change needs following). The returned
     commit goes into the node's consensus store, so its core starts at h + 2.
     Raises :class:`StateSyncError` (no snapshot, protocol broken, not
-    certified by ``validators``), ``ChunkMismatch`` or ``RootMismatch``.
+    certified by ``validators``), ``ChunkMismatch`` or ``RootMismatch``. A
+    snapshot the peer drops mid-fetch is fetched again from its newest offer,
+    up to ``OFFER_ATTEMPTS`` offers in all.
     """
+    for _ in range(OFFER_ATTEMPTS - 1):
+        try:
+            return await _fetch_offered(host, peer, genesis, validators)
+        except SnapshotGone:
+            continue  # the server moved on while we fetched: its newer snapshot
+    return await _fetch_offered(host, peer, genesis, validators)
+
+
+async def _fetch_offered(host, peer: PeerId, genesis: Genesis, validators: ValidatorSet) -> tuple[Ledger, Commit]:
     offer = await _request(host, peer, bytes([_OFFER]), _MAX_OFFER_SIZE)
     if not offer:
         raise StateSyncError("the peer has no snapshot to offer")
@@ -149,7 +145,7 @@ async def fetch_snapshot(host, peer: PeerId, genesis: Genesis, validators: Valid
     for index in restorer.missing():
         answer = await _request(host, peer, struct.pack(">BQI", _CHUNK, height, index), MAX_CHUNK_SIZE + 1)
         if answer[:1] != b"\x00":
-            raise StateSyncError(f"the peer no longer holds chunk {index} of height {height}")
+            raise SnapshotGone(f"the peer no longer holds chunk {index} of height {height}")
         restorer.add_chunk(index, answer[1:])
     ledger = Ledger(genesis, state=restorer.finish())
     try:
@@ -159,4 +155,4 @@ async def fetch_snapshot(host, peer: PeerId, genesis: Genesis, validators: Valid
     return ledger, commit
 
 
-__all__ = ["STATE_SYNC_PROTOCOL", "SnapshotServer", "StateSyncError", "fetch_snapshot"]
+__all__ = ["STATE_SYNC_PROTOCOL", "SnapshotGone", "SnapshotServer", "StateSyncError", "fetch_snapshot"]

@@ -39,8 +39,8 @@ class ConsensusStore(Protocol):
     def save_state(self, state: SavedState) -> None:
         """Durable when it returns."""
 
-    def save_commit(self, commit: Commit, state: SavedState) -> None:
-        """A decision and the state that follows it, atomically; durable when it returns."""
+    def save_commit(self, commit: Commit, state: SavedState | None = None) -> None:
+        """A decision (and the state that follows it, if given), atomically; durable when it returns."""
 
     def load_commit(self, height: int) -> Commit | None: ...
 
@@ -60,9 +60,10 @@ class MemoryConsensusStore:
     def save_state(self, state: SavedState) -> None:
         self.state = state
 
-    def save_commit(self, commit: Commit, state: SavedState) -> None:
+    def save_commit(self, commit: Commit, state: SavedState | None = None) -> None:
         self.commits[commit.certificate.height] = commit
-        self.state = state
+        if state is not None:
+            self.state = state
 
     def load_commit(self, height: int) -> Commit | None:
         return self.commits.get(height)

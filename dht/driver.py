@@ -25,7 +25,7 @@ import trio
 from multiaddr import Multiaddr
 
 from hypermesh.transport.errors import TransportError
-from hypermesh.transport.framing import BufferedReader, FramingError, write_frame
+from hypermesh.transport.framing import BufferedReader, FramingError, frame, write_frame
 from hypermesh.transport.identity import IdentityError, PeerId
 
 from .kademlia import KadConfig, KademliaCore, Mode, OperationFinished, OutboundRequest, RecordChanged
@@ -49,6 +49,10 @@ MAX_INBOUND_STREAMS = 256
 MAX_INBOUND_STREAMS_PER_PEER = 16
 # ADD_PROVIDERs written on one outbound stream, below any server's per-stream cap.
 ONE_WAY_MESSAGES_PER_STREAM = 64
+# Requests to one peer pipelined on one stream (written back to back, answered
+# in order). With a reused stream's earlier requests this stays below servers'
+# per-stream caps (ours: MAX_REQUESTS_PER_STREAM).
+PIPELINED_REQUESTS_PER_STREAM = 16
 # How long we wait for a peer to close its side after our last one-way message.
 ONE_WAY_DRAIN_TIMEOUT = 5.0
 # How long addresses learned from DHT answers stay in the peerstore.
@@ -131,6 +135,8 @@ class KademliaService:
         self._record_listeners: list[Callable[[bytes], None]] = []
         self._outbound_limit = trio.CapacityLimiter(MAX_OUTBOUND_STREAMS)
         self._request_streams = StreamPool(lambda peer: self.host.new_stream(peer, [PROTOCOL_ID]))
+        # Requests that await an answer, queued per peer while its sender task runs.
+        self._asking: dict[PeerId, list[OutboundRequest]] = {}
         self._inbound_limit = trio.CapacityLimiter(MAX_INBOUND_STREAMS)
         self._inbound_per_peer: dict[PeerId, int] = {}
         self._provide_progress = trio.Event()
@@ -219,10 +225,14 @@ class KademliaService:
         self._pumped = trio.Event()
         one_way: dict[PeerId, list[OutboundRequest]] = {}
         for request in self.core.take_outbound():
-            if request.expects_response:
-                self._nursery.start_soon(self._send_request, request)
+            peer_id = request.peer.peer_id
+            if not request.expects_response:
+                one_way.setdefault(peer_id, []).append(request)
+            elif peer_id in self._asking:
+                self._asking[peer_id].append(request)  # its sender takes it next round
             else:
-                one_way.setdefault(request.peer.peer_id, []).append(request)
+                self._asking[peer_id] = [request]
+                self._nursery.start_soon(self._send_requests, peer_id)
         for requests in one_way.values():
             # A provide sweep sends a peer dozens of ADD_PROVIDERs at once: one
             # stream carries many, as go-libp2p-kad-dht servers allow (and ours,
@@ -293,18 +303,39 @@ class KademliaService:
 
     # ---------------------------------------------------------- outbound
 
-    async def _send_request(self, request: OutboundRequest) -> None:
-        await self._deliver([request], self._ask)
+    async def _send_requests(self, peer_id: PeerId) -> None:
+        """Send ``peer_id``'s queued requests, one stream at a time.
+
+        Each round pipelines what queued meanwhile. A batched put sends each
+        peer PUT_VALUEs all along its fan-out; sent side by side, each took a
+        stream of its own (opened, negotiated and closed for one request),
+        which cost more than the request and kept a registration waiting on
+        stream set-ups. go-libp2p-kad-dht, too, keeps one stream per peer.
+        """
+        queue = self._asking[peer_id]
+        try:
+            while queue:
+                batch = queue[:PIPELINED_REQUESTS_PER_STREAM]
+                del queue[:PIPELINED_REQUESTS_PER_STREAM]
+                await self._deliver(batch, self._ask)
+        finally:
+            del self._asking[peer_id]
 
     async def _send_one_way(self, requests: list[OutboundRequest]) -> None:
         await self._deliver(requests, self._tell)
 
     async def _deliver(self, requests: list[OutboundRequest], exchange) -> None:
-        """Run ``exchange`` with the requests' peer and report the outcome.
-
-        Every request in the list shares the outcome: one stream carries them all.
-        """
+        """Run ``exchange`` with the requests' peer (one stream carries them
+        all) and report each answer as it comes; requests left unanswered
+        when it fails have failed."""
         peer = requests[0].peer
+        answered: set[int] = set()
+
+        def on_answer(request: OutboundRequest, response, remote_addr) -> None:
+            answered.add(request.request_id)
+            self.core.handle_response(request.request_id, response, self.now(), remote_addr=remote_addr)
+            self._pump()
+
         if peer.addrs:
             self.host.peerstore.add_addrs(peer.peer_id, list(peer.addrs), LEARNED_ADDR_TTL)
         try:
@@ -317,45 +348,51 @@ class KademliaService:
                     requests = [r for r in requests if self.core.is_awaiting(r.request_id)]
                     if not requests:
                         return
-                    response, remote_addr = await exchange(peer.peer_id, requests)
+                    await exchange(peer.peer_id, requests, on_answer)
         except Exception as exc:
             if isinstance(exc, EXPECTED_FAILURES):
                 log.debug("DHT %s to %s failed: %s", requests[0].message.type.name, peer.peer_id.short(), exc)
             else:  # one request must never take the whole DHT down with it
                 log.exception("unexpected error in DHT %s to %s", requests[0].message.type.name, peer.peer_id.short())
-            for request in requests:
+        for request in requests:
+            if request.request_id not in answered:
                 self.core.handle_failure(request.request_id, self.now())
-        else:
-            for request in requests:
-                self.core.handle_response(request.request_id, response, self.now(), remote_addr=remote_addr)
         self._pump()
 
-    async def _ask(self, peer_id: PeerId, requests: list[OutboundRequest]):
-        """One request, one answer, on a reused stream where one is kept.
+    async def _ask(self, peer_id: PeerId, requests: list[OutboundRequest], on_answer) -> None:
+        """Requests and their answers on one stream, reused where one is kept.
 
-        A reused stream the server has ended meanwhile costs one retry on a
-        new stream (the spec lets servers close streams at will).
+        The requests are written back to back and read back in order: a
+        server serves a stream's requests one at a time (ours and
+        go-libp2p-kad-dht's alike). Servers may end a stream at will (some
+        after every answer): the requests left unanswered go on a new stream
+        if the old one answered any, or if it was a reused one (once).
         """
-        data = encode_message(requests[0].message)
-        for _ in range(2):
+        remaining = list(requests)
+        retried = False
+        while remaining:
             pooled = await self._request_streams.take(peer_id)
+            answered = 0
             try:
-                await write_frame(pooled.stream, data)
-                answer = await pooled.reader.read_frame(MAX_MESSAGE_SIZE)
-                if answer is None:
-                    raise _StreamEnded("the peer closed the stream without answering")
-                response = decode_message(answer)
+                await pooled.stream.send_all(b"".join(frame(encode_message(r.message)) for r in remaining))
+                remote_addr = multiaddr_bytes(pooled.stream.remote_addr)
+                while remaining:
+                    answer = await pooled.reader.read_frame(MAX_MESSAGE_SIZE)
+                    if answer is None:
+                        raise _StreamEnded("the peer closed the stream without answering")
+                    on_answer(remaining[0], decode_message(answer), remote_addr)
+                    remaining.pop(0)
+                    answered += 1
             except BaseException as exc:
                 await reset_quietly(pooled.stream)  # the spec: on any error, reset
-                if pooled.reused and isinstance(exc, (_StreamEnded, TransportError, FramingError)):
+                ended = isinstance(exc, (_StreamEnded, TransportError, FramingError))
+                if ended and (answered or (pooled.reused and not retried)):
+                    retried = retried or not answered
                     continue
                 raise
-            remote_addr = multiaddr_bytes(pooled.stream.remote_addr)
-            await self._request_streams.give_back(peer_id, pooled)
-            return response, remote_addr
-        raise AssertionError("unreachable: the second attempt uses a new stream")
+            await self._request_streams.give_back(peer_id, pooled, answered)
 
-    async def _tell(self, peer_id: PeerId, requests: list[OutboundRequest]):
+    async def _tell(self, peer_id: PeerId, requests: list[OutboundRequest], on_answer) -> None:
         """Messages without answers (ADD_PROVIDER), written back to back on a new stream.
 
         Then we wait for the peer to end its side before closing: closing
@@ -379,7 +416,8 @@ class KademliaService:
             await reset_quietly(stream)
             raise
         await close_quietly(stream)
-        return None, None
+        for request in requests:
+            on_answer(request, None, None)
 
     # ----------------------------------------------------------- inbound
 

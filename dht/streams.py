@@ -65,9 +65,9 @@ class StreamPool:
         self.opened += 1
         return PooledStream(stream, BufferedReader(stream))
 
-    async def give_back(self, peer: PeerId, pooled: PooledStream) -> None:
-        """Keep ``pooled`` for the next request to ``peer`` (or close it)."""
-        pooled.requests += 1
+    async def give_back(self, peer: PeerId, pooled: PooledStream, requests: int = 1) -> None:
+        """Keep ``pooled``, which carried ``requests`` more, for the next request to ``peer`` (or close it)."""
+        pooled.requests += requests
         pooled.reused = False
         if pooled.requests >= MAX_REQUESTS_PER_REUSED_STREAM or peer in self._idle:
             await close_quietly(pooled.stream)

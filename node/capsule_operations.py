@@ -21,6 +21,8 @@ from hypermesh.capsules.reports import call_document, capsule_rows, inspect_docu
 from hypermesh.capsules.trust import POLICY_FILE, trust_signer
 from hypermesh.transport.multiaddrs import MultiaddrError, parse_quic_address
 
+from . import trust_operations
+
 
 async def run(node, target: str, function: str, input_base64: str = "", input_file: str | None = None,
               hex_input: bool = False) -> dict:
@@ -28,15 +30,32 @@ async def run(node, target: str, function: str, input_base64: str = "", input_fi
     return call_document(await node.executor.run(target, function, data))
 
 
-async def run_on(node, addr: str, cid: str, function: str, input_base64: str = "", input_file: str | None = None,
-                 hex_input: bool = False) -> dict:
-    """Ask the peer at ``addr`` to run the call; its output and checked execution receipt."""
+async def run_on(node, addr: str | list[str], cid: str, function: str, input_base64: str = "",
+                 input_file: str | None = None, hex_input: bool = False, verify: bool = False) -> dict:
+    """Ask the peer at ``addr`` (or the best of several) to run the call; its output and checked receipt.
+
+    On a running node the choice among several addresses and the outcome
+    go through its trust engine (``verify`` runs the call here too, shunning
+    a peer whose output differs); a short-lived client has no trust engine
+    and asks the first.
+    """
     data = call_input(base64.b64decode(input_base64, validate=True), input_file, hex_input)
-    address = parse_quic_address(addr)
-    if address.peer_id is None:
-        raise MultiaddrError(f"{addr} lacks /p2p/<peer id>: the node must be named so that its receipt can be checked")
-    await node.host.connect(address)
-    outcome = await run_remote(node.host, address.peer_id, cid, function, data)
+    addresses = [parse_quic_address(text) for text in ([addr] if isinstance(addr, str) else addr)]
+    for text, address in zip([addr] if isinstance(addr, str) else addr, addresses):
+        if address.peer_id is None:
+            raise MultiaddrError(f"{text} lacks /p2p/<peer id>: the node must be named so that its receipt can be "
+                                 f"checked")
+    trust = getattr(node, "trust", None)
+    if trust is None:
+        if verify:
+            raise ValueError("--verify needs a running node: it runs the capsule there and records the outcome")
+        address = addresses[0]
+        await node.host.connect(address)
+        outcome = await run_remote(node.host, address.peer_id, cid, function, data)
+    else:
+        address = trust_operations.pick_address(node, addresses)
+        await node.host.connect(address)
+        outcome = await trust_operations.run_remote_judged(node, address.peer_id, cid, function, data, verify)
     return output_document(outcome.output, outcome.receipt)
 
 

@@ -11,7 +11,10 @@ then refreshes its routing table (a FIND_NODE walk). With --nodes all join at
 once; with --grow they join one after another until the next join would pass
 --cap, which gives the largest network py-libp2p sets up within it. Then L (provider, seeker)
 pairs are drawn (seeded RNG): the provider announces a fresh CID, the seeker
-(a different node) runs find_providers for it.
+(a different node) runs find_providers(cid, count=--wanted) for it: wanted 1
+(default) ends at the first provider, 20 (py-libp2p's default) asks every
+peer it reaches, as our wanted=20 does. A seeker that already holds the
+provider record answers without a lookup: those lookups are timed apart.
 
 stdout: ONE JSON object
 {
@@ -21,7 +24,10 @@ stdout: ONE JSON object
   "join_s": {"first","last"},      # with --grow: seconds the first and the last join took
   "routing_table_size": {"min","p50","max"} | null,
   "provide_ms":        {"n","p50","p99","mean"} | null,
-  "find_providers_ms": {"n","p50","p99","mean"} | null,   # successful lookups only
+  "wanted": int,                   # find_providers' count
+  "find_providers_ms": {"n","p50","p99","mean"} | null,   # successful lookups by a seeker
+                                                           # without a local record only
+  "local_find_providers_ms": {...} | null,                  # those answered from its own store
   "lookups": L, "found": int,      # lookups that returned the provider
   "found_in_local_store": int,     # of those, answered from the seeker's own store
                                    # (provide() sends ADD_PROVIDER to the k=20 closest
@@ -144,6 +150,7 @@ async def amain(args, out: dict) -> None:
             lookups_end = time.perf_counter() + args.lookup_cap
             provide_ms: list[float] = []
             find_ms: list[float] = []
+            local_find_ms: list[float] = []
             found = 0
             local_hits = 0
             for j in range(args.lookups):
@@ -160,15 +167,16 @@ async def amain(args, out: dict) -> None:
                     await trio.sleep(0.05)  # ADD_PROVIDER is fire-and-forget
                     from libp2p.kad_dht.kad_dht import _encode_key
 
-                    if dhts[b].provider_store.get_providers(_encode_key(key)):
-                        local_hits += 1  # seeker already got the ADD_PROVIDER itself
+                    # The seeker may already have got the ADD_PROVIDER itself.
+                    is_local = bool(dhts[b].provider_store.get_providers(_encode_key(key)))
                     with trio.fail_after(30):
                         t = time.perf_counter()
-                        provs = await dhts[b].find_providers(key)
+                        provs = await dhts[b].find_providers(key, args.wanted)
                         dt = (time.perf_counter() - t) * 1000
                     if any(p.peer_id == hosts[a].get_id() for p in provs):
                         found += 1
-                        find_ms.append(dt)
+                        local_hits += is_local
+                        (local_find_ms if is_local else find_ms).append(dt)
                 except BaseException as e:
                     if isinstance(e, (KeyboardInterrupt, trio.Cancelled)):
                         raise
@@ -178,6 +186,7 @@ async def amain(args, out: dict) -> None:
                 out["found_in_local_store"] = local_hits
                 out["provide_ms"] = summ(provide_ms)
                 out["find_providers_ms"] = summ(find_ms)
+                out["local_find_providers_ms"] = summ(local_find_ms)
     if cap_scope.cancelled_caught:
         errors["cap"] = f"cap {args.cap + args.lookup_cap}s hit"
 
@@ -195,6 +204,7 @@ def main() -> int:
                          "set up within it); --nodes is then ignored")
     ap.add_argument("--max-nodes", type=int, default=1000, help="with --grow: stop here")
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--wanted", type=int, default=1, help="find_providers' count: 1 = time to the first provider")
     args = ap.parse_args()
     args.nodes = args.nodes or (8 if args.quick else 30)
     args.lookups = args.lookups or (10 if args.quick else 50)
@@ -210,7 +220,9 @@ def main() -> int:
         "setup_s": None,
         "routing_table_size": None,
         "provide_ms": None,
+        "wanted": args.wanted,
         "find_providers_ms": None,
+        "local_find_providers_ms": None,
         "lookups": args.lookups,
         "lookups_done": 0,
         "found": 0,

@@ -52,8 +52,9 @@ def _run_on(args) -> int:
         raise CommandError(f"--on runs an installed or published capsule by CID, not {args.target!r}")
 
     async def ask():
+        verify = {"verify": True} if args.verify else {}
         return await on_node(args, "capsule.run_on", addr=args.on, cid=args.target, function=args.function,
-                             **_input_params(args))
+                             **verify, **_input_params(args))
 
     try:
         document = trio.run(ask)
@@ -122,8 +123,14 @@ def register(commands) -> None:
     for name, (verb, params_of, emit) in _ROUTED.items():
         capsule_commands.choices[name].set_defaults(handler=_routed(verb, params_of, emit))
     capsule_commands.choices["run"].add_argument(
-        "--on", metavar="MADDR", help="ask the node at MADDR (ending in /p2p/<peer id>) to run the capsule CID, "
-                                      "over /hm/capsule-run/1.0.0; it fetches the capsule if it may")
+        "--on", metavar="MADDR", action="append",
+        help="ask the node at MADDR (ending in /p2p/<peer id>) to run the capsule CID, over /hm/capsule-run/1.0.0; "
+             "it fetches the capsule if it may. Repeatable: a running node picks the one it trusts most "
+             "(never a shunned one)")
+    capsule_commands.choices["run"].add_argument(
+        "--verify", action="store_true",
+        help="with --on, on a running node: run the capsule here too and, if the peer's output differs, "
+             "shun the peer (its signed receipt is the proof)")
     publish = add_command(capsule_commands, "publish", node_command(
         "capsule.publish", lambda result: [result["cid"]], short_lived=False,
         why="it serves the chunks and keeps the provider record published", directory="dir"),

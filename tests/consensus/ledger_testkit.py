@@ -91,17 +91,24 @@ STEP = 60
 
 
 @contextlib.asynccontextmanager
+async def connected_hosts(identities):
+    """Hosts on loopback that know each other's addresses."""
+    async with contextlib.AsyncExitStack() as stack:
+        hosts = [await stack.enter_async_context(open_host(i, ["/ip4/127.0.0.1/udp/0/quic-v1"])) for i in identities]
+        for host in hosts:
+            for other in hosts:
+                if other is not host:
+                    host.peerstore.add_addrs(other.peer_id, other.listen_addrs())
+        yield hosts
+
+
+@contextlib.asynccontextmanager
 async def ledger_network(tmp_path, genesis, extra_hosts=()):
     """The genesis validators, each a host with a ledger, a SQLite store and a consensus service;
     ``extra_hosts`` (identities) get hosts that know them, without consensus."""
     identities = VALIDATOR_IDS[:4]
     async with contextlib.AsyncExitStack() as stack:
-        hosts = [await stack.enter_async_context(open_host(i, ["/ip4/127.0.0.1/udp/0/quic-v1"]))
-                 for i in identities + list(extra_hosts)]
-        for host in hosts:
-            for other in hosts:
-                if other is not host:
-                    host.peerstore.add_addrs(other.peer_id, other.listen_addrs())
+        hosts = await stack.enter_async_context(connected_hosts(identities + list(extra_hosts)))
         services = []
         for index, (host, identity) in enumerate(zip(hosts[:len(identities)], identities)):
             (tmp_path / f"v{index}").mkdir()

@@ -1,6 +1,8 @@
 """The ledger application: accounts, signed transfers, genesis, blocks and the state root."""
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from hypermesh.consensus.genesis import GenesisError, account_of, genesis_to_json, parse_genesis, peer_id_of
 from hypermesh.consensus.ledger import InvalidBlock, Ledger, decode_block
@@ -206,11 +208,13 @@ def test_a_proposal_stays_within_the_consensus_value_limit_and_the_rest_waits_fo
 
 def test_a_restarted_node_rebuilds_its_ledger_from_the_decisions_in_its_sqlite_store(tmp_path):
     from hypermesh.consensus.sqlite_store import SqliteConsensusStore
+    from hypermesh.consensus.store import SavedState
     chain = Chain(make_genesis())
     store = SqliteConsensusStore(tmp_path)
     for i in range(4):
         chain.run(chain.tx(ALICE, Transfer(key(BOB), 5 + i)))
-        store.save_commit(chain.commits[-1])
+        # As the core saves a decision: with the (empty) signer state of the next height.
+        store.save_commit(chain.commits[-1], SavedState(i + 2, 0, -1, None, -1, None, (0, -1, -1), ()))
     store.close()
     reopened = SqliteConsensusStore(tmp_path)
     restarted = Ledger(make_genesis())
@@ -231,3 +235,42 @@ def test_the_mempool_is_bounded_in_size_and_in_how_far_ahead_a_nonce_may_be():
     with pytest.raises(MempoolFull):
         ledger.submit(sign_transaction(BOB, LEDGER_CHAIN, 0, Transfer(key(ALICE), 1)))
     assert len(ledger.mempool) == 3
+
+
+def _valid_block_bytes():
+    chain = Chain(make_genesis())
+    chain.run(chain.tx(ALICE, Transfer(key(BOB), 3)))
+    chain.submit(chain.tx(BOB, Transfer(key(ALICE), 1)))
+    return chain.ledger, chain.ledger.propose(2)
+
+
+LEDGER_AT_1, BLOCK_2 = _valid_block_bytes()
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.data())
+def test_a_corrupted_proposal_is_judged_by_validity_without_an_exception_and_changes_nothing(data):
+    value = bytearray(BLOCK_2)
+    for _ in range(data.draw(st.integers(1, 4))):
+        action = data.draw(st.sampled_from(["flip", "cut", "insert"]))
+        position = data.draw(st.integers(0, len(value) - 1))
+        if action == "flip":
+            value[position] ^= data.draw(st.integers(1, 255))
+        elif action == "cut":
+            del value[position:position + data.draw(st.integers(1, 40))]
+        else:
+            value[position:position] = data.draw(st.binary(min_size=1, max_size=8))
+    valid = LEDGER_AT_1.is_valid(2, bytes(value))
+    if valid and bytes(value) != BLOCK_2:  # only another quorum of the same certificate could still be valid
+        assert decode_block(bytes(value)).transactions == decode_block(BLOCK_2).transactions
+    assert LEDGER_AT_1.state.height == 1
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=300))
+def test_random_bytes_are_refused_as_a_transaction_with_a_typed_reason(data):
+    from hypermesh.consensus.ledger_tx import LedgerError
+    try:
+        decode_transaction(data)
+    except LedgerError:
+        pass

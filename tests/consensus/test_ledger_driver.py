@@ -56,3 +56,27 @@ async def test_a_transaction_sent_to_a_non_validator_is_relayed_to_the_validator
                         break
                 assert ledgers[0].state.balance(key(bob)) == BALANCE + 77
             nursery.cancel_scope.cancel()
+
+
+async def test_a_client_that_trusts_only_the_validator_set_reads_a_proven_balance_over_quic(tmp_path):
+    from hypermesh.consensus.ledger import Ledger
+    from hypermesh.consensus.ledger_query import QueryService, query_account
+    from hypermesh.transport.identity import Identity
+    genesis = make_genesis()
+    alice, bob = USER_IDS[0], USER_IDS[1]
+    async with ledger_network(tmp_path, genesis, extra_hosts=[Identity.from_seed(b"reader")]) as (services, hosts):
+        ledger = services[2].core.app
+        QueryService(hosts[2], ledger).start()
+        for service in services:
+            service.core.app.submit(sign_transaction(alice, LEDGER_CHAIN, 0, Transfer(key(bob), 99)))
+        trusted = Ledger(genesis).validators
+        with trio.fail_after(STEP):
+            for _ in range(20):  # the transfer is in a block, and that block's state is certified by the next
+                await services[2].wait_for_height(ledger.state.height + 1)
+                height, balance, nonce = await query_account(hosts[-1], hosts[2].peer_id, key(bob), LEDGER_CHAIN,
+                                                             trusted)
+                if balance == BALANCE + 99:
+                    break
+            assert (balance, nonce) == (BALANCE + 99, 0)
+            unknown = await query_account(hosts[-1], hosts[2].peer_id, b"\x07" * 32, LEDGER_CHAIN, trusted)
+            assert unknown[1:] == (0, 0)  # proven absent

@@ -26,6 +26,7 @@ from hypermesh.consensus.ledger_tx import (
     escrow_id_of,
     sign_transaction,
 )
+from hypermesh.consensus.wire import Kind, make_evidence, sign_vote
 from ledger_testkit import BALANCE, LEDGER_CHAIN, STAKE, USER_IDS, VALIDATOR_IDS, Chain, key
 
 CLIENT, OTHER, PROVIDER = USER_IDS[0], USER_IDS[1], USER_IDS[3]
@@ -108,7 +109,7 @@ ACTORS = [USER_IDS[0], USER_IDS[1], USER_IDS[2], PROVIDER, VALIDATOR_IDS[4], VAL
 AMOUNTS = st.one_of(st.sampled_from([1, 9_999, STAKE, 2 * STAKE, BALANCE, BALANCE + 1, MAX_AMOUNT]),
                     st.integers(1, 3 * STAKE))
 OPERATION = st.tuples(
-    st.sampled_from(["transfer", "bond", "unbond", "open", "release", "refund", "replay"]),
+    st.sampled_from(["transfer", "bond", "unbond", "open", "release", "refund", "replay", "double_sign"]),
     st.integers(0, len(ACTORS) - 1), st.integers(0, len(ACTORS) - 1), AMOUNTS,
     st.sampled_from(list(Role)), st.integers(0, 6))
 
@@ -135,10 +136,15 @@ def _transaction(state, included, operation):
     return sign_transaction(sender, LEDGER_CHAIN, state.nonce(key(sender)), body)
 
 
+def _double_sign(identity, height):
+    votes = [sign_vote(identity, LEDGER_CHAIN, Kind.PRECOMMIT, height, 0, bytes([i]) * 32) for i in (1, 2)]
+    return make_evidence(*votes)
+
+
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(st.lists(OPERATION, max_size=6), min_size=1, max_size=10))
 def test_random_transaction_sequences_conserve_units_replay_to_the_same_roots_and_never_release_early(blocks):
-    """Also: every refused transaction leaves the state root as it was."""
+    """With double-sign evidence mixed in (slashing burns); every refused transaction leaves the root as it was."""
     genesis = genesis_with_provider(PARAMS)
     chain = Chain(genesis)
     ledger = chain.ledger
@@ -147,6 +153,10 @@ def test_random_transaction_sequences_conserve_units_replay_to_the_same_roots_an
         before = ledger.state
         scratch = before.copy()
         for operation in operations:
+            if operation[0] == "double_sign":  # evidence from consensus against a validator, at the last height
+                if before.height:
+                    ledger.add_evidence(_double_sign(VALIDATOR_IDS[operation[1] % 5], before.height))
+                continue
             tx = _transaction(scratch, included, operation)
             if tx is None:
                 continue

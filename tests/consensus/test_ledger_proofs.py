@@ -3,6 +3,7 @@
 import pytest
 
 from hypermesh.consensus.ledger import (
+    Ledger,
     account_entry_key,
     certified_root,
     decode_account_entry,
@@ -70,3 +71,58 @@ def test_a_root_from_a_commit_without_a_quorum_is_not_trusted():
                                     commit.certificate.signatures[:2])
     with pytest.raises(ProofError):
         certified_root(type(commit)(weak, commit.value), LEDGER_CHAIN, ValidatorSet(list(chain.genesis_validators)))
+
+
+@pytest.mark.parametrize("absent", [b"a", b"k0005", b"k0019x", b"zz"])
+def test_absence_is_proven_by_adjacent_neighbours_and_a_present_key_cannot_be_proven_absent(absent):
+    from hypermesh.consensus.merkle import AbsenceProof, verify_absence
+    tree = MerkleTree({b"k%03d" % i: b"v" for i in range(20)})
+    proof = tree.prove_absence(absent)
+    verify_absence(tree.root, absent, proof)
+    assert tree.prove_absence(b"k007") is None
+    present_neighbours = tree.prove_absence(b"k0065")  # between k006 and k007
+    with pytest.raises(ProofError):  # claiming k007 absent with the neighbours of another gap
+        verify_absence(tree.root, b"k007", present_neighbours)
+    if proof.below is not None and proof.above is not None:
+        with pytest.raises(ProofError):  # dropping a neighbour opens no gap
+            verify_absence(tree.root, absent, AbsenceProof(proof.below, None))
+    verify_absence(EMPTY_ROOT, absent, AbsenceProof(None, None))
+    with pytest.raises(ProofError):
+        verify_absence(tree.root, absent, AbsenceProof(None, None))
+
+
+def test_an_unknown_account_is_proven_absent_from_the_committed_state():
+    from hypermesh.consensus.merkle import verify_absence
+    chain = Chain(make_genesis())
+    chain.commit_block()
+    height, proof = chain.ledger.prove_absent(account_entry_key(b"\x01" * 32))
+    verify_absence(chain.ledger.roots[height], account_entry_key(b"\x01" * 32), proof)
+    assert chain.ledger.prove_absent(account_entry_key(key(USER_IDS[0]))) is None
+
+
+def test_a_query_answer_verifies_with_the_trusted_validators_alone_and_any_changed_byte_is_caught():
+    from hypermesh.consensus.ledger_query import QueryError, QueryService, verify_answer
+    chain = Chain(make_genesis())
+    alice, bob = USER_IDS[0], USER_IDS[1]
+    service = QueryService(None, chain.ledger)
+    assert service.answer(account_entry_key(key(bob)))[:1] == b"\x01"  # nothing decided yet
+    chain.run(chain.tx(alice, Transfer(key(bob), 42)))
+    chain.commit_block()
+    trusted = ValidatorSet(list(chain.genesis_validators))
+    entry = account_entry_key(key(bob))
+    answer = service.answer(entry)
+    height, value = verify_answer(answer, entry, LEDGER_CHAIN, trusted)
+    assert height == 1 and decode_account_entry(value) == (BALANCE + 42, 0)
+    unknown = account_entry_key(b"\x05" * 32)
+    assert verify_answer(service.answer(unknown), unknown, LEDGER_CHAIN, trusted) == (1, None)
+    # The value sits at the end of the answer, before the Merkle proof (17 + 32·depth bytes).
+    proof_size = 17 + 32 * len(chain.ledger.certified[0].tree().prove(entry)[1].siblings)
+    for offset in (len(answer) - proof_size - 9, len(answer) - 1, 40):  # the balance, a sibling, the commit
+        changed = bytearray(answer)
+        changed[offset] ^= 1
+        with pytest.raises(QueryError):
+            verify_answer(bytes(changed), entry, LEDGER_CHAIN, trusted)
+    with pytest.raises(QueryError):  # an answer about another key
+        verify_answer(answer, account_entry_key(key(alice)), LEDGER_CHAIN, trusted)
+    with pytest.raises(QueryError):  # trusting another validator set
+        verify_answer(answer, entry, LEDGER_CHAIN, Ledger(make_genesis(validators=7)).validators)

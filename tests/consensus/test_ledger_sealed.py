@@ -1,6 +1,8 @@
 """Confidential payloads: sealed to chosen recipients (X25519 + ML-KEM-768), ordered by validators unread."""
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from hypermesh.consensus.ledger import decode_block
 from hypermesh.consensus.ledger_tx import MalformedTransaction, SealedNote, decode_transaction
@@ -8,6 +10,7 @@ from hypermesh.consensus.sealed import (
     MAX_RECIPIENTS,
     MalformedSealedPayload,
     NotARecipient,
+    SealedPayloadError,
     SealingKey,
     TamperedPayload,
     decode_sealed,
@@ -91,3 +94,16 @@ def test_a_transaction_with_a_malformed_sealed_note_is_refused_by_the_decoder():
     tx = Chain(make_genesis()).tx(USER_IDS[0], SealedNote(b"\x01" + b"\x00" * 40))
     with pytest.raises(MalformedTransaction):
         decode_transaction(tx.encode())
+
+
+SEALED_FOR_ALICE = seal(SECRET, [ALICE_KEY.public, BOB_KEY.public])
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(0, len(SEALED_FOR_ALICE) - 1), st.integers(1, 255), st.integers(0, 3))
+def test_any_changed_or_cut_sealed_payload_is_refused_with_a_typed_reason(position, flip, cut):
+    changed = bytearray(SEALED_FOR_ALICE)
+    changed[position] ^= flip
+    data = bytes(changed[:len(changed) - cut])
+    with pytest.raises(SealedPayloadError):
+        open_sealed(data, ALICE_KEY)

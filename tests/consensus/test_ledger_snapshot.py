@@ -95,3 +95,16 @@ def test_a_malformed_manifest_is_refused():
     for bad in (b"", b"\x02" + encoded[1:], encoded + b"\x00", encoded[:-1]):
         with pytest.raises(SnapshotError):
             Manifest.decode(bad)
+
+
+def test_a_kept_base_state_reads_back_and_a_damaged_one_is_refused(tmp_path):
+    from hypermesh.consensus.snapshot import read_base_state, write_base_state
+    chain = busy_chain(blocks=5)
+    path = tmp_path / "ledger-base.state"
+    write_base_state(path, chain.ledger.state)
+    assert read_base_state(path, chain.genesis).root() == chain.ledger.state.root()
+    data = bytearray(path.read_bytes())
+    data[60] ^= 1
+    path.write_bytes(bytes(data))
+    with pytest.raises(SnapshotError):
+        read_base_state(path, chain.genesis)

@@ -118,3 +118,25 @@ def test_the_validator_set_grows_from_4_to_7_and_shrinks_back_in_the_consensus_s
     roots = {n.app.roots[final] for n in sim.nodes if final in n.app.roots}
     assert len(roots) == 1
     assert all(n.app.state.total_units() == genesis.supply() for n in sim.nodes)
+
+
+def test_a_stake_above_the_largest_voting_power_counts_as_that_power_and_the_chain_goes_on():
+    from hypermesh.consensus.validators import MAX_POWER
+    whale = VALIDATOR_IDS[5]
+    genesis = make_genesis(params=EPOCH)
+    genesis = type(genesis)(genesis.chain_id, genesis.params, {**genesis.balances, key(whale): 2 * MAX_POWER},
+                            genesis.bonds)
+    chain = Chain(genesis)
+    chain.run(chain.tx(whale, Bond(Role.VALIDATOR, MAX_POWER + 1)))
+    for _ in range(4):
+        chain.commit_block()  # through the epoch boundary at 5
+    assert chain.ledger.validators.power_of(key(whale)) == MAX_POWER
+    assert chain.ledger.state.bonded(key(whale), Role.VALIDATOR) == MAX_POWER + 1
+
+
+def test_bonded_stake_by_peer_id_is_what_the_trust_engine_takes():
+    chain = Chain(make_genesis())
+    chain.run(chain.tx(ALICE, Bond(Role.PROVIDER, STAKE)))
+    stake = chain.ledger.bonded_stake()
+    assert stake[ALICE.peer_id] == STAKE
+    assert stake[VALIDATOR_IDS[0].peer_id] == STAKE and len(stake) == 5

@@ -13,7 +13,7 @@ from hypermesh.transport.identity import Identity
 from ledger_testkit import LEDGER_CHAIN, STEP, USER_IDS, key, ledger_network, make_genesis
 
 LATE = Identity.from_seed(b"late-node")
-INTERVAL = 3
+INTERVAL = 5
 
 
 async def run_chain_with_server(services, height):
@@ -33,7 +33,7 @@ async def test_a_late_node_syncs_from_a_validators_snapshot_over_quic_and_reache
     genesis = make_genesis()
     async with ledger_network(tmp_path, genesis, extra_hosts=[LATE]) as (services, hosts):
         ledger = services[0].core.app
-        server = SnapshotServer(hosts[0], ledger, interval=INTERVAL, chunk_size=256)
+        server = SnapshotServer(hosts[0], ledger, interval=INTERVAL, chunk_size=600)
         services[0].on_commit.append(server.on_commit)
         server.start()
         await run_chain_with_server(services, 2 * INTERVAL + 1)

@@ -8,6 +8,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 BENCH_DIR = Path(__file__).resolve().parents[2] / "bench"
 
 
@@ -72,3 +74,27 @@ def test_find_providers_figures_count_every_lookup_and_keep_local_hits_apart():
     assert (remote["lookups"], remote["found"], remote["success_rate"]) == (9, 6, round(6 / 9, 4))
     assert remote["ms"]["n"] == 6 and remote["ms"]["max"] == 15.0  # failures are in the rate, not the latency
     assert figures["failures"] == {"timeout": 1, "provider not in the answer": 1, "not run (phase cut short)": 1}
+
+
+def test_baseline_comparisons_state_wanted_and_both_node_counts_and_match_wanted():
+    ours = {"nodes": 200, "find_providers_wanted1": {"remote": {"ms": {"p50": 10.0}}},
+            "find_providers_wanted20": {"remote": {"ms": {"p50": 40.0}}}}
+    base = {"kademlia": {"nodes": 200, "wanted": 1, "get_ms": {"p50": 20.0}},
+            "py-libp2p-kad": {"nodes": 60, "wanted": 20, "find_providers_ms": {"p50": 80.0}}}
+    checks = {c["name"]: c for c in dht_bench.build_checks({"hypermesh": ours, "baselines": base})}
+    kad = checks["find_providers_p50_vs_kademlia_pkg_get_wanted1_ours_200_nodes_theirs_200_nodes"]
+    py = checks["find_providers_p50_vs_pylibp2p_kad_wanted20_ours_200_nodes_theirs_60_nodes"]
+    assert (kad["value"], kad["baseline"], kad["ratio"]) == (10.0, 20.0, 2.0)
+    assert (py["value"], py["baseline"], py["ratio"]) == (40.0, 80.0, 2.0)  # our wanted=20 figure, not wanted=1
+
+
+@pytest.mark.skipif(not Path(benchlib.INTEROP_PY).exists(), reason="interop venv missing: run `make interop-setup`")
+def test_kademlia_package_baseline_times_gets_from_the_getters_own_store_apart():
+    # 40 nodes, k = 20: about half the getters hold the value already.
+    result = benchlib.run_json([benchlib.INTEROP_PY, str(BENCH_DIR / "baselines" / "kademlia_pkg.py"), "--quick",
+                                "--nodes", "40", "--lookups", "30"], timeout=120)
+    assert result["errors"] == {} and result["wanted"] == 1
+    local = result["found_in_local_store"]
+    assert 0 < local < result["found"]
+    assert result["get_ms"]["n"] == result["found"] - local
+    assert result["local_get_ms"]["n"] == local

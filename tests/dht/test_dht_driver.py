@@ -360,6 +360,41 @@ def test_bootstrap_addresses_need_a_peer_id():
         parse_peer_addr("/ip4/1.2.3.4/udp/4001/quic-v1/p2p/notapeerid")
 
 
+async def test_batched_registration_sends_each_peer_its_put_values_on_one_stream(autojump_clock):
+    async with dht_network(6) as (_, services):
+        registering = services[2]
+        opened = record_dials(registering.host)
+        offers = [ServiceOffer(f"many-{i}", "/hm/many/1") for i in range(40)]
+        stored = await discovery_on(registering).register_services(offers)
+        assert all(count == 5 for count in stored.values())
+        # 40 names x 5 peers = 200 PUT_VALUEs, plus the region lookup: each peer's
+        # PUT_VALUEs are pipelined on one stream, not one new stream apiece.
+        assert len(opened) <= 2 * 5
+
+
+async def test_pipelined_requests_survive_a_server_that_ends_each_stream_after_one_answer(autojump_clock):
+    async with trio.open_nursery() as nursery:
+        network = FakeNetwork(nursery)
+        [asker] = await start_services(nursery, network, 1)
+        terse = network.add_host(1)
+        answered = []
+
+        async def answer_one_then_close(stream):
+            request = decode_message(await BufferedReader(stream).read_frame(MAX_MESSAGE_SIZE))
+            answered.append(request.type)
+            await write_frame(stream, encode_message(KadMessage(request.type, key=request.key, record=request.record)))
+            await stream.aclose()
+
+        terse.set_stream_handler(PROTOCOL_ID, answer_one_then_close)
+        asker.host.peerstore.add_addrs(terse.peer_id, [terse.addr])
+        asker.core.peer_seen(terse.peer_id, (), asker.now(), Multiaddr(terse.addr).to_bytes())
+        offers = [ServiceOffer(f"terse-{i}", "/hm/terse/1") for i in range(5)]
+        stored = await discovery_on(asker).register_services(offers)
+        assert stored == {offer.name: 1 for offer in offers}  # our only peer took every PUT_VALUE
+        assert answered.count(MessageType.PUT_VALUE) == 5
+        nursery.cancel_scope.cancel()
+
+
 async def test_provide_batch_sends_each_peer_one_stream(autojump_clock):
     async with dht_network(6) as (_, services):
         publisher = services[2]

@@ -103,6 +103,7 @@ ENV_EXAMPLES = {
     "network.bootstrap": (f"/ip6/::1/udp/1/quic-v1/p2p/{SIGNER}", [f"/ip6/::1/udp/1/quic-v1/p2p/{SIGNER}"]),
     "network.connections_high": ("2000", 2000),
     "network.connections_low": ("10", 10),
+    "network.perf": ("true", True),
     "dht.mode": ("client", "client"),
     "dht.disjoint_paths": ("3", 3),
     "metrics.address": ("[::1]:9100", "[::1]:9100"),

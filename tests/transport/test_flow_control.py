@@ -93,10 +93,13 @@ async def exchange_once(client, driver, payload: bytes) -> bytes:
     return answer
 
 
-async def test_ten_thousand_streams_from_one_peer_are_paced_by_the_servers_stream_limit():
-    # The client lifts its own bound and opens 10,000 streams at once: only the
-    # server's advertised QUIC stream limit holds it back. No stream is reset,
-    # and another peer is served meanwhile.
+async def test_a_thousand_streams_at_once_from_one_peer_are_paced_by_the_servers_stream_limit():
+    # The client lifts its own bound and keeps 1,000 streams open at once (of
+    # 2,000 exchanges): only the server's advertised QUIC stream limit, 64,
+    # holds it back. No stream is reset, and another peer is served meanwhile.
+    # (bench/hostile/many_streams.py runs 10,000 against a node process: here
+    # both sides share one process, and aioquic visits every open stream for
+    # every packet, so ten times as many would cost the client minutes.)
     server_limits = HostConfig(max_streams_per_connection=64)
     greedy = HostConfig(max_streams_per_connection=20_000)
     async with open_host(Identity.generate(), [V6], server_limits) as server, open_host(
@@ -113,27 +116,25 @@ async def test_ten_thousand_streams_from_one_peer_are_paced_by_the_servers_strea
 
         server.set_stream_handler(ECHO_ONCE_PROTOCOL, gauge.wrap(held_until_released))
         answered = 0
-        enough_answered = trio.Event()
-        with trio.fail_after(60):
+        with trio.fail_after(100):
             driver = await client.connect(server.listen_addrs()[0])
             await bystander.connect(server.listen_addrs()[0])
+            in_flight = trio.Semaphore(1_000)
 
             async def one(index):
                 nonlocal answered
-                payload = index.to_bytes(4, "big")
-                assert await exchange_once(client, driver, payload) == payload
-                answered += 1
-                if answered == 500:
-                    enough_answered.set()
+                async with in_flight:
+                    payload = index.to_bytes(4, "big")
+                    assert await exchange_once(client, driver, payload) == payload
+                    answered += 1
 
             async with trio.open_nursery() as nursery:
-                for index in range(10_000):
+                for index in range(2_000):
                     nursery.start_soon(one, index)
                 await limit_reached.wait()
                 assert await ping.ping(bystander, server.peer_id)
                 release.set()
-                await enough_answered.wait()
-                nursery.cancel_scope.cancel()
+    assert answered == 2_000
     assert gauge.peak == server_limits.max_streams_per_connection
 
 

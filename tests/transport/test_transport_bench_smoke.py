@@ -15,22 +15,24 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 BENCH = REPO / "bench" / "transport.py"
 CHECK_FIELDS = {"name", "value", "unit", "target", "baseline", "ratio", "met"}
+# The quick bench with its baselines takes about a minute on a quiet machine;
+# the fixture bounds it at 600 s, so the tests must not be cut at the default 120 s.
+pytestmark = pytest.mark.timeout(660)
 
 
 @pytest.fixture(scope="module")
 def report():
     if not os.path.exists(os.environ.get("HYPERMESH_INTEROP_PY", str(REPO / ".venv-interop" / "bin" / "python"))):
         pytest.skip("interop venv missing (make interop-setup)")
-    completed = subprocess.run(
-        [sys.executable, str(BENCH), "--quick"], capture_output=True, text=True, timeout=600, check=True
-    )
+    completed = subprocess.run([sys.executable, str(BENCH), "--quick"], capture_output=True, text=True, timeout=600)
+    assert completed.returncode == 0, completed.stderr[-3000:]
     return json.loads(completed.stdout)
 
 
 def test_quick_bench_reports_every_check(report):
     names = {c["name"] for c in report["checks"]}
     assert {"connect_p50_ipv6", "connect_speedup_vs_pylibp2p_quic_nodelay", "ping_rtt_p50_ipv6",
-            "bulk_1stream_ipv6", "concurrent_connections_held"} <= names
+            "resumed_first_ping_p50_ipv6", "bulk_1stream_ipv6", "concurrent_connections_held"} <= names
     for row in report["checks"]:
         assert set(row) == CHECK_FIELDS
 
