@@ -55,8 +55,8 @@ from hypermesh.dht.sim import (  # noqa: E402
 FULL = {"nodes": 2_000, "lookups": 3_000, "churn_lookups": 3_000, "records": 100_000, "placement_sample": 500,
         "baseline_records": 500, "adversarial_nodes": 2_000, "adversarial_lookups": 300,
         "large_provider": {"nodes": 300, "records": 30_000, "placement_sample": 500}}
-QUICK = {"nodes": 150, "lookups": 300, "churn_lookups": 300, "records": 3_000, "placement_sample": 200,
-         "baseline_records": 50, "adversarial_nodes": 600, "adversarial_lookups": 100, "large_provider": None}
+QUICK = {"nodes": 100, "lookups": 200, "churn_lookups": 200, "records": 1_000, "placement_sample": 100,
+         "baseline_records": 30, "adversarial_nodes": 300, "adversarial_lookups": 50, "large_provider": None}
 # kubo's classic reprovider: a lookup for the k closest, k ADD_PROVIDERs, no confirmation.
 ONE_LOOKUP_PER_RECORD = dataclasses.replace(
     PROTOCOL_KAD_CONFIG, provide_lookup_size=PROTOCOL_KAD_CONFIG.k, provide_confirm_probes=0

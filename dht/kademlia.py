@@ -75,7 +75,8 @@ class KadConfig:
     disjoint_paths: int = 1
     # Peers a provide or put batch's lookup collects around its region (> k,
     # see operations.RegionBatchOperation).
-    provide_lookup_size: int = 40
+    provide_lookup_size: int = 64
+    put_lookup_size: int = 40
     # Fan-out requests that await an answer (PUT_VALUE) in flight per
     # operation. A batched put has thousands; sent at once they would wait
     # behind the driver's stream limit until their query timeouts expired.
@@ -600,7 +601,7 @@ class KademliaCore:
                 PutValueBatchOperation,
                 lookup_key,
                 now,
-                result_size=self.config.provide_lookup_size,
+                result_size=self.config.put_lookup_size,
                 keys=list(keys),
                 k=self.config.k,
                 values=batch.values,

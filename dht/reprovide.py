@@ -5,8 +5,9 @@ keys is millions of lookup messages per interval. Here keys are sorted by
 their keyspace position and grouped by prefix into regions expected to hold
 about k/2 peers; one lookup per region finds the peers around it, and each
 key's provider records go to its own k closest among them (see
-operations.RegionBatchOperation for when that is exact). Keys the batch
-cannot place are retried in a batch of their own.
+operations.RegionBatchOperation for when that is exact). Keys a region
+cannot place are looked up again in narrower sub-regions, and what those
+cannot place one key at a time.
 
 ADD_PROVIDER has no reply, and a receiver drops what exceeds its per-peer
 token bucket without a word. So each peer's ADD_PROVIDERs are paced to what
@@ -64,11 +65,17 @@ def group_by_region(keys: list[bytes], network_size: int, k: int) -> list[tuple[
     return grouped
 
 
+# Keys a region lookup cannot place are looked up again in sub-regions this
+# many times narrower, and what those cannot place one key at a time.
+SUB_REGION_NARROWING = 4
+REGION, SUB_REGION, SINGLE_KEY = 0, 1, 2
+
+
 @dataclass(frozen=True, slots=True)
 class ProvideBatch:
     lookup_key: bytes
     keys: tuple[bytes, ...]
-    retry: bool = False
+    level: int = REGION
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,9 +142,6 @@ class ProviderPacer:
     def next_release(self) -> float | None:
         return self._ready[0][0] if self._ready else None
 
-    def queued(self) -> int:
-        return sum(len(q) for q in self._queues.values())
-
 
 @dataclass(slots=True)
 class _Publication:
@@ -203,6 +207,7 @@ class Reprovider:
         self._running = 0
         self._next_sweep: float | None = None
         self._warned_overdue = 0
+        self._network_size = 1
         self._publications: dict[int, _Publication] = {}
         self._settled: list[Settled] = []
         # When each never-published key was first seen waiting (by add() or a sweep).
@@ -241,6 +246,7 @@ class Reprovider:
         if not self.sweep_due(now):
             return
         self._next_sweep = None
+        self._network_size = network_size
         local = self.store.local_provides()
         due = [
             key
@@ -278,14 +284,18 @@ class Reprovider:
     def lookup_done(self, publication: int, batch: ProvideBatch, assignments: list[tuple[PeerInfo, bytes]],
                     unplaced: list[bytes], now: float) -> None:
         """A batch's lookup ended: queue its ADD_PROVIDERs (``assignments``) with the pacer."""
-        if batch.retry:
+        if batch.level == SINGLE_KEY:
             # A single-key lookup that still could not place its key (tiny or
             # partitioned network): try again at the next sweep.
             self._in_progress.difference_update(unplaced)
             if unplaced:
                 self.schedule(now + self.republish_interval / 10)
-        else:
-            self._queue.extend(ProvideBatch(key, (key,), retry=True) for key in unplaced)
+        elif batch.level == SUB_REGION:
+            self._queue.extend(ProvideBatch(key, (key,), SINGLE_KEY) for key in unplaced)
+        elif unplaced:
+            # They lie near the region's edges: narrower lookups place most.
+            sub_regions = group_by_region(unplaced, self._network_size * SUB_REGION_NARROWING, self.k)
+            self._queue.extend(ProvideBatch(centre, keys, SUB_REGION) for centre, keys in sub_regions)
         unplaced_keys = set(unplaced)
         entry = _Publication(batch, [key for key in batch.keys if key not in unplaced_keys])
         if not assignments:

@@ -5,7 +5,7 @@ import heapq
 import logging
 
 from hypermesh.dht.keys import Cid, kad_key
-from hypermesh.dht.sim import SIM_KAD_CONFIG, build_network
+from hypermesh.dht.sim import SIM_KAD_CONFIG, build_joined_network, build_network
 
 SWEEP_LIMIT = 6 * 3600.0  # virtual seconds; a sweep that needs longer has failed anyway
 
@@ -75,3 +75,23 @@ def test_nodes_sharing_a_process_report_their_own_metrics():
     assert bob.core.metrics.value("hypermesh_dht_provide_unconfirmed_keys") == 0
     assert bob.core.metrics.value("hypermesh_dht_reprovide_overdue_keys") == 0
     assert alice.core.metrics.registry is not bob.core.metrics.registry
+
+
+def test_each_record_reaches_its_closest_peers_in_a_network_the_protocol_built():
+    # Tables built by joins and refreshes are complete near each node, so
+    # every answer near a region lists the same k peers: a region lookup's
+    # farther finds are chance, and placement must not rely on them.
+    sim = build_joined_network(24, 120)
+    publisher = sim.nodes[0]
+    keys = [Cid.for_string(f"joined-{i}").multihash for i in range(1_500)]
+    provide_and_settle(sim, publisher, keys)
+    others = [n for n in sim.online_nodes() if n is not publisher]
+    held = []
+    for key in sim.rng.sample(keys, 150):
+        position = kad_key(key)
+        closest = heapq.nsmallest(SIM_KAD_CONFIG.k, others, key=lambda n: n.key ^ position)
+        held.append(sum(any(p.peer_id == publisher.peer_id for p in n.core.store.get_providers(key, sim.now, 20))
+                        for n in closest))
+    assert sum(held) >= 0.995 * SIM_KAD_CONFIG.k * len(held)
+    # Trusting the whole lookup left 10 of these 150 on 17 or 18 peers; now 2 on 18.
+    assert sum(h < 0.95 * SIM_KAD_CONFIG.k for h in held) <= 0.02 * len(held)
