@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import threading
 from pathlib import Path
@@ -21,31 +22,39 @@ def _devnet_lines(devnet):
 
 
 def cmd_devnet(args) -> int:
-    with open_devnet(args.nodes, args.dir) as devnet:
+    with open_devnet(args.nodes, args.dir) as devnet, _stop_requests() as stop:
+        # The handlers are in place before anyone can read where the nodes are
+        # (and so before anyone could ask us to stop them).
         if args.json:
             print_json(devnet.to_json())
         else:
             for line in _devnet_lines(devnet):
                 print(line, flush=True)
-        _wait_for_stop(devnet)
+        _wait_for_stop(devnet, stop)
     if not args.json:
         print(f"stopped all {len(devnet.nodes)} nodes")
     return EXIT_OK
 
 
-def _wait_for_stop(devnet) -> None:
-    """Until SIGINT or SIGTERM; a node that dies meanwhile is a failure."""
+@contextlib.contextmanager
+def _stop_requests():
+    """An event set by SIGINT or SIGTERM while the block runs."""
     stop = threading.Event()
     previous = {signum: signal.signal(signum, lambda *_: stop.set()) for signum in (signal.SIGINT, signal.SIGTERM)}
     try:
-        while not stop.wait(WATCH_INTERVAL):
-            for node in devnet.nodes:
-                if node.process.poll() is not None:
-                    raise CommandError(f"the node in {node.data_dir} exited with status {node.process.returncode}; "
-                                       f"see {node.data_dir / 'node.log'}")
+        yield stop
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
+
+
+def _wait_for_stop(devnet, stop: threading.Event) -> None:
+    """Until ``stop`` is set; a node that dies meanwhile is a failure."""
+    while not stop.wait(WATCH_INTERVAL):
+        for node in devnet.nodes:
+            if node.process.poll() is not None:
+                raise CommandError(f"the node in {node.data_dir} exited with status {node.process.returncode}; "
+                                   f"see {node.data_dir / 'node.log'}")
 
 
 def register(commands) -> None:
