@@ -6,7 +6,9 @@ import platform
 from importlib import metadata
 
 from hypermesh.capsules.chunk_wire import PROTOCOL_ID as CAPSULE_CHUNKS_PROTOCOL
+from hypermesh.capsules.run_wire import PROTOCOL_ID as CAPSULE_RUN_PROTOCOL
 from hypermesh.dht.messages import PROTOCOL_ID as KAD_PROTOCOL
+from hypermesh.trust.wire import PROTOCOL_ID as TRUST_PROTOCOL
 from hypermesh.transport import identify, perf, ping
 from hypermesh.transport.host import AGENT_VERSION
 
@@ -22,7 +24,8 @@ def version_info() -> dict:
         "agent_version": AGENT_VERSION,
         "python": platform.python_version(),
         **{name: _installed(name) for name in LIBRARIES},
-        "protocols": [ping.PROTOCOL, identify.PROTOCOL, perf.PROTOCOL, KAD_PROTOCOL, CAPSULE_CHUNKS_PROTOCOL],
+        "protocols": [ping.PROTOCOL, identify.PROTOCOL, perf.PROTOCOL, KAD_PROTOCOL, CAPSULE_CHUNKS_PROTOCOL,
+                      CAPSULE_RUN_PROTOCOL, TRUST_PROTOCOL],
     }
 
 
