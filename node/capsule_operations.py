@@ -40,8 +40,9 @@ async def run_on(node, addr: str | list[str], cid: str, function: str, input_bas
     and asks the first.
     """
     data = call_input(base64.b64decode(input_base64, validate=True), input_file, hex_input)
-    addresses = [parse_quic_address(text) for text in ([addr] if isinstance(addr, str) else addr)]
-    for text, address in zip([addr] if isinstance(addr, str) else addr, addresses):
+    texts = [addr] if isinstance(addr, str) else addr
+    addresses = [parse_quic_address(text) for text in texts]
+    for text, address in zip(texts, addresses):
         if address.peer_id is None:
             raise MultiaddrError(f"{text} lacks /p2p/<peer id>: the node must be named so that its receipt can be "
                                  f"checked")

@@ -45,8 +45,6 @@ class GlobalTrust:
         self._index: dict[Hashable, int] = {}
         self._peers: list[Hashable] = []
         self._rows: dict[int, tuple[np.ndarray, np.ndarray]] = {}
-        # Reverse index: trustee -> {truster: normalised weight}, for recommender credibility.
-        self._trusters: dict[int, dict[int, float]] = {}
         self._stake: dict[int, float] = {}
         self._trust = np.zeros(0)
         self._residual = np.zeros(0)
@@ -123,7 +121,6 @@ class GlobalTrust:
         i = self._id(truster)
         new = self._normalise({self._id(peer): value for peer, value in row.items() if peer != truster})
         old = self._rows.get(i)
-        self._reindex(i, old, new)
         mass = (1 - self.damping) * self._trust[i]
         p_indices, p_weights = self._pretrusted()
         if old is None:
@@ -137,22 +134,6 @@ class GlobalTrust:
             self._rows.pop(i, None)
             self._residual[p_indices] += mass * p_weights
         self._push()
-
-    def _reindex(self, truster: int, old, new) -> None:
-        if old is not None:
-            for j in old[0].tolist():
-                trusters = self._trusters.get(j)
-                if trusters is not None:
-                    trusters.pop(truster, None)
-        for j, weight in zip(new[0].tolist(), new[1].tolist()):
-            self._trusters.setdefault(j, {})[truster] = weight
-
-    def trusters(self, peer: Hashable) -> dict[Hashable, float]:
-        """Who trusts ``peer``, with the weight of ``peer`` in each one's row."""
-        index = self._index.get(peer)
-        if index is None:
-            return {}
-        return {self._peers[r]: w for r, w in self._trusters.get(index, {}).items()}
 
     def row(self, truster: Hashable) -> dict[Hashable, float]:
         index = self._index.get(truster)

@@ -271,8 +271,7 @@ class TrustEngine:
         record.add(Dimension.SECURITY, now, self.config.half_life, bad=PROOF_PENALTY)
         self._changes.evidence[peer] = record
         reason = proof.value + (f": {detail}" if detail else "")
-        self.shun(peer, reason, now)
-        self._refresh_own_row(now)
+        self.shun(peer, reason, now)  # refreshes this node's row: the peer leaves it
 
     def _own_row(self, now: float) -> dict[PeerId, float]:
         """This node's local trust for EigenTrust.
@@ -342,7 +341,7 @@ class TrustEngine:
 
     def recompute(self, now: float) -> int:
         """Refresh this node's row and the whole global-trust vector."""
-        self.global_trust.set_row(self.local, self._own_row(now))
+        self._refresh_own_row(now)
         for issuer in {issuer for issuer, _ in self._attestations}:
             self._refresh_issuer_row(issuer)
         return self.global_trust.recompute()
@@ -459,7 +458,7 @@ class TrustEngine:
         self._shunned[peer] = entry
         self._changes.shuns[peer] = entry
         log.warning("shunning %s until +%.0f s: %s", peer.short(), entry.until - now, reason)
-        self.global_trust.set_row(self.local, self._own_row(now))
+        self._refresh_own_row(now)
         return entry
 
     def unshun(self, peer: PeerId) -> bool:
