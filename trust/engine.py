@@ -217,6 +217,11 @@ class TrustEngine:
             record = self._evidence[peer] = PeerEvidence(first_seen=now)
         return record
 
+    def counts(self, peer: PeerId, dimension: Dimension, now: float) -> tuple[float, float]:
+        """Decayed (good, bad) evidence of ``peer`` in ``dimension``; (0, 0) for a stranger, who stays one."""
+        record = self._evidence.get(peer)
+        return (0.0, 0.0) if record is None else record.counts(dimension, now, self.config.half_life)
+
     def take_changes(self) -> TrustChanges:
         changes, self._changes = self._changes, TrustChanges()
         return changes
@@ -417,8 +422,7 @@ class TrustEngine:
         for peer in pool:
             local = self.reputation(peer, now)
             trust = self.global_trust.trust(peer) if use_global else 0.0
-            record = self._evidence.get(peer)
-            good, bad = (0.0, 0.0) if record is None else record.counts(dimension, now, self.config.half_life)
+            good, bad = self.counts(peer, dimension, now)
             failed = bad > good
             reported = 0.0
             vouched = False

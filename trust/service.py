@@ -106,7 +106,7 @@ class TrustService:
     def attest(self, subject: PeerId) -> Attestation:
         """This node's signed review of ``subject``, from its own performance evidence."""
         now = self.clock()
-        good, bad = self.engine.evidence(subject, now).counts(Dimension.PERFORMANCE, now, self.engine.config.half_life)
+        good, bad = self.engine.counts(subject, Dimension.PERFORMANCE, now)
         # Milliseconds since the epoch: strictly increasing across restarts as a sequence.
         stamp = int(now * 1000)
         return sign_attestation(self.identity, subject, round(good), round(bad), stamp, stamp)
