@@ -30,14 +30,14 @@ from __future__ import annotations
 import hashlib
 import random
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from hypermesh.transport.identity import PeerId
 
 from .eigentrust import DEFAULT_DAMPING, GlobalTrust
 from .engine import Observation, TrustConfig, TrustEngine
 from .reviews import ReviewBoard
-from .score import DEFAULT_HALF_LIFE, Dimension
+from .score import Dimension
 
 THREAT_MODELS = ("individual", "collective", "camouflaged", "spies")
 CYCLE_SECONDS = 60.0
@@ -81,7 +81,6 @@ class SimResult:
     steady_tasks: int = 0
     steady_to_malicious: int = 0
     steady_bad_results: int = 0
-    per_provider: Counter = field(default_factory=Counter)
     whitewasher_tasks: int = 0
     stayer_tasks: int = 0
 
@@ -174,6 +173,9 @@ class TrustSim:
             self._praise(sybil, set(self.rng.sample(self.sybils, min(10, len(self.sybils)))) - {sybil})
 
     def _praise(self, reviewer: PeerId, allies: set[PeerId]) -> None:
+        # In peer-ID order: a set's order follows the process's hash seed, and
+        # the order peers enter the global-trust vector must not.
+        allies = sorted(allies, key=lambda peer: peer.multihash)
         for ally in allies:
             self.reviews.record(reviewer, ally, FAKE_PRAISE, 0)
         self.global_trust.set_row(reviewer, {ally: float(FAKE_PRAISE) for ally in allies})
@@ -238,7 +240,7 @@ class TrustSim:
                 good = self._serves_well(provider)
                 engine.observe(provider, Observation.RECEIPT_VERIFIED if good else Observation.WRONG_OUTPUT, now)
                 # The requester's attestation about the provider, as gossip would carry it.
-                good_count, bad_count = engine.evidence(provider, now).counts(Dimension.PERFORMANCE, now, DEFAULT_HALF_LIFE)
+                good_count, bad_count = engine.counts(provider, Dimension.PERFORMANCE, now)
                 self.reviews.record(requester, provider, round(good_count), round(bad_count))
                 original = self._original(provider)
                 is_malicious = original in self.malicious
@@ -248,7 +250,6 @@ class TrustSim:
                 if cycle >= config.sybil_arrival:
                     result.tasks_since_sybils += 1
                     result.routed_to_sybils += provider in self.sybil_set
-                result.per_provider[original] += 1
                 if original in self.whitewashers:
                     result.whitewasher_tasks += 1
                 elif original in stayers:
