@@ -3,8 +3,11 @@
 A client that submitted a lock transaction (``/hm/ledger-tx/1.0.0`` answers
 only that it was taken) asks any node for the decided outcome of its request,
 named by sender and request ID, and may ask the node to wait for it. One
-varint-framed request per stream, ``sender:32 ‖ request_id:16 ‖ wait_ms:u32``
-(the node waits at most ``MAX_WAIT_MS``), and one framed answer:
+varint-framed request per stream, ``sender:32 ‖ request_id:16 ‖ nonce:u64 ‖
+wait_ms:u32``: the node waits (at most ``MAX_WAIT_MS``) until the request is
+decided or the sender's next nonce passes ``nonce`` (the client's transaction
+carrying that nonce can then never apply: it signs again), and sends one
+framed answer:
 
 - ``0x00 ‖ outcome`` — decided (consensus/locks.py ``LockOutcome``, which
   names its height);
@@ -35,7 +38,7 @@ from .one_shot import OneShotError, ask, serve_one_request
 
 LEDGER_OUTCOME_PROTOCOL = "/hm/ledger-outcome/1.0.0"
 MAX_WAIT_MS = 10_000
-_REQUEST_SIZE = 32 + REQUEST_ID_SIZE + 4
+_REQUEST_SIZE = 32 + REQUEST_ID_SIZE + 8 + 4
 _MAX_ANSWER_SIZE = 1024
 
 
@@ -70,10 +73,11 @@ class OutcomeService:
         self._committed.set()
         self._committed = trio.Event()
 
-    async def answer(self, sender: bytes, request_id: bytes, wait_ms: int) -> bytes:
+    async def answer(self, sender: bytes, request_id: bytes, nonce: int, wait_ms: int) -> bytes:
         with trio.move_on_after(min(wait_ms, MAX_WAIT_MS) / 1000):
             # Bounded by the wait: each pass waits for the next commit.
-            while self.ledger.lock_outcome(sender, request_id) is None:
+            while (self.ledger.lock_outcome(sender, request_id) is None
+                   and self.ledger.state.nonce(sender) <= nonce):
                 await self._committed.wait()
         outcome = self.ledger.lock_outcome(sender, request_id)
         if outcome is not None:
@@ -87,8 +91,8 @@ class OutcomeService:
     async def _answer_request(self, request: bytes) -> bytes | None:
         if len(request) != _REQUEST_SIZE:
             return None
-        (wait_ms,) = struct.unpack(">I", request[48:])
-        return await self.answer(request[:32], request[32:48], wait_ms)
+        nonce, wait_ms = struct.unpack(">QI", request[48:])
+        return await self.answer(request[:32], request[32:48], nonce, wait_ms)
 
 
 def decode_outcome_answer(answer: bytes) -> LockOutcome | Undecided:
@@ -104,15 +108,16 @@ def decode_outcome_answer(answer: bytes) -> LockOutcome | Undecided:
     raise OutcomeError("malformed answer")
 
 
-async def await_outcome(host, peer: PeerId, sender: bytes, request_id: bytes,
+async def await_outcome(host, peer: PeerId, sender: bytes, request_id: bytes, nonce: int = 0,
                         wait: float = 0.0) -> LockOutcome | Undecided:
-    """Ask ``peer`` for the outcome of ``sender``'s request, letting it wait up to ``wait`` seconds for it."""
+    """Ask ``peer`` for the outcome of ``sender``'s request, letting it wait up to ``wait`` seconds for it, or
+    until the sender's next nonce passes ``nonce`` (that of the transaction sent)."""
     if len(sender) != 32 or len(request_id) != REQUEST_ID_SIZE:
         raise ValueError("a sender is 32 bytes and a request ID 16")
     wait_ms = max(0, min(int(wait * 1000), MAX_WAIT_MS))
     try:
-        answer = await ask(host, peer, LEDGER_OUTCOME_PROTOCOL, sender + request_id + struct.pack(">I", wait_ms),
-                           _MAX_ANSWER_SIZE)
+        answer = await ask(host, peer, LEDGER_OUTCOME_PROTOCOL,
+                           sender + request_id + struct.pack(">QI", nonce, wait_ms), _MAX_ANSWER_SIZE)
     except OneShotError as exc:
         raise OutcomeError(str(exc)) from None
     return decode_outcome_answer(answer)

@@ -151,7 +151,7 @@ class LockClient:
             peer = self._peer_for(attempt)
             try:
                 if self._next_nonce is None:
-                    decided = await self._status(peer, body, 0.0)
+                    decided = await self._status(peer, body)
                     if decided is not None:
                         return decided
                 if tx is None or tx.nonce != self._next_nonce:
@@ -163,11 +163,11 @@ class LockClient:
                         raise LockRequestRefused(refusal.reason) from None
                     if refusal.kind not in _NONCE_REFUSALS:
                         continue  # no room there, or no answer: another node
-                    decided = await self._status(peer, body, 0.0)  # the nonce it reports is signed next time
+                    decided = await self._status(peer, body)  # the nonce it reports is signed next time
                     if decided is not None:
                         return decided
                     continue
-                decided = await self._status(peer, body, self.wait)
+                decided = await self._status(peer, body, tx.nonce, self.wait)
                 if decided is not None:
                     self._next_nonce = max(self._next_nonce or 0, tx.nonce + 1)
                     return decided
@@ -175,9 +175,10 @@ class LockClient:
                 continue
         raise LockUnavailable(f"no node decided the request within {self.attempts} attempts")
 
-    async def _status(self, peer: PeerId, body: LockBody, wait: float) -> LockOutcome | None:
-        """The decided outcome from ``peer``, or None (and the nonce and height it reports are remembered)."""
-        answer = await await_outcome(self.host, peer, self.sender, body.request_id, wait)
+    async def _status(self, peer: PeerId, body: LockBody, nonce: int = 0, wait: float = 0.0) -> LockOutcome | None:
+        """The decided outcome from ``peer`` (waiting up to ``wait`` while ``nonce`` is unused), or None; the nonce
+        and height it reports are remembered."""
+        answer = await await_outcome(self.host, peer, self.sender, body.request_id, nonce, wait)
         if isinstance(answer, Undecided):
             self._height = answer.height
             self._next_nonce = answer.next_nonce

@@ -88,6 +88,11 @@ async def test_two_clients_contend_for_one_lock_and_the_loser_gets_it_after_rele
             restarted = LockClient(alice_host, USER_IDS[0], LEDGER_CHAIN, trusted)  # not recorded: the same op
             assert await restarted.acquire(b"retried", 60_000, request_id=request_id) == first
             assert (await alice.acquire(b"next", 60_000)).token == first.token + 1  # the retry took no token
+            # Two clients of one identity: each finds its nonce used by the other, and signs again.
+            twin = LockClient(alice_host, USER_IDS[0], LEDGER_CHAIN, trusted, history=history)
+            assert (await twin.acquire(b"twin-1", 60_000)).ok
+            assert (await alice.acquire(b"twin-2", 60_000)).ok
+            assert (await twin.acquire(b"twin-3", 60_000)).ok
 
         with pytest.raises(TtlOutOfRange):
             await alice.acquire(NAME, -1)  # refused before anything is sent
