@@ -473,11 +473,13 @@ class LedgerState:
 
     # ----------------------------------------------------------- blocks
 
-    def apply_block(self, block: Block) -> None:
-        """Apply a whole block (on a copy: a refused block leaves a torn state)."""
+    def apply_block(self, block: Block, root: bytes | None = None) -> None:
+        """Apply a whole block (on a copy: a refused block leaves a torn state).
+
+        ``root``: this state's root, if the caller knows it (building the tree is the costliest check)."""
         if block.height != self.height + 1:
             raise InvalidBlock(f"block for height {block.height}, the state is at {self.height}")
-        if block.parent_root != self.root():
+        if block.parent_root != (root if root is not None else self.root()):
             raise InvalidBlock("the parent state root does not match")
         self._check_last_certificate(block)
         if len(block.transactions) > self.params.max_block_transactions:
@@ -750,7 +752,7 @@ class Ledger:
         chosen = _applicable(pending, fits_and_applies, limit)
         evidence = _applicable(list(self.evidence_pool.values()), lambda item: scratch.apply_evidence(item, height),
                                MAX_BLOCK_EVIDENCE)
-        block = Block(height, self.state.root(), self.last_certificate, tuple(chosen), tuple(evidence))
+        block = Block(height, self.roots[self.state.height], self.last_certificate, tuple(chosen), tuple(evidence))
         return block.encode()
 
     def is_valid(self, height: int, value: bytes) -> bool:
@@ -791,7 +793,7 @@ class Ledger:
                 self._tried.clear()
             attempt = self.state.copy()
             try:
-                attempt.apply_block(decode_block(value))
+                attempt.apply_block(decode_block(value), self.roots[self.state.height])
             except LedgerError:
                 attempt = None
             self._tried[block_id] = attempt
