@@ -168,9 +168,9 @@ def choose(
     peer with a bad but known record, never above it, so taking a fresh
     identity gains nothing (Friedman and Resnick, "The social cost of cheap
     pseudonyms", 2001: newcomers must pay their dues). With nobody trusted
-    the bottom gets the task after all, in this order: strangers the global
-    trust vector reaches (vouched for along a chain from the validators),
-    then known-bad peers, and fresh identities nobody vouches for last.
+    the bottom gets the task after all: strangers the global trust vector
+    reaches (vouched for along a chain from the validators) first, else
+    anyone at the bottom, fresh identities and known-bad peers alike.
     With ``strangers_if_none`` false, a set holding nobody trusted yields
     None (outside the newcomer share), so that the caller can look for more
     candidates before it hands work to the bottom.
@@ -186,8 +186,7 @@ def choose(
         if not strangers_if_none:
             return None
         reached = [r for r in bottom if not r.failed and r.global_trust > 0]
-        known_bad = [r for r in bottom if r.failed]
-        return rng.choice(reached or [r for r in bottom if not r.failed] or known_bad)
+        return rng.choice(reached or bottom)
     if len(trusted) > 1 and draw < policy.newcomers + policy.explore:
         return rng.choice(trusted[1:])
     return trusted[0]
