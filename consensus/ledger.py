@@ -121,6 +121,10 @@ class MempoolFull(LedgerError):
     pass
 
 
+class SenderQueueFull(MempoolFull):
+    """The sender holds its share of the mempool (MAX_PENDING_PER_SENDER) already."""
+
+
 class BlockFull(LedgerError):
     """A transaction that would take the proposal over the consensus value limit (it waits for the next)."""
 
@@ -503,11 +507,13 @@ class LedgerState:
 
     # ----------------------------------------------------------- blocks
 
-    def apply_block(self, block: Block) -> None:
-        """Apply a whole block (on a copy: a refused block leaves a torn state)."""
+    def apply_block(self, block: Block, root: bytes | None = None) -> None:
+        """Apply a whole block (on a copy: a refused block leaves a torn state).
+
+        ``root``: this state's root, if the caller knows it (building the tree is the costliest check)."""
         if block.height != self.height + 1:
             raise InvalidBlock(f"block for height {block.height}, the state is at {self.height}")
-        if block.parent_root != self.root():
+        if block.parent_root != (root if root is not None else self.root()):
             raise InvalidBlock("the parent state root does not match")
         if block.time < self.time:
             raise InvalidBlock(f"block time {block.time} is before the previous block's, {self.time}")
@@ -678,6 +684,20 @@ def _applicable(items: list, apply, limit: int | None = None) -> list:
     return accepted
 
 
+def _senders_in_turn(transactions, height: int) -> list[Transaction]:
+    """Every sender's first transaction (by nonce), then every sender's second, …: a full block
+    serves senders alike. The senders' order rotates with ``height``, so no key is always first."""
+    by_sender: dict[bytes, list[Transaction]] = {}
+    for tx in transactions:
+        by_sender.setdefault(tx.sender, []).append(tx)
+    senders = sorted(by_sender)
+    if senders:
+        start = height % len(senders)
+        senders = senders[start:] + senders[:start]
+    queues = [sorted(by_sender[sender], key=lambda t: t.nonce) for sender in senders]
+    return [queue[i] for i in range(max(map(len, queues), default=0)) for queue in queues if i < len(queue)]
+
+
 class Ledger:
     """The consensus application: mempool, proposals, validity and execution of decided blocks."""
 
@@ -694,6 +714,7 @@ class Ledger:
         self.state = state if state is not None else LedgerState.from_genesis(genesis)
         self.roots: dict[int, bytes] = {self.state.height: self.state.root()}
         self.mempool: dict[bytes, Transaction] = {}
+        self._pending_by_sender: dict[bytes, int] = {}
         self.evidence_pool: dict[tuple, Evidence] = {}
         self.last_certificate: CommitCertificate | None = None
         # The state before the last decided block, whose root that block's
@@ -768,9 +789,16 @@ class Ledger:
             if decided is not None:
                 raise DuplicateRequest(f"request {tx.body.request_id.hex()} was decided at height {decided.height}")
         tx_id = tx.tx_id()
-        if tx_id not in self.mempool and len(self.mempool) >= self.max_mempool:
+        if tx_id in self.mempool:
+            return tx_id
+        if len(self.mempool) >= self.max_mempool:
             raise MempoolFull(f"{len(self.mempool)} transactions are waiting")
+        # Counted per sender, not per nonce: variants of one nonce would otherwise let one sender fill the pool.
+        pending = self._pending_by_sender.get(tx.sender, 0)
+        if pending >= MAX_PENDING_PER_SENDER:
+            raise SenderQueueFull(f"the sender has {pending} transactions waiting already")
         self.mempool[tx_id] = tx
+        self._pending_by_sender[tx.sender] = pending + 1
         return tx_id
 
     def add_evidence(self, evidence: Evidence, max_pool: int = 256) -> None:
@@ -787,8 +815,7 @@ class Ledger:
         scratch = self.state.copy()
         scratch.time = max(self.state.time, self._clock_ms() or 0)
         limit = self.genesis.params.max_block_transactions
-        # By sender and nonce, so that one sender's transactions apply in order.
-        pending = sorted(self.mempool.values(), key=lambda t: (t.sender, t.nonce))
+        pending = _senders_in_turn(self.mempool.values(), height)
         budget = MAX_BLOCK_TRANSACTION_BYTES
 
         def fits_and_applies(tx: Transaction) -> None:
@@ -802,7 +829,8 @@ class Ledger:
         chosen = _applicable(pending, fits_and_applies, limit)
         evidence = _applicable(list(self.evidence_pool.values()), lambda item: scratch.apply_evidence(item, height),
                                MAX_BLOCK_EVIDENCE)
-        block = Block(height, self.state.root(), self.last_certificate, tuple(chosen), tuple(evidence), scratch.time)
+        block = Block(height, self.roots[self.state.height], self.last_certificate, tuple(chosen), tuple(evidence),
+                      scratch.time)
         return block.encode()
 
     def is_valid(self, height: int, value: bytes) -> bool:
@@ -850,7 +878,7 @@ class Ledger:
                 self._tried.clear()
             attempt = self.state.copy()
             try:
-                attempt.apply_block(decode_block(value))
+                attempt.apply_block(decode_block(value), self.roots[self.state.height])
             except LedgerError:
                 attempt = None
             self._tried[block_id] = attempt
@@ -859,10 +887,14 @@ class Ledger:
     def _prune_mempool(self) -> None:
         self.mempool = {tx_id: tx for tx_id, tx in self.mempool.items()
                         if tx.nonce >= self.state.nonce(tx.sender)}
+        self._pending_by_sender = {}
+        for tx in self.mempool.values():
+            self._pending_by_sender[tx.sender] = self._pending_by_sender.get(tx.sender, 0) + 1
         self.evidence_pool = {key: item for key, item in self.evidence_pool.items()
                               if key[0] not in self.state.tombstoned
                               and key[2] >= self.state.height - self.genesis.params.max_evidence_age}
 
 
-__all__ = ["Block", "Escrow", "MAX_BLOCK_TIME_AHEAD_MS", "MempoolFull", "StateProof", "account_entry_key", "certified_root", "decode_account_entry",
+__all__ = ["Block", "Escrow", "MAX_BLOCK_TIME_AHEAD_MS", "MempoolFull", "SenderQueueFull", "StateProof", "account_entry_key",
+           "certified_root", "decode_account_entry",
            "verify_state_proof", "InvalidBlock", "Ledger", "LedgerState", "decode_block"]

@@ -63,13 +63,15 @@ def _fresh_signer_state(height: int) -> SavedState:
 async def run_ledger_node(host, genesis: Genesis, identity: Identity | None, data_dir: Path | str, *,
                           config: TendermintConfig = TendermintConfig(), snapshot_interval: int = 1_000,
                           state_sync_from: PeerId | None = None, trusted_validators: ValidatorSet | None = None,
-                          clock: Callable[[], float] = time.time):
+                          clock: Callable[[], float] = time.time,
+                          open_store: Callable[[Path | str], SqliteConsensusStore] = SqliteConsensusStore):
     """Run the chain on ``host`` until the block exits; yields the :class:`LedgerNode`.
 
     ``identity`` None: a node that follows without signing. ``trusted_validators``
     (default: the genesis set) certifies a state-sync snapshot. ``clock``
-    stamps the node's proposals with block time and bounds others' (ledger.py)."""
-    store = SqliteConsensusStore(data_dir)
+    stamps the node's proposals with block time and bounds others' (ledger.py).
+    ``open_store`` opens the store in ``data_dir`` (a test harness may log what is signed)."""
+    store = open_store(data_dir)
     base_path = Path(data_dir) / BASE_STATE_FILE
     try:
         if store.last_commit_height() == 0 and state_sync_from is not None:
