@@ -38,6 +38,7 @@ from hypermesh.transport.errors import TransportError
 from hypermesh.transport.identity import Identity, PeerId
 
 from .driver import peer_id_of
+from .genesis import peer_id_of as account_peer_id
 from .ledger_outcome import OutcomeError, Undecided, await_outcome
 from .ledger_query import QueryError, fetch_answer, verify_answer
 from .ledger_service import TransactionRefused, send_transaction
@@ -80,6 +81,25 @@ class ProvenLock:
 def lock_result(outcome: LockOutcome) -> LockResult:
     """An outcome as the linearizability checker's result (the holder is an account key, b"" none)."""
     return LockResult(outcome.ok, outcome.time, outcome.token, outcome.expiry, outcome.holder or None)
+
+
+def _holder_text(holder: bytes) -> str | None:
+    return str(account_peer_id(holder)) if holder else None
+
+
+def describe_outcome(outcome: LockOutcome) -> dict:
+    """An outcome as one JSON-ready object (what ``hypermesh lock ... --json`` prints); holder as a peer ID."""
+    return {"ok": outcome.ok, "outcome": outcome.code.name.lower(), "reason": outcome.reason or None,
+            "token": outcome.token, "expiry_ms": outcome.expiry, "holder": _holder_text(outcome.holder),
+            "height": outcome.height, "time_ms": outcome.time}
+
+
+def describe_lock(proven: ProvenLock) -> dict:
+    """A proven read as one JSON-ready object (``held`` False: the lock is free at that height)."""
+    lease = proven.lease
+    return {"name": proven.name.decode(errors="replace"), "height": proven.height, "held": lease is not None,
+            "holder": _holder_text(lease.holder) if lease else None, "token": lease.token if lease else None,
+            "expiry_ms": lease.expiry if lease else None}
 
 
 def verify_lock_answer(answer: bytes, name: bytes, chain_id: str, validators: ValidatorSet) -> ProvenLock:
@@ -204,5 +224,5 @@ class LockClient:
                                       getattr(body, "token", 0)))
 
 
-__all__ = ["LockClient", "LockError", "LockRequestRefused", "LockUnavailable", "ProvenLock", "lock_result",
-           "verify_lock_answer"]
+__all__ = ["LockClient", "LockError", "LockRequestRefused", "LockUnavailable", "ProvenLock", "describe_lock",
+           "describe_outcome", "lock_result", "verify_lock_answer"]

@@ -10,7 +10,7 @@ from hypermesh.consensus.ledger_node import run_ledger_node
 from hypermesh.consensus.ledger_query import QueryError, fetch_answer
 from hypermesh.consensus.ledger_tx import TtlOutOfRange
 from hypermesh.consensus.linearizability import check_lock_history, lease_overlaps
-from hypermesh.consensus.lock_client import LockClient, verify_lock_answer
+from hypermesh.consensus.lock_client import LockClient, describe_lock, describe_outcome, verify_lock_answer
 from hypermesh.consensus.locks import Lease, OutcomeCode, lock_entry_key
 from hypermesh.transport.identity import Identity
 from ledger_testkit import CONFIG, LEDGER_CHAIN, STEP, USER_IDS, VALIDATOR_IDS, connected_hosts, make_genesis
@@ -98,8 +98,14 @@ async def test_two_clients_contend_for_one_lock_and_the_loser_gets_it_after_rele
             await alice.acquire(NAME, -1)  # refused before anything is sent
 
     # Offline: the kept answer and the validator set the client trusts are all it takes.
-    assert verify_lock_answer(answer, NAME, LEDGER_CHAIN, trusted).lease == Lease(loser.sender, taken.token,
-                                                                                  taken.expiry)
+    proven = verify_lock_answer(answer, NAME, LEDGER_CHAIN, trusted)
+    assert proven.lease == Lease(loser.sender, taken.token, taken.expiry)
+    shown = describe_lock(proven)
+    assert (shown["held"], shown["holder"], shown["token"]) == (True, str(loser.identity.peer_id), taken.token)
+    assert describe_outcome(lost) == {"ok": False, "outcome": "held", "reason": "held by another lease",
+                                      "token": won.token, "expiry_ms": won.expiry,
+                                      "holder": str(winner.identity.peer_id), "height": lost.height,
+                                      "time_ms": lost.time}
     tampered = bytearray(answer)
     tampered[-100] ^= 1
     with pytest.raises(QueryError):
