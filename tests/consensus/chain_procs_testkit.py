@@ -38,6 +38,7 @@ class Validator:
     addrs: list[str] = field(default_factory=list)
     # What it decided, by height: (block ID, state root); from every incarnation.
     decided: dict[int, tuple[str, str]] = field(default_factory=dict)
+    decided_at: dict[int, float] = field(default_factory=dict)  # wall-clock time of each decision
     status: dict = field(default_factory=dict)
     # Validators it saw equivocate (evidence it detected), and those the evidence in its decided blocks names.
     evidence: set[str] = field(default_factory=set)
@@ -150,6 +151,7 @@ class ProcessChain:
             decided = (event["block"], event["root"])
             assert validator.decided.setdefault(event["height"], decided) == decided, \
                 f"validator {index} decided height {event['height']} twice differently"
+            validator.decided_at.setdefault(event["height"], event["time"])
             if event["evidence"]:
                 validator.evidence_in[event["height"]] = event["evidence"]
         elif kind == "status":
@@ -183,6 +185,10 @@ class ProcessChain:
 
     def heights(self) -> list[int]:
         return [v.height for v in self.validators]
+
+    def decided_by(self, moment: float) -> int:
+        """The highest height any validator decided by ``moment`` (time.time()), of the events taken in."""
+        return max((h for v in self.validators for h, at in v.decided_at.items() if at <= moment), default=0)
 
     def describe(self) -> str:
         return "; ".join(f"v{v.index}: decided {v.height}, at {v.status.get('height')}/{v.status.get('round')}"
