@@ -39,6 +39,8 @@ class Validator:
     # What it decided, by height: (block ID, state root); from every incarnation.
     decided: dict[int, tuple[str, str]] = field(default_factory=dict)
     decided_at: dict[int, float] = field(default_factory=dict)  # wall-clock time of each decision
+    # Who signed each decision's certificate (indices in that height's validator set).
+    signers: dict[int, list[int]] = field(default_factory=dict)
     status: dict = field(default_factory=dict)
     # Validators it saw equivocate (evidence it detected), and those the evidence in its decided blocks names.
     evidence: set[str] = field(default_factory=set)
@@ -152,6 +154,7 @@ class ProcessChain:
             assert validator.decided.setdefault(event["height"], decided) == decided, \
                 f"validator {index} decided height {event['height']} twice differently"
             validator.decided_at.setdefault(event["height"], event["time"])
+            validator.signers.setdefault(event["height"], event["signers"])
             if event["evidence"]:
                 validator.evidence_in[event["height"]] = event["evidence"]
         elif kind == "status":
