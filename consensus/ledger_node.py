@@ -17,8 +17,10 @@ store with the commit that certifies it), then runs on ``host``:
 from __future__ import annotations
 
 import contextlib
+import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import trio
 
@@ -57,12 +59,16 @@ def _fresh_signer_state(height: int) -> SavedState:
 @contextlib.asynccontextmanager
 async def run_ledger_node(host, genesis: Genesis, identity: Identity | None, data_dir: Path | str, *,
                           config: TendermintConfig = TendermintConfig(), snapshot_interval: int = 1_000,
-                          state_sync_from: PeerId | None = None, trusted_validators: ValidatorSet | None = None):
+                          state_sync_from: PeerId | None = None, trusted_validators: ValidatorSet | None = None,
+                          clock: Callable[[], float] = time.time,
+                          open_store: Callable[[Path | str], SqliteConsensusStore] = SqliteConsensusStore):
     """Run the chain on ``host`` until the block exits; yields the :class:`LedgerNode`.
 
     ``identity`` None: a node that follows without signing. ``trusted_validators``
-    (default: the genesis set) certifies a state-sync snapshot."""
-    store = SqliteConsensusStore(data_dir)
+    (default: the genesis set) certifies a state-sync snapshot. ``clock``
+    stamps the node's proposals with block time and bounds others' (ledger.py).
+    ``open_store`` opens the store in ``data_dir`` (a test harness may log what is signed)."""
+    store = open_store(data_dir)
     base_path = Path(data_dir) / BASE_STATE_FILE
     try:
         if store.last_commit_height() == 0 and state_sync_from is not None:
@@ -77,6 +83,7 @@ async def run_ledger_node(host, genesis: Genesis, identity: Identity | None, dat
         else:
             ledger = Ledger(genesis)
             ledger.catch_up(store)
+        ledger.clock = clock
         core = TendermintCore(genesis.chain_id, ledger.validators, identity, ledger, store, config)
         consensus = ConsensusService(host, core)
         consensus.on_evidence.append(lambda event: ledger.add_evidence(event.evidence))
