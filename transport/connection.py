@@ -65,9 +65,12 @@ WRITE_SLICE = 256 << 10
 STREAM_ERROR_RESET = 0
 STREAM_ERROR_LIMIT = 1
 STREAM_ERROR_PROTOCOL = 2
-# The keepalive task never wakes more often than this, however busy the
-# connection: it only has to act once the connection falls quiet.
-MIN_KEEPALIVE_SLEEP = 1.0
+# The keepalive task sleeps until the connection may have been quiet long
+# enough, and at least this long (it never spins). A longer floor would push
+# a ping due just after a wake-up a whole floor later: with a floor equal to
+# the interval, the peer's ACK of our last PING (a few ms after it) moved
+# every next PING to twice the interval, the whole idle timeout.
+MIN_KEEPALIVE_SLEEP = 0.01
 
 
 class QuicStream:
@@ -405,7 +408,6 @@ class QuicConnectionDriver:
         spent a good part of a core on keepalives at 5 s.
         """
         interval = min(idle_timeout, self.quic.effective_idle_timeout) / 2
-        least_sleep = min(MIN_KEEPALIVE_SLEEP, interval, idle_close_after)
         while not self.closed:
             # Wake when the connection has been quiet for ``interval`` (not
             # just every ``interval``, which could let it go silent for two),
@@ -414,7 +416,7 @@ class QuicConnectionDriver:
             # idle long enough is ``idle_close_after`` from now.
             since = self._last_stream_activity if not self._streams else trio.current_time()
             wake_at = min(self._last_activity + interval, since + idle_close_after)
-            await trio.sleep_until(max(wake_at, trio.current_time() + least_sleep))
+            await trio.sleep_until(max(wake_at, trio.current_time() + MIN_KEEPALIVE_SLEEP))
             if self.closed:
                 return
             now = trio.current_time()

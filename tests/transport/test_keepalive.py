@@ -32,6 +32,8 @@ class QuietPeer:
         self.socket.setblocking(False)
         self.quic: Libp2pQuicConnection | None = None
         self.terminated = trio.Event()
+        # When each datagram from the host arrived.
+        self.arrivals: list[float] = []
 
     async def bind(self) -> str:
         self.socket.bind(("::1", 0))
@@ -73,6 +75,7 @@ class QuietPeer:
                 original_destination_connection_id=header.destination_cid,
             )
         self.quic.receive_datagram(data, addr, trio.current_time())
+        self.arrivals.append(trio.current_time())
 
     def _flush(self) -> None:
         if self.quic is None:
@@ -95,8 +98,13 @@ async def test_quiet_connection_to_a_peer_with_a_2_s_idle_timeout_stays_open():
         stream = driver.open_stream()
         await stream.send_all(b"an open stream, then silence")
         # Three of the peer's idle timeouts: only our keepalives are sent.
+        silence_from = trio.current_time()
         with trio.move_on_after(3 * PEER_IDLE_TIMEOUT):
             await driver.closed_event.wait()
         assert not driver.closed, driver.close_reason
         assert not peer.terminated.is_set()
+        # A PING every half timeout, not every whole one (which only a
+        # prompt scheduler keeps ahead of the peer's timer).
+        arrivals = [silence_from] + [at for at in peer.arrivals if at > silence_from]
+        assert max(later - earlier for earlier, later in zip(arrivals, arrivals[1:])) < 0.8 * PEER_IDLE_TIMEOUT
         nursery.cancel_scope.cancel()
