@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -59,11 +60,15 @@ def rss_mib(pid: int | None) -> float | None:
 
 async def ping_from_another_process(addr: str) -> list[float]:
     """Round trips (ms) of `hypermesh ping` run as its own process: a peer the
-    attacking process's own load cannot slow down. Empty if it failed."""
+    attacking process's own load cannot slow down. Empty if it failed or
+    did not finish within run_cli's timeout (a failed ping, not a failed run)."""
 
     def run() -> list[float]:
         with tempfile.TemporaryDirectory(prefix="hypermesh-bystander-") as tmp:
-            completed = run_cli("ping", addr, "--count", "3", "--json", "--data-dir", tmp)
+            try:
+                completed = run_cli("ping", addr, "--count", "3", "--json", "--data-dir", tmp)
+            except subprocess.TimeoutExpired:
+                return []
         return json.loads(completed.stdout)["rtts_ms"] if completed.returncode == 0 else []
 
     return await trio.to_thread.run_sync(run)

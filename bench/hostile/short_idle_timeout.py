@@ -5,8 +5,9 @@
 A bare QUIC client (no libp2p host: it never sends anything of its own
 accord, as a quinn or quic-go peer with keepalives off) dials the node
 advertising a 2 s idle timeout, opens a ping stream and pings once, then
-stays silent for 60 s (10 s with --quick), only letting its QUIC stack
-acknowledge what arrives; then it pings again on the same stream. Only the
+stays silent for 60 s (10 s with --quick) with that stream open, only
+letting its QUIC stack acknowledge what arrives; then it pings again on a
+new stream of the same connection. Only the
 node's keepalives can hold the connection open meanwhile: QUIC applies the
 smaller of the two idle timeouts. Passes if the connection is still open and
 the second ping is answered. Before the fix the node pinged at half of its
@@ -93,6 +94,11 @@ class QuietClient:
             await self.step(deadline)
         return self.terminated is None
 
+    def open_ping_stream(self) -> int:
+        stream_id = self.quic.get_next_available_stream_id()
+        self.quic.send_stream_data(stream_id, Negotiator.dialer([ping.PROTOCOL]).initial_bytes())
+        return stream_id
+
     async def ping(self, stream_id: int) -> bool:
         """Send a ping payload on ``stream_id`` and wait for its echo."""
         payload = os.urandom(ping.PAYLOAD_SIZE)
@@ -111,9 +117,7 @@ async def quiet_connection(addr: str, quiet_seconds: float) -> dict:
     await client.run_until(client.handshake_done.is_set, trio.current_time() + STEP)
     if not client.handshake_done.is_set():
         return {**result, "error": f"handshake: {client.terminated or 'no answer'}", "datagrams_in": client.datagrams_in}
-    stream_id = client.quic.get_next_available_stream_id()
-    client.quic.send_stream_data(stream_id, Negotiator.dialer([ping.PROTOCOL]).initial_bytes())
-    result["first_ping"] = await client.ping(stream_id)
+    result["first_ping"] = await client.ping(client.open_ping_stream())
     before = client.datagrams_in
     started = time.monotonic()
     # Silence: only acknowledgements of what the node sends leave this client.
@@ -124,7 +128,8 @@ async def quiet_connection(addr: str, quiet_seconds: float) -> dict:
     if client.terminated is not None:
         result["closed_because"] = client.terminated
         return result
-    result["ping_after_silence"] = await client.ping(stream_id)
+    # On a new stream: the node closes a ping stream idle for 60 s (ping.IDLE_TIMEOUT).
+    result["ping_after_silence"] = await client.ping(client.open_ping_stream())
     return result
 
 
