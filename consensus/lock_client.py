@@ -150,10 +150,17 @@ class LockClient:
         return await self.request(LockRelease(request_id or os.urandom(REQUEST_ID_SIZE), _name_bytes(name), token))
 
     async def read(self, name: str | bytes, peer: PeerId | None = None) -> ProvenLock:
-        """The lock as the last certified state has it (one block behind the newest decision), proven."""
+        """The lock as the last certified state has it (one block behind the newest decision), proven; from
+        ``peer``, or the first of the peers that answers with a proof that verifies."""
         name = _name_bytes(name)
-        answer = await fetch_answer(self.host, peer or self.peers[0], lock_entry_key(name))
-        return verify_lock_answer(answer, name, self.chain_id, self.validators)
+        failures = []
+        for candidate in [peer] if peer is not None else self.peers[:self.attempts]:
+            try:
+                answer = await fetch_answer(self.host, candidate, lock_entry_key(name))
+                return verify_lock_answer(answer, name, self.chain_id, self.validators)
+            except (QueryError, TransportError, trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+                failures.append(f"{candidate.short()}: {exc}")
+        raise LockUnavailable("no proven answer: " + "; ".join(failures))
 
     async def request(self, body: LockBody) -> LockOutcome:
         """Send one lock request until some node reports its decided outcome."""
