@@ -42,7 +42,15 @@ from .genesis import peer_id_of as account_peer_id
 from .ledger_outcome import OutcomeError, Undecided, await_outcome
 from .ledger_query import QueryError, fetch_answer, verify_answer
 from .ledger_service import TransactionRefused, send_transaction
-from .ledger_tx import REQUEST_ID_SIZE, LockAcquire, LockBody, LockRelease, LockRenew, sign_transaction
+from .ledger_tx import (
+    REQUEST_ID_SIZE,
+    LockAcquire,
+    LockBody,
+    LockRelease,
+    LockRenew,
+    check_body_ranges,
+    sign_transaction,
+)
 from .linearizability import ACQUIRE, RELEASE, RENEW, LockResult, Operation
 from .locks import Lease, LockDecodeError, LockOutcome, lock_entry_key
 from .validators import ValidatorSet, public_key_of
@@ -164,8 +172,7 @@ class LockClient:
 
     async def request(self, body: LockBody) -> LockOutcome:
         """Send one lock request until some node reports its decided outcome."""
-        # Signed here first, so that a malformed request is refused before anything is sent.
-        sign_transaction(self.identity, self.chain_id, 0, body)
+        check_body_ranges(body)  # a malformed request is refused before anything is sent
         async with self._serial:
             invoked = trio.current_time()
             outcome = await self._decide(body)
