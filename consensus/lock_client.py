@@ -52,7 +52,7 @@ from .ledger_tx import (
     sign_transaction,
 )
 from .linearizability import ACQUIRE, RELEASE, RENEW, LockResult, Operation
-from .locks import Lease, LockDecodeError, LockOutcome, lock_entry_key
+from .locks import Lease, LockDecodeError, LockOutcome, lock_entry_key, request_entry_key
 from .validators import ValidatorSet, public_key_of
 
 # Refusals that no other node and no retry would change.
@@ -119,6 +119,16 @@ def verify_lock_answer(answer: bytes, name: bytes, chain_id: str, validators: Va
         raise QueryError(f"malformed lease: {exc}") from None
 
 
+def verify_outcome_answer(answer: bytes, sender: bytes, request_id: bytes, chain_id: str,
+                          validators: ValidatorSet) -> tuple[int, LockOutcome | None]:
+    """(height, the request's outcome or None) from a ``/hm/ledger-query`` answer, checked offline."""
+    height, value = verify_answer(answer, request_entry_key(sender, request_id), chain_id, validators)
+    try:
+        return height, None if value is None else LockOutcome.decode(value)
+    except LockDecodeError as exc:
+        raise QueryError(f"malformed outcome: {exc}") from None
+
+
 def _name_bytes(name: str | bytes) -> bytes:
     return name.encode() if isinstance(name, str) else name
 
@@ -161,11 +171,21 @@ class LockClient:
         """The lock as the last certified state has it (one block behind the newest decision), proven; from
         ``peer``, or the first of the peers that answers with a proof that verifies."""
         name = _name_bytes(name)
+        return await self._proven(lock_entry_key(name), peer,
+                                  lambda answer: verify_lock_answer(answer, name, self.chain_id, self.validators))
+
+    async def proven_outcome(self, request_id: bytes, peer: PeerId | None = None) -> tuple[int, LockOutcome | None]:
+        """(height, outcome) of one of this client's requests in the last certified state, proven: the answer
+        not to take on one node's word (None: not decided by that height, or past its retention)."""
+        return await self._proven(request_entry_key(self.sender, request_id), peer,
+                                  lambda answer: verify_outcome_answer(answer, self.sender, request_id,
+                                                                       self.chain_id, self.validators))
+
+    async def _proven(self, key: bytes, peer: PeerId | None, verify):
         failures = []
         for candidate in [peer] if peer is not None else self.peers[:self.attempts]:
             try:
-                answer = await fetch_answer(self.host, candidate, lock_entry_key(name))
-                return verify_lock_answer(answer, name, self.chain_id, self.validators)
+                return verify(await fetch_answer(self.host, candidate, key))
             except (QueryError, TransportError, trio.BrokenResourceError, trio.ClosedResourceError) as exc:
                 failures.append(f"{candidate.short()}: {exc}")
         raise LockUnavailable("no proven answer: " + "; ".join(failures))
@@ -239,4 +259,4 @@ class LockClient:
 
 
 __all__ = ["LockClient", "LockError", "LockRequestRefused", "LockUnavailable", "ProvenLock", "describe_lock",
-           "describe_outcome", "lock_result", "verify_lock_answer"]
+           "describe_outcome", "lock_result", "verify_lock_answer", "verify_outcome_answer"]
