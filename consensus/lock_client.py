@@ -37,8 +37,7 @@ import trio
 from hypermesh.transport.errors import TransportError
 from hypermesh.transport.identity import Identity, PeerId
 
-from .driver import peer_id_of
-from .genesis import peer_id_of as account_peer_id
+from .genesis import peer_id_of
 from .ledger_outcome import OutcomeError, Undecided, await_outcome
 from .ledger_query import QueryError, fetch_answer, verify_answer
 from .ledger_service import TransactionRefused, send_transaction
@@ -92,7 +91,7 @@ def lock_result(outcome: LockOutcome) -> LockResult:
 
 
 def _holder_text(holder: bytes) -> str | None:
-    return str(account_peer_id(holder)) if holder else None
+    return str(peer_id_of(holder)) if holder else None
 
 
 def describe_outcome(outcome: LockOutcome) -> dict:
