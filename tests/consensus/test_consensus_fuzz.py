@@ -1,6 +1,9 @@
 """Seeded adversarial schedules (consensus/fuzz.py): safe and live, replayable, and a checker that can fail."""
 
 import dataclasses
+import os
+import subprocess
+import sys
 
 import pytest
 
@@ -69,6 +72,15 @@ def test_a_seed_replays_exactly_and_prints_its_schedule_step_by_step():
     for line in schedule.describe():
         assert line in text
     assert "stable (GST passed, healed, restarted)" in text
+
+
+def test_a_seed_replays_the_same_in_another_process_under_another_hash_seed():
+    """Seed 1: lock clients on the ledger, a forger, a double-voter and an invalid proposer."""
+    code = "from hypermesh.consensus.fuzz import replay; print(replay(1).describe())"
+    runs = {subprocess.run([sys.executable, "-c", code], env={**os.environ, "PYTHONHASHSEED": hash_seed},
+                           capture_output=True, text=True, check=True, timeout=300).stdout
+            for hash_seed in ("1", "2")}
+    assert len(runs) == 1 and "lock history" in runs.pop()
 
 
 class LoweredQuorumSet(ValidatorSet):
