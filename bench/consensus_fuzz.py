@@ -29,6 +29,7 @@ from hypermesh.consensus.fuzz import N_CHOICES, generate_schedule, replay, run_s
 
 FULL_SCHEDULES = 2_001  # 667 per n
 QUICK_SCHEDULES = 60
+PROGRESS_EVERY = 30
 # 2,000 schedules within ten minutes of one core.
 RATE_TARGET = 2_000 / 600
 
@@ -55,6 +56,12 @@ def fuzz(first_seed: int, count: int) -> dict:
                                                outcome.resume_after / outcome.resume_bound)
         if not outcome.ok:
             row["failing_seeds"].append(seed)
+        if (seed - first_seed + 1) % PROGRESS_EVERY == 0:
+            # On stderr, so that a run stopped early still tells what it checked.
+            print(json.dumps({"progress": seed - first_seed + 1, "last_seed": seed,
+                              **{f"n{n}": {k: row[k] for k in ("schedules", "violations", "liveness_misses",
+                                                               "lock_schedules", "cpu_s")}
+                                 for n, row in sorted(per_n.items())}}), file=sys.stderr, flush=True)
     return per_n
 
 

@@ -1,9 +1,11 @@
 """Seeded adversarial schedules (consensus/fuzz.py): safe and live, replayable, and a checker that can fail."""
 
 import dataclasses
+import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -134,3 +136,21 @@ def test_view_timeout_grows_with_the_round():
     c = SIM_CONFIG
     assert view_timeout(c, 0) == pytest.approx(c.timeout_propose + c.timeout_prevote + c.timeout_precommit)
     assert view_timeout(c, 2) - view_timeout(c, 1) == pytest.approx(3 * c.timeout_delta)
+
+
+BENCH = Path(__file__).resolve().parents[2] / "bench" / "consensus_fuzz.py"
+
+
+def test_the_bench_prints_one_json_object_of_checks_and_replays_a_seed():
+    run = subprocess.run([sys.executable, str(BENCH), "--schedules", "3"], capture_output=True, text=True,
+                         check=True, timeout=300)
+    report = json.loads(run.stdout)
+    checks = {c["name"]: c for c in report["checks"]}
+    for n in (4, 7, 10):
+        assert checks[f"schedules_n{n}"]["value"] == 1
+        assert checks[f"safety_violations_n{n}"]["value"] == 0 and checks[f"liveness_misses_n{n}"]["value"] == 0
+        assert f"lock_histories_checked_n{n}" in checks and f"schedules_per_cpu_s_n{n}" in checks
+    replayed = subprocess.run([sys.executable, str(BENCH), "--seed", "3"], capture_output=True, text=True,
+                              check=True, timeout=300)
+    assert replayed.stdout.startswith("schedule:\n  seed 3: n=4")
+    assert json.loads(replayed.stdout.splitlines()[-1])["ok"] is True
