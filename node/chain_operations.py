@@ -19,7 +19,8 @@ import trio
 
 from hypermesh.consensus.genesis import GenesisError, account_of, peer_id_of
 from hypermesh.consensus.ledger import Block, InvalidBlock, decode_block
-from hypermesh.consensus.ledger_query import QueryError, QueryService, verify_answer
+from hypermesh.consensus.ledger_query import QueryError, QueryService
+from hypermesh.consensus.lock_client import describe_lock, describe_outcome, verify_lock_answer
 from hypermesh.consensus.ledger_tx import (
     MAX_LOCK_NAME_SIZE,
     MAX_LOCK_TTL_MS,
@@ -41,7 +42,7 @@ from hypermesh.consensus.ledger_tx import (
     escrow_id_of,
     sign_transaction,
 )
-from hypermesh.consensus.locks import Lease, LockOutcome, lock_entry_key
+from hypermesh.consensus.locks import LockOutcome, lock_entry_key
 from hypermesh.consensus.validators import public_key_of
 from hypermesh.consensus.wire import block_id_of
 
@@ -336,9 +337,7 @@ def _ttl_ms(ttl: float) -> int:
 
 
 def _outcome_json(name: bytes, outcome: LockOutcome) -> dict:
-    return {"name": name.decode(), "ok": outcome.ok, "outcome": outcome.code.name.lower(), "token": outcome.token,
-            "expiry_ms": outcome.expiry, "holder": _peer(outcome.holder) if outcome.holder else None,
-            "height": outcome.height, "time_ms": outcome.time}
+    return {"name": name.decode(), **describe_outcome(outcome)}
 
 
 async def _lock_request(node, body: LockBody, timeout: float) -> dict:
@@ -401,13 +400,9 @@ async def lock_show(node, name: str, proof: bool = False) -> dict:
     answer = QueryService(node.host, ledger).answer(lock_entry_key(raw))
     signers = ledger.state.last_validators  # the set that signed the last decided block, whose commit it is
     try:
-        height, value = verify_answer(answer, lock_entry_key(raw), ledger.chain_id, signers)
+        shown = describe_lock(verify_lock_answer(answer, raw, ledger.chain_id, signers))
     except QueryError as exc:
         raise ValueError(f"no proven state to show yet: {exc}") from None
-    lease = Lease.decode(value) if value is not None else None
-    shown = {"name": name, "height": height, "held": lease is not None,
-             "holder": _peer(lease.holder) if lease else None, "token": lease.token if lease else None,
-             "expiry_ms": lease.expiry if lease else None}
     if proof:
         shown.update(chain_id=ledger.chain_id, proof=answer.hex(),
                      validators=[{"peer_id": _peer(v.public_key), "power": v.power} for v in signers.validators])

@@ -18,6 +18,9 @@ from hypermesh.node.cli import main
 from hypermesh.transport.identity import init_identity
 from hypermesh.node.processes import start_node, start_nodes, stop_all
 
+# Four validator processes (and a follower) share two cores with the rest of the suite: starting them and
+# waiting for their blocks takes tens of seconds when the machine is busy.
+pytestmark = pytest.mark.timeout(300)
 VALIDATORS = 4
 ALLOCATION = 100_000
 # Short rounds and frequent snapshots: a test chain moves fast and a follower finds a snapshot soon.
