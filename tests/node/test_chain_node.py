@@ -21,6 +21,7 @@ from hypermesh.node.processes import start_node, start_nodes, stop_all
 # Four validator processes (and a follower) share two cores with the rest of the suite: starting them and
 # waiting for their blocks takes tens of seconds when the machine is busy.
 pytestmark = pytest.mark.timeout(300)
+STARTUP = 150
 VALIDATORS = 4
 ALLOCATION = 100_000
 # Short rounds and frequent snapshots: a test chain moves fast and a follower finds a snapshot soon.
@@ -66,9 +67,9 @@ def chain(tmp_path_factory):
     (root / "genesis.json").write_text(genesis.stdout)
     flags = ["--genesis", str(root / "genesis.json"), "--validator", *CHAIN_FLAGS]
     (root / "flags.json").write_text(json.dumps(flags))
-    first = start_node(dirs[0], extra=flags)
+    first = start_node(dirs[0], extra=flags, startup_timeout=STARTUP)
     try:
-        others = start_nodes(dirs[1:], extra=[*flags, "--bootstrap", first.addr()])
+        others = start_nodes(dirs[1:], extra=[*flags, "--bootstrap", first.addr()], startup_timeout=STARTUP)
     except BaseException:
         first.stop()
         raise
@@ -150,7 +151,8 @@ def test_a_follower_joins_by_state_sync_and_answers_queries(chain, tmp_path):
     root, nodes = chain
     ask(nodes[0], "chain.wait", height=12, timeout=WAIT)  # past two snapshots
     flags = ["--genesis", str(root / "genesis.json"), "--state-sync", *CHAIN_FLAGS]
-    with start_node(tmp_path / "follower", extra=[*flags, "--bootstrap", nodes[0].addr()]) as follower:
+    with start_node(tmp_path / "follower", extra=[*flags, "--bootstrap", nodes[0].addr()],
+                    startup_timeout=STARTUP) as follower:
         status = ask(follower, "chain.wait", height=13, timeout=WAIT)
         assert status["origin"].startswith("state sync from ") and status["validator"] is False
         assert status["signing"] is False
@@ -166,7 +168,8 @@ def test_a_validator_killed_with_sigkill_restarts_from_its_chain_data(chain):
     victim.process.send_signal(signal.SIGKILL)
     victim.process.wait()
     flags = json.loads((root / "flags.json").read_text())
-    with start_node(victim.data_dir, extra=[*flags, "--bootstrap", nodes[0].addr()]) as restarted:
+    with start_node(victim.data_dir, extra=[*flags, "--bootstrap", nodes[0].addr()],
+                    startup_timeout=STARTUP) as restarted:
         # From its own store (nothing replayed from others up to `before`), then on with the others.
         status = ask(restarted, "chain.wait", height=before + 1, timeout=WAIT)
         assert status["origin"] == "store" and status["validator"] is True
