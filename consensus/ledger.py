@@ -35,6 +35,7 @@ Evidence is the consensus layer's proof of double signing (an encoded
 from __future__ import annotations
 
 import struct
+from collections.abc import Container
 from dataclasses import dataclass, field, replace
 from typing import Callable
 
@@ -390,12 +391,15 @@ class LedgerState:
 
     # ----------------------------------------------------------- transactions
 
-    def apply_transaction(self, tx: Transaction) -> None:
-        """Apply one transaction, or raise the reason it is refused and change nothing."""
+    def apply_transaction(self, tx: Transaction, signature_checked: bool = False) -> None:
+        """Apply one transaction, or raise the reason it is refused and change nothing.
+
+        ``signature_checked``: the caller verified this very transaction's signature already."""
         if tx.chain_id != self.genesis.chain_id:
             raise WrongChain(f"transaction for chain {tx.chain_id!r}, this is {self.genesis.chain_id!r}")
         check_body_ranges(tx.body)
-        verify_signature(tx)
+        if not signature_checked:
+            verify_signature(tx)
         balance, nonce = self.accounts.get(tx.sender, (0, 0))
         if tx.nonce != nonce:
             raise WrongNonce(f"nonce {tx.nonce}, the account's next is {nonce}")
@@ -507,10 +511,11 @@ class LedgerState:
 
     # ----------------------------------------------------------- blocks
 
-    def apply_block(self, block: Block, root: bytes | None = None) -> None:
+    def apply_block(self, block: Block, root: bytes | None = None, verified: Container[bytes] = ()) -> None:
         """Apply a whole block (on a copy: a refused block leaves a torn state).
 
-        ``root``: this state's root, if the caller knows it (building the tree is the costliest check)."""
+        ``root``: this state's root, if the caller knows it (building the tree is the costliest check).
+        ``verified``: IDs of transactions whose signatures the caller checked (its mempool's)."""
         if block.height != self.height + 1:
             raise InvalidBlock(f"block for height {block.height}, the state is at {self.height}")
         if block.parent_root != (root if root is not None else self.root()):
@@ -522,7 +527,7 @@ class LedgerState:
         if len(block.transactions) > self.params.max_block_transactions:
             raise InvalidBlock("too many transactions")
         for tx in block.transactions:
-            self.apply_transaction(tx)
+            self.apply_transaction(tx, signature_checked=bool(verified) and tx.tx_id() in verified)
         if len(block.evidence) > MAX_BLOCK_EVIDENCE:
             raise InvalidBlock("too much evidence")
         for item in block.evidence:
@@ -823,7 +828,7 @@ class Ledger:
             size = 4 + len(tx.encode())
             if size > budget:
                 raise BlockFull("no room left in this block")
-            scratch.apply_transaction(tx)
+            scratch.apply_transaction(tx, signature_checked=True)  # at submit
             budget -= size
 
         chosen = _applicable(pending, fits_and_applies, limit)
@@ -878,7 +883,7 @@ class Ledger:
                 self._tried.clear()
             attempt = self.state.copy()
             try:
-                attempt.apply_block(decode_block(value), self.roots[self.state.height])
+                attempt.apply_block(decode_block(value), self.roots[self.state.height], self.mempool)
             except LedgerError:
                 attempt = None
             self._tried[block_id] = attempt
@@ -895,6 +900,6 @@ class Ledger:
                               and key[2] >= self.state.height - self.genesis.params.max_evidence_age}
 
 
-__all__ = ["Block", "Escrow", "MAX_BLOCK_TIME_AHEAD_MS", "MempoolFull", "SenderQueueFull", "StateProof", "account_entry_key",
-           "certified_root", "decode_account_entry",
-           "verify_state_proof", "InvalidBlock", "Ledger", "LedgerState", "decode_block"]
+__all__ = ["Block", "Escrow", "InvalidBlock", "Ledger", "LedgerState", "MAX_BLOCK_TIME_AHEAD_MS", "MempoolFull",
+           "SenderQueueFull", "StateProof", "account_entry_key", "certified_root", "decode_account_entry",
+           "decode_block", "verify_state_proof"]

@@ -299,3 +299,16 @@ def test_a_full_block_takes_every_sender_in_turn_not_the_lowest_keys_first():
     block = decode_block(ledger.propose(1))
     counts = {key(s): sum(tx.sender == key(s) for tx in block.transactions) for s in senders}
     assert sorted(counts.values()) == [2, 2, 2, 2]
+
+
+def test_a_proposed_block_with_a_forged_transaction_is_invalid_though_the_mempool_holds_the_genuine_one():
+    from hypermesh.consensus.ledger import Block
+    ledger = Ledger(make_genesis())
+    genuine = sign_transaction(ALICE, LEDGER_CHAIN, 0, Transfer(key(BOB), 10))
+    ledger.submit(genuine)  # its signature is checked once, here; blocks reuse that check
+    by_bob = sign_transaction(BOB, LEDGER_CHAIN, 0, Transfer(key(BOB), 10))
+    forged = decode_transaction(genuine.encode()[:-64] + by_bob.signature)
+    honest = decode_block(ledger.propose(1))
+    assert honest.transactions == (genuine,) and ledger.is_valid(1, honest.encode())
+    tampered = Block(1, honest.parent_root, honest.last_certificate, (forged,), honest.evidence)
+    assert not ledger.is_valid(1, tampered.encode())
