@@ -900,6 +900,6 @@ class Ledger:
                               and key[2] >= self.state.height - self.genesis.params.max_evidence_age}
 
 
-__all__ = ["Block", "Escrow", "MAX_BLOCK_TIME_AHEAD_MS", "MempoolFull", "SenderQueueFull", "StateProof", "account_entry_key",
-           "certified_root", "decode_account_entry",
-           "verify_state_proof", "InvalidBlock", "Ledger", "LedgerState", "decode_block"]
+__all__ = ["Block", "Escrow", "InvalidBlock", "Ledger", "LedgerState", "MAX_BLOCK_TIME_AHEAD_MS", "MempoolFull",
+           "SenderQueueFull", "StateProof", "account_entry_key", "certified_root", "decode_account_entry",
+           "decode_block", "verify_state_proof"]

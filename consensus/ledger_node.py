@@ -11,6 +11,7 @@ store with the commit that certifies it), then runs on ``host``:
   evidence pooled for proposals;
 - transaction submission and relay (``/hm/ledger-tx/1.0.0``);
 - proven queries (``/hm/ledger-query/1.0.0``);
+- the outcomes of lock requests (``/hm/ledger-outcome/1.0.0``);
 - snapshots for late joiners (``/hm/state-sync/1.0.0``).
 """
 
@@ -29,6 +30,7 @@ from hypermesh.transport.identity import Identity, PeerId
 from .driver import ConsensusService
 from .genesis import Genesis
 from .ledger import Ledger
+from .ledger_outcome import OutcomeService
 from .ledger_query import QueryService
 from .ledger_service import TransactionService
 from .sqlite_store import SqliteConsensusStore
@@ -49,6 +51,7 @@ class LedgerNode:
     consensus: ConsensusService
     transactions: TransactionService
     snapshots: SnapshotServer
+    outcomes: OutcomeService
 
 
 def _fresh_signer_state(height: int) -> SavedState:
@@ -91,15 +94,19 @@ async def run_ledger_node(host, genesis: Genesis, identity: Identity | None, dat
         consensus.on_commit.append(snapshots.on_commit)
         transactions = TransactionService(host, ledger)
         queries = QueryService(host, ledger)
+        outcomes = OutcomeService(host, ledger)
+        consensus.on_commit.append(outcomes.on_commit)
         snapshots.start()
         queries.start()
+        outcomes.start()
         try:
             async with trio.open_nursery() as nursery:
                 await nursery.start(transactions.run)
                 await nursery.start(consensus.run)
-                yield LedgerNode(ledger, consensus, transactions, snapshots)
+                yield LedgerNode(ledger, consensus, transactions, snapshots, outcomes)
                 nursery.cancel_scope.cancel()
         finally:
+            outcomes.stop()
             queries.stop()
             snapshots.stop()
     finally:

@@ -229,7 +229,7 @@ def is_linearizable(ops: Sequence[Operation], initial, step_fn: Callable, max_st
 
 
 @dataclass(frozen=True, slots=True)
-class Lease:
+class LeaseInterval:
     name: Hashable
     holder: Hashable
     token: int
@@ -237,14 +237,14 @@ class Lease:
     end: int
 
 
-def leases_of(history: Iterable[Operation]) -> list[Lease]:
+def leases_of(history: Iterable[Operation]) -> list[LeaseInterval]:
     """Each granted lease from its acquire to its release or last expiry (block time)."""
-    granted: dict[tuple[Hashable, int], Lease] = {}
+    granted: dict[tuple[Hashable, int], LeaseInterval] = {}
     updates = []
     for op in history:
         if op.result.ok and op.kind == ACQUIRE:
-            granted[(op.name, op.result.token)] = Lease(op.name, op.process, op.result.token, op.result.at,
-                                                        op.result.expiry)
+            granted[(op.name, op.result.token)] = LeaseInterval(op.name, op.process, op.result.token, op.result.at,
+                                                                op.result.expiry)
         elif op.result.ok and op.kind in (RENEW, RELEASE):
             updates.append(op)
     for op in sorted(updates, key=lambda o: o.result.at):
@@ -252,19 +252,19 @@ def leases_of(history: Iterable[Operation]) -> list[Lease]:
         if lease is None:
             continue
         end = op.result.expiry if op.kind == RENEW else min(lease.end, op.result.at)
-        granted[(op.name, op.token)] = Lease(lease.name, lease.holder, lease.token, lease.start, end)
+        granted[(op.name, op.token)] = LeaseInterval(lease.name, lease.holder, lease.token, lease.start, end)
     return list(granted.values())
 
 
-def lease_overlaps(history: Iterable[Operation]) -> list[tuple[Lease, Lease]]:
+def lease_overlaps(history: Iterable[Operation]) -> list[tuple[LeaseInterval, LeaseInterval]]:
     """Pairs of leases of one lock whose block-time intervals [start, end) overlap; empty when none do."""
-    by_name: dict[Hashable, list[Lease]] = defaultdict(list)
+    by_name: dict[Hashable, list[LeaseInterval]] = defaultdict(list)
     for lease in leases_of(history):
         by_name[lease.name].append(lease)
     overlaps = []
     for leases in by_name.values():
         leases.sort(key=lambda lease: (lease.start, lease.token))
-        latest: Lease | None = None  # the lease reaching furthest so far
+        latest: LeaseInterval | None = None  # the lease reaching furthest so far
         for lease in leases:
             if latest is not None and lease.start < latest.end and lease.end > lease.start:
                 overlaps.append((latest, lease))
@@ -273,5 +273,5 @@ def lease_overlaps(history: Iterable[Operation]) -> list[tuple[Lease, Lease]]:
     return overlaps
 
 
-__all__ = ["ACQUIRE", "READ", "RELEASE", "RENEW", "CheckResult", "Lease", "LockResult", "LockState", "Operation",
-           "check_lock_history", "is_linearizable", "lease_overlaps", "leases_of", "step"]
+__all__ = ["ACQUIRE", "READ", "RELEASE", "RENEW", "CheckResult", "LeaseInterval", "LockResult", "LockState",
+           "Operation", "check_lock_history", "is_linearizable", "lease_overlaps", "leases_of", "step"]

@@ -5,9 +5,12 @@ reads a clock or touches the network, so the simulator (sim.py) and the
 node's driver run the same code. Persistence is the store's job (store.py);
 the engine exposes what to save (:meth:`snapshot_peer`) and how to restore it.
 
-Three sources combine:
+Four sources combine:
 
 - *local reputation* (score.py): what this node saw a peer do;
+- *believed reviews* (reviews.py): what reviewers say of a peer, each
+  weighted by its credibility — how well its reviews agreed with what the
+  validators, this node and other believed reviewers saw;
 - *global trust* (eigentrust.py): everyone's local trust, propagated along
   signed attestations and anchored on bonded stake;
 - *vouching*: a peer this node trusts highly (local score >= VOUCHER_SCORE)
@@ -150,9 +153,9 @@ class Ranked:
     key: float
     local: Reputation
     global_trust: float
-    # Vouched for by global trust or by our own good experience.
+    # Staked, served us well, or reported good by believed reviewers.
     trusted: bool = False
-    # Did us more harm than good, first hand.
+    # Did us more harm than good, is reported bad by believed reviewers, or misleads as a reviewer.
     failed: bool = False
 
 

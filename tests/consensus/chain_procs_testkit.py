@@ -38,11 +38,16 @@ class Validator:
     addrs: list[str] = field(default_factory=list)
     # What it decided, by height: (block ID, state root); from every incarnation.
     decided: dict[int, tuple[str, str]] = field(default_factory=dict)
-    status: dict = field(default_factory=dict)
+    decided_at: dict[int, float] = field(default_factory=dict)  # wall-clock time of each decision
+    # Who signed each decision's certificate (indices in that height's validator set).
+    signers: dict[int, list[int]] = field(default_factory=dict)
+    status: dict = field(default_factory=dict)  # the latest
+    statuses: int = 0  # how many it reported
     # Validators it saw equivocate (evidence it detected), and those the evidence in its decided blocks names.
     evidence: set[str] = field(default_factory=set)
     evidence_in: dict[int, list[str]] = field(default_factory=dict)
     double_signed: int = 0
+    killed: bool = False  # by the test: its output ending is expected
 
     @property
     def key(self) -> str:
@@ -79,6 +84,7 @@ class ProcessChain:
             validator = self.validators[index]
             validator.data_dir.mkdir(exist_ok=True)
             validator.addrs = []
+            validator.killed = False
             command = [*self._wrap(index), sys.executable, str(PROC), "--genesis", str(self.genesis_file),
                        "--validator", str(index), "--data-dir", str(validator.data_dir), "--listen", validator.listen]
             for peer in peers(index):
@@ -111,6 +117,7 @@ class ProcessChain:
 
     def kill(self, index: int) -> None:
         """SIGKILL: no clean-up, no flush beyond what was written."""
+        self.validators[index].killed = True
         process = self.validators[index].process
         process.send_signal(signal.SIGKILL)
         process.wait()
@@ -124,7 +131,7 @@ class ProcessChain:
     def _read(self, index: int, process: subprocess.Popen) -> None:
         for line in process.stdout:
             self._events.put((index, json.loads(line)))
-        self._events.put((index, None))
+        self._events.put((index, process))  # its output ended
 
     # ------------------------------------------------------------ watching
 
@@ -139,10 +146,13 @@ class ProcessChain:
                 raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}; {self.describe()}") from None
             self._take(index, event)
 
-    def _take(self, index: int, event: dict | None) -> None:
+    def _take(self, index: int, event: dict | subprocess.Popen) -> None:
         validator = self.validators[index]
-        if event is None:
-            return  # its output ended; a wait that needs it times out, naming what it waited for
+        if isinstance(event, subprocess.Popen):
+            if event is validator.process and not validator.killed:
+                errors = (validator.data_dir / "stderr.log").read_text(errors="replace").strip().splitlines()
+                raise AssertionError(f"validator {index} exited by itself: {errors[-5:]}")
+            return
         kind = event["event"]
         if kind == "listening":
             validator.addrs = event["addrs"]
@@ -150,10 +160,13 @@ class ProcessChain:
             decided = (event["block"], event["root"])
             assert validator.decided.setdefault(event["height"], decided) == decided, \
                 f"validator {index} decided height {event['height']} twice differently"
+            validator.decided_at.setdefault(event["height"], event["time"])
+            validator.signers.setdefault(event["height"], event["signers"])
             if event["evidence"]:
                 validator.evidence_in[event["height"]] = event["evidence"]
         elif kind == "status":
             validator.status = event
+            validator.statuses += 1
         elif kind == "evidence":
             validator.evidence.add(event["validator"])
         elif kind == "double-signed":
@@ -161,20 +174,8 @@ class ProcessChain:
 
     def statuses_after(self, indices, count: int, what: str) -> None:
         """Wait until each of ``indices`` has reported ``count`` more statuses (its own clock's ticks)."""
-        seen = {i: 0 for i in indices}
-
-        def counted():
-            return all(n >= count for n in seen.values())
-
-        deadline = time.monotonic() + WAIT
-        while not counted():
-            try:
-                index, event = self._events.get(timeout=max(deadline - time.monotonic(), 0))
-            except queue.Empty:
-                raise AssertionError(f"timed out waiting for {what}; {self.describe()}") from None
-            self._take(index, event)
-            if event is not None and event["event"] == "status" and index in seen:
-                seen[index] += 1
+        start = {i: self.validators[i].statuses for i in indices}
+        self.wait_until(lambda: all(self.validators[i].statuses - start[i] >= count for i in indices), what)
 
     def all_reach(self, height: int, indices=None, what: str = "", timeout: float = WAIT) -> None:
         indices = range(len(self.validators)) if indices is None else indices
@@ -183,6 +184,10 @@ class ProcessChain:
 
     def heights(self) -> list[int]:
         return [v.height for v in self.validators]
+
+    def decided_by(self, moment: float) -> int:
+        """The highest height any validator decided by ``moment`` (time.time()), of the events taken in."""
+        return max((h for v in self.validators for h, at in v.decided_at.items() if at <= moment), default=0)
 
     def describe(self) -> str:
         return "; ".join(f"v{v.index}: decided {v.height}, at {v.status.get('height')}/{v.status.get('round')}"

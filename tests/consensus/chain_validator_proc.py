@@ -7,8 +7,9 @@ INDEX names one of ledger_testkit.VALIDATOR_IDS (its key is the host's and the
 validator's). Stdout carries one JSON object per line, flushed:
 
 - ``{"event": "listening", "addrs": [...]}`` once, when the host listens;
-- ``{"event": "commit", "height", "round", "block", "root", "evidence": [validator keys], "signers": [indices]}``
-  per decision (signers: indices in the set that signed its certificate);
+- ``{"event": "commit", "height", "round", "block", "root", "evidence": [validator keys], "signers": [indices],
+  "time"}`` per decision (signers: indices in the set that signed its certificate; time: the wall clock's,
+  which every namespace shares);
 - ``{"event": "evidence", "validator", "height"}`` when the core detects equivocation;
 - ``{"event": "status", "height", "round", "validators", "jailed", "tombstoned", "burned"}``
   every STATUS_INTERVAL (the node's own clock: the tests' window of observation);
@@ -33,6 +34,7 @@ import argparse
 import json
 import os
 import sys
+import time
 from pathlib import Path
 
 import trio
@@ -155,7 +157,7 @@ def report_commit(node, decision) -> None:
     evidence = decode_block(decision.value).evidence
     emit("commit", height=decision.height, round=decision.round, block=decision.certificate.block_id.hex(),
          root=node.ledger.roots[decision.height].hex(), evidence=[e.first.validator.hex() for e in evidence],
-         signers=[index for index, _ in decision.certificate.signatures])
+         signers=[index for index, _ in decision.certificate.signatures], time=time.time())
 
 
 async def main(args) -> None:

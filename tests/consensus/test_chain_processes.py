@@ -1,13 +1,20 @@
-"""The chain with every validator a separate process on loopback: kill -9 and restart."""
+"""The chain with every validator a separate process on loopback: kill -9 and restart; a double signer.
+
+Each test takes tens of seconds, nearly all of it four Python processes
+starting (seconds each on two loaded cores): the crash and the slashing must
+happen to real processes, which the in-process tests cannot show.
+"""
 
 from chain_procs_testkit import ProcessChain, conflicting_signatures, signed_messages
-from ledger_testkit import STAKE, make_genesis
+from hypermesh.consensus.ledger import Ledger
+from ledger_testkit import STAKE, VALIDATOR_IDS, key, make_genesis
 
 LOOPBACK = "/ip4/127.0.0.1/udp/0/quic-v1"
 
 
 def test_a_validator_killed_with_sigkill_restarts_catches_up_and_never_signs_conflicting_votes(tmp_path):
-    chain = ProcessChain(tmp_path, make_genesis(), [LOOPBACK] * 4)
+    genesis = make_genesis()
+    chain = ProcessChain(tmp_path, genesis, [LOOPBACK] * 4)
     victim, others = chain.validators[2], [0, 1, 3]
     try:
         chain.start_on_loopback()
@@ -21,6 +28,10 @@ def test_a_validator_killed_with_sigkill_restarts_catches_up_and_never_signs_con
         chain.introduce()
         behind = max(chain.heights())
         chain.all_reach(behind + 3, what="the restarted validator catching up with the others")
+        # And it is a validator again: its precommits are in the certificates of new blocks.
+        position = Ledger(genesis).validators.index_of(key(VALIDATOR_IDS[victim.index]))
+        chain.wait_until(lambda: any(position in signers for h, signers in chain.validators[0].signers.items()
+                                     if h > behind), "a certificate signed by the restarted validator")
         chain.assert_no_divergence()
         signed = signed_messages(victim.data_dir)
         assert conflicting_signatures(signed) == []

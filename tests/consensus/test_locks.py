@@ -250,3 +250,75 @@ def test_the_chains_lock_outcomes_form_a_linearizable_history_without_overlappin
             pending = []
     assert check_lock_history(history).ok is True
     assert not lease_overlaps(history)
+
+
+LOCK_TX = sign_transaction(ALICE, LEDGER_CHAIN, 3, LockRenew(b"q" * 16, NAME, 9, 1_000)).encode()
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.data())
+def test_a_mutated_lock_transaction_is_refused_with_a_typed_reason_or_decodes_canonically(data):
+    from hypermesh.consensus.ledger_tx import LedgerError
+    value = bytearray(LOCK_TX)
+    for _ in range(data.draw(st.integers(1, 3))):
+        position = data.draw(st.integers(0, len(value) - 1))
+        if data.draw(st.booleans()):
+            value[position] ^= data.draw(st.integers(1, 255))
+        else:
+            del value[position:position + data.draw(st.integers(1, 20))]
+    try:
+        tx = decode_transaction(bytes(value))
+    except LedgerError:
+        return
+    assert tx.encode() == bytes(value)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.binary(max_size=80))
+def test_lock_entries_and_outcome_answers_decode_or_are_refused_with_a_typed_reason(data):
+    from hypermesh.consensus.ledger_outcome import OutcomeError, Undecided, decode_outcome_answer
+    from hypermesh.consensus.locks import LockDecodeError
+    for decode in (Lease.decode, LockOutcome.decode):
+        try:
+            decoded = decode(data)
+        except LockDecodeError:
+            continue
+        assert decoded.encode() == data or decoded.holder == b""  # zeros and no holder are one encoding
+    try:
+        answer = decode_outcome_answer(data)
+    except OutcomeError:
+        return
+    assert isinstance(answer, (LockOutcome, Undecided))
+
+
+async def test_the_outcome_service_waits_for_the_commit_that_decides_a_request(autojump_clock):
+    import trio
+    import trio.testing
+
+    from hypermesh.consensus.ledger_outcome import OutcomeService, Undecided, decode_outcome_answer
+    chain, _ = lock_chain()
+    service = OutcomeService(None, chain.ledger)
+    request = LockAcquire(rid(), NAME, 5_000)
+    undecided = decode_outcome_answer(await service.answer(key(ALICE), request.request_id, 0, 0))
+    assert undecided == Undecided(0, 0)
+    chain.submit(chain.tx(ALICE, request))
+    answers = []
+
+    async def wait_for_it():
+        answers.append(decode_outcome_answer(await service.answer(key(ALICE), request.request_id, 0, 3_000)))
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(wait_for_it)
+        await trio.testing.wait_all_tasks_blocked()  # the waiter is parked before the block is decided
+        assert not answers
+        chain.commit_block()
+        service.on_commit()
+    assert answers == [chain.ledger.lock_outcome(key(ALICE), request.request_id)] and answers[0].ok
+    # A wait that no commit ends is bounded: the node answers "undecided" with the sender's next nonce.
+    other = rid()
+    with trio.fail_after(20):
+        assert decode_outcome_answer(await service.answer(key(ALICE), other, 1, 60_000)) == Undecided(1, 1)
+        # A transaction with a nonce the sender has used can never apply: no wait at all.
+        before = trio.current_time()
+        assert decode_outcome_answer(await service.answer(key(ALICE), other, 0, 60_000)) == Undecided(1, 1)
+        assert trio.current_time() == before

@@ -111,6 +111,11 @@ ENV_EXAMPLES = {
     "log.json": ("true", True),
     "capsules.trust": (SIGNER, [SIGNER]),
     "network.perf": ("yes", True),
+    "chain.genesis": ("genesis.json", "genesis.json"),
+    "chain.validator": ("true", True),
+    "chain.state_sync": ("on", True),
+    "chain.timeout": ("0.25", 0.25),
+    "chain.snapshot_interval": ("50", 50),
 }
 
 
