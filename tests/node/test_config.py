@@ -110,6 +110,10 @@ ENV_EXAMPLES = {
     "log.level": ("debug", "debug"),
     "log.json": ("true", True),
     "capsules.trust": (SIGNER, [SIGNER]),
+    "capsules.remote_max_input_bytes": ("65536", 65536),
+    "capsules.remote_per_peer_running": ("4", 4),
+    "capsules.remote_per_peer_queued": ("0", 0),
+    "capsules.remote_total_running": ("16", 16),
     "network.perf": ("yes", True),
 }
 
