@@ -53,7 +53,8 @@ SUBMISSIONS_IN_FLIGHT = 32
 STAKE = 10_000
 
 
-def build_chain(blocks: int, transfers: int, accounts: int) -> tuple[Genesis, list[Commit]]:
+def build_chain(blocks: int, transfers: int, accounts: int) -> tuple[Genesis, list[Commit], Ledger]:
+    """A certified chain (real validator keys sign every commit, no network), and the ledger that built it."""
     validators = [Identity.from_seed(b"bench-validator-%d" % i) for i in range(4)]
     users = [Identity.from_seed(b"bench-user-%d" % i) for i in range(accounts)]
     genesis = Genesis(CHAIN_ID, LedgerParams(), {public_key_of(u): 10**12 for u in users},
@@ -73,7 +74,7 @@ def build_chain(blocks: int, transfers: int, accounts: int) -> tuple[Genesis, li
         commit = Commit(make_certificate(votes, ledger.validators), value)
         ledger.finalize(commit)
         commits.append(commit)
-    return genesis, commits
+    return genesis, commits, ledger
 
 
 def replay(genesis: Genesis, commits: list[Commit]) -> tuple[float, bytes]:
@@ -84,14 +85,14 @@ def replay(genesis: Genesis, commits: list[Commit]) -> tuple[float, bytes]:
     return time.perf_counter() - started, ledger.state.root()
 
 
-def state_sync(genesis: Genesis, commits: list[Commit]) -> tuple[float, bytes, int]:
-    # The serving node has the state at the last-but-one height (built here, untimed).
-    server = Ledger(genesis)
-    for commit in commits[:-1]:
-        server.apply_decided(commit.value, commit.certificate)
-    manifest, chunks = make_snapshot(server.state)
+def state_sync(genesis: Genesis, commits: list[Commit], server: Ledger) -> tuple[float, bytes, int]:
+    """``server`` decided every commit: it serves its state at the last-but-one height (the state its
+    last decision certifies; the snapshot is made untimed), which the late node restores and then
+    executes the last block."""
+    state, _ = server.certified
+    manifest, chunks = make_snapshot(state)
     started = time.perf_counter()
-    height, root = certified_root(commits[-1], CHAIN_ID, server.validators)
+    height, root = certified_root(commits[-1], CHAIN_ID, state.validators)
     restorer = SnapshotRestorer(genesis, height, root, manifest)
     for index, chunk in enumerate(chunks):
         restorer.add_chunk(index, chunk)
@@ -174,10 +175,10 @@ def main() -> None:
     args = parser.parse_args()
     blocks = args.blocks or (300 if args.quick else 10_000)
     started = time.perf_counter()
-    genesis, commits = build_chain(blocks, args.transfers, args.accounts)
+    genesis, commits, server = build_chain(blocks, args.transfers, args.accounts)
     built = time.perf_counter() - started
     replay_s, replay_root = replay(genesis, commits)
-    sync_s, sync_root, chunk_count = state_sync(genesis, commits)
+    sync_s, sync_root, chunk_count = state_sync(genesis, commits, server)
     throughput = transfers_per_second(500 if args.quick else 5_000, args.accounts)
     with tempfile.TemporaryDirectory() as data_dir:
         on_hosts = trio.run(transfers_on_hosts, 200 if args.quick else 2_000, args.accounts, Path(data_dir))

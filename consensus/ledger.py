@@ -9,9 +9,15 @@ signed transactions, the committed state and the state root of every height.
 
 A block (the value consensus orders) is::
 
-    version:u8 ‖ height:u64 ‖ parent_root:32 ‖ len:u32 ‖ last_certificate
+    version:u8 ‖ height:u64 ‖ time:u64 ‖ parent_root:32 ‖ len:u32 ‖ last_certificate
     ‖ count:u32 ‖ count × (len:u32 ‖ transaction)
     ‖ count:u16 ‖ count × (len:u32 ‖ evidence)
+
+``time`` is the block time (milliseconds since the Unix epoch) the proposer
+read from its clock, never earlier than the previous block's; lock leases
+(consensus/locks.py) expire by it. A validator with a clock refuses a block
+more than ``MAX_BLOCK_TIME_AHEAD_MS`` ahead of its own: a proposer cannot run
+the chain's time far forward (and so expire every lease).
 
 ``parent_root`` is the state root after the previous block, so the commit
 certificate of block h + 1 certifies the state after h; ``last_certificate``
@@ -29,14 +35,18 @@ Evidence is the consensus layer's proof of double signing (an encoded
 from __future__ import annotations
 
 import struct
+from collections.abc import Container
 from dataclasses import dataclass, field, replace
+from typing import Callable
 
 from hypermesh.transport.identity import PeerId
 
 from .genesis import Genesis, peer_id_of
 from .ledger_tx import (
+    LOCK_BODIES,
     BadDeadline,
     BelowMinimumStake,
+    DuplicateRequest,
     Bond,
     EscrowExpired,
     EscrowNotExpired,
@@ -66,6 +76,7 @@ from .ledger_tx import (
     escrow_id_of,
     verify_signature,
 )
+from .locks import LockOutcome, LockTable, lock_entry_key
 from .merkle import AbsenceProof, MerkleProof, MerkleTree, ProofError, verify_proof
 from .store import ConsensusStore
 from .validators import MAX_POWER, MAX_VALIDATORS, Validator, ValidatorSet
@@ -86,7 +97,10 @@ from .wire import (
     verify_evidence,
 )
 
-BLOCK_VERSION = 1
+BLOCK_VERSION = 2
+# Block time: how far ahead of a validator's own clock it accepts; the largest value (far from u64 overflow).
+MAX_BLOCK_TIME_AHEAD_MS = 10_000
+MAX_BLOCK_TIME = 1 << 62
 MAX_BLOCK_EVIDENCE = 64
 # Bounds what submitted transactions can make a node hold.
 MAX_MEMPOOL_TRANSACTIONS = 10_000
@@ -96,7 +110,7 @@ MAX_PENDING_PER_SENDER = 64
 _MAX_EVIDENCE_SIZE = 2 * (1 + 8 + 4 + 33 + 32 + 64) + 16
 MAX_BLOCK_TRANSACTION_BYTES = (MAX_VALUE_SIZE - 64 - (16 + MAX_VALIDATORS * (2 + 64))
                                - MAX_BLOCK_EVIDENCE * (4 + _MAX_EVIDENCE_SIZE))
-_META_KEYS = (b"meta/burned", b"meta/minted", b"meta/height", b"meta/last_block", b"meta/validators",
+_META_KEYS = (b"meta/burned", b"meta/minted", b"meta/height", b"meta/time", b"meta/last_block", b"meta/validators",
               b"meta/last_validators")
 
 
@@ -106,6 +120,10 @@ class InvalidBlock(LedgerError):
 
 class MempoolFull(LedgerError):
     pass
+
+
+class SenderQueueFull(MempoolFull):
+    """The sender holds its share of the mempool (MAX_PENDING_PER_SENDER) already."""
 
 
 class BlockFull(LedgerError):
@@ -119,10 +137,11 @@ class Block:
     last_certificate: CommitCertificate | None
     transactions: tuple[Transaction, ...]
     evidence: tuple[Evidence, ...] = ()
+    time: int = 0  # block time, ms since the Unix epoch
 
     def encode(self) -> bytes:
         certificate = encode_certificate(self.last_certificate) if self.last_certificate is not None else b""
-        parts = [struct.pack(">BQ", BLOCK_VERSION, self.height), self.parent_root,
+        parts = [struct.pack(">BQQ", BLOCK_VERSION, self.height, self.time), self.parent_root,
                  struct.pack(">I", len(certificate)), certificate, struct.pack(">I", len(self.transactions))]
         for tx in self.transactions:
             encoded = tx.encode()
@@ -147,9 +166,11 @@ def decode_block(data: bytes) -> Block:
         offset += size
         return chunk
 
-    version, height = struct.unpack(">BQ", take(9))
+    version, height, time = struct.unpack(">BQQ", take(17))
     if version != BLOCK_VERSION or height == 0:
         raise InvalidBlock("unknown block version or height 0")
+    if time > MAX_BLOCK_TIME:
+        raise InvalidBlock("block time out of range")
     parent_root = take(32)
     certificate_bytes = take(struct.unpack(">I", take(4))[0])
     try:
@@ -176,7 +197,7 @@ def decode_block(data: bytes) -> Block:
         evidence.append(item)
     if offset != len(data):
         raise InvalidBlock("trailing bytes after the block")
-    block = Block(height, parent_root, certificate, tuple(transactions), tuple(evidence))
+    block = Block(height, parent_root, certificate, tuple(transactions), tuple(evidence), time)
     if block.encode() != data:
         raise InvalidBlock("not the canonical encoding")
     return block
@@ -238,6 +259,9 @@ class LedgerState:
     set_history: tuple[tuple[int, ValidatorSet], ...] = ()
     burned: int = 0
     minted: int = 0
+    # Block time of the last block (while a block applies: of that block).
+    time: int = 0
+    locks: LockTable = field(default_factory=LockTable)
     last_block_id: bytes = b""
     # The set that signs the next block, and the one that signed the last.
     validators: ValidatorSet | None = None
@@ -254,7 +278,8 @@ class LedgerState:
 
     def copy(self) -> "LedgerState":
         return replace(self, accounts=dict(self.accounts), bonds=dict(self.bonds), unbonding=dict(self.unbonding),
-                       jailed=dict(self.jailed), missed=dict(self.missed), escrows=dict(self.escrows))
+                       jailed=dict(self.jailed), missed=dict(self.missed), escrows=dict(self.escrows),
+                       locks=self.locks.copy())
 
     # ----------------------------------------------------------- queries
 
@@ -309,6 +334,8 @@ class LedgerState:
         entries[b"meta/burned"] = _u64(self.burned)
         entries[b"meta/minted"] = _u64(self.minted)
         entries[b"meta/height"] = _u64(self.height)
+        entries[b"meta/time"] = _u64(self.time)
+        entries.update(self.locks.entries())
         entries[b"meta/last_block"] = self.last_block_id
         entries[b"meta/validators"] = encode_validator_set(self.validators)
         entries[b"meta/last_validators"] = encode_validator_set(self.last_validators)
@@ -340,10 +367,13 @@ class LedgerState:
                 state.missed[rest] = struct.unpack(">Q", value)[0]
             elif prefix == b"hist" and len(rest) == 8:
                 state.set_history += ((struct.unpack(">Q", rest)[0], decode_validator_set(value)),)
+            elif state.locks.load_entry(entry_key, value):
+                pass
             elif entry_key not in _META_KEYS:
                 raise ValueError(f"unknown state entry {entry_key[:8]!r}")
         try:
-            state.burned, state.minted, state.height = (struct.unpack(">Q", entries[k])[0] for k in _META_KEYS[:3])
+            state.burned, state.minted, state.height, state.time = (struct.unpack(">Q", entries[k])[0]
+                                                                    for k in _META_KEYS[:4])
             state.last_block_id = entries[b"meta/last_block"]
             state.validators = decode_validator_set(entries[b"meta/validators"])
             state.last_validators = decode_validator_set(entries[b"meta/last_validators"])
@@ -361,12 +391,15 @@ class LedgerState:
 
     # ----------------------------------------------------------- transactions
 
-    def apply_transaction(self, tx: Transaction) -> None:
-        """Apply one transaction, or raise the reason it is refused and change nothing."""
+    def apply_transaction(self, tx: Transaction, signature_checked: bool = False) -> None:
+        """Apply one transaction, or raise the reason it is refused and change nothing.
+
+        ``signature_checked``: the caller verified this very transaction's signature already."""
         if tx.chain_id != self.genesis.chain_id:
             raise WrongChain(f"transaction for chain {tx.chain_id!r}, this is {self.genesis.chain_id!r}")
         check_body_ranges(tx.body)
-        verify_signature(tx)
+        if not signature_checked:
+            verify_signature(tx)
         balance, nonce = self.accounts.get(tx.sender, (0, 0))
         if tx.nonce != nonce:
             raise WrongNonce(f"nonce {tx.nonce}, the account's next is {nonce}")
@@ -381,7 +414,8 @@ class LedgerState:
     def _handlers() -> dict:
         return {Transfer: LedgerState._transfer, Bond: LedgerState._bond, Unbond: LedgerState._unbond,
                 Unjail: LedgerState._unjail, SealedNote: LedgerState._sealed_note, EscrowOpen: LedgerState._escrow_open,
-                EscrowRelease: LedgerState._escrow_release, EscrowRefund: LedgerState._escrow_refund}
+                EscrowRelease: LedgerState._escrow_release, EscrowRefund: LedgerState._escrow_refund,
+                **{body: LedgerState._lock for body in LOCK_BODIES}}
 
     def _debit(self, account: bytes, balance: int, amount: int) -> None:
         if amount > balance:
@@ -465,6 +499,10 @@ class LedgerState:
         del self.escrows[tx.body.escrow_id]
         self._credit(escrow.client, escrow.amount)
 
+    def _lock(self, tx: Transaction, balance: int) -> None:
+        """Decided whatever the lock's state (a refusal is an outcome, kept for the request's retries)."""
+        self.locks.apply(tx.sender, tx.body, self.height + 1, self.time)
+
     def _set_bond(self, owner: bytes, role: Role, amount: int) -> None:
         if amount:
             self.bonds[(owner, role)] = amount
@@ -473,17 +511,23 @@ class LedgerState:
 
     # ----------------------------------------------------------- blocks
 
-    def apply_block(self, block: Block) -> None:
-        """Apply a whole block (on a copy: a refused block leaves a torn state)."""
+    def apply_block(self, block: Block, root: bytes | None = None, verified: Container[bytes] = ()) -> None:
+        """Apply a whole block (on a copy: a refused block leaves a torn state).
+
+        ``root``: this state's root, if the caller knows it (building the tree is the costliest check).
+        ``verified``: IDs of transactions whose signatures the caller checked (its mempool's)."""
         if block.height != self.height + 1:
             raise InvalidBlock(f"block for height {block.height}, the state is at {self.height}")
-        if block.parent_root != self.root():
+        if block.parent_root != (root if root is not None else self.root()):
             raise InvalidBlock("the parent state root does not match")
+        if block.time < self.time:
+            raise InvalidBlock(f"block time {block.time} is before the previous block's, {self.time}")
         self._check_last_certificate(block)
+        self.time = block.time
         if len(block.transactions) > self.params.max_block_transactions:
             raise InvalidBlock("too many transactions")
         for tx in block.transactions:
-            self.apply_transaction(tx)
+            self.apply_transaction(tx, signature_checked=bool(verified) and tx.tx_id() in verified)
         if len(block.evidence) > MAX_BLOCK_EVIDENCE:
             raise InvalidBlock("too much evidence")
         for item in block.evidence:
@@ -492,6 +536,7 @@ class LedgerState:
         self.height = block.height
         self.last_block_id = block_id_of(block.encode())
         self.last_validators = self.validators
+        self.locks.expire(self.time)
         self._release_unbonded()
         if self.height % self.params.epoch_length == 0:
             self._change_validators()
@@ -644,17 +689,37 @@ def _applicable(items: list, apply, limit: int | None = None) -> list:
     return accepted
 
 
+def _senders_in_turn(transactions, height: int) -> list[Transaction]:
+    """Every sender's first transaction (by nonce), then every sender's second, …: a full block
+    serves senders alike. The senders' order rotates with ``height``, so no key is always first."""
+    by_sender: dict[bytes, list[Transaction]] = {}
+    for tx in transactions:
+        by_sender.setdefault(tx.sender, []).append(tx)
+    senders = sorted(by_sender)
+    if senders:
+        start = height % len(senders)
+        senders = senders[start:] + senders[:start]
+    queues = [sorted(by_sender[sender], key=lambda t: t.nonce) for sender in senders]
+    return [queue[i] for i in range(max(map(len, queues), default=0)) for queue in queues if i < len(queue)]
+
+
 class Ledger:
     """The consensus application: mempool, proposals, validity and execution of decided blocks."""
 
     def __init__(self, genesis: Genesis, max_cached_blocks: int = 16, state: LedgerState | None = None,
-                 max_mempool: int = MAX_MEMPOOL_TRANSACTIONS):
-        """From genesis, or from ``state`` (restored by state sync: consensus/snapshot.py)."""
+                 max_mempool: int = MAX_MEMPOOL_TRANSACTIONS, clock: Callable[[], float] | None = None):
+        """From genesis, or from ``state`` (restored by state sync: consensus/snapshot.py).
+
+        ``clock`` (seconds since the Unix epoch; a node passes ``time.time``, a
+        simulator its virtual time) stamps proposals and bounds the block time
+        of others'; without one, block time stays at the last block's."""
         self.genesis = genesis
+        self.clock = clock
         self.max_mempool = max_mempool
         self.state = state if state is not None else LedgerState.from_genesis(genesis)
         self.roots: dict[int, bytes] = {self.state.height: self.state.root()}
         self.mempool: dict[bytes, Transaction] = {}
+        self._pending_by_sender: dict[bytes, int] = {}
         self.evidence_pool: dict[tuple, Evidence] = {}
         self.last_certificate: CommitCertificate | None = None
         # The state before the last decided block, whose root that block's
@@ -692,6 +757,14 @@ class Ledger:
     def prove_account(self, account: bytes) -> StateProof | None:
         return self.prove(account_entry_key(account))
 
+    def prove_lock(self, name: bytes) -> StateProof | None:
+        """The live lease on ``name`` in the committed state (None: the lock is free)."""
+        return self.prove(lock_entry_key(name))
+
+    def lock_outcome(self, sender: bytes, request_id: bytes) -> LockOutcome | None:
+        """The committed outcome of a lock request (None while undecided, or once past its retention)."""
+        return self.state.locks.outcome_of(sender, request_id)
+
     def prove_absent(self, key: bytes) -> tuple[int, AbsenceProof] | None:
         """(height, proof that the committed state has no entry for ``key``), or None if it has one."""
         proof = self.state.tree().prove_absence(key)
@@ -716,10 +789,21 @@ class Ledger:
             raise WrongNonce(f"nonce {tx.nonce} is used already")
         if tx.nonce >= nonce + MAX_PENDING_PER_SENDER:
             raise WrongNonce(f"nonce {tx.nonce} is too far ahead of the account's next, {nonce}")
+        if isinstance(tx.body, LOCK_BODIES):
+            decided = self.lock_outcome(tx.sender, tx.body.request_id)
+            if decided is not None:
+                raise DuplicateRequest(f"request {tx.body.request_id.hex()} was decided at height {decided.height}")
         tx_id = tx.tx_id()
-        if tx_id not in self.mempool and len(self.mempool) >= self.max_mempool:
+        if tx_id in self.mempool:
+            return tx_id
+        if len(self.mempool) >= self.max_mempool:
             raise MempoolFull(f"{len(self.mempool)} transactions are waiting")
+        # Counted per sender, not per nonce: variants of one nonce would otherwise let one sender fill the pool.
+        pending = self._pending_by_sender.get(tx.sender, 0)
+        if pending >= MAX_PENDING_PER_SENDER:
+            raise SenderQueueFull(f"the sender has {pending} transactions waiting already")
         self.mempool[tx_id] = tx
+        self._pending_by_sender[tx.sender] = pending + 1
         return tx_id
 
     def add_evidence(self, evidence: Evidence, max_pool: int = 256) -> None:
@@ -734,9 +818,9 @@ class Ledger:
         # A refused transaction or evidence changes nothing (every rule checks
         # before it writes), so one scratch state serves the whole block.
         scratch = self.state.copy()
+        scratch.time = max(self.state.time, self._clock_ms() or 0)
         limit = self.genesis.params.max_block_transactions
-        # By sender and nonce, so that one sender's transactions apply in order.
-        pending = sorted(self.mempool.values(), key=lambda t: (t.sender, t.nonce))
+        pending = _senders_in_turn(self.mempool.values(), height)
         budget = MAX_BLOCK_TRANSACTION_BYTES
 
         def fits_and_applies(tx: Transaction) -> None:
@@ -744,17 +828,25 @@ class Ledger:
             size = 4 + len(tx.encode())
             if size > budget:
                 raise BlockFull("no room left in this block")
-            scratch.apply_transaction(tx)
+            scratch.apply_transaction(tx, signature_checked=True)  # at submit
             budget -= size
 
         chosen = _applicable(pending, fits_and_applies, limit)
         evidence = _applicable(list(self.evidence_pool.values()), lambda item: scratch.apply_evidence(item, height),
                                MAX_BLOCK_EVIDENCE)
-        block = Block(height, self.state.root(), self.last_certificate, tuple(chosen), tuple(evidence))
+        block = Block(height, self.roots[self.state.height], self.last_certificate, tuple(chosen), tuple(evidence),
+                      scratch.time)
         return block.encode()
 
     def is_valid(self, height: int, value: bytes) -> bool:
-        return self._try(value) is not None and height == self.state.height + 1
+        attempt = self._try(value)
+        if attempt is None or height != self.state.height + 1:
+            return False
+        now = self._clock_ms()
+        return now is None or attempt.time <= now + MAX_BLOCK_TIME_AHEAD_MS
+
+    def _clock_ms(self) -> int | None:
+        return None if self.clock is None else int(self.clock() * 1000)
 
     def finalize(self, commit: Commit) -> ValidatorSet | None:
         """Execute a decided block; the validator set of the next height if it changed."""
@@ -791,7 +883,7 @@ class Ledger:
                 self._tried.clear()
             attempt = self.state.copy()
             try:
-                attempt.apply_block(decode_block(value))
+                attempt.apply_block(decode_block(value), self.roots[self.state.height], self.mempool)
             except LedgerError:
                 attempt = None
             self._tried[block_id] = attempt
@@ -800,10 +892,14 @@ class Ledger:
     def _prune_mempool(self) -> None:
         self.mempool = {tx_id: tx for tx_id, tx in self.mempool.items()
                         if tx.nonce >= self.state.nonce(tx.sender)}
+        self._pending_by_sender = {}
+        for tx in self.mempool.values():
+            self._pending_by_sender[tx.sender] = self._pending_by_sender.get(tx.sender, 0) + 1
         self.evidence_pool = {key: item for key, item in self.evidence_pool.items()
                               if key[0] not in self.state.tombstoned
                               and key[2] >= self.state.height - self.genesis.params.max_evidence_age}
 
 
-__all__ = ["Block", "Escrow", "MempoolFull", "StateProof", "account_entry_key", "certified_root", "decode_account_entry",
-           "verify_state_proof", "InvalidBlock", "Ledger", "LedgerState", "decode_block"]
+__all__ = ["Block", "Escrow", "InvalidBlock", "Ledger", "LedgerState", "MAX_BLOCK_TIME_AHEAD_MS", "MempoolFull",
+           "SenderQueueFull", "StateProof", "account_entry_key", "certified_root", "decode_account_entry",
+           "decode_block", "verify_state_proof"]

@@ -11,14 +11,17 @@ store with the commit that certifies it), then runs on ``host``:
   evidence pooled for proposals;
 - transaction submission and relay (``/hm/ledger-tx/1.0.0``);
 - proven queries (``/hm/ledger-query/1.0.0``);
+- the outcomes of lock requests (``/hm/ledger-outcome/1.0.0``);
 - snapshots for late joiners (``/hm/state-sync/1.0.0``).
 """
 
 from __future__ import annotations
 
 import contextlib
+import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import trio
 
@@ -27,6 +30,7 @@ from hypermesh.transport.identity import Identity, PeerId
 from .driver import ConsensusService
 from .genesis import Genesis
 from .ledger import Ledger
+from .ledger_outcome import OutcomeService
 from .ledger_query import QueryService
 from .ledger_service import TransactionService
 from .sqlite_store import SqliteConsensusStore
@@ -47,6 +51,7 @@ class LedgerNode:
     consensus: ConsensusService
     transactions: TransactionService
     snapshots: SnapshotServer
+    outcomes: OutcomeService
 
 
 def _fresh_signer_state(height: int) -> SavedState:
@@ -57,12 +62,16 @@ def _fresh_signer_state(height: int) -> SavedState:
 @contextlib.asynccontextmanager
 async def run_ledger_node(host, genesis: Genesis, identity: Identity | None, data_dir: Path | str, *,
                           config: TendermintConfig = TendermintConfig(), snapshot_interval: int = 1_000,
-                          state_sync_from: PeerId | None = None, trusted_validators: ValidatorSet | None = None):
+                          state_sync_from: PeerId | None = None, trusted_validators: ValidatorSet | None = None,
+                          clock: Callable[[], float] = time.time,
+                          open_store: Callable[[Path | str], SqliteConsensusStore] = SqliteConsensusStore):
     """Run the chain on ``host`` until the block exits; yields the :class:`LedgerNode`.
 
     ``identity`` None: a node that follows without signing. ``trusted_validators``
-    (default: the genesis set) certifies a state-sync snapshot."""
-    store = SqliteConsensusStore(data_dir)
+    (default: the genesis set) certifies a state-sync snapshot. ``clock``
+    stamps the node's proposals with block time and bounds others' (ledger.py).
+    ``open_store`` opens the store in ``data_dir`` (a test harness may log what is signed)."""
+    store = open_store(data_dir)
     base_path = Path(data_dir) / BASE_STATE_FILE
     try:
         if store.last_commit_height() == 0 and state_sync_from is not None:
@@ -77,6 +86,7 @@ async def run_ledger_node(host, genesis: Genesis, identity: Identity | None, dat
         else:
             ledger = Ledger(genesis)
             ledger.catch_up(store)
+        ledger.clock = clock
         core = TendermintCore(genesis.chain_id, ledger.validators, identity, ledger, store, config)
         consensus = ConsensusService(host, core)
         consensus.on_evidence.append(lambda event: ledger.add_evidence(event.evidence))
@@ -84,15 +94,19 @@ async def run_ledger_node(host, genesis: Genesis, identity: Identity | None, dat
         consensus.on_commit.append(snapshots.on_commit)
         transactions = TransactionService(host, ledger)
         queries = QueryService(host, ledger)
+        outcomes = OutcomeService(host, ledger)
+        consensus.on_commit.append(outcomes.on_commit)
         snapshots.start()
         queries.start()
+        outcomes.start()
         try:
             async with trio.open_nursery() as nursery:
                 await nursery.start(transactions.run)
                 await nursery.start(consensus.run)
-                yield LedgerNode(ledger, consensus, transactions, snapshots)
+                yield LedgerNode(ledger, consensus, transactions, snapshots, outcomes)
                 nursery.cancel_scope.cancel()
         finally:
+            outcomes.stop()
             queries.stop()
             snapshots.stop()
     finally:

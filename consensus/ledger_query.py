@@ -157,16 +157,20 @@ def verify_answer(answer: bytes, key: bytes, chain_id: str, validators: Validato
     return height, value
 
 
-async def query_state(host, peer: PeerId, key: bytes, chain_id: str,
-                      validators: ValidatorSet) -> tuple[int, bytes | None]:
-    """Ask ``peer`` for one state entry; (height, value or None), proven against ``validators``."""
+async def fetch_answer(host, peer: PeerId, key: bytes) -> bytes:
+    """``peer``'s answer for one state entry, unchecked: keep it, and check it offline with :func:`verify_answer`."""
     if len(key) > MAX_KEY_SIZE:
         raise QueryError("key too long")
     try:
-        answer = await ask(host, peer, LEDGER_QUERY_PROTOCOL, struct.pack(">H", len(key)) + key, _MAX_ANSWER_SIZE)
+        return await ask(host, peer, LEDGER_QUERY_PROTOCOL, struct.pack(">H", len(key)) + key, _MAX_ANSWER_SIZE)
     except OneShotError as exc:
         raise QueryError(str(exc)) from None
-    return verify_answer(answer, key, chain_id, validators)
+
+
+async def query_state(host, peer: PeerId, key: bytes, chain_id: str,
+                      validators: ValidatorSet) -> tuple[int, bytes | None]:
+    """Ask ``peer`` for one state entry; (height, value or None), proven against ``validators``."""
+    return verify_answer(await fetch_answer(host, peer, key), key, chain_id, validators)
 
 
 async def query_account(host, peer: PeerId, account: bytes, chain_id: str,
@@ -177,4 +181,5 @@ async def query_account(host, peer: PeerId, account: bytes, chain_id: str,
     return height, balance, nonce
 
 
-__all__ = ["LEDGER_QUERY_PROTOCOL", "QueryError", "QueryService", "query_account", "query_state", "verify_answer"]
+__all__ = ["LEDGER_QUERY_PROTOCOL", "QueryError", "QueryService", "fetch_answer", "query_account", "query_state",
+           "verify_answer"]

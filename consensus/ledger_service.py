@@ -39,6 +39,11 @@ class TransactionRefused(Exception):
         super().__init__(reason)
         self.reason = reason
 
+    @property
+    def kind(self) -> str:
+        """The refusal's type name (``WrongNonce``, ``MempoolFull`` …) from a node's ``Type: message`` answer."""
+        return self.reason.split(":", 1)[0] if ":" in self.reason else ""
+
 
 class TransactionService:
     """Takes transactions for ``ledger``'s mempool and relays new ones to the validators.

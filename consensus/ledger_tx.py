@@ -41,6 +41,11 @@ MAX_HEIGHT = (1 << 63) - 1
 # A sealed payload (consensus/sealed.py) travels inside a transaction; this
 # bounds the whole transaction.
 MAX_TX_SIZE = 64 * 1024
+# Locks: a request ID makes a retry idempotent; names and leases are bounded.
+REQUEST_ID_SIZE = 16
+MAX_LOCK_NAME_SIZE = 64
+MAX_LOCK_TTL_MS = 24 * 3600 * 1000
+MAX_TOKEN = (1 << 63) - 1
 
 
 class LedgerError(Exception):
@@ -115,6 +120,18 @@ class InvalidSlashingEvidence(LedgerError):
     pass
 
 
+class TtlOutOfRange(MalformedTransaction):
+    pass
+
+
+class LockNameOutOfRange(MalformedTransaction):
+    pass
+
+
+class DuplicateRequest(LedgerError):
+    """A lock request whose ID this sender used already: it is decided; ask for its outcome."""
+
+
 class TxKind(enum.IntEnum):
     TRANSFER = 0x01
     BOND = 0x02
@@ -124,6 +141,9 @@ class TxKind(enum.IntEnum):
     ESCROW_OPEN = 0x10
     ESCROW_RELEASE = 0x11
     ESCROW_REFUND = 0x12
+    LOCK_ACQUIRE = 0x20
+    LOCK_RENEW = 0x21
+    LOCK_RELEASE = 0x22
 
 
 class Role(enum.IntEnum):
@@ -180,12 +200,42 @@ class EscrowRefund:
     escrow_id: bytes
 
 
-Body = Transfer | Bond | Unbond | Unjail | SealedNote | EscrowOpen | EscrowRelease | EscrowRefund
+@dataclass(frozen=True, slots=True)
+class LockAcquire:
+    """Take the lock ``name`` for ``ttl_ms`` of block time if nobody holds a live lease on it."""
+
+    request_id: bytes
+    name: bytes
+    ttl_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class LockRenew:
+    """Extend the sender's live lease (the one with fencing ``token``) to ``ttl_ms`` from this block."""
+
+    request_id: bytes
+    name: bytes
+    token: int
+    ttl_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class LockRelease:
+    request_id: bytes
+    name: bytes
+    token: int
+
+
+LockBody = LockAcquire | LockRenew | LockRelease
+Body = (Transfer | Bond | Unbond | Unjail | SealedNote | EscrowOpen | EscrowRelease | EscrowRefund
+        | LockAcquire | LockRenew | LockRelease)
+LOCK_BODIES = (LockAcquire, LockRenew, LockRelease)
 
 _KIND_OF = {Transfer: TxKind.TRANSFER, Bond: TxKind.BOND, Unbond: TxKind.UNBOND, Unjail: TxKind.UNJAIL,
             SealedNote: TxKind.SEALED_NOTE,
             EscrowOpen: TxKind.ESCROW_OPEN, EscrowRelease: TxKind.ESCROW_RELEASE,
-            EscrowRefund: TxKind.ESCROW_REFUND}
+            EscrowRefund: TxKind.ESCROW_REFUND,
+            LockAcquire: TxKind.LOCK_ACQUIRE, LockRenew: TxKind.LOCK_RENEW, LockRelease: TxKind.LOCK_RELEASE}
 
 
 @dataclass(frozen=True, slots=True)
@@ -216,7 +266,26 @@ def _check_amount(amount: int) -> None:
         raise AmountOutOfRange(f"amount {amount} is outside 1..{MAX_AMOUNT}")
 
 
+def _check_lock_body(body: LockBody) -> None:
+    if len(body.request_id) != REQUEST_ID_SIZE:
+        raise MalformedTransaction(f"a request ID is {REQUEST_ID_SIZE} bytes")
+    if not 0 < len(body.name) <= MAX_LOCK_NAME_SIZE:
+        raise LockNameOutOfRange(f"a lock name of {len(body.name)} bytes is outside 1..{MAX_LOCK_NAME_SIZE}")
+    if isinstance(body, (LockAcquire, LockRenew)) and not 0 < body.ttl_ms <= MAX_LOCK_TTL_MS:
+        raise TtlOutOfRange(f"a TTL of {body.ttl_ms} ms is outside 1..{MAX_LOCK_TTL_MS}")
+    if isinstance(body, (LockRenew, LockRelease)) and not 0 < body.token <= MAX_TOKEN:
+        raise MalformedTransaction(f"fencing token {body.token} out of range")
+
+
 def _encode_body(body: Body) -> bytes:
+    if isinstance(body, LOCK_BODIES):
+        _check_lock_body(body)
+        encoded = body.request_id + bytes([len(body.name)]) + body.name
+        if isinstance(body, (LockRenew, LockRelease)):
+            encoded += struct.pack(">Q", body.token)
+        if isinstance(body, (LockAcquire, LockRenew)):
+            encoded += struct.pack(">Q", body.ttl_ms)
+        return encoded
     if isinstance(body, Transfer):
         return body.to + struct.pack(">Q", body.amount)
     if isinstance(body, (Bond, Unbond)):
@@ -315,7 +384,22 @@ def _decode_body(kind: TxKind, reader: _Reader) -> Body:
         return EscrowOpen(provider, amount, deadline, reader.take(HASH_SIZE))
     if kind is TxKind.ESCROW_RELEASE:
         return EscrowRelease(reader.take(HASH_SIZE), reader.take(HASH_SIZE))
+    if kind in (TxKind.LOCK_ACQUIRE, TxKind.LOCK_RENEW, TxKind.LOCK_RELEASE):
+        return _decode_lock_body(kind, reader)
     return EscrowRefund(reader.take(HASH_SIZE))
+
+
+def _decode_lock_body(kind: TxKind, reader: _Reader) -> LockBody:
+    request_id = reader.take(REQUEST_ID_SIZE)
+    name = reader.take(reader.u8())
+    if kind is TxKind.LOCK_ACQUIRE:
+        body = LockAcquire(request_id, name, reader.u64())
+    elif kind is TxKind.LOCK_RENEW:
+        body = LockRenew(request_id, name, reader.u64(), reader.u64())
+    else:
+        body = LockRelease(request_id, name, reader.u64())
+    _check_lock_body(body)
+    return body
 
 
 def decode_transaction(data: bytes) -> Transaction:
@@ -356,10 +440,14 @@ def check_body_ranges(body: Body) -> None:
             decode_sealed(body.payload)
         except SealedPayloadError as exc:
             raise MalformedTransaction(f"sealed payload: {exc}") from None
+    if isinstance(body, LOCK_BODIES):
+        _check_lock_body(body)
 
 
 __all__ = [
-    "AmountOutOfRange", "BadDeadline", "BelowMinimumStake", "Bond", "EscrowExpired", "EscrowNotExpired",
+    "AmountOutOfRange", "BadDeadline", "DuplicateRequest", "LOCK_BODIES", "LockAcquire", "LockBody",
+    "LockNameOutOfRange", "LockRelease", "LockRenew", "MAX_LOCK_NAME_SIZE", "MAX_LOCK_TTL_MS", "REQUEST_ID_SIZE",
+    "TtlOutOfRange", "BelowMinimumStake", "Bond", "EscrowExpired", "EscrowNotExpired",
     "EscrowOpen", "EscrowRefund", "EscrowRelease", "ForgedSignature", "InsufficientBond", "InsufficientFunds",
     "LedgerError", "MAX_AMOUNT", "MalformedTransaction", "NotAProvider", "NotEscrowClient", "NotJailed", "Role",
     "SealedNote", "StillJailed", "InvalidSlashingEvidence", "Transaction", "Transfer", "TxKind", "Unbond",

@@ -7,7 +7,8 @@ connection ends the exchange quietly.
 
 from __future__ import annotations
 
-from typing import Callable
+import inspect
+from typing import Awaitable, Callable
 
 import trio
 
@@ -21,11 +22,15 @@ class OneShotError(Exception):
     """The peer answered nothing, or not in one well-formed frame."""
 
 
-async def serve_one_request(stream, max_request: int, answer: Callable[[bytes], bytes | None]) -> None:
-    """Read one request (≤ ``max_request`` bytes) and write ``answer(request)``; None from ``answer`` resets."""
+async def serve_one_request(stream, max_request: int,
+                            answer: Callable[[bytes], bytes | None | Awaitable[bytes | None]]) -> None:
+    """Read one request (≤ ``max_request`` bytes) and write ``answer(request)`` (awaited if it is a coroutine,
+    for an answer that waits on the chain); None from ``answer`` resets."""
     try:
         request = await BufferedReader(stream).read_frame(max_request)
         reply = answer(request) if request is not None else None
+        if inspect.isawaitable(reply):
+            reply = await reply
         if reply is None:
             await reset_quietly(stream)
             return

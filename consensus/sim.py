@@ -5,7 +5,9 @@ flapping links only before the global stabilisation time, GST); partitions
 that heal; crashes and restarts from the saved signer state, also right
 after a decision; Byzantine validators that stay silent, forge or
 equivocate; a scripted adversary (:attr:`ConsensusSim.drop`) for exact
-schedules. Nothing here touches a socket or a clock, so a run is a pure
+schedules. The other Byzantine behaviours (:class:`Behaviour`) each attack
+one thing: votes, proposals, validity, freshness or delivery; a schedule may
+mix them. Nothing here touches a socket or a clock, so a run is a pure
 function of its seed, and a failing seed replays exactly.
 
 Every message crosses the network as bytes, through the canonical encoder and
@@ -64,10 +66,31 @@ SIM_CONFIG = TendermintConfig(
 class Behaviour(enum.Enum):
     HONEST = "honest"
     SILENT = "silent"
+    # Double-votes and, as proposer, double-proposes (see the module's docstring).
     EQUIVOCATE = "equivocate"
+    # Only the votes: conflicting ones to some validators, and at once for every proposal it receives.
+    DOUBLE_VOTE = "double-vote"
+    # Only the proposals: as proposer, a different one to different validators.
+    EQUIVOCATE_PROPOSAL = "equivocate-proposal"
+    # As proposer: a value the application refuses, or a proof-of-lock round
+    # with no polka behind it; it prevotes and precommits that block itself.
+    INVALID_PROPOSAL = "invalid-proposal"
     # Sends its honest messages, each followed by a copy with a broken
     # signature, a malformed blob and the replay of an old message.
     FORGE = "forge"
+    # Sends its honest messages and, with each, to each recipient, an old
+    # message (any signer's) it sent or received before.
+    REPLAY = "replay"
+    # Sends each message it signs only to some validators (the same ones on
+    # every re-send) and relays nothing: votes seen by some and not others.
+    WITHHOLD = "withhold"
+
+
+# What a Byzantine validator of a fuzzed schedule may do.
+BYZANTINE_BEHAVIOURS = tuple(b for b in Behaviour if b is not Behaviour.HONEST)
+
+# Messages a replaying or forging validator keeps to replay later.
+ARCHIVE_SIZE = 256
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,9 +184,22 @@ class ConsensusSim:
         self.evidence: list = []
         # Block IDs the Byzantine coalition has seen proposed, per (height, round).
         self._seen_blocks: dict[tuple[int, int], list[bytes]] = {}
-        # What forging validators sent, to replay later.
-        self._sent: list[bytes] = []
+        # Per forging or replaying validator: messages to replay later.
+        self._archives: dict[int, list[bytes]] = {}
+        # Per withholding validator: (kind, height, round) -> the indices it sends that message to.
+        self._withheld_from: dict[tuple[int, Kind, int, int], frozenset[int]] = {}
+        # A broadcast reaches n - 1 nodes: decoded once (messages are immutable).
+        self._decoded: dict[bytes, Message | WireError] = {}
         self.trace: list[str] = []
+        self._senders = {
+            Behaviour.EQUIVOCATE: self._send_equivocating,
+            Behaviour.DOUBLE_VOTE: self._send_equivocating,
+            Behaviour.EQUIVOCATE_PROPOSAL: self._send_equivocating,
+            Behaviour.INVALID_PROPOSAL: self._send_invalid_proposal,
+            Behaviour.FORGE: self._send_forging,
+            Behaviour.REPLAY: self._send_replaying,
+            Behaviour.WITHHOLD: self._send_withholding,
+        }
 
     # ------------------------------------------------------------- control
 
@@ -273,6 +309,10 @@ class ConsensusSim:
                 self._record_commit(node, event)
             elif isinstance(event, EquivocationDetected) and node.behaviour is Behaviour.HONEST:
                 self.evidence.append(event.evidence)
+                # What a node does with it (ledger_node.py): pool it for its next proposals.
+                add_evidence = getattr(node.app, "add_evidence", None)
+                if add_evidence is not None:
+                    add_evidence(event.evidence)
         if self._crashes_on_commit(node, events):
             self.crash(node.index)
             self.schedule(self.now + self.network.down_time, self.restart, node.index)
@@ -282,10 +322,9 @@ class ConsensusSim:
                 targets = [n for n in self.nodes if n is not node and n.key not in out.exclude]
             else:
                 targets = [self.by_key[out.peer]]
-            if node.behaviour is Behaviour.EQUIVOCATE:
-                self._send_equivocating(node, out.message, targets)
-            elif node.behaviour is Behaviour.FORGE:
-                self._send_forging(node, out.message, targets)
+            send = self._senders.get(node.behaviour)
+            if send is not None:
+                send(node, out.message, targets)
             else:
                 data = encode_message(out.message)
                 for target in targets:
@@ -337,20 +376,34 @@ class ConsensusSim:
             return
         if self._partitioned(source, target):
             return  # a partition also cuts what was in flight
-        try:
-            message = decode_message(data)
-        except WireError:
+        message = self._decode(data)
+        if isinstance(message, WireError):
             self.rejected["WireError"] += 1
             return
         if self.drop is not None and self.drop(source, target, message):
             return
-        if target.behaviour is Behaviour.EQUIVOCATE and isinstance(message, Proposal):
+        if target.behaviour is Behaviour.REPLAY:
+            self._archive(target, data)
+        elif (target.behaviour in (Behaviour.EQUIVOCATE, Behaviour.DOUBLE_VOTE)
+              and isinstance(message, Proposal)):
             self._double_vote(target, message)
         try:
             target.core.handle_message(source.key, message, self.now)
         except RejectedMessage as exc:
             self.rejected[type(exc).__name__] += 1
         self._sync(target)
+
+    def _decode(self, data: bytes) -> Message | WireError:
+        decoded = self._decoded.get(data)
+        if decoded is None:
+            if len(self._decoded) >= 4096:
+                self._decoded.clear()
+            try:
+                decoded = decode_message(data)
+            except WireError as exc:
+                decoded = exc
+            self._decoded[data] = decoded
+        return decoded
 
     # ----------------------------------------------------------- Byzantine
 
@@ -381,20 +434,76 @@ class ConsensusSim:
         if isinstance(message, Proposal):
             self._seen_blocks.setdefault((message.height, message.round), []).append(message.block_id)
         honest = encode_message(message)
+        behaviour = node.behaviour
+        if (behaviour is Behaviour.DOUBLE_VOTE and isinstance(message, Proposal)
+                or behaviour is Behaviour.EQUIVOCATE_PROPOSAL and isinstance(message, Vote)):
+            for target in targets:
+                self._transmit(node, target, honest)
+            return
         evil = encode_message(self._conflicting(node, message))
         for target in targets:
             self._transmit(node, target, evil if self.rng.random() < 0.5 else honest)
+
+    def _send_invalid_proposal(self, node: SimValidator, message: Message, targets: list[SimValidator]) -> None:
+        if not isinstance(message, Proposal) or message.proposer != node.key:
+            data = encode_message(message)
+            for target in targets:
+                self._transmit(node, target, data)
+            return
+        if message.round > 0 and self.rng.random() < 0.5:
+            # A proof-of-lock round nobody saw a polka in.
+            pol_round, value = self.rng.randrange(message.round), message.value
+        else:
+            pol_round, value = -1, b"invalid h=%d #%d" % (message.height, self.rng.getrandbits(32))
+        bad = sign_proposal(node.identity, SIM_CHAIN, message.height, message.round, pol_round, value)
+        sent = [bad] + [sign_vote(node.identity, SIM_CHAIN, kind, message.height, message.round, bad.block_id)
+                        for kind in (Kind.PREVOTE, Kind.PRECOMMIT)]
+        for data in map(encode_message, sent):
+            for target in targets:
+                self._transmit(node, target, data)
+
+    def _archive(self, node: SimValidator, data: bytes) -> None:
+        """Keep ``data`` to replay later: the first ARCHIVE_SIZE, then a random sample."""
+        archive = self._archives.setdefault(node.index, [])
+        if len(archive) < ARCHIVE_SIZE:
+            archive.append(data)
+        elif self.rng.random() < 0.1:
+            archive[self.rng.randrange(ARCHIVE_SIZE)] = data
+
+    def _old_message(self, node: SimValidator, default: bytes) -> bytes:
+        archive = self._archives.get(node.index)
+        return self.rng.choice(archive) if archive else default
 
     def _send_forging(self, node: SimValidator, message: Message, targets: list[SimValidator]) -> None:
         data = encode_message(message)
         forged = bytearray(data)
         forged[-1] ^= 0x01  # the last byte of a vote is its signature's; of a proposal, its value's
-        replay = self.rng.choice(self._sent) if self._sent else data
-        if len(self._sent) < 256:
-            self._sent.append(data)
+        replay = self._old_message(node, data)
+        self._archive(node, data)
         for target in targets:
             for copy in (data, bytes(forged), self.rng.randbytes(self.rng.randrange(1, 200)), replay):
                 self._transmit(node, target, copy)
+
+    def _send_replaying(self, node: SimValidator, message: Message, targets: list[SimValidator]) -> None:
+        data = encode_message(message)
+        self._archive(node, data)
+        for target in targets:
+            self._transmit(node, target, data)
+            self._transmit(node, target, self._old_message(node, data))
+
+    def _send_withholding(self, node: SimValidator, message: Message, targets: list[SimValidator]) -> None:
+        if signer_of(message) != node.key:
+            return  # relays nothing
+        kind = Kind.PROPOSAL if isinstance(message, Proposal) else message.kind
+        key = (node.index, kind, message.height, message.round)
+        chosen = self._withheld_from.get(key)
+        if chosen is None:
+            others = [n.index for n in self.nodes if n is not node]
+            chosen = self._withheld_from[key] = frozenset(self.rng.sample(others, self.rng.randrange(len(others))))
+        data = encode_message(message)
+        for target in targets:
+            if target.index in chosen:
+                self._transmit(node, target, data)
 
     def _double_vote(self, node: SimValidator, proposal: Proposal) -> None:
         blocks = self._seen_blocks.setdefault((proposal.height, proposal.round), [])
@@ -425,5 +534,5 @@ def byzantine_by_stake(powers: list[int], rng: random.Random) -> list[int]:
     return sorted(chosen)
 
 
-__all__ = ["Behaviour", "ConsensusSim", "NetworkConfig", "SIM_CONFIG", "SIM_CHAIN", "SimApp", "byzantine_by_stake",
+__all__ = ["BYZANTINE_BEHAVIOURS", "Behaviour", "ConsensusSim", "NetworkConfig", "SIM_CONFIG", "SIM_CHAIN", "SimApp", "byzantine_by_stake",
            "sim_identities"]

@@ -21,6 +21,10 @@ Beyond the paper, for a network that loses messages and nodes that crash:
 - before a signed message is handed out, the signer state (last height,
   round and step signed, lock, valid value, what was signed) is saved to the
   store; a restarted node reloads it and never signs a conflicting message.
+  What one input changes (a decision, the next height's proposal and our
+  prevote for it) is saved in one write at the end of the call that took the
+  input (:meth:`_persist`): one sync, not one per signature, on the path of
+  every block.
 """
 
 from __future__ import annotations
@@ -189,6 +193,9 @@ class TendermintCore:
         self.store = store
         self.config = config
         self._outbound: list[Broadcast | SendTo] = []
+        # What _persist must write before any output leaves this call: decisions, and whether the signer state changed.
+        self._unsaved_commits: list[Commit] = []
+        self._state_changed = False
         self._events: list = []
         self._timers: list[tuple[float, int, _Timeout, int, int]] = []
         self._sequence = itertools.count()
@@ -229,6 +236,7 @@ class TendermintCore:
         self._next_rebroadcast = now + self.config.rebroadcast_interval
         self._start_round(self.round, now)
         self._advance(now)
+        self._persist()
 
     def take_outbound(self) -> list[Broadcast | SendTo]:
         outbound, self._outbound = self._outbound, []
@@ -255,6 +263,7 @@ class TendermintCore:
             self._next_rebroadcast = now + self.config.rebroadcast_interval
             self._rebroadcast()
         self._advance(now)
+        self._persist()
 
     def _rebroadcast(self) -> None:
         """Re-send what the current round and the next proposer's proof of lock need.
@@ -262,10 +271,25 @@ class TendermintCore:
         Our own messages of this round, and the polka that made our valid
         value valid: a proposer re-proposing it names that round, and every
         honest validator must be able to see the polka to follow it (line 28).
+
+        Also every other vote of this round we hold: the gossip the paper
+        assumes (what one correct process receives, all do), for votes a
+        Byzantine signer sent to only some of us. Relayed here rather than
+        on arrival: every validator sends its own votes to all, so relaying
+        each on arrival made a round's votes cost n² messages where n
+        suffice, for a case that a re-send per interval covers.
         """
         for (_, round_), message in self._own.items():
             if round_ == self.round:
                 self._outbound.append(Broadcast(message))
+        for kind in (Kind.PREVOTE, Kind.PRECOMMIT):
+            tally = self._tallies.get((kind, self.round))
+            if tally is None:
+                continue
+            for validator, by_block in tally.votes.items():
+                if validator != self.public_key:
+                    for vote in by_block.values():
+                        self._outbound.append(Broadcast(vote, frozenset((validator,))))
         for vote in self._valid_polka():
             self._outbound.append(Broadcast(vote))
         if not self.is_validator:
@@ -306,6 +330,7 @@ class TendermintCore:
             # A refused message may still have changed what we know (an
             # invalid proposal is this round's proposal: we prevote nil).
             self._advance(now)
+            self._persist()
 
     # ------------------------------------------------------------- intake
 
@@ -328,8 +353,7 @@ class TendermintCore:
         verify_vote(vote, self.chain_id, self.validators)
         if others and self._evidence_key(vote) not in self._evidence_seen:
             self._equivocation(make_evidence(next(iter(others.values())), vote))
-        self._record(vote)
-        self._relay(vote, frozenset((sender, vote.validator)))
+        self._record(vote)  # relayed at the next re-send, not now (_rebroadcast)
 
     def _on_proposal(self, sender: bytes, proposal: Proposal) -> None:
         previous = self._proposals.get(proposal.round)
@@ -464,7 +488,7 @@ class TendermintCore:
                 self._vote(Kind.PRECOMMIT, proposal.block_id)  # saved, lock and valid value with it
                 self.step = Step.PRECOMMIT
             else:
-                self._save()
+                self._state_changed = True
             return True
         if self.step is Step.PREVOTE and self._quorum_for(Kind.PREVOTE, r, None):  # line 44
             self._vote(Kind.PRECOMMIT, None)
@@ -501,8 +525,8 @@ class TendermintCore:
             return True
         return False
 
-    def _start_round(self, round_: int, now: float, *, saved: bool = False) -> None:
-        """Line 11. ``saved``: the caller has saved the state of this round already."""
+    def _start_round(self, round_: int, now: float) -> None:
+        """Line 11."""
         self.round = round_
         self.step = Step.PROPOSE
         self._prevote_timer_set = self._precommit_timer_set = self._polka_seen = False
@@ -515,10 +539,8 @@ class TendermintCore:
             proposal = self._sign_message(Kind.PROPOSAL, round_, value=value, pol_round=pol_round)
             if proposal is not None and round_ not in self._proposals:
                 self._record(proposal)
-            saved = saved or proposal is not None
         self._schedule(_Timeout.PROPOSE, self.config.timeout_propose, now)
-        if not saved:
-            self._save()
+        self._state_changed = True
 
     def _on_timeout(self, kind: _Timeout, now: float) -> None:
         """Lines 57-65."""
@@ -542,9 +564,9 @@ class TendermintCore:
         self._finalize(commit)
         self.height += 1
         self._reset_height()
-        self.store.save_commit(commit, self._saved_state())  # one transaction: the decision and the next height
+        self._unsaved_commits.append(commit)  # saved with the next height's state (_persist)
         self._events.append(Committed(certificate.height, certificate.round, commit.value, certificate))
-        self._start_round(0, now, saved=True)
+        self._start_round(0, now)
         pending = self._future_commits.pop(self.height, None)
         self._future_commits = {h: c for h, c in self._future_commits.items() if h > self.height}
         if pending is not None:
@@ -621,12 +643,25 @@ class TendermintCore:
                 message = sign_vote(self.identity, self.chain_id, kind, self.height, round_, block_id)
             self._own[(kind, round_)] = message
             self._last_signed = position
-            self._save()
+            self._state_changed = True  # saved before the call that signed it returns (_persist)
         self._outbound.append(Broadcast(message))
         return message
 
-    def _save(self) -> None:
-        self.store.save_state(self._saved_state())
+    def _persist(self) -> None:
+        """Write what this call changed, durably, before the driver can take its output.
+
+        Decisions first, the last one in one transaction with the signer
+        state; a node killed before this write has sent nothing of what it
+        signed in the call, so forgetting it is safe.
+        """
+        commits, self._unsaved_commits = self._unsaved_commits, []
+        changed, self._state_changed = self._state_changed or bool(commits), False
+        for commit in commits[:-1]:
+            self.store.save_commit(commit)
+        if commits:
+            self.store.save_commit(commits[-1], self._saved_state())
+        elif changed:
+            self.store.save_state(self._saved_state())
 
     def _saved_state(self) -> SavedState:
         return SavedState(
@@ -676,8 +711,9 @@ class TendermintCore:
         if len(self._catch_up_offered) >= 4 * len(self.validators):
             self._catch_up_offered.clear()
         self._catch_up_offered[peer] = (height, now)
+        unsaved = {c.certificate.height: c for c in self._unsaved_commits}
         for h in range(height, min(height + self.config.catch_up_batch, self.height)):
-            commit = self.store.load_commit(h)
+            commit = unsaved.get(h) or self.store.load_commit(h)
             if commit is not None:
                 self._outbound.append(SendTo(peer, commit))
 

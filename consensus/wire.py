@@ -21,6 +21,7 @@ subclasses, whose ``misbehaviour`` says whether the sender is to blame.
 from __future__ import annotations
 
 import enum
+import functools
 import hashlib
 import struct
 from dataclasses import dataclass, field
@@ -132,6 +133,10 @@ def _block_id_field(block_id: bytes | None) -> bytes:
     return b"\x00" if block_id is None else b"\x01" + block_id
 
 
+# The same vote is checked again inside the certificate it ends up in (and,
+# in the simulator, by every validator of one process): remembered, since
+# verifying is deterministic. Bounded, and sign-bytes are short.
+@functools.lru_cache(maxsize=8192)
 def _verify_ed25519(public_key: bytes, signature: bytes, message: bytes) -> bool:
     try:
         Ed25519PublicKey.from_public_bytes(public_key).verify(signature, message)

@@ -34,6 +34,9 @@ MAX_DISJOINT_PATHS = 16
 REMOTE_RUN = RemoteRunLimits()
 MAX_REMOTE_INPUT_BYTES = 16 * 1024 * 1024  # the /hm/capsule-run/1.0.0 codec's own ceiling
 MAX_REMOTE_CALLS = 1024
+# The chain's round timeout, in seconds: below, votes cannot cross a loaded link in time; above, a dead proposer stalls.
+CHAIN_TIMEOUT_RANGE = (0.05, 60.0)
+MAX_SNAPSHOT_INTERVAL = 1_000_000
 
 
 class SettingError(ValueError):
@@ -69,6 +72,29 @@ def check_range(value, minimum, maximum) -> None:
         raise SettingError(f"must be at least {minimum:g}, not {value:g}")
     if maximum is not None and value > maximum:
         raise SettingError(f"must be at most {maximum:g}, not {value:g}")
+
+
+def number(minimum: float, maximum: float) -> Callable[[object], float]:
+    """A finite number within ``minimum..maximum`` (a whole one is accepted too)."""
+
+    def check(value) -> float:
+        if isinstance(value, str):
+            try:
+                value = float(value.strip())
+            except ValueError:
+                raise SettingError(f"{value!r} is not a number") from None
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
+            raise SettingError(f"{value!r} is not a number")
+        check_range(value, minimum, maximum)
+        return float(value)
+
+    return check
+
+
+def path_text(value) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise SettingError(f"{value!r} is not a path")
+    return value
 
 
 def one_of(choices: tuple[str, ...]) -> Callable[[object], str]:
@@ -187,6 +213,19 @@ SETTINGS = (
     Setting("log.level", "log_level", one_of(LOG_LEVELS), "warning",
             "Log on stderr at this level and above: debug, info, warning or error."),
     Setting("log.json", "log_json", flag, False, "Log one JSON object per line instead of text."),
+    Setting("chain.genesis", "genesis", optional(path_text), None,
+            "Run the chain of this genesis file (`hypermesh genesis new`); a relative path in this file\n"
+            'is taken from the data directory. "" runs no chain.'),
+    Setting("chain.validator", "validator", flag, False,
+            "Sign blocks with the node's identity key whenever the ledger makes it a validator;\n"
+            "off: follow the chain (verify every block) and answer queries."),
+    Setting("chain.state_sync", "state_sync", flag, False,
+            "With no chain data yet, start from a validator's certified snapshot instead of replaying every block."),
+    Setting("chain.timeout", "chain_timeout", number(*CHAIN_TIMEOUT_RANGE), 1.0,
+            "Seconds a validator waits for a round's proposal (votes wait half; each new round adds half);\n"
+            "also how often it re-sends its votes."),
+    Setting("chain.snapshot_interval", "snapshot_interval", whole_number(1, MAX_SNAPSHOT_INTERVAL), 1000,
+            "Keep a snapshot of the chain state every this many blocks, for nodes that join by state sync."),
     list_setting("capsules.trust", "trust", peer_id, [],
                  "Capsule signers (peer IDs) this node accepts for the tenant, session and ephemeral zones;\n"
                  "added to the trust policy when the node starts, like `hypermesh capsule trust`."),

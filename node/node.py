@@ -1,6 +1,6 @@
 """The composition root: one process, one identity, every layer wired together.
 
-    transport (Host) ← dht (Discovery) ← capsules (runtime, distribution), trust ← control socket
+    transport (Host) ← dht (Discovery) ← capsules (runtime, distribution), trust, chain ← control socket
 """
 
 from __future__ import annotations
@@ -35,15 +35,14 @@ from hypermesh.trust.store import TrustStore
 from hypermesh.transport.multiaddrs import MultiaddrError, parse_quic_address
 
 from . import operations
+from .chain import NodeChain, serve_chain
 from .config import DEFAULT_LISTEN
 from .control import ControlServer
 from .datadir import locked_data_dir
 
 log = logging.getLogger("hypermesh.node")
 
-# Bonded stake per peer until the ledger provides it (see open_trust).
-STAKE_FILE = "stake.json"
-# Bonded stake per peer until the ledger provides it (see open_trust).
+# Bonded stake per peer when the node runs no chain (see open_trust).
 STAKE_FILE = "stake.json"
 BOOTSTRAP_RETRY_SECONDS = (1, 2, 5, 10, 30)
 # A bootstrap peer that has not answered in this long is retried later.
@@ -61,6 +60,8 @@ class Node:
     executor: CapsuleExecutor
     remote_runs: RemoteRunService
     trust: TrustService
+    # The ledger chain, when the node runs one (hypermesh run --genesis).
+    chain: NodeChain | None = None
 
 
 @contextlib.asynccontextmanager
@@ -104,8 +105,9 @@ async def open_node(
 def open_trust(host: Host, identity: Identity, data_dir: Path, discovery: Discovery) -> TrustService:
     """The trust engine with its saved state, serving /hm/trust/1.0.0 and enforcing shuns.
 
-    Bonded stake comes from the ledger once it exists; until then from
-    ``stake.json`` in the data directory (``{"<peer id>": units, ...}``), if any.
+    Bonded stake comes from the ledger when the node runs a chain (node/chain.py
+    updates it as bonds change); otherwise from ``stake.json`` in the data
+    directory (``{"<peer id>": units, ...}``), if any.
     """
     engine = TrustEngine(identity.peer_id)
     engine.set_stake(_static_stake(data_dir / STAKE_FILE))
@@ -229,7 +231,12 @@ async def _run_locked_node(args) -> int:
                     print(f"  listening on {addr}", flush=True)
             for addr in args.bootstrap:
                 node.host.start_soon(_bootstrap, node.host, addr)
-            async for signum in signals:
-                log.info("received %s, shutting down", signal.Signals(signum).name)
-                break
+            async with trio.open_nursery() as nursery:
+                if args.chain is not None:  # in the background: a state sync may wait for a validator
+                    node.chain = NodeChain(args.chain)
+                    nursery.start_soon(serve_chain, node)
+                async for signum in signals:
+                    log.info("received %s, shutting down", signal.Signals(signum).name)
+                    break
+                nursery.cancel_scope.cancel()
     return 0

@@ -21,7 +21,7 @@ from hypermesh.transport import ping as ping_protocol
 from hypermesh.transport.errors import TransportError
 from hypermesh.transport.multiaddrs import MultiaddrError, multiaddr_text, parse_quic_address
 
-from . import capsule_operations, trust_operations
+from . import capsule_operations, chain_operations, trust_operations
 
 log = logging.getLogger("hypermesh.node")
 
@@ -215,6 +215,7 @@ OPERATIONS = {
     "capsule.fetch": fetch_capsule,
     **capsule_operations.OPERATIONS,
     **trust_operations.OPERATIONS,
+    **chain_operations.OPERATIONS,
 }
 
 

@@ -693,6 +693,27 @@ class QuicConnectionDriver:
                 return
         self.transmit()
 
+    async def answers_ping(self, timeout: float) -> bool:
+        """Whether the peer acknowledges a PING within ``timeout`` seconds (a peer that crashed never does)."""
+        if self.closed:
+            return False
+        answered = trio.Event()
+        results: list[bool] = []
+
+        def on_result(acknowledged: bool) -> None:
+            results.append(acknowledged)
+            answered.set()
+
+        self._ping_uid += 1
+        uid = self._ping_uid
+        self._probe_callbacks[uid] = on_result
+        self.quic.send_ping(uid)
+        self.transmit()
+        with trio.move_on_after(timeout):
+            await answered.wait()
+        self._probe_callbacks.pop(uid, None)
+        return results == [True]
+
     def is_viable(self) -> bool:
         """False for a server connection whose first packet never parsed."""
         return self.quic.has_network_path

@@ -52,6 +52,17 @@ class ConnectionTable:
         # to report it: it must neither be reused nor count against limits.
         return [driver for driver in self._by_peer.get(peer_id, []) if not (driver.closed or driver.quic.is_ending)]
 
+    async def close_unresponsive(self, peer_id: PeerId, timeout: float) -> None:
+        """Close those of ``peer_id``'s connections that answer no PING within ``timeout`` seconds."""
+
+        async def check(driver: QuicConnectionDriver) -> None:
+            if not await driver.answers_ping(timeout):
+                driver.close("unresponsive")
+
+        async with trio.open_nursery() as nursery:
+            for driver in self.connections_to(peer_id):
+                nursery.start_soon(check, driver)
+
     def is_full(self) -> bool:
         return len(self._all) >= self._config.max_connections
 

@@ -17,7 +17,9 @@ vectorised sparse products (numpy). :meth:`GlobalTrust.set_row` and
 push* (the Gauss–Southwell form of the same iteration): they add the change
 to a residual vector and push only entries whose residual exceeds the
 tolerance, so a change to one row touches its neighbourhood, not the whole
-graph.
+graph. A ``deferred`` vector skips the pushes and waits for the next
+:meth:`recompute` (the simulator recomputes once per cycle, after thousands
+of row changes, so pushing each would be wasted work).
 """
 
 from __future__ import annotations
@@ -38,10 +40,11 @@ MAX_PUSHES = 20_000
 
 
 class GlobalTrust:
-    def __init__(self, damping: float = DEFAULT_DAMPING):
+    def __init__(self, damping: float = DEFAULT_DAMPING, deferred: bool = False):
         if not 0.0 < damping < 1.0:
             raise ValueError("damping must be between 0 and 1")
         self.damping = damping
+        self.deferred = deferred
         self._index: dict[Hashable, int] = {}
         self._peers: list[Hashable] = []
         self._rows: dict[int, tuple[np.ndarray, np.ndarray]] = {}
@@ -107,6 +110,8 @@ class GlobalTrust:
         """Replace the pre-trusted set: peers with positive bonded stake."""
         old_indices, old_weights = self._pretrusted()
         self._stake = {self._id(peer): float(s) for peer, s in stakes.items() if s > 0 and math.isfinite(s)}
+        if self.deferred:
+            return
         new_indices, new_weights = self._pretrusted()
         self._residual[old_indices] -= self.damping * old_weights
         self._residual[new_indices] += self.damping * new_weights
@@ -120,6 +125,12 @@ class GlobalTrust:
         """Replace ``truster``'s local trust (any non-negative weights; normalised here)."""
         i = self._id(truster)
         new = self._normalise({self._id(peer): value for peer, value in row.items() if peer != truster})
+        if self.deferred:
+            if len(new[0]):
+                self._rows[i] = new
+            else:
+                self._rows.pop(i, None)
+            return
         old = self._rows.get(i)
         mass = (1 - self.damping) * self._trust[i]
         p_indices, p_weights = self._pretrusted()

@@ -5,9 +5,12 @@ reads a clock or touches the network, so the simulator (sim.py) and the
 node's driver run the same code. Persistence is the store's job (store.py);
 the engine exposes what to save (:meth:`snapshot_peer`) and how to restore it.
 
-Three sources combine:
+Four sources combine:
 
 - *local reputation* (score.py): what this node saw a peer do;
+- *believed reviews* (reviews.py): what reviewers say of a peer, each
+  weighted by its credibility — how well its reviews agreed with what the
+  validators, this node and other believed reviewers saw;
 - *global trust* (eigentrust.py): everyone's local trust, propagated along
   signed attestations and anchored on bonded stake;
 - *vouching*: a peer this node trusts highly (local score >= VOUCHER_SCORE)
@@ -45,8 +48,8 @@ VOUCHER_SCORE = 80.0
 # Evidence one proof of misbehaviour adds against the peer.
 PROOF_PENALTY = 50.0
 DEFAULT_SHUN_SECONDS = 30 * 24 * 3600.0
-# Misleading recommendations before a recommender is discredited (TrustEngine._judge_recommenders).
-CREDIBILITY_STRIKES = 2
+# A node that owns its review board re-spreads credibility at most this often (seconds).
+CREDIBILITY_REFRESH = 60.0
 
 
 class Observation(enum.Enum):
@@ -118,13 +121,16 @@ class SelectionPolicy:
     """How a provider is chosen from ranked candidates (see :func:`choose`).
 
     Mostly the best; a small share explores other peers the network already
-    trusts, so that rankings keep learning; a smaller share goes to peers
-    nobody trusts yet, so honest newcomers can start — and so that a swarm of
-    fresh identities can never take more than that share.
+    trusts, so that rankings keep learning; a smaller share goes to the
+    *bottom* — peers nobody vouches for, strangers and known-bad alike — so
+    honest newcomers can start and bad peers can appeal by fresh good
+    behaviour. The bottom share is one budget per task, split over everyone
+    at the bottom: a swarm of fresh identities can never take more than it,
+    however many they are.
     """
 
     explore: float = 0.03
-    newcomers: float = 0.01
+    newcomers: float = 0.005
 
 
 @dataclass(slots=True)
@@ -147,9 +153,9 @@ class Ranked:
     key: float
     local: Reputation
     global_trust: float
-    # Vouched for by global trust or by our own good experience.
+    # Staked, served us well, or reported good by believed reviewers.
     trusted: bool = False
-    # Did us more harm than good, first hand.
+    # Did us more harm than good, is reported bad by believed reviewers, or misleads as a reviewer.
     failed: bool = False
 
 
@@ -158,25 +164,32 @@ def choose(
 ) -> Ranked | None:
     """The provider to route one task to, from candidates ranked best first.
 
-    Candidates fall in three groups: *trusted* (the network or our own good
-    experience vouches for them), *strangers* (nothing known) and *failed*
-    (they did us more harm than good). Trusted ones get the work, strangers
-    only the newcomer share, failed ones only when there is nobody else.
+    Candidates fall in two tiers: *trusted* (stake, our own good experience,
+    or believed reviewers vouch for them) get the work; the *bottom* —
+    strangers and peers that did harm, first hand or by believed report —
+    only the newcomer share. A new identity starts at the bottom, beside a
+    peer with a bad but known record, never above it, so taking a fresh
+    identity gains nothing (Friedman and Resnick, "The social cost of cheap
+    pseudonyms", 2001: newcomers must pay their dues). With nobody trusted
+    the bottom gets the task after all: strangers the global trust vector
+    reaches (vouched for along a chain from the validators) first, else
+    anyone at the bottom, fresh identities and known-bad peers alike.
     With ``strangers_if_none`` false, a set holding nobody trusted yields
     None (outside the newcomer share), so that the caller can look for more
-    candidates before it hands work to a stranger.
+    candidates before it hands work to the bottom.
     """
     if not ranked:
         return None
     trusted = [r for r in ranked if r.trusted]
-    strangers = [r for r in ranked if not r.trusted and not r.failed]
+    bottom = [r for r in ranked if not r.trusted]
     draw = rng.random()
-    if strangers and draw < policy.newcomers:
-        return rng.choice(strangers)
+    if bottom and draw < policy.newcomers:
+        return rng.choice(bottom)
     if not trusted:
         if not strangers_if_none:
             return None
-        return rng.choice(strangers) if strangers else ranked[0]
+        reached = [r for r in bottom if not r.failed and r.global_trust > 0]
+        return rng.choice(reached or bottom)
     if len(trusted) > 1 and draw < policy.newcomers + policy.explore:
         return rng.choice(trusted[1:])
     return trusted[0]
@@ -194,20 +207,19 @@ class TrustEngine:
         self.config = config or TrustConfig()
         self._evidence: dict[PeerId, PeerEvidence] = {}
         self._gate = AttestationGate(self.config.gate)
-        # The simulator shares one vector and one board among many engines:
-        # every node computes the same ones from the same gossiped attestations.
+        # The simulator shares one vector and one board among many engines
+        # (every node computes the same ones from the same gossiped
+        # attestations) and spreads credibility itself; an engine that owns
+        # its board refreshes it, anchored on the validators and itself.
         self.global_trust = global_trust if global_trust is not None else GlobalTrust()
+        self._owns_board = reviews is None
         self.reviews = reviews if reviews is not None else ReviewBoard(self.global_trust)
+        self._board_refreshed_at: float | None = None
+        self._row_stale = False
         # Latest admitted attestation per (issuer, subject), kept to save and to pass on.
         self._attestations: dict[tuple[PeerId, PeerId], Attestation] = {}
         self._shunned: dict[PeerId, Shun] = {}
         self._stake: dict[PeerId, float] = {}
-        # Reviewer credibility, from our own outcomes with the peers they reviewed.
-        self._credibility: dict[PeerId, list[int]] = {}
-        # Reviewers caught misleading us, and reviewers we listen to (validators and
-        # peers that served us well, less the discredited), by global-trust index.
-        self._discredited = np.zeros(0, dtype=bool)
-        self._heard = np.zeros(0, dtype=bool)
         self._changes = TrustChanges()
 
     # -- observations ------------------------------------------------------
@@ -237,35 +249,19 @@ class TrustEngine:
         record.add(dimension, now, self.config.half_life, good * amount, bad * amount)
         self._changes.evidence[peer] = record
         if dimension is Dimension.PERFORMANCE:
-            self._judge_reviewers(peer, served_well=good > 0)
-        self._refresh_own_row(now)
+            self._review_first_hand(peer, now)
 
-    def _judge_reviewers(self, provider: PeerId, served_well: bool) -> None:
-        """Score everyone who reviewed ``provider`` by what it just did for us.
+    def _review_first_hand(self, peer: PeerId, now: float) -> None:
+        """Our own performance evidence of ``peer``: our review on the board and our row in global trust."""
+        self._record_own_review(peer, now)
+        if self.global_trust.deferred:
+            self._row_stale = True  # the vector waits for its next recompute anyway
+        else:
+            self._refresh_own_row(now)
 
-        Global trust cannot tell a good provider from a good *reviewer*: the
-        EigenTrust paper's spies serve well and vouch for a collective that
-        does not, and a camouflaged collective praises its own members. Each
-        node therefore counts how often a reviewer's verdict matched its own
-        experience; one that misled it at least CREDIBILITY_STRIKES times, and
-        more often than not, is no longer heard in this node's rankings.
-        """
-        for reviewer, (good, bad) in self.reviews.reviewers(provider).items():
-            if reviewer == self.local or self.is_discredited(reviewer):
-                continue
-            tally = self._credibility.setdefault(reviewer, [0, 0])
-            tally[0 if (good >= bad) == served_well else 1] += 1
-            if tally[1] >= CREDIBILITY_STRIKES and tally[1] > tally[0]:
-                self._discredit(reviewer)
-
-    def _discredit(self, reviewer: PeerId) -> None:
-        index = self.global_trust.index_of(reviewer)
-        self._discredited = _set_flag(self._discredited, index, True)
-        self._heard = _set_flag(self._heard, index, False)
-
-    def is_discredited(self, reviewer: PeerId) -> bool:
-        index = self.global_trust.find(reviewer)
-        return index is not None and index < len(self._discredited) and bool(self._discredited[index])
+    def _record_own_review(self, peer: PeerId, now: float) -> None:
+        good, bad = self.counts(peer, Dimension.PERFORMANCE, now)
+        self.reviews.record(self.local, peer, round(good), round(bad))
 
     def prove(self, peer: PeerId, proof: Proof, now: float, detail: str = "") -> None:
         """Checked proof of misbehaviour: heavy evidence and an immediate shun."""
@@ -276,6 +272,7 @@ class TrustEngine:
         record.add(Dimension.SECURITY, now, self.config.half_life, bad=PROOF_PENALTY)
         self._changes.evidence[peer] = record
         reason = proof.value + (f": {detail}" if detail else "")
+        self._review_first_hand(peer, now)
         self.shun(peer, reason, now)  # refreshes this node's row: the peer leaves it
 
     def _own_row(self, now: float) -> dict[PeerId, float]:
@@ -294,13 +291,13 @@ class TrustEngine:
         return row
 
     def _refresh_own_row(self, now: float) -> None:
-        row = self._own_row(now)
-        self.global_trust.set_row(self.local, row)
-        heard = np.zeros(len(self._heard), dtype=bool)
-        for peer in list(row) + list(self._stake):
-            if not self.is_discredited(peer):
-                heard = _set_flag(heard, self.global_trust.index_of(peer), True)
-        self._heard = heard
+        self.global_trust.set_row(self.local, self._own_row(now))
+        self._row_stale = False
+
+    def flush_row(self, now: float) -> None:
+        """Hand a deferred global-trust vector this node's row, if it changed, before it recomputes."""
+        if self._row_stale:
+            self._refresh_own_row(now)
 
     # -- attestations ------------------------------------------------------
     def accept_attestation(self, attestation: Attestation, sender: PeerId, now: float) -> None:
@@ -328,27 +325,43 @@ class TrustEngine:
         return self._attestations.values()
 
     def issuer_weight(self, issuer: PeerId, now: float) -> float:
-        """How much an issuer's reviews count: nothing without stake or history."""
+        """How much an issuer's reviews count: nothing without stake or history.
+
+        History is our own experience of the issuer, or its credibility: how
+        well its past reviews agreed with what believed reviewers saw.
+        """
         if self.is_shunned(issuer, now):
             return 0.0
         if self._stake.get(issuer, 0.0) > 0:
             return 1.0
-        # Our own observations only: weighing reviewers by reviews would go round in circles.
-        return self.observed_reputation(issuer, now).pessimistic() / 100.0
+        self._refresh_board(now)
+        return max(self.observed_reputation(issuer, now).pessimistic() / 100.0, self.reviews.credibility(issuer))
+
+    def _refresh_board(self, now: float) -> None:
+        """Re-spread credibility over our own board, at most every CREDIBILITY_REFRESH seconds."""
+        if not (self._owns_board and self.reviews.changed):
+            return
+        if self._board_refreshed_at is not None and now - self._board_refreshed_at < CREDIBILITY_REFRESH:
+            return
+        self.reviews.recompute(anchors=[self.local, *self._stake])
+        self._board_refreshed_at = now
 
     # -- stake -------------------------------------------------------------
     def set_stake(self, stakes: dict[PeerId, float]) -> None:
         self._stake = {peer: s for peer, s in stakes.items() if s > 0}
         self.global_trust.set_stake(self._stake)
-        for peer in self._stake:
-            if not self.is_discredited(peer):
-                self._heard = _set_flag(self._heard, self.global_trust.index_of(peer), True)
+        self.reviews.changed = True
 
     def recompute(self, now: float) -> int:
-        """Refresh this node's row and the whole global-trust vector."""
+        """Refresh this node's row, the whole global-trust vector and (if ours) the reviewers' credibility."""
+        for peer in self._evidence:
+            self._record_own_review(peer, now)
         self._refresh_own_row(now)
         for issuer in {issuer for issuer, _ in self._attestations}:
             self._refresh_issuer_row(issuer)
+        if self._owns_board:
+            self.reviews.recompute(anchors=[self.local, *self._stake])
+            self._board_refreshed_at = now
         return self.global_trust.recompute()
 
     # -- scores ------------------------------------------------------------
@@ -368,7 +381,7 @@ class TrustEngine:
         merged.tallies = dict(record.tallies)
         good = bad = 0.0
         for issuer, (issued_good, issued_bad) in self.reviews.reviewers(peer).items():
-            weight = self.issuer_weight(issuer, now)
+            weight = 0.0 if issuer == self.local else self.issuer_weight(issuer, now)
             interactions = issued_good + issued_bad
             if weight > 0 and interactions:
                 # One reviewer is one opinion: its counts are scaled to at most REVIEW_EVIDENCE.
@@ -383,7 +396,7 @@ class TrustEngine:
         """Points lent by highly trusted vouchers: at most MAX_VOUCH_BOOST."""
         best = 0.0
         for issuer, (issued_good, issued_bad) in self.reviews.reviewers(peer).items():
-            if self.is_shunned(issuer, now):
+            if issuer == self.local or self.is_shunned(issuer, now):
                 continue
             voucher = self.observed_reputation(issuer, now).pessimistic()
             if voucher >= VOUCHER_SCORE:
@@ -406,36 +419,54 @@ class TrustEngine:
     ) -> list[Ranked]:
         """Candidates best first, shunned ones left out.
 
-        A peer is *trusted* when it has stake, served us well, or is vouched
-        for by reviewers we listen to (validators and peers that served us
-        well); the key mixes our own pessimistic view with what those
-        reviewers report. Global trust *mass* only breaks ties: in the
-        simulator, ranking by mass let a collective that passes trust among
-        its own members (the paper's threat models C and D) pile up mass and
-        draw more tasks than random choice would give it. First-hand
-        evidence overrules hearsay: a peer that did more harm than good to
-        *us* gets no credit from others, however they vouch for it.
+        A candidate is *failed* when it did us more harm than good first
+        hand; when, unknown to us, believed reviewers report it bad; or when
+        it misleads as a reviewer (it covers for cheats: the spies and
+        camouflaged collectives of the EigenTrust paper). It is *trusted*
+        when, not failed, it has stake, served us well, or believed
+        reviewers report it good. The key mixes our own pessimistic score
+        with the believed reviewers' satisfaction × their confidence; global
+        trust *mass* only breaks ties — ranking by mass let a collective that
+        passes trust among its own members pile it up and draw more tasks
+        than random choice. First-hand evidence overrules hearsay.
+        ``use_global=False`` ranks on our own observations alone.
         """
-        pool = [peer for peer in dict.fromkeys(candidates) if not self.is_shunned(peer, now)]
+        pool = list(dict.fromkeys(candidates))
+        if self._shunned:
+            pool = [peer for peer in pool if not self.is_shunned(peer, now)]
+        if not pool:
+            return []
+        if use_global:
+            self._refresh_board(now)
         dimension = Dimension.UPTIME if purpose is Purpose.ROUTING else Dimension.PERFORMANCE
+        indices = np.array([_index_or_minus_one(self.global_trust.find(peer)) for peer in pool], dtype=np.int64)
+        satisfaction, reported_evidence, misleading = self.reviews.reported(indices)
+        global_trust = np.where(indices >= 0, self.global_trust.trust_of_indices(np.maximum(indices, 0)), 0.0)
+        unknown = PeerEvidence(first_seen=now).reputation(now, self.config.weights, self.config.half_life)
+        half_life = self.config.half_life
         ranked = []
-        for peer in pool:
-            local = self.reputation(peer, now)
-            trust = self.global_trust.trust(peer) if use_global else 0.0
-            good, bad = self.counts(peer, dimension, now)
-            failed = bad > good
-            reported = 0.0
-            vouched = False
-            if failed:
-                local = self.observed_reputation(peer, now)
-            elif use_global:
-                satisfaction, evidence = self.reviews.quality(peer, self._heard)
-                reported = satisfaction * confidence_of(evidence)
-                vouched = evidence > 0 and satisfaction > 0.5
-            own = local.pessimistic() / 100.0
-            trusted = not failed and (vouched or good > 0 or peer in self._stake)
-            ranked.append(Ranked(peer, 0.5 * own + 0.5 * reported, local, trust, trusted, failed))
-        # Equal keys (strangers to us and to those we listen to): global trust decides.
+        for position, peer in enumerate(pool):
+            record = self._evidence.get(peer)
+            if record is None:
+                good = bad = 0.0
+                local = unknown
+            else:
+                good, bad = record.counts(dimension, now, half_life)
+                local = record.reputation(now, self.config.weights, half_life)
+            staked = bool(self._stake) and peer in self._stake
+            if use_global:
+                evidence = float(reported_evidence[position])
+                believed = float(satisfaction[position])
+                hearsay_bad = good + bad == 0 and evidence > 0 and believed < 0.5
+                failed = bad > good or hearsay_bad or (bool(misleading[position]) and not staked)
+                vouched = evidence > 0 and believed > 0.5
+                reported = 0.0 if failed else believed * confidence_of(evidence)
+            else:
+                failed, vouched, reported = bad > good, False, 0.0
+            trusted = not failed and (staked or good > 0 or vouched)
+            key = 0.5 * local.pessimistic() / 100.0 + 0.5 * reported
+            ranked.append(Ranked(peer, key, local, float(global_trust[position]) if use_global else 0.0, trusted, failed))
+        # Equal keys (strangers to us and to those we believe): global trust decides.
         ranked.sort(key=lambda r: (-r.key, -r.global_trust, r.peer.multihash))
         return ranked
 
@@ -490,11 +521,5 @@ class TrustEngine:
         return list(self._evidence)
 
 
-def _set_flag(flags: np.ndarray, index: int, value: bool) -> np.ndarray:
-    """``flags`` with ``flags[index] = value``, grown when the index is past its end."""
-    if index >= len(flags):
-        grown = np.zeros(max(2 * len(flags), index + 1, 64), dtype=bool)
-        grown[: len(flags)] = flags
-        flags = grown
-    flags[index] = value
-    return flags
+def _index_or_minus_one(index: int | None) -> int:
+    return -1 if index is None else index

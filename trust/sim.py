@@ -16,13 +16,16 @@ one another, added to honest and malicious peers) and whitewashing (a bad
 peer that rejoins under a new identity whenever it is caught).
 
 Every honest peer runs a real :class:`TrustEngine` over one shared
-:class:`GlobalTrust` (every node computes the same global vector from the
-same gossiped attestations; sharing it saves 1,000 copies). Each cycle every
-honest peer routes one task to a provider chosen from ``candidates`` peers
-drawn at random, records the outcome as an observation, and its local trust
-row changes accordingly. Bonded validators (honest, 3% of peers) are the
-pre-trusted set. Randomness comes from one seeded ``random.Random``; time
-is virtual (one cycle = one minute).
+:class:`GlobalTrust` and :class:`ReviewBoard` (every node computes the same
+ones from the same gossiped attestations; sharing them saves 1,000 copies).
+Each cycle every honest peer routes one task to a provider chosen from
+``candidates`` peers drawn at random and records the outcome as an
+observation, which is also its review of the provider. At the end of a
+cycle the global-trust vector is recomputed and reviewers' credibility
+re-spread from the bonded validators (honest, 3% of peers, the pre-trusted
+set) — the board is shared, so its anchors are the validators alone, where
+a node's own board also anchors on the node itself. Randomness comes from
+one seeded ``random.Random``; time is virtual (one cycle = one minute).
 """
 
 from __future__ import annotations
@@ -37,7 +40,6 @@ from hypermesh.transport.identity import PeerId
 from .eigentrust import DEFAULT_DAMPING, GlobalTrust
 from .engine import Observation, TrustConfig, TrustEngine
 from .reviews import ReviewBoard
-from .score import Dimension
 
 THREAT_MODELS = ("individual", "collective", "camouflaged", "spies")
 CYCLE_SECONDS = 60.0
@@ -124,7 +126,8 @@ class TrustSim:
             self.spies = set()
         self.sybils = [_peer(i, "sybil") for i in range(config.sybils)]
         self.sybil_set = set(self.sybils)
-        self.global_trust = GlobalTrust(config.damping)
+        # Recomputed once per cycle: pushing each of thousands of row changes would be wasted work.
+        self.global_trust = GlobalTrust(config.damping, deferred=True)
         self.global_trust.set_stake({v: 1.0 for v in self.validators})
         self.honest = [p for p in self.ids if p not in self.malicious]
         self.reviews = ReviewBoard(self.global_trust)
@@ -238,10 +241,8 @@ class TrustSim:
                 provider = self._choose(engine, providers, requester, now)
                 self._load[provider] += 1
                 good = self._serves_well(provider)
+                # Also the requester's review of the provider, as gossip would carry it.
                 engine.observe(provider, Observation.RECEIPT_VERIFIED if good else Observation.WRONG_OUTPUT, now)
-                # The requester's attestation about the provider, as gossip would carry it.
-                good_count, bad_count = engine.counts(provider, Dimension.PERFORMANCE, now)
-                self.reviews.record(requester, provider, round(good_count), round(bad_count))
                 original = self._original(provider)
                 is_malicious = original in self.malicious
                 result.tasks += 1
@@ -260,8 +261,10 @@ class TrustSim:
                     result.steady_bad_results += not good
                 if not good:
                     self._maybe_whitewash(provider, engine, now)
-            # Everyone's rows changed incrementally; a periodic full pass removes drift.
+            for engine in self.engines.values():
+                engine.flush_row(now)
             self.global_trust.recompute()
+            self.reviews.recompute(anchors=self.validators)
         return result
 
 

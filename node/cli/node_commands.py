@@ -7,6 +7,9 @@ import trio
 from hypermesh.transport.connmgr import ConnectionManagerConfig
 from hypermesh.transport.identity import init_identity
 
+from pathlib import Path
+
+from ..chain import ChainSetupError, chain_options
 from ..config import CONFIG_FILE, config_template
 from .common import EXIT_OK, CommandError, add_command, add_setting_option, print_json
 
@@ -40,8 +43,23 @@ def cmd_run(args) -> int:
                                                          high_water=args.connections_high)
     except ValueError as exc:
         raise CommandError(f"connection limits: {exc}") from None
+    try:
+        args.chain = chain_options(_genesis_path(args), args.validator, args.state_sync, args.chain_timeout,
+                                   args.snapshot_interval)
+    except ChainSetupError as exc:
+        raise CommandError(str(exc)) from None
     tune_garbage_collector()
     return trio.run(_run_node, args)
+
+
+def _genesis_path(args) -> Path | None:
+    """The genesis file: as given, or, when config.toml names it by a relative path, in the data directory."""
+    if args.genesis is None:
+        return None
+    path = Path(args.genesis).expanduser()
+    if not path.is_absolute() and args.config.sources["genesis"].startswith("file"):
+        return args.data_dir / path
+    return path
 
 
 def register(commands) -> None:
@@ -68,3 +86,13 @@ def register(commands) -> None:
     add_setting_option(run, "capsules.remote_per_peer_running", "N", "capsule calls one peer may run here at once")
     add_setting_option(run, "capsules.remote_per_peer_queued", "N", "capsule calls one peer may queue beyond those")
     add_setting_option(run, "capsules.remote_total_running", "N", "peers' capsule calls running at once in all")
+    add_setting_option(run, "chain.genesis", "FILE", "run the chain of this genesis file (hypermesh genesis new)")
+    add_setting_option(run, "chain.validator", "",
+                       "sign blocks with the node's key whenever the ledger makes it a validator "
+                       "(without: follow the chain and answer queries)")
+    add_setting_option(run, "chain.state_sync", "",
+                       "with no chain data yet, start from a validator's certified snapshot, not from genesis")
+    add_setting_option(run, "chain.timeout", "SECONDS",
+                       "how long a validator waits for a round's proposal (votes wait half); how often it re-sends")
+    add_setting_option(run, "chain.snapshot_interval", "BLOCKS",
+                       "keep a state snapshot every BLOCKS blocks for nodes that join by state sync")

@@ -340,3 +340,16 @@ def test_a_status_from_a_node_behind_is_answered_with_the_commits_it_lacks():
     assert [(o.peer, o.message.certificate.height) for o in answered] == [(follower, 1), (follower, 2)]
     node.handle_message(follower, Status(3), 1.0)  # not behind: nothing to send
     assert not node.take_outbound()
+
+
+def test_others_votes_are_passed_on_at_the_next_re_send_not_on_arrival():
+    core = new_core(ME)
+    feed(core, [proposal(1, 0, VALUE)])
+    core.take_outbound()
+    [vote] = votes(Kind.PREVOTE, 1, 0, VALUE, others(1, 0, 1))
+    core.handle_message(vote.validator, vote, 0.0)
+    # Its signer sent it to every validator: passing it on now would cost n² messages a round.
+    assert vote not in broadcasts(core)
+    core.handle_timer(core.config.rebroadcast_interval)
+    resent = [o for o in core.take_outbound() if o.message == vote]
+    assert len(resent) == 1 and vote.validator in resent[0].exclude  # for those its signer left out

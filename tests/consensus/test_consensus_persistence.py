@@ -5,9 +5,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from consensus_testkit import CHAIN, IDENTITIES, KEYS, VALIDATORS, feed, new_core, proposal, votes
+from consensus_testkit import CHAIN, IDENTITIES, KEYS, VALIDATORS, feed, new_core, proposal, proposer_of, votes
 from hypermesh.consensus.sqlite_store import SqliteConsensusStore
-from hypermesh.consensus.store import SavedState
+from hypermesh.consensus.store import MemoryConsensusStore, SavedState
 from hypermesh.consensus.tendermint import Committed
 from hypermesh.consensus.wire import Kind, Proposal, Vote, decode_message, encode_message, signer_of, verify_commit
 
@@ -88,3 +88,41 @@ def test_killed_between_decision_and_next_height_resumes_at_the_next_height(tmp_
     restarted.handle_timer(restarted.get_timer())
     assert [(m.height, m.block_id) for m in (o.message for o in restarted.take_outbound())
             if isinstance(m, Vote)] == [(2, None)]
+
+
+class CountingStore(MemoryConsensusStore):
+    """Counts durable writes (each one a sync on SQLite)."""
+
+    def __init__(self):
+        super().__init__()
+        self.writes = 0
+
+    def save_state(self, state):
+        self.writes += 1
+        super().save_state(state)
+
+    def save_commit(self, commit, state=None):
+        self.writes += 1
+        super().save_commit(commit, state)
+
+
+def test_a_decision_and_the_next_proposal_and_prevote_are_saved_in_one_write_before_they_leave():
+    next_proposer = proposer_of(2, 0)
+    store = CountingStore()
+    core = new_core(next_proposer, store)
+    core.take_outbound()
+    others = [i for i in IDENTITIES if i is not next_proposer]
+    feed(core, [proposal(1, 0, b"one")] + votes(Kind.PREVOTE, 1, 0, b"one", others))
+    core.take_outbound()
+    for precommit in votes(Kind.PRECOMMIT, 1, 0, b"one", others):
+        writes = store.writes
+        core.handle_message(signer_of(precommit), precommit, 0.0)
+        if core.height == 2:
+            break
+    assert store.writes - writes == 1  # the decision, the next proposal and our prevote: one write
+    sent = [o.message for o in core.take_outbound()]
+    own = [m for m in sent if signer_of(m) == KEYS[IDENTITIES.index(next_proposer)] and m.height == 2]
+    assert {type(m) for m in own} == {Proposal, Vote}  # the proposal of height 2 and our prevote for it
+    assert store.last_commit_height() == 1
+    saved = store.load_state()
+    assert saved.height == 2 and {encode_message(m) for m in own} <= set(saved.own_messages)

@@ -243,3 +243,25 @@ def test_forged_malformed_and_replayed_messages_are_refused_and_the_chain_goes_o
     assert sim.rejected["WireError"] > 0
     assert sim.rejected["ForgedSignature"] > 0
     assert sim.rejected["WrongHeight"] + sim.rejected["DuplicateMessage"] > 0  # replays
+
+
+@pytest.mark.parametrize("behaviour, rejection", [
+    (Behaviour.INVALID_PROPOSAL, "InvalidValue"),
+    (Behaviour.REPLAY, "WrongHeight"),
+    (Behaviour.EQUIVOCATE_PROPOSAL, "DuplicateMessage"),
+    (Behaviour.DOUBLE_VOTE, None),
+    (Behaviour.WITHHOLD, None),
+])
+def test_each_byzantine_behaviour_is_refused_or_harmless_and_the_chain_goes_on(behaviour, rejection):
+    """``rejection``: what honest validators refuse of it (replays: messages of heights decided already)."""
+    sim = ConsensusSim(31, [1, 1, 1, 1], byzantine={0: behaviour})
+    sim.start()
+    assert sim.run_until_height(12, 30.0), sim.describe()
+    assert not sim.conflicts()
+    assert sim.equivocators() <= {0}
+    if rejection is not None:
+        assert sim.rejected[rejection] > 0, sim.rejected
+    if behaviour is Behaviour.DOUBLE_VOTE:
+        assert sim.equivocators() == {0}  # its double votes became evidence
+    if behaviour is Behaviour.INVALID_PROPOSAL:
+        assert all(not v.startswith(b"invalid") for n in sim.honest_nodes() for v in n.committed.values())

@@ -274,3 +274,41 @@ def test_random_bytes_are_refused_as_a_transaction_with_a_typed_reason(data):
         decode_transaction(data)
     except LedgerError:
         pass
+
+
+def test_a_sender_holds_at_most_its_share_of_the_mempool_even_with_variants_of_one_nonce():
+    from hypermesh.consensus.ledger import MAX_PENDING_PER_SENDER, SenderQueueFull
+    ledger = Ledger(make_genesis())
+    for amount in range(1, MAX_PENDING_PER_SENDER + 1):  # all at nonce 0: only one of them can ever apply
+        ledger.submit(sign_transaction(ALICE, LEDGER_CHAIN, 0, Transfer(key(BOB), amount)))
+    with pytest.raises(SenderQueueFull):
+        ledger.submit(sign_transaction(ALICE, LEDGER_CHAIN, 1, Transfer(key(BOB), 1)))
+    ledger.submit(sign_transaction(BOB, LEDGER_CHAIN, 0, Transfer(key(ALICE), 1)))  # others are still served
+    assert len(ledger.mempool) == MAX_PENDING_PER_SENDER + 1
+
+
+def test_a_full_block_takes_every_sender_in_turn_not_the_lowest_keys_first():
+    from dataclasses import replace
+    from hypermesh.consensus.genesis import LedgerParams
+    senders = USER_IDS[:4]
+    ledger = Ledger(make_genesis(params=replace(LedgerParams(), max_block_transactions=8)))
+    for sender in senders:
+        for nonce in range(10):
+            ledger.submit(sign_transaction(sender, LEDGER_CHAIN, nonce, Transfer(key(ALICE if sender is not ALICE
+                                                                                   else BOB), 1)))
+    block = decode_block(ledger.propose(1))
+    counts = {key(s): sum(tx.sender == key(s) for tx in block.transactions) for s in senders}
+    assert sorted(counts.values()) == [2, 2, 2, 2]
+
+
+def test_a_proposed_block_with_a_forged_transaction_is_invalid_though_the_mempool_holds_the_genuine_one():
+    from hypermesh.consensus.ledger import Block
+    ledger = Ledger(make_genesis())
+    genuine = sign_transaction(ALICE, LEDGER_CHAIN, 0, Transfer(key(BOB), 10))
+    ledger.submit(genuine)  # its signature is checked once, here; blocks reuse that check
+    by_bob = sign_transaction(BOB, LEDGER_CHAIN, 0, Transfer(key(BOB), 10))
+    forged = decode_transaction(genuine.encode()[:-64] + by_bob.signature)
+    honest = decode_block(ledger.propose(1))
+    assert honest.transactions == (genuine,) and ledger.is_valid(1, honest.encode())
+    tampered = Block(1, honest.parent_root, honest.last_certificate, (forged,), honest.evidence)
+    assert not ledger.is_valid(1, tampered.encode())

@@ -209,3 +209,24 @@ def _parses(value):
     except RecordError:
         return False
     return True
+
+
+def test_each_entry_signature_is_checked_once_however_often_the_set_is_merged(monkeypatch):
+    """A PUT to a name with many instances must not re-verify every stored entry (and again for its expiry)."""
+    from hypermesh.dht import records
+
+    checks = []
+
+    def counting_verify(public_key, data, signature):
+        checks.append(signature)
+        return real_verify(public_key, data, signature)
+
+    real_verify = records.verify_signature
+    monkeypatch.setattr(records, "verify_signature", counting_verify)
+    records.forget_verified_signatures()
+    identities = [Identity.from_seed(b"once%d" % i) for i in range(20)]
+    stored = None
+    for identity in identities:
+        stored = VALIDATOR.merge(KEY, stored, as_set(entry(identity)), NOW)
+        VALIDATOR.expires_at(KEY, stored, NOW)
+    assert len(checks) == len(set(checks)) == len(identities)

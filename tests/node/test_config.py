@@ -115,6 +115,11 @@ ENV_EXAMPLES = {
     "capsules.remote_per_peer_queued": ("0", 0),
     "capsules.remote_total_running": ("16", 16),
     "network.perf": ("yes", True),
+    "chain.genesis": ("genesis.json", "genesis.json"),
+    "chain.validator": ("true", True),
+    "chain.state_sync": ("on", True),
+    "chain.timeout": ("0.25", 0.25),
+    "chain.snapshot_interval": ("50", 50),
 }
 
 

@@ -298,6 +298,34 @@ async def test_connections_beyond_the_per_peer_limit_are_refused():
             assert await ping.ping(first, server.peer_id)
 
 
+async def test_a_peer_that_restarted_is_not_refused_for_the_connections_its_old_process_left():
+    """A peer killed with SIGKILL sends no CONNECTION_CLOSE: we hold its dead connections until their idle
+    timeout. When it comes back (same identity) at the per-peer limit, the dead ones, which answer no PING,
+    make room for it instead of the new one being refused."""
+    config = HostConfig(max_connections_per_peer=1)
+    twin = Identity.generate()
+    async with contextlib.AsyncExitStack() as stack:
+        server = await stack.enter_async_context(open_host(Identity.generate(), [V6], config))
+        accepted = trio.Event()
+        server.on_connection.append(lambda driver: accepted.set())
+        async with open_host(twin, [V6]) as old:
+            with trio.fail_after(STEP):
+                await old.connect(server.listen_addrs()[0])
+                await accepted.wait()
+                [dead] = server.connections_to(twin.peer_id)
+                for connection in old.connections_to(server.peer_id):
+                    connection.abandon("killed")  # gone without a word, as a killed process
+        accepted = trio.Event()
+        restarted = await stack.enter_async_context(open_host(twin, [V6]))
+        # Well before the QUIC idle timeout (30 s) would end the dead connection.
+        with trio.fail_after(STEP / 2):
+            await restarted.connect(server.listen_addrs()[0])
+            await accepted.wait()
+            assert await ping.ping(server, twin.peer_id)
+        assert dead.closed or dead.quic.is_ending
+        assert len(server.connections_to(twin.peer_id)) == 1
+
+
 async def test_a_dead_ipv6_address_does_not_delay_a_live_ipv4_one(pair):
     server, client = pair
     live_v4 = next(a for a in server.listen_addrs() if a.startswith("/ip4/"))

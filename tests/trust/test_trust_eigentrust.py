@@ -101,3 +101,18 @@ def test_self_trust_and_non_positive_weights_are_ignored():
 def test_damping_must_be_a_fraction():
     with pytest.raises(ValueError):
         GlobalTrust(damping=1.0)
+
+
+def test_a_deferred_vector_waits_for_recompute_and_then_matches():
+    rng = random.Random(6)
+    n = 60
+    rows = random_graph(rng, n, 5)
+    stake = {0: 1.0, 3: 2.0}
+    trust = GlobalTrust(deferred=True)
+    trust.set_stake(stake)
+    for i in range(n):
+        trust.set_row(i, rows.get(i, {}))
+    assert sum(trust.vector().values()) == 0.0  # nothing pushed yet
+    trust.recompute()
+    expected = dense_fixed_point(n, rows, stake, trust.damping)
+    assert [trust.trust(i) for i in range(n)] == pytest.approx(list(expected), abs=1e-8)

@@ -10,10 +10,13 @@ from hypermesh.trust.engine import (
     MAX_VOUCH_BOOST,
     Observation,
     Proof,
+    Ranked,
+    SelectionPolicy,
     TrustConfig,
     TrustEngine,
+    choose,
 )
-from hypermesh.trust.score import Dimension
+from hypermesh.trust.score import Dimension, Reputation
 
 NOW = 1_800_000_000.0
 ME = Identity.from_seed(b"me")
@@ -146,3 +149,47 @@ def test_observations_about_oneself_are_ignored():
     trust.observe(ME.peer_id, Observation.RECEIPT_VERIFIED, NOW)
     trust.prove(ME.peer_id, Proof.EQUIVOCATION, NOW)
     assert trust.known_peers() == [] and not trust.is_shunned(ME.peer_id, NOW)
+
+
+def test_a_peer_that_misleads_as_a_reviewer_is_ranked_with_the_cheats_it_covers_for():
+    # The EigenTrust paper's spy: it serves us well, and praises a cheat the validator caught.
+    spy, cheat = Identity.from_seed(b"spy"), Identity.from_seed(b"cheat").peer_id
+    trust = engine()
+    trust.set_stake({VALIDATOR.peer_id: 1.0})
+    trust.accept_attestation(vouch(VALIDATOR, cheat, good=0, bad=5), VALIDATOR.peer_id, NOW)
+    trust.accept_attestation(vouch(spy, cheat, good=1000), spy.peer_id, NOW)
+    for _ in range(3):
+        trust.observe(spy.peer_id, Observation.RECEIPT_VERIFIED, NOW)
+        trust.observe(PROVIDER, Observation.RECEIPT_VERIFIED, NOW)
+    trust.recompute(NOW)
+    assert trust.reviews.is_misleading(spy.peer_id)
+    ranked = {r.peer: r for r in trust.rank([spy.peer_id, PROVIDER, cheat], NOW)}
+    assert ranked[PROVIDER].trusted
+    assert ranked[spy.peer_id].failed and not ranked[spy.peer_id].trusted
+    assert ranked[cheat].failed  # unknown to us, reported bad by the validator
+    assert trust.choose([spy.peer_id, PROVIDER, cheat], NOW, random.Random(3)) == PROVIDER
+
+
+def bottom_peer(name: bytes, failed: bool, global_trust: float = 0.0) -> Ranked:
+    return Ranked(Identity.from_seed(name).peer_id, 0.0, Reputation(0.0, 0.0, {}), global_trust, False, failed)
+
+
+def test_a_fresh_identity_starts_beside_a_known_bad_peer_never_above_it():
+    fresh, known_bad = bottom_peer(b"fresh", failed=False), bottom_peer(b"known bad", failed=True)
+    rng = random.Random(5)
+    picks = [choose([fresh, known_bad], SelectionPolicy(), rng).peer for _ in range(4000)]
+    assert 0.45 < picks.count(fresh.peer) / len(picks) < 0.55
+    # A stranger the validators' trust reaches comes first when nobody is trusted.
+    reached = bottom_peer(b"reached", failed=False, global_trust=0.01)
+    picks = [choose([fresh, known_bad, reached], SelectionPolicy(), rng).peer for _ in range(4000)]
+    assert picks.count(reached.peer) / len(picks) > 0.99
+
+
+def test_the_bottom_shares_one_newcomer_budget_however_many_are_there():
+    trusted = Ranked(PROVIDER, 1.0, Reputation(90.0, 0.9, {}), 0.1, True, False)
+    swarm = [bottom_peer(bytes([i]) + b"sybil", failed=False) for i in range(200)]
+    policy = SelectionPolicy()
+    rng = random.Random(9)
+    picks = [choose([trusted, *swarm], policy, rng) for _ in range(20_000)]
+    to_swarm = sum(pick is not trusted for pick in picks) / len(picks)
+    assert to_swarm <= 1.5 * policy.newcomers

@@ -1,0 +1,36 @@
+"""bench/consensus.py --quick runs validator processes, prints one JSON object with every figure it promises.
+
+Targets are not asserted: speed is measured only in bench/ (on a loaded 2-core machine a smoke run's
+latencies say little); the anchor is run when etcd is installed, never installed by the test."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[2] / "bench" / "consensus.py"
+CHECK_FIELDS = {"name", "value", "unit", "target", "baseline", "ratio", "met"}
+
+
+# Four validator processes and (if installed) three etcd members on a shared 2-core machine.
+@pytest.mark.timeout(600)
+def test_quick_bench_reports_latency_throughput_and_locks_on_real_validator_processes():
+    completed = subprocess.run(
+        [sys.executable, str(BENCH), "--quick", "--no-install", "--seconds", "1", "--transactions", "100"],
+        capture_output=True, text=True, timeout=570, check=True)
+    assert completed.stdout.strip().count("\n") == 0  # exactly one JSON object
+    report = json.loads(completed.stdout)
+    [chain] = report["chains"]
+    assert chain["validators"] == 4
+    assert chain["commit_latency_ms"]["n"] > 0 and chain["cpu_ms_per_block_per_validator"] > 0
+    assert chain["transaction_latency_ms"]["n"] == 10
+    assert chain["lock"]["measured"] and chain["lock"]["acquire_ms"]["n"] == 10
+    assert chain["throughput"]["transactions"] == 100 and chain["throughput"]["refused"] == 0
+    assert "skipped" in report["etcd"] or report["etcd"]["acquire_ms"]["n"] > 0
+    names = {c["name"] for c in report["checks"]}
+    assert {"commit_latency_p50_ms_n4", "commit_latency_p99_ms_n4", "transactions_per_second_n4",
+            "lock_acquire_p50_ms_n4", "lock_acquire_release_p50_ms_n4"} <= names
+    for check in report["checks"]:
+        assert set(check) == CHECK_FIELDS
