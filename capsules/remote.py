@@ -27,7 +27,7 @@ from hypermesh.transport.identity import PeerId
 
 from .distribution import CapsuleQuarantinedError, DistributionError
 from .errors import CallError, CapsuleError, FormatError, LifecycleError
-from .execution import signature_is_valid
+from .execution import peer_name, signature_is_valid
 from .executor import CapsuleExecutor, CapsuleQuarantined
 from .lifecycle import State
 from .remote_limits import RemoteRunLimits
@@ -277,7 +277,7 @@ async def run_remote(host, peer: PeerId, cid: str, function: str, data: bytes, *
 
 def check_receipt(outcome: RunOutcome, request: RunRequest, peer: PeerId) -> None:
     receipt = outcome.receipt
-    expected = {"capsule": request.cid, "function": request.function, "node": str(peer),
+    expected = {"capsule": request.cid, "function": request.function, "node": peer_name(peer),
                 "input_hash": hashlib.sha256(request.input).hexdigest(),
                 "output_hash": hashlib.sha256(outcome.output).hexdigest()}
     wrong = sorted(name for name, value in expected.items() if receipt.get(name) != value)
