@@ -190,6 +190,7 @@ async def test_small_replies_pass_while_bulk_streams_fill_the_connections_send_b
     server.set_stream_handler(perf.PROTOCOL, perf.handle_perf)
     with trio.fail_after(STEP):
         driver = await client.connect(server.listen_addrs()[0])
+        assert await ping.ping(client, server.peer_id)  # the server has finished its handshake too
         server_side = server.connections_to(client.peer_id)[0]
         for _ in range(12):
             await request_download_and_never_read(client, server.peer_id, 1 << 30)
