@@ -29,6 +29,7 @@ from hypermesh.transport.framing import BufferedReader, FramingError, frame, wri
 from hypermesh.transport.identity import IdentityError, PeerId
 
 from .kademlia import KadConfig, KademliaCore, Mode, OperationFinished, OutboundRequest, RecordChanged
+from .server import Misbehaviour, PeerMisbehaved
 from .metrics import DhtMetrics
 from .messages import MAX_MESSAGE_SIZE, PROTOCOL_ID, DhtProtocolError, PeerInfo, decode_message, encode_message
 from .operations import OperationResult
@@ -133,6 +134,7 @@ class KademliaService:
         self._pumped = trio.Event()
         self._waiters: dict[int, _Waiter] = {}
         self._record_listeners: list[Callable[[bytes], None]] = []
+        self._misbehaviour_listeners: list[Callable[[PeerId, Misbehaviour], None]] = []
         self._outbound_limit = trio.CapacityLimiter(MAX_OUTBOUND_STREAMS)
         self._request_streams = StreamPool(lambda peer: self.host.new_stream(peer, [PROTOCOL_ID]))
         # Requests that await an answer, queued per peer while its sender task runs.
@@ -251,6 +253,8 @@ class KademliaService:
             elif isinstance(event, RecordChanged):
                 for listener in self._record_listeners:
                     listener(event.key)
+            elif isinstance(event, PeerMisbehaved):
+                self._report_misbehaviour(event.peer, event.kind)
         if wake_timer_loop:
             self._wakeup.set()
 
@@ -380,7 +384,12 @@ class KademliaService:
                     answer = await pooled.reader.read_frame(MAX_MESSAGE_SIZE)
                     if answer is None:
                         raise _StreamEnded("the peer closed the stream without answering")
-                    on_answer(remaining[0], decode_message(answer), remote_addr)
+                    try:
+                        response = decode_message(answer)
+                    except DhtProtocolError:
+                        self._report_misbehaviour(peer_id, Misbehaviour.MALFORMED)
+                        raise
+                    on_answer(remaining[0], response, remote_addr)
                     remaining.pop(0)
                     answered += 1
             except BaseException as exc:
@@ -444,10 +453,14 @@ class KademliaService:
         try:
             for _ in range(MAX_REQUESTS_PER_STREAM):
                 with trio.move_on_after(INBOUND_IDLE_TIMEOUT):
-                    data = await reader.read_frame(MAX_MESSAGE_SIZE)
-                    if data is None:
-                        return
-                    request = decode_message(data)
+                    try:
+                        data = await reader.read_frame(MAX_MESSAGE_SIZE)
+                        if data is None:
+                            return
+                        request = decode_message(data)
+                    except (DhtProtocolError, FramingError):
+                        self._report_misbehaviour(peer, Misbehaviour.MALFORMED)
+                        raise
                     observed = multiaddr_bytes(stream.remote_addr)
                     response = self.core.handle_request(
                         peer,
@@ -525,3 +538,11 @@ class KademliaService:
 
     def on_record_changed(self, listener: Callable[[bytes], None]) -> None:
         self._record_listeners.append(listener)
+
+    def on_misbehaviour(self, listener: Callable[[PeerId, Misbehaviour], None]) -> None:
+        """Call ``listener(peer, kind)`` when a peer sends a malformed message or exceeds a rate limit."""
+        self._misbehaviour_listeners.append(listener)
+
+    def _report_misbehaviour(self, peer: PeerId, kind: Misbehaviour) -> None:
+        for listener in self._misbehaviour_listeners:
+            listener(peer, kind)

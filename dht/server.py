@@ -7,6 +7,7 @@ and per IP prefix, and every value is validated before it is stored.
 
 from __future__ import annotations
 
+import enum
 import logging
 from dataclasses import dataclass, field
 from typing import Callable
@@ -36,6 +37,19 @@ class RecordChanged:
     """A value record we serve was created or replaced by a PUT_VALUE."""
 
     key: bytes
+
+
+class Misbehaviour(enum.Enum):
+    """What a peer did wrong, for whoever keeps score (the trust engine)."""
+
+    MALFORMED = "malformed"  # a message that does not decode, or exceeds our bounds
+    RATE_LIMITED = "rate_limited"  # a request over the sender's per-peer or per-prefix rate
+
+
+@dataclass(frozen=True, slots=True)
+class PeerMisbehaved:
+    peer: PeerId
+    kind: Misbehaviour
 
 
 @dataclass(slots=True)
@@ -120,6 +134,7 @@ class RequestServer:
             return False
         self.stats.rate_limited += 1
         self.metrics.requests_rejected.labels(message.type.name, "rate_limited").inc()
+        self._emit(PeerMisbehaved(requester.peer, Misbehaviour.RATE_LIMITED))
         return True
 
     def _serve_add_provider(self, requester, message, now):

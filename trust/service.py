@@ -16,6 +16,7 @@ from collections.abc import Callable
 
 import trio
 
+from hypermesh.dht.server import Misbehaviour
 from hypermesh.transport.framing import BufferedReader, FramingError, write_frame
 from hypermesh.transport.identity import Identity, PeerId
 
@@ -41,6 +42,13 @@ log = logging.getLogger(__name__)
 
 # A peer has this long to send its one message, and we to answer.
 EXCHANGE_TIMEOUT = 10.0
+# Reports from other layers are saved at most this often (seconds); see TrustService.report.
+REPORT_SAVE_INTERVAL = 1.0
+# What each kind of DHT misbehaviour counts as.
+_DHT_EVIDENCE = {
+    Misbehaviour.MALFORMED: Observation.PROTOCOL_VIOLATION,
+    Misbehaviour.RATE_LIMITED: Observation.RATE_LIMITED,
+}
 
 
 class TrustService:
@@ -59,6 +67,7 @@ class TrustService:
         self.clock = clock
         self.dht = None
         self.counters: Counter[str] = Counter()
+        self._last_report_save = float("-inf")
 
     # -- wiring ------------------------------------------------------------
     def install(self, dht_core=None) -> None:
@@ -68,6 +77,10 @@ class TrustService:
         self.dht = dht_core
         if dht_core is not None:
             dht_core.peer_filter = lambda peer: self.engine.is_shunned(peer, self.clock())
+
+    def watch_dht(self, dht_service) -> None:
+        """Count what the DHT reports against peers: malformed messages and rate-limit hits."""
+        dht_service.on_misbehaviour(lambda peer, kind: self.report(peer, _DHT_EVIDENCE[kind]))
 
     def _refusal_reason(self, peer: PeerId) -> str | None:
         entry = self.engine.shunned(self.clock()).get(peer)
@@ -81,6 +94,20 @@ class TrustService:
     def observe(self, peer: PeerId, observation: Observation, amount: float = 1.0) -> None:
         self.engine.observe(peer, observation, self.clock(), amount)
         self._save()
+
+    def report(self, peer: PeerId, observation: Observation) -> None:
+        """Evidence another layer reports (DHT, chain): counted at once, saved at most every REPORT_SAVE_INTERVAL.
+
+        Such reports come in floods (a peer far over its rate limit), and one
+        SQLite write each would let a peer make us write as fast as it sends;
+        what is not yet saved goes with the next save.
+        """
+        now = self.clock()
+        self.engine.observe(peer, observation, now)
+        self.counters["reports"] += 1
+        if now - self._last_report_save >= REPORT_SAVE_INTERVAL:
+            self._last_report_save = now
+            self._save()
 
     def prove(self, peer: PeerId, proof: Proof, detail: str = "") -> None:
         self.engine.prove(peer, proof, self.clock(), detail)

@@ -23,6 +23,7 @@ from hypermesh.dht.messages import (
     encode_message,
 )
 from hypermesh.dht.records import service_key
+from hypermesh.dht.server import Misbehaviour
 from hypermesh.dht.store import MemoryRecordStore
 from hypermesh.transport.errors import TransportError
 from hypermesh.transport.framing import BufferedReader, frame, write_frame
@@ -215,13 +216,15 @@ async def test_an_empty_answer_is_cached_only_briefly(autojump_clock):
         assert [r.peer_id for r in await asking.resolve_service("late")] == [services[1].host.peer_id]
 
 
-async def test_server_resets_garbage_and_keeps_serving(autojump_clock):
+async def test_server_resets_garbage_reports_the_sender_and_keeps_serving(autojump_clock):
     async with trio.open_nursery() as nursery:
         network = FakeNetwork(nursery)
         services = await start_services(nursery, network, 3)
         victim = services[0].host
         attacker = network.add_host(99)
         attacker.peerstore.add_addrs(victim.peer_id, [victim.addr])
+        reported = []
+        services[0].on_misbehaviour(lambda peer, kind: reported.append((peer, kind)))
 
         for payload in (frame(b"\xff\xff\xff\xff"), encode_uvarint(MAX_MESSAGE_SIZE + 1) + b"x" * 100, frame(b"\x08\x2a")):
             stream = await attacker.new_stream(victim.peer_id, [PROTOCOL_ID])
@@ -231,6 +234,7 @@ async def test_server_resets_garbage_and_keeps_serving(autojump_clock):
             await stream.aclose()
         await trio.sleep(1)
         assert victim.reset_streams == 3
+        assert reported == [(attacker.peer_id, Misbehaviour.MALFORMED)] * 3  # for the trust engine
 
         stream = await attacker.new_stream(victim.peer_id, [PROTOCOL_ID])
         await write_frame(stream, encode_message(KadMessage(MessageType.FIND_NODE, key=b"anything")))

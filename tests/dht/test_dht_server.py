@@ -10,6 +10,7 @@ from hypermesh.dht.keys import Cid
 from hypermesh.dht.messages import DhtProtocolError, KadMessage, MessageType, PeerInfo, Record
 from hypermesh.dht.ratelimit import RateLimit, TokenBuckets
 from hypermesh.dht.records import encode_service_set, service_key, sign_service_record
+from hypermesh.dht.server import Misbehaviour, PeerMisbehaved
 from hypermesh.dht.store import MemoryRecordStore, StoreLimits
 from hypermesh.transport.identity import Identity, PeerId
 
@@ -70,11 +71,13 @@ def test_add_provider_for_another_peer_is_ignored():
     assert core.store.get_providers(Cid.for_string("content").multihash, NOW, 10) == []
 
 
-def test_add_provider_flood_is_rate_limited_and_node_keeps_serving():
+def test_add_provider_flood_is_rate_limited_reported_and_node_keeps_serving():
     core = server(KadConfig(add_provider_limit=RateLimit(rate=10.0, burst=100.0)))
     for i in range(5_000):
         core.handle_request(peer(5), add_provider(f"flood-{i}", peer(5)), NOW)
     assert core.stats.rate_limited == 4_900
+    reports = [e for e in core.take_events() if isinstance(e, PeerMisbehaved)]
+    assert len(reports) == 4_900 and set(reports) == {PeerMisbehaved(peer(5), Misbehaviour.RATE_LIMITED)}
     stored = sum(bool(core.store.get_providers(Cid.for_string(f"flood-{i}").multihash, NOW, 1)) for i in range(5_000))
     assert stored == 100
     # Another peer is unaffected, and the flooder gets tokens back with time.

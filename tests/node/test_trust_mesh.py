@@ -60,7 +60,8 @@ def write_flaky_capsule(directory):
     }))
 
 
-@pytest.mark.timeout(300)
+# Three nodes and some twenty CLI processes: under other suites' load on two cores it took 290 s.
+@pytest.mark.timeout(450)
 def test_a_provider_caught_returning_wrong_outputs_is_shunned_and_work_goes_to_the_honest_one(tmp_path):
     signer = json.loads(hm("init", "--data-dir", tmp_path / "signer", "--json", cwd=tmp_path).stdout)["peer_id"]
     write_flaky_capsule(tmp_path / "flaky")

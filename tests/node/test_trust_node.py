@@ -2,6 +2,8 @@
 
 import json
 
+import pytest
+
 from hypermesh.node.processes import run_cli, start_node
 
 
@@ -12,6 +14,8 @@ def cli_json(*args):
     return json.loads(result.stdout)
 
 
+# Four node starts and a dozen CLI processes: on two cores shared with other suites this outgrew 120 s.
+@pytest.mark.timeout(300)
 def test_an_operator_shun_refuses_the_peer_and_survives_a_restart(tmp_path):
     a_dir, b_dir = tmp_path / "a", tmp_path / "b"
     with start_node(a_dir) as a, start_node(b_dir) as b:

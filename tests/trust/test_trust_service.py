@@ -3,6 +3,9 @@
 import pytest
 import trio
 
+from hypermesh.dht.driver import KademliaService
+from hypermesh.dht.messages import PROTOCOL_ID as KAD_PROTOCOL_ID
+from hypermesh.dht.store import MemoryRecordStore
 from hypermesh.transport.errors import PeerRefused, StreamReset, TransportError
 from hypermesh.transport.framing import BufferedReader, write_frame
 from hypermesh.transport.host import open_host
@@ -95,3 +98,21 @@ async def test_a_proven_cheat_is_disconnected_refused_and_not_dialled(nodes):
     assert a.unshun(b.host.peer_id)
     with trio.fail_after(STEP):
         await b.host.connect(a.host.listen_addrs()[0])
+
+
+async def test_malformed_dht_messages_count_against_their_sender(nodes):
+    a, b = nodes
+    async with trio.open_nursery() as nursery:
+        dht = KademliaService(a.host, MemoryRecordStore())
+        await nursery.start(dht.run)
+        a.watch_dht(dht)
+        with trio.fail_after(STEP):
+            stream = await b.host.new_stream(a.host.peer_id, [KAD_PROTOCOL_ID])
+            await write_frame(stream, b"\xff\xff\xff\xff")
+            with pytest.raises((StreamReset, trio.BrokenResourceError, trio.ClosedResourceError)):
+                while await stream.receive_some(1024):
+                    pass
+        nursery.cancel_scope.cancel()
+    assert a.counters["reports"] == 1
+    _, bad = a.engine.evidence(b.host.peer_id, 0).counts(Dimension.SECURITY, 0, 1)
+    assert bad > 0
