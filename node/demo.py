@@ -7,17 +7,29 @@ service that bob resolves through the DHT, and a capsule that alice
 publishes is fetched, verified and run by bob, whose signed execution
 receipt alice then verifies. Then a chain: four validators start from a
 genesis (`hypermesh genesis new`, `hypermesh run --genesis --validator`) and
-commit blocks, one pays a fifth node, which bonds that stake and becomes a
-validator at the next epoch boundary. Prints what happened; exits 0 on
-success.
+commit blocks; two clients contend for a lock (in this process, through
+consensus/lock_client.py: the CLI has no lock command yet); one validator
+pays a fifth node, which bonds that stake and becomes a validator at the
+next epoch boundary. Prints what happened; exits 0 on success.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 import tempfile
 from pathlib import Path
+
+import trio
+
+from hypermesh.consensus.genesis import parse_genesis
+from hypermesh.consensus.ledger import Ledger
+from hypermesh.consensus.lock_client import LockClient
+from hypermesh.consensus.locks import OutcomeCode
+from hypermesh.consensus.validators import public_key_of
+from hypermesh.transport.host import open_host
+from hypermesh.transport.identity import Identity, PeerId
 
 from .devnet import open_devnet
 from .processes import NodeStartError, run_cli, start_nodes, stop_all
@@ -25,6 +37,7 @@ from .processes import NodeStartError, run_cli, start_nodes, stop_all
 # The chain's validator-set changes take effect every EPOCH blocks: short, so the fifth node joins soon.
 EPOCH = 5
 STAKE = 10_000
+LOCK_TTL_MS = 30_000
 # Short rounds: loopback needs no more, and the demo stays quick.
 CHAIN_FLAGS = ["--chain-timeout", "0.5"]
 
@@ -102,6 +115,48 @@ def mesh_demo(root: Path) -> None:
     step("both nodes shut down cleanly")
 
 
+async def contend_for_a_lock(genesis, validators) -> None:
+    """Two lock clients, each on its own host on [::1], that trust the genesis validators."""
+    trusted = Ledger(genesis).validators
+    clients = {}
+    async with contextlib.AsyncExitStack() as stack:
+        for name in ("ana", "ben"):
+            identity = Identity.generate()
+            host = await stack.enter_async_context(open_host(identity, ["/ip6/::1/udp/0/quic-v1"]))
+            for node in validators:
+                host.peerstore.add_addrs(PeerId.from_base58(node.peer_id),
+                                         [addr.rsplit("/p2p/", 1)[0] for addr in node.addrs])
+            clients[name] = LockClient(host, identity, genesis.chain_id, trusted)
+        names = {public_key_of(client.identity): name for name, client in clients.items()}
+        ana, ben = clients["ana"], clients["ben"]
+
+        def show(who: str, what: str, outcome) -> None:
+            seconds = (outcome.expiry - outcome.time) / 1000  # of block time, from the deciding block's
+            if outcome.code is OutcomeCode.GRANTED:
+                print(f"{who} {what}: granted at block {outcome.height}, fencing token {outcome.token}, "
+                      f"lease of {seconds:.0f} s")
+            elif outcome.code is OutcomeCode.RELEASED:
+                print(f"{who} {what}: released at block {outcome.height} (token {outcome.token})")
+            else:
+                print(f"{who} {what}: refused at block {outcome.height}: {outcome.reason}, "
+                      f"{names.get(outcome.holder, '?')}'s, for {seconds:.0f} s more")
+
+        first = await ana.acquire("printer", LOCK_TTL_MS)
+        show("ana", "acquires 'printer'", first)
+        second = await ben.acquire("printer", LOCK_TTL_MS)
+        show("ben", "acquires 'printer'", second)
+        # The last certified state, one block behind the newest: it holds ana's lease (granted before ben asked).
+        proven = await ben.read("printer")
+        holder = names.get(proven.lease.holder, "?") if proven.lease else "nobody"
+        print(f"ben reads 'printer' from a validator, proven against the genesis validators' certificate: "
+              f"at block {proven.height} it is held by {holder}")
+        show("ana", "releases 'printer'", await ana.release("printer", first.token))
+        third = await ben.acquire("printer", LOCK_TTL_MS)
+        show("ben", "acquires 'printer' again", third)
+        if not (first.ok and not second.ok and third.ok and third.token > first.token and holder == "ana"):
+            raise SystemExit("demo failed: the lock was not granted to one client at a time")
+
+
 def chain_demo(root: Path) -> None:
     names = ["val-0", "val-1", "val-2", "val-3", "erin"]
     dirs = [root / name for name in names]
@@ -139,8 +194,11 @@ def chain_demo(root: Path) -> None:
         if len({block["block_id"] for block in blocks}) != 1:
             raise SystemExit("demo failed: the nodes hold different blocks at height 3")
 
-        step("val-0 pays erin 20000 units (hypermesh transfer; the lock commands are not in the node yet, "
-             "so no lock contention here)")
+        step("two clients, ana and ben, contend for the lock 'printer' (consensus/lock_client.py: no lock "
+             "command in the CLI yet); any validator takes a request, the chain decides who holds the lock")
+        trio.run(contend_for_a_lock, parse_genesis(genesis.read_text()), nodes[:4])
+
+        step("val-0 pays erin 20000 units (hypermesh transfer)")
         paid = cli_json("transfer", peers[4], "20000", "--data-dir", str(val0))
         account = cli_json("account", "show", "--data-dir", str(erin))
         print(f"committed at height {paid['height']}; erin's balance: {account['balance']} units")
