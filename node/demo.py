@@ -7,29 +7,17 @@ service that bob resolves through the DHT, and a capsule that alice
 publishes is fetched, verified and run by bob, whose signed execution
 receipt alice then verifies. Then a chain: four validators start from a
 genesis (`hypermesh genesis new`, `hypermesh run --genesis --validator`) and
-commit blocks; two clients contend for a lock (in this process, through
-consensus/lock_client.py: the CLI has no lock command yet); one validator
-pays a fifth node, which bonds that stake and becomes a validator at the
-next epoch boundary. Prints what happened; exits 0 on success.
+commit blocks; two of them contend for a lock; one pays a fifth node, which
+bonds that stake and becomes a validator at the next epoch boundary. Prints
+what happened; exits 0 on success.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import sys
 import tempfile
 from pathlib import Path
-
-import trio
-
-from hypermesh.consensus.genesis import parse_genesis
-from hypermesh.consensus.ledger import Ledger
-from hypermesh.consensus.lock_client import LockClient
-from hypermesh.consensus.locks import OutcomeCode
-from hypermesh.consensus.validators import public_key_of
-from hypermesh.transport.host import open_host
-from hypermesh.transport.identity import Identity, PeerId
 
 from .devnet import open_devnet
 from .processes import NodeStartError, run_cli, start_nodes, stop_all
@@ -37,7 +25,7 @@ from .processes import NodeStartError, run_cli, start_nodes, stop_all
 # The chain's validator-set changes take effect every EPOCH blocks: short, so the fifth node joins soon.
 EPOCH = 5
 STAKE = 10_000
-LOCK_TTL_MS = 30_000
+LOCK_TTL = "30"  # seconds of block time
 # Short rounds: loopback needs no more, and the demo stays quick.
 CHAIN_FLAGS = ["--chain-timeout", "0.5"]
 
@@ -115,48 +103,6 @@ def mesh_demo(root: Path) -> None:
     step("both nodes shut down cleanly")
 
 
-async def contend_for_a_lock(genesis, validators) -> None:
-    """Two lock clients, each on its own host on [::1], that trust the genesis validators."""
-    trusted = Ledger(genesis).validators
-    clients = {}
-    async with contextlib.AsyncExitStack() as stack:
-        for name in ("ana", "ben"):
-            identity = Identity.generate()
-            host = await stack.enter_async_context(open_host(identity, ["/ip6/::1/udp/0/quic-v1"]))
-            for node in validators:
-                host.peerstore.add_addrs(PeerId.from_base58(node.peer_id),
-                                         [addr.rsplit("/p2p/", 1)[0] for addr in node.addrs])
-            clients[name] = LockClient(host, identity, genesis.chain_id, trusted)
-        names = {public_key_of(client.identity): name for name, client in clients.items()}
-        ana, ben = clients["ana"], clients["ben"]
-
-        def show(who: str, what: str, outcome) -> None:
-            seconds = (outcome.expiry - outcome.time) / 1000  # of block time, from the deciding block's
-            if outcome.code is OutcomeCode.GRANTED:
-                print(f"{who} {what}: granted at block {outcome.height}, fencing token {outcome.token}, "
-                      f"lease of {seconds:.0f} s")
-            elif outcome.code is OutcomeCode.RELEASED:
-                print(f"{who} {what}: released at block {outcome.height} (token {outcome.token})")
-            else:
-                print(f"{who} {what}: refused at block {outcome.height}: {outcome.reason}, "
-                      f"{names.get(outcome.holder, '?')}'s, for {seconds:.0f} s more")
-
-        first = await ana.acquire("printer", LOCK_TTL_MS)
-        show("ana", "acquires 'printer'", first)
-        second = await ben.acquire("printer", LOCK_TTL_MS)
-        show("ben", "acquires 'printer'", second)
-        # The last certified state, one block behind the newest: it holds ana's lease (granted before ben asked).
-        proven = await ben.read("printer")
-        holder = names.get(proven.lease.holder, "?") if proven.lease else "nobody"
-        print(f"ben reads 'printer' from a validator, proven against the genesis validators' certificate: "
-              f"at block {proven.height} it is held by {holder}")
-        show("ana", "releases 'printer'", await ana.release("printer", first.token))
-        third = await ben.acquire("printer", LOCK_TTL_MS)
-        show("ben", "acquires 'printer' again", third)
-        if not (first.ok and not second.ok and third.ok and third.token > first.token and holder == "ana"):
-            raise SystemExit("demo failed: the lock was not granted to one client at a time")
-
-
 def chain_demo(root: Path) -> None:
     names = ["val-0", "val-1", "val-2", "val-3", "erin"]
     dirs = [root / name for name in names]
@@ -182,7 +128,7 @@ def chain_demo(root: Path) -> None:
             nodes += start_nodes(dirs[1:], extra=[*flags, "--bootstrap", nodes[0].addr()], stderr=logs[1:])
         except NodeStartError as exc:
             raise SystemExit(f"demo failed: a chain node did not start: {exc}") from None
-        val0, erin = dirs[0], dirs[4]
+        val0, val1, val2, erin = dirs[0], dirs[1], dirs[2], dirs[4]
 
         step("blocks commit, and every node holds the same ones (hypermesh chain block 3 on each)")
         status = cli_json("chain", "wait", "--height", "3", "--data-dir", str(val0))
@@ -194,9 +140,24 @@ def chain_demo(root: Path) -> None:
         if len({block["block_id"] for block in blocks}) != 1:
             raise SystemExit("demo failed: the nodes hold different blocks at height 3")
 
-        step("two clients, ana and ben, contend for the lock 'printer' (consensus/lock_client.py: no lock "
-             "command in the CLI yet); any validator takes a request, the chain decides who holds the lock")
-        trio.run(contend_for_a_lock, parse_genesis(genesis.read_text()), nodes[:4])
+        step("val-1 and val-2 contend for the lock 'printer' (hypermesh lock acquire|show|release): "
+             "the chain grants it to one at a time, with a fencing token that only grows")
+        first = cli_json("lock", "acquire", "printer", "--ttl", LOCK_TTL, "--data-dir", str(val1))
+        print(f"val-1 acquires: {first['outcome']} at height {first['height']}, token {first['token']}, "
+              f"for {LOCK_TTL} s of block time")
+        refused = run_cli("lock", "acquire", "printer", "--ttl", LOCK_TTL, "--data-dir", str(val2))
+        print(f"val-2 acquires: {refused.stderr.strip()}")
+        # val-2's node has decided its refusal, so its last certified state (a block behind) has val-1's lease.
+        shown = cli_json("lock", "show", "printer", "--data-dir", str(val2))
+        holder = names[peers.index(shown["holder"])] if shown["held"] else "nobody"
+        print(f"val-2 reads who holds it, checked against its proof: at height {shown['height']}, {holder} "
+              f"(token {shown['token']})")
+        released = cli_json("lock", "release", "printer", "--data-dir", str(val1))
+        print(f"val-1 releases: {released['outcome']} at height {released['height']}")
+        second = cli_json("lock", "acquire", "printer", "--ttl", LOCK_TTL, "--data-dir", str(val2))
+        print(f"val-2 acquires again: {second['outcome']} at height {second['height']}, token {second['token']}")
+        if refused.returncode != 1 or holder != "val-1" or not second["token"] > first["token"]:
+            raise SystemExit("demo failed: the lock was not granted to one node at a time")
 
         step("val-0 pays erin 20000 units (hypermesh transfer)")
         paid = cli_json("transfer", peers[4], "20000", "--data-dir", str(val0))
