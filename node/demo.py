@@ -7,9 +7,9 @@ service that bob resolves through the DHT, and a capsule that alice
 publishes is fetched, verified and run by bob, whose signed execution
 receipt alice then verifies. Then a chain: four validators start from a
 genesis (`hypermesh genesis new`, `hypermesh run --genesis --validator`) and
-commit blocks, one pays a fifth node, which bonds that stake and becomes a
-validator at the next epoch boundary. Prints what happened; exits 0 on
-success.
+commit blocks; two of them contend for a lock; one pays a fifth node, which
+bonds that stake and becomes a validator at the next epoch boundary. Prints
+what happened; exits 0 on success.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from .processes import NodeStartError, run_cli, start_nodes, stop_all
 # The chain's validator-set changes take effect every EPOCH blocks: short, so the fifth node joins soon.
 EPOCH = 5
 STAKE = 10_000
+LOCK_TTL = "30"  # seconds of block time
 # Short rounds: loopback needs no more, and the demo stays quick.
 CHAIN_FLAGS = ["--chain-timeout", "0.5"]
 
@@ -127,7 +128,7 @@ def chain_demo(root: Path) -> None:
             nodes += start_nodes(dirs[1:], extra=[*flags, "--bootstrap", nodes[0].addr()], stderr=logs[1:])
         except NodeStartError as exc:
             raise SystemExit(f"demo failed: a chain node did not start: {exc}") from None
-        val0, erin = dirs[0], dirs[4]
+        val0, val1, val2, erin = dirs[0], dirs[1], dirs[2], dirs[4]
 
         step("blocks commit, and every node holds the same ones (hypermesh chain block 3 on each)")
         status = cli_json("chain", "wait", "--height", "3", "--data-dir", str(val0))
@@ -139,8 +140,26 @@ def chain_demo(root: Path) -> None:
         if len({block["block_id"] for block in blocks}) != 1:
             raise SystemExit("demo failed: the nodes hold different blocks at height 3")
 
-        step("val-0 pays erin 20000 units (hypermesh transfer; the lock commands are not in the node yet, "
-             "so no lock contention here)")
+        step("val-1 and val-2 contend for the lock 'printer' (hypermesh lock acquire|show|release): "
+             "the chain grants it to one at a time, with a fencing token that only grows")
+        first = cli_json("lock", "acquire", "printer", "--ttl", LOCK_TTL, "--data-dir", str(val1))
+        print(f"val-1 acquires: {first['outcome']} at height {first['height']}, token {first['token']}, "
+              f"for {LOCK_TTL} s of block time")
+        refused = run_cli("lock", "acquire", "printer", "--ttl", LOCK_TTL, "--data-dir", str(val2))
+        print(f"val-2 acquires: {refused.stderr.strip()}")
+        # val-2's node has decided its refusal, so its last certified state (a block behind) has val-1's lease.
+        shown = cli_json("lock", "show", "printer", "--data-dir", str(val2))
+        holder = names[peers.index(shown["holder"])] if shown["held"] else "nobody"
+        print(f"val-2 reads who holds it, checked against its proof: at height {shown['height']}, {holder} "
+              f"(token {shown['token']})")
+        released = cli_json("lock", "release", "printer", "--data-dir", str(val1))
+        print(f"val-1 releases: {released['outcome']} at height {released['height']}")
+        second = cli_json("lock", "acquire", "printer", "--ttl", LOCK_TTL, "--data-dir", str(val2))
+        print(f"val-2 acquires again: {second['outcome']} at height {second['height']}, token {second['token']}")
+        if refused.returncode != 1 or holder != "val-1" or not second["token"] > first["token"]:
+            raise SystemExit("demo failed: the lock was not granted to one node at a time")
+
+        step("val-0 pays erin 20000 units (hypermesh transfer)")
         paid = cli_json("transfer", peers[4], "20000", "--data-dir", str(val0))
         account = cli_json("account", "show", "--data-dir", str(erin))
         print(f"committed at height {paid['height']}; erin's balance: {account['balance']} units")
