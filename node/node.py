@@ -19,7 +19,7 @@ import trio
 from hypermesh.capsules.chunks import ChunkStore
 from hypermesh.capsules.distribution import CapsuleDistribution
 from hypermesh.capsules.executor import CapsuleExecutor
-from hypermesh.capsules.remote import RemoteRunService
+from hypermesh.capsules.remote import RemoteRunLimits, RemoteRunService
 from hypermesh.capsules.runtime import CapsuleRuntime
 from hypermesh.capsules.trust import POLICY_FILE, TrustPolicy
 from hypermesh.dht.discovery import Discovery, open_discovery
@@ -35,7 +35,7 @@ from hypermesh.trust.store import TrustStore
 from hypermesh.transport.multiaddrs import MultiaddrError, parse_quic_address
 
 from . import operations
-from .chain import NodeChain, serve_chain
+from .chain import NodeChain, check_chain_dir, serve_chain
 from .config import DEFAULT_LISTEN
 from .control import ControlServer
 from .datadir import locked_data_dir
@@ -75,6 +75,7 @@ async def open_node(
     kad_config: KadConfig = KadConfig(),
     host_config: HostConfig | None = None,
     serve_perf: bool = False,
+    remote_run_limits: RemoteRunLimits = RemoteRunLimits(),
 ) -> AsyncIterator[Node]:
     """Every layer of a node, running until the block exits."""
     for addr in bootstrap:
@@ -93,7 +94,7 @@ async def open_node(
                 )
                 distribution.install_handler()
                 executor = CapsuleExecutor(runtime)
-                remote_runs = RemoteRunService(host, executor, distribution)
+                remote_runs = RemoteRunService(host, executor, distribution, remote_run_limits)
                 remote_runs.install_handler()
                 yield Node(identity, data_dir, host, discovery, runtime, distribution, executor, remote_runs, trust)
             finally:
@@ -200,12 +201,17 @@ async def run_node(args) -> int:
 
 
 async def _run_locked_node(args) -> int:
+    if args.chain is not None:  # before anything listens or is written
+        check_chain_dir(args.data_dir, args.chain.genesis)
     identity, created = _identity_for_run(args.data_dir)
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with open_node(
             identity, args.data_dir, args.listen or DEFAULT_LISTEN, args.bootstrap,
             dht_mode=Mode(args.dht_mode), kad_config=KadConfig(disjoint_paths=args.dht_disjoint_paths),
             host_config=HostConfig(connection_manager=args.connection_limits), serve_perf=args.perf,
+            remote_run_limits=RemoteRunLimits(
+                max_input_bytes=args.remote_max_input_bytes, per_peer_running=args.remote_per_peer_running,
+                per_peer_queued=args.remote_per_peer_queued, total_running=args.remote_total_running),
         ) as node:
             if args.metrics:
                 start_metrics_server(args.metrics, node)
