@@ -93,22 +93,29 @@ def chain_dir(data_dir: Path) -> Path:
     return Path(data_dir) / CHAIN_DIR
 
 
-def check_chain_dir(data_dir: Path, genesis: Genesis) -> Path:
-    """The node's chain directory, made for ``genesis`` (ChainSetupError if it holds another chain)."""
+def check_chain_dir(data_dir: Path, genesis: Genesis) -> None:
+    """Refuse (ChainSetupError) a data directory that holds the chain of another genesis; changes nothing."""
     directory = chain_dir(data_dir)
-    canonical = genesis_to_json(genesis)
     copy = directory / GENESIS_COPY
-    if copy.exists():
-        try:
-            held = genesis_to_json(parse_genesis(copy.read_bytes()))
-        except (OSError, GenesisError):
-            held = None
-        if held != canonical:
-            raise ChainSetupError(f"{directory} holds the chain of another genesis; give that genesis, "
-                                  f"or move {directory} away to start this chain afresh")
-    else:
-        directory.mkdir(mode=0o700, exist_ok=True)
-        copy.write_text(canonical + "\n", encoding="utf-8")
+    if not copy.exists():
+        return
+    try:
+        held = genesis_to_json(parse_genesis(copy.read_bytes()))
+    except (OSError, GenesisError):
+        held = None
+    if held != genesis_to_json(genesis):
+        raise ChainSetupError(f"{directory} holds the chain of another genesis; give that genesis, "
+                              f"or move {directory} away to start this chain afresh")
+
+
+def prepare_chain_dir(data_dir: Path, genesis: Genesis) -> Path:
+    """The node's chain directory, made for ``genesis`` (ChainSetupError if it holds another chain)."""
+    check_chain_dir(data_dir, genesis)
+    directory = chain_dir(data_dir)
+    directory.mkdir(mode=0o700, exist_ok=True)
+    copy = directory / GENESIS_COPY
+    if not copy.exists():
+        copy.write_text(genesis_to_json(genesis) + "\n", encoding="utf-8")
     return directory
 
 
@@ -150,7 +157,7 @@ async def serve_chain(node) -> None:
 async def open_chain(node, chain: NodeChain):
     """Run ``chain`` on ``node`` until the block exits."""
     options = chain.options
-    directory = check_chain_dir(node.data_dir, options.genesis)
+    directory = prepare_chain_dir(node.data_dir, options.genesis)
     identity = node.identity if options.validator else None
     try:
         async with contextlib.AsyncExitStack() as stack:

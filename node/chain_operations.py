@@ -13,17 +13,27 @@ transaction silently never making a block), submitted to the node's mempool
 from __future__ import annotations
 
 import hashlib
+import os
 
 import trio
 
 from hypermesh.consensus.genesis import GenesisError, account_of, peer_id_of
 from hypermesh.consensus.ledger import Block, InvalidBlock, decode_block
+from hypermesh.consensus.ledger_query import QueryError, QueryService
+from hypermesh.consensus.lock_client import describe_lock, describe_outcome, verify_lock_answer
 from hypermesh.consensus.ledger_tx import (
+    MAX_LOCK_NAME_SIZE,
+    MAX_LOCK_TTL_MS,
+    REQUEST_ID_SIZE,
     Bond,
     EscrowOpen,
     EscrowRefund,
     EscrowRelease,
     LedgerError,
+    LockAcquire,
+    LockBody,
+    LockRelease,
+    LockRenew,
     Role,
     Transaction,
     Transfer,
@@ -32,6 +42,7 @@ from hypermesh.consensus.ledger_tx import (
     escrow_id_of,
     sign_transaction,
 )
+from hypermesh.consensus.locks import LockOutcome, lock_entry_key
 from hypermesh.consensus.validators import public_key_of
 from hypermesh.consensus.wire import block_id_of
 
@@ -194,9 +205,8 @@ def _check_against_pending(ledger, tx: Transaction) -> None:
     scratch.apply_transaction(tx)
 
 
-async def _submit(node, body, timeout: float) -> tuple[Transaction, int]:
-    """Sign ``body`` with the node's key, submit it, and wait for the block that holds it: (tx, height)."""
-    running = _chain(node)
+def _sign_and_submit(node, running, body) -> Transaction:
+    """``body`` signed with the node's key at its next nonce, tried and queued (ChainRefusal: the ledger's reason)."""
     ledger = running.ledger
     sender = public_key_of(node.identity)
     try:
@@ -206,12 +216,29 @@ async def _submit(node, body, timeout: float) -> tuple[Transaction, int]:
         running.transactions.accept(tx.encode())
     except LedgerError as exc:
         raise ChainRefusal(f"refused: {_reason(exc)}") from None
+    return tx
+
+
+async def _until_nonce_used(running, tx: Transaction) -> None:
+    """Until the chain has executed a transaction of ``tx``'s sender at ``tx``'s nonce (maybe another one)."""
+    ledger = running.ledger
+    while ledger.state.nonce(tx.sender) <= tx.nonce:
+        await running.consensus.wait_for_height(ledger.state.height + 1)
+
+
+def _not_in_time(tx: Transaction, timeout: float) -> TimeoutError:
+    return TimeoutError(f"transaction {tx.tx_id().hex()[:16]}… is not in a block after {timeout:g} s "
+                        f"(it waits in the mempool; is a quorum of validators up?)")
+
+
+async def _submit(node, body, timeout: float) -> tuple[Transaction, int]:
+    """Sign ``body`` with the node's key, submit it, and wait for the block that holds it: (tx, height)."""
+    running = _chain(node)
+    tx = _sign_and_submit(node, running, body)
     with trio.move_on_after(timeout):
-        while ledger.state.nonce(sender) <= tx.nonce:
-            await running.consensus.wait_for_height(ledger.state.height + 1)
+        await _until_nonce_used(running, tx)
         return tx, _height_holding(running, tx)
-    raise TimeoutError(f"transaction {tx.tx_id().hex()[:16]}… is not in a block after {timeout:g} s "
-                       f"(it waits in the mempool; is a quorum of validators up?)")
+    raise _not_in_time(tx, timeout)
 
 
 def _height_holding(running, tx: Transaction) -> int:
@@ -293,6 +320,95 @@ async def escrow_refund(node, escrow_id: str, timeout: float = COMMIT_TIMEOUT) -
     return _tx_result(tx, height, escrow_id=escrow_id)
 
 
+# -- locks ---------------------------------------------------------------------------
+
+
+def _lock_name(name: str) -> bytes:
+    raw = name.encode()
+    if not 0 < len(raw) <= MAX_LOCK_NAME_SIZE:
+        raise ValueError(f"a lock name is 1 to {MAX_LOCK_NAME_SIZE} bytes, not {len(raw)}")
+    return raw
+
+
+def _ttl_ms(ttl: float) -> int:
+    if not 0 < ttl * 1000 <= MAX_LOCK_TTL_MS:
+        raise ValueError(f"a lease lasts more than 0 and at most {MAX_LOCK_TTL_MS // 1000} s, not {ttl:g}")
+    return max(1, round(ttl * 1000))
+
+
+def _outcome_json(name: bytes, outcome: LockOutcome) -> dict:
+    return {"name": name.decode(), **describe_outcome(outcome)}
+
+
+async def _lock_request(node, body: LockBody, timeout: float) -> dict:
+    """Submit a lock request until the chain decides it (once, by its request ID, however often it is signed);
+    its outcome, or ChainRefusal with the reason and the live lease."""
+    running = _chain(node)
+    ledger = running.ledger
+    sender = public_key_of(node.identity)
+    tx = None
+    with trio.move_on_after(timeout):
+        while (outcome := ledger.lock_outcome(sender, body.request_id)) is None:
+            # Signed again only if another transaction of this account took the nonce (it can then never apply).
+            tx = _sign_and_submit(node, running, body)
+            await _until_nonce_used(running, tx)
+        if not outcome.ok:
+            lease = "" if not outcome.holder else (f": held by {_peer(outcome.holder)} with token {outcome.token} "
+                                                   f"until block time {outcome.expiry} ms")
+            raise ChainRefusal(f"refused: lock {body.name.decode()}: {outcome.reason}{lease}")
+        return _outcome_json(body.name, outcome)
+    raise _not_in_time(tx, timeout) if tx is not None else TimeoutError(f"no decision within {timeout:g} s")
+
+
+def _own_token(running, sender: bytes, name: bytes) -> int:
+    """The fencing token of this node's live lease on ``name`` (ChainRefusal if it holds none)."""
+    state = running.ledger.state
+    lease = state.locks.live_lease(name, state.time)
+    if lease is None or lease.holder != sender:
+        held = f" (held by {_peer(lease.holder)})" if lease is not None else ""
+        raise ChainRefusal(f"refused: this node holds no live lease on {name.decode()}{held}")
+    return lease.token
+
+
+async def lock_acquire(node, name: str, ttl: float, timeout: float = COMMIT_TIMEOUT) -> dict:
+    return await _lock_request(node, LockAcquire(os.urandom(REQUEST_ID_SIZE), _lock_name(name), _ttl_ms(ttl)),
+                               timeout)
+
+
+async def lock_renew(node, name: str, ttl: float, token: int | None = None, timeout: float = COMMIT_TIMEOUT) -> dict:
+    raw = _lock_name(name)
+    if token is None:
+        token = _own_token(_chain(node), public_key_of(node.identity), raw)
+    return await _lock_request(node, LockRenew(os.urandom(REQUEST_ID_SIZE), raw, token, _ttl_ms(ttl)), timeout)
+
+
+async def lock_release(node, name: str, token: int | None = None, timeout: float = COMMIT_TIMEOUT) -> dict:
+    raw = _lock_name(name)
+    if token is None:
+        token = _own_token(_chain(node), public_key_of(node.identity), raw)
+    return await _lock_request(node, LockRelease(os.urandom(REQUEST_ID_SIZE), raw, token), timeout)
+
+
+async def lock_show(node, name: str, proof: bool = False) -> dict:
+    """The lock as the last certified state has it, checked here against its proof; with ``proof``, that
+    proof, which anyone holding the chain's validator set can check offline: the commit certifying that
+    state root and the Merkle proof of the lease (or of its absence), as ``/hm/ledger-query/1.0.0`` answers it
+    (``ledger_query.verify_answer``)."""
+    running = _chain(node)
+    ledger = running.ledger
+    raw = _lock_name(name)
+    answer = QueryService(node.host, ledger).answer(lock_entry_key(raw))
+    signers = ledger.state.last_validators  # the set that signed the last decided block, whose commit it is
+    try:
+        shown = describe_lock(verify_lock_answer(answer, raw, ledger.chain_id, signers))
+    except QueryError as exc:
+        raise ValueError(f"no proven state to show yet: {exc}") from None
+    if proof:
+        shown.update(chain_id=ledger.chain_id, proof=answer.hex(),
+                     validators=[{"peer_id": _peer(v.public_key), "power": v.power} for v in signers.validators])
+    return shown
+
+
 OPERATIONS = {
     "chain.status": status,
     "chain.wait": wait,
@@ -305,4 +421,8 @@ OPERATIONS = {
     "chain.escrow_open": escrow_open,
     "chain.escrow_release": escrow_release,
     "chain.escrow_refund": escrow_refund,
+    "lock.acquire": lock_acquire,
+    "lock.renew": lock_renew,
+    "lock.release": lock_release,
+    "lock.show": lock_show,
 }

@@ -50,13 +50,19 @@ class ConfigError(Exception):
 # -- checks: each takes a TOML value, an environment string or a parsed flag -------
 
 
+def _from_text(value, convert: Callable[[str], object], kind: str):
+    """An environment or flag string converted; any other value as it is."""
+    if not isinstance(value, str):
+        return value
+    try:
+        return convert(value.strip())
+    except ValueError:
+        raise SettingError(f"{value!r} is not {kind}") from None
+
+
 def whole_number(minimum: int | None = None, maximum: int | None = None) -> Callable[[object], int]:
     def check(value) -> int:
-        if isinstance(value, str):
-            try:
-                value = int(value.strip())
-            except ValueError:
-                raise SettingError(f"{value!r} is not a whole number") from None
+        value = _from_text(value, int, "a whole number")
         if isinstance(value, bool) or not isinstance(value, int):
             raise SettingError(f"{value!r} is not a whole number")
         check_range(value, minimum, maximum)
@@ -78,11 +84,7 @@ def number(minimum: float, maximum: float) -> Callable[[object], float]:
     """A finite number within ``minimum..maximum`` (a whole one is accepted too)."""
 
     def check(value) -> float:
-        if isinstance(value, str):
-            try:
-                value = float(value.strip())
-            except ValueError:
-                raise SettingError(f"{value!r} is not a number") from None
+        value = _from_text(value, float, "a number")
         if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
             raise SettingError(f"{value!r} is not a number")
         check_range(value, minimum, maximum)

@@ -35,7 +35,7 @@ from hypermesh.trust.store import TrustStore
 from hypermesh.transport.multiaddrs import MultiaddrError, parse_quic_address
 
 from . import operations
-from .chain import NodeChain, serve_chain
+from .chain import NodeChain, check_chain_dir, serve_chain
 from .config import DEFAULT_LISTEN
 from .control import ControlServer
 from .datadir import locked_data_dir
@@ -201,6 +201,8 @@ async def run_node(args) -> int:
 
 
 async def _run_locked_node(args) -> int:
+    if args.chain is not None:  # before anything listens or is written
+        check_chain_dir(args.data_dir, args.chain.genesis)
     identity, created = _identity_for_run(args.data_dir)
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with open_node(

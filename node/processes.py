@@ -81,19 +81,19 @@ class NodeProcess:
 
 
 def start_node(data_dir: Path, listen: list[str] | None = None, extra: list[str] | None = None,
-               stderr=None) -> NodeProcess:
+               stderr=None, startup_timeout: float | None = None) -> NodeProcess:
     """Start ``hypermesh run --json`` and wait for its address line."""
-    (node,) = start_nodes([data_dir], listen, extra, stderr)
+    (node,) = start_nodes([data_dir], listen, extra, stderr, startup_timeout=startup_timeout)
     return node
 
 
 def start_nodes(data_dirs: list[Path], listen: list[str] | None = None, extra: list[str] | None = None,
-                stderr=None, own_session: bool = False) -> list[NodeProcess]:
+                stderr=None, own_session: bool = False, startup_timeout: float | None = None) -> list[NodeProcess]:
     """Start one ``hypermesh run --json`` per data directory, all at once, and
     wait for each one's address line; if any fails, stop them all. ``stderr``
     is one stream for all, or a list with one per data directory. With
     ``own_session`` a terminal's Ctrl-C reaches only us, not the nodes, so
-    that we stop each one once."""
+    that we stop each one once. ``startup_timeout`` replaces the default wait for them all."""
     nodes = []
     stderrs = stderr if isinstance(stderr, list) else [stderr] * len(data_dirs)
     try:
@@ -107,7 +107,9 @@ def start_nodes(data_dirs: list[Path], listen: list[str] | None = None, extra: l
                 start_new_session=own_session,
             )
             nodes.append(NodeProcess(data_dir=Path(data_dir), process=process))
-        deadline = time.monotonic() + STARTUP_TIMEOUT + STARTUP_TIMEOUT_PER_NODE * len(nodes)
+        if startup_timeout is None:
+            startup_timeout = STARTUP_TIMEOUT + STARTUP_TIMEOUT_PER_NODE * len(nodes)
+        deadline = time.monotonic() + startup_timeout
         for node in nodes:
             info = json.loads(read_line(node.process.stdout, deadline))
             node.peer_id = info["peer_id"]

@@ -24,6 +24,7 @@ from hypermesh.transport.identity import IdentityError, key_path, load_identity
 from hypermesh.transport.multiaddrs import MultiaddrError
 
 from .. import control
+from ..chain import ChainSetupError
 from ..config import DEFAULT_DATA_DIR, SETTINGS, ConfigError, load_config
 from ..datadir import DataDirBusy
 from ..devnet import DevnetError
@@ -129,8 +130,8 @@ def _report(exc: BaseException) -> int:
     leaf = next((leaf for leaf in leaves if not isinstance(leaf, trio.Cancelled)), leaves[0])
     if isinstance(leaf, SystemExit):
         return leaf.code if isinstance(leaf.code, int) else _fail(str(leaf.code))
-    if isinstance(leaf, (CommandError, control.ControlError, DataDirBusy, DevnetError, TransportError,
-                         IdentityError, MultiaddrError, OSError)):
+    if isinstance(leaf, (CommandError, control.ControlError, ChainSetupError, DataDirBusy, DevnetError,
+                         TransportError, IdentityError, MultiaddrError, OSError)):
         return _fail(str(leaf) or type(leaf).__name__)
     # A bug, not a user's mistake: still one line; the traceback at --log-level debug.
     log.debug("unexpected failure", exc_info=leaf)

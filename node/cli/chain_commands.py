@@ -7,7 +7,7 @@ command returns once a block holds them, or fails with the ledger's reason.
 
 from __future__ import annotations
 
-from hypermesh.consensus.ledger_tx import MAX_AMOUNT, MAX_HEIGHT
+from hypermesh.consensus.ledger_tx import MAX_AMOUNT, MAX_HEIGHT, MAX_LOCK_TTL_MS, MAX_TOKEN
 
 from .. import control
 from ..chain_operations import COMMIT_TIMEOUT, ROLES
@@ -68,15 +68,34 @@ def _tx_lines(result):
         yield f"escrow {result['escrow_id']}"
 
 
+def _lock_lines(result):
+    verb = {"granted": "held by this node", "released": "released"}.get(result["outcome"], result["outcome"])
+    yield f"lock {result['name']}: {verb} (token {result['token']}), decided at height {result['height']}"
+    if result["outcome"] == "granted":
+        yield f"lease until block time {result['expiry_ms']} ms (now {result['time_ms']} ms)"
+
+
+def _lock_show_lines(result):
+    if result["held"]:
+        yield f"lock {result['name']} at height {result['height']}: held by {result['holder']} " \
+              f"(token {result['token']}) until block time {result['expiry_ms']} ms"
+    else:
+        yield f"lock {result['name']} at height {result['height']}: free"
+    if "proof" in result:
+        yield f"proof (commit and Merkle proof, against the {len(result['validators'])} validators of chain " \
+              f"{result['chain_id']}):"
+        yield result["proof"]
+
+
 def _add_timeout(parser, what: str, default: float = COMMIT_TIMEOUT) -> None:
     parser.add_argument("--timeout", type=seconds(0, MAX_WAIT_SECONDS), default=default, metavar="SECONDS",
                         help=f"give up waiting for {what} after this long, 0 to {MAX_WAIT_SECONDS:g} "
                              f"(default {default:g})")
 
 
-def _transaction(group, name: str, command: str, help_text: str, **fixed):
+def _transaction(group, subcommand: str, operation: str, help_text: str, lines=_tx_lines, **fixed):
     """A subcommand that signs and submits a transaction and waits for its block."""
-    parser = add_command(group, name, chain_command(command, _tx_lines, timeout="timeout", **fixed), help_text)
+    parser = add_command(group, subcommand, chain_command(operation, lines, timeout="timeout", **fixed), help_text)
     _add_timeout(parser, "a block holding the transaction")
     return parser
 
@@ -140,6 +159,32 @@ def register(commands) -> None:
     refund = _transaction(escrow, "refund", "chain.escrow_refund",
                           "take an escrow back after its deadline (only its client may)", escrow_id="escrow_id")
     refund.add_argument("escrow_id", help="the escrow's ID, as `escrow open` printed it")
+
+    lock = _group(commands, "lock", "locks on the chain: leases with fencing tokens, in block time")
+    ttl = seconds(0.001, MAX_LOCK_TTL_MS / 1000)
+    token = whole_number(1, MAX_TOKEN)
+    acquire = _transaction(lock, "acquire", "lock.acquire",
+                           "take lock NAME for --ttl seconds of block time; refused while another lease is live",
+                           _lock_lines, name="name", ttl="ttl")
+    renew = _transaction(lock, "renew", "lock.renew", "extend this node's live lease on NAME to --ttl from now",
+                         _lock_lines, name="name", ttl="ttl", token="token")
+    release = _transaction(lock, "release", "lock.release", "give up this node's lease on NAME",
+                           _lock_lines, name="name", token="token")
+    for parser in (acquire, renew, release):
+        parser.add_argument("name", help="the lock's name (1 to 64 bytes)")
+    for parser in (acquire, renew):
+        parser.add_argument("--ttl", type=ttl, default=10.0, metavar="SECONDS",
+                            help=f"how long the lease lasts, in block time (default 10, at most "
+                                 f"{MAX_LOCK_TTL_MS // 1000})")
+    for parser in (renew, release):
+        parser.add_argument("--token", type=token, default=None, metavar="N",
+                            help="the lease's fencing token (default: that of this node's live lease)")
+    show_lock = add_command(lock, "show", chain_command("lock.show", _lock_show_lines, name="name", proof="proof"),
+                            "who holds lock NAME in the last certified state, checked against its proof")
+    show_lock.add_argument("name", help="the lock's name")
+    show_lock.add_argument("--proof", action="store_true",
+                           help="also print the proof (commit certificate and Merkle proof, hex) and the "
+                                "validators it verifies against, for checking offline")
 
     add_command(commands, "validators", chain_command("chain.validators", _validators_lines),
                 "the current validator set: each validator's power and whether this node is connected to it")

@@ -3,19 +3,30 @@ by state sync, and the chain commands through the running node's control socket.
 
 import functools
 import json
+import signal
 
 import pytest
 import trio
 
 from cli_testkit import hm
+from hypermesh.consensus.genesis import account_of
+from hypermesh.consensus.ledger_query import verify_answer
+from hypermesh.consensus.locks import Lease, lock_entry_key
+from hypermesh.consensus.validators import Validator, ValidatorSet
 from hypermesh.node import control
 from hypermesh.node.cli import main
 from hypermesh.transport.identity import init_identity
 from hypermesh.node.processes import start_node, start_nodes, stop_all
 
+# Four validator processes (and a follower) share two cores with the rest of the suite: starting them and
+# waiting for their blocks takes tens of seconds when the machine is busy.
+pytestmark = pytest.mark.timeout(300)
+STARTUP = 150
 VALIDATORS = 4
 ALLOCATION = 100_000
 # Short rounds and frequent snapshots: a test chain moves fast and a follower finds a snapshot soon.
+# Bounds a wait for the chain: two cores shared with other tests; a restarted node replays hundreds of blocks.
+WAIT = 120
 PEER = "12D3KooWAdB5DkwdBVZUbP9RonHRVwT6yxu6mBn1tZG3vSowry2Z"
 CHAIN_FLAGS = ["--chain-timeout", "0.5", "--snapshot-interval", "5"]
 
@@ -55,9 +66,10 @@ def chain(tmp_path_factory):
                  *[f"--allocation={peer}:{ALLOCATION}" for peer in peers], "--chain-id", "test-chain", cwd=root)
     (root / "genesis.json").write_text(genesis.stdout)
     flags = ["--genesis", str(root / "genesis.json"), "--validator", *CHAIN_FLAGS]
-    first = start_node(dirs[0], extra=flags)
+    (root / "flags.json").write_text(json.dumps(flags))
+    first = start_node(dirs[0], extra=flags, startup_timeout=STARTUP)
     try:
-        others = start_nodes(dirs[1:], extra=[*flags, "--bootstrap", first.addr()])
+        others = start_nodes(dirs[1:], extra=[*flags, "--bootstrap", first.addr()], startup_timeout=STARTUP)
     except BaseException:
         first.stop()
         raise
@@ -71,7 +83,7 @@ def chain(tmp_path_factory):
 def test_four_validators_from_a_genesis_commit_the_same_blocks(chain):
     root, nodes = chain
     for node in nodes:
-        ask(node, "chain.wait", height=3)
+        ask(node, "chain.wait", height=3, timeout=WAIT)
     status = hm_json("chain", "status", "--data-dir", nodes[1].data_dir, cwd=root)
     assert set(status) == {"chain_id", "height", "state_root", "last_block_id", "round", "validator", "signing",
                            "validators", "total_power", "mempool", "origin"}
@@ -86,9 +98,9 @@ def test_four_validators_from_a_genesis_commit_the_same_blocks(chain):
 
 def test_a_transfer_shows_in_the_balances_on_another_node(chain):
     root, nodes = chain
-    sent = hm_json("transfer", nodes[1].peer_id, 1_234, "--data-dir", nodes[0].data_dir, cwd=root)
+    sent = hm_json("transfer", nodes[1].peer_id, 1_234, "--timeout", WAIT, "--data-dir", nodes[0].data_dir, cwd=root)
     assert sent["height"] >= 1 and sent["nonce"] == 0 and sent["to"] == nodes[1].peer_id
-    ask(nodes[3], "chain.wait", height=sent["height"])
+    ask(nodes[3], "chain.wait", height=sent["height"], timeout=WAIT)
     receiver = hm_json("account", "show", nodes[1].peer_id, "--data-dir", nodes[3].data_dir, cwd=root)
     sender = ask(nodes[3], "chain.account", peer=nodes[0].peer_id)
     assert receiver["balance"] == ALLOCATION + 1_234 and sender["balance"] == ALLOCATION - 1_234
@@ -114,17 +126,56 @@ def test_the_ledger_refusals_name_their_reason_and_move_nothing(chain):
     assert account["balance"] == ALLOCATION and account["nonce"] == 0  # nothing refused moved a unit
 
 
+def test_two_nodes_contend_for_a_lock_and_its_proof_checks_offline(chain):
+    root, nodes = chain
+    first = hm_json("lock", "acquire", "job", "--ttl", 600, "--timeout", WAIT, "--data-dir", nodes[0].data_dir,
+                    cwd=root)
+    assert (first["ok"], first["outcome"], first["holder"]) == (True, "granted", nodes[0].peer_id)
+    line = refused("lock", "acquire", "job", "--timeout", WAIT, "--data-dir", nodes[1].data_dir, cwd=root)
+    assert f"held by {nodes[0].peer_id} with token {first['token']}" in line
+    ask(nodes[2], "chain.wait", height=first["height"] + 1, timeout=WAIT)  # certified by the next block's commit
+    shown = ask(nodes[2], "lock.show", name="job", proof=True)
+    assert (shown["held"], shown["holder"], shown["token"]) == (True, nodes[0].peer_id, first["token"])
+    trusted = ValidatorSet([Validator(account_of(v["peer_id"]), v["power"]) for v in shown["validators"]])
+    height, value = verify_answer(bytes.fromhex(shown["proof"]), lock_entry_key(b"job"), "test-chain", trusted)
+    assert height == shown["height"] and Lease.decode(value).token == first["token"]
+    assert "holds no live lease" in ask_refused(nodes[1], "lock.release", name="job", timeout=WAIT)
+    released = ask(nodes[0], "lock.release", name="job", timeout=WAIT)
+    assert (released["outcome"], released["token"]) == ("released", first["token"])
+    second = ask(nodes[1], "lock.acquire", name="job", ttl=5, timeout=WAIT)
+    assert second["outcome"] == "granted" and second["token"] > first["token"]
+    assert "a lease lasts more than 0" in ask_refused(nodes[1], "lock.acquire", name="other", ttl=-1)
+
+
 def test_a_follower_joins_by_state_sync_and_answers_queries(chain, tmp_path):
     root, nodes = chain
-    ask(nodes[0], "chain.wait", height=12)  # past two snapshots
+    ask(nodes[0], "chain.wait", height=12, timeout=WAIT)  # past two snapshots
     flags = ["--genesis", str(root / "genesis.json"), "--state-sync", *CHAIN_FLAGS]
-    with start_node(tmp_path / "follower", extra=[*flags, "--bootstrap", nodes[0].addr()]) as follower:
-        status = ask(follower, "chain.wait", height=13)
+    with start_node(tmp_path / "follower", extra=[*flags, "--bootstrap", nodes[0].addr()],
+                    startup_timeout=STARTUP) as follower:
+        status = ask(follower, "chain.wait", height=13, timeout=WAIT)
         assert status["origin"].startswith("state sync from ") and status["validator"] is False
         assert status["signing"] is False
         synced = ask(follower, "chain.account", peer=nodes[0].peer_id)
         assert synced["balance"] == ask(nodes[0], "chain.account")["balance"]
         assert "holds no block 1 " in ask_refused(follower, "chain.block", height=1)
+
+
+def test_a_validator_killed_with_sigkill_restarts_from_its_chain_data(chain):
+    root, nodes = chain
+    victim = nodes[3]
+    before = ask(victim, "chain.status")["height"]
+    victim.process.send_signal(signal.SIGKILL)
+    victim.process.wait()
+    flags = json.loads((root / "flags.json").read_text())
+    with start_node(victim.data_dir, extra=[*flags, "--bootstrap", nodes[0].addr()],
+                    startup_timeout=STARTUP) as restarted:
+        # From its own store (nothing replayed from others up to `before`), then on with the others.
+        status = ask(restarted, "chain.wait", height=before + 1, timeout=WAIT)
+        assert status["origin"] == "store" and status["validator"] is True
+        blocks = [ask(node, "chain.block", height=before) for node in (restarted, nodes[1])]
+        assert blocks[0]["block_id"] == blocks[1]["block_id"]
+        assert ask(nodes[0], "chain.status")["height"] > before  # the others went on meanwhile
 
 
 def refused_in_process(argv, capsys) -> str:
@@ -154,3 +205,18 @@ def test_a_bad_genesis_or_chain_flag_is_refused_before_the_node_starts(tmp_path,
                                                                                  capsys)
     assert "--validator: peer ID" in refused_in_process([*new, "nobody"], capsys)
     assert not (tmp_path / "n").exists()
+
+
+def test_a_node_refuses_to_run_another_genesis_on_its_chain_data(tmp_path, capsys):
+    def genesis(chain_id):
+        path = tmp_path / f"{chain_id}.json"
+        assert main(["genesis", "new", "--validator", PEER, "--chain-id", chain_id]) == 0
+        path.write_text(capsys.readouterr().out)
+        return path
+
+    first, second = genesis("first"), genesis("second")
+    (tmp_path / "n" / "chain").mkdir(parents=True)
+    (tmp_path / "n" / "chain" / "genesis.json").write_text(first.read_text())
+    line = refused_in_process(["run", "--genesis", second, "--data-dir", tmp_path / "n"], capsys)
+    assert "holds the chain of another genesis" in line
+    assert not (tmp_path / "n" / "identity.key").exists()

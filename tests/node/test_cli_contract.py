@@ -58,6 +58,8 @@ def run_main(argv, capsys):
     (["chain", "block", "0"], "height: must be at least 1, not 0"),
     (["stake", "bond", "10000", "--role", "admin"], "--role: 'admin' is not one of validator, provider"),
     (["escrow", "open", "x", "5", "--deadline", "-1"], "--deadline: must be between 1 and"),
+    (["lock", "acquire", "job", "--ttl", "-1"], "--ttl: must be between 0.001 and 86400, not -1"),
+    (["lock", "release", "job", "--token", "0"], "--token: must be between 1 and"),
 ])
 def test_a_refused_value_names_its_option(argv, expected, capsys, tmp_path):
     line = one_error_line(run_main([*argv, "--data-dir", str(tmp_path)], capsys))
@@ -85,7 +87,7 @@ def test_global_options_are_accepted_after_the_command(tmp_path):
 
 def test_commands_without_a_running_node_say_how_to_start_one(tmp_path, capsys):
     for argv in (["dht", "wait"], ["dht", "provide", "k"], ["service", "register", "echo", "--protocol", "/x"],
-                 ["peers"], ["chain", "status"], ["validators"], ["stake", "unbond", "10"],
+                 ["peers"], ["chain", "status"], ["validators"], ["stake", "unbond", "10"], ["lock", "show", "job"],
                  ["transfer", "12D3KooWAdB5DkwdBVZUbP9RonHRVwT6yxu6mBn1tZG3vSowry2Z", "1"]):
         line = one_error_line(run_main([*argv, "--data-dir", str(tmp_path)], capsys))
         assert f"start one with `hypermesh run --data-dir {tmp_path}`" in line and "--bootstrap" not in line
@@ -137,7 +139,7 @@ def test_peers_json_is_one_object_on_one_line(tmp_path):
 WORDS = ["init", "run", "ping", "id", "perf", "peers", "dht", "wait", "provide", "find-providers", "service",
          "register", "resolve", "capsule", "ls", "trust", "fetch", "publish", "genesis", "new", "chain", "status",
          "block", "account", "show", "transfer", "stake", "bond", "unbond", "escrow", "open", "release", "refund",
-         "validators", "--validator", "--allocation", "--genesis", "--state-sync", "--role", "--deadline", "--json", "--data-dir", "--log-level",
+         "validators", "lock", "acquire", "renew", "--ttl", "--token", "--proof", "--validator", "--allocation", "--genesis", "--state-sync", "--role", "--deadline", "--json", "--data-dir", "--log-level",
          "--log-json", "--count", "--timeout", "--peers", "--weight", "--protocol", "--metrics", "--listen",
          "--bootstrap", "--connections-low", "--connections-high", "--dht-mode", "--upload", "--dht-disjoint-paths",
          "-1", "0", "nan", "inf", "1e999", "99999", "info", "verbose", "[::1]:0", "localhost:99999", "-", "--", "-h"]

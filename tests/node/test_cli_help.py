@@ -57,7 +57,8 @@ def test_the_walk_sees_every_command():
     names = {" ".join(path[1:]) for path, _ in commands(build_parser())}
     assert {"run", "ping", "dht wait", "service register", "capsule run", "capsule fetch"} <= names
     assert {"genesis new", "chain status", "chain block", "chain wait", "account show", "transfer", "stake bond",
-            "stake unbond", "escrow open", "escrow release", "escrow refund", "validators"} <= names
+            "stake unbond", "escrow open", "escrow release", "escrow refund", "validators", "lock acquire",
+            "lock renew", "lock release", "lock show"} <= names
 
 
 def test_version_names_the_build_its_libraries_and_protocols():
