@@ -13,8 +13,10 @@ and when it committed one (wall clock, one machine).
   turn over ``/hm/ledger-tx``: from the send to the commit at the validator
   that took it.
 - ``transactions_per_second``: ``--transactions`` pre-signed transfers from
-  many accounts, ``--in-flight`` at a time, spread over the validators
-  (which relay them to the others): from the first send until validator 0
+  many accounts, in batches of ``--batch`` on one stream each
+  (``/hm/ledger-txs``; 1 sends each on its own stream, ``/hm/ledger-tx``),
+  ``--in-flight`` batches at a time, spread over the validators (which relay
+  them to the others, batched too): from the first send until validator 0
   has committed them all; blocks batch whatever the mempool holds.
 - ``lock``: one client (its own account) acquires a lock (``LockAcquire``,
   a fresh request ID) and releases it with the fencing token granted, one
@@ -55,7 +57,7 @@ from benchlib import check, machine, summary  # noqa: E402
 from hypermesh.consensus.genesis import Genesis, GenesisBond, LedgerParams  # noqa: E402
 from hypermesh.consensus.ledger import decode_block  # noqa: E402
 from hypermesh.consensus.ledger_node import run_ledger_node  # noqa: E402
-from hypermesh.consensus.ledger_service import TransactionRefused, send_transaction  # noqa: E402
+from hypermesh.consensus.ledger_service import TransactionRefused, send_transaction, send_transactions  # noqa: E402
 from hypermesh.consensus.ledger_tx import LockAcquire, LockRelease, Role, Transfer, sign_transaction  # noqa: E402
 from hypermesh.consensus.validators import public_key_of  # noqa: E402
 from hypermesh.transport.errors import TransportError  # noqa: E402
@@ -217,7 +219,7 @@ class ValidatorProcesses:
 
 
 async def measure_chain(validators: int, accounts: int, seconds: float, sequential: int, transactions: int,
-                        in_flight: int) -> dict:
+                        batch: int, in_flight: int) -> dict:
     with tempfile.TemporaryDirectory() as directory:
         chain = ValidatorProcesses(validators, accounts, Path(directory))
         async with trio.open_nursery() as nursery:
@@ -239,7 +241,7 @@ async def measure_chain(validators: int, accounts: int, seconds: float, sequenti
                 result["transaction_latency_ms"] = summary(
                     await transaction_latencies(chain, client, peers, sequential))
                 result["lock"] = await lock_latencies(chain, client, peers, sequential)
-                result["throughput"] = await throughput(chain, client, peers, transactions, in_flight, sequential)
+                result["throughput"] = await throughput(chain, client, peers, transactions, batch, in_flight, sequential)
             nursery.cancel_scope.cancel()
     return result
 
@@ -289,7 +291,8 @@ async def lock_latencies(chain: ValidatorProcesses, client, peers, rounds: int) 
     return {"measured": True, "rounds": rounds, "acquire_ms": summary(acquire), "acquire_release_ms": summary(both)}
 
 
-async def throughput(chain: ValidatorProcesses, client, peers, count: int, in_flight: int, skip: int) -> dict:
+async def throughput(chain: ValidatorProcesses, client, peers, count: int, batch: int, in_flight: int,
+                     skip: int) -> dict:
     """``count`` transfers (account 0 skips the ``skip`` nonces the latency phase used, the lock account
     takes no part), spread over the validators."""
     txs = signed_transfers(count + skip + count // chain.accounts + 1, chain.accounts)
@@ -300,23 +303,27 @@ async def throughput(chain: ValidatorProcesses, client, peers, count: int, in_fl
     limiter = trio.CapacityLimiter(in_flight)
     refused = []
 
-    async def submit(i: int, tx) -> None:
+    async def submit(i: int, group: list) -> None:
         async with limiter:
             try:
-                await send_transaction(client, peers[i % len(peers)], tx)
+                if len(group) == 1:
+                    await send_transaction(client, peers[i % len(peers)], group[0])
+                    return
+                answers = await send_transactions(client, peers[i % len(peers)], group)
+                refused.extend(str(a) for a in answers if isinstance(a, TransactionRefused))
             except (TransactionRefused, TransportError) as exc:
-                refused.append(str(exc))
+                refused.extend([str(exc)] * len(group))
     started = time.time()
     async with trio.open_nursery() as nursery:
-        for i, tx in enumerate(txs):
-            nursery.start_soon(submit, i, tx)
+        for i in range(0, len(txs), batch):
+            nursery.start_soon(submit, i // batch, txs[i:i + batch])
     sent = time.time()
     expected = before + len(txs) - len(refused)
     await chain.wait_until(lambda: sum(c["txs"] for c in chain.commits[0].values()) >= expected)
     seconds = max(c["t"] for c in chain.commits[0].values()) - started
     blocks = [c["txs"] for c in chain.commits[0].values() if c["t"] >= started]
     return {"transactions": len(txs) - len(refused), "refused": len(refused), "refusals": refused[:3],
-            "in_flight": in_flight, "send_seconds": round(sent - started, 3), "seconds": round(seconds, 3),
+            "batch": batch, "in_flight": in_flight, "send_seconds": round(sent - started, 3), "seconds": round(seconds, 3),
             "per_second": round((len(txs) - len(refused)) / seconds, 1), "blocks": len(blocks),
             "largest_block": max(blocks, default=0)}
 
@@ -457,7 +464,10 @@ def main() -> None:
     parser.add_argument("--sizes", default=None, help="validator counts, comma-separated (default 4,7; quick: 4)")
     parser.add_argument("--seconds", type=float, default=None, help="the empty-block phase (default 20; quick 3)")
     parser.add_argument("--transactions", type=int, default=None, help="default 10,000; quick 300")
-    parser.add_argument("--in-flight", type=int, default=64)
+    parser.add_argument("--rounds", type=int, default=None,
+                        help="sequential transfers, and lock acquire/release rounds (default 50; quick 10)")
+    parser.add_argument("--batch", type=int, default=100, help="transactions per submission (at most 256)")
+    parser.add_argument("--in-flight", type=int, default=8, help="submissions on their way at once")
     parser.add_argument("--accounts", type=int, default=200)
     parser.add_argument("--no-install", action="store_true", help="never apt-get install etcd")
     parser.add_argument("--no-etcd", action="store_true", help="skip the etcd anchor")
@@ -471,7 +481,7 @@ def main() -> None:
     sizes = [int(s) for s in (args.sizes or ("4" if args.quick else "4,7")).split(",")]
     seconds = args.seconds or (3.0 if args.quick else 20.0)
     transactions = args.transactions or (300 if args.quick else 10_000)
-    sequential = 10 if args.quick else 50
+    sequential = args.rounds or (10 if args.quick else 50)
     etcd, etcd_skipped = None, None
     if args.no_etcd:
         etcd_skipped = "--no-etcd"
@@ -484,12 +494,13 @@ def main() -> None:
                 etcd_skipped = f"etcd failed: {type(exc).__name__}: {exc}"
     results, checks = [], []
     for n in sizes:
-        result = trio.run(measure_chain, n, args.accounts, seconds, sequential, transactions, args.in_flight)
+        result = trio.run(measure_chain, n, args.accounts, seconds, sequential, transactions, args.batch,
+                          args.in_flight)
         results.append(result)
         checks += chain_checks(result) + lock_checks(n, result["lock"], etcd)
     print(json.dumps({
-        "bench": "consensus", "quick": args.quick, "sizes": sizes, "empty_block_seconds": seconds,
-        "transactions": transactions, "in_flight": args.in_flight, "accounts": args.accounts,
+        "bench": "consensus", "quick": args.quick, "sizes": sizes, "empty_block_seconds": seconds, "rounds": sequential,
+        "transactions": transactions, "batch": args.batch, "in_flight": args.in_flight, "accounts": args.accounts,
         "app": "ledger (run_ledger_node: SQLite synchronous=FULL, default Tendermint timeouts)",
         "chains": results, "etcd": etcd if etcd is not None else {"skipped": etcd_skipped},
         "checks": checks, "machine": machine(), "load_average": os.getloadavg(),

@@ -4,8 +4,10 @@ Seed s runs n = 4, 7 or 10 validators (s mod 3), as much Byzantine power as
 stays below a third (each Byzantine validator silent, forging, replaying,
 withholding, double-voting, equivocating as proposer or proposing invalid
 blocks), loss, delay, duplication and flapping links before GST, partitions
-that heal and validators killed and restarted (consensus/fuzz.py says what
-is checked and how liveness is bounded). One process, one core.
+that heal and validators killed and restarted; in half of them the nodes run
+the ledger and clients contend for locks, whose history must be
+linearizable (consensus/fuzz.py says what is checked and how liveness is
+bounded). One process, one core.
 
     python bench/consensus_fuzz.py [--quick] [--schedules N] [--first-seed S]
     python bench/consensus_fuzz.py --seed S    # replay one schedule: prints it step by step, exit 1 if it fails
@@ -27,13 +29,15 @@ from hypermesh.consensus.fuzz import N_CHOICES, generate_schedule, replay, run_s
 
 FULL_SCHEDULES = 2_001  # 667 per n
 QUICK_SCHEDULES = 60
+PROGRESS_EVERY = 30
 # 2,000 schedules within ten minutes of one core.
 RATE_TARGET = 2_000 / 600
 
 
 def fuzz(first_seed: int, count: int) -> dict:
     per_n = defaultdict(lambda: {"schedules": 0, "violations": 0, "liveness_misses": 0, "cpu_s": 0.0,
-                                 "resume_ms": [], "resume_share_of_bound": 0.0, "failing_seeds": []})
+                                 "resume_ms": [], "resume_share_of_bound": 0.0, "failing_seeds": [],
+                                 "lock_schedules": 0, "lock_requests": 0})
     for seed in range(first_seed, first_seed + count):
         schedule = generate_schedule(seed)
         started = time.process_time()
@@ -43,12 +47,21 @@ def fuzz(first_seed: int, count: int) -> dict:
         row["schedules"] += 1
         row["violations"] += len(outcome.violations)
         row["liveness_misses"] += outcome.liveness_miss is not None
+        if outcome.locks is not None:
+            row["lock_schedules"] += 1
+            row["lock_requests"] += len(outcome.locks.history())
         if outcome.resume_after is not None:
             row["resume_ms"].append(outcome.resume_after * 1000)
             row["resume_share_of_bound"] = max(row["resume_share_of_bound"],
                                                outcome.resume_after / outcome.resume_bound)
         if not outcome.ok:
             row["failing_seeds"].append(seed)
+        if (seed - first_seed + 1) % PROGRESS_EVERY == 0:
+            # On stderr, so that a run stopped early still tells what it checked.
+            print(json.dumps({"progress": seed - first_seed + 1, "last_seed": seed,
+                              **{f"n{n}": {k: row[k] for k in ("schedules", "violations", "liveness_misses",
+                                                               "lock_schedules", "cpu_s")}
+                                 for n, row in sorted(per_n.items())}}), file=sys.stderr, flush=True)
     return per_n
 
 
@@ -62,12 +75,15 @@ def report(per_n: dict, quick: bool, first_seed: int, wall_s: float) -> dict:
             check(f"schedules_n{n}", row["schedules"], "schedules", f">= {target}", met=row["schedules"] >= target),
             check(f"safety_violations_n{n}", row["violations"], "violations", 0, met=row["violations"] == 0),
             check(f"liveness_misses_n{n}", row["liveness_misses"], "schedules", 0, met=row["liveness_misses"] == 0),
+            check(f"lock_histories_checked_n{n}", row["lock_schedules"], "schedules (none failed: see violations)",
+                  None, met=row["lock_schedules"] > 0),
             check(f"schedules_per_cpu_s_n{n}", round(rate, 2), "schedules/s (one core)", None, met=True),
         ]
         details[f"n{n}"] = {
             "resume_after_stable_ms": summary(row["resume_ms"]),
             "largest_resume_share_of_bound": round(row["resume_share_of_bound"], 3),
             "cpu_s": round(row["cpu_s"], 1),
+            "lock_requests_checked": row["lock_requests"],
             "failing_seeds": row["failing_seeds"][:20],
         }
     total = sum(per_n[n]["schedules"] for n in N_CHOICES)

@@ -42,6 +42,7 @@ from benchlib import INTEROP_PY, check, get, machine, run_json, summary  # noqa:
 
 from hypermesh.node.processes import start_node  # noqa: E402
 from hypermesh.transport import perf, ping  # noqa: E402
+from hypermesh.transport.errors import TransportError  # noqa: E402
 from hypermesh.transport.host import HostConfig, open_host  # noqa: E402
 from hypermesh.transport.identity import Identity  # noqa: E402
 from hypermesh.transport.multiaddrs import parse_quic_address  # noqa: E402
@@ -144,26 +145,53 @@ async def measure_family(addr: str, sizes: dict) -> dict:
 # -- many connections ---------------------------------------------------------------
 
 
+# Dials one worker runs at once. Its clients are real hosts sharing one
+# process, each handshake costing it milliseconds of Python: hundreds at once
+# would make every one of them late (past its dial timeout, or past the
+# lifetime of the server's Retry token). The server still sees a burst.
+CONCURRENT_DIALS = 32
+# A client whose dial fails dials again, as any client would.
+DIAL_ATTEMPTS = 3
+
+
 async def hold_connections(addr: str, count: int) -> None:
-    """Worker: ``count`` hosts, each with its own identity, connect and hold."""
+    """Worker: ``count`` hosts, each with its own identity, connect and hold;
+    prints how many are held and how many dials failed.
+
+    They do not busy-poll: hundreds of spinning endpoints in one process
+    would starve each other.
+    """
     target = parse_quic_address(addr)
+    config = HostConfig(probe_datagram_size=False, busy_poll_seconds=0)
+    dial_slots = trio.Semaphore(CONCURRENT_DIALS)
+    tally = {"held": 0, "failed_dials": 0, "errors": {}}
+    settled = 0
+    all_settled = trio.Event()
+
+    async def one_host():
+        nonlocal settled
+        async with open_host(Identity.generate(), config=config) as host:
+            for _ in range(DIAL_ATTEMPTS):
+                try:
+                    async with dial_slots:
+                        await host.connect(target)
+                except TransportError as exc:
+                    tally["failed_dials"] += 1
+                    kind = str(exc).rsplit(": ", 1)[-1]  # the reason, without the peer's ID and address
+                    tally["errors"][kind] = tally["errors"].get(kind, 0) + 1
+                    continue
+                tally["held"] += 1
+                break
+            settled += 1
+            if settled == count:
+                all_settled.set()
+            await trio.sleep_forever()
+
     async with trio.open_nursery() as nursery:
-        ready = 0
-        all_ready = trio.Event()
-
-        async def one_host():
-            nonlocal ready
-            async with open_host(Identity.generate(), config=HostConfig(probe_datagram_size=False)) as host:
-                await host.connect(target)
-                ready += 1
-                if ready == count:
-                    all_ready.set()
-                await trio.sleep_forever()
-
         for _ in range(count):
             nursery.start_soon(one_host)
-        await all_ready.wait()
-        print("ready", flush=True)
+        await all_settled.wait()
+        print(json.dumps(tally), flush=True)
         # Hold until the parent closes our stdin.
         await trio.to_thread.run_sync(sys.stdin.read)
         nursery.cancel_scope.cancel()
@@ -187,12 +215,17 @@ def measure_many_connections(server, count: int, workers: int = 2) -> dict:
         )
         for _ in range(workers)
     ]
-    held = 0
+    held = failed_dials = 0
+    errors: dict = {}
     try:
         for process in processes:
-            line = process.stdout.readline()  # bounded by the workers' own handshake timeouts
-            if line.strip() == "ready":
-                held += count // workers
+            line = process.stdout.readline()  # bounded by the workers' own dial timeouts
+            if line.strip():
+                tally = json.loads(line)
+                held += tally["held"]
+                failed_dials += tally["failed_dials"]
+                for kind, number in tally["errors"].items():
+                    errors[kind] = errors.get(kind, 0) + number
         clients_ready_seconds = time.monotonic() - started
         # A client is ready once it has the server's handshake flight; the
         # server is done once it has every client's Finished: wait for that.
@@ -216,6 +249,7 @@ def measure_many_connections(server, count: int, workers: int = 2) -> dict:
                 process.kill()
     return {
         "connections": count, "held_by_clients": held, "server_sees_peers": len(peers),
+        "concurrent_dials_per_worker": CONCURRENT_DIALS, "failed_dials": failed_dials, "dial_errors": errors,
         "clients_ready_seconds": round(clients_ready_seconds, 3),
         "setup_seconds": round(setup_seconds, 3), "server_rss_mb_before": rss_before,
         "server_rss_mb_after": rss_after,

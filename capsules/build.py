@@ -111,15 +111,18 @@ def _componentize_py_version() -> str:
 def _build_python(src: Path, requires: frozenset[str]) -> bytes:
     wit_dir, wit_text = _write_wit(src, requires, bulk=True)
     sources = sorted(p for p in src.rglob("*.py") if "wit" not in p.relative_to(src).parts[:1])
+    guest_dir = Path(str(resources.files(__package__).joinpath("guest")))
     key = hashlib.sha256(f"componentize-py {_componentize_py_version()}\n{wit_text}".encode())
-    for path in sources:
-        key.update(str(path.relative_to(src)).encode() + b"\0" + path.read_bytes())
+    inputs = [(f"src/{path.relative_to(src)}", path) for path in sources]
+    inputs += [(f"guest/{path.name}", path) for path in sorted(guest_dir.glob("*.py"))]
+    for name, path in inputs:
+        key.update(name.encode() + b"\0" + path.read_bytes())
     cached = build_cache_dir() / f"{key.hexdigest()}.wasm"
     if cached.is_file():
         return cached.read_bytes()
     out = src / ".build.wasm"
     command = [sys.executable, "-c", "import sys; from componentize_py import script; sys.argv[0] = 'componentize-py'; sys.exit(script())",
-               "-d", str(wit_dir), "-w", "capsule", "componentize", "-p", str(src), "app", "-o", str(out)]
+               "-d", str(wit_dir), "-w", "capsule", "componentize", "-p", str(src), "-p", str(guest_dir), "app", "-o", str(out)]
     _run(command, src, "componentize-py")
     code = out.read_bytes()
     out.unlink()

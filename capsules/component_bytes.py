@@ -6,8 +6,9 @@ wasmtime-py converts ``list<u8>`` one element at a time in Python (about
 so we build that array with two bulk operations (repeat a template element,
 then scatter the payload into every element's value byte with an extended
 slice) and read results back the same way. This is about 5x faster; even so
-the C API's per-element values cost ~0.1 µs per byte, which is why large
-payloads use the ``handle-hex`` export instead (see docs/CAPSULES.md).
+the C API's per-element values cost ~0.1 µs per byte, which is why a
+component exporting ``handle-stdio`` gets its payloads through WASI stdio
+instead (``component_stdio.py``, docs/CAPSULES.md).
 """
 
 from __future__ import annotations

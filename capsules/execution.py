@@ -13,6 +13,7 @@ later is the same receipt.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,6 +25,17 @@ from .errors import FormatError
 
 RECEIPT_FORMAT = "hypermesh-execution-receipt/1"
 _DOMAIN = b"hypermesh-execution-receipt/1\x00"
+
+
+@functools.lru_cache(maxsize=1024)
+def peer_name(peer: PeerId) -> str:
+    """A peer ID as receipts write it, base58. Cached: base58 in pure Python costs more than the signature."""
+    return peer.to_base58()
+
+
+@functools.lru_cache(maxsize=1024)
+def _named_peer(text: str) -> PeerId:
+    return PeerId.from_base58(text)
 
 
 def _message(unsigned: dict[str, Any]) -> bytes:
@@ -52,7 +64,7 @@ class CallResult:
             "output_hash": hashlib.sha256(self.output).hexdigest(),
             "fuel_used": self.fuel_used,
             "duration_us": self.duration_us,
-            "node": self.identity.peer_id.to_base58(),
+            "node": peer_name(self.identity.peer_id),
         }
 
     @property
@@ -77,7 +89,7 @@ def verify_execution_receipt(receipt: dict[str, Any], public_key_proto: bytes | 
 def signature_is_valid(receipt: dict[str, Any], public_key_proto: bytes | None = None) -> bool:
     """:func:`verify_execution_receipt` for a receipt already checked against its schema."""
     try:
-        node = PeerId.from_base58(receipt["node"])
+        node = _named_peer(receipt["node"])
     except IdentityError as exc:
         raise FormatError(f"execution receipt node: {exc}") from None
     key = public_key_proto if public_key_proto is not None else node.inlined_public_key()

@@ -27,9 +27,10 @@ from hypermesh.transport.identity import PeerId
 
 from .distribution import CapsuleQuarantinedError, DistributionError
 from .errors import CallError, CapsuleError, FormatError, LifecycleError
-from .execution import signature_is_valid
+from .execution import peer_name, signature_is_valid
 from .executor import CapsuleExecutor, CapsuleQuarantined
 from .lifecycle import State
+from .remote_limits import RemoteRunLimits
 from .run_wire import (
     MAX_FUNCTION_BYTES,
     MAX_RESPONSE_BYTES,
@@ -49,24 +50,6 @@ __all__ = ["RemoteRunLimits", "RemoteRunService", "RemoteRunRefused", "ReceiptMi
 logger = logging.getLogger("hypermesh.capsules.remote")
 
 DEFAULT_TIMEOUT = 30.0
-
-
-@dataclass(frozen=True, slots=True)
-class RemoteRunLimits:
-    """What one node grants its peers; a call also stays within its trust zone's fuel, memory and time."""
-
-    max_input_bytes: int = 1024 * 1024
-    per_peer_running: int = 2
-    per_peer_queued: int = 8
-    # Calls at once over all peers (each takes a worker thread).
-    total_running: int = 4
-    # A queued call gives up (busy) after this long without a slot.
-    queue_timeout: float = 10.0
-    # To send the request; and, separately, to take the answer.
-    request_timeout: float = 10.0
-    answer_timeout: float = 10.0
-    # Fetch a capsule through the DHT when it is not installed (admission still decides).
-    fetch_absent: bool = True
 
 
 class RemoteRunRefusal(Exception):
@@ -137,18 +120,27 @@ class RemoteRunService:
                     return None
                 if length > largest:
                     # Refused unread: the input never reaches memory.
-                    self.counters["refused_over_limit"] += 1
-                    await self._answer(stream, encode_refusal(
-                        "over_limit", f"a request of {length} bytes is over this node's limit of {largest} "
-                                      f"(input at most {self.limits.max_input_bytes} bytes)"))
+                    await self._refuse_over_limit(stream, f"a request of {length} bytes is over this node's limit "
+                                                          f"of {largest}")
                     return None
-                return decode_request(await reader.read_exactly(length))
+                request = decode_request(await reader.read_exactly(length))
+                if len(request.input) > self.limits.max_input_bytes:
+                    # The bound above leaves room for the longest function name; this one is exact.
+                    await self._refuse_over_limit(stream, f"an input of {len(request.input)} bytes is over this "
+                                                          "node's limit")
+                    return None
+                return request
         except (FramingError, RunProtocolViolation, trio.TooSlowError) as exc:
             self.counters["streams_reset"] += 1
             logger.info("resetting %s stream from %s: %s", PROTOCOL_ID, stream.remote_peer,
                         exc if str(exc) else "request not sent in time")
             await stream.reset()
             return None
+
+    async def _refuse_over_limit(self, stream, what: str) -> None:
+        self.counters["refused_over_limit"] += 1
+        await self._answer(stream, encode_refusal(
+            "over_limit", f"{what} (input at most {self.limits.max_input_bytes} bytes)"))
 
     async def _answer(self, stream, answer: bytes) -> None:
         with trio.move_on_after(self.limits.answer_timeout) as sending:
@@ -285,7 +277,7 @@ async def run_remote(host, peer: PeerId, cid: str, function: str, data: bytes, *
 
 def check_receipt(outcome: RunOutcome, request: RunRequest, peer: PeerId) -> None:
     receipt = outcome.receipt
-    expected = {"capsule": request.cid, "function": request.function, "node": str(peer),
+    expected = {"capsule": request.cid, "function": request.function, "node": peer_name(peer),
                 "input_hash": hashlib.sha256(request.input).hexdigest(),
                 "output_hash": hashlib.sha256(outcome.output).hexdigest()}
     wrong = sorted(name for name, value in expected.items() if receipt.get(name) != value)

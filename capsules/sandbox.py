@@ -25,6 +25,7 @@ from wasmtime import component as wasm_component
 
 from . import corecall
 from .component_bytes import call_bytes_func
+from .component_stdio import StdioChannel
 from .engine import CapsuleEngine
 from .errors import CallError, LinkError
 from .host import CORE_IMPORT_CAPABILITY, CORE_IMPORT_MODULE, CORE_IMPORTS, WIT_PACKAGE, HostServices, core_func_type, wit_interface
@@ -35,10 +36,10 @@ from .manifest import ALLOC_EXPORT, COMPONENT_ENTRY, MEMORY_EXPORT, RESERVED_MOD
 LINK_CHECK_VERSION = 3
 _ALLOC_SIGNATURE = ([wasmtime.ValType.i32()], [wasmtime.ValType.i32()])
 _ENTRY_SIGNATURE = ([wasmtime.ValType.i32()] * 2, [wasmtime.ValType.i64()])
-HEX_ENTRY = "handle-hex"
-# Above this size a component input goes through `handle-hex` when exported:
-# hex strings cross the C API with one copy, list<u8> one value per byte.
-HEX_THRESHOLD = 16 * 1024
+# A component exporting this gets every call's input on stdin and returns
+# its output on stdout (component_stdio.py): wasmtime copies the bytes
+# natively, where the C API's list<u8> takes one 32-byte value per byte.
+STDIO_ENTRY = "handle-stdio"
 MAX_INPUT_BYTES = 64 * 1024 * 1024
 # wasmtime limits each linear memory and each table on its own; counting them
 # makes the per-memory and per-table limits a limit on the whole store.
@@ -351,9 +352,7 @@ class ComponentSandbox(_Sandbox):
         imports = component_type.imports(engine.engine)
         exports = component_type.exports(engine.engine)
         self._check_imports(imports)
-        if COMPONENT_ENTRY not in exports:
-            raise LinkError(f"{self.label} does not export {COMPONENT_ENTRY!r} (world hypermesh:capsule/handler)")
-        self.has_hex_entry = HEX_ENTRY in exports
+        self._check_exports(exports)
         self.linker = wasm_component.Linker(engine.engine)
         # Capsules get WASI 0.2 with an empty WasiConfig: no preopened
         # directories, no environment, no arguments, no inherited stdio.
@@ -365,7 +364,17 @@ class ComponentSandbox(_Sandbox):
                         instance.add_func(name, func)
         self._check_instantiates(lambda store: self.linker.instantiate(store, self.component))
         self.handle_index = self.component.get_export_index(COMPONENT_ENTRY)
-        self.hex_index = self.component.get_export_index(HEX_ENTRY) if self.has_hex_entry else None
+        self.stdio_index = self.component.get_export_index(STDIO_ENTRY) if STDIO_ENTRY in exports else None
+
+    def _check_exports(self, exports: dict) -> None:
+        """The entry points the host calls, against their exact WIT types (a mismatch would fail every call)."""
+        if COMPONENT_ENTRY not in exports:
+            raise LinkError(f"{self.label} does not export {COMPONENT_ENTRY!r} (world hypermesh:capsule/handler)")
+        expected = {COMPONENT_ENTRY: ("func(input: list<u8>) -> list<u8>", _is_bytes_handler),
+                    STDIO_ENTRY: ("func(input-length: u64)", _is_stdio_handler)}
+        for name, (signature, matches) in expected.items():
+            if name in exports and not matches(exports[name].ty):
+                raise LinkError(f"{self.label} exports {name!r} with another type than {signature}")
 
     def _check_imports(self, imports: dict) -> None:
         for name in imports:
@@ -432,17 +441,16 @@ class ComponentSandbox(_Sandbox):
     def _run(self, store: wasmtime.Store, function: str, data: bytes, faults: list[str]) -> CallOutcome:
         label = f"{self.label}.{function}"
         limit = self.resources.max_output_bytes
+        channel = None
         try:
+            if self.stdio_index is not None:
+                channel = StdioChannel(data, limit)
+                store.set_wasi(channel.wasi_config())
             instance = self.linker.instantiate(store, self.component)
-            if self.hex_index is not None and len(data) >= HEX_THRESHOLD:
-                func = instance.get_func(store, self.hex_index)
-                text = func(store, data.hex())
-                if not isinstance(text, str) or len(text) > 2 * limit:
-                    raise CallError("output", f"{label} returned more than {limit} bytes through {HEX_ENTRY}")
-                try:
-                    output = bytes.fromhex(text)
-                except ValueError:
-                    raise CallError("abi", f"{label}: {HEX_ENTRY} returned a string that is not hex") from None
+            if channel is not None:
+                func = instance.get_func(store, self.stdio_index)
+                func(store, len(data))
+                output = channel.output()
             else:
                 func = instance.get_func(store, self.handle_index)
                 output = call_bytes_func(func, store, data, limit)
@@ -452,8 +460,25 @@ class ComponentSandbox(_Sandbox):
         except OverflowError as exc:
             raise CallError("output", f"{label}: {exc}") from None
         except (wasmtime.Trap, wasmtime.WasmtimeError, TypeError) as exc:
+            if channel is not None and channel.overflowed:
+                # The guest failed on the write the host refused.
+                raise CallError("output", f"{label}: {channel.overflow_message()}") from None
             raise classify_failure(exc, self.resources, label, faults) from None
         return CallOutcome(output, self.resources.fuel - store.get_fuel())
+
+
+def _is_u8_list(valtype) -> bool:
+    return isinstance(valtype, wasm_component.ListType) and isinstance(valtype.element, wasm_component.U8)
+
+
+def _is_bytes_handler(func_type) -> bool:
+    params = getattr(func_type, "params", None)
+    return params is not None and len(params) == 1 and _is_u8_list(params[0][1]) and _is_u8_list(func_type.result)
+
+
+def _is_stdio_handler(func_type) -> bool:
+    params = getattr(func_type, "params", None)
+    return params is not None and len(params) == 1 and isinstance(params[0][1], wasm_component.U64) and func_type.result is None
 
 
 def build_sandbox(engine: CapsuleEngine, code: bytes, manifest: Manifest, resources: Resources, host: HostServices):

@@ -34,13 +34,22 @@ view_timeout(r') for every round r' ≥ r whose proposer is Byzantine (such a
 round may always be wasted; the bound counts three rounds led by honest
 proposers). Every honest validator must then reach H + 2 within
 :data:`CATCH_UP_LIMIT` (no validator is left behind for good).
+
+Locks, in the schedules with lock clients (:mod:`.fuzz_locks`): every node
+runs the ledger, clients issue lock requests throughout, and their history
+must be linearizable with no two leases overlapping in block time. The
+certificates are then checked against the validator set of their height
+(slashing may change it), which a fresh ledger replaying the chain follows,
+and every node's state roots must match that replay's.
 """
 
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
+from .fuzz_locks import LockClients, STAKE_UNIT, client_identities, ledger_app_factory, lock_genesis
+from .ledger import Ledger
 from .sim import (
     BYZANTINE_BEHAVIOURS,
     SIM_CHAIN,
@@ -48,6 +57,7 @@ from .sim import (
     Behaviour,
     ConsensusSim,
     NetworkConfig,
+    SimApp,
     byzantine_by_stake,
 )
 from .tendermint import TendermintConfig, TendermintCore
@@ -55,6 +65,10 @@ from .validators import ValidatorSet
 from .wire import RejectedMessage, verify_commit
 
 N_CHOICES = (4, 7, 10)
+# The share of schedules whose nodes run the ledger with lock clients (the others run SimApp, which is cheaper).
+LOCK_SHARE = 0.5
+# Virtual seconds the lock clients go on after the liveness checks.
+LOCK_TAIL = 0.2
 # Virtual seconds after the stable time in which every honest validator must reach H + 2.
 CATCH_UP_LIMIT = 30.0
 
@@ -110,6 +124,8 @@ class Schedule:
     steps: tuple[Step, ...]
     # GST passed, partitions healed, killed honest validators restarted.
     stable_at: float
+    # Lock clients (0: the nodes run SimApp; else the ledger, and this many clients issue lock requests).
+    lock_clients: int = 0
 
     @property
     def n(self) -> int:
@@ -119,7 +135,9 @@ class Schedule:
         """The schedule, one line per fact and per step."""
         lines = [f"seed {self.seed}: n={self.n} powers={list(self.powers)}",
                  "byzantine: " + (", ".join(f"{i} {b.value}" for i, b in self.byzantine) or "none"),
-                 f"network: {self.network}"]
+                 "network: " + " ".join(f"{f.name}={getattr(self.network, f.name):g}" for f in fields(self.network))]
+        lines.append(f"application: ledger, {self.lock_clients} lock clients" if self.lock_clients
+                     else "application: SimApp")
         lines += [step.describe() for step in self.steps]
         lines.append(f"t={self.stable_at:.3f} stable (GST passed, healed, restarted)")
         return lines
@@ -157,7 +175,8 @@ def generate_schedule(seed: int, n: int | None = None) -> Schedule:
         at = heal_at + rng.uniform(0.0, 0.5)
     steps.sort(key=lambda s: s.at)
     stable_at = max([gst + (network.down_time if network.crash_on_commit else 0.0)] + [s.at for s in steps])
-    return Schedule(seed, tuple(powers), byzantine, network, tuple(steps), stable_at)
+    lock_clients = rng.randint(2, 5) if rng.random() < LOCK_SHARE else 0
+    return Schedule(seed, tuple(powers), byzantine, network, tuple(steps), stable_at, lock_clients)
 
 
 @dataclass
@@ -170,6 +189,7 @@ class Outcome:
     resume_after: float | None = None
     resume_bound: float = 0.0
     sim: ConsensusSim | None = None
+    locks: LockClients | None = None
 
     @property
     def ok(self) -> bool:
@@ -191,6 +211,10 @@ class Outcome:
         lines += [f"  h={h} t={at:.3f} round={r}" for h, (at, r) in sorted(first.items())]
         lines.append(f"heights: {({n.index: max(n.committed, default=0) for n in sim.nodes})}")
         lines.append(f"rejected: {dict(sim.rejected)}")
+        if self.locks is not None:
+            history = self.locks.history()
+            lines.append(f"lock history: {len(history)} requests decided, "
+                         f"{sum(op.result.ok for op in history)} granted or released")
         lines.append(f"resumed {self.resume_after} s after the stable time (bound {self.resume_bound:.3f} s)")
         lines += [f"VIOLATION: {v}" for v in self.violations]
         if self.liveness_miss:
@@ -198,11 +222,18 @@ class Outcome:
         return "\n".join(lines)
 
 
-def safety_violations(sim: ConsensusSim, byzantine: set[int]) -> list[str]:
-    """Everything that breaks safety in ``sim`` so far (see the module's docstring)."""
+def safety_violations(sim: ConsensusSim, byzantine: set[int], reference) -> list[str]:
+    """Everything that breaks safety in ``sim`` so far (see the module's docstring).
+
+    ``reference``: a fresh application of the kind the nodes run; it replays
+    the longest honest chain, to judge each value and to follow the validator
+    set each height's certificates must come from."""
     violations = [f"height {h}: honest validators decided {len(values)} different values"
                   for h, values in sorted(sim.conflicts().items())]
-    for node in sim.honest_nodes():
+    honest = sim.honest_nodes()
+    sets = _replay(max(honest, key=lambda node: node.store.last_commit_height()), sim.validator_set, reference,
+                   violations)
+    for node in honest:
         if node.reverted:
             violations.append(f"validator {node.index} reverted heights {node.reverted}")
         last = max(node.committed, default=0)
@@ -210,27 +241,57 @@ def safety_violations(sim: ConsensusSim, byzantine: set[int]) -> list[str]:
             violations.append(f"validator {node.index} skipped heights: {sorted(node.committed)}")
         for height in range(1, node.store.last_commit_height() + 1):
             commit = node.store.load_commit(height)
-            if commit is None or commit.value != node.committed.get(height):
+            if commit is None or commit.value != node.committed.get(height) or height not in sets:
                 violations.append(f"validator {node.index}: its store disagrees with its decision at {height}")
                 continue
             try:
-                verify_commit(commit, SIM_CHAIN, sim.validator_set)
+                verify_commit(commit, SIM_CHAIN, sets[height])
             except RejectedMessage as exc:
                 violations.append(f"validator {node.index} height {height}: bad certificate ({exc})")
-            if commit.certificate.height != height or not node.app.is_valid(height, commit.value):
-                violations.append(f"validator {node.index} height {height}: decided an invalid value")
+        roots = getattr(node.app, "roots", {})
+        diverged = [h for h, root in roots.items() if getattr(reference, "roots", {}).get(h, root) != root]
+        if diverged:
+            violations.append(f"validator {node.index}: application state differs from a replay at {diverged}")
     honest_equivocators = sim.equivocators() - byzantine
     if honest_equivocators:
         violations.append(f"honest validators {sorted(honest_equivocators)} signed conflicting votes")
     return violations
 
 
+def _replay(node, validators: ValidatorSet, reference, violations: list[str]) -> dict[int, ValidatorSet]:
+    """Replay ``node``'s decisions on ``reference``: the validator set of each height (what a follower does)."""
+    sets = {}
+    finalize = getattr(reference, "finalize", None)
+    for height in range(1, node.store.last_commit_height() + 1):
+        commit = node.store.load_commit(height)
+        if commit is None:
+            break
+        sets[height] = validators
+        if commit.certificate.height != height or not reference.is_valid(height, commit.value):
+            violations.append(f"validator {node.index} height {height}: decided an invalid value")
+            break
+        if finalize is not None:
+            validators = finalize(commit) or validators
+    return sets
+
+
 def run_schedule(schedule: Schedule, core_class: type[TendermintCore] = TendermintCore,
                  config: TendermintConfig = SIM_CONFIG) -> Outcome:
     byzantine = dict(schedule.byzantine)
-    sim = ConsensusSim(schedule.seed, list(schedule.powers), byzantine=byzantine, network=schedule.network,
-                       config=config, core_class=core_class)
+    powers, app_factory, clients = list(schedule.powers), None, []
+    reference = SimApp(-1, random.Random(0))
+    if schedule.lock_clients:
+        clients = client_identities(schedule.seed, schedule.lock_clients)
+        genesis = lock_genesis(schedule.seed, powers, clients)
+        app_factory = ledger_app_factory(genesis, lambda: sim.now)
+        powers = [power * STAKE_UNIT for power in powers]
+        reference = Ledger(genesis)
+    sim = ConsensusSim(schedule.seed, powers, byzantine=byzantine, network=schedule.network,
+                       config=config, core_class=core_class, app_factory=app_factory)
     outcome = Outcome(schedule, sim=sim)
+    if clients:
+        outcome.locks = LockClients(sim, clients, random.Random(f"lock-clients-{schedule.seed}"))
+        outcome.locks.start()
     for step in schedule.steps:
         sim.schedule(step.at, step.apply, sim)
     sim.start()
@@ -238,10 +299,11 @@ def run_schedule(schedule: Schedule, core_class: type[TendermintCore] = Tendermi
     sim.run_until(stable_at)
     honest = sim.honest_nodes()
     height = max(max(node.committed, default=0) for node in honest) + 1
-    round_ = max((node.core.round for node in honest if node.core is not None and node.core.height == height),
-                 default=0)
+    at_height = [node.core for node in honest if node.core is not None and node.core.height == height]
+    round_ = max((core.round for core in at_height), default=0)
+    validators = at_height[0].validators if at_height else sim.validator_set
     byzantine_keys = {sim.nodes[i].key for i in byzantine}
-    outcome.resume_bound = liveness_bound(config, sim.validator_set, byzantine_keys, height, round_)
+    outcome.resume_bound = liveness_bound(config, validators, byzantine_keys, height, round_)
     sim.run_until(stable_at + outcome.resume_bound, stop=lambda: any(height in node.committed for node in honest))
     decided_at = [node.commit_times[height] for node in honest if height in node.commit_times]
     if decided_at:
@@ -251,7 +313,11 @@ def run_schedule(schedule: Schedule, core_class: type[TendermintCore] = Tendermi
     else:
         outcome.liveness_miss = (f"no honest validator decided height {height} (round {round_} at the stable time) "
                                  f"within {outcome.resume_bound:.3f} s")
-    outcome.violations = safety_violations(sim, set(byzantine))
+    if outcome.locks is not None:
+        sim.run_until(sim.now + LOCK_TAIL)  # more requests on a synchronous network
+    outcome.violations = safety_violations(sim, set(byzantine), reference)
+    if outcome.locks is not None:
+        outcome.violations += outcome.locks.violations()
     return outcome
 
 

@@ -25,7 +25,8 @@ is the commit certificate of block h − 1 (empty in block 1), which makes the
 set of validators that signed it part of the replicated state. A block is
 valid only if every transaction in it applies: the proposer leaves out what
 would fail, so a refused transaction never reaches a block and changes
-nothing.
+nothing. (A lock request the lock's state refuses is not a failing
+transaction: it applies, and its refusal is its recorded outcome.)
 
 Evidence is the consensus layer's proof of double signing (an encoded
 :class:`~hypermesh.consensus.wire.Evidence`), gathered by the node from

@@ -37,14 +37,21 @@ import trio
 from hypermesh.transport.errors import TransportError
 from hypermesh.transport.identity import Identity, PeerId
 
-from .driver import peer_id_of
-from .genesis import peer_id_of as account_peer_id
+from .genesis import peer_id_of
 from .ledger_outcome import OutcomeError, Undecided, await_outcome
 from .ledger_query import QueryError, fetch_answer, verify_answer
 from .ledger_service import TransactionRefused, send_transaction
-from .ledger_tx import REQUEST_ID_SIZE, LockAcquire, LockBody, LockRelease, LockRenew, sign_transaction
+from .ledger_tx import (
+    REQUEST_ID_SIZE,
+    LockAcquire,
+    LockBody,
+    LockRelease,
+    LockRenew,
+    check_body_ranges,
+    sign_transaction,
+)
 from .linearizability import ACQUIRE, RELEASE, RENEW, LockResult, Operation
-from .locks import Lease, LockDecodeError, LockOutcome, lock_entry_key
+from .locks import Lease, LockDecodeError, LockOutcome, lock_entry_key, request_entry_key
 from .validators import ValidatorSet, public_key_of
 
 # Refusals that no other node and no retry would change.
@@ -84,7 +91,7 @@ def lock_result(outcome: LockOutcome) -> LockResult:
 
 
 def _holder_text(holder: bytes) -> str | None:
-    return str(account_peer_id(holder)) if holder else None
+    return str(peer_id_of(holder)) if holder else None
 
 
 def describe_outcome(outcome: LockOutcome) -> dict:
@@ -109,6 +116,16 @@ def verify_lock_answer(answer: bytes, name: bytes, chain_id: str, validators: Va
         return ProvenLock(name, height, None if value is None else Lease.decode(value))
     except LockDecodeError as exc:
         raise QueryError(f"malformed lease: {exc}") from None
+
+
+def verify_outcome_answer(answer: bytes, sender: bytes, request_id: bytes, chain_id: str,
+                          validators: ValidatorSet) -> tuple[int, LockOutcome | None]:
+    """(height, the request's outcome or None) from a ``/hm/ledger-query`` answer, checked offline."""
+    height, value = verify_answer(answer, request_entry_key(sender, request_id), chain_id, validators)
+    try:
+        return height, None if value is None else LockOutcome.decode(value)
+    except LockDecodeError as exc:
+        raise QueryError(f"malformed outcome: {exc}") from None
 
 
 def _name_bytes(name: str | bytes) -> bytes:
@@ -150,15 +167,31 @@ class LockClient:
         return await self.request(LockRelease(request_id or os.urandom(REQUEST_ID_SIZE), _name_bytes(name), token))
 
     async def read(self, name: str | bytes, peer: PeerId | None = None) -> ProvenLock:
-        """The lock as the last certified state has it (one block behind the newest decision), proven."""
+        """The lock as the last certified state has it (one block behind the newest decision), proven; from
+        ``peer``, or the first of the peers that answers with a proof that verifies."""
         name = _name_bytes(name)
-        answer = await fetch_answer(self.host, peer or self.peers[0], lock_entry_key(name))
-        return verify_lock_answer(answer, name, self.chain_id, self.validators)
+        return await self._proven(lock_entry_key(name), peer,
+                                  lambda answer: verify_lock_answer(answer, name, self.chain_id, self.validators))
+
+    async def proven_outcome(self, request_id: bytes, peer: PeerId | None = None) -> tuple[int, LockOutcome | None]:
+        """(height, outcome) of one of this client's requests in the last certified state, proven: the answer
+        not to take on one node's word (None: not decided by that height, or past its retention)."""
+        return await self._proven(request_entry_key(self.sender, request_id), peer,
+                                  lambda answer: verify_outcome_answer(answer, self.sender, request_id,
+                                                                       self.chain_id, self.validators))
+
+    async def _proven(self, key: bytes, peer: PeerId | None, verify):
+        failures = []
+        for candidate in [peer] if peer is not None else self.peers[:self.attempts]:
+            try:
+                return verify(await fetch_answer(self.host, candidate, key))
+            except (QueryError, TransportError, trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+                failures.append(f"{candidate.short()}: {exc}")
+        raise LockUnavailable("no proven answer: " + "; ".join(failures))
 
     async def request(self, body: LockBody) -> LockOutcome:
         """Send one lock request until some node reports its decided outcome."""
-        # Signed here first, so that a malformed request is refused before anything is sent.
-        sign_transaction(self.identity, self.chain_id, 0, body)
+        check_body_ranges(body)  # a malformed request is refused before anything is sent
         async with self._serial:
             invoked = trio.current_time()
             outcome = await self._decide(body)
@@ -225,4 +258,4 @@ class LockClient:
 
 
 __all__ = ["LockClient", "LockError", "LockRequestRefused", "LockUnavailable", "ProvenLock", "describe_lock",
-           "describe_outcome", "lock_result", "verify_lock_answer"]
+           "describe_outcome", "lock_result", "verify_lock_answer", "verify_outcome_answer"]

@@ -75,11 +75,11 @@ class Behaviour(enum.Enum):
     # As proposer: a value the application refuses, or a proof-of-lock round
     # with no polka behind it; it prevotes and precommits that block itself.
     INVALID_PROPOSAL = "invalid-proposal"
-    # Sends its honest messages, each followed by a copy with a broken
-    # signature, a malformed blob and the replay of an old message.
+    # Sends its honest messages, to each recipient a quarter of them followed
+    # by a copy with a broken signature, a malformed blob or the replay of an old message.
     FORGE = "forge"
-    # Sends its honest messages and, with each, to each recipient, an old
-    # message (any signer's) it sent or received before.
+    # Sends its honest messages, to each recipient a quarter of them followed
+    # by an old message (any signer's) it sent or received before.
     REPLAY = "replay"
     # Sends each message it signs only to some validators (the same ones on
     # every re-send) and relays nothing: votes seen by some and not others.
@@ -91,6 +91,9 @@ BYZANTINE_BEHAVIOURS = tuple(b for b in Behaviour if b is not Behaviour.HONEST)
 
 # Messages a replaying or forging validator keeps to replay later.
 ARCHIVE_SIZE = 256
+# The share of a forging or replaying validator's messages followed by a bad copy or an old message
+# (each of these makes honest nodes verify, and answer a replay from a decided height with commits).
+BAD_COPY_SHARE = 0.25
 
 
 @dataclass(frozen=True, slots=True)
@@ -481,15 +484,18 @@ class ConsensusSim:
         replay = self._old_message(node, data)
         self._archive(node, data)
         for target in targets:
-            for copy in (data, bytes(forged), self.rng.randbytes(self.rng.randrange(1, 200)), replay):
-                self._transmit(node, target, copy)
+            self._transmit(node, target, data)
+            if self.rng.random() < BAD_COPY_SHARE:
+                copies = (bytes(forged), self.rng.randbytes(self.rng.randrange(1, 200)), replay)
+                self._transmit(node, target, self.rng.choice(copies))
 
     def _send_replaying(self, node: SimValidator, message: Message, targets: list[SimValidator]) -> None:
         data = encode_message(message)
         self._archive(node, data)
         for target in targets:
             self._transmit(node, target, data)
-            self._transmit(node, target, self._old_message(node, data))
+            if self.rng.random() < BAD_COPY_SHARE:
+                self._transmit(node, target, self._old_message(node, data))
 
     def _send_withholding(self, node: SimValidator, message: Message, targets: list[SimValidator]) -> None:
         if signer_of(message) != node.key:

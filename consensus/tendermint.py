@@ -271,17 +271,25 @@ class TendermintCore:
         Our own messages of this round, and the polka that made our valid
         value valid: a proposer re-proposing it names that round, and every
         honest validator must be able to see the polka to follow it (line 28).
-
-        Also every other vote of this round we hold: the gossip the paper
-        assumes (what one correct process receives, all do), for votes a
-        Byzantine signer sent to only some of us. Relayed here rather than
-        on arrival: every validator sends its own votes to all, so relaying
-        each on arrival made a round's votes cost n² messages where n
-        suffice, for a case that a re-send per interval covers.
         """
         for (_, round_), message in self._own.items():
             if round_ == self.round:
                 self._outbound.append(Broadcast(message))
+        for vote in self._valid_polka():
+            self._outbound.append(Broadcast(vote))
+        if not self.is_validator:
+            # We sign nothing that would tell validators we are behind: ask for what they decided.
+            self._outbound.append(Broadcast(Status(self.height)))
+
+    def _pass_on_round_votes(self) -> None:
+        """Send every other vote of this round we hold to all but its signer: the gossip the paper
+        assumes (what one correct process receives, all do), for votes a Byzantine signer sent to
+        only some of us.
+
+        Done when a step of the round times out, not on each vote's arrival: every validator sends
+        its own votes to all, so relaying each on arrival made a round's votes cost n² messages
+        where n suffice; a round that goes well never needs it, and one that stalls times out.
+        """
         for kind in (Kind.PREVOTE, Kind.PRECOMMIT):
             tally = self._tallies.get((kind, self.round))
             if tally is None:
@@ -290,11 +298,6 @@ class TendermintCore:
                 if validator != self.public_key:
                     for vote in by_block.values():
                         self._outbound.append(Broadcast(vote, frozenset((validator,))))
-        for vote in self._valid_polka():
-            self._outbound.append(Broadcast(vote))
-        if not self.is_validator:
-            # We sign nothing that would tell validators we are behind: ask for what they decided.
-            self._outbound.append(Broadcast(Status(self.height)))
 
     def _valid_polka(self) -> list[Vote]:
         if self.valid_value is None:
@@ -353,7 +356,7 @@ class TendermintCore:
         verify_vote(vote, self.chain_id, self.validators)
         if others and self._evidence_key(vote) not in self._evidence_seen:
             self._equivocation(make_evidence(next(iter(others.values())), vote))
-        self._record(vote)  # relayed at the next re-send, not now (_rebroadcast)
+        self._record(vote)  # passed on if this round times out, not now (_pass_on_round_votes)
 
     def _on_proposal(self, sender: bytes, proposal: Proposal) -> None:
         previous = self._proposals.get(proposal.round)
@@ -544,6 +547,7 @@ class TendermintCore:
 
     def _on_timeout(self, kind: _Timeout, now: float) -> None:
         """Lines 57-65."""
+        self._pass_on_round_votes()
         if kind is _Timeout.PROPOSE and self.step is Step.PROPOSE:
             self._vote(Kind.PREVOTE, None)
             self.step = Step.PREVOTE

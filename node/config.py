@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Mapping
 
+from hypermesh.capsules.remote_limits import RemoteRunLimits
 from hypermesh.transport.identity import PeerId
 from hypermesh.transport.multiaddrs import MultiaddrError, parse_quic_address
 
@@ -30,6 +31,9 @@ DHT_MODES = ("server", "client")
 # Bounds that keep a typo from becoming a denial of service on ourselves.
 MAX_CONNECTIONS = 1_000_000
 MAX_DISJOINT_PATHS = 16
+REMOTE_RUN = RemoteRunLimits()
+MAX_REMOTE_INPUT_BYTES = 16 * 1024 * 1024  # the /hm/capsule-run/1.0.0 codec's own ceiling
+MAX_REMOTE_CALLS = 1024
 # The chain's round timeout, in seconds: below, votes cannot cross a loaded link in time; above, a dead proposer stalls.
 CHAIN_TIMEOUT_RANGE = (0.05, 60.0)
 MAX_SNAPSHOT_INTERVAL = 1_000_000
@@ -227,6 +231,14 @@ SETTINGS = (
     list_setting("capsules.trust", "trust", peer_id, [],
                  "Capsule signers (peer IDs) this node accepts for the tenant, session and ephemeral zones;\n"
                  "added to the trust policy when the node starts, like `hypermesh capsule trust`."),
+    Setting("capsules.remote_max_input_bytes", "remote_max_input_bytes", whole_number(1, MAX_REMOTE_INPUT_BYTES),
+            REMOTE_RUN.max_input_bytes, "Largest input a peer may send in one /hm/capsule-run/1.0.0 request (bytes)."),
+    Setting("capsules.remote_per_peer_running", "remote_per_peer_running", whole_number(1, MAX_REMOTE_CALLS),
+            REMOTE_RUN.per_peer_running, "Calls one peer may have running at once on this node ..."),
+    Setting("capsules.remote_per_peer_queued", "remote_per_peer_queued", whole_number(0, MAX_REMOTE_CALLS),
+            REMOTE_RUN.per_peer_queued, "... and waiting beyond those; more are refused as busy."),
+    Setting("capsules.remote_total_running", "remote_total_running", whole_number(1, MAX_REMOTE_CALLS),
+            REMOTE_RUN.total_running, "Peers' calls running at once over all peers (each takes a worker thread)."),
 )
 SETTINGS_BY_KEY = {setting.key: setting for setting in SETTINGS}
 

@@ -19,7 +19,7 @@ import trio
 from hypermesh.capsules.chunks import ChunkStore
 from hypermesh.capsules.distribution import CapsuleDistribution
 from hypermesh.capsules.executor import CapsuleExecutor
-from hypermesh.capsules.remote import RemoteRunService
+from hypermesh.capsules.remote import RemoteRunLimits, RemoteRunService
 from hypermesh.capsules.runtime import CapsuleRuntime
 from hypermesh.capsules.trust import POLICY_FILE, TrustPolicy
 from hypermesh.dht.discovery import Discovery, open_discovery
@@ -75,6 +75,7 @@ async def open_node(
     kad_config: KadConfig = KadConfig(),
     host_config: HostConfig | None = None,
     serve_perf: bool = False,
+    remote_run_limits: RemoteRunLimits = RemoteRunLimits(),
 ) -> AsyncIterator[Node]:
     """Every layer of a node, running until the block exits."""
     for addr in bootstrap:
@@ -93,7 +94,7 @@ async def open_node(
                 )
                 distribution.install_handler()
                 executor = CapsuleExecutor(runtime)
-                remote_runs = RemoteRunService(host, executor, distribution)
+                remote_runs = RemoteRunService(host, executor, distribution, remote_run_limits)
                 remote_runs.install_handler()
                 yield Node(identity, data_dir, host, discovery, runtime, distribution, executor, remote_runs, trust)
             finally:
@@ -208,6 +209,9 @@ async def _run_locked_node(args) -> int:
             identity, args.data_dir, args.listen or DEFAULT_LISTEN, args.bootstrap,
             dht_mode=Mode(args.dht_mode), kad_config=KadConfig(disjoint_paths=args.dht_disjoint_paths),
             host_config=HostConfig(connection_manager=args.connection_limits), serve_perf=args.perf,
+            remote_run_limits=RemoteRunLimits(
+                max_input_bytes=args.remote_max_input_bytes, per_peer_running=args.remote_per_peer_running,
+                per_peer_queued=args.remote_per_peer_queued, total_running=args.remote_total_running),
         ) as node:
             if args.metrics:
                 start_metrics_server(args.metrics, node)

@@ -46,10 +46,15 @@ log = logging.getLogger("hypermesh.transport")
 STREAM_SEND_BUFFER = 2 << 20
 # Bytes a writer may queue beyond the credit the peer granted (stream and
 # connection): a peer that stops reading pins this much per stream, not more.
-SEND_AHEAD_OF_CREDIT = 64 << 10
-# What all streams of one connection may hold in their send buffers. A write
-# that leaves its stream under SEND_AHEAD_OF_CREDIT skips this (costlier) check.
+SEND_AHEAD_OF_CREDIT = 1 << 20
+# What all streams of one connection may hold in their send buffers.
 CONNECTION_SEND_BUFFER = 8 << 20
+# A stream holding less than SMALL_WRITE may write into a reserve beyond that
+# ceiling: bulk streams that fill it (a peer that reads slowly, or not at all)
+# then do not hold up the small replies of request/response protocols
+# (multistream-select, ping, identify, the DHT) on the same connection.
+SMALL_WRITE = 16 << 10
+CONNECTION_SEND_RESERVE = 1 << 20
 # An inbound stream's handler whose write makes no progress this long (the
 # peer grants no credit) has its stream reset (WriteStalled).
 HANDLER_WRITE_STALL_TIMEOUT = 30.0
@@ -179,7 +184,8 @@ class QuicStream:
         """
         view = memoryview(data)
         connection = self._connection
-        progress_at = trio.current_time()
+        # When a write last made progress; set once one has to wait.
+        progress_at: float | None = None
         while True:
             if self._reset_error is not None:
                 raise self._reset_error
@@ -187,10 +193,11 @@ class QuicStream:
                 raise StreamReset("cannot send after send_eof")
             if connection.closed:
                 raise ConnectionClosed(connection.close_reason)
-            room = connection._send_room(self.stream_id, len(view))
+            room = connection._send_room(self.stream_id)
             if room > 0:
                 chunk = view[: min(room, WRITE_SLICE)]
-                self._send_stream_data(bytes(chunk))
+                # No copy here: aioquic copies what it is given into its buffer.
+                self._send_stream_data(chunk)
                 metrics.BYTES_SENT.inc(len(chunk))
                 view = view[len(chunk) :]
                 connection.transmit()
@@ -199,10 +206,12 @@ class QuicStream:
                     # yielding here would add a scheduling round to every reply.
                     await trio.lowlevel.checkpoint_if_cancelled()
                     return
-                progress_at = trio.current_time()
+                progress_at = None
             elif self.write_stall_timeout is None:
                 await connection._wait_for_send_room()
             else:
+                if progress_at is None:
+                    progress_at = trio.current_time()
                 with trio.move_on_at(progress_at + self.write_stall_timeout):
                     await connection._wait_for_send_room()
                 if trio.current_time() >= progress_at + self.write_stall_timeout:
@@ -214,7 +223,7 @@ class QuicStream:
                     await self.reset(STREAM_ERROR_LIMIT)
                     raise WriteStalled(f"no write progress for {self.write_stall_timeout:g} s (peer grants no credit)")
 
-    def _send_stream_data(self, data: bytes, end_stream: bool = False) -> None:
+    def _send_stream_data(self, data: bytes | memoryview, end_stream: bool = False) -> None:
         try:
             self._connection.quic.send_stream_data(self.stream_id, data, end_stream=end_stream)
         except RuntimeError as exc:
@@ -656,14 +665,11 @@ class QuicConnectionDriver:
         if quic.window_update_due(stream_id):
             self.transmit()
 
-    def _send_room(self, stream_id: int, wanted: int) -> int:
+    def _send_room(self, stream_id: int) -> int:
         """Bytes a writer may add to a stream's send buffer now."""
-        quic = self.quic
-        buffered, unsent, credit = quic.send_buffer_state(stream_id)
-        room = min(STREAM_SEND_BUFFER - buffered, credit + SEND_AHEAD_OF_CREDIT - unsent)
-        if room > 0 and buffered + min(room, wanted) > SEND_AHEAD_OF_CREDIT:
-            room = min(room, CONNECTION_SEND_BUFFER - quic.send_buffered_total())
-        return room
+        buffered, unsent, credit, connection_buffered = self.quic.send_buffer_state(stream_id)
+        ceiling = CONNECTION_SEND_BUFFER + (CONNECTION_SEND_RESERVE if buffered < SMALL_WRITE else 0)
+        return min(STREAM_SEND_BUFFER - buffered, credit + SEND_AHEAD_OF_CREDIT - unsent, ceiling - connection_buffered)
 
     async def _wait_for_send_room(self) -> None:
         self._writers_waiting += 1

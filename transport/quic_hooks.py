@@ -34,8 +34,11 @@ these points (each has its own test in ``tests/transport/test_quic_hooks.py``;
 9. Stream limits: ``max_streams_per_connection`` is advertised as QUIC's
    ``initial_max_streams_bidi`` (and no unidirectional streams), so a peer
    that opens more is paced by MAX_STREAMS instead of having streams reset.
-10. Send buffers: what each stream holds unsent or unacknowledged, and the
-   credit the peer granted, so that writers wait on the peer's credit.
+10. Send buffers: what each stream holds unsent or unacknowledged, the
+   credit the peer granted, so that writers wait on the peer's credit, and a
+   running count over all streams (cheap enough to check on every write). A
+   reset stream's buffer is freed at once (aioquic keeps it until the stream
+   is discarded, which a hostile peer can put off for ever).
 11. Early data (0-RTT): which streams the peer opened in 0-RTT packets, the
     client's peer ID as soon as its early data is accepted (the resumed
     ticket's PSK authenticates it), and whether a client can send early data.
@@ -254,6 +257,8 @@ class Libp2pQuicConnection(QuicConnection):
         self._streams_allowed = self._streams_granted = 128  # aioquic's default
         self._streams_discarded = 0
         self._streams_released = 0
+        # Hook 10: bytes all streams hold to send (unsent or unacknowledged).
+        self._send_buffered = 0
         self._probe_uid: int | None = None
         self._probe_size = 0
         self._probe_failed = False
@@ -409,13 +414,15 @@ class Libp2pQuicConnection(QuicConnection):
             self._credit.undeliverable(stream_id, receiver.highest_offset - receiver.starting_offset())
 
     def _write_connection_limits(self, builder, space) -> None:
-        self._update_stream_grant()
+        streams_due = self._update_stream_grant()
         limit = self._local_max_data
         # Keep aioquic's doubling rule from firing: the window moves only as
         # the application reads.
         wanted = self._credit.released + CONNECTION_RECEIVE_WINDOW
         if wanted - limit.value >= CONNECTION_RECEIVE_WINDOW // 4:
             limit.value = wanted
+        if limit.value == limit.sent and not streams_due:
+            return  # nothing to send: spare aioquic's checks on every packet
         saved_used = limit.used
         limit.used = 0
         try:
@@ -424,20 +431,22 @@ class Libp2pQuicConnection(QuicConnection):
             limit.used = saved_used
 
     def _write_stream_limits(self, builder, space, stream) -> None:
-        if stream.max_stream_data_local:
-            wanted = self._credit.read_on(stream.stream_id) + STREAM_RECEIVE_WINDOW
-            # Update in quarter-window steps to batch MAX_STREAM_DATA frames.
-            if wanted - stream.max_stream_data_local >= STREAM_RECEIVE_WINDOW // 4:
-                stream.max_stream_data_local = wanted
-            # Defeat aioquic's own doubling (it compares against arrivals).
-            saved = stream.receiver.highest_offset
-            stream.receiver.highest_offset = 0
-            try:
-                super()._write_stream_limits(builder, space, stream)
-            finally:
-                stream.receiver.highest_offset = saved
-        else:
+        if not stream.max_stream_data_local:
             super()._write_stream_limits(builder, space, stream)
+            return
+        wanted = self._credit.read_on(stream.stream_id) + STREAM_RECEIVE_WINDOW
+        # Update in quarter-window steps to batch MAX_STREAM_DATA frames.
+        if wanted - stream.max_stream_data_local >= STREAM_RECEIVE_WINDOW // 4:
+            stream.max_stream_data_local = wanted
+        if stream.max_stream_data_local == stream.max_stream_data_local_sent:
+            return  # nothing to send (aioquic's own doubling is defeated below)
+        # Defeat aioquic's own doubling (it compares against arrivals).
+        saved = stream.receiver.highest_offset
+        stream.receiver.highest_offset = 0
+        try:
+            super()._write_stream_limits(builder, space, stream)
+        finally:
+            stream.receiver.highest_offset = saved
 
     # -- hook 9: stream limits ---------------------------------------------
 
@@ -492,24 +501,74 @@ class Libp2pQuicConnection(QuicConnection):
 
     # -- hook 10: what a writer may buffer ---------------------------------
 
-    def send_buffer_state(self, stream_id: int) -> tuple[int, int, int]:
-        """``(buffered, unsent, credit)`` of one stream's send side: bytes held
-        (unsent or unacknowledged), bytes not yet sent, and bytes the peer's
-        stream and connection credit let us send now."""
+    def send_buffer_state(self, stream_id: int) -> tuple[int, int, int, int]:
+        """``(buffered, unsent, credit, connection_buffered)``: of one stream's
+        send side, bytes held (unsent or unacknowledged), bytes not yet sent,
+        and bytes the peer's stream and connection credit let us send now;
+        and what all streams hold (:meth:`send_buffered_total`)."""
         stream = self._streams.get(stream_id)
         if stream is None:
-            return 0, 0, 0  # aioquic creates the stream on the first write
+            return 0, 0, 0, self._send_buffered  # aioquic creates the stream on the first write
         sender = stream.sender
         sent = sender.highest_offset
         if stream.is_blocked:  # over the peer's stream limit: nothing may go yet
             credit = 0
         else:
             credit = min(stream.max_stream_data_remote - sent, self._remote_max_data - self._remote_max_data_used)
-        return sender._buffer_stop - sender._buffer_start, sender._buffer_stop - sent, max(credit, 0)
+        return sender._buffer_stop - sender._buffer_start, sender._buffer_stop - sent, max(credit, 0), self._send_buffered
 
     def send_buffered_total(self) -> int:
-        """Bytes held in every stream's send buffer (unsent or unacknowledged)."""
-        return sum(stream.sender._buffer_stop - stream.sender._buffer_start for stream in self._streams.values())
+        """Bytes held in every stream's send buffer (unsent or unacknowledged).
+
+        A running count, so that a writer can check the connection's ceiling
+        on every write: up on each write, down as acknowledgements free the
+        front of a buffer and when a stream is reset.
+        """
+        return self._send_buffered
+
+    def send_stream_data(self, stream_id: int, data: bytes, end_stream: bool = False) -> None:
+        super().send_stream_data(stream_id, data, end_stream)
+        sender = self._streams[stream_id].sender
+        self._send_buffered += len(data)
+        if "on_data_delivery" not in vars(sender):
+            self._count_deliveries(sender)
+
+    def _count_deliveries(self, sender) -> None:
+        """Subtract what acknowledgements free from the running count.
+
+        aioquic reads ``sender.on_data_delivery`` each time it builds a STREAM
+        frame, so an instance attribute takes its place from then on.
+        """
+        deliver = sender.on_data_delivery
+
+        def on_data_delivery(delivery, start: int, stop: int, fin: bool) -> None:
+            freed_from = sender._buffer_start
+            deliver(delivery, start, stop, fin)
+            self._send_buffered -= sender._buffer_start - freed_from
+
+        sender.on_data_delivery = on_data_delivery
+
+    def reset_stream(self, stream_id: int, error_code: int) -> None:
+        super().reset_stream(stream_id, error_code)
+        self._free_reset_send_buffer(stream_id)
+
+    def _handle_stop_sending_frame(self, context, frame_type: int, buf: Buffer) -> None:
+        stream_id = _peek_stream_id(buf)
+        super()._handle_stop_sending_frame(context, frame_type, buf)
+        self._free_reset_send_buffer(stream_id)
+
+    def _free_reset_send_buffer(self, stream_id: int) -> None:
+        """aioquic never sends or resends a reset stream's data again, but
+        holds it until the stream is discarded (once the peer acknowledges the
+        RESET_STREAM and finishes its own side, which a hostile peer never
+        does): free it at once."""
+        stream = self._streams.get(stream_id)
+        if stream is None:
+            return  # discarded already: nothing held
+        sender = stream.sender
+        self._send_buffered -= sender._buffer_stop - sender._buffer_start
+        sender._buffer_start = sender._buffer_stop
+        sender._buffer.clear()
 
     # -- what the driver reads ----------------------------------------------
 

@@ -137,8 +137,10 @@ class TrustSim:
         }
         # Whitewashers: malicious peers that take a new identity once caught.
         self.whitewashers = sorted(ordered_bad, key=lambda p: p.multihash)[: config.whitewashers]
-        # Each whitewasher's identity of the moment (at first its own).
-        self.whitewash_alias = {peer: peer for peer in self.whitewashers}
+        # Each whitewasher's identity of the moment (at first its own), and every identity's owner:
+        # an abandoned identity still listed as a provider this cycle is still the same cheat.
+        self._identity = {peer: peer for peer in self.whitewashers}
+        self._owner = dict(self._identity)
         self._aliases = 0
         self._load: Counter = Counter()
         self._set_malicious_rows()
@@ -147,7 +149,7 @@ class TrustSim:
     def _serves_well(self, provider: PeerId) -> bool:
         if provider in self.sybil_set:
             return False
-        original = self._original(provider)
+        original = self.owner(provider)
         if original not in self.malicious:
             return self.rng.random() < self.config.honest_success
         if original in self.spies:
@@ -156,8 +158,9 @@ class TrustSim:
             return self.rng.random() < self.config.camouflage
         return False
 
-    def _original(self, provider: PeerId) -> PeerId:
-        return self.whitewash_alias.get(provider, provider)
+    def owner(self, provider: PeerId) -> PeerId:
+        """Who is behind an identity: a whitewasher's fresh identities all lead back to it."""
+        return self._owner.get(provider, provider)
 
     def _set_malicious_rows(self) -> None:
         """What malicious peers and Sybils attest: glowing reviews of their allies."""
@@ -183,9 +186,10 @@ class TrustSim:
             self.reviews.record(reviewer, ally, FAKE_PRAISE, 0)
         self.global_trust.set_row(reviewer, {ally: float(FAKE_PRAISE) for ally in allies})
 
-    def _providers(self, cycle: int) -> list[PeerId]:
-        current = [p for p in self.ids if p not in self.whitewash_alias]
-        current += list(self.whitewash_alias)
+    def providers(self, cycle: int) -> list[PeerId]:
+        """Everyone offering work in ``cycle``, each under its identity of the moment."""
+        current = [p for p in self.ids if p not in self._identity]
+        current += list(self._identity.values())
         if cycle >= self.config.sybil_arrival:
             current += self.sybils
         return current
@@ -194,7 +198,7 @@ class TrustSim:
     def _candidates(self, providers: list[PeerId], requester: PeerId) -> list[PeerId]:
         drawn = self.rng.sample(providers, self.config.candidates + 1)
         # A busy provider refuses ("busy") and the router moves on: leave it out.
-        free = [p for p in drawn if p != requester and self._load[p] < self.config.capacity]
+        free = [p for p in drawn if p != requester and self._load[self.owner(p)] < self.config.capacity]
         return free[: self.config.candidates] or drawn[:1]
 
     def _choose(self, engine: TrustEngine, providers: list[PeerId], requester: PeerId, now: float) -> PeerId:
@@ -213,18 +217,16 @@ class TrustSim:
         raise AssertionError("the last attempt always picks")
 
     def _maybe_whitewash(self, provider: PeerId, engine: TrustEngine, now: float) -> None:
-        original = self._original(provider)
-        if original not in self.whitewashers:
-            return
+        original = self.owner(provider)
+        if self._identity.get(original) != provider:
+            return  # not a whitewasher, or it has already moved on from this identity
         if engine.observed_reputation(provider, now).score >= 50:
             return
         # Caught: rejoin under a fresh identity.
         self._aliases += 1
         fresh = _peer(self._aliases, "white")
-        for alias, who in list(self.whitewash_alias.items()):
-            if who == original:
-                del self.whitewash_alias[alias]
-        self.whitewash_alias[fresh] = original
+        self._owner[fresh] = original
+        self._identity[original] = fresh
 
     def run(self) -> SimResult:
         config = self.config
@@ -233,17 +235,18 @@ class TrustSim:
         now = 0.0
         for cycle in range(config.cycles):
             now = cycle * CYCLE_SECONDS
-            providers = self._providers(cycle)
+            providers = self.providers(cycle)
             self._load = Counter()
             steady = cycle >= config.cycles // 2
             for requester in self.honest:
                 engine = self.engines[requester]
                 provider = self._choose(engine, providers, requester, now)
-                self._load[provider] += 1
+                # Capacity is the machine's, not the identity's: a fresh identity brings no more of it.
+                self._load[self.owner(provider)] += 1
                 good = self._serves_well(provider)
                 # Also the requester's review of the provider, as gossip would carry it.
                 engine.observe(provider, Observation.RECEIPT_VERIFIED if good else Observation.WRONG_OUTPUT, now)
-                original = self._original(provider)
+                original = self.owner(provider)
                 is_malicious = original in self.malicious
                 result.tasks += 1
                 result.routed_to_malicious += is_malicious

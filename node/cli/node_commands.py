@@ -81,6 +81,11 @@ def register(commands) -> None:
     add_setting_option(run, "capsules.trust", "PEER_ID",
                        "accept capsules signed by this peer (tenant, session, ephemeral zones; repeatable)")
     add_setting_option(run, "network.perf", "", "serve /perf/1.0.0 (throughput tests) to peers")
+    add_setting_option(run, "capsules.remote_max_input_bytes", "BYTES",
+                       "largest input a peer may send to run a capsule here")
+    add_setting_option(run, "capsules.remote_per_peer_running", "N", "capsule calls one peer may run here at once")
+    add_setting_option(run, "capsules.remote_per_peer_queued", "N", "capsule calls one peer may queue beyond those")
+    add_setting_option(run, "capsules.remote_total_running", "N", "peers' capsule calls running at once in all")
     add_setting_option(run, "chain.genesis", "FILE", "run the chain of this genesis file (hypermesh genesis new)")
     add_setting_option(run, "chain.validator", "",
                        "sign blocks with the node's key whenever the ledger makes it a validator "

@@ -15,7 +15,6 @@ from hypermesh.capsules.errors import CallError, LinkError
 from hypermesh.capsules.kvstore import kv_namespace
 from hypermesh.capsules.lifecycle import State
 from hypermesh.capsules.receipt import sign_capsule
-from hypermesh.capsules.sandbox import HEX_THRESHOLD
 
 
 @pytest.fixture
@@ -39,11 +38,30 @@ def test_python_guest_kv_is_persistent_per_signer_and_name(runtime, hello):
     assert runtime.kv.get(kv_namespace(BUILDER.peer_id, "examples.hello-python"), b"count") == b"3"
 
 
-@pytest.mark.parametrize("size", [HEX_THRESHOLD - 1, HEX_THRESHOLD, 1 << 20])
-def test_large_inputs_round_trip(runtime, hello, size):
+@pytest.mark.parametrize("size", [1, 8191, 8192, 8193, 100_000, 1 << 20])
+def test_inputs_round_trip_through_stdio(runtime, hello, size):
+    # handle-stdio: the input is stdin, the output is written to stdout in chunks of up to 8 KiB.
+    assert hello.sandbox.stdio_index is not None
     data = os.urandom(size)
-    result = runtime.call("examples.hello-python", "handle", data)
-    assert result.output == data
+    assert runtime.call("examples.hello-python", "handle", data).output == data
+
+
+def test_what_the_guest_prints_is_not_output(runtime, hello):
+    assert runtime.call("examples.hello-python", "handle", b"print").output == b"printed"
+
+
+def test_output_over_the_limit_through_stdio_fails_the_call(runtime, python_capsule, tmp_path):
+    directory = shutil.copytree(python_capsule, tmp_path / "small-output", ignore=shutil.ignore_patterns("src"))
+    manifest = json.loads((directory / "manifest.json").read_text())
+    manifest["resources"]["max_output_bytes"] = 65536
+    (directory / "manifest.json").write_text(json.dumps(manifest))
+    sign_capsule(directory, BUILDER)
+    capsule = runtime.install(directory)
+    runtime.activate(capsule.cid)
+    assert runtime.call(capsule.cid, "handle", bytes(65536)).output == bytes(65536)
+    with pytest.raises(CallError) as failure:
+        runtime.call(capsule.cid, "handle", bytes(65537))
+    assert failure.value.kind == "output" and "more than its 65536-byte output limit" in str(failure.value)
 
 
 def test_spinning_guest_is_stopped_and_runtime_recovers(runtime, hello):

@@ -76,6 +76,8 @@ async def test_refusals_are_typed(tmp_path, engine):
         expectations = [
             (other_cid, "echo", b"", "unknown_capsule", "is not installed on this node"),
             (cid, "echo", bytes(2048), "over_limit", "input at most 1024 bytes"),
+            # One byte over: the request's length alone (with room for a long function name) would pass.
+            (cid, "echo", bytes(1025), "over_limit", "input at most 1024 bytes"),
             (cid, "spin", b"", "call_failed", ""),
             (cid, "nosuch", b"", "call_failed", "no entry point 'nosuch'"),
         ]
@@ -83,9 +85,10 @@ async def test_refusals_are_typed(tmp_path, engine):
             with trio.fail_after(STEP), pytest.raises(RemoteRunRefused) as refused:
                 await run_remote(b.host, a.peer_id, target, function, data)
             assert refused.value.code == code and words in str(refused.value)
-        # After every refusal the node still serves.
+        # After every refusal the node still serves, up to the limit exactly.
         with trio.fail_after(STEP):
             assert (await run_remote(b.host, a.peer_id, cid, "echo", b"still")).output == b"still"
+            assert (await run_remote(b.host, a.peer_id, cid, "echo", bytes(1024))).output == bytes(1024)
 
 
 def test_a_receipt_that_does_not_attest_the_call_is_rejected(tmp_path):

@@ -112,5 +112,6 @@ def test_four_validators_cut_two_and_two_commit_nothing_then_resume_after_healin
         split_network.heal()
         chain.all_reach(max(split) + 3, what="commits resuming after the heal")
         chain.assert_no_divergence()
+        assert all(not v.evidence for v in chain.validators), "equivocation evidence against an honest validator"
     finally:
         chain.stop()

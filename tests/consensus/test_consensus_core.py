@@ -342,7 +342,7 @@ def test_a_status_from_a_node_behind_is_answered_with_the_commits_it_lacks():
     assert not node.take_outbound()
 
 
-def test_others_votes_are_passed_on_at_the_next_re_send_not_on_arrival():
+def test_others_votes_are_passed_on_when_the_round_times_out_not_on_arrival():
     core = new_core(ME)
     feed(core, [proposal(1, 0, VALUE)])
     core.take_outbound()
@@ -350,6 +350,7 @@ def test_others_votes_are_passed_on_at_the_next_re_send_not_on_arrival():
     core.handle_message(vote.validator, vote, 0.0)
     # Its signer sent it to every validator: passing it on now would cost n² messages a round.
     assert vote not in broadcasts(core)
-    core.handle_timer(core.config.rebroadcast_interval)
+    assert core.get_timer() < core.config.rebroadcast_interval  # the round's propose timeout
+    core.handle_timer(core.get_timer())
     resent = [o for o in core.take_outbound() if o.message == vote]
     assert len(resent) == 1 and vote.validator in resent[0].exclude  # for those its signer left out

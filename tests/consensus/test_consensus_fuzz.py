@@ -1,7 +1,15 @@
 """Seeded adversarial schedules (consensus/fuzz.py): safe and live, replayable, and a checker that can fail."""
 
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 
+from hypermesh.consensus.linearizability import ACQUIRE
 from hypermesh.consensus.fuzz import Outcome, generate_schedule, replay, run_schedule, view_timeout
 from hypermesh.consensus.sim import SIM_CONFIG, Behaviour
 from hypermesh.consensus.tendermint import TendermintCore
@@ -9,7 +17,7 @@ from hypermesh.consensus.validators import ValidatorSet
 
 # The bench runs seeds 0, 1, ...; these are others. Chunks let pytest-xdist spread them.
 FIRST_SEED = 1_000_000
-CHUNKS = [(4, 0, 80), (4, 80, 80), (4, 160, 80), (7, 0, 15), (7, 15, 15), (10, 0, 8), (10, 8, 8)]  # 286 schedules
+CHUNKS = [(4, 0, 70), (4, 70, 70), (4, 140, 60), (7, 0, 10), (7, 10, 10), (10, 0, 5), (10, 5, 5)]  # 230 schedules
 
 
 def assert_ok(outcome: Outcome) -> None:
@@ -30,9 +38,30 @@ def test_schedules_mix_every_adversary():
     actions = {step.action for s in schedules for step in s.steps}
     assert actions == {"partition", "heal", "crash", "restart"}
     assert {s.n for s in schedules} == {4, 7, 10}
+    assert {bool(s.lock_clients) for s in schedules} == {True, False}
     assert any(len(step.groups) == 3 for s in schedules for step in s.steps)
     for fault in ("loss", "duplicate", "flap_interval", "crash_on_commit"):
         assert any(getattr(s.network, fault) > 0 for s in schedules), fault
+
+
+def test_lock_clients_see_a_linearizable_history_and_the_check_fails_on_a_forged_one():
+    schedules = [generate_schedule(seed, 4) for seed in range(FIRST_SEED, FIRST_SEED + 40)]
+    for schedule in [s for s in schedules if s.lock_clients]:
+        outcome = run_schedule(schedule)
+        assert_ok(outcome)
+        history = outcome.locks.history()
+        granted = [op for op in history if op.kind == ACQUIRE and op.result.ok]
+        if len(history) >= 10 and granted:
+            break
+    else:
+        raise AssertionError("no schedule decided ten lock requests")
+    # A second grant of the same lease to another client, inside the first: not linearizable, and overlapping.
+    first = granted[0]
+    forged = dataclasses.replace(first, process=b"someone else", result=dataclasses.replace(
+        first.result, token=first.result.token + 1000))
+    outcome.locks.completed.append(forged)
+    problems = outcome.locks.violations()
+    assert any("not linearizable" in p for p in problems) and any("overlap" in p for p in problems), problems
 
 
 def test_a_seed_replays_exactly_and_prints_its_schedule_step_by_step():
@@ -45,6 +74,15 @@ def test_a_seed_replays_exactly_and_prints_its_schedule_step_by_step():
     for line in schedule.describe():
         assert line in text
     assert "stable (GST passed, healed, restarted)" in text
+
+
+def test_a_seed_replays_the_same_in_another_process_under_another_hash_seed():
+    """Seed 1: lock clients on the ledger, a forger, a double-voter and an invalid proposer."""
+    code = "from hypermesh.consensus.fuzz import replay; print(replay(1).describe())"
+    runs = {subprocess.run([sys.executable, "-c", code], env={**os.environ, "PYTHONHASHSEED": hash_seed},
+                           capture_output=True, text=True, check=True, timeout=300).stdout
+            for hash_seed in ("1", "2")}
+    assert len(runs) == 1 and "lock history" in runs.pop()
 
 
 class LoweredQuorumSet(ValidatorSet):
@@ -98,3 +136,21 @@ def test_view_timeout_grows_with_the_round():
     c = SIM_CONFIG
     assert view_timeout(c, 0) == pytest.approx(c.timeout_propose + c.timeout_prevote + c.timeout_precommit)
     assert view_timeout(c, 2) - view_timeout(c, 1) == pytest.approx(3 * c.timeout_delta)
+
+
+BENCH = Path(__file__).resolve().parents[2] / "bench" / "consensus_fuzz.py"
+
+
+def test_the_bench_prints_one_json_object_of_checks_and_replays_a_seed():
+    run = subprocess.run([sys.executable, str(BENCH), "--schedules", "3"], capture_output=True, text=True,
+                         check=True, timeout=300)
+    report = json.loads(run.stdout)
+    checks = {c["name"]: c for c in report["checks"]}
+    for n in (4, 7, 10):
+        assert checks[f"schedules_n{n}"]["value"] == 1
+        assert checks[f"safety_violations_n{n}"]["value"] == 0 and checks[f"liveness_misses_n{n}"]["value"] == 0
+        assert f"lock_histories_checked_n{n}" in checks and f"schedules_per_cpu_s_n{n}" in checks
+    replayed = subprocess.run([sys.executable, str(BENCH), "--seed", "3"], capture_output=True, text=True,
+                              check=True, timeout=300)
+    assert replayed.stdout.startswith("schedule:\n  seed 3: n=4")
+    assert json.loads(replayed.stdout.splitlines()[-1])["ok"] is True

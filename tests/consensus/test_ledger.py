@@ -312,3 +312,21 @@ def test_a_proposed_block_with_a_forged_transaction_is_invalid_though_the_mempoo
     assert honest.transactions == (genuine,) and ledger.is_valid(1, honest.encode())
     tampered = Block(1, honest.parent_root, honest.last_certificate, (forged,), honest.evidence)
     assert not ledger.is_valid(1, tampered.encode())
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=300) | st.lists(st.binary(max_size=40), max_size=5).map(
+    lambda items: b"".join([len(items).to_bytes(2, "big")] + [len(i).to_bytes(4, "big") + i for i in items])))
+def test_a_transaction_batch_decodes_to_what_was_encoded_or_is_refused_as_malformed(data):
+    from hypermesh.consensus.ledger_service import MalformedBatch, decode_batch, encode_batch
+    try:
+        items = decode_batch(data)
+    except MalformedBatch:
+        return
+    assert encode_batch(items) == data
+
+
+def test_a_transaction_batch_over_its_count_bound_is_refused_before_reading_items():
+    from hypermesh.consensus.ledger_service import MAX_BATCH, MalformedBatch, decode_batch
+    with pytest.raises(MalformedBatch, match="at most"):
+        decode_batch((MAX_BATCH + 1).to_bytes(2, "big"))

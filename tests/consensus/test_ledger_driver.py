@@ -155,3 +155,32 @@ async def test_a_fifth_node_bonds_joins_the_set_at_the_next_epoch_and_its_votes_
             protected = hosts[1].connection_manager.is_protected
             assert protected(newcomer.peer_id) and not protected(leaver.peer_id)
             nursery.cancel_scope.cancel()
+
+
+async def test_a_batch_of_transactions_on_one_stream_is_answered_per_transaction_and_a_malformed_one_reset():
+    from hypermesh.consensus.ledger import Ledger
+    from hypermesh.consensus.ledger_service import (
+        LEDGER_TX_BATCH_PROTOCOL, TransactionRefused, TransactionService, send_transactions)
+    from hypermesh.consensus.one_shot import ask
+    from hypermesh.transport.errors import StreamReset
+    from hypermesh.transport.identity import Identity
+    from ledger_testkit import connected_hosts
+    genesis = make_genesis()
+    alice, bob = USER_IDS[0], USER_IDS[1]
+    ledger = Ledger(genesis)
+    async with connected_hosts([Identity.from_seed(b"node"), Identity.from_seed(b"client")]) as (node, client):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(TransactionService(node, ledger).run)
+            first = sign_transaction(alice, LEDGER_CHAIN, 0, Transfer(key(bob), 1))
+            second = sign_transaction(alice, LEDGER_CHAIN, 1, Transfer(key(bob), 2))
+            forged = first.encode()[:-64] + sign_transaction(bob, LEDGER_CHAIN, 0, Transfer(key(bob), 1)).signature
+            with trio.fail_after(STEP):
+                answers = await send_transactions(client, node.peer_id, [first, forged, second])
+                assert answers[0] == first.tx_id() and answers[2] == second.tx_id()
+                assert isinstance(answers[1], TransactionRefused) and "ForgedSignature" in answers[1].reason
+                assert set(ledger.mempool) == {first.tx_id(), second.tx_id()}
+                with pytest.raises(StreamReset):  # says three, holds one: the stream is reset, the node goes on
+                    await ask(client, node.peer_id, LEDGER_TX_BATCH_PROTOCOL,
+                              b"\x00\x03" + len(first.encode()).to_bytes(4, "big") + first.encode(), 1024)
+                assert (await send_transactions(client, node.peer_id, [first]))[0] == first.tx_id()  # held: same ID
+            nursery.cancel_scope.cancel()

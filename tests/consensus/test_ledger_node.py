@@ -48,6 +48,7 @@ async def test_validators_restart_from_their_stores_and_a_late_node_joins_by_sta
                 assert restarted.ledger.state.height >= stopped_at  # rebuilt from the decisions on disk
                 target = others[0].ledger.state.height + 2
                 await restarted.consensus.wait_for_height(target)
+                await others[0].consensus.wait_for_height(target)  # under load it may be the one behind
                 assert restarted.ledger.roots[target] == others[0].ledger.roots[target]
             # A node that was not there joins from a validator's certified snapshot.
             async with start(hosts[4], None, "late", state_sync_from=hosts[0].peer_id) as late:

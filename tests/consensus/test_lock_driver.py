@@ -74,7 +74,8 @@ async def test_two_clients_contend_for_one_lock_and_the_loser_gets_it_after_rele
                 assert later.holder == winner.sender
             assert later.ok and later.token > short.token and later.time >= short.expiry
 
-            # A proven read, from a node the client does not otherwise trust.
+            # Bob's read skips the node he cannot reach; Alice keeps an answer to check offline.
+            assert (await bob.read(b"short")).height > 0
             for _ in range(20):  # the lease is proven once the block after its decision is certified
                 answer = await fetch_answer(alice_host, validator_peers[3], lock_entry_key(NAME))
                 proven = verify_lock_answer(answer, NAME, LEDGER_CHAIN, trusted)
@@ -88,6 +89,12 @@ async def test_two_clients_contend_for_one_lock_and_the_loser_gets_it_after_rele
             restarted = LockClient(alice_host, USER_IDS[0], LEDGER_CHAIN, trusted)  # not recorded: the same op
             assert await restarted.acquire(b"retried", 60_000, request_id=request_id) == first
             assert (await alice.acquire(b"next", 60_000)).token == first.token + 1  # the retry took no token
+            for _ in range(20):  # the outcome itself, proven once the block after its decision is certified
+                height, proven_first = await alice.proven_outcome(request_id)
+                if proven_first is not None:
+                    break
+                await nodes[0].consensus.wait_for_height(nodes[0].ledger.state.height + 1)
+            assert proven_first == first and height >= first.height
             # Two clients of one identity: each finds its nonce used by the other, and signs again.
             twin = LockClient(alice_host, USER_IDS[0], LEDGER_CHAIN, trusted, history=history)
             assert (await twin.acquire(b"twin-1", 60_000)).ok

@@ -5,6 +5,7 @@ import pytest
 import trio
 
 from hypermesh.transport import perf, ping
+from hypermesh.transport.connection import CONNECTION_SEND_BUFFER, CONNECTION_SEND_RESERVE, STREAM_SEND_BUFFER
 from hypermesh.transport.errors import StreamReset, WriteStalled
 from hypermesh.transport.host import HostConfig, open_host
 from hypermesh.transport.identity import Identity
@@ -182,6 +183,22 @@ async def test_a_hundred_unread_perf_downloads_pin_at_most_16_mib_on_the_server(
             # it allowed. Other peers are served.)
             await bystander.connect(server.listen_addrs()[0])
             assert await ping.ping(bystander, server.peer_id)
+
+
+async def test_small_replies_pass_while_bulk_streams_fill_the_connections_send_buffers(pair):
+    server, client = pair
+    server.set_stream_handler(perf.PROTOCOL, perf.handle_perf)
+    with trio.fail_after(STEP):
+        driver = await client.connect(server.listen_addrs()[0])
+        server_side = server.connections_to(client.peer_id)[0]
+        for _ in range(12):
+            await request_download_and_never_read(client, server.peer_id, 1 << 30)
+        await server_side.wait_for_writers(12)
+        assert server_side.send_buffered >= CONNECTION_SEND_BUFFER - STREAM_SEND_BUFFER
+        # The negotiation reply and the echo use the reserve beyond the ceiling.
+        assert await ping.ping(client, server.peer_id)
+        assert client.connections_to(server.peer_id) == [driver]
+        assert server_side.send_buffered <= CONNECTION_SEND_BUFFER + CONNECTION_SEND_RESERVE
 
 
 async def test_a_handler_whose_writes_stall_has_its_stream_reset(pair):

@@ -28,24 +28,34 @@ class QuietPeer:
     def __init__(self, identity: Identity, idle_timeout: float):
         self.identity = identity
         self.idle_timeout = idle_timeout
-        self.socket = trio.socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+        self.socket = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+        self.socket.setblocking(False)
         self.quic: Libp2pQuicConnection | None = None
         self.terminated = trio.Event()
 
     async def bind(self) -> str:
-        await self.socket.bind(("::1", 0))
+        self.socket.bind(("::1", 0))
         return format_quic_address("::1", self.socket.getsockname()[1], self.identity.peer_id)
 
     async def run(self) -> None:
         while not self.terminated.is_set():
             timer = self.quic.get_timer() if self.quic is not None else None
             with trio.move_on_at(timer if timer is not None else math.inf):
-                data, addr = await self.socket.recvfrom(65536)
+                await trio.lowlevel.wait_readable(self.socket)
+            # Datagrams that arrived first, then timers: on a loaded machine
+            # this task may wake late, and must not let a connection whose
+            # packets already wait in the socket time out.
+            while True:
+                try:
+                    data, addr = self.socket.recvfrom(65536)
+                except BlockingIOError:
+                    break
                 self._received(data, addr)
+            timer = self.quic.get_timer() if self.quic is not None else None
             now = trio.current_time()
-            if self.quic is not None and timer is not None and now >= timer:
+            if timer is not None and now >= timer:
                 self.quic.handle_timer(now)
-            await self._flush()
+            self._flush()
 
     def _received(self, data: bytes, addr) -> None:
         if self.quic is None:
@@ -64,11 +74,11 @@ class QuietPeer:
             )
         self.quic.receive_datagram(data, addr, trio.current_time())
 
-    async def _flush(self) -> None:
+    def _flush(self) -> None:
         if self.quic is None:
             return
         for data, addr in self.quic.datagrams_to_send(trio.current_time()):
-            await self.socket.sendto(data, addr)
+            self.socket.sendto(data, addr)
         while (event := self.quic.next_event()) is not None:
             if isinstance(event, events.ConnectionTerminated):
                 self.terminated.set()

@@ -308,6 +308,10 @@ class CreditModel:
         assert credit.read == self.read
         assert credit.received == self.pair.server._local_max_data.used
         assert credit.received == credit.read + credit.discarded + buffered
+        # Both sides' running count of send-buffered bytes is the buffers' sum.
+        for connection in (self.pair.client, self.pair.server):
+            held = sum(s.sender._buffer_stop - s.sender._buffer_start for s in connection._streams.values())
+            assert connection.send_buffered_total() == held
 
 
 @given(operations=credit_operations)

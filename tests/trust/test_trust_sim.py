@@ -12,7 +12,7 @@ import sys
 
 import pytest
 
-from hypermesh.trust.sim import THREAT_MODELS, SimConfig, run
+from hypermesh.trust.sim import THREAT_MODELS, SimConfig, TrustSim, run
 
 SMALL = dict(peers=120, cycles=8, candidates=12)
 QUICK = dict(peers=150, cycles=10, seed=1)
@@ -49,6 +49,15 @@ def test_sybils_without_stake_get_at_most_one_percent_of_the_tasks():
 def test_whitewashing_gains_nothing_over_keeping_a_bad_identity():
     result = run(SimConfig(threat_model="individual", whitewashers=15, **QUICK)).summary()
     assert result["whitewasher_tasks"] <= result["stayer_tasks"]
+
+
+def test_a_whitewasher_offers_work_under_one_identity_at_a_time():
+    sim = TrustSim(SimConfig(threat_model="individual", whitewashers=15, **QUICK))
+    sim.run()
+    owners = [sim.owner(identity) for identity in sim.providers(QUICK["cycles"])]
+    assert len(owners) == len(set(owners))
+    assert all(owner in owners for owner in sim.whitewashers)
+    assert any(sim.owner(identity) != identity for identity in sim.providers(QUICK["cycles"]))
 
 
 def test_same_seed_same_outcome_whatever_the_processs_hash_seed():

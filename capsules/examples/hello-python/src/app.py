@@ -1,5 +1,6 @@
 """The example Python capsule (see spec/README.md)."""
 
+import hypermesh_guest
 import wit_world
 from wit_world.imports import clock, kv, log
 
@@ -20,10 +21,15 @@ class WitWorld(wit_world.WitWorld):
             # Over the host's 64 KiB value limit: the host fails the call.
             kv.set("hoard", bytes(70_000))
             return b"stored"
+        if input == b"print":
+            # Printing must not mix into the output (handle-stdio sends it to stderr).
+            print("a line on stdout")
+            return b"printed"
         if input == b"spin":
             while True:
                 pass
         return input
 
-    def handle_hex(self, input: str) -> str:
-        return self.handle(bytes.fromhex(input)).hex()
+    def handle_stdio(self, input_length: int) -> None:
+        # The host's fast path for any payload: input on stdin, output on stdout.
+        hypermesh_guest.handle_stdio(self.handle, input_length)

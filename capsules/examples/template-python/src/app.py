@@ -2,9 +2,11 @@
 
 `hypermesh capsule build DIR` generates the bindings (module `wit_world`)
 from the hypermesh:capsule world; `wit_world.imports` holds one module per
-capability listed in manifest.json `capabilities.requires`.
+capability listed in manifest.json `capabilities.requires`; the build also
+ships `hypermesh_guest`, which implements `handle_stdio` on top of `handle`.
 """
 
+import hypermesh_guest
 import wit_world
 from wit_world.imports import log
 
@@ -14,6 +16,6 @@ class WitWorld(wit_world.WitWorld):
         log.log("info", f"handling {len(input)} bytes")
         return input
 
-    def handle_hex(self, input: str) -> str:
-        # The host's fast path for large payloads: same contract as handle.
-        return self.handle(bytes.fromhex(input)).hex()
+    def handle_stdio(self, input_length: int) -> None:
+        # The host's fast path for any payload: input on stdin, output on stdout.
+        hypermesh_guest.handle_stdio(self.handle, input_length)
