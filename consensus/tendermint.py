@@ -573,6 +573,11 @@ class TendermintCore:
         self._start_round(0, now)
         pending = self._future_commits.pop(self.height, None)
         self._future_commits = {h: c for h, c in self._future_commits.items() if h > self.height}
+        if pending is None and not self.is_validator and certificate.height % self.config.catch_up_batch == 0:
+            # The last of a batch of commits: ask for the next at once. Asking
+            # only at each re-send gave a follower catch_up_batch blocks per
+            # rebroadcast_interval, and a chain deciding faster left it behind.
+            self._outbound.append(Broadcast(Status(self.height)))
         if pending is not None:
             try:
                 self._on_commit(pending, now)

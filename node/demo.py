@@ -161,6 +161,8 @@ def chain_demo(root: Path) -> None:
 
         step("val-0 pays erin 20000 units (hypermesh transfer)")
         paid = cli_json("transfer", peers[4], "20000", "--data-dir", str(val0))
+        # erin's own node reads her balance once it has executed that block (a follower may be a few blocks behind).
+        cli_json("chain", "wait", "--height", str(paid["height"]), "--data-dir", str(erin))
         account = cli_json("account", "show", "--data-dir", str(erin))
         print(f"committed at height {paid['height']}; erin's balance: {account['balance']} units")
 

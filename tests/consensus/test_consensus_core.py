@@ -6,6 +6,7 @@ from hypothesis import strategies as st
 
 from consensus_testkit import (
     CHAIN,
+    CONFIG,
     IDENTITIES,
     KEYS,
     VALIDATORS,
@@ -340,6 +341,26 @@ def test_a_status_from_a_node_behind_is_answered_with_the_commits_it_lacks():
     assert [(o.peer, o.message.certificate.height) for o in answered] == [(follower, 1), (follower, 2)]
     node.handle_message(follower, Status(3), 1.0)  # not behind: nothing to send
     assert not node.take_outbound()
+
+
+def test_a_follower_asks_for_the_next_batch_of_commits_as_soon_as_it_has_executed_one():
+    """Asking only at each re-send, a follower got catch_up_batch blocks a second and fell behind a faster chain."""
+    signers = [i for i in IDENTITIES if i is not ME][:3]
+    batch = CONFIG.catch_up_batch
+    node = new_core(None)
+    for height in range(1, batch + 2):
+        feed(node, [proposal(height, 0, VALUE)] + votes(Kind.PREVOTE, height, 0, VALUE, signers)
+             + votes(Kind.PRECOMMIT, height, 0, VALUE, signers))
+    node.take_outbound()
+    follower = new_core(None)
+    node.handle_message(public_key_of(Identity.from_seed(b"a follower")), Status(1), 1.0)
+    commits = [o.message for o in node.take_outbound() if isinstance(o, SendTo)]
+    assert [c.certificate.height for c in commits] == list(range(1, batch + 1))
+    for commit in commits[:-1]:
+        follower.handle_message(KEYS[0], commit, 1.0)
+    assert not [o for o in follower.take_outbound() if isinstance(o.message, Status)]
+    follower.handle_message(KEYS[0], commits[-1], 1.0)
+    assert [o.message for o in follower.take_outbound() if isinstance(o.message, Status)] == [Status(batch + 1)]
 
 
 def test_others_votes_are_passed_on_when_the_round_times_out_not_on_arrival():
