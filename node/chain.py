@@ -30,9 +30,11 @@ from hypermesh.consensus.ledger_node import BASE_STATE_FILE, LedgerNode, run_led
 from hypermesh.consensus.sqlite_store import STORE_FILE_NAME, SqliteConsensusStore
 from hypermesh.consensus.state_sync import StateSyncError
 from hypermesh.consensus.snapshot import SnapshotError
-from hypermesh.consensus.tendermint import TendermintConfig
+from hypermesh.consensus.tendermint import EquivocationDetected, TendermintConfig
 from hypermesh.transport.errors import TransportError
 from hypermesh.transport.identity import PeerId
+from hypermesh.trust.engine import Observation, Proof
+from hypermesh.trust.service import TrustService
 
 log = logging.getLogger("hypermesh.node")
 
@@ -171,6 +173,9 @@ async def open_chain(node, chain: NodeChain):
             chain.running = ledger_node
             chain.started.set()
             ledger_node.consensus.on_commit.append(_stake_follower(node, ledger_node))
+            on_evidence, on_misbehaviour = trust_listeners(node.trust)
+            ledger_node.consensus.on_evidence.append(on_evidence)
+            ledger_node.consensus.on_misbehaviour.append(on_misbehaviour)
             log.info("chain %s: %s at height %d (%s)", options.genesis.chain_id,
                      "validator" if identity else "follower", ledger_node.ledger.state.height, chain.origin)
             async with trio.open_nursery() as nursery:
@@ -254,6 +259,23 @@ async def _locate_validators(node, ledger_node: LedgerNode) -> None:
         peers = [peer for peer in _validator_peers(ledger_node.ledger.validators) if peer != node.host.peer_id]
         await _locate(node, peers)
         await trio.sleep(LOCATE_INTERVAL)
+
+
+def trust_listeners(trust: TrustService):
+    """The chain's verdicts on peers, for the trust engine: (on_evidence, on_misbehaviour) listeners.
+
+    A double vote is proof anyone can check (the chain slashes and tombstones
+    its signer), so it is shunned at once; a message the consensus core refused
+    and blamed on its sender counts as a protocol violation.
+    """
+    def on_evidence(event: EquivocationDetected) -> None:
+        vote = event.evidence.first
+        trust.prove(peer_id_of(vote.validator), Proof.EQUIVOCATION, f"two votes at height {vote.height}, round {vote.round}")
+
+    def on_misbehaviour(peer: PeerId, _error: Exception) -> None:
+        trust.report(peer, Observation.PROTOCOL_VIOLATION)
+
+    return on_evidence, on_misbehaviour
 
 
 def _stake_follower(node, ledger_node: LedgerNode):
