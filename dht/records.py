@@ -15,7 +15,7 @@ sequence number) never replaces a newer one.
 
 from __future__ import annotations
 
-import collections
+import functools
 import itertools
 import random
 from dataclasses import dataclass
@@ -148,34 +148,25 @@ def _parse(message_class, data: bytes):
     return message
 
 
-# Signed entries whose signature has verified, most recently used last. A
-# PUT to a name with many instances merges the stored set and computes its
+# A PUT to a name with many instances merges the stored set and computes its
 # expiry, so without this every stored entry's signature would be checked
-# again on every PUT (three times per entry). 4,096 entries of at most ~1 KB.
-_VERIFIED_ENTRIES_KEPT = 4096
-_verified_entries: collections.OrderedDict[bytes, None] = collections.OrderedDict()
+# again on every PUT (three times per entry). Verifying is deterministic, so
+# results are remembered (as consensus/wire.py does for votes); bounded, and
+# an entry is at most ~1 KB.
+@functools.lru_cache(maxsize=4096)
+def _entry_signature_verifies(public_key: bytes, body: bytes, signature: bytes) -> bool:
+    return verify_signature(public_key, SERVICE_SIGNATURE_DOMAIN + body, signature)
 
 
 def forget_verified_signatures() -> None:
-    """Empty the cache of verified entry signatures (tests count checks from zero)."""
-    _verified_entries.clear()
-
-
-def _check_entry_signature(signed_bytes: bytes, signed) -> None:
-    if signed_bytes in _verified_entries:
-        _verified_entries.move_to_end(signed_bytes)
-        return
-    if not verify_signature(signed.public_key, SERVICE_SIGNATURE_DOMAIN + signed.body, signed.signature):
-        raise RecordError("service record signature does not verify")
-    _verified_entries[signed_bytes] = None
-    if len(_verified_entries) > _VERIFIED_ENTRIES_KEPT:
-        _verified_entries.popitem(last=False)
+    """Empty the cache of checked entry signatures (tests count checks from zero)."""
+    _entry_signature_verifies.cache_clear()
 
 
 def verify_service_entry(signed_bytes: bytes, name: str, now: float) -> ServiceRecord:
     """Check one signed entry completely; raises :class:`RecordError`.
 
-    The signature is checked once per distinct entry (see ``_verified_entries``);
+    The signature is checked once per distinct entry (see ``_entry_signature_verifies``);
     the checks that depend on ``now`` or ``name`` run every time.
     """
     signed = _parse(kad_pb2.SignedServiceRecord, signed_bytes)
@@ -183,7 +174,8 @@ def verify_service_entry(signed_bytes: bytes, name: str, now: float) -> ServiceR
         raise RecordError("service record is unsigned")
     try:
         peer_id = PeerId.from_public_key(signed.public_key)
-        _check_entry_signature(signed_bytes, signed)
+        if not _entry_signature_verifies(signed.public_key, signed.body, signed.signature):
+            raise RecordError("service record signature does not verify")
     except IdentityError as exc:
         raise RecordError(f"service record key: {exc}") from None
     body = _parse(kad_pb2.ServiceRecordBody, signed.body)
