@@ -784,6 +784,9 @@ class Ledger:
         if tx.chain_id != self.chain_id:
             raise WrongChain(f"transaction for chain {tx.chain_id!r}")
         check_body_ranges(tx.body)
+        tx_id = tx.tx_id()
+        if tx_id in self.mempool:
+            return tx_id  # these very bytes were checked when they came first (relays bring them again)
         verify_signature(tx)
         nonce = self.state.nonce(tx.sender)
         if tx.nonce < nonce:
@@ -794,9 +797,6 @@ class Ledger:
             decided = self.lock_outcome(tx.sender, tx.body.request_id)
             if decided is not None:
                 raise DuplicateRequest(f"request {tx.body.request_id.hex()} was decided at height {decided.height}")
-        tx_id = tx.tx_id()
-        if tx_id in self.mempool:
-            return tx_id
         if len(self.mempool) >= self.max_mempool:
             raise MempoolFull(f"{len(self.mempool)} transactions are waiting")
         # Counted per sender, not per nonce: variants of one nonce would otherwise let one sender fill the pool.

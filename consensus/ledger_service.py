@@ -13,8 +13,11 @@ stream for many transactions, which is what a busy node relays with and a
 client sending many may use.
 
 A transaction new to the node's mempool is relayed to every validator of
-the current set, so it reaches whoever proposes next; one already held is
-not relayed again, which ends the flood. Relaying is best effort: a bounded
+the current set, so it reaches whoever proposes next, unless it came from a
+validator of that set: a validator relays what it takes to every other
+validator itself, so relaying its relays again would only send each
+transaction n² times instead of n (and make every node check it that often).
+One already held is not relayed again, which ends the flood. Relaying is best effort: a bounded
 queue (a full queue drops the relay; the client may send again) and one
 task, which sends what queued meanwhile as one batch to every validator at
 once, so a slow validator delays the relay, never the node.
@@ -118,11 +121,12 @@ class TransactionService:
             self.host.remove_stream_handler(LEDGER_TX_PROTOCOL)
             self.host.remove_stream_handler(LEDGER_TX_BATCH_PROTOCOL)
 
-    def accept(self, data: bytes) -> bytes:
-        """Submit encoded ``data``; its ID. Raises the ledger's refusal; a new transaction is queued for relay."""
+    def accept(self, data: bytes, relay: bool = True) -> bytes:
+        """Submit encoded ``data``; its ID. Raises the ledger's refusal; a new transaction is queued for relay
+        (with ``relay``)."""
         held = len(self.ledger.mempool)
         tx_id = self.ledger.submit(data)
-        if len(self.ledger.mempool) > held:  # new here (submit adds at most one)
+        if relay and len(self.ledger.mempool) > held:  # new here (submit adds at most one)
             try:
                 self._relay_send.send_nowait(data)
             except trio.WouldBlock:
@@ -141,24 +145,30 @@ class TransactionService:
                 if peer != self.host.peer_id:
                     nursery.start_soon(relay_to, peer)
 
+    def _from_validator(self, peer: PeerId) -> bool:
+        """Whether ``peer`` is a validator of the current set (it relays to the others itself)."""
+        return any(peer_id_of(v.public_key) == peer for v in self.ledger.validators.validators)
+
     async def _handle_stream(self, stream) -> None:
-        await serve_one_request(stream, MAX_TX_SIZE, self._answer)
+        relay = not self._from_validator(stream.remote_peer)
+        await serve_one_request(stream, MAX_TX_SIZE, lambda data: self._answer(data, relay))
 
     async def _handle_batch_stream(self, stream) -> None:
-        await serve_one_request(stream, MAX_BATCH_BYTES, self._answer_batch)
+        relay = not self._from_validator(stream.remote_peer)
+        await serve_one_request(stream, MAX_BATCH_BYTES, lambda data: self._answer_batch(data, relay))
 
-    def _answer(self, data: bytes) -> bytes:
+    def _answer(self, data: bytes, relay: bool) -> bytes:
         try:
-            return b"\x00" + self.accept(data)
+            return b"\x00" + self.accept(data, relay)
         except LedgerError as exc:
             return b"\x01" + f"{type(exc).__name__}: {exc}".encode()[:_MAX_ANSWER_SIZE - 1]
 
-    def _answer_batch(self, data: bytes) -> bytes | None:
+    def _answer_batch(self, data: bytes, relay: bool) -> bytes | None:
         try:
             items = decode_batch(data)
         except MalformedBatch:
             return None  # resets the stream
-        return encode_batch([self._answer(item) for item in items], width=2)
+        return encode_batch([self._answer(item, relay) for item in items], width=2)
 
 
 def _outcome(answer: bytes) -> bytes | TransactionRefused:

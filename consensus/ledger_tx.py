@@ -20,7 +20,7 @@ from __future__ import annotations
 import enum
 import hashlib
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -245,15 +245,25 @@ class Transaction:
     nonce: int
     body: Body
     signature: bytes
+    # The encoding and ID, made once: a transaction is encoded, hashed and checked at every node it
+    # passes, in every proposal and block it is part of.
+    _encoded: bytes | None = field(default=None, init=False, repr=False, compare=False)
+    _tx_id: bytes | None = field(default=None, init=False, repr=False, compare=False)
 
     def unsigned_bytes(self) -> bytes:
-        return _encode_unsigned(self.chain_id, self.sender, self.nonce, self.body)
+        encoded = self.encode()
+        return encoded[:len(encoded) - len(self.signature)]
 
     def encode(self) -> bytes:
-        return self.unsigned_bytes() + self.signature
+        if self._encoded is None:
+            encoded = _encode_unsigned(self.chain_id, self.sender, self.nonce, self.body) + self.signature
+            object.__setattr__(self, "_encoded", encoded)
+        return self._encoded
 
     def tx_id(self) -> bytes:
-        return hashlib.sha256(self.encode()).digest()
+        if self._tx_id is None:
+            object.__setattr__(self, "_tx_id", hashlib.sha256(self.encode()).digest())
+        return self._tx_id
 
 
 def escrow_id_of(client: bytes, nonce: int) -> bytes:
