@@ -1,15 +1,29 @@
 """The consensus store on disk: SQLite in WAL mode, synced before a vote leaves.
 
-``synchronous=FULL`` makes every transaction fsync the write-ahead log before
-it returns, so once :meth:`SqliteConsensusStore.save_state` returns, the
-signer state survives ``kill -9`` and power loss; the core hands out a signed
-message only after that save, so a restarted validator never signs anything
-that conflicts with what it sent (CometBFT's privval keeps its last-signed
-state the same way).
+A write that records a newly signed message (the signer state's last
+signed height, round and step moved, or its lock changed at the same
+height) runs with ``synchronous=FULL``: the transaction fsyncs the
+write-ahead log before it returns, so once :meth:`SqliteConsensusStore.save_state`
+returns, the signer state survives ``kill -9`` and power loss; the core
+hands out a signed message only after that save, so a restarted validator
+never signs anything that conflicts with what it sent (CometBFT's privval
+keeps its last-signed state the same way).
+
+Every other write (a decision and the fresh state of the next height, when
+this node signed nothing new in that call; decisions a node behind catches
+up with) runs with ``synchronous=NORMAL``: in WAL mode it is ordered but not
+synced, and the next synced write (at the latest, the next vote this node
+signs) makes it durable with everything before it, as the log is one file
+written in order. Losing it to a crash loses nothing that was sent: the
+node restarts at the undecided height with its signer state (lock, valid
+value and what it signed there intact) and is sent the decision again by
+its peers. So a validator syncs twice a height (its prevote, its
+precommit; a proposer's proposal goes with its prevote), not three times.
 """
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 import struct
 from pathlib import Path
@@ -40,6 +54,7 @@ class SqliteConsensusStore:
         self._db = sqlite3.connect(self.path, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
+        self._mode = "FULL"
         self._db.execute("PRAGMA busy_timeout=5000")
         # Transactions that waited for the disk (what a bench counts per height).
         self.synced_writes = 0
@@ -56,6 +71,8 @@ class SqliteConsensusStore:
                 height INTEGER PRIMARY KEY, certificate BLOB NOT NULL, value BLOB NOT NULL
             );
         """)
+        # The signer state of the last synced write (what a crash cannot take back): loaded, it is on disk.
+        self._synced: SavedState | None = self.load_state()
 
     def load_state(self) -> SavedState | None:
         row = self._db.execute("SELECT height, round, locked_round, locked_value, valid_round, valid_value,"
@@ -69,22 +86,52 @@ class SqliteConsensusStore:
                           (last_height, last_round, last_step), _unpack(own), _unpack(polka))
 
     def save_state(self, state: SavedState) -> None:
+        self._save(None, state)
+
+    def save_commit(self, commit: Commit, state: SavedState | None = None) -> None:
+        self._save(commit, state)
+
+    def _save(self, commit: Commit | None, state: SavedState | None) -> None:
+        sync = state is not None and self._must_sync(state)
+        with self._transaction(sync):  # one transaction: at most one fsync
+            if commit is not None:
+                self._db.execute("INSERT OR REPLACE INTO commits VALUES (?, ?, ?)",
+                                 (commit.certificate.height, encode_certificate(commit.certificate), commit.value))
+            if state is not None:
+                self._write_state(state)
+        if sync:
+            self._synced = state
+
+    @property
+    def synced_state(self) -> SavedState | None:
+        """The signer state of the last synced write: what no crash can take back."""
+        return self._synced
+
+    def _must_sync(self, state: SavedState) -> bool:
+        """Whether ``state`` covers a message signed since the last synced write (or a lock taken with one)."""
+        synced = self._synced
+        return (synced is None or state.last_signed != synced.last_signed
+                or (state.height == synced.height
+                    and (state.locked_round, state.locked_value) != (synced.locked_round, synced.locked_value)))
+
+    @contextlib.contextmanager
+    def _transaction(self, sync: bool):
+        mode = "FULL" if sync else "NORMAL"
+        if mode != self._mode:
+            self._db.execute(f"PRAGMA synchronous={mode}")
+            self._mode = mode
+        with self._db:
+            self._db.execute("BEGIN")
+            yield
+        if sync:
+            self.synced_writes += 1
+
+    def _write_state(self, state: SavedState) -> None:
         self._db.execute(
             "INSERT OR REPLACE INTO signer_state VALUES (1, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (state.height, state.round, state.locked_round, state.locked_value, state.valid_round,
              state.valid_value, *state.last_signed, _pack(state.own_messages), _pack(state.valid_polka)),
         )
-        if not self._db.in_transaction:
-            self.synced_writes += 1
-
-    def save_commit(self, commit: Commit, state: SavedState | None = None) -> None:
-        with self._db:  # one transaction, one fsync
-            self._db.execute("BEGIN")
-            self._db.execute("INSERT OR REPLACE INTO commits VALUES (?, ?, ?)",
-                             (commit.certificate.height, encode_certificate(commit.certificate), commit.value))
-            if state is not None:
-                self.save_state(state)
-        self.synced_writes += 1
 
     def load_commit(self, height: int) -> Commit | None:
         row = self._db.execute("SELECT certificate, value FROM commits WHERE height = ?", (height,)).fetchone()

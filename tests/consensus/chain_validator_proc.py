@@ -74,6 +74,14 @@ class SigningLogStore(SqliteConsensusStore):
 
     def save_state(self, state) -> None:
         super().save_state(state)
+        self._log_signed(state)
+
+    def save_commit(self, commit, state=None) -> None:
+        super().save_commit(commit, state)
+        if state is not None:
+            self._log_signed(state)
+
+    def _log_signed(self, state) -> None:
         for encoded in state.own_messages:
             if encoded not in self._logged:
                 self._logged.add(encoded)

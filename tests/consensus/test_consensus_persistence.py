@@ -1,5 +1,6 @@
 """The signer state on disk: SQLite round trips, and a real validator process killed with SIGKILL."""
 
+import contextlib
 import random
 import subprocess
 import sys
@@ -9,7 +10,9 @@ from consensus_testkit import CHAIN, IDENTITIES, KEYS, VALIDATORS, feed, new_cor
 from hypermesh.consensus.sqlite_store import SqliteConsensusStore
 from hypermesh.consensus.store import MemoryConsensusStore, SavedState
 from hypermesh.consensus.tendermint import Committed
-from hypermesh.consensus.wire import Kind, Proposal, Vote, decode_message, encode_message, signer_of, verify_commit
+from hypermesh.consensus.wire import (
+    DuplicateMessage, Kind, Proposal, Vote, WrongHeight, decode_message, encode_message, signer_of, verify_commit,
+)
 
 HELPER = Path(__file__).parent / "consensus_validator_proc.py"
 
@@ -126,3 +129,48 @@ def test_a_decision_and_the_next_proposal_and_prevote_are_saved_in_one_write_bef
     assert store.last_commit_height() == 1
     saved = store.load_state()
     assert saved.height == 2 and {encode_message(m) for m in own} <= set(saved.own_messages)
+
+
+_STEP_OF = {Kind.PREVOTE: 1, Kind.PRECOMMIT: 2}
+
+
+def test_every_signed_message_is_synced_before_it_leaves_and_a_validator_syncs_twice_a_height(tmp_path):
+    """Four cores on SQLite stores, their messages delivered in memory: whatever a core hands out that it
+    signed is covered by its store's last synced write (privval's rule); decisions of heights where a
+    validator signed nothing new in that call are not synced on their own, so a height costs two syncs
+    (prevote, precommit; a proposer's proposal goes with its prevote), not three."""
+    for i in range(4):
+        (tmp_path / f"v{i}").mkdir()
+    stores = [SqliteConsensusStore(tmp_path / f"v{i}") for i in range(4)]
+    cores = [new_core(identity, store) for identity, store in zip(IDENTITIES, stores)]
+    queue = []
+
+    def take(index):
+        durable = stores[index].synced_state
+        for out in cores[index].take_outbound():
+            message = out.message
+            if signer_of(message) == KEYS[index]:
+                step = 0 if isinstance(message, Proposal) else _STEP_OF[message.kind]
+                assert (message.height, message.round, step) <= durable.last_signed
+                if isinstance(message, Vote) and message.kind == Kind.PRECOMMIT and message.block_id is not None \
+                        and message.height == durable.height:
+                    assert durable.locked_value is not None
+            queue.append((index, message))
+
+    for index in range(4):
+        take(index)
+    for _ in range(5000):  # bounded: ten heights take a few hundred deliveries
+        if not queue or min(core.height for core in cores) > 10:
+            break
+        sender, message = queue.pop(0)
+        for index, core in enumerate(cores):
+            if index != sender:
+                with contextlib.suppress(DuplicateMessage, WrongHeight):  # refused, as on the wire
+                    core.handle_message(KEYS[sender], message, 0.0)
+                take(index)
+    heights = min(core.height for core in cores) - 1
+    assert heights >= 10
+    synced = sum(store.synced_writes for store in stores)
+    assert synced <= 2 * 4 * (heights + 1), f"{synced} synced writes for {heights} heights of 4 validators"
+    for store in stores:
+        store.close()
