@@ -272,6 +272,8 @@ class LedgerState:
     # The set that signs the next block, and the one that signed the last.
     validators: ValidatorSet | None = None
     last_validators: ValidatorSet | None = None
+    # The tree of the entries as last built, and the maps it was built from (a copy shares it: never changed).
+    tree_cache: "_TreeCache | None" = field(default=None, repr=False, compare=False)
 
     @classmethod
     def from_genesis(cls, genesis: Genesis) -> "LedgerState":
@@ -326,13 +328,22 @@ class LedgerState:
 
     def entries(self) -> dict[bytes, bytes]:
         """The state as sorted key/value entries: what the state root commits to."""
-        entries = {account_entry_key(key): _u64(balance) + _u64(nonce) for key, (balance, nonce) in self.accounts.items()}
+        entries = self._small_entries()
+        for source, entry in self._sections():
+            entries.update(entry(key, value) for key, value in source.items())
+        return entries
+
+    def _sections(self) -> list[tuple[dict, Callable]]:
+        """The maps that grow with use (accounts, escrows, locks), each with what makes one item's entry."""
+        return [(self.accounts, _account_entry), (self.escrows, _escrow_entry), *self.locks.sections()]
+
+    def _small_entries(self) -> dict[bytes, bytes]:
+        """Every entry that is not an item of :meth:`_sections` (few: made anew each time)."""
+        entries = {}
         for (owner, role), amount in self.bonds.items():
             entries[b"bond" + owner + bytes([role])] = _u64(amount)
         for (release, owner, role), amount in self.unbonding.items():
             entries[b"unbd" + _u64(release) + owner + bytes([role])] = _u64(amount)
-        for escrow_id, escrow in self.escrows.items():
-            entries[b"escr" + escrow_id] = escrow.encode()
         for owner, until in self.jailed.items():
             entries[b"jail" + owner] = _u64(until) + bytes([owner in self.tombstoned])
         for owner, count in self.missed.items():
@@ -341,7 +352,7 @@ class LedgerState:
         entries[b"meta/minted"] = _u64(self.minted)
         entries[b"meta/height"] = _u64(self.height)
         entries[b"meta/time"] = _u64(self.time)
-        entries.update(self.locks.entries())
+        entries.update(self.locks.small_entries())
         entries[b"meta/last_block"] = self.last_block_id
         entries[b"meta/validators"] = encode_validator_set(self.validators)
         entries[b"meta/last_validators"] = encode_validator_set(self.last_validators)
@@ -390,7 +401,24 @@ class LedgerState:
         return state
 
     def tree(self) -> MerkleTree:
-        return MerkleTree(self.entries())
+        """The Merkle tree of :meth:`entries`: the last one built (by this state or the one it was copied from),
+        updated with the entries that changed since; only those are hashed again."""
+        sections, small = self._sections(), self._small_entries()
+        cache = self.tree_cache
+        if cache is None:
+            tree = MerkleTree(self.entries())
+        else:
+            changes: dict[bytes, bytes | None] = {}
+            for (source, entry), before in zip(sections, cache.sources):
+                for key in before.keys() - source.keys():
+                    changes[entry(key, before[key])[0]] = None
+                changes.update(entry(key, value) for key, value in source.items() - before.items())
+            changes.update(dict.fromkeys(cache.small.keys() - small.keys()))
+            changes.update(small.items() - cache.small.items())
+            tree = cache.tree.updated(changes)
+        if cache is None or tree is not cache.tree:
+            self.tree_cache = _TreeCache(tree, tuple(dict(source) for source, _ in sections), small)
+        return tree
 
     def root(self) -> bytes:
         return self.tree().root
@@ -646,8 +674,23 @@ class LedgerState:
             raise InvalidBlock(f"last certificate: {exc}") from None
 
 
+@dataclass(frozen=True, slots=True)
+class _TreeCache:
+    tree: MerkleTree
+    sources: tuple[dict, ...]  # copies of LedgerState._sections()'s maps, as the tree has them
+    small: dict[bytes, bytes]  # LedgerState._small_entries(), as the tree has them
+
+
 def account_entry_key(account: bytes) -> bytes:
     return b"acct" + account
+
+
+def _account_entry(account: bytes, value: tuple[int, int]) -> tuple[bytes, bytes]:
+    return account_entry_key(account), _u64(value[0]) + _u64(value[1])
+
+
+def _escrow_entry(escrow_id: bytes, escrow: Escrow) -> tuple[bytes, bytes]:
+    return b"escr" + escrow_id, escrow.encode()
 
 
 def decode_account_entry(value: bytes) -> tuple[int, int]:

@@ -24,6 +24,7 @@ from __future__ import annotations
 import enum
 import struct
 from dataclasses import dataclass, field
+from typing import Callable
 
 from .ledger_tx import REQUEST_ID_SIZE, LockAcquire, LockBody, LockRelease, LockRenew
 
@@ -123,6 +124,14 @@ def request_entry_key(sender: bytes, request_id: bytes) -> bytes:
     return REQUEST_PREFIX + sender + request_id
 
 
+def _lease_entry(name: bytes, lease: Lease) -> tuple[bytes, bytes]:
+    return lock_entry_key(name), lease.encode()
+
+
+def _request_entry(key: bytes, outcome: LockOutcome) -> tuple[bytes, bytes]:
+    return REQUEST_PREFIX + key, outcome.encode()
+
+
 @dataclass(slots=True)
 class LockTable:
     """Live leases by name, decided requests by sender ‖ request ID, and the last token granted."""
@@ -181,11 +190,18 @@ class LockTable:
                          if outcome.time + REQUEST_RETENTION_MS > time}
 
     def entries(self) -> dict[bytes, bytes]:
-        entries = {lock_entry_key(name): lease.encode() for name, lease in self.leases.items()}
-        for key, outcome in self.requests.items():
-            entries[REQUEST_PREFIX + key] = outcome.encode()
-        entries[LOCK_TOKEN_KEY] = struct.pack(">Q", self.last_token)
+        entries = self.small_entries()
+        for source, entry in self.sections():
+            entries.update(entry(key, value) for key, value in source.items())
         return entries
+
+    def sections(self) -> list[tuple[dict, Callable[[bytes, object], tuple[bytes, bytes]]]]:
+        """The table's maps (which may grow large), each with what makes one item's state entry."""
+        return [(self.leases, _lease_entry), (self.requests, _request_entry)]
+
+    def small_entries(self) -> dict[bytes, bytes]:
+        """The entries that are not items of :meth:`sections`."""
+        return {LOCK_TOKEN_KEY: struct.pack(">Q", self.last_token)}
 
     def load_entry(self, key: bytes, value: bytes) -> bool:
         """Take one state entry if it is a lock entry (True); LockDecodeError if it is one but malformed."""

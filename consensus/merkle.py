@@ -20,6 +20,7 @@ from __future__ import annotations
 import bisect
 import hashlib
 import struct
+import sys
 from dataclasses import dataclass
 
 HASH_SIZE = 32
@@ -48,18 +49,6 @@ def _split(count: int) -> int:
     return 1 << ((count - 1).bit_length() - 1)
 
 
-def _root_of(hashes: list[bytes]) -> bytes:
-    # Level by level, pairing from the left: the same tree as the recursive
-    # split (the left subtree is always complete), without recursion.
-    level = hashes
-    while len(level) > 1:
-        paired = [_node_hash(level[i], level[i + 1]) for i in range(0, len(level) - 1, 2)]
-        if len(level) % 2:
-            paired.append(level[-1])
-        level = paired
-    return level[0]
-
-
 @dataclass(frozen=True, slots=True)
 class MerkleProof:
     index: int
@@ -83,40 +72,119 @@ def _path_shape(index: int, count: int) -> list[bool]:
     return shape
 
 
+def _parents(level: list[bytes]) -> list[bytes]:
+    """The next level up: pairs from the left, an odd last node promoted as it is."""
+    paired = [_node_hash(level[i], level[i + 1]) for i in range(0, len(level) - 1, 2)]
+    if len(level) % 2:
+        paired.append(level[-1])
+    return paired
+
+
+def _parent(level: list[bytes], index: int) -> bytes:
+    """Node ``index`` of the level above ``level``."""
+    left = 2 * index
+    return _node_hash(level[left], level[left + 1]) if left + 1 < len(level) else level[left]
+
+
 class MerkleTree:
-    """Entries sorted by key; the root, the lookup and proofs of inclusion."""
+    """Entries sorted by key; the root, the lookup and proofs of inclusion.
+
+    The tree is kept level by level (leaves, then pairs from the left with
+    an odd last node promoted: the same tree as the recursive split, since
+    its left subtrees are always complete), so :meth:`updated` rehashes only
+    the leaves whose entries changed and the nodes above them (and, where a
+    key is added or removed, the nodes right of it, whose leaves moved), and
+    a proof is read off the levels. A tree is never changed once built.
+    """
 
     def __init__(self, entries: dict[bytes, bytes]):
         self.keys = sorted(entries)
         self.values = [entries[k] for k in self.keys]
-        self._leaves = [leaf_hash(k, v) for k, v in zip(self.keys, self.values)]
+        self._set_levels([leaf_hash(k, v) for k, v in zip(self.keys, self.values)], [], set(), 0)
+
+    def _set_levels(self, leaves: list[bytes], old: list[list[bytes]], dirty: set[int], moved: int) -> None:
+        """Levels over ``leaves``, reusing ``old``'s nodes but those above the ``dirty`` leaves and right of
+        leaf ``moved`` (where keys were added or removed; len(leaves) if none were)."""
         self._position = {k: i for i, k in enumerate(self.keys)}
-        self.root = _root_of(self._leaves) if self._leaves else EMPTY_ROOT
+        levels = [leaves]
+        while len(levels[-1]) > 1:
+            below, depth = levels[-1], len(levels)
+            moved //= 2
+            dirty = {i // 2 for i in dirty if i // 2 < moved}
+            reused = old[depth] if depth < len(old) else []
+            if not reused:
+                level = _parents(below)
+            else:
+                size = (len(below) + 1) // 2
+                level = reused[:min(moved, size)]
+                for i in dirty:
+                    level[i] = _parent(below, i)
+                level.extend(_parent(below, i) for i in range(len(level), size))
+            levels.append(level)
+        self._levels = levels
+        self.root = levels[-1][0] if leaves else EMPTY_ROOT
+
+    def updated(self, changes: dict[bytes, bytes | None]) -> "MerkleTree":
+        """The tree of these entries with ``changes`` made (a key to None: removed); this one stays as it is."""
+        position = self._position
+        leaves = self._levels[0]
+        moved = len(self.keys)  # the first leaf whose position changes
+        edits: dict[int, bytes] = {}
+        structural: dict[bytes, bytes | None] = {}
+        for key, value in changes.items():
+            index = position.get(key)
+            if index is None:
+                if value is not None:
+                    structural[key] = value
+                    moved = min(moved, bisect.bisect_left(self.keys, key))
+            elif value is None:
+                structural[key] = None
+                moved = min(moved, index)
+            elif value != self.values[index]:
+                edits[index] = value
+        if not edits and not structural:
+            return self
+        tree = MerkleTree.__new__(MerkleTree)
+        tree.keys, tree.values, new_leaves = self.keys[:moved], self.values[:moved], leaves[:moved]
+        for index, value in edits.items():
+            if index < moved:
+                tree.values[index] = value
+                new_leaves[index] = leaf_hash(self.keys[index], value)
+        if structural:
+            tail = {k: edits.get(i, self.values[i]) for i, k in enumerate(self.keys[moved:], moved)}
+            tail.update(structural)
+            for key in sorted(tail):
+                value = tail[key]
+                if value is None:
+                    continue
+                old = position.get(key)
+                same = old is not None and old not in edits and key not in structural
+                tree.keys.append(key)
+                tree.values.append(value)
+                new_leaves.append(leaves[old] if same else leaf_hash(key, value))
+        # Nothing moved: no node right of a changed one needs rehashing.
+        tree._set_levels(new_leaves, self._levels, {i for i in edits if i < moved}, moved if structural else sys.maxsize)
+        return tree
 
     def prove(self, key: bytes) -> tuple[bytes, MerkleProof] | None:
         """The value stored under ``key`` and its proof, or None if absent."""
         index = self._position.get(key)
         if index is None:
             return None
-        return self.values[index], MerkleProof(index, len(self._leaves), tuple(self._siblings(index)))
+        return self.values[index], MerkleProof(index, len(self.keys), tuple(self._siblings(index)))
 
     def prove_absence(self, key: bytes) -> AbsenceProof | None:
         """Proof that ``key`` has no entry, or None if it has one."""
         return None if key in self._position else _prove_absence(self, key)
 
     def _siblings(self, index: int) -> list[bytes]:
+        """From the leaf's sibling up; a level where the node is a promoted odd last one has none."""
         siblings = []
-        low, count = 0, len(self._leaves)
-        while count > 1:
-            split = _split(count)
-            if index - low < split:
-                siblings.append(_root_of(self._leaves[low + split:low + count]))
-                count = split
-            else:
-                siblings.append(_root_of(self._leaves[low:low + split]))
-                low += split
-                count -= split
-        siblings.reverse()
+        for level in self._levels[:-1]:
+            sibling = index ^ 1
+            if sibling < len(level):
+                siblings.append(level[sibling])
+            index //= 2
         return siblings
 
 

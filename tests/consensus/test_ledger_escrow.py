@@ -26,6 +26,7 @@ from hypermesh.consensus.ledger_tx import (
     escrow_id_of,
     sign_transaction,
 )
+from hypermesh.consensus.merkle import MerkleTree
 from hypermesh.consensus.wire import Kind, make_evidence, sign_vote
 from ledger_testkit import BALANCE, LEDGER_CHAIN, STAKE, USER_IDS, VALIDATOR_IDS, Chain, key
 
@@ -172,6 +173,8 @@ def test_random_transaction_sequences_conserve_units_replay_to_the_same_roots_an
         chain.commit_block()
         state = ledger.state
         block = decode_block(chain.commits[-1].value)
+        # The root kept up to date entry by entry is the root of the whole state built afresh.
+        assert ledger.roots[state.height] == MerkleTree(state.entries()).root
         # Conservation, after every block.
         assert state.total_units() == genesis.supply() + state.minted
         # No overspend: nothing negative anywhere.
