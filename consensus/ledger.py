@@ -35,9 +35,11 @@ Evidence is the consensus layer's proof of double signing (an encoded
 
 from __future__ import annotations
 
+import hashlib
 import struct
-from collections.abc import Container
+from collections.abc import Container, Mapping
 from dataclasses import dataclass, field, replace
+from types import MappingProxyType
 from typing import Callable
 
 from hypermesh.transport.identity import PeerId
@@ -158,7 +160,9 @@ class Block:
         return b"".join(parts)
 
 
-def decode_block(data: bytes) -> Block:
+def decode_block(data: bytes, known: Mapping[bytes, Transaction] = MappingProxyType({})) -> Block:
+    """Strictly decode a block. ``known``: transactions by ID (a mempool) whose decoding is reused for the
+    same bytes, rather than parsed again."""
     if len(data) > MAX_VALUE_SIZE:
         raise InvalidBlock("block too large")
     offset = 0
@@ -186,8 +190,13 @@ def decode_block(data: bytes) -> Block:
     count = struct.unpack(">I", take(4))[0]
     transactions = []
     for _ in range(min(count, len(data))):  # each transaction takes at least 4 bytes: bounded by the size
+        encoded = take(struct.unpack(">I", take(4))[0])
+        held = known.get(hashlib.sha256(encoded).digest()) if known else None
+        if held is not None and held.encode() == encoded:
+            transactions.append(held)
+            continue
         try:
-            transactions.append(decode_transaction(take(struct.unpack(">I", take(4))[0])))
+            transactions.append(decode_transaction(encoded))
         except MalformedTransaction as exc:
             raise InvalidBlock(f"transaction: {exc}") from None
     if len(transactions) != count:
@@ -940,7 +949,7 @@ class Ledger:
                 self._tried.clear()
             attempt = self.state.copy()
             try:
-                attempt.apply_block(decode_block(value), self.roots[self.state.height], self.mempool)
+                attempt.apply_block(decode_block(value, self.mempool), self.roots[self.state.height], self.mempool)
             except LedgerError:
                 attempt = None
             self._tried[block_id] = attempt

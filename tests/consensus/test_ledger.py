@@ -332,3 +332,18 @@ def test_a_transaction_batch_over_its_count_bound_is_refused_before_reading_item
     from hypermesh.consensus.ledger_service import MAX_BATCH, MalformedBatch, decode_batch
     with pytest.raises(MalformedBatch, match="at most"):
         decode_batch((MAX_BATCH + 1).to_bytes(2, "big"))
+
+
+def test_a_block_reuses_the_mempool_s_decoded_transactions_and_decodes_the_rest_the_same_way():
+    chain = Chain(make_genesis())
+    alice, bob = USER_IDS[0], USER_IDS[1]
+    held = chain.tx(alice, Transfer(key(bob), 5))
+    other = chain.tx(bob, Transfer(key(alice), 7))
+    chain.submit(held, other)
+    value = chain.ledger.propose(1)
+    mempool = {held.tx_id(): held}
+    decoded = decode_block(value, mempool)
+    assert decoded == decode_block(value)
+    assert decoded.transactions[[tx.tx_id() for tx in decoded.transactions].index(held.tx_id())] is held
+    with pytest.raises(InvalidBlock):
+        decode_block(value + b"\x00", mempool)
