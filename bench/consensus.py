@@ -59,6 +59,7 @@ from hypermesh.consensus.ledger import decode_block  # noqa: E402
 from hypermesh.consensus.ledger_node import run_ledger_node  # noqa: E402
 from hypermesh.consensus.ledger_service import TransactionRefused, send_transaction, send_transactions  # noqa: E402
 from hypermesh.consensus.ledger_tx import LockAcquire, LockRelease, Role, Transfer, sign_transaction  # noqa: E402
+from hypermesh.consensus.sqlite_store import SqliteConsensusStore  # noqa: E402
 from hypermesh.consensus.validators import public_key_of  # noqa: E402
 from hypermesh.transport.errors import TransportError  # noqa: E402
 from hypermesh.transport.host import open_host  # noqa: E402
@@ -98,6 +99,30 @@ def _emit(record: dict) -> None:
     sys.stdout.flush()
 
 
+class SigningTimesStore(SqliteConsensusStore):
+    """The node's store, printing when it saved (synced) each message its core signed: a prevote or precommit
+    leaves right after. With the proposal and commit times, they split a height's latency into its steps."""
+
+    def __init__(self, data_dir):
+        super().__init__(data_dir)
+        self._emitted = None
+
+    def save_state(self, state) -> None:
+        super().save_state(state)
+        self._signed(state)
+
+    def save_commit(self, commit, state=None) -> None:
+        super().save_commit(commit, state)
+        if state is not None:
+            self._signed(state)
+
+    def _signed(self, state) -> None:
+        height, round_, step = state.last_signed
+        if step > 0 and (height, round_, step) != self._emitted:
+            self._emitted = (height, round_, step)
+            _emit({"signed": height, "round": round_, "step": step, "t": time.time()})
+
+
 async def run_validator_process(index: int, validators: int, accounts: int, data_dir: Path) -> None:
     """One validator: prints its addresses, reads everyone's (one JSON line on stdin), runs until killed."""
     genesis = make_genesis(validators, accounts)
@@ -108,7 +133,7 @@ async def run_validator_process(index: int, validators: int, accounts: int, data
         for other, addrs in enumerate(json.loads(line)):
             if other != index:
                 host.peerstore.add_addrs(validator_identity(other).peer_id, addrs)
-        async with run_ledger_node(host, genesis, identity, data_dir) as node:
+        async with run_ledger_node(host, genesis, identity, data_dir, open_store=SigningTimesStore) as node:
             propose = node.ledger.propose
 
             def timed_propose(height: int) -> bytes:
@@ -140,9 +165,12 @@ class ValidatorProcesses:
         self.accounts = accounts
         self.data_dir = data_dir
         self.proposed: dict[int, float] = {}
+        self.proposer: dict[int, int] = {}  # height -> the index of the validator that proposed first
         self.commits: list[dict[int, dict]] = [{} for _ in range(validators)]
         self.committed_ids: list[dict[str, float]] = [{} for _ in range(validators)]
         self.tokens: dict[str, int | None] = {}  # acquire transaction ID -> fencing token granted
+        # Per node: (height, step) -> when it signed its round-0 prevote (1) and precommit (2) there.
+        self.signed: list[dict[tuple[int, int], float]] = [{} for _ in range(validators)]
         self._changed = trio.Event()
         self.addrs: list[list[str]] = []
 
@@ -188,7 +216,12 @@ class ValidatorProcesses:
         async for line in lines:
             record = json.loads(line)
             if "proposed" in record:
-                self.proposed.setdefault(record["proposed"], record["t"])
+                if record["proposed"] not in self.proposed:
+                    self.proposed[record["proposed"]] = record["t"]
+                    self.proposer[record["proposed"]] = index
+            elif "signed" in record:
+                if record["round"] == 0:
+                    self.signed[index][(record["signed"], record["step"])] = record["t"]
             elif "committed" in record:
                 self.commits[index][record["committed"]] = record
                 for tx_id in record["ids"]:
@@ -211,6 +244,21 @@ class ValidatorProcesses:
         per_validator = sorted((c[last]["cpu"] - c[first]["cpu"]) * 1000 / (last - first)
                                for c in self.commits if first in c and last in c and last > first)
         return round(per_validator[len(per_validator) // 2], 2) if per_validator else None
+
+    def latency_split_ms(self, first: int, last: int) -> dict:
+        """Heights first..last decided in round 0, per validator: proposal → its prevote signed (the proposal
+        reaches it and is checked), → its precommit signed (prevotes of a quorum reach it), → its commit
+        (precommits of a quorum reach it; the block is executed)."""
+        steps = {"proposal_to_prevote": [], "prevote_to_precommit": [], "precommit_to_commit": []}
+        for index, (signed, commits) in enumerate(zip(self.signed, self.commits)):
+            for h in range(first, last + 1):
+                times = (self.proposed.get(h), signed.get((h, 1)), signed.get((h, 2)),
+                         commits[h]["t"] if h in commits and commits[h]["round"] == 0 else None)
+                if None not in times:
+                    for name, (a, b) in zip(steps, zip(times, times[1:])):
+                        if name != "proposal_to_prevote" or self.proposer.get(h) != index:  # its own: at once
+                            steps[name].append((b - a) * 1000)
+        return {name: summary(values) for name, values in steps.items()}
 
     def commit_latencies_ms(self, first: int, last: int) -> list[float]:
         """Proposal to commit, per validator, for heights first..last that went through round 0 or later."""
@@ -238,6 +286,7 @@ async def measure_chain(validators: int, accounts: int, seconds: float, sequenti
                 result["empty_blocks"] = {"heights": last - first + 1, "seconds": round(time.time() - started, 2)}
                 result["commit_latency_ms"] = summary(chain.commit_latencies_ms(first, last))
                 result["cpu_ms_per_block_per_validator"] = chain.cpu_ms_per_block(first, last)
+                result["commit_latency_split_ms"] = chain.latency_split_ms(first, last)
                 result["transaction_latency_ms"] = summary(
                     await transaction_latencies(chain, client, peers, sequential))
                 result["lock"] = await lock_latencies(chain, client, peers, sequential)

@@ -446,19 +446,12 @@ class LedgerState:
         balance, nonce = self.accounts.get(tx.sender, (0, 0))
         if tx.nonce != nonce:
             raise WrongNonce(f"nonce {tx.nonce}, the account's next is {nonce}")
-        handler = self._handlers().get(type(tx.body))
+        handler = _HANDLERS.get(type(tx.body))
         if handler is None:
             raise MalformedTransaction(f"{type(tx.body).__name__} is not supported")
         handler(self, tx, balance)
         balance, _ = self.accounts.get(tx.sender, (0, 0))
         self.accounts[tx.sender] = (balance, nonce + 1)
-
-    @staticmethod
-    def _handlers() -> dict:
-        return {Transfer: LedgerState._transfer, Bond: LedgerState._bond, Unbond: LedgerState._unbond,
-                Unjail: LedgerState._unjail, SealedNote: LedgerState._sealed_note, EscrowOpen: LedgerState._escrow_open,
-                EscrowRelease: LedgerState._escrow_release, EscrowRefund: LedgerState._escrow_refund,
-                **{body: LedgerState._lock for body in LOCK_BODIES}}
 
     def _debit(self, account: bytes, balance: int, amount: int) -> None:
         if amount > balance:
@@ -681,6 +674,13 @@ class LedgerState:
             verify_certificate(certificate, self.genesis.chain_id, self.last_validators)
         except RejectedMessage as exc:
             raise InvalidBlock(f"last certificate: {exc}") from None
+
+
+# What applies each kind of transaction (made once, not per transaction).
+_HANDLERS = {Transfer: LedgerState._transfer, Bond: LedgerState._bond, Unbond: LedgerState._unbond,
+             Unjail: LedgerState._unjail, SealedNote: LedgerState._sealed_note, EscrowOpen: LedgerState._escrow_open,
+             EscrowRelease: LedgerState._escrow_release, EscrowRefund: LedgerState._escrow_refund,
+             **{body: LedgerState._lock for body in LOCK_BODIES}}
 
 
 @dataclass(frozen=True, slots=True)
