@@ -2,13 +2,16 @@
 
 Prints one JSON object. For n = 4 and n = 7 (``--sizes``), n validator
 processes (this script with ``--validator-process``) each run the ledger
-chain (``run_ledger_node``: SQLite store with ``synchronous=FULL``, QUIC on
+chain (``run_ledger_node``: SQLite store synced before each vote leaves, QUIC on
 loopback, default Tendermint timeouts); the bench process is a client on its
 own host. Every validator prints, as JSON lines, when it proposed a height
 and when it committed one (wall clock, one machine).
 
 - ``commit_latency``: empty blocks, ``--seconds`` long: for every height and
-  every validator, from the proposer's proposal to that validator's commit.
+  every validator, from the proposer's proposal to that validator's commit;
+  ``commit_latency_split_ms`` splits it (heights decided in round 0): the
+  proposal to the validator's prevote, synced (the proposer's own left
+  out), to its precommit, synced, to its commit.
 - ``transaction_latency``: one transfer at a time, sent to the validators in
   turn over ``/hm/ledger-tx``: from the send to the commit at the validator
   that took it.
@@ -99,24 +102,14 @@ def _emit(record: dict) -> None:
     sys.stdout.flush()
 
 
-class SigningTimesStore(SqliteConsensusStore):
-    """The node's store, printing when it saved (synced) each message its core signed: a prevote or precommit
-    leaves right after. With the proposal and commit times, they split a height's latency into its steps."""
+class SigningTimes:
+    """Prints when the node's store saved (synced) each vote its core signed: the vote leaves right after.
+    With the proposal and commit times, they split a height's latency into its steps."""
 
-    def __init__(self, data_dir):
-        super().__init__(data_dir)
+    def __init__(self):
         self._emitted = None
 
-    def save_state(self, state) -> None:
-        super().save_state(state)
-        self._signed(state)
-
-    def save_commit(self, commit, state=None) -> None:
-        super().save_commit(commit, state)
-        if state is not None:
-            self._signed(state)
-
-    def _signed(self, state) -> None:
+    def __call__(self, state) -> None:
         height, round_, step = state.last_signed
         if step > 0 and (height, round_, step) != self._emitted:
             self._emitted = (height, round_, step)
@@ -133,7 +126,9 @@ async def run_validator_process(index: int, validators: int, accounts: int, data
         for other, addrs in enumerate(json.loads(line)):
             if other != index:
                 host.peerstore.add_addrs(validator_identity(other).peer_id, addrs)
-        async with run_ledger_node(host, genesis, identity, data_dir, open_store=SigningTimesStore) as node:
+        def open_store(directory):
+            return SqliteConsensusStore(directory, on_saved=SigningTimes())
+        async with run_ledger_node(host, genesis, identity, data_dir, open_store=open_store) as node:
             propose = node.ledger.propose
 
             def timed_propose(height: int) -> bytes:
@@ -550,7 +545,7 @@ def main() -> None:
     print(json.dumps({
         "bench": "consensus", "quick": args.quick, "sizes": sizes, "empty_block_seconds": seconds, "rounds": sequential,
         "transactions": transactions, "batch": args.batch, "in_flight": args.in_flight, "accounts": args.accounts,
-        "app": "ledger (run_ledger_node: SQLite synchronous=FULL, default Tendermint timeouts)",
+        "app": "ledger (run_ledger_node: SQLite store synced before each vote leaves, default Tendermint timeouts)",
         "chains": results, "etcd": etcd if etcd is not None else {"skipped": etcd_skipped},
         "checks": checks, "machine": machine(), "load_average": os.getloadavg(),
     }))

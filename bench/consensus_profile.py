@@ -1,7 +1,7 @@
 """Where a block's time goes: n validators in one process, under cProfile, CPU split by component.
 
-Prints one JSON object. n validators (``run_ledger_node``: SQLite stores with
-``synchronous=FULL``, QUIC on loopback, default Tendermint timeouts) run as
+Prints one JSON object. n validators (``run_ledger_node``: SQLite stores
+synced before each vote leaves, QUIC on loopback, default Tendermint timeouts) run as
 tasks of one trio run; after a warm-up, two phases are profiled apart:
 
 - ``empty``: ``--heights`` heights of empty blocks;

@@ -27,6 +27,7 @@ import contextlib
 import sqlite3
 import struct
 from pathlib import Path
+from typing import Callable
 
 from .store import SavedState
 from .wire import Commit, decode_certificate, encode_certificate
@@ -49,8 +50,11 @@ def _unpack(blob: bytes) -> tuple[bytes, ...]:
 
 
 class SqliteConsensusStore:
-    def __init__(self, data_dir: Path | str):
+    def __init__(self, data_dir: Path | str, on_saved: Callable[[SavedState], None] | None = None):
+        """``on_saved`` hears every signer state once it is written (a bench or test harness notes what was
+        signed, and when)."""
         self.path = Path(data_dir) / STORE_FILE_NAME
+        self._on_saved = on_saved
         self._db = sqlite3.connect(self.path, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
@@ -101,6 +105,8 @@ class SqliteConsensusStore:
                 self._write_state(state)
         if sync:
             self._synced = state
+        if state is not None and self._on_saved is not None:
+            self._on_saved(state)
 
     @property
     def synced_state(self) -> SavedState | None:

@@ -67,19 +67,10 @@ class SigningLogStore(SqliteConsensusStore):
     """The SQLite store, also appending every newly signed message to ``signed.log`` as it is saved."""
 
     def __init__(self, data_dir, on_signed=None):
-        super().__init__(data_dir)
+        super().__init__(data_dir, on_saved=self._log_signed)
         self._log = os.open(Path(data_dir) / SIGNED_LOG, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
         self._logged: set[bytes] = set()
         self._on_signed = on_signed
-
-    def save_state(self, state) -> None:
-        super().save_state(state)
-        self._log_signed(state)
-
-    def save_commit(self, commit, state=None) -> None:
-        super().save_commit(commit, state)
-        if state is not None:
-            self._log_signed(state)
 
     def _log_signed(self, state) -> None:
         for encoded in state.own_messages:
