@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 BENCH = Path(__file__).resolve().parents[2] / "bench" / "consensus.py"
+PROFILE = BENCH.with_name("consensus_profile.py")
 CHECK_FIELDS = {"name", "value", "unit", "target", "baseline", "ratio", "met"}
 
 
@@ -25,6 +26,8 @@ def test_quick_bench_reports_latency_throughput_and_locks_on_real_validator_proc
     [chain] = report["chains"]
     assert chain["validators"] == 4
     assert chain["commit_latency_ms"]["n"] > 0 and chain["cpu_ms_per_block_per_validator"] > 0
+    assert set(chain["commit_latency_split_ms"]) == {"proposal_to_prevote", "prevote_to_precommit",
+                                                     "precommit_to_commit"}
     assert chain["transaction_latency_ms"]["n"] == 10
     assert chain["lock"]["measured"] and chain["lock"]["acquire_ms"]["n"] == 10
     assert chain["throughput"]["transactions"] == 100 and chain["throughput"]["refused"] == 0
@@ -34,3 +37,19 @@ def test_quick_bench_reports_latency_throughput_and_locks_on_real_validator_proc
             "lock_acquire_p50_ms_n4", "lock_acquire_release_p50_ms_n4"} <= names
     for check in report["checks"]:
         assert set(check) == CHECK_FIELDS
+
+
+@pytest.mark.timeout(600)
+def test_profile_bench_splits_a_height_s_cpu_by_component_and_counts_checks_roots_and_syncs():
+    completed = subprocess.run(
+        [sys.executable, str(PROFILE), "--heights", "3", "--transactions", "40"],
+        capture_output=True, text=True, timeout=570, check=True)
+    report = json.loads(completed.stdout)
+    for phase in ("empty", "transactions"):
+        entry = report[phase]
+        assert entry["heights"] >= 1 and entry["cpu_ms_per_height_per_validator"] > 0
+        assert entry["components_ms"] and abs(sum(entry["components_share"].values()) - 1) < 0.01
+        assert set(entry["per_height_per_validator"]) == {"ed25519_verify", "ed25519_sign", "state_roots_built",
+                                                          "leaf_hashes"}
+        assert 0 < entry["store_synced_writes"] <= entry["store_writes"]
+    assert report["transactions"]["transactions"] == 40
