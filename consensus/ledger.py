@@ -790,8 +790,11 @@ class Ledger:
         # The state before the last decided block, whose root that block's
         # commit certifies (parent_root): what proven queries answer from.
         self.certified: tuple[LedgerState, Commit] | None = None
-        self._tried: dict[bytes, LedgerState | None] = {}
+        # Blocks tried by ID: the state each leads to and the block decoded (None: it does not apply).
+        self._tried: dict[bytes, tuple[LedgerState, Block] | None] = {}
         self._max_cached_blocks = max_cached_blocks
+        # The last decided block, decoded (listeners of a decision read its transactions without parsing them).
+        self.last_block: Block | None = None
 
     @property
     def chain_id(self) -> str:
@@ -905,20 +908,21 @@ class Ledger:
         return block.encode()
 
     def is_valid(self, height: int, value: bytes) -> bool:
-        attempt = self._try(value)
-        if attempt is None or height != self.state.height + 1:
+        tried = self._tried_block(value)
+        if tried is None or height != self.state.height + 1:
             return False
         now = self._clock_ms()
-        return now is None or attempt.time <= now + MAX_BLOCK_TIME_AHEAD_MS
+        return now is None or tried[0].time <= now + MAX_BLOCK_TIME_AHEAD_MS
 
     def _clock_ms(self) -> int | None:
         return None if self.clock is None else int(self.clock() * 1000)
 
     def finalize(self, commit: Commit) -> ValidatorSet | None:
         """Execute a decided block; the validator set of the next height if it changed."""
-        state = self._try(commit.value)
-        if state is None:
+        tried = self._tried_block(commit.value)
+        if tried is None:
             raise InvalidBlock("a decided block does not apply: this node's state has diverged")
+        state, self.last_block = tried
         previous = self.state.validators
         self.certified = (self.state, commit)  # _try applied the block to a copy: this state is unchanged
         self.state = state
@@ -942,17 +946,19 @@ class Ledger:
             self.finalize(commit)
         return self.state.height
 
-    def _try(self, value: bytes) -> LedgerState | None:
+    def _tried_block(self, value: bytes) -> tuple[LedgerState, Block] | None:
+        """The state ``value`` leads to and the block decoded, or None if it does not apply (remembered)."""
         block_id = block_id_of(value)
         if block_id not in self._tried:
             if len(self._tried) >= self._max_cached_blocks:
                 self._tried.clear()
             attempt = self.state.copy()
             try:
-                attempt.apply_block(decode_block(value, self.mempool), self.roots[self.state.height], self.mempool)
+                block = decode_block(value, self.mempool)
+                attempt.apply_block(block, self.roots[self.state.height], self.mempool)
+                self._tried[block_id] = (attempt, block)
             except LedgerError:
-                attempt = None
-            self._tried[block_id] = attempt
+                self._tried[block_id] = None
         return self._tried[block_id]
 
     def _prune_mempool(self) -> None:

@@ -347,3 +347,11 @@ def test_a_block_reuses_the_mempool_s_decoded_transactions_and_decodes_the_rest_
     assert decoded.transactions[[tx.tx_id() for tx in decoded.transactions].index(held.tx_id())] is held
     with pytest.raises(InvalidBlock):
         decode_block(value + b"\x00", mempool)
+
+
+def test_the_last_decided_block_is_kept_decoded_for_the_decision_s_listeners():
+    chain = Chain(make_genesis())
+    assert chain.ledger.last_block is None
+    chain.run(chain.tx(USER_IDS[0], Transfer(key(USER_IDS[1]), 3)))
+    assert chain.ledger.last_block == decode_block(chain.commits[-1].value)
+    assert chain.ledger.last_block.height == chain.ledger.state.height
