@@ -83,6 +83,8 @@ class ConsensusService:
         self._queues: dict[bytes, trio.MemorySendChannel] = {}
         self._nursery: trio.Nursery | None = None
         self._wakeup = trio.Event()
+        # When the timer loop wakes next (the core's timer when it last looked).
+        self._timer_deadline = float("-inf")
         self._progress = trio.Event()
         # The latest decisions (older ones are in the store).
         self.committed: collections.deque[Committed] = collections.deque(maxlen=KEPT_DECISIONS)
@@ -127,7 +129,8 @@ class ConsensusService:
 
     async def _timer_loop(self) -> None:
         while True:
-            with trio.move_on_at(self.core.get_timer()):
+            self._timer_deadline = self.core.get_timer()
+            with trio.move_on_at(self._timer_deadline):
                 await self._wakeup.wait()
             self._wakeup = trio.Event()
             self.core.handle_timer(trio.current_time())
@@ -163,8 +166,8 @@ class ConsensusService:
                     listener(event)
         self._progress.set()
         self._progress = trio.Event()
-        if wake_timer_loop:
-            self._wakeup.set()
+        if wake_timer_loop and self.core.get_timer() < self._timer_deadline:
+            self._wakeup.set()  # only when the core now wants waking earlier than the loop sleeps until
 
     # ------------------------------------------------------------ peers
 
