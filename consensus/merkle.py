@@ -49,6 +49,17 @@ def _split(count: int) -> int:
     return 1 << ((count - 1).bit_length() - 1)
 
 
+def ordered_root(items: list[bytes]) -> bytes:
+    """The root over ``items`` in their given order (each a leaf keyed by the item, with an empty value):
+    a block's transactions root, over its transaction IDs. EMPTY_ROOT if there are none."""
+    if not items:
+        return EMPTY_ROOT
+    level = [leaf_hash(item, b"") for item in items]
+    while len(level) > 1:
+        level = _parents(level)
+    return level[0]
+
+
 @dataclass(frozen=True, slots=True)
 class MerkleProof:
     index: int
