@@ -441,30 +441,45 @@ class ComponentSandbox(_Sandbox):
     def _run(self, store: wasmtime.Store, function: str, data: bytes, faults: list[str]) -> CallOutcome:
         label = f"{self.label}.{function}"
         limit = self.resources.max_output_bytes
-        channel = None
+        channel = StdioChannel(data, limit) if self.stdio_index is not None else None
+        failure = None
         try:
-            if self.stdio_index is not None:
-                channel = StdioChannel(data, limit)
-                store.set_wasi(channel.wasi_config())
-            instance = self.linker.instantiate(store, self.component)
+            output, fuel_used = self._call(store, channel, data, limit)
+        except (wasmtime.Trap, wasmtime.WasmtimeError, TypeError, OverflowError, OSError) as exc:
+            failure = exc
+        finally:
             if channel is not None:
-                func = instance.get_func(store, self.stdio_index)
-                func(store, len(data))
-                output = channel.output()
-            else:
-                func = instance.get_func(store, self.handle_index)
-                output = call_bytes_func(func, store, data, limit)
-            func.post_return(store)
-        except CallError:
-            raise
-        except OverflowError as exc:
-            raise CallError("output", f"{label}: {exc}") from None
-        except (wasmtime.Trap, wasmtime.WasmtimeError, TypeError) as exc:
-            if channel is not None and channel.overflowed:
-                # The guest failed on the write the host refused.
-                raise CallError("output", f"{label}: {channel.overflow_message()}") from None
-            raise classify_failure(exc, self.resources, label, faults) from None
-        return CallOutcome(output, self.resources.fuel - store.get_fuel())
+                # Closing the store closes wasmtime's end of the stdout pipe:
+                # the drain then reads to its end.
+                store.close()
+                channel.close()
+        if channel is not None and channel.failure is not None:
+            raise CallError("host", f"{label}: reading its stdout failed: {channel.failure}")
+        if channel is not None and channel.overflowed:
+            # Whatever else failed, it failed after the guest wrote too much.
+            raise CallError("output", f"{label}: {channel.overflow_message()}")
+        if isinstance(failure, OverflowError):
+            raise CallError("output", f"{label}: {failure}")
+        if isinstance(failure, OSError):
+            raise CallError("host", f"{label}: cannot set up its stdio: {failure}")
+        if failure is not None:
+            raise classify_failure(failure, self.resources, label, faults)
+        return CallOutcome(output if channel is None else channel.output(), fuel_used)
+
+    def _call(self, store: wasmtime.Store, channel: StdioChannel | None, data: bytes, limit: int) -> tuple[bytes | None, int]:
+        """Instantiate and call: through ``handle-stdio`` with ``channel``, else ``handle`` (output None: it is in the channel)."""
+        output = None
+        if channel is not None:
+            store.set_wasi(channel.wasi_config())
+        instance = self.linker.instantiate(store, self.component)
+        if channel is not None:
+            func = instance.get_func(store, self.stdio_index)
+            func(store, len(data))
+        else:
+            func = instance.get_func(store, self.handle_index)
+            output = call_bytes_func(func, store, data, limit)
+        func.post_return(store)
+        return output, self.resources.fuel - store.get_fuel()
 
 
 def _is_u8_list(valtype) -> bool:
