@@ -39,6 +39,8 @@ from wasmtime import _ffi as ffi
 # it wasmtime's end of the pipe) is closed: the end of file is then
 # immediate, so this only bounds a bug.
 DRAIN_JOIN_TIMEOUT_S = 10.0
+# Where wasmtime opens the pipe's write end: a path naming our descriptor.
+PIPE_PATH = "/proc/self/fd/{}"
 # A pipe holds 64 KiB: a read never returns more.
 READ_CHUNK = 1 << 16
 # Drain threads kept waiting for the next call, and how long one waits before it ends.
@@ -117,7 +119,7 @@ class StdioChannel:
         read_end, write_end = os.pipe2(os.O_CLOEXEC)
         try:
             # wasmtime opens its own descriptor of the pipe's write end.
-            config.stdout_file = f"/proc/self/fd/{write_end}"
+            config.stdout_file = PIPE_PATH.format(write_end)
         except wasmtime.WasmtimeError:
             os.close(read_end)
             return False

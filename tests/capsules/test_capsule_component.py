@@ -12,6 +12,7 @@ import pytest
 
 from capsule_testkit import BUILDER, DEADLINE_SLACK_MS
 from hypermesh.capsules.build import build_capsule, world_wit
+from hypermesh.capsules import component_stdio
 from hypermesh.capsules.component_stdio import MAX_IDLE_DRAINS
 from hypermesh.capsules.errors import CallError, LinkError
 from hypermesh.capsules.kvstore import kv_namespace
@@ -67,18 +68,35 @@ def test_concurrent_stdio_calls_each_get_their_own_output(runtime, hello):
     assert len(drains) <= MAX_IDLE_DRAINS
 
 
+def test_stdio_without_proc_falls_back_to_the_callback(runtime, python_capsule, tmp_path, monkeypatch):
+    # Where /proc/self/fd cannot be opened, stdout is wasmtime's custom callback: same output, same limit.
+    monkeypatch.setattr(component_stdio, "PIPE_PATH", str(tmp_path / "missing" / "{}"))
+    capsule = _with_output_limit(runtime, python_capsule, tmp_path, 65536)
+    data = os.urandom(65536)
+    assert runtime.call(capsule.cid, "handle", data).output == data
+    with pytest.raises(CallError) as failure:
+        runtime.call(capsule.cid, "handle", bytes(65537))
+    assert failure.value.kind == "output" and "more than its 65536-byte output limit" in str(failure.value)
+
+
 def test_what_the_guest_prints_is_not_output(runtime, hello):
     assert runtime.call("examples.hello-python", "handle", b"print").output == b"printed"
 
 
-def test_output_over_the_limit_through_stdio_fails_the_call(runtime, python_capsule, tmp_path):
+def _with_output_limit(runtime, python_capsule, tmp_path, limit: int):
+    """The Python example with ``max_output_bytes`` = ``limit``, installed and active."""
     directory = shutil.copytree(python_capsule, tmp_path / "small-output", ignore=shutil.ignore_patterns("src"))
     manifest = json.loads((directory / "manifest.json").read_text())
-    manifest["resources"]["max_output_bytes"] = 65536
+    manifest["resources"]["max_output_bytes"] = limit
     (directory / "manifest.json").write_text(json.dumps(manifest))
     sign_capsule(directory, BUILDER)
     capsule = runtime.install(directory)
     runtime.activate(capsule.cid)
+    return capsule
+
+
+def test_output_over_the_limit_through_stdio_fails_the_call(runtime, python_capsule, tmp_path):
+    capsule = _with_output_limit(runtime, python_capsule, tmp_path, 65536)
     assert runtime.call(capsule.cid, "handle", bytes(65536)).output == bytes(65536)
     for size in (65537, 4 << 20):  # just over, and many pipes' worth over: the drain drops the rest
         with pytest.raises(CallError) as failure:
