@@ -26,7 +26,7 @@ from wasmtime import component as wasm_component
 from . import corecall
 from .component_bytes import call_bytes_func
 from .component_stdio import StdioChannel
-from .engine import CapsuleEngine
+from .engine import CapsuleEngine, Code, code_digest
 from .errors import CallError, LinkError
 from .host import CORE_IMPORT_CAPABILITY, CORE_IMPORT_MODULE, CORE_IMPORTS, WIT_PACKAGE, HostServices, core_func_type, wit_interface
 from .manifest import ALLOC_EXPORT, COMPONENT_ENTRY, MEMORY_EXPORT, RESERVED_MODULE_EXPORTS, Manifest, Resources
@@ -166,12 +166,14 @@ class _Sandbox:
 class CoreSandbox(_Sandbox):
     """A linked core module, ready to run calls."""
 
-    def __init__(self, engine: CapsuleEngine, code: bytes, manifest: Manifest, resources: Resources, host: HostServices):
+    def __init__(self, engine: CapsuleEngine, code: Code, manifest: Manifest, resources: Resources, host: HostServices,
+                 digest: str | None = None):
         super().__init__(engine, manifest, resources, host)
-        module = engine.module(code)
+        digest = digest or code_digest(code)
+        module = engine.module(code, digest)
         # Inspecting a module's types through wasmtime-py costs more than the
         # rest of a cold start, and the result only depends on these inputs.
-        check_key = hashlib.sha256(repr((LINK_CHECK_VERSION, hashlib.sha256(code).hexdigest(), sorted(manifest.entry_points),
+        check_key = hashlib.sha256(repr((LINK_CHECK_VERSION, digest, sorted(manifest.entry_points),
                                          sorted(manifest.requires))).encode()).hexdigest()
         checked = engine.link_checked(check_key)
         if not checked:
@@ -345,9 +347,10 @@ def _whole_error(error: BaseException) -> str:
 class ComponentSandbox(_Sandbox):
     """A compiled component and a linker holding WASI 0.2 plus the granted host interfaces."""
 
-    def __init__(self, engine: CapsuleEngine, code: bytes, manifest: Manifest, resources: Resources, host: HostServices):
+    def __init__(self, engine: CapsuleEngine, code: Code, manifest: Manifest, resources: Resources, host: HostServices,
+                 digest: str | None = None):
         super().__init__(engine, manifest, resources, host)
-        self.component = engine.component(code)
+        self.component = engine.component(code, digest)
         component_type = self.component.type
         imports = component_type.imports(engine.engine)
         exports = component_type.exports(engine.engine)
@@ -496,6 +499,8 @@ def _is_stdio_handler(func_type) -> bool:
     return params is not None and len(params) == 1 and isinstance(params[0][1], wasm_component.U64) and func_type.result is None
 
 
-def build_sandbox(engine: CapsuleEngine, code: bytes, manifest: Manifest, resources: Resources, host: HostServices):
+def build_sandbox(engine: CapsuleEngine, code: Code, manifest: Manifest, resources: Resources, host: HostServices,
+                  digest: str | None = None):
+    """The sandbox for ``code`` (``digest``: its ``code_digest``, when known)."""
     cls = ComponentSandbox if manifest.kind == "component" else CoreSandbox
-    return cls(engine, code, manifest, resources, host)
+    return cls(engine, code, manifest, resources, host, digest)
