@@ -26,7 +26,7 @@ from wasmtime import component as wasm_component
 from . import corecall
 from .component_bytes import call_bytes_func
 from .component_stdio import StdioChannel
-from .engine import CapsuleEngine
+from .engine import CapsuleEngine, Code, code_digest
 from .errors import CallError, LinkError
 from .host import CORE_IMPORT_CAPABILITY, CORE_IMPORT_MODULE, CORE_IMPORTS, WIT_PACKAGE, HostServices, core_func_type, wit_interface
 from .manifest import ALLOC_EXPORT, COMPONENT_ENTRY, MEMORY_EXPORT, RESERVED_MODULE_EXPORTS, Manifest, Resources
@@ -166,12 +166,14 @@ class _Sandbox:
 class CoreSandbox(_Sandbox):
     """A linked core module, ready to run calls."""
 
-    def __init__(self, engine: CapsuleEngine, code: bytes, manifest: Manifest, resources: Resources, host: HostServices):
+    def __init__(self, engine: CapsuleEngine, code: Code, manifest: Manifest, resources: Resources, host: HostServices,
+                 digest: str | None = None):
         super().__init__(engine, manifest, resources, host)
-        module = engine.module(code)
+        digest = digest or code_digest(code)
+        module = engine.module(code, digest)
         # Inspecting a module's types through wasmtime-py costs more than the
         # rest of a cold start, and the result only depends on these inputs.
-        check_key = hashlib.sha256(repr((LINK_CHECK_VERSION, hashlib.sha256(code).hexdigest(), sorted(manifest.entry_points),
+        check_key = hashlib.sha256(repr((LINK_CHECK_VERSION, digest, sorted(manifest.entry_points),
                                          sorted(manifest.requires))).encode()).hexdigest()
         checked = engine.link_checked(check_key)
         if not checked:
@@ -345,9 +347,10 @@ def _whole_error(error: BaseException) -> str:
 class ComponentSandbox(_Sandbox):
     """A compiled component and a linker holding WASI 0.2 plus the granted host interfaces."""
 
-    def __init__(self, engine: CapsuleEngine, code: bytes, manifest: Manifest, resources: Resources, host: HostServices):
+    def __init__(self, engine: CapsuleEngine, code: Code, manifest: Manifest, resources: Resources, host: HostServices,
+                 digest: str | None = None):
         super().__init__(engine, manifest, resources, host)
-        self.component = engine.component(code)
+        self.component = engine.component(code, digest)
         component_type = self.component.type
         imports = component_type.imports(engine.engine)
         exports = component_type.exports(engine.engine)
@@ -441,30 +444,45 @@ class ComponentSandbox(_Sandbox):
     def _run(self, store: wasmtime.Store, function: str, data: bytes, faults: list[str]) -> CallOutcome:
         label = f"{self.label}.{function}"
         limit = self.resources.max_output_bytes
-        channel = None
+        channel = StdioChannel(data, limit) if self.stdio_index is not None else None
+        failure = None
         try:
-            if self.stdio_index is not None:
-                channel = StdioChannel(data, limit)
-                store.set_wasi(channel.wasi_config())
-            instance = self.linker.instantiate(store, self.component)
+            output, fuel_used = self._call(store, channel, data, limit)
+        except (wasmtime.Trap, wasmtime.WasmtimeError, TypeError, OverflowError, OSError) as exc:
+            failure = exc
+        finally:
             if channel is not None:
-                func = instance.get_func(store, self.stdio_index)
-                func(store, len(data))
-                output = channel.output()
-            else:
-                func = instance.get_func(store, self.handle_index)
-                output = call_bytes_func(func, store, data, limit)
-            func.post_return(store)
-        except CallError:
-            raise
-        except OverflowError as exc:
-            raise CallError("output", f"{label}: {exc}") from None
-        except (wasmtime.Trap, wasmtime.WasmtimeError, TypeError) as exc:
-            if channel is not None and channel.overflowed:
-                # The guest failed on the write the host refused.
-                raise CallError("output", f"{label}: {channel.overflow_message()}") from None
-            raise classify_failure(exc, self.resources, label, faults) from None
-        return CallOutcome(output, self.resources.fuel - store.get_fuel())
+                # Closing the store closes wasmtime's end of the stdout pipe:
+                # the drain then reads to its end.
+                store.close()
+                channel.close()
+        if channel is not None and channel.failure is not None:
+            raise CallError("host", f"{label}: reading its stdout failed: {channel.failure}")
+        if channel is not None and channel.overflowed:
+            # Whatever else failed, it failed after the guest wrote too much.
+            raise CallError("output", f"{label}: {channel.overflow_message()}")
+        if isinstance(failure, OverflowError):
+            raise CallError("output", f"{label}: {failure}")
+        if isinstance(failure, OSError):
+            raise CallError("host", f"{label}: cannot set up its stdio: {failure}")
+        if failure is not None:
+            raise classify_failure(failure, self.resources, label, faults)
+        return CallOutcome(output if channel is None else channel.output(), fuel_used)
+
+    def _call(self, store: wasmtime.Store, channel: StdioChannel | None, data: bytes, limit: int) -> tuple[bytes | None, int]:
+        """Instantiate and call: through ``handle-stdio`` with ``channel``, else ``handle`` (output None: it is in the channel)."""
+        output = None
+        if channel is not None:
+            store.set_wasi(channel.wasi_config())
+        instance = self.linker.instantiate(store, self.component)
+        if channel is not None:
+            func = instance.get_func(store, self.stdio_index)
+            func(store, len(data))
+        else:
+            func = instance.get_func(store, self.handle_index)
+            output = call_bytes_func(func, store, data, limit)
+        func.post_return(store)
+        return output, self.resources.fuel - store.get_fuel()
 
 
 def _is_u8_list(valtype) -> bool:
@@ -481,6 +499,8 @@ def _is_stdio_handler(func_type) -> bool:
     return params is not None and len(params) == 1 and isinstance(params[0][1], wasm_component.U64) and func_type.result is None
 
 
-def build_sandbox(engine: CapsuleEngine, code: bytes, manifest: Manifest, resources: Resources, host: HostServices):
+def build_sandbox(engine: CapsuleEngine, code: Code, manifest: Manifest, resources: Resources, host: HostServices,
+                  digest: str | None = None):
+    """The sandbox for ``code`` (``digest``: its ``code_digest``, when known)."""
     cls = ComponentSandbox if manifest.kind == "component" else CoreSandbox
-    return cls(engine, code, manifest, resources, host)
+    return cls(engine, code, manifest, resources, host, digest)
