@@ -249,10 +249,21 @@ class QuicEndpoint:
                 # Let woken stream readers run first: their replies then carry
                 # the acknowledgements, one packet instead of two. Trio may run
                 # us before them in the next batch, so allow a second round.
-                for _ in range(READER_ROUNDS):
-                    await trio.lowlevel.checkpoint()
-                    if not any(driver.needs_transmit and driver.readers_woken for driver in dirty.values()):
-                        break
+                # Their writes meanwhile are left for us to send (in one
+                # packet with the acknowledgements and each other).
+                for driver in dirty.values():
+                    driver.transmit_deferred = True
+                try:
+                    for _ in range(READER_ROUNDS):
+                        await trio.lowlevel.checkpoint()
+                        if not any(
+                            driver.needs_transmit and driver.readers_woken and not driver.answered
+                            for driver in dirty.values()
+                        ):
+                            break
+                finally:
+                    for driver in dirty.values():
+                        driver.transmit_deferred = False
                 for driver in dirty.values():
                     if driver.needs_transmit:
                         driver.transmit()
