@@ -386,13 +386,16 @@ class QuicConnectionDriver:
         self.needs_transmit = False
         quic = self.quic
         now = trio.current_time()
-        send = self.endpoint.send_datagram
-        sent = False
-        addr = None
-        for data, addr in quic.datagrams_to_send(now):
-            send(data, addr)
-            sent = True
-        if sent:
+        datagrams = quic.datagrams_to_send(now)
+        if datagrams:
+            addr = datagrams[-1][1]
+            if len(datagrams) == 1:
+                self.endpoint.send_datagram(datagrams[0][0], addr)
+            elif all(to == addr for _, to in datagrams):
+                self.endpoint.send_datagrams([data for data, _ in datagrams], addr)
+            else:
+                for data, to in datagrams:
+                    self.endpoint.send_datagram(data, to)
             if addr != self.remote_addr:
                 self._on_path_changed(addr)
             # A reply usually follows what we send: poll for it a little while
