@@ -43,6 +43,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from hypermesh.dht.keys import Cid, kad_key  # noqa: E402
+from hypermesh.dht.reprovide import LEVEL_NAMES  # noqa: E402
 from hypermesh.dht.sim import (  # noqa: E402
     PROTOCOL_KAD_CONFIG,
     SIM_KAD_CONFIG,
@@ -149,6 +150,7 @@ def reprovide_phase(sim: Simulator, records: int, sample: int) -> dict:
     keys = [Cid.for_string(f"hypermesh-bench-record-{i}").multihash for i in range(records)]
     sent_before = publisher.core.stats.requests_sent
     lookups_before = publisher.core.stats.operations.get("provide", 0)
+    by_level_before = lookups_by_level(publisher)
     add_providers_before = sim.delivered["ADD_PROVIDER"]
     rate_limited_before = sum(n.core.stats.rate_limited for n in sim.nodes)
     started = sim.now
@@ -160,6 +162,7 @@ def reprovide_phase(sim: Simulator, records: int, sample: int) -> dict:
     messages = publisher.core.stats.requests_sent - sent_before
     add_providers = sim.delivered["ADD_PROVIDER"] - add_providers_before
     lookups = publisher.core.stats.operations.get("provide", 0) - lookups_before
+    by_level = {level: count - by_level_before[level] for level, count in lookups_by_level(publisher).items()}
     sweep = sim.now - started
 
     # Placement: do the true k closest live nodes of each sampled key hold its record?
@@ -189,6 +192,8 @@ def reprovide_phase(sim: Simulator, records: int, sample: int) -> dict:
         "add_providers": add_providers,
         "rate_limited_drops": sum(n.core.stats.rate_limited for n in sim.nodes) - rate_limited_before,
         "region_lookups": lookups,
+        # Where placement fell back: keys a region lookup cannot place go to sub-regions, then one at a time.
+        "lookups_by_level": by_level,
         "lookup_messages": messages - add_providers,
         "messages_per_record": messages / records,
         "sweep_virtual_seconds": round(sweep, 1),
@@ -196,6 +201,12 @@ def reprovide_phase(sim: Simulator, records: int, sample: int) -> dict:
         "sampled_keys_below_95pct": below,
         "find_providers_success": 100.0 * found / sample,
     }
+
+
+def lookups_by_level(node) -> dict[str, int]:
+    """The reprovider's lookups so far, by level (region, sub_region, single_key), from the node's own metrics."""
+    return {level: int(node.core.metrics.value("hypermesh_dht_reprovide_lookups_total", {"level": level}) or 0)
+            for level in LEVEL_NAMES}
 
 
 def one_lookup_per_record_phase(sim: Simulator, records: int) -> dict:

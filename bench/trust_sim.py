@@ -7,7 +7,9 @@ random choice and with each node's own observations alone (no reviews, no
 global trust), and the share over all cycles. For spies "malicious"
 includes the spies, who serve well but vouch for the rest.
 
-Anchor: see ANCHOR below — the threat models are the EigenTrust paper's.
+Anchor: see ANCHOR below — the threat models are the EigenTrust paper's, and
+each routing row carries the paper's own value for it (PAPER_FIGURES: read
+off its charts, approximate, with where they were read).
 
     python bench/trust_sim.py [--quick] [--seed N]
 """
@@ -28,16 +30,78 @@ from benchlib import check, machine, summary  # noqa: E402
 from hypermesh.trust.eigentrust import GlobalTrust  # noqa: E402
 from hypermesh.trust.sim import THREAT_MODELS, SimConfig, run  # noqa: E402
 
+# The EigenTrust paper's own figures, as far as they could be had: the paper's pages could not be
+# retrieved here, but a talk deck on it could, whose slides 38-41 carry its four threat-model charts.
+# The values below were read off those bitmaps by measuring each bar's top against the gridlines
+# (about +-0.005 for the bars, +-300 downloads for the spies' line chart): approximate, not printed figures.
+PAPER_SOURCE = (
+    "charts on slides 38-41 (Malicious Individuals, Malicious Collective, Camouflaged Collective, Malicious "
+    "Spies) of the talk deck 'The EigenTrust Algorithm for Reputation Management in P2P Networks' (title "
+    "slide: Kamvar, Schlosser, Garcia-Molina; PDF author field: Taher H. Haveliwala), as kept in the public "
+    "GitHub repository lcsl88/Redes-P2P_20222-Ex1.16, file eigentrust.pdf (added in commit 5f26459, "
+    "deleted in c62427a), a 2022 course copy; the paper's own pages (WWW 2003, section 7) could not be "
+    "retrieved, so that these charts are the paper's figures 3-7 unchanged is not checked"
+)
+PAPER_FIGURES = {
+    "source": PAPER_SOURCE,
+    "read": "bar and point positions measured in the deck's chart bitmaps against their gridlines: approximate",
+    "metric": "fraction of all downloads that were inauthentic (spies: count of inauthentic downloads)",
+    "setting": "the paper's simulated file-sharing network: its size and parameters are not on the chart "
+               "slides (the deck's convergence slide speaks of a network of 100 peers); pre-trusted peers; "
+               "download sources chosen by global trust (the deck: the most trusted, now and then another "
+               "so newcomers get a chance, or in proportion to trust); honest peers leave some inauthentic "
+               "downloads too (at 0 % malicious: 0.037 without trust, 0.034 with)",
+    "individual": {  # A: malicious peers always serve inauthentic files
+        "malicious_fraction": [0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7],
+        "without_trust": [0.037, 0.442, 0.725, 0.799, 0.878, 0.908, 0.931, 0.960],
+        "with_trust": [0.034, 0.103, 0.105, 0.098, 0.105, 0.103, 0.111, 0.106],
+    },
+    "collective": {  # B: as A, and they vouch for each other
+        "malicious_fraction": [0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7],
+        "without_trust": [0.037, 0.475, 0.675, 0.817, 0.859, 0.891, 0.933, 0.954],
+        "with_trust": [0.042, 0.098, 0.100, 0.116, 0.114, 0.105, 0.108, 0.106],
+    },
+    "camouflaged": {  # C: the x axis is f; without trust the share falls as f rises, so f is the share served well
+        "f": [0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9],
+        "without_trust": [0.658, 0.619, 0.518, 0.434, 0.358, 0.281, 0.220, 0.166, 0.110, 0.059],
+        "with_trust": [0.109, 0.149, 0.195, 0.212, 0.258, 0.258, 0.222, 0.171, 0.118, 0.062],
+        "note": "the malicious share of the network for this chart is not on the slide",
+    },
+    "spies": {  # D: counts, not fractions; the total of downloads is not on the slide
+        "x": "authentic uploads by the malicious peers (spies serving well)",
+        "with_trust": {"authentic_malicious_uploads": [0, 130, 1670, 1900, 2040, 2270, 2430, 2620],
+                       "inauthentic_downloads": [990, 4060, 9270, 8670, 9110, 9000, 9050, 7630]},
+        "without_trust": {"authentic_malicious_uploads": [0, 280, 1760, 2010, 2850, 3300, 3620, 3850, 3950, 4120],
+                          "inauthentic_downloads": [30830, 28530, 16020, 14480, 8230, 5380, 3570, 2300, 1430, 770]},
+    },
+}
 ANCHOR = {
     "paper": "Kamvar, Schlosser, Garcia-Molina, 'The EigenTrust Algorithm for Reputation Management in P2P "
              "Networks', WWW 2003, section 7 (threat models A individual, B collective, C camouflaged "
-             "collective, D spies), figures 3-7: fraction of inauthentic downloads with and without EigenTrust",
-    "note": "the paper's metric counts bad results, ours tasks routed to malicious providers (spies included); "
-            "its numeric figures are cited, not copied, since they were not at hand when this bench was written",
+             "collective, D spies): fraction of inauthentic downloads with and without EigenTrust",
+    "figures": PAPER_FIGURES,
+    "note": "the paper's metric counts inauthentic downloads over all downloads (honest peers' own bad files "
+            "included), ours tasks routed to malicious providers (spies included); each routing row carries "
+            "the paper's value for the same threat model and malicious share where its chart has one",
     "comparable": "Chirita, Nejdl, Schlosser, Scurtu, 'Personalized Reputation Management in P2P Networks', "
                   "2004, reproducing the paper's threat models with a personalised EigenTrust: model C at most "
                   "17.6 % inauthentic downloads (at 50 % camouflage), 7.3 % at 70 %",
 }
+
+
+def paper_figure(model: str, fraction: float, camouflage: float) -> dict | None:
+    """The paper's with/without-trust values for one of our routing rows, or None where its chart has none."""
+    series = PAPER_FIGURES[model]
+    if model in ("individual", "collective"):
+        at, key = fraction, "malicious_fraction"
+    elif model == "camouflaged":
+        at, key = camouflage, "f"
+    else:
+        return None  # spies: counts against authentic uploads, no malicious share to match
+    index = series[key].index(round(at, 1))
+    return {key: at, "with_trust": series["with_trust"][index], "without_trust": series["without_trust"][index]}
+
+
 ROUTING_TARGET = 0.05
 SYBIL_TARGET = 0.01
 RECOMPUTE_TARGET_S = 1.0
@@ -57,8 +121,9 @@ def routing_checks(peers: int, cycles: int, seed: int) -> tuple[list[dict], dict
             name = f"routed_to_malicious_{model}_{int(fraction * 100)}pct"
             value = results["trust"]["steady_malicious_share"]
             baseline = results["random"]["steady_malicious_share"]
-            checks.append(check(name, round(value, 4), "share of tasks", ROUTING_TARGET, round(baseline, 4),
-                                baseline / value if value else None, value <= ROUTING_TARGET))
+            row = check(name, round(value, 4), "share of tasks", ROUTING_TARGET, round(baseline, 4),
+                        baseline / value if value else None, value <= ROUTING_TARGET)
+            checks.append(row | {"paper": paper_figure(model, fraction, config.camouflage)})
             details[name] = results
     return checks, details
 

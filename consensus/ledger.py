@@ -98,7 +98,7 @@ from .wire import (
     verify_evidence,
 )
 
-BLOCK_VERSION = 2
+BLOCK_VERSION = 3
 # Block time: how far ahead of a validator's own clock it accepts; the largest value (far from u64 overflow).
 MAX_BLOCK_TIME_AHEAD_MS = 10_000
 MAX_BLOCK_TIME = 1 << 62
@@ -109,7 +109,7 @@ MAX_PENDING_PER_SENDER = 64
 # What a proposal may spend on transactions: the consensus value limit less the
 # header, the largest certificate and the evidence a block may carry.
 _MAX_EVIDENCE_SIZE = 2 * (1 + 8 + 4 + 33 + 32 + 64) + 16
-MAX_BLOCK_TRANSACTION_BYTES = (MAX_VALUE_SIZE - 64 - (16 + MAX_VALIDATORS * (2 + 64))
+MAX_BLOCK_TRANSACTION_BYTES = (MAX_VALUE_SIZE - 96 - (16 + MAX_VALIDATORS * (2 + 64))
                                - MAX_BLOCK_EVIDENCE * (4 + _MAX_EVIDENCE_SIZE))
 _META_KEYS = (b"meta/burned", b"meta/minted", b"meta/height", b"meta/time", b"meta/last_block", b"meta/validators",
               b"meta/last_validators")
@@ -139,10 +139,14 @@ class Block:
     transactions: tuple[Transaction, ...]
     evidence: tuple[Evidence, ...] = ()
     time: int = 0  # block time, ms since the Unix epoch
+    # The digest of the set that signs the next height (after this block's
+    # epoch change or jailing): what lets a client that follows only certified
+    # blocks take a new set from the old one's signatures.
+    next_validators: bytes = b"\x00" * 32
 
     def encode(self) -> bytes:
         certificate = encode_certificate(self.last_certificate) if self.last_certificate is not None else b""
-        parts = [struct.pack(">BQQ", BLOCK_VERSION, self.height, self.time), self.parent_root,
+        parts = [struct.pack(">BQQ", BLOCK_VERSION, self.height, self.time), self.parent_root, self.next_validators,
                  struct.pack(">I", len(certificate)), certificate, struct.pack(">I", len(self.transactions))]
         for tx in self.transactions:
             encoded = tx.encode()
@@ -173,6 +177,7 @@ def decode_block(data: bytes) -> Block:
     if time > MAX_BLOCK_TIME:
         raise InvalidBlock("block time out of range")
     parent_root = take(32)
+    next_validators = take(32)
     certificate_bytes = take(struct.unpack(">I", take(4))[0])
     try:
         certificate = decode_certificate(certificate_bytes) if certificate_bytes else None
@@ -198,7 +203,7 @@ def decode_block(data: bytes) -> Block:
         evidence.append(item)
     if offset != len(data):
         raise InvalidBlock("trailing bytes after the block")
-    block = Block(height, parent_root, certificate, tuple(transactions), tuple(evidence), time)
+    block = Block(height, parent_root, certificate, tuple(transactions), tuple(evidence), time, next_validators)
     if block.encode() != data:
         raise InvalidBlock("not the canonical encoding")
     return block
@@ -533,9 +538,16 @@ class LedgerState:
             raise InvalidBlock("too much evidence")
         for item in block.evidence:
             self.apply_evidence(item, block.height)
-        self._count_missed(block.last_certificate, block.height)
-        self.height = block.height
+        self.end_block(block.height, block.last_certificate)
+        if block.next_validators != self.validators.digest():
+            raise InvalidBlock("the block names another validator set for the next height")
         self.last_block_id = block_id_of(block.encode())
+
+    def end_block(self, height: int, last_certificate: CommitCertificate | None) -> None:
+        """What every block does after its transactions and evidence: missed votes, expiries, releases,
+        and the validator set of the next height."""
+        self._count_missed(last_certificate, height)
+        self.height = height
         self.last_validators = self.validators
         self.locks.expire(self.time)
         self._release_unbonded()
@@ -835,8 +847,9 @@ class Ledger:
         chosen = _applicable(pending, fits_and_applies, limit)
         evidence = _applicable(list(self.evidence_pool.values()), lambda item: scratch.apply_evidence(item, height),
                                MAX_BLOCK_EVIDENCE)
+        scratch.end_block(height, self.last_certificate)
         block = Block(height, self.roots[self.state.height], self.last_certificate, tuple(chosen), tuple(evidence),
-                      scratch.time)
+                      scratch.time, scratch.validators.digest())
         return block.encode()
 
     def has_pending(self) -> bool:

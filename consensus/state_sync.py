@@ -73,12 +73,22 @@ class SnapshotServer:
         """A decision of the node (``ConsensusService.on_commit``), after the ledger executed it."""
         if self._pending is not None and self._pending[0].height == event.height - 1:
             manifest, chunks = self._pending
-            self._offers[manifest.height] = (manifest, chunks, Commit(event.certificate, event.value))
-            self._offers = dict(sorted(self._offers.items())[-KEPT_SNAPSHOTS:])
+            self._offer(manifest, chunks, Commit(event.certificate, event.value))
             self._pending = None
         state = self.ledger.state
         if state.height == event.height and state.height % self.interval == 0:
             self._pending = make_snapshot(state, self.chunk_size)
+
+    def offer_certified(self) -> None:
+        """Offer the ledger's latest certified state now (a restarted server, say), not only at the next interval."""
+        if self.ledger.certified is None:
+            return
+        state, commit = self.ledger.certified
+        self._offer(*make_snapshot(state, self.chunk_size), commit)
+
+    def _offer(self, manifest: Manifest, chunks: list[bytes], commit: Commit) -> None:
+        self._offers[manifest.height] = (manifest, chunks, commit)
+        self._offers = dict(sorted(self._offers.items())[-KEPT_SNAPSHOTS:])
 
     def _answer(self, request: bytes) -> bytes | None:
         if request == bytes([_OFFER]):

@@ -28,7 +28,7 @@ from hypermesh.transport.errors import TransportError
 from hypermesh.transport.framing import BufferedReader, FramingError, frame, write_frame
 from hypermesh.transport.identity import IdentityError, PeerId
 
-from .kademlia import KadConfig, KademliaCore, Mode, OperationFinished, OutboundRequest, RecordChanged
+from .kademlia import KadConfig, KademliaCore, Mode, OperationFinished, OutboundRequest, PeerProbed, RecordChanged
 from .server import Misbehaviour, PeerMisbehaved
 from .metrics import DhtMetrics
 from .messages import MAX_MESSAGE_SIZE, PROTOCOL_ID, DhtProtocolError, PeerInfo, decode_message, encode_message
@@ -135,6 +135,7 @@ class KademliaService:
         self._waiters: dict[int, _Waiter] = {}
         self._record_listeners: list[Callable[[bytes], None]] = []
         self._misbehaviour_listeners: list[Callable[[PeerId, Misbehaviour], None]] = []
+        self._probe_listeners: list[Callable[[PeerId, bool], None]] = []
         self._outbound_limit = trio.CapacityLimiter(MAX_OUTBOUND_STREAMS)
         self._request_streams = StreamPool(lambda peer: self.host.new_stream(peer, [PROTOCOL_ID]))
         # Requests that await an answer, queued per peer while its sender task runs.
@@ -255,6 +256,9 @@ class KademliaService:
                     listener(event.key)
             elif isinstance(event, PeerMisbehaved):
                 self._report_misbehaviour(event.peer, event.kind)
+            elif isinstance(event, PeerProbed):
+                for listener in self._probe_listeners:
+                    listener(event.peer, event.answered)
         if wake_timer_loop:
             self._wakeup.set()
 
@@ -542,6 +546,10 @@ class KademliaService:
     def on_misbehaviour(self, listener: Callable[[PeerId, Misbehaviour], None]) -> None:
         """Call ``listener(peer, kind)`` when a peer sends a malformed message or exceeds a rate limit."""
         self._misbehaviour_listeners.append(listener)
+
+    def on_probe(self, listener: Callable[[PeerId, bool], None]) -> None:
+        """Call ``listener(peer, answered)`` when a liveness check of a routing-table peer settles."""
+        self._probe_listeners.append(listener)
 
     def _report_misbehaviour(self, peer: PeerId, kind: Misbehaviour) -> None:
         for listener in self._misbehaviour_listeners:

@@ -130,6 +130,14 @@ class OperationFinished:
     result: OperationResult
 
 
+@dataclass(frozen=True, slots=True)
+class PeerProbed:
+    """A liveness check of a routing-table peer settled: it answered, or it failed or timed out."""
+
+    peer: PeerId
+    answered: bool
+
+
 class _Purpose(enum.Enum):
     LOOKUP = 1
     FANOUT = 2
@@ -361,7 +369,7 @@ class KademliaCore:
         if pending.send is not None:
             self._publication_answer(pending, message, now)
             return
-        op = self._operation_of(pending)
+        op = self._operation_of(pending, True)
         if op is None:
             return
         if pending.purpose is _Purpose.FANOUT:
@@ -394,7 +402,7 @@ class KademliaCore:
         if pending.send is not None:
             self._publication_answer(pending, None, now)
             return
-        op = self._operation_of(pending)
+        op = self._operation_of(pending, False)
         if op is None:
             return
         if pending.purpose is _Purpose.FANOUT:
@@ -403,10 +411,11 @@ class KademliaCore:
             op.lookup.on_failure(pending.peer, now)
         self._advance(op, now)
 
-    def _operation_of(self, pending: _Pending) -> Operation | None:
-        """The live operation a settled request belonged to; ends liveness checks."""
+    def _operation_of(self, pending: _Pending, answered: bool) -> Operation | None:
+        """The live operation a settled request belonged to; ends liveness checks (and reports them)."""
         if pending.purpose is _Purpose.LIVENESS:
             self._liveness_checks.discard(pending.peer)
+            self._events.append(PeerProbed(pending.peer, answered))
         if pending.op_id is None:  # liveness checks and repairs belong to none
             return None
         return self._ops.get(pending.op_id)

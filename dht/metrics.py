@@ -31,7 +31,11 @@ class DhtMetrics:
             registry=registry,
         )
         self.reprovide_lookups = Counter(
-            "hypermesh_dht_reprovide_lookups_total", "Region lookups run by the reprovider", registry=registry
+            "hypermesh_dht_reprovide_lookups_total",
+            "Lookups run by the reprovider, by level: region, sub_region (keys a region could not place), "
+            "single_key (keys neither could)",
+            ["level"],
+            registry=registry,
         )
         self.overdue_keys = Gauge(
             "hypermesh_dht_reprovide_overdue_keys",

@@ -18,7 +18,7 @@ from __future__ import annotations
 import functools
 import itertools
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from google.protobuf.message import DecodeError
@@ -67,10 +67,16 @@ class NoUsableAddressError(RecordError):
 @dataclass(frozen=True, slots=True)
 class PutOrigin:
     """Who sent a PUT_VALUE: the peer, and the IP prefix we observed it on
-    (None for LAN and loopback addresses, which are exempt from prefix caps)."""
+    (None for LAN and loopback addresses, which are exempt from prefix caps).
+
+    ``admitted`` is the receiving server's memory for the key: the prefix each
+    listed instance was admitted from (see ServiceRecordValidator), which a
+    merge keeps up to date.
+    """
 
     peer: PeerId
     group: str | None
+    admitted: dict[PeerId, str | None] = field(default_factory=dict, compare=False)
 
 
 def service_key(name: str) -> bytes:
@@ -305,12 +311,19 @@ class ServiceRecordValidator:
     that instance's own peer, from one of its homes (the prefix of its first
     IPv4 and of its first IPv6 address: a dual-stack node reaches some
     servers over either family), and fewer than
-    MAX_SERVICE_INSTANCES_PER_PREFIX listed instances have that home. Homes,
-    not every declared address, are what count: an entry that names another
-    operator's prefix after its own home of that family uses none of that
-    prefix's room. Listed instances may be updated by anyone
-    (the signature and sequence number suffice), so read repair still
-    spreads renewals; a new instance spreads only by its own PUT_VALUEs.
+    MAX_SERVICE_INSTANCES_PER_PREFIX listed instances are held against the
+    prefix it sends from. A listed instance is held against the one prefix
+    the server admitted it from (remembered in ``PutOrigin.admitted``), not
+    against every prefix it declares: an entry that names another
+    operator's prefix, as a later address or as the home of its other
+    family, uses none of that prefix's room, and a dual-stack instance takes
+    one place, not one in each family. (So a squatter gets the room of each
+    prefix it can send from, as one with two IPv4 prefixes does.) An
+    instance the server does not remember admitting (listed before a
+    restart, or its key forgotten as the least recently written) is held
+    against every home it declares. Listed instances may be updated by
+    anyone (the signature and sequence number suffice), so read repair
+    still spreads renewals; a new instance spreads only by its own PUT_VALUEs.
     """
 
     def validate(self, key: bytes, value: bytes, now: float) -> None:
@@ -354,10 +367,15 @@ class ServiceRecordValidator:
                 or (origin is not None and not _may_add_instance(record, origin, merged.values()))
             ):
                 continue
+            if current is None and origin is not None:
+                origin.admitted[record.peer_id] = origin.group
             merged[record.peer_id] = record
             accepted += 1
         if not accepted:
             raise RecordError("every entry is older than the one stored, or the service has no room for it")
+        if origin is not None:
+            for gone in [peer for peer in origin.admitted if peer not in merged]:
+                del origin.admitted[gone]
         return encode_service_set([r.signed for r in merged.values()])
 
     def expires_at(self, key: bytes, value: bytes, now: float) -> float:
@@ -395,10 +413,16 @@ def _may_add_instance(record: ServiceRecord, origin: PutOrigin, listed) -> bool:
         return True
     if origin.group not in home_prefixes(record):
         return False
-    # A dual-stack instance fills a place in the homes of both its families,
-    # so sending from the other family gains a prefix no extra room.
-    crowd = sum(1 for other in listed if origin.group in home_prefixes(other))
+    crowd = sum(1 for other in listed if origin.group in _held_against(other, origin.admitted))
     return crowd < MAX_SERVICE_INSTANCES_PER_PREFIX
+
+
+def _held_against(record: ServiceRecord, admitted: dict[PeerId, str | None]) -> set[str]:
+    """The prefixes whose room a listed instance fills: the one it was admitted from, else every home."""
+    if record.peer_id in admitted:
+        group = admitted[record.peer_id]
+        return set() if group is None else {group}
+    return home_prefixes(record)
 
 
 def rank_service_instances(records: list[ServiceRecord], rng: random.Random) -> list[ServiceRecord]:

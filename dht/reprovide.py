@@ -69,6 +69,7 @@ def group_by_region(keys: list[bytes], network_size: int, k: int) -> list[tuple[
 # many times narrower, and what those cannot place one key at a time.
 SUB_REGION_NARROWING = 4
 REGION, SUB_REGION, SINGLE_KEY = 0, 1, 2
+LEVEL_NAMES = ("region", "sub_region", "single_key")  # the reprovide_lookups metric's label
 
 
 @dataclass(frozen=True, slots=True)
@@ -276,9 +277,10 @@ class Reprovider:
         """
         started = []
         while self._queue and self._running < self.max_parallel_batches:
-            started.append(self._queue.pop(0))
+            batch = self._queue.pop(0)
+            started.append(batch)
             self._running += 1
-            self.metrics.reprovide_lookups.inc()
+            self.metrics.reprovide_lookups.labels(LEVEL_NAMES[batch.level]).inc()
         return started
 
     def lookup_done(self, publication: int, batch: ProvideBatch, assignments: list[tuple[PeerInfo, bytes]],

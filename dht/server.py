@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import enum
 import logging
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -23,6 +24,9 @@ from .routing import RoutingTable
 
 log = logging.getLogger(__name__)
 
+# Keys whose admitting prefixes (PutOrigin.admitted) a server remembers; beyond, the
+# least recently written is forgotten and its instances fill the room of every home.
+MAX_REMEMBERED_ADMISSION_KEYS = 4096
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +77,7 @@ class RequestServer:
         self._emit = emit
         self._add_provider_limits = self._limits(config.add_provider_limit)
         self._put_value_limits = self._limits(config.put_value_limit)
+        self._admitted: OrderedDict[bytes, dict[PeerId, str | None]] = OrderedDict()
         self._handlers = {
             MessageType.FIND_NODE: self._serve_find_node,
             MessageType.GET_PROVIDERS: self._serve_get_providers,
@@ -164,8 +169,17 @@ class RequestServer:
             raise DhtProtocolError("PUT_VALUE without a record for its key")
         if self._rate_limited(self._put_value_limits, requester, message, now):
             raise DhtProtocolError("PUT_VALUE rate limit exceeded")
-        self.store_value(record.key, record.value, now, PutOrigin(requester.peer, requester.group))
+        origin = PutOrigin(requester.peer, requester.group, self._admissions(record.key))
+        self.store_value(record.key, record.value, now, origin)
         return KadMessage(MessageType.PUT_VALUE, key=message.key, record=Record(record.key, record.value))
+
+    def _admissions(self, key: bytes) -> dict[PeerId, str | None]:
+        """The prefix each listed instance under ``key`` was admitted from, as far as we remember."""
+        admitted = self._admitted.pop(key, None)
+        self._admitted[key] = admitted = {} if admitted is None else admitted
+        while len(self._admitted) > MAX_REMEMBERED_ADMISSION_KEYS:
+            self._admitted.popitem(last=False)
+        return admitted
 
     def store_value(self, key: bytes, value: bytes, now: float, origin: PutOrigin | None = None) -> None:
         """Merge ``value`` into what we store; ``origin``: the PUT_VALUE's sender (None: our own record)."""

@@ -104,7 +104,7 @@ async def open_node(
 
 def open_trust(host: Host, identity: Identity, data_dir: Path, discovery: Discovery) -> TrustService:
     """The trust engine with its saved state, serving /hm/trust/1.0.0, enforcing shuns
-    and counting the DHT's reports of malformed messages and rate-limit hits.
+    and counting the DHT's reports of malformed messages, rate-limit hits and liveness checks.
 
     Bonded stake comes from the ledger when the node runs a chain (node/chain.py
     updates it as bonds change); otherwise from ``stake.json`` in the data
@@ -117,8 +117,7 @@ def open_trust(host: Host, identity: Identity, data_dir: Path, discovery: Discov
     skipped = store.load(engine, service.clock())
     if skipped:
         log.warning("trust store: skipped %d damaged row(s) in %s", skipped, store.path)
-    service.install(discovery.service.core)
-    service.watch_dht(discovery.service)
+    service.install(discovery.service)
     return service
 
 

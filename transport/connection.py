@@ -87,6 +87,9 @@ class QuicStream:
         self._data_arrived = trio.Event()
         self._send_eof = False
         self._reset_error: StreamReset | None = None
+        # The peer's STOP_SENDING: our sending is over, but what it already
+        # sent (and still sends, up to its FIN) stays readable.
+        self._send_stopped: StreamReset | None = None
         self._closed = False
         self._lazy_negotiator = None
         # None: writes wait as long as the peer withholds credit.
@@ -124,6 +127,10 @@ class QuicStream:
     def _on_reset(self, error: StreamReset) -> None:
         self._reset_error = error
         self._data_arrived.set()
+        self._connection._wake_writers()
+
+    def _on_send_stopped(self, error: StreamReset) -> None:
+        self._send_stopped = error
         self._connection._wake_writers()
 
     def unread(self, data: bytes) -> None:
@@ -190,8 +197,8 @@ class QuicStream:
         # When a write last made progress; set once one has to wait.
         progress_at: float | None = None
         while True:
-            if self._reset_error is not None:
-                raise self._reset_error
+            if self._reset_error is not None or self._send_stopped is not None:
+                raise self._reset_error or self._send_stopped
             if self._send_eof:
                 raise StreamReset("cannot send after send_eof")
             if connection.closed:
@@ -231,13 +238,14 @@ class QuicStream:
             self._connection.quic.send_stream_data(self.stream_id, data, end_stream=end_stream)
         except RuntimeError as exc:
             # aioquic's sender is reset (a STOP_SENDING we have not seen as an
-            # event yet): to us that is the peer resetting the stream.
-            self._on_reset(StreamReset(f"stream reset by peer ({exc})"))
-            raise self._reset_error from None
+            # event yet): the peer stopped our sending.
+            self._on_send_stopped(StreamReset(f"stream reset by peer ({exc})"))
+            raise self._send_stopped from None
 
     async def send_eof(self) -> None:
         """Finish our side of the stream (QUIC FIN); the peer sees end of data."""
-        if self._send_eof or self._reset_error is not None or self._connection.closed:
+        if self._send_eof or self._reset_error is not None or self._send_stopped is not None \
+                or self._connection.closed:
             await trio.lowlevel.checkpoint()
             return
         self._send_eof = True
@@ -487,16 +495,22 @@ class QuicConnectionDriver:
             elif kind is events.StreamReset or kind is events.StopSendingReceived:
                 stream = self._streams.get(event.stream_id)
                 if stream is not None:
-                    stream._on_reset(StreamReset(f"stream reset by peer (code {event.error_code})"))
+                    error = StreamReset(f"stream reset by peer (code {event.error_code})")
+                    if kind is events.StreamReset:
+                        stream._on_reset(error)
+                    else:
+                        stream._on_send_stopped(error)
                 else:
                     # Loss or reordering let this overtake the stream's first
                     # data: the peer has abandoned the stream, so that data is
                     # late and must not start a handler (whose first write
                     # aioquic would refuse).
                     self.quic.abandon_stream(event.stream_id)
-                if kind is events.StopSendingReceived or stream is None:
+                if kind is events.StopSendingReceived or (stream is None and not quic.sending_ended(event.stream_id)):
                     # Reset our side too: QUIC frees the stream (and the
-                    # peer's slot) only once both directions have ended.
+                    # peer's slot) only once both directions have ended. Not
+                    # a side we closed with a FIN: its reply may still be in
+                    # flight, and the peer reads it to the end.
                     try:
                         quic.reset_stream(event.stream_id, event.error_code)
                     except ValueError:

@@ -378,6 +378,15 @@ class Libp2pQuicConnection(QuicConnection):
         if len(self._credit.abandoned) > 2 * len(self._streams) + 64:
             self._credit.forget_all_but(self._streams.keys())
 
+    def sending_ended(self, stream_id: int) -> bool:
+        """Whether our side of the stream is over (FIN queued, reset, or all acknowledged): a later reset
+        would only abort the tail of a reply we finished writing."""
+        stream = self._streams.get(stream_id)
+        if stream is None:
+            return True
+        sender = stream.sender
+        return sender.is_finished or sender.reset_pending or sender._buffer_fin is not None
+
     def is_abandoned(self, stream_id: int) -> bool:
         return stream_id in self._credit.abandoned
 

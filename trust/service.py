@@ -49,6 +49,8 @@ _DHT_EVIDENCE = {
     Misbehaviour.MALFORMED: Observation.PROTOCOL_VIOLATION,
     Misbehaviour.RATE_LIMITED: Observation.RATE_LIMITED,
 }
+# A DHT liveness check of a routing-table peer: answered or not.
+_PROBE_EVIDENCE = {True: Observation.PROBE_UP, False: Observation.PROBE_DOWN}
 
 
 class TrustService:
@@ -70,17 +72,20 @@ class TrustService:
         self._last_report_save = float("-inf")
 
     # -- wiring ------------------------------------------------------------
-    def install(self, dht_core=None) -> None:
-        """Serve the protocol and make the transport (and the DHT core, if given) obey the shun list."""
+    def install(self, dht=None) -> None:
+        """Serve the protocol and make the transport obey the shun list; given the node's running DHT
+        service, make it obey too and count what it reports against peers: malformed messages and
+        rate-limit hits (security), and the outcome of its liveness checks (uptime probes)."""
+        if dht is not None and dht.core is None:
+            raise RuntimeError("the DHT service must be running before trust is installed on it")
         self.host.set_stream_handler(PROTOCOL_ID, self._serve)
         self.host.set_peer_filter(self._refusal_reason)
-        self.dht = dht_core
-        if dht_core is not None:
-            dht_core.peer_filter = lambda peer: self.engine.is_shunned(peer, self.clock())
-
-    def watch_dht(self, dht_service) -> None:
-        """Count what the DHT reports against peers: malformed messages and rate-limit hits."""
-        dht_service.on_misbehaviour(lambda peer, kind: self.report(peer, _DHT_EVIDENCE[kind]))
+        if dht is None:
+            return
+        self.dht = dht.core
+        self.dht.peer_filter = lambda peer: self.engine.is_shunned(peer, self.clock())
+        dht.on_misbehaviour(lambda peer, kind: self.report(peer, _DHT_EVIDENCE[kind]))
+        dht.on_probe(lambda peer, answered: self.report(peer, _PROBE_EVIDENCE[answered]))
 
     def _refusal_reason(self, peer: PeerId) -> str | None:
         entry = self.engine.shunned(self.clock()).get(peer)

@@ -149,17 +149,18 @@ def test_the_proposer_leaves_out_transactions_that_would_fail_so_the_block_appli
     assert chain.ledger.state.balance(key(ALICE)) == 0
 
 
-def test_a_block_with_a_failing_transaction_or_a_wrong_parent_root_is_invalid():
+def test_a_block_with_a_failing_transaction_a_wrong_parent_root_or_another_next_validator_set_is_invalid():
     chain = Chain(make_genesis())
     ledger = chain.ledger
     from hypermesh.consensus.ledger import Block
-    root = ledger.state.root()
+    root, same_set = ledger.state.root(), ledger.validators.digest()
     overspend = sign_transaction(ALICE, LEDGER_CHAIN, 0, Transfer(key(BOB), BALANCE + 1))
-    assert not ledger.is_valid(1, Block(1, root, None, (overspend,)).encode())
-    assert not ledger.is_valid(1, Block(1, b"\x00" * 32, None, ()).encode())
-    assert not ledger.is_valid(2, Block(2, root, None, ()).encode())
+    assert not ledger.is_valid(1, Block(1, root, None, (overspend,), next_validators=same_set).encode())
+    assert not ledger.is_valid(1, Block(1, b"\x00" * 32, None, (), next_validators=same_set).encode())
+    assert not ledger.is_valid(2, Block(2, root, None, (), next_validators=same_set).encode())
+    assert not ledger.is_valid(1, Block(1, root, None, (), next_validators=bytes(32)).encode())
     assert not ledger.is_valid(1, b"\x01garbage")
-    assert ledger.is_valid(1, Block(1, root, None, ()).encode())
+    assert ledger.is_valid(1, Block(1, root, None, (), next_validators=same_set).encode())
     with pytest.raises(InvalidBlock):
         decode_block(Block(1, root, None, ()).encode() + b"\x00")
 
@@ -170,11 +171,11 @@ def test_a_block_must_carry_a_valid_certificate_of_its_parent():
     ledger = chain.ledger
     from hypermesh.consensus.ledger import Block
     certificate = chain.commits[-1].certificate
-    root = ledger.state.root()
-    assert ledger.is_valid(2, Block(2, root, certificate, ()).encode())
-    assert not ledger.is_valid(2, Block(2, root, None, ()).encode())
+    root, same_set = ledger.state.root(), ledger.validators.digest()
+    assert ledger.is_valid(2, Block(2, root, certificate, (), next_validators=same_set).encode())
+    assert not ledger.is_valid(2, Block(2, root, None, (), next_validators=same_set).encode())
     weak = type(certificate)(certificate.height, certificate.round, certificate.block_id, certificate.signatures[:2])
-    assert not ledger.is_valid(2, Block(2, root, weak, ()).encode())
+    assert not ledger.is_valid(2, Block(2, root, weak, (), next_validators=same_set).encode())
 
 
 def test_replaying_the_decided_blocks_from_genesis_gives_the_same_root_at_every_height():
@@ -310,7 +311,8 @@ def test_a_proposed_block_with_a_forged_transaction_is_invalid_though_the_mempoo
     forged = decode_transaction(genuine.encode()[:-64] + by_bob.signature)
     honest = decode_block(ledger.propose(1))
     assert honest.transactions == (genuine,) and ledger.is_valid(1, honest.encode())
-    tampered = Block(1, honest.parent_root, honest.last_certificate, (forged,), honest.evidence)
+    tampered = Block(1, honest.parent_root, honest.last_certificate, (forged,), honest.evidence,
+                     next_validators=honest.next_validators)
     assert not ledger.is_valid(1, tampered.encode())
 
 

@@ -3,7 +3,11 @@
 import pytest
 
 from hypermesh.consensus.genesis import Genesis, GenesisBond, LedgerParams
-from hypermesh.consensus.ledger import Ledger
+from hypermesh.consensus.ledger import Ledger, account_entry_key, certified_root, decode_block
+from hypermesh.consensus.light_client import LightClient, LightClientError, NextSetNeeded
+from hypermesh.consensus.merkle import verify_proof
+from hypermesh.consensus.validators import ValidatorSet
+from hypermesh.consensus.wire import Commit
 from hypermesh.consensus.ledger_tx import BelowMinimumStake, Bond, InsufficientBond, Role, Unbond, sign_transaction
 from hypermesh.consensus.sim import SIM_CHAIN, ConsensusSim, sim_identities
 from ledger_testkit import BALANCE, STAKE, USER_IDS, VALIDATOR_IDS, Chain, key, make_genesis
@@ -84,7 +88,10 @@ def _ledger_app(genesis):
     return lambda index, identity, rng: Ledger(genesis)
 
 
-def test_the_validator_set_grows_from_4_to_7_and_shrinks_back_in_the_consensus_simulator_without_halting():
+@pytest.fixture(scope="module")
+def grown_and_shrunk():
+    """4 validators, 3 more bond and join at an epoch boundary, then unbond and leave: (sim, genesis, heights
+    at which the set had grown and shrunk back)."""
     seed = 7
     identities = sim_identities(seed, 7)
     genesis = Genesis(SIM_CHAIN, EPOCH, {key(i): BALANCE for i in identities},
@@ -112,12 +119,54 @@ def test_the_validator_set_grows_from_4_to_7_and_shrinks_back_in_the_consensus_s
         submit_everywhere(identity, Unbond(Role.VALIDATOR, STAKE))
     assert sim.run_until_height(grown_at + 12, limit=300)
     assert validator_count() == 4
+    shrunk_at = sim.nodes[0].app.state.height
     assert sim.run_until_height(grown_at + 15, limit=400), sim.describe()
+    return sim, genesis, grown_at, shrunk_at
+
+
+def test_the_validator_set_grows_from_4_to_7_and_shrinks_back_in_the_consensus_simulator_without_halting(
+        grown_and_shrunk):
+    sim, genesis, _, _ = grown_and_shrunk
     assert not sim.conflicts()
     final = sim.nodes[0].app.state.height
     roots = {n.app.roots[final] for n in sim.nodes if final in n.app.roots}
     assert len(roots) == 1
     assert all(n.app.state.total_units() == genesis.supply() for n in sim.nodes)
+
+
+def _commits(node) -> list[Commit]:
+    """Every decided block with its commit certificate (carried by the block after it)."""
+    heights = sorted(node.committed)
+    return [Commit(decode_block(node.committed[h + 1]).last_certificate, node.committed[h])
+            for h in heights if h + 1 in node.committed]
+
+
+def test_a_light_client_follows_the_set_from_4_to_7_and_back_from_certified_blocks_alone(grown_and_shrunk):
+    sim, genesis, grown_at, shrunk_at = grown_and_shrunk
+    node = sim.nodes[0]
+    known_sets = {validators.digest(): validators for _, validators in node.app.state.set_history}
+    client = LightClient(SIM_CHAIN, Ledger(genesis).validators)
+    handovers = []
+    for commit in _commits(node):
+        try:
+            client.advance(commit)
+        except NextSetNeeded as needed:
+            with pytest.raises(LightClientError):  # a set the block does not name is refused
+                client.advance(commit, ValidatorSet(known_sets[needed.digest].validators[1:]))
+            client.advance(commit, known_sets[needed.digest])
+            handovers.append((needed.height, len(client.validators)))
+    assert [size for _, size in handovers] == [7, 4]
+    assert handovers[0][0] < grown_at and grown_at <= handovers[1][0] < shrunk_at + 1
+    # The node's latest decision certifies the state before it: its Merkle proof of an account checks
+    # out against the set the client followed to.
+    latest = max(node.committed)
+    assert client.height == latest - 1
+    height, root = certified_root(Commit(node.app.last_certificate, node.committed[latest]), SIM_CHAIN,
+                                  client.validators)
+    assert height == client.height
+    account = account_entry_key(key(sim_identities(7, 1)[0]))
+    value, proof = node.app.certified[0].tree().prove(account)
+    verify_proof(root, account, value, proof)
 
 
 def test_a_stake_above_the_largest_voting_power_counts_as_that_power_and_the_chain_goes_on():

@@ -156,7 +156,8 @@ def test_a_replayed_transaction_is_refused_and_nothing_changes():
     root = chain.ledger.state.root()
     with pytest.raises(WrongNonce, match="used already"):
         chain.ledger.submit(tx)
-    replay = Block(2, root, chain.commits[-1].certificate, (tx,), time=START_MS).encode()
+    replay = Block(2, root, chain.commits[-1].certificate, (tx,), time=START_MS,
+                   next_validators=chain.ledger.validators.digest()).encode()
     assert not chain.ledger.is_valid(2, replay)
     assert chain.ledger.state.root() == root
 
@@ -198,11 +199,14 @@ def test_block_time_never_goes_back_and_a_block_too_far_ahead_of_the_validators_
     chain, clock = lock_chain()
     chain.commit_block()
     root, certificate = chain.ledger.state.root(), chain.commits[-1].certificate
-    assert not chain.ledger.is_valid(2, Block(2, root, certificate, (), time=START_MS - 1).encode())
-    assert chain.ledger.is_valid(2, Block(2, root, certificate, (), time=START_MS).encode())
+
+    def at(time: int) -> bytes:
+        return Block(2, root, certificate, (), time=time, next_validators=chain.ledger.validators.digest()).encode()
+    assert not chain.ledger.is_valid(2, at(START_MS - 1))
+    assert chain.ledger.is_valid(2, at(START_MS))
     ahead = START_MS + MAX_BLOCK_TIME_AHEAD_MS
-    assert chain.ledger.is_valid(2, Block(2, root, certificate, (), time=ahead).encode())
-    assert not chain.ledger.is_valid(2, Block(2, root, certificate, (), time=ahead + 1).encode())
+    assert chain.ledger.is_valid(2, at(ahead))
+    assert not chain.ledger.is_valid(2, at(ahead + 1))
     clock.ms -= 60_000  # a proposer whose clock is behind still moves block time forward only
     assert decode_block(chain.ledger.propose(2)).time == START_MS
 

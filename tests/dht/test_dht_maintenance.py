@@ -4,7 +4,7 @@ import random
 
 from multiaddr import Multiaddr
 
-from hypermesh.dht.kademlia import KadConfig, KademliaCore
+from hypermesh.dht.kademlia import KadConfig, KademliaCore, PeerProbed
 from hypermesh.dht.keys import bucket_index, kad_key, peer_key
 from hypermesh.dht.messages import KadMessage, MessageType
 from hypermesh.dht.routing import RoutingConfig
@@ -49,6 +49,25 @@ def test_stale_peers_get_liveness_checks_and_failures_evict():
     assert core.routing.get(checks[0].peer.peer_id).last_seen == NOW + 201
     core.handle_failure(checks[1].request_id, NOW + 201)
     assert checks[1].peer.peer_id not in core.routing
+
+
+def test_each_settled_liveness_check_is_reported_as_a_probe():
+    config = KadConfig(liveness_max_age=100.0, liveness_checks_per_tick=3, refresh_interval=float("inf"))
+    core, _ = core_with_peers(10, config)
+    core.handle_timer(NOW + 200)
+    checks = [r for r in core.take_outbound() if r.message.key == core.local_peer.multihash]
+    core.take_events()
+    core.handle_response(checks[0].request_id, KadMessage(MessageType.FIND_NODE), NOW + 201)
+    core.handle_failure(checks[1].request_id, NOW + 201)
+    core.handle_response(checks[2].request_id, KadMessage(MessageType.PING), NOW + 201)  # the wrong answer fails it
+    probes = [e for e in core.take_events() if isinstance(e, PeerProbed)]
+    assert probes == [PeerProbed(checks[0].peer.peer_id, True), PeerProbed(checks[1].peer.peer_id, False),
+                      PeerProbed(checks[2].peer.peer_id, False)]
+    # Lookups are not probes.
+    core.find_node(b"some key", NOW + 202)
+    lookup = core.take_outbound()[0]
+    core.handle_failure(lookup.request_id, NOW + 203)
+    assert not [e for e in core.take_events() if isinstance(e, PeerProbed)]
 
 
 def test_known_peers_are_saved_for_the_next_start():

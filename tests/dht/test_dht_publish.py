@@ -5,6 +5,7 @@ import heapq
 import logging
 
 from hypermesh.dht.keys import Cid, kad_key
+from hypermesh.dht.reprovide import LEVEL_NAMES
 from hypermesh.dht.sim import SIM_KAD_CONFIG, build_joined_network, build_network
 
 SWEEP_LIMIT = 6 * 3600.0  # virtual seconds; a sweep that needs longer has failed anyway
@@ -41,6 +42,10 @@ def test_a_provide_larger_than_the_receivers_burst_reaches_the_closest_peers():
     assert all(published[key] > 0 for key in keys)
     assert share_held_by_closest(sim, publisher, sim.rng.sample(keys, 100)) >= 0.95
     assert sum(n.core.stats.rate_limited for n in sim.nodes) == 0
+    # Every lookup the reprovider ran is counted under its level.
+    levels = {level: publisher.core.metrics.value("hypermesh_dht_reprovide_lookups_total", {"level": level}) or 0
+              for level in LEVEL_NAMES}
+    assert levels["region"] > 0 and sum(levels.values()) == publisher.core.stats.operations["provide"]
 
 
 def test_records_the_receivers_drop_are_not_marked_published_and_are_reported(caplog):

@@ -105,16 +105,29 @@ def test_a_dual_stack_instance_is_admitted_from_the_home_of_either_family():
     assert stored_peers(core) == {v6_first.peer_id, v4_first.peer_id}
 
 
-def test_dual_stack_throwaway_keys_get_no_more_room_than_single_stack_ones():
+def test_dual_stack_throwaway_keys_get_the_room_of_the_prefixes_they_send_from_and_no_more():
+    # Each instance takes one place, against the prefix it was admitted from: a squatter with an
+    # IPv4 /24 and an IPv6 /48 gets what one with two IPv4 /24s gets, and the real instances get in.
     core = server()
     squatter_v6 = "2a02:1234:5678"
     for i, squatter in enumerate(SQUATTERS):
         v4, v6 = f"{SQUATTER_PREFIX}.{i + 1}", f"{squatter_v6}::{i + 1:x}"
         put(core, squatter, v4 if i % 2 else v6, entry(squatter, v4, weight=MAX_SERVICE_WEIGHT, also=(v6,)))
-    assert len(stored_peers(core)) == MAX_SERVICE_INSTANCES_PER_PREFIX
+    assert len(stored_peers(core)) == 2 * MAX_SERVICE_INSTANCES_PER_PREFIX
     for i, real in enumerate(REAL):
         assert put(core, real, f"2a03:{i}::1", entry(real, f"46.{i}.0.1", also=(f"2a03:{i}::1",)))
     assert {r.peer_id for r in REAL} <= stored_peers(core)
+
+
+def test_instances_listed_before_the_server_remembered_them_fill_every_home_they_declare():
+    # A restarted server holds the set but not where each instance came from: it stays strict.
+    first = server()
+    for i, squatter in enumerate(SQUATTERS[:MAX_SERVICE_INSTANCES_PER_PREFIX]):
+        ip = f"{SQUATTER_PREFIX}.{i + 1}"
+        assert put(first, squatter, ip, entry(squatter, ip, also=(f"2a01:4f8:9::{i + 1:x}",)))
+    restarted = server()
+    restarted.store.put_value(KEY, first.store.get_value(KEY, NOW), NOW + 3600, NOW)
+    assert not put(restarted, REAL[0], "2a01:4f8:9::100", entry(REAL[0], "2a01:4f8:9::100"))
 
 
 def test_ranking_lets_no_prefix_take_the_top_by_declaring_high_weight():
@@ -164,3 +177,18 @@ async def test_sixty_four_throwaway_keys_cannot_deny_a_name_over_the_network(aut
         assert set(real) <= set(instances)
         assert set(instances[:2]) & set(real)
         nursery.cancel_scope.cancel()
+
+
+def test_throwaway_keys_naming_a_victims_ipv6_prefix_use_none_of_its_room():
+    # Admitted over IPv4 from their own prefix, squatters declare the victim's /48 as their IPv6 home.
+    # A server counts a listed instance against the prefix it was admitted from, so the victim,
+    # reaching it over IPv6 alone, still gets in.
+    core = server()
+    victim_v6 = "2a01:4f8:9"
+    for i, squatter in enumerate(SQUATTERS[:MAX_SERVICE_INSTANCES_PER_PREFIX]):
+        ip = f"{SQUATTER_PREFIX}.{i + 1}"
+        assert put(core, squatter, ip, entry(squatter, ip, also=(f"{victim_v6}::{i + 1:x}",)))
+    for i, real in enumerate(REAL):
+        ip = f"{victim_v6}::{0x100 + i:x}"
+        assert put(core, real, ip, entry(real, ip))
+    assert {r.peer_id for r in REAL} <= stored_peers(core)

@@ -9,6 +9,7 @@ from hypermesh.transport.connection import CONNECTION_SEND_BUFFER, CONNECTION_SE
 from hypermesh.transport.errors import StreamReset, WriteStalled
 from hypermesh.transport.host import HostConfig, open_host
 from hypermesh.transport.identity import Identity
+from hypermesh.transport.quic_hooks import STREAM_RECEIVE_WINDOW
 
 V6 = "/ip6/::1/udp/0/quic-v1"
 # Generous bound for every network step: loopback answers in milliseconds.
@@ -256,3 +257,38 @@ async def test_streams_the_peer_resets_before_sending_anything_give_their_slots_
                     driver.quic.reset_stream(stream.stream_id, 0)  # only our sending side ends
                     driver.transmit()
             assert await ping.ping(client, server.peer_id)
+
+
+LONG_REPLY_PROTOCOL = "/test/long-reply/1.0.0"
+
+
+async def test_a_reply_the_server_closes_before_its_peer_finished_sending_is_read_to_the_end(pair):
+    """STOP_SENDING stops only our sending: the server's reply, still arriving behind it, stays readable.
+
+    The server answers more than the client's stream window and closes at once
+    (FIN, and STOP_SENDING since the client never finished its request side),
+    so STOP_SENDING reaches the client before the reply's tail — as with every
+    one-shot request/answer protocol whose answer spans several packets.
+    """
+    server, client = pair
+    reply = bytes(range(256)) * ((STREAM_RECEIVE_WINDOW + (512 << 10)) // 256)
+    closed = trio.Event()
+
+    async def answer_and_close(stream):
+        await stream.receive_some(1)
+        await stream.send_all(reply)
+        await stream.aclose()
+        closed.set()
+
+    server.set_stream_handler(LONG_REPLY_PROTOCOL, answer_and_close)
+    with trio.fail_after(STEP):
+        await client.connect(server.listen_addrs()[0])
+        stream = await client.new_stream(server.peer_id, [LONG_REPLY_PROTOCOL])
+        await stream.send_all(b"?")
+        await closed.wait()
+        received = bytearray()
+        while chunk := await stream.receive_some():
+            received += chunk
+        with pytest.raises(StreamReset):
+            await stream.send_all(b"more")  # our sending, though, was stopped
+    assert bytes(received) == reply

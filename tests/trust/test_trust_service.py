@@ -105,7 +105,7 @@ async def test_malformed_dht_messages_count_against_their_sender(nodes):
     async with trio.open_nursery() as nursery:
         dht = KademliaService(a.host, MemoryRecordStore())
         await nursery.start(dht.run)
-        a.watch_dht(dht)
+        a.install(dht)
         with trio.fail_after(STEP):
             stream = await b.host.new_stream(a.host.peer_id, [KAD_PROTOCOL_ID])
             await write_frame(stream, b"\xff\xff\xff\xff")
@@ -116,3 +116,48 @@ async def test_malformed_dht_messages_count_against_their_sender(nodes):
     assert a.counters["reports"] == 1
     _, bad = a.engine.evidence(b.host.peer_id, 0).counts(Dimension.SECURITY, 0, 1)
     assert bad > 0
+
+
+class FakeDht:
+    """What TrustService.install needs of a running KademliaService."""
+
+    def __init__(self, running=True):
+        self.core = MemoryCore() if running else None
+        self.misbehaviour, self.probes = [], []
+
+    def on_misbehaviour(self, listener):
+        self.misbehaviour.append(listener)
+
+    def on_probe(self, listener):
+        self.probes.append(listener)
+
+
+class MemoryCore:
+    def __init__(self):
+        self.peer_filter = None
+        self.excluded = []
+
+    def exclude_peer(self, peer):
+        self.excluded.append(peer)
+
+
+async def test_one_install_makes_the_dht_obey_shuns_and_counts_its_probes(nodes):
+    a, b = nodes
+    dht = FakeDht()
+    a.install(dht)
+    peer = b.host.peer_id
+    for listener in dht.probes:
+        listener(peer, True)
+        listener(peer, True)
+        listener(peer, False)
+    good, bad = a.engine.evidence(peer, 0).counts(Dimension.UPTIME, 0, 1)
+    assert (good, bad) == (pytest.approx(2), pytest.approx(1))
+    assert not dht.core.peer_filter(peer)
+    a.shun(peer, "test")
+    assert dht.core.peer_filter(peer) and dht.core.excluded == [peer]
+
+
+def test_install_refuses_a_dht_that_is_not_running():
+    service = TrustService(None, Identity.from_seed(b"me"), TrustEngine(Identity.from_seed(b"me").peer_id))
+    with pytest.raises(RuntimeError, match="must be running"):
+        service.install(FakeDht(running=False))
