@@ -6,15 +6,8 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from hypermesh.consensus.sim import (
-    SIM_CHAIN,
-    SIM_CONFIG,
-    Behaviour,
-    ConsensusSim,
-    NetworkConfig,
-    SimApp,
-    byzantine_by_stake,
-)
+from hypermesh.consensus.sim import SIM_CHAIN, SIM_CONFIG, Behaviour, ConsensusSim, NetworkConfig, SimApp
+from hypermesh.consensus.sim import byzantine_by_stake
 from hypermesh.consensus.tendermint import TendermintCore
 from hypermesh.consensus.wire import Kind, Proposal, Vote, signer_of, verify_commit
 
