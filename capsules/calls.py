@@ -33,6 +33,13 @@ from .trust import TrustPolicy
 INLINE_BUDGET = CallBudget(fuel=1_000_000, timeout_ms=2)
 # Capabilities whose effects would happen twice if a call were run again.
 SIDE_EFFECTS = frozenset({"kv", "invoke"})
+# Bulk memory instructions run to their end before a deadline can stop them:
+# a memory this small (filled in a few ms) bounds what one attempt can hold
+# the event loop for.
+INLINE_MAX_MEMORY_BYTES = 16 * 1024 * 1024
+# Functions that ran out of the budget's fuel are not tried inline again (the
+# most recent ones, by capsule CID and function).
+MAX_REMEMBERED_OVER_BUDGET = 1024
 
 
 class CallRouter:
@@ -42,6 +49,8 @@ class CallRouter:
         self._swapper = swapper
         self._policy = policy
         self._depth = threading.local()
+        # Touched only by budgeted calls, which run on the event loop.
+        self._over_budget: dict[tuple[str, str], None] = {}
 
     def call(self, target: str, function: str, data: bytes, caller: Capsule | None = None,
              budget: CallBudget | None = None) -> CallResult:
@@ -56,9 +65,14 @@ class CallRouter:
         try:
             if caller is not None:
                 self._check_invoke(caller, capsule)
-            if budget is not None and not retry_safe(capsule.manifest):
-                raise OverBudget(f"{capsule.manifest.label} may have side effects")
+            if budget is not None and not self._may_try_inline(capsule, function):
+                raise OverBudget("ineligible", f"{capsule.manifest.label}.{function} is not tried inline")
             return self._execute(capsule, function, data, budget)
+        except OverBudget as over:
+            # A deadline the budget cut says more about the machine than the code: only fuel and held logs count.
+            if over.kind in ("fuel", "host"):
+                self._remember_over_budget(capsule.cid, function)
+            raise
         except CallError as exc:
             fallback = self._swapper.on_failure(capsule, exc)
             if fallback is None:
@@ -78,7 +92,9 @@ class CallRouter:
         a core-module call whose capsule cannot change anything (no ``kv``,
         no ``invoke``) first runs here within ``INLINE_BUDGET`` (its log
         lines held back); one that needs more is run again in full on a
-        worker thread, as every other call is.
+        worker thread, as every other call is. Only capsules with at most
+        ``INLINE_MAX_MEMORY_BYTES`` of memory are tried, and a function that
+        once ran out of the budget's fuel is not tried again.
         """
         try:
             result = self.call(target, function, data, budget=INLINE_BUDGET)
@@ -86,6 +102,15 @@ class CallRouter:
             return await trio.to_thread.run_sync(self.call, target, function, data)
         await trio.lowlevel.checkpoint()
         return result
+
+    def _may_try_inline(self, capsule: Capsule, function: str) -> bool:
+        return (retry_safe(capsule.manifest) and capsule.resources.memory_bytes <= INLINE_MAX_MEMORY_BYTES
+                and (capsule.cid, function) not in self._over_budget)
+
+    def _remember_over_budget(self, cid: str, function: str) -> None:
+        self._over_budget[(cid, function)] = None
+        if len(self._over_budget) > MAX_REMEMBERED_OVER_BUDGET:
+            del self._over_budget[next(iter(self._over_budget))]
 
     def invoke(self, caller: Capsule, target: str, function: str, data: bytes) -> bytes:
         """``caller``'s call of another capsule (the host's ``invoke``)."""

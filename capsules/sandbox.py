@@ -68,7 +68,15 @@ class CallBudget:
 
 
 class OverBudget(Exception):
-    """The call needed more than its :class:`CallBudget` (not more than its own limits): run it again without one."""
+    """The call needed more than its :class:`CallBudget` (not more than its own limits): run it again without one.
+
+    ``kind`` is the budget's limit it hit: ``fuel``, ``timeout`` or ``host``
+    (too many log lines held), or ``ineligible`` when it was not tried.
+    """
+
+    def __init__(self, kind: str, message: str):
+        super().__init__(message)
+        self.kind = kind
 
 
 # Log lines a budgeted attempt may hold back (each cut to MAX_LOG_BYTES);
@@ -198,7 +206,7 @@ class _Sandbox:
             outcome = self._run(store, function, data, faults)
         except CallError as failure:
             if self._cut_short(failure, budget, attempt):
-                raise OverBudget(str(failure)) from None
+                raise OverBudget(failure.kind, str(failure)) from None
             self._release_logs(attempt)
             raise
         finally:

@@ -10,7 +10,7 @@ import trio
 from capsule_testkit import ALLOC_WAT, LIMITS_WAT, manifest, write_capsule
 from hypermesh.capsules import calls
 from hypermesh.capsules.errors import CallError
-from hypermesh.capsules.sandbox import CallBudget
+from hypermesh.capsules.sandbox import CallBudget, CoreSandbox
 
 # Logs one line, burns ~12 M fuel (more than the inline budget of 1 M), then echoes.
 BURN_WAT = """
@@ -96,3 +96,32 @@ def test_calls_from_trio_with_the_real_budget_give_the_same_results(runtime, tmp
     with caplog.at_level(logging.INFO, logger="hypermesh.capsules"):
         assert trio.run(runtime.call_async, "tests.burn", function, data).output == data
     assert [r.getMessage().endswith("burning") for r in caplog.records] == [True]
+
+
+@pytest.fixture
+def attempts(monkeypatch) -> list:
+    """The budget of every sandbox call (None: a full run)."""
+    seen: list = []
+    call = CoreSandbox.call
+
+    def recording(self, function, data, budget=None):
+        seen.append(budget)
+        return call(self, function, data, budget)
+
+    monkeypatch.setattr(CoreSandbox, "call", recording)
+    return seen
+
+
+def test_a_function_that_ran_out_of_the_budgets_fuel_is_not_tried_inline_again(runtime, tmp_path, handoffs, attempts):
+    install(runtime, tmp_path, manifest("tests.burn", entries=("burn", "echo"), requires=("log",), fuel=100_000_000), BURN_WAT)
+    for _ in range(2):
+        assert trio.run(runtime.call_async, "tests.burn", "burn", b"long").output == b"long"
+    assert attempts == [calls.INLINE_BUDGET, None, None] and handoffs == ["call", "call"]
+    assert trio.run(runtime.call_async, "tests.burn", "echo", b"short").output == b"short"  # other functions still are
+    assert attempts[-1] == calls.INLINE_BUDGET
+
+
+def test_capsules_with_more_memory_than_the_inline_limit_run_on_a_worker_thread(runtime, tmp_path, handoffs, attempts):
+    install(runtime, tmp_path, manifest("tests.big", memory=calls.INLINE_MAX_MEMORY_BYTES * 2), LIMITS_WAT)
+    assert trio.run(runtime.call_async, "tests.big", "echo", b"x").output == b"x"
+    assert attempts == [None] and handoffs == ["call"]
