@@ -8,7 +8,8 @@ the wasmtime engine and the kv database. The lifecycle steps (load,
 activate, suspend, unload) are here.
 
 Threading: calls are synchronous and may run on any thread (``call_async``
-runs them on trio worker threads); all bookkeeping happens under the
+runs them on trio worker threads, or short ones of side-effect-free core
+modules on the event loop: ``calls.py``); all bookkeeping happens under the
 registry's one lock, which is never held while guest code runs.
 """
 
