@@ -932,6 +932,12 @@ class Ledger:
                       scratch.time, scratch.validators.digest(), self.chain_id, self.state.validators.digest())
         return block.encode()
 
+    def has_pending(self) -> bool:
+        """Whether a proposal now would carry anything: evidence, or a transaction next in its sender's turn
+        (the consensus core makes no empty blocks back to back while this is False)."""
+        return bool(self.evidence_pool) or any(tx.nonce == self.state.nonce(tx.sender)
+                                               for tx in self.mempool.values())
+
     def is_valid(self, height: int, value: bytes) -> bool:
         tried = self._tried_block(value)
         if tried is None or height != self.state.height + 1:

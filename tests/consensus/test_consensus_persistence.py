@@ -133,7 +133,7 @@ class CountingStore(MemoryConsensusStore):
         super().save_commit(commit, state)
 
 
-def test_a_decision_and_the_next_proposal_and_prevote_are_saved_in_one_write_before_they_leave():
+def test_a_decision_and_then_the_next_proposal_and_prevote_are_each_saved_in_one_write_before_they_leave():
     next_proposer = proposer_of(2, 0)
     store = CountingStore()
     core = new_core(next_proposer, store)
@@ -146,7 +146,11 @@ def test_a_decision_and_the_next_proposal_and_prevote_are_saved_in_one_write_bef
         core.handle_message(signer_of(precommit), precommit, 0.0)
         if core.height == 2:
             break
-    assert store.writes - writes == 1  # the decision, the next proposal and our prevote: one write
+    assert store.writes - writes == 1  # the decision and the next height's state: one write
+    assert store.last_commit_height() == 1
+    writes = store.writes
+    core.handle_timer(core.config.timeout_commit)  # the commit wait is over: height 2 starts
+    assert store.writes - writes == 1  # the next proposal and our prevote: one write
     sent = [o.message for o in core.take_outbound()]
     own = [m for m in sent if signer_of(m) == KEYS[IDENTITIES.index(next_proposer)] and m.height == 2]
     assert {type(m) for m in own} == {Proposal, Vote}  # the proposal of height 2 and our prevote for it
