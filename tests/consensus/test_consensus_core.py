@@ -170,6 +170,20 @@ def test_two_votes_for_different_blocks_become_evidence():
     assert {event.evidence.first.block_id, event.evidence.second.block_id} == {block_id_of(VALUE), block_id_of(b"another block")}
 
 
+def test_two_proposals_of_the_proposer_for_one_round_become_evidence():
+    core = new_core(ME)
+    first, second = proposal(1, 0, VALUE), proposal(1, 0, b"another block")
+    feed(core, [first])
+    with pytest.raises(DuplicateMessage):
+        feed(core, [second])  # the first is kept
+    [event] = [e for e in core.take_events() if isinstance(e, EquivocationDetected)]
+    verify_evidence(event.evidence, CHAIN, VALIDATORS)
+    assert {event.evidence.first.block_id, event.evidence.second.block_id} == {first.block_id, second.block_id}
+    assert event.evidence.first.validator == first.proposer
+    relayed = [o for o in core.take_outbound() if o.message == event.evidence]
+    assert len(relayed) == 1  # passed on, as double votes are
+
+
 def test_missing_proposal_leads_to_nil_votes_and_a_longer_next_round():
     core = new_core(ME)
     assert core.get_timer() == 1.0  # timeout_propose(0)
