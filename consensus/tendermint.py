@@ -570,7 +570,7 @@ class TendermintCore:
         """Line 11."""
         self.round = round_
         self.step = Step.PROPOSE
-        self._commit_wait = False
+        self._commit_wait = self._awaiting_txs = False
         self._prevote_timer_set = self._precommit_timer_set = self._polka_seen = False
         self._round_senders = {r: s for r, s in self._round_senders.items() if r > round_}
         if self.is_validator and self.validators.proposer(self.height, round_) == self.public_key:

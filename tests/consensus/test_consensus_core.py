@@ -468,6 +468,17 @@ def test_an_idle_proposer_waits_for_transactions_or_the_idle_block_interval():
     assert [p.height for p in broadcasts(woken, Kind.PROPOSAL)] == [1]
 
 
+def test_an_idle_proposer_that_left_round_zero_proposes_nothing_when_transactions_arrive():
+    proposer = proposer_of(1, 0)
+    core = TendermintCore(CHAIN, VALIDATORS, proposer, IdleApp(), MemoryConsensusStore(), CONFIG)
+    core.start(0.0)
+    later = [i for i in IDENTITIES if i is not proposer and i is not proposer_of(1, 1)][:2]
+    feed(core, votes(Kind.PREVOTE, 1, 1, None, later), now=0.1)  # more than f in round 1: we join it
+    assert core.round == 1
+    core.txs_available(0.2)
+    assert not broadcasts(core, Kind.PROPOSAL)  # round 1 is another's
+
+
 @pytest.mark.parametrize("pending", [False, True])
 def test_round_zero_propose_timeout_allows_for_an_idle_proposer_unless_we_hold_transactions(pending):
     core = TendermintCore(CHAIN, VALIDATORS, ME, IdleApp(pending), MemoryConsensusStore(), CONFIG)
