@@ -24,8 +24,10 @@ baselines, so both sides of every figure pay real process boundaries.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -40,7 +42,7 @@ sys.path.insert(0, str(REPO / "bench"))
 
 from benchlib import INTEROP_PY, check, get, machine, run_json, summary  # noqa: E402
 
-from hypermesh.node.processes import start_node  # noqa: E402
+from hypermesh.node.processes import hypermesh_command, read_line, start_node  # noqa: E402
 from hypermesh.transport import perf, ping  # noqa: E402
 from hypermesh.transport.errors import TransportError  # noqa: E402
 from hypermesh.transport.host import HostConfig, open_host  # noqa: E402
@@ -86,7 +88,10 @@ async def measure_resumed_first_pings(addr: str, count: int) -> list[float]:
             if index:  # the first dial earns the ticket
                 samples.append(elapsed)
             await stream.aclose()
-            await stream.connection.handshake_complete.wait()
+            # The server's session ticket comes after the handshake; closing
+            # before it arrives would leave the next dial without one (the
+            # ticket just used is single-use) and measure a full handshake.
+            await stream.connection.session_ticket_received.wait()
             await stream.connection.aclose()
     return samples
 
@@ -103,7 +108,8 @@ async def measure_pings(addr: str, count: int) -> list[float]:
     return samples
 
 
-async def measure_bulk(addr: str, total_bytes: int, streams: int) -> dict:
+async def measure_bulk(addr: str, total_bytes: int, streams: int, download: bool = False) -> dict:
+    """perf over ``streams`` parallel streams: an upload, or with ``download`` the server sends."""
     target = parse_quic_address(addr)
     async with open_host(Identity.generate()) as client:
         driver = await client.connect(target)
@@ -115,13 +121,13 @@ async def measure_bulk(addr: str, total_bytes: int, streams: int) -> dict:
             for _ in range(streams):
                 async def one():
                     stream = await client.open_stream_on(driver, [perf.PROTOCOL])
-                    await perf.run_perf(stream, per_stream, 0)
+                    await perf.run_perf(stream, *((0, per_stream) if download else (per_stream, 0)))
                 nursery.start_soon(one)
         seconds = trio.current_time() - started
         datagram_size = driver.quic.max_datagram_size
     moved = per_stream * streams
     return {"bytes": moved, "seconds": round(seconds, 4), "mb_per_s": round(moved / seconds / MB, 2),
-            "streams": streams, "datagram_size": datagram_size}
+            "streams": streams, "direction": "download" if download else "upload", "datagram_size": datagram_size}
 
 
 def sample_sizes(quick: bool) -> dict:
@@ -257,6 +263,110 @@ def measure_many_connections(server, count: int, workers: int = 2) -> dict:
     }
 
 
+# -- across a real MTU: two network namespaces joined by a veth pair --------------
+
+
+# Link MTUs of the namespace pair: Ethernet, and IPv6's minimum.
+NAMESPACE_MTUS = (1500, 1280)
+SERVER_NS_ADDR, CLIENT_NS_ADDR = "fd77:6d74::1", "fd77:6d74::2"
+
+
+def namespace_pair_unavailable() -> str | None:
+    """Why the namespace pair cannot be set up here, or None if it can."""
+    if not sys.platform.startswith("linux"):
+        return "network namespaces are Linux only"
+    if os.geteuid() != 0:
+        return "creating network namespaces needs root"
+    if shutil.which("ip") is None:
+        return "no ip command (iproute2)"
+    return None
+
+
+def _ip(*args: str) -> None:
+    result = subprocess.run(["ip", *args], capture_output=True, text=True, timeout=30)
+    if result.returncode:
+        raise RuntimeError(f"ip {' '.join(args)}: {result.stderr.strip()}")
+
+
+@contextlib.contextmanager
+def namespace_pair(mtu: int):
+    """Two fresh network namespaces (server, client) joined by a veth pair
+    with link MTU ``mtu``, IPv6 only; both are deleted on exit (with the veth)."""
+    tag = f"hmtx{os.getpid()}m{mtu}"
+    names = (tag + "s", tag + "c")
+    created = []
+    try:
+        for name in names:
+            _ip("netns", "add", name)
+            created.append(name)
+        # Created inside the namespaces: nothing appears on the host's links.
+        _ip("link", "add", "hmtx0", "mtu", str(mtu), "netns", names[0], "type", "veth",
+            "peer", "name", "hmtx1", "mtu", str(mtu), "netns", names[1])
+        for name, device, address in ((names[0], "hmtx0", SERVER_NS_ADDR), (names[1], "hmtx1", CLIENT_NS_ADDR)):
+            _ip("-n", name, "addr", "add", f"{address}/64", "dev", device, "nodad")
+            _ip("-n", name, "link", "set", device, "up")
+            _ip("-n", name, "link", "set", "lo", "up")
+        yield names
+    finally:
+        for name in created:
+            subprocess.run(["ip", "netns", "del", name], capture_output=True, timeout=30)
+
+
+def measure_namespace_pair(mtu: int, total_bytes: int, data_dir: Path) -> dict:
+    """One-stream perf download and upload between a ``hypermesh run`` in one
+    namespace and the bench's client in the other, over a veth at ``mtu``."""
+    with namespace_pair(mtu) as (server_ns, client_ns):
+        args = ["run", "--data-dir", str(data_dir), "--json", "--perf",
+                "--listen", f"/ip6/{SERVER_NS_ADDR}/udp/0/quic-v1"]
+        server = subprocess.Popen(["ip", "netns", "exec", server_ns, *hypermesh_command(*args)],
+                                  stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+        try:
+            info = json.loads(read_line(server.stdout, time.monotonic() + 60))
+            addr = next(addr for addr in info["addrs"] if addr.startswith(f"/ip6/{SERVER_NS_ADDR}/"))
+            client = run_json(["ip", "netns", "exec", client_ns, sys.executable, __file__,
+                               "--bulk-client", addr, str(total_bytes), str(server.pid)], timeout=600)
+        finally:
+            server.terminate()
+            try:
+                server.wait(30)
+            except subprocess.TimeoutExpired:
+                server.kill()
+                server.wait()
+    return {"link_mtu": mtu, **client}
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of process ``pid`` so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def bulk_client(addr: str, total_bytes: int, server_pid: int) -> None:
+    """Worker inside the client namespace: one-stream download, then upload,
+    each with the CPU time both processes spent (less sensitive to other
+    load on the machine than the wall-clock rate)."""
+    result = {}
+    for direction in ("download", "upload"):
+        server_before, client_before = cpu_seconds(server_pid), time.process_time()
+        figures = await measure_bulk(addr, total_bytes, 1, download=direction == "download")
+        server_cpu, client_cpu = cpu_seconds(server_pid) - server_before, time.process_time() - client_before
+        result[direction] = {**figures, "server_cpu_s": round(server_cpu, 3), "client_cpu_s": round(client_cpu, 3)}
+    print(json.dumps(result), flush=True)
+
+
+def measure_namespace_pairs(total_bytes: int, tmp: Path) -> dict:
+    reason = namespace_pair_unavailable()
+    if reason is not None:
+        return {"skipped": reason}
+    results = {}
+    for mtu in NAMESPACE_MTUS:
+        try:
+            results[f"mtu_{mtu}"] = measure_namespace_pair(mtu, total_bytes, tmp / f"netns-{mtu}")
+        except (RuntimeError, OSError, ValueError, subprocess.SubprocessError) as exc:
+            results[f"mtu_{mtu}"] = {"error": str(exc)}
+    return results
+
+
 # -- baselines ----------------------------------------------------------------------
 
 
@@ -332,7 +442,7 @@ def build_figures(ours: dict, base: dict) -> list[dict]:
 # -- checks -------------------------------------------------------------------------
 
 
-def build_checks(ours: dict, base: dict, many: dict) -> list[dict]:
+def build_checks(ours: dict, base: dict, many: dict, pairs: dict) -> list[dict]:
     v6 = ours["ipv6"]
     quic = get(base, "py-libp2p", "transports", "quic") or {}
     checks = []
@@ -361,6 +471,10 @@ def build_checks(ours: dict, base: dict, many: dict) -> list[dict]:
     checks.append(check("bulk_1stream_vs_pylibp2p_quic", like_bulk, "MB/s", ">= 20x", py_bulk,
                         like_bulk / py_bulk if like_bulk and py_bulk else None,
                         bool(like_bulk and py_bulk and like_bulk / py_bulk >= 20)))
+    netns = get(pairs, "mtu_1500", "download", "mb_per_s")
+    if get(pairs, "skipped") is None:
+        checks.append(check("bulk_1stream_download_netns_mtu1500", netns, "MB/s", ">= 60",
+                            met=netns is not None and netns >= 60))
     checks.append(check("concurrent_connections_held", many["server_sees_peers"], "connections",
                         f">= {many['connections']}", met=many["server_sees_peers"] >= many["connections"]))
     return checks
@@ -370,10 +484,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small run for a smoke test")
     parser.add_argument("--hold-connections", nargs=2, metavar=("ADDR", "COUNT"), help=argparse.SUPPRESS)
+    parser.add_argument("--bulk-client", nargs=3, metavar=("ADDR", "BYTES", "SERVER_PID"), help=argparse.SUPPRESS)
+    parser.add_argument("--skip-namespaces", action="store_true", help="skip the MTU 1500/1280 namespace pair")
     parser.add_argument("--skip-baselines", action="store_true")
     args = parser.parse_args()
     if args.hold_connections:
         trio.run(hold_connections, args.hold_connections[0], int(args.hold_connections[1]))
+        return
+    if args.bulk_client:
+        trio.run(bulk_client, args.bulk_client[0], int(args.bulk_client[1]), int(args.bulk_client[2]))
         return
     started = time.monotonic()
     sizes = sample_sizes(args.quick)
@@ -390,6 +509,8 @@ def main() -> None:
         room = ["--connections-high", str(2 * connections), "--connections-low", str(2 * connections)]
         with start_node(Path(tmp) / "many", ["/ip6/::1/udp/0/quic-v1"], extra=room) as server:
             many = measure_many_connections(server, connections)
+        pairs = ({"skipped": "--skip-namespaces"} if args.skip_namespaces
+                 else measure_namespace_pairs(int(sizes["bulk_mb"] * MB), Path(tmp)))
     base = {} if args.skip_baselines else baselines(args.quick, sizes)
     report = {
         "bench": "transport",
@@ -397,10 +518,11 @@ def main() -> None:
         "machine": machine(),
         "hypermesh": ours,
         "many_connections": many,
+        "namespace_pairs": pairs,
         "baselines": base,
         "sample_sizes": sizes,
         "figures": build_figures(ours, base),
-        "checks": build_checks(ours, base, many),
+        "checks": build_checks(ours, base, many, pairs),
         "elapsed_s": round(time.monotonic() - started, 1),
     }
     print(json.dumps(report, indent=1))

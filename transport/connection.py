@@ -143,8 +143,14 @@ class QuicStream:
     def negotiate_lazily(self, negotiator) -> None:
         """Let the application use the stream before the listener confirms the
         protocol (as go-libp2p does for a single proposal): the first read
-        consumes the confirmation, or raises if the protocol was refused."""
+        consumes the confirmation, or raises if the protocol was refused.
+
+        The header and proposal are queued now and sent at the next
+        scheduling round, or with the application's first write if that
+        comes first: then both share one packet."""
         self._lazy_negotiator = negotiator
+        self._send_stream_data(negotiator.initial_bytes())
+        self._connection.transmit_soon()
 
     async def receive_some(self, max_bytes: int | None = None) -> bytes:
         """Up to ``max_bytes`` bytes; ``b""`` once the peer has finished sending."""
@@ -210,7 +216,13 @@ class QuicStream:
                 self._send_stream_data(chunk)
                 metrics.BYTES_SENT.inc(len(chunk))
                 view = view[len(chunk) :]
-                connection.transmit()
+                if view or not connection.transmit_deferred:
+                    connection.transmit()
+                else:
+                    # The endpoint transmits for this connection once woken
+                    # readers have had their turn: what else they write then
+                    # (negotiation and reply, reply and ACK) shares the packet.
+                    connection.needs_transmit = connection.answered = True
                 if not view:
                     # Not a full checkpoint: the data is already on the wire and
                     # yielding here would add a scheduling round to every reply.
@@ -335,7 +347,14 @@ class QuicConnectionDriver:
         self.needs_transmit = False
         # Whether the last datagrams woke a stream reader (which may answer).
         self.readers_woken = False
+        # Set by the endpoint while woken readers have their turn: a write
+        # then leaves the transmit to the endpoint (and sets ``answered``).
+        self.transmit_deferred = False
+        self.answered = False
         self.handshake_complete = trio.Event()
+        # Client: set once the peer's session ticket arrived (after the
+        # handshake), so that a later dial can resume and send early data.
+        self.session_ticket_received = trio.Event()
         # Set once the datagram size has been settled (probed or not).
         self.probing_done = trio.Event()
         self.closed_event = trio.Event()
@@ -367,13 +386,16 @@ class QuicConnectionDriver:
         self.needs_transmit = False
         quic = self.quic
         now = trio.current_time()
-        send = self.endpoint.send_datagram
-        sent = False
-        addr = None
-        for data, addr in quic.datagrams_to_send(now):
-            send(data, addr)
-            sent = True
-        if sent:
+        datagrams = quic.datagrams_to_send(now)
+        if datagrams:
+            addr = datagrams[-1][1]
+            if len(datagrams) == 1:
+                self.endpoint.send_datagram(datagrams[0][0], addr)
+            elif all(to == addr for _, to in datagrams):
+                self.endpoint.send_datagrams([data for data, _ in datagrams], addr)
+            else:
+                for data, to in datagrams:
+                    self.endpoint.send_datagram(data, to)
             if addr != self.remote_addr:
                 self._on_path_changed(addr)
             # A reply usually follows what we send: poll for it a little while
@@ -389,9 +411,20 @@ class QuicConnectionDriver:
         if quic.is_terminated and not self.closed:
             self._mark_closed(self.close_reason)
 
+    def transmit_soon(self) -> None:
+        """Send what is queued at the next scheduling round (by the timer
+        task), unless something transmits before: what the caller queues
+        meanwhile goes in the same packets."""
+        self.needs_transmit = True
+        if self._timer_scope is not None and not self.transmit_deferred:
+            self._timer_scope.deadline = -math.inf
+
     async def run_timers(self) -> None:
-        """Fire the state machine's timers and keep the connection alive."""
+        """Fire the state machine's timers, send what :meth:`transmit_soon`
+        left queued, and keep the connection alive."""
         while not self.closed:
+            if self.needs_transmit and not self.transmit_deferred:
+                self.transmit()
             with trio.CancelScope(deadline=self._timer_at) as scope:
                 self._timer_scope = scope
                 await trio.sleep_forever()
@@ -472,7 +505,7 @@ class QuicConnectionDriver:
 
     def datagram_received(self, data: bytes, addr: tuple, now: float) -> None:
         self.needs_transmit = True
-        self.readers_woken = False
+        self.readers_woken = self.answered = False
         self._last_activity = now
         self.quic.receive_datagram(data, addr, now)
         self._process_events()
@@ -747,6 +780,10 @@ class QuicConnectionDriver:
     def close(self, reason: str = "closed", error_code: int = 0) -> None:
         if self.closed:
             return
+        if self.needs_transmit:
+            # What is queued goes first (the client's Finished, a last
+            # reply): a closing connection sends nothing but its close.
+            self.transmit()
         self.quic.close(error_code=error_code, reason_phrase=reason)
         self.transmit()
         self.close_reason = reason

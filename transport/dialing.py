@@ -152,18 +152,26 @@ class Dialer:
         if not self._config.enable_resumption or (ticket is not None and not ticket.is_valid):
             ticket = None
         configuration = dataclasses.replace(self.configuration, session_ticket=ticket)
+        def ticket_received(new_ticket) -> None:
+            self._tickets.put(peer_id, (new_ticket, sockaddr))
+            driver.session_ticket_received.set()
+
         quic = Libp2pQuicConnection(
             configuration=configuration,
             expected_peer_id=peer_id,
             resumed_peer_id=peer_id if ticket is not None else None,
-            session_ticket_handler=lambda new_ticket: self._tickets.put(peer_id, (new_ticket, sockaddr)),
+            session_ticket_handler=ticket_received,
         )
         driver = self._table.new_driver(endpoint, quic, sockaddr, is_client=True)
         driver.user_data["dial_started"] = started = trio.current_time()
         quic.connect(sockaddr, now=started)
-        driver.transmit()
         if early_data and quic.can_send_early_data:
+            # Sent at the next scheduling round: the caller's first request,
+            # if it comes at once, then rides in the same datagram as the
+            # ClientHello (Initial and 0-RTT packets coalesced).
+            driver.transmit_soon()
             return driver
+        driver.transmit()
         await self._complete_handshake(driver)
         return driver
 

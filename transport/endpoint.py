@@ -68,7 +68,19 @@ STALE_INITIAL_SECONDS = 1.0
 # Linux: the kernel stamps each datagram with its arrival time.
 SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35 if sys.platform.startswith("linux") else None)
 _TIMESPEC = struct.Struct("@qq")
-_ANCILLARY_SPACE = socket.CMSG_SPACE(_TIMESPEC.size)
+# Linux UDP segmentation offload: one sendmsg carries a run of datagrams of
+# one size (the last may be shorter), which the kernel splits (GSO, Linux
+# 4.18), and one recvmsg returns a run that arrived together (GRO, 5.0).
+# At 1,452-byte datagrams that is one system call for up to 44 of them.
+SOL_UDP = 17
+UDP_SEGMENT = 103
+UDP_GRO = 104
+_SEGMENT_SIZE = struct.Struct("@H")  # UDP_SEGMENT's value on send
+_GRO_SIZE = struct.Struct("@i")  # UDP_GRO's value on receive
+# The kernel's limits for one GSO send.
+GSO_MAX_SEGMENTS = 64
+GSO_MAX_BYTES = 65000
+_ANCILLARY_SPACE = socket.CMSG_SPACE(_TIMESPEC.size) + socket.CMSG_SPACE(_GRO_SIZE.size)
 
 AcceptCallback = Callable[["QuicEndpoint", bytes, tuple, bytes, int], "QuicConnectionDriver | None"]
 
@@ -94,6 +106,11 @@ def make_udp_socket(family: int, host: str, port: int) -> socket.socket:
                 sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
             except OSError:
                 pass
+        if sys.platform.startswith("linux") and os.environ.get("HYPERMESH_UDP_OFFLOAD", "1") != "0":
+            try:
+                sock.setsockopt(SOL_UDP, UDP_GRO, 1)
+            except OSError:
+                pass
         # Set "don't fragment" so an oversized probe is dropped (or refused
         # with EMSGSIZE), never silently fragmented.
         level, name, value = _PMTU_OPTIONS[family]
@@ -109,9 +126,9 @@ def make_udp_socket(family: int, host: str, port: int) -> socket.socket:
     return sock
 
 
-def _option_enabled(sock: socket.socket, option: int) -> bool:
+def _option_enabled(sock: socket.socket, option: int, level: int = socket.SOL_SOCKET) -> bool:
     try:
-        return bool(sock.getsockopt(socket.SOL_SOCKET, option))
+        return bool(sock.getsockopt(level, option))
     except OSError:
         return False
 
@@ -168,6 +185,10 @@ class QuicEndpoint:
         self.spin_seconds = spin_seconds
         self.handshake_spin_seconds = HANDSHAKE_SPIN_SECONDS if spin_seconds > 0 else 0.0
         self._timestamps = SO_TIMESTAMPNS is not None and _option_enabled(sock, SO_TIMESTAMPNS)
+        # GRO: datagrams may arrive several to a recvmsg, split by their size.
+        self._gro = _option_enabled(sock, UDP_GRO, SOL_UDP)
+        # GSO: on until the kernel refuses it once (then one send per datagram).
+        self.gso = self._gro
 
     # -- routing -------------------------------------------------------------
 
@@ -209,6 +230,42 @@ class QuicEndpoint:
             log.debug("sendto %s failed: %s", addr, exc)
         return True
 
+    def send_datagrams(self, datagrams: list[bytes], addr: tuple) -> None:
+        """Send ``datagrams`` in order, runs of one size in one system call (GSO)."""
+        count = len(datagrams)
+        index = 0
+        while index < count:
+            size = len(datagrams[index])
+            end = index + 1
+            total = size
+            if self.gso:
+                while end < count and end - index < GSO_MAX_SEGMENTS:
+                    length = len(datagrams[end])
+                    if length > size or total + length > GSO_MAX_BYTES:
+                        break
+                    total += length
+                    end += 1
+                    if length < size:
+                        break  # only the last segment may be shorter
+            if end - index == 1 or not self._send_segments(datagrams[index:end], size, addr):
+                for data in datagrams[index:end]:
+                    self.send_datagram(data, addr)
+            index = end
+
+    def _send_segments(self, run: list[bytes], size: int, addr: tuple) -> bool:
+        """One GSO send; False if the kernel refused it (then send one by one)."""
+        try:
+            self.sock.sendmsg([b"".join(run)], [(SOL_UDP, UDP_SEGMENT, _SEGMENT_SIZE.pack(size))], 0, addr)
+        except BlockingIOError:
+            metrics.DATAGRAMS_DROPPED.labels("send_buffer_full").inc(len(run))
+        except OSError as exc:
+            if exc.errno != errno.EMSGSIZE:
+                # No GSO here (an old kernel, a device without checksum offload).
+                log.debug("UDP GSO send to %s failed (%s): sending datagrams one by one", addr, exc)
+                self.gso = False
+            return False
+        return True
+
     async def run(self) -> None:
         """Receive until closed. Never raises on bad input."""
         sock = self.sock
@@ -218,19 +275,23 @@ class QuicEndpoint:
         clock = trio.current_time
         datagrams_received = metrics.DATAGRAMS_RECEIVED
         timestamps = self._timestamps
+        use_recvmsg = timestamps or self._gro
         buffers = [buffer]
         while not self.closed:
             received = 0
             wall_clock = time.time() if timestamps else 0.0
             while received < MAX_BATCH:
                 queued = 0.0
+                segment = 0
                 try:
-                    if timestamps:
+                    if use_recvmsg:
                         size, ancillary, _, addr = sock.recvmsg_into(buffers, _ANCILLARY_SPACE)
                         for level, kind, value in ancillary:
                             if kind == SO_TIMESTAMPNS and level == socket.SOL_SOCKET and len(value) >= _TIMESPEC.size:
                                 seconds, nanoseconds = _TIMESPEC.unpack_from(value)
                                 queued = wall_clock - (seconds + nanoseconds * 1e-9)
+                            elif kind == UDP_GRO and level == SOL_UDP and len(value) >= _GRO_SIZE.size:
+                                segment = _GRO_SIZE.unpack_from(value)[0]
                     else:
                         size, addr = sock.recvfrom_into(buffer)
                 except BlockingIOError:
@@ -241,6 +302,14 @@ class QuicEndpoint:
                     continue
                 received += 1
                 now = clock()
+                if 0 < segment < size:
+                    # Several datagrams coalesced by GRO: each is segment bytes, the last may be less.
+                    for start in range(0, size, segment):
+                        driver = self._datagram_received(bytes(view[start : min(start + segment, size)]), addr,
+                                                         now, queued)
+                        if driver is not None:
+                            dirty[id(driver)] = driver
+                    continue
                 driver = self._datagram_received(bytes(view[:size]), addr, now, queued)
                 if driver is not None:
                     dirty[id(driver)] = driver
@@ -249,10 +318,21 @@ class QuicEndpoint:
                 # Let woken stream readers run first: their replies then carry
                 # the acknowledgements, one packet instead of two. Trio may run
                 # us before them in the next batch, so allow a second round.
-                for _ in range(READER_ROUNDS):
-                    await trio.lowlevel.checkpoint()
-                    if not any(driver.needs_transmit and driver.readers_woken for driver in dirty.values()):
-                        break
+                # Their writes meanwhile are left for us to send (in one
+                # packet with the acknowledgements and each other).
+                for driver in dirty.values():
+                    driver.transmit_deferred = True
+                try:
+                    for _ in range(READER_ROUNDS):
+                        await trio.lowlevel.checkpoint()
+                        if not any(
+                            driver.needs_transmit and driver.readers_woken and not driver.answered
+                            for driver in dirty.values()
+                        ):
+                            break
+                finally:
+                    for driver in dirty.values():
+                        driver.transmit_deferred = False
                 for driver in dirty.values():
                     if driver.needs_transmit:
                         driver.transmit()

@@ -49,6 +49,14 @@ async def race(
     delay: float = ATTEMPT_DELAY,
 ) -> Result:
     """The first successful ``attempt``; any non-retryable error ends the race and is raised."""
+    if len(candidates) == 1:
+        # Nothing to race: spare the nursery and its task.
+        try:
+            return await attempt(candidates[0])
+        except Exception as exc:
+            if retryable(exc):
+                raise RaceFailed([(candidates[0], exc)]) from None
+            raise
     winners: list[Result] = []
     errors: list[tuple[Candidate, Exception]] = []
     fatal: list[Exception] = []

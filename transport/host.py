@@ -31,7 +31,7 @@ from .connection import QuicConnectionDriver, QuicStream
 from .connection_table import ConnectionTable
 from .connmgr import ConnectionManager
 from .dialing import Dialer
-from .endpoint import QuicEndpoint, make_udp_socket
+from .endpoint import SUPPORTED_VERSIONS, QuicEndpoint, make_udp_socket
 from .errors import TransportError
 from .identity import Identity, PeerId
 from .interfaces import expand_wildcard
@@ -73,6 +73,9 @@ class Host:
             verify_mode=ssl.CERT_NONE,  # verified by our libp2p TLS hooks instead
             idle_timeout=self.config.idle_timeout,
             max_datagram_frame_size=None,
+            # The versions the endpoint accepts; aioquic would also derive
+            # QUIC v2's Initial keys for every connection.
+            supported_versions=list(SUPPORTED_VERSIONS),
         )
         self.acceptor = Acceptor(
             self.config, dataclasses.replace(base, is_client=False), self._connections, self.start_soon

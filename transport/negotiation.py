@@ -40,11 +40,12 @@ async def open_negotiated_stream(
     stream = driver.open_stream()
     negotiator = Negotiator.dialer(protocols)
     if len(protocols) == 1:
-        # One proposal: nothing to choose, so skip the round trip and let
-        # the first read take the listener's confirmation.
+        # One proposal: nothing to choose, so skip the round trip (the
+        # proposal shares a packet with the first write, if it comes at
+        # once) and let the first read take the listener's confirmation.
         stream.protocol = protocols[0]
         stream.negotiate_lazily(negotiator)
-        await stream.send_all(negotiator.initial_bytes())
+        await trio.lowlevel.checkpoint_if_cancelled()
         metrics.STREAMS_TOTAL.labels("outbound", stream.protocol).inc()
         return stream
     try:
@@ -121,14 +122,18 @@ class StreamDispatcher:
                     # is checked below, before any handler runs.
                     if not stream.early:
                         await stream.connection.handshake_complete.wait()
-                    await stream.send_all(negotiator.initial_bytes())
+                    # Our header goes out with our first answer, in one
+                    # packet: every dialer sends its header without waiting
+                    # for ours, so there is nothing to wait for.
+                    header = negotiator.initial_bytes()
                     while negotiator.result is None:
                         data = await stream.receive_some()
                         if not data:
                             await stream.aclose()
                             return
-                        reply = negotiator.receive_data(data)
+                        reply = header + negotiator.receive_data(data)
                         if reply:
+                            header = b""
                             await stream.send_all(reply)
             except (trio.TooSlowError, ProtocolError) as exc:
                 metrics.STREAMS_REFUSED.labels("negotiation").inc()

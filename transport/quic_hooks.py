@@ -76,6 +76,8 @@ from .tls import verify_certificate_chain
 STREAM_RECEIVE_WINDOW = 1 << 20
 # Connection-wide receive window, bounding buffered data per connection.
 CONNECTION_RECEIVE_WINDOW = 8 << 20
+# active_connection_id_limit we advertise (RFC 9000 §18.2: at least 2).
+ACTIVE_CONNECTION_ID_LIMIT = 4
 
 
 class ReceiveCredit:
@@ -263,8 +265,13 @@ class Libp2pQuicConnection(QuicConnection):
         self._probe_size = 0
         self._probe_failed = False
         self._building_probe = False
-        self.remote_max_udp_payload_size: int | None = None
+        # The peer's transport parameters, parsed again only when asked for.
+        self._remote_parameters_data: bytes | None = None
         super().__init__(**kwargs)
+        # Connection IDs the peer may issue us: spares for a migration, as
+        # quic-go's 4 (aioquic asks for 8, and issues as many as the peer
+        # allows: each costs both sides a frame, an event and a route).
+        self._local_active_connection_id_limit = ACTIVE_CONNECTION_ID_LIMIT
         # Acknowledge at the next transmit rather than after 1 ms: the driver
         # transmits once per batch of datagrams, after the application has
         # had its turn, so the ACK rides on the reply instead of its own packet.
@@ -601,8 +608,17 @@ class Libp2pQuicConnection(QuicConnection):
 
     def _parse_transport_parameters(self, data: bytes, from_session_ticket: bool = False) -> None:
         super()._parse_transport_parameters(data, from_session_ticket)
-        params = pull_quic_transport_parameters(Buffer(data=data))
-        self.remote_max_udp_payload_size = params.max_udp_payload_size
+        self._remote_parameters_data = data
+
+    @property
+    def remote_max_udp_payload_size(self) -> int | None:
+        """The peer's max_udp_payload_size transport parameter, if it sent one.
+
+        Parsed on demand (after the handshake, by the datagram size
+        probes), not a second time on the handshake's critical path."""
+        if self._remote_parameters_data is None:
+            return None
+        return pull_quic_transport_parameters(Buffer(data=self._remote_parameters_data)).max_udp_payload_size
 
     @property
     def max_datagram_size(self) -> int:

@@ -50,6 +50,45 @@ async def test_a_resumed_ping_rides_in_early_data(resumable):
     assert driver.resumed and driver.early_data_accepted
 
 
+def packet_types(datagram: bytes) -> list[int]:
+    """The long-header packet types coalesced in ``datagram`` (0 Initial, 1 0-RTT, 2 Handshake)."""
+    from aioquic.buffer import Buffer
+    from aioquic.quic.packet import pull_quic_header
+
+    types, offset = [], 0
+    while offset < len(datagram) and datagram[offset] & 0x80:
+        header = pull_quic_header(Buffer(data=datagram[offset:]), host_cid_length=8)
+        types.append((datagram[offset] & 0x30) >> 4)
+        offset += header.packet_length
+    return types
+
+
+async def test_the_early_ping_shares_the_first_datagram_with_the_client_hello(resumable):
+    server, client, endpoint = resumable
+    flight = []
+    real_send = endpoint.send_datagram
+    endpoint.send_datagram = lambda data, addr: flight.append(data) or real_send(data, addr)
+    try:
+        with trio.fail_after(STEP):
+            stream = await client.new_stream(server.peer_id, [ping.PROTOCOL])
+            assert await ping.Pinger(stream).ping()
+    finally:
+        del endpoint.send_datagram
+    # Initial (ClientHello) and 0-RTT (multistream proposal and ping) in one datagram.
+    assert packet_types(flight[0]) == [0, 1]
+    assert stream.connection.early_data_accepted
+
+
+async def test_a_resumed_dial_that_sends_nothing_still_completes(resumable):
+    server, client, _ = resumable
+    with trio.fail_after(STEP):
+        driver = await client.dialer.dial(server.peer_id, client_addresses(client, server), early_data=True)
+        assert not driver.handshake_complete.is_set()
+        await driver.handshake_complete.wait()
+        await driver.session_ticket_received.wait()
+    assert driver.resumed
+
+
 async def test_other_protocols_wait_for_the_handshake(resumable):
     server, client, _ = resumable
     with trio.fail_after(STEP):

@@ -64,3 +64,54 @@ async def test_queue_time_comes_from_kernel_timestamps(endpoint, monkeypatch):
             await trio.testing.wait_all_tasks_blocked()
             nursery.cancel_scope.cancel()
     assert dropped("stale_initial") == before + 1 and endpoint.accepted == []
+
+
+def a_run_of_datagrams() -> list[bytes]:
+    # Five of one size and a shorter last one: one GSO send.
+    return [bytes([index]) * 1452 for index in range(5)] + [b"\xff" * 300]
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="UDP GSO/GRO are Linux features")
+def test_a_run_of_datagrams_leaves_in_one_gso_send_and_arrives_as_datagrams(endpoint, monkeypatch):
+    assert endpoint.gso
+    sends = []
+    real_sendmsg = endpoint.sock.sendmsg
+    monkeypatch.setattr(endpoint, "sock", type("Spy", (), {
+        "sendmsg": lambda self, *args: sends.append(args) or real_sendmsg(*args),
+        "sendto": endpoint.sock.sendto})())
+    with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as receiver:
+        receiver.bind(("::1", 0))
+        receiver.settimeout(5)
+        endpoint.send_datagrams(a_run_of_datagrams(), receiver.getsockname())
+        # A socket without GRO gets them one by one, as sent.
+        assert [receiver.recv(65536) for _ in range(6)] == a_run_of_datagrams()
+    assert len(sends) == 1
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="UDP GSO/GRO are Linux features")
+async def test_datagrams_coalesced_by_gro_are_routed_one_by_one(endpoint):
+    arrived = []
+    receiver = QuicEndpoint(make_udp_socket(socket.AF_INET6, "::1", 0), socket.AF_INET6, None)
+    receiver._datagram_received = lambda data, addr, now, queued=0.0: arrived.append(data)
+    try:
+        endpoint.send_datagrams(a_run_of_datagrams(), receiver.sock.getsockname())
+        with trio.fail_after(5):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(receiver.run)
+                await trio.testing.wait_all_tasks_blocked()
+                nursery.cancel_scope.cancel()
+    finally:
+        receiver.close()
+    assert arrived == a_run_of_datagrams()
+
+
+def test_a_kernel_that_refuses_gso_gets_the_datagrams_one_by_one(endpoint, monkeypatch):
+    def refuse(*args):
+        raise OSError(5, "Input/output error")  # EIO: a device without checksum offload
+
+    sent = []
+    monkeypatch.setattr(endpoint, "sock", type("Refusing", (), {
+        "sendmsg": lambda self, *args: refuse(), "sendto": lambda self, data, addr: sent.append(data)})())
+    endpoint.gso = True
+    endpoint.send_datagrams(a_run_of_datagrams(), ("::1", 9, 0, 0))
+    assert sent == a_run_of_datagrams() and not endpoint.gso
