@@ -319,8 +319,12 @@ class QuicEndpoint:
                 # the acknowledgements, one packet instead of two. Trio may run
                 # us before them in the next batch, so allow a second round.
                 # Their writes meanwhile are left for us to send (in one
-                # packet with the acknowledgements and each other).
+                # packet with the acknowledgements and each other). A
+                # handshake flight goes first, at once: the peer works on it
+                # while our readers answer (a 0-RTT request's answer follows).
                 for driver in dirty.values():
+                    if driver.needs_transmit and not driver.handshake_complete.is_set():
+                        driver.transmit()
                     driver.transmit_deferred = True
                 try:
                     for _ in range(READER_ROUNDS):
