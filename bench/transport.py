@@ -7,7 +7,10 @@ for our transport over [::1] and 127.0.0.1 — full connect (handshake + first
 negotiated stream) p50/p99, resumed connect p50, resumed dial to the first
 ping answer with the ping in 0-RTT early data, ping RTT p50/p99 on an open
 connection, bulk throughput on one stream and on 8 parallel streams, and
-1,000 concurrent connections held by one node (setup time, RSS) — then the
+1,000 concurrent connections held by one node (setup time, RSS); where it
+runs as root, one-stream perf download and upload across two network
+namespaces joined by a veth pair at MTU 1500 and 1280, with both processes'
+CPU time (``namespace_pairs``; ``--skip-namespaces`` leaves it out) — then the
 same figures for py-libp2p (QUIC and TCP, bench/baselines/pylibp2p_transport.py
 in the interop venv) and plain trio TCP (bench/baselines/trio_tcp.py), with
 the same sample sizes for every implementation; a ``figures`` list that
