@@ -85,7 +85,8 @@ ANCHOR = {
             "the paper's value for the same threat model and malicious share where its chart has one",
     "comparable": "Chirita, Nejdl, Schlosser, Scurtu, 'Personalized Reputation Management in P2P Networks', "
                   "2004, reproducing the paper's threat models with a personalised EigenTrust: model C at most "
-                  "17.6 % inauthentic downloads (at 50 % camouflage), 7.3 % at 70 %",
+                  "17.6 % inauthentic downloads (at 50 % camouflage), 7.3 % at 70 %; 53 good and 20 malicious peers "
+                  "(its page 9, as stored at fliphtml5.com/dxoq/ihsx/Personalized_Reputation_Management_in_P2P_Networks/9)",
 }
 
 

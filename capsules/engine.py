@@ -23,7 +23,7 @@ import time
 from collections import OrderedDict
 from importlib.metadata import version
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Union
 
 import wasmtime
 from wasmtime import component as wasm_component
@@ -39,6 +39,35 @@ MAX_CACHED_COMPONENTS = 8
 
 def deadline_ticks(timeout_ms: int) -> int:
     return math.ceil(timeout_ms / 1000 / EPOCH_TICK_S) + 1
+
+
+class StoredCode:
+    """Code admitted earlier, known by its sha2-256: a load from the artifact cache never reads it.
+
+    A cold start (after ``unload`` or a restart) needs only the digest to
+    find the compiled artifact; the file is read, and checked against the
+    digest, only when the code must be compiled again.
+    """
+
+    __slots__ = ("digest", "path")
+
+    def __init__(self, digest: str, path: Path):
+        self.digest = digest
+        self.path = Path(path)
+
+    def read(self) -> bytes:
+        data = self.path.read_bytes()
+        if hashlib.sha256(data).hexdigest() != self.digest:
+            raise LinkError(f"{self.path} is not the code that was admitted (its sha2-256 changed)")
+        return data
+
+
+Code = Union[bytes, StoredCode]
+
+
+def code_digest(code: Code) -> str:
+    """sha2-256 (hex) of the code: what the artifact cache is keyed by."""
+    return code.digest if isinstance(code, StoredCode) else hashlib.sha256(code).hexdigest()
 
 
 class _LRU:
@@ -137,8 +166,8 @@ class CapsuleEngine:
     def artifact_path(self, digest: str) -> Path | None:
         return None if self.artifact_dir is None else self.artifact_dir / f"{digest}.cwasm"
 
-    def _load(self, code: bytes, lru: _LRU, compile_: Callable, deserialize_file: Callable, what: str):
-        digest = hashlib.sha256(code).hexdigest()
+    def _load(self, code: Code, lru: _LRU, compile_: Callable, deserialize_file: Callable, what: str, digest: str | None):
+        digest = digest or code_digest(code)
         with self._lock:
             cached = lru.get(digest)
         if cached is not None:
@@ -146,16 +175,17 @@ class CapsuleEngine:
             return cached
         path = self.artifact_path(digest)
         loaded = None
-        if path is not None and path.exists():
+        if path is not None:
             try:
                 loaded = deserialize_file(self.engine, str(path))
                 self.stats["deserialized"] += 1
             except wasmtime.WasmtimeError:
-                # Left by another wasmtime build: recompile and replace it.
+                # None yet, or left by another wasmtime build: compile (and replace it).
                 loaded = None
         if loaded is None:
+            source = code.read() if isinstance(code, StoredCode) else code
             try:
-                loaded = compile_(self.engine, code)
+                loaded = compile_(self.engine, source)
             except wasmtime.WasmtimeError as exc:
                 raise LinkError(f"{what} does not compile: {str(exc).splitlines()[0]}") from None
             self.stats["compiled"] += 1
@@ -165,10 +195,10 @@ class CapsuleEngine:
             lru.put(digest, loaded)
         return loaded
 
-    def module(self, code: bytes) -> wasmtime.Module:
-        """A compiled core module, from memory, the disk cache or the compiler."""
-        return self._load(code, self._modules, wasmtime.Module, wasmtime.Module.deserialize_file, "core module")
+    def module(self, code: Code, digest: str | None = None) -> wasmtime.Module:
+        """A compiled core module, from memory, the disk cache or the compiler (``digest``: ``code_digest(code)`` if known)."""
+        return self._load(code, self._modules, wasmtime.Module, wasmtime.Module.deserialize_file, "core module", digest)
 
-    def component(self, code: bytes) -> wasm_component.Component:
+    def component(self, code: Code, digest: str | None = None) -> wasm_component.Component:
         return self._load(code, self._components, wasm_component.Component,
-                          wasm_component.Component.deserialize_file, "component")
+                          wasm_component.Component.deserialize_file, "component", digest)

@@ -44,7 +44,8 @@ ALLOWED: dict[State, frozenset[State]] = {
     State.LOADED: frozenset({State.ACTIVE, State.UNLOADED, State.QUARANTINED}),
     State.ACTIVE: frozenset({State.SUSPENDED, State.UNLOADED}),
     State.SUSPENDED: frozenset({State.ACTIVE, State.UNLOADED}),
-    State.UNLOADED: frozenset({State.LOADED}),
+    # Reloading links again: code that no longer links (or no longer matches its admitted digest) is quarantined.
+    State.UNLOADED: frozenset({State.LOADED, State.QUARANTINED}),
     State.QUARANTINED: frozenset(),
 }
 

@@ -32,6 +32,8 @@ class Capsule:
     diagnostics: tuple[Diagnostic, ...] = ()
     sandbox: object | None = None
     code: bytes | None = field(default=None, repr=False)
+    # sha2-256 (hex) of the admitted code, kept once ``code`` is dropped after the first load.
+    code_digest: str | None = field(default=None, repr=False)
     inflight: int = 0
     # While on probation (and after a rollback), where a failed call is retried.
     fallback_cid: str | None = None

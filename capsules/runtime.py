@@ -8,7 +8,8 @@ the wasmtime engine and the kv database. The lifecycle steps (load,
 activate, suspend, unload) are here.
 
 Threading: calls are synchronous and may run on any thread (``call_async``
-runs them on trio worker threads); all bookkeeping happens under the
+runs them on trio worker threads, or short ones of side-effect-free core
+modules on the event loop: ``calls.py``); all bookkeeping happens under the
 registry's one lock, which is never held while guest code runs.
 """
 
@@ -25,7 +26,7 @@ from hypermesh.transport.identity import Identity, init_identity
 from . import preflight
 from .admission import AdmissionResult, Diagnostic
 from .calls import CallRouter, schema_validators
-from .engine import CapsuleEngine
+from .engine import CapsuleEngine, StoredCode, code_digest
 from .errors import LifecycleError, LinkError
 from .execution import CallResult
 from .host import HostServices
@@ -138,9 +139,18 @@ class CapsuleRuntime:
         host = HostServices(kv_namespace(capsule.signer, capsule.manifest.name), f"{capsule.manifest.label} {capsule.cid[-8:]}",
                             self.kv, functools.partial(self._calls.invoke, capsule),
                             logging.getLogger(f"hypermesh.capsules.{capsule.manifest.name}"))
-        code = capsule.code if capsule.code is not None else (capsule.directory / capsule.manifest.impl).read_bytes()
+        # The admitted bytes at the first load; after that their digest, which
+        # finds the compiled artifact without reading the file again.
+        path = capsule.directory / capsule.manifest.impl
+        if capsule.code is not None:
+            code = capsule.code
+        elif capsule.code_digest is not None:
+            code = StoredCode(capsule.code_digest, path)
+        else:
+            code = path.read_bytes()
+        digest = code_digest(code)
         try:
-            sandbox = build_sandbox(self.engine, code, capsule.manifest, capsule.resources, host)
+            sandbox = build_sandbox(self.engine, code, capsule.manifest, capsule.resources, host, digest)
         except LinkError as exc:
             with lock:
                 if capsule.state in (State.VERIFIED, State.UNLOADED):
@@ -150,7 +160,7 @@ class CapsuleRuntime:
         with lock:
             if capsule.state not in (State.VERIFIED, State.UNLOADED):
                 return  # loaded by another thread meanwhile
-            capsule.sandbox, capsule.validators, capsule.code = sandbox, validators, None
+            capsule.sandbox, capsule.validators, capsule.code, capsule.code_digest = sandbox, validators, None, digest
             capsule.lifecycle.transition(State.LOADED, f"{capsule.manifest.kind} linked with {sorted(capsule.manifest.requires)}")
 
     def activate(self, cid: str) -> Capsule:

@@ -17,7 +17,7 @@ import ctypes
 import hashlib
 import re
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 
 import wasmtime
@@ -26,9 +26,10 @@ from wasmtime import component as wasm_component
 from . import corecall
 from .component_bytes import call_bytes_func
 from .component_stdio import StdioChannel
-from .engine import CapsuleEngine
+from .engine import CapsuleEngine, Code, code_digest
 from .errors import CallError, LinkError
-from .host import CORE_IMPORT_CAPABILITY, CORE_IMPORT_MODULE, CORE_IMPORTS, WIT_PACKAGE, HostServices, core_func_type, wit_interface
+from .host import (CORE_IMPORT_CAPABILITY, CORE_IMPORT_MODULE, CORE_IMPORTS, MAX_LOG_BYTES, WIT_PACKAGE, HostServices,
+                   core_func_type, wit_interface)
 from .manifest import ALLOC_EXPORT, COMPONENT_ENTRY, MEMORY_EXPORT, RESERVED_MODULE_EXPORTS, Manifest, Resources
 
 # Part of the link-check cache key: a marker written by an older, weaker
@@ -56,6 +57,39 @@ _U32 = 0xFFFFFFFF
 class CallOutcome:
     output: bytes
     fuel_used: int
+
+
+@dataclass(frozen=True, slots=True)
+class CallBudget:
+    """A tighter fuel and deadline for a first attempt that must stay short (calls.py runs it on the event loop)."""
+
+    fuel: int
+    timeout_ms: int
+
+
+class OverBudget(Exception):
+    """The call needed more than its :class:`CallBudget` (not more than its own limits): run it again without one.
+
+    ``kind`` is the budget's limit it hit: ``fuel``, ``timeout`` or ``host``
+    (too many log lines held), or ``ineligible`` when it was not tried.
+    """
+
+    def __init__(self, kind: str, message: str):
+        super().__init__(message)
+        self.kind = kind
+
+
+# Log lines a budgeted attempt may hold back (each cut to MAX_LOG_BYTES);
+# one more makes the attempt over budget.
+MAX_HELD_LOGS = 64
+
+
+@dataclass(slots=True)
+class _Attempt:
+    """A budgeted call's log lines, held until it completes."""
+
+    held: list[bytes] = field(default_factory=list)
+    overflowed: bool = False
 
 
 def table_element_limit(memory_bytes: int) -> int:
@@ -105,15 +139,28 @@ class _Sandbox:
         self.label = manifest.label
         self._local = threading.local()
 
-    def new_store(self) -> wasmtime.Store:
-        """A store with the capsule's limits, set before any guest code runs."""
+    def new_store(self, budget: CallBudget | None = None) -> wasmtime.Store:
+        """A store with the capsule's limits (or the tighter ``budget``), set before any guest code runs."""
         store = wasmtime.Store(self.engine.engine)
         self._prepare_store(store)
         store.set_limits(memory_size=self.resources.memory_bytes, memories=MAX_MEMORIES, tables=MAX_TABLES,
                          table_elements=table_element_limit(self.resources.memory_bytes))
-        store.set_fuel(self.resources.fuel)
-        store.set_epoch_deadline(self.engine.deadline_ticks(self.resources.timeout_ms))
+        fuel, timeout_ms = self.resources.fuel, self.resources.timeout_ms
+        if budget is not None:
+            fuel, timeout_ms = min(fuel, budget.fuel), min(timeout_ms, budget.timeout_ms)
+        store.set_fuel(fuel)
+        store.set_epoch_deadline(self.engine.deadline_ticks(timeout_ms))
         return store
+
+    def _cut_short(self, failure: CallError, budget: CallBudget | None, attempt: _Attempt | None) -> bool:
+        """Whether ``failure`` is the budget's doing: a limit the budget set tighter than the capsule's own."""
+        if budget is None:
+            return False
+        if failure.kind == "host":
+            return attempt is not None and attempt.overflowed
+        if failure.kind == "fuel":
+            return budget.fuel < self.resources.fuel
+        return failure.kind == "timeout" and budget.timeout_ms < self.resources.timeout_ms
 
     def _prepare_store(self, store: wasmtime.Store) -> None:
         """Hook for what a kind of sandbox needs in every store."""
@@ -135,24 +182,52 @@ class _Sandbox:
             if "matching implementation was not found" in str(exc):
                 raise LinkError(f"{self.label} does not link: {_whole_error(exc)}") from None
 
-    def call(self, function: str, data: bytes) -> CallOutcome:
-        """Run one call in a fresh store; raises :class:`CallError` saying which limit or fault stopped it."""
+    def call(self, function: str, data: bytes, budget: CallBudget | None = None) -> CallOutcome:
+        """Run one call in a fresh store; raises :class:`CallError` saying which limit or fault stopped it.
+
+        With a ``budget``, a call that needs more fuel or time than it allows
+        raises :class:`OverBudget` instead, and the lines it logged are
+        dropped: the call is to be run again in full, and logs them then.
+        """
         if function not in self.manifest.entry_points:
             raise CallError("input", f"{self.label} has no entry point {function!r} (has {sorted(self.manifest.entry_points)})")
         if len(data) > MAX_INPUT_BYTES:
             raise CallError("input", f"input of {len(data)} bytes is over the {MAX_INPUT_BYTES}-byte limit")
-        store = self.new_store()
+        store = self.new_store(budget)
         # Host functions record here why they failed (the trap's own text is
         # generic). Calls run concurrently on several threads and nest through
         # `invoke`, hence one list per call, in thread-local storage.
         faults: list[str] = []
+        attempt = None if budget is None else _Attempt()
         local = self._local
-        previous = getattr(local, "faults", None)
-        local.faults = faults
+        previous = getattr(local, "faults", None), getattr(local, "attempt", None)
+        local.faults, local.attempt = faults, attempt
         try:
-            return self._run(store, function, data, faults)
+            outcome = self._run(store, function, data, faults)
+        except CallError as failure:
+            if self._cut_short(failure, budget, attempt):
+                raise OverBudget(failure.kind, str(failure)) from None
+            self._release_logs(attempt)
+            raise
         finally:
-            local.faults = previous
+            local.faults, local.attempt = previous
+        self._release_logs(attempt)
+        return outcome
+
+    def _hold_log(self, message: bytes) -> bool:
+        """Hold a budgeted attempt's log line; False outside one (log it now)."""
+        attempt = getattr(self._local, "attempt", None)
+        if attempt is None:
+            return False
+        if len(attempt.held) >= MAX_HELD_LOGS:
+            attempt.overflowed = True
+            raise OverflowError(f"more than {MAX_HELD_LOGS} log lines in a budgeted attempt")
+        attempt.held.append(message[:MAX_LOG_BYTES])
+        return True
+
+    def _release_logs(self, attempt: _Attempt | None) -> None:
+        for message in attempt.held if attempt is not None else ():
+            self.host.log("info", message)
 
     def _run(self, store: wasmtime.Store, function: str, data: bytes, faults: list[str]) -> CallOutcome:
         raise NotImplementedError
@@ -166,12 +241,14 @@ class _Sandbox:
 class CoreSandbox(_Sandbox):
     """A linked core module, ready to run calls."""
 
-    def __init__(self, engine: CapsuleEngine, code: bytes, manifest: Manifest, resources: Resources, host: HostServices):
+    def __init__(self, engine: CapsuleEngine, code: Code, manifest: Manifest, resources: Resources, host: HostServices,
+                 digest: str | None = None):
         super().__init__(engine, manifest, resources, host)
-        module = engine.module(code)
+        digest = digest or code_digest(code)
+        module = engine.module(code, digest)
         # Inspecting a module's types through wasmtime-py costs more than the
         # rest of a cold start, and the result only depends on these inputs.
-        check_key = hashlib.sha256(repr((LINK_CHECK_VERSION, hashlib.sha256(code).hexdigest(), sorted(manifest.entry_points),
+        check_key = hashlib.sha256(repr((LINK_CHECK_VERSION, digest, sorted(manifest.entry_points),
                                          sorted(manifest.requires))).encode()).hexdigest()
         checked = engine.link_checked(check_key)
         if not checked:
@@ -257,7 +334,9 @@ class CoreSandbox(_Sandbox):
             return run
 
         def log(caller, ptr, length):
-            host.log("info", read(caller, ptr, length, 1 << 20))
+            message = read(caller, ptr, length, 1 << 20)
+            if not self._hold_log(message):
+                host.log("info", message)
 
         def kv_get(caller, kptr, klen, vptr, vcap):
             value = host.kv_get(read(caller, kptr, klen, 4096))
@@ -345,9 +424,10 @@ def _whole_error(error: BaseException) -> str:
 class ComponentSandbox(_Sandbox):
     """A compiled component and a linker holding WASI 0.2 plus the granted host interfaces."""
 
-    def __init__(self, engine: CapsuleEngine, code: bytes, manifest: Manifest, resources: Resources, host: HostServices):
+    def __init__(self, engine: CapsuleEngine, code: Code, manifest: Manifest, resources: Resources, host: HostServices,
+                 digest: str | None = None):
         super().__init__(engine, manifest, resources, host)
-        self.component = engine.component(code)
+        self.component = engine.component(code, digest)
         component_type = self.component.type
         imports = component_type.imports(engine.engine)
         exports = component_type.exports(engine.engine)
@@ -441,30 +521,45 @@ class ComponentSandbox(_Sandbox):
     def _run(self, store: wasmtime.Store, function: str, data: bytes, faults: list[str]) -> CallOutcome:
         label = f"{self.label}.{function}"
         limit = self.resources.max_output_bytes
-        channel = None
+        channel = StdioChannel(data, limit) if self.stdio_index is not None else None
+        failure = None
         try:
-            if self.stdio_index is not None:
-                channel = StdioChannel(data, limit)
-                store.set_wasi(channel.wasi_config())
-            instance = self.linker.instantiate(store, self.component)
+            output, fuel_used = self._call(store, channel, data, limit)
+        except (wasmtime.Trap, wasmtime.WasmtimeError, TypeError, OverflowError, OSError) as exc:
+            failure = exc
+        finally:
             if channel is not None:
-                func = instance.get_func(store, self.stdio_index)
-                func(store, len(data))
-                output = channel.output()
-            else:
-                func = instance.get_func(store, self.handle_index)
-                output = call_bytes_func(func, store, data, limit)
-            func.post_return(store)
-        except CallError:
-            raise
-        except OverflowError as exc:
-            raise CallError("output", f"{label}: {exc}") from None
-        except (wasmtime.Trap, wasmtime.WasmtimeError, TypeError) as exc:
-            if channel is not None and channel.overflowed:
-                # The guest failed on the write the host refused.
-                raise CallError("output", f"{label}: {channel.overflow_message()}") from None
-            raise classify_failure(exc, self.resources, label, faults) from None
-        return CallOutcome(output, self.resources.fuel - store.get_fuel())
+                # Closing the store closes wasmtime's end of the stdout pipe:
+                # the drain then reads to its end.
+                store.close()
+                channel.close()
+        if channel is not None and channel.failure is not None:
+            raise CallError("host", f"{label}: reading its stdout failed: {channel.failure}")
+        if channel is not None and channel.overflowed:
+            # Whatever else failed, it failed after the guest wrote too much.
+            raise CallError("output", f"{label}: {channel.overflow_message()}")
+        if isinstance(failure, OverflowError):
+            raise CallError("output", f"{label}: {failure}")
+        if isinstance(failure, OSError):
+            raise CallError("host", f"{label}: cannot set up its stdio: {failure}")
+        if failure is not None:
+            raise classify_failure(failure, self.resources, label, faults)
+        return CallOutcome(output if channel is None else channel.output(), fuel_used)
+
+    def _call(self, store: wasmtime.Store, channel: StdioChannel | None, data: bytes, limit: int) -> tuple[bytes | None, int]:
+        """Instantiate and call: through ``handle-stdio`` with ``channel``, else ``handle`` (output None: it is in the channel)."""
+        output = None
+        if channel is not None:
+            store.set_wasi(channel.wasi_config())
+        instance = self.linker.instantiate(store, self.component)
+        if channel is not None:
+            func = instance.get_func(store, self.stdio_index)
+            func(store, len(data))
+        else:
+            func = instance.get_func(store, self.handle_index)
+            output = call_bytes_func(func, store, data, limit)
+        func.post_return(store)
+        return output, self.resources.fuel - store.get_fuel()
 
 
 def _is_u8_list(valtype) -> bool:
@@ -481,6 +576,8 @@ def _is_stdio_handler(func_type) -> bool:
     return params is not None and len(params) == 1 and isinstance(params[0][1], wasm_component.U64) and func_type.result is None
 
 
-def build_sandbox(engine: CapsuleEngine, code: bytes, manifest: Manifest, resources: Resources, host: HostServices):
+def build_sandbox(engine: CapsuleEngine, code: Code, manifest: Manifest, resources: Resources, host: HostServices,
+                  digest: str | None = None):
+    """The sandbox for ``code`` (``digest``: its ``code_digest``, when known)."""
     cls = ComponentSandbox if manifest.kind == "component" else CoreSandbox
-    return cls(engine, code, manifest, resources, host)
+    return cls(engine, code, manifest, resources, host, digest)

@@ -117,6 +117,12 @@ class ConsensusService:
             for peer in self._validators:
                 self.host.connection_manager.unprotect(peer, PROTECTION_TAG)
 
+    def txs_available(self) -> None:
+        """The application has something to propose (new transactions): an idle proposer proposes now."""
+        if self._running:
+            self.core.txs_available(trio.current_time())
+            self._pump()
+
     async def wait_for_height(self, height: int) -> Committed:
         """Until this node has committed ``height`` (one of the latest KEPT_DECISIONS); returns that decision."""
         while True:

@@ -24,15 +24,17 @@ healed and every killed honest validator has restarted (the network is
 synchronous and every honest validator runs). Let H be the highest height an
 honest validator had decided at T, and r the highest round an honest
 validator is in at height H + 1. Some honest validator must decide H + 1 by
-T + 3 × view_timeout(r), where
+T + timeout_commit + 3 × view_timeout(r), where
 
     view_timeout(r) = timeout_propose + timeout_prevote + timeout_precommit + 3 r timeout_delta
+                      (+ idle_block_interval in round 0 of a chain whose application can be idle)
 
 is the longest an honest validator stays in round r when the round fails
-(each of its three timeouts grows by timeout_delta per round), plus
-view_timeout(r') for every round r' ≥ r whose proposer is Byzantine (such a
-round may always be wasted; the bound counts three rounds led by honest
-proposers). Every honest validator must then reach H + 2 within
+(each of its three timeouts grows by timeout_delta per round; round 0 waits
+for an idle proposer), plus view_timeout(r') for every round r' ≥ r whose
+proposer is Byzantine (such a round may always be wasted; the bound counts
+three rounds led by honest proposers); timeout_commit is the commit wait a
+validator that has just decided H may be in. Every honest validator must then reach H + 2 within
 :data:`CATCH_UP_LIMIT` (no validator is left behind for good).
 
 Locks, in the schedules with lock clients (:mod:`.fuzz_locks`): every node
@@ -73,18 +75,20 @@ LOCK_TAIL = 0.2
 CATCH_UP_LIMIT = 30.0
 
 
-def view_timeout(config: TendermintConfig, round_: int) -> float:
-    """The longest an honest validator stays in ``round_`` when that round fails."""
-    return config.timeout_propose + config.timeout_prevote + config.timeout_precommit \
+def view_timeout(config: TendermintConfig, round_: int, idle: bool = False) -> float:
+    """The longest an honest validator stays in ``round_`` when that round fails
+    (``idle``: the application may have nothing to propose, and round 0 waits for its proposer)."""
+    wait = config.idle_block_interval if idle and round_ == 0 else 0.0
+    return config.timeout_propose + wait + config.timeout_prevote + config.timeout_precommit \
         + 3 * round_ * config.timeout_delta
 
 
 def liveness_bound(config: TendermintConfig, validators: ValidatorSet, byzantine_keys: set[bytes],
-                   height: int, round_: int, views: int = 3) -> float:
+                   height: int, round_: int, views: int = 3, idle: bool = False) -> float:
     """Seconds from the stable time by which ``height`` must be decided (see the module's docstring)."""
-    bound, honest_views = 0.0, 0
+    bound, honest_views = config.timeout_commit, 0
     while honest_views < views:
-        bound += view_timeout(config, round_)
+        bound += view_timeout(config, round_, idle)
         if validators.proposer(height, round_) not in byzantine_keys:
             honest_views += 1
         round_ += 1
@@ -303,7 +307,8 @@ def run_schedule(schedule: Schedule, core_class: type[TendermintCore] = Tendermi
     round_ = max((core.round for core in at_height), default=0)
     validators = at_height[0].validators if at_height else sim.validator_set
     byzantine_keys = {sim.nodes[i].key for i in byzantine}
-    outcome.resume_bound = liveness_bound(config, validators, byzantine_keys, height, round_)
+    idle = hasattr(reference, "has_pending")
+    outcome.resume_bound = liveness_bound(config, validators, byzantine_keys, height, round_, idle=idle)
     sim.run_until(stable_at + outcome.resume_bound, stop=lambda: any(height in node.committed for node in honest))
     decided_at = [node.commit_times[height] for node in honest if height in node.commit_times]
     if decided_at:

@@ -128,7 +128,8 @@ class LockClients:
                 try:
                     node.app.submit(tx)
                 except LedgerError:
-                    pass  # decided already, or this node is behind on the sender's nonce: others have it
+                    continue  # decided already, or this node is behind on the sender's nonce: others have it
+                self.sim.txs_available(node.index)
 
     def _request_id(self) -> bytes:
         self._requests += 1

@@ -78,7 +78,7 @@ from .ledger_tx import (
     verify_signature,
 )
 from .locks import LockOutcome, LockTable, lock_entry_key
-from .merkle import AbsenceProof, MerkleProof, MerkleTree, ProofError, verify_proof
+from .merkle import AbsenceProof, MerkleProof, MerkleTree, ProofError, ordered_root, verify_proof
 from .store import ConsensusStore
 from .validators import MAX_POWER, MAX_VALIDATORS, Validator, ValidatorSet
 from .wire import (
@@ -109,7 +109,7 @@ MAX_PENDING_PER_SENDER = 64
 # What a proposal may spend on transactions: the consensus value limit less the
 # header, the largest certificate and the evidence a block may carry.
 _MAX_EVIDENCE_SIZE = 2 * (1 + 8 + 4 + 33 + 32 + 64) + 16
-MAX_BLOCK_TRANSACTION_BYTES = (MAX_VALUE_SIZE - 96 - (16 + MAX_VALIDATORS * (2 + 64))
+MAX_BLOCK_TRANSACTION_BYTES = (MAX_VALUE_SIZE - 256 - (16 + MAX_VALIDATORS * (2 + 64))
                                - MAX_BLOCK_EVIDENCE * (4 + _MAX_EVIDENCE_SIZE))
 _META_KEYS = (b"meta/burned", b"meta/minted", b"meta/height", b"meta/time", b"meta/last_block", b"meta/validators",
               b"meta/last_validators")
@@ -143,10 +143,20 @@ class Block:
     # epoch change or jailing): what lets a client that follows only certified
     # blocks take a new set from the old one's signatures.
     next_validators: bytes = b"\x00" * 32
+    chain_id: str = ""
+    # The digest of the set that signs this block.
+    validators: bytes = b"\x00" * 32
 
-    def encode(self) -> bytes:
+    @property
+    def transactions_root(self) -> bytes:
+        return ordered_root([tx.tx_id() for tx in self.transactions])
+
+    def encode(self, transactions_root: bytes | None = None) -> bytes:
+        """The canonical encoding (``transactions_root``: this block's, if the caller computed it already)."""
         certificate = encode_certificate(self.last_certificate) if self.last_certificate is not None else b""
-        parts = [struct.pack(">BQQ", BLOCK_VERSION, self.height, self.time), self.parent_root, self.next_validators,
+        chain_id = self.chain_id.encode()
+        parts = [struct.pack(">BB", BLOCK_VERSION, len(chain_id)), chain_id, struct.pack(">QQ", self.height, self.time),
+                 self.parent_root, transactions_root or self.transactions_root, self.validators, self.next_validators,
                  struct.pack(">I", len(certificate)), certificate, struct.pack(">I", len(self.transactions))]
         for tx in self.transactions:
             encoded = tx.encode()
@@ -171,13 +181,19 @@ def decode_block(data: bytes) -> Block:
         offset += size
         return chunk
 
-    version, height, time = struct.unpack(">BQQ", take(17))
-    if version != BLOCK_VERSION or height == 0:
-        raise InvalidBlock("unknown block version or height 0")
+    version, chain_id_size = struct.unpack(">BB", take(2))
+    if version != BLOCK_VERSION:
+        raise InvalidBlock(f"unknown block version {version}")
+    try:
+        chain_id = take(chain_id_size).decode()
+    except UnicodeDecodeError:
+        raise InvalidBlock("the chain ID is not UTF-8") from None
+    height, time = struct.unpack(">QQ", take(16))
+    if height == 0:
+        raise InvalidBlock("height 0")
     if time > MAX_BLOCK_TIME:
         raise InvalidBlock("block time out of range")
-    parent_root = take(32)
-    next_validators = take(32)
+    parent_root, transactions_root, validators, next_validators = take(32), take(32), take(32), take(32)
     certificate_bytes = take(struct.unpack(">I", take(4))[0])
     try:
         certificate = decode_certificate(certificate_bytes) if certificate_bytes else None
@@ -203,8 +219,11 @@ def decode_block(data: bytes) -> Block:
         evidence.append(item)
     if offset != len(data):
         raise InvalidBlock("trailing bytes after the block")
-    block = Block(height, parent_root, certificate, tuple(transactions), tuple(evidence), time, next_validators)
-    if block.encode() != data:
+    block = Block(height, parent_root, certificate, tuple(transactions), tuple(evidence), time, next_validators,
+                  chain_id, validators)
+    if block.transactions_root != transactions_root:
+        raise InvalidBlock("the transactions root does not match the transactions")
+    if block.encode(transactions_root) != data:
         raise InvalidBlock("not the canonical encoding")
     return block
 
@@ -517,13 +536,19 @@ class LedgerState:
 
     # ----------------------------------------------------------- blocks
 
-    def apply_block(self, block: Block, root: bytes | None = None, verified: Container[bytes] = ()) -> None:
+    def apply_block(self, block: Block, root: bytes | None = None, verified: Container[bytes] = (),
+                    block_id: bytes | None = None) -> None:
         """Apply a whole block (on a copy: a refused block leaves a torn state).
 
         ``root``: this state's root, if the caller knows it (building the tree is the costliest check).
-        ``verified``: IDs of transactions whose signatures the caller checked (its mempool's)."""
+        ``verified``: IDs of transactions whose signatures the caller checked (its mempool's).
+        ``block_id``: the block's ID, if the caller holds its encoding."""
         if block.height != self.height + 1:
             raise InvalidBlock(f"block for height {block.height}, the state is at {self.height}")
+        if block.chain_id != self.genesis.chain_id:
+            raise InvalidBlock(f"a block of chain {block.chain_id!r}")
+        if block.validators != self.validators.digest():
+            raise InvalidBlock("the block names another validator set for its height")
         if block.parent_root != (root if root is not None else self.root()):
             raise InvalidBlock("the parent state root does not match")
         if block.time < self.time:
@@ -541,7 +566,7 @@ class LedgerState:
         self.end_block(block.height, block.last_certificate)
         if block.next_validators != self.validators.digest():
             raise InvalidBlock("the block names another validator set for the next height")
-        self.last_block_id = block_id_of(block.encode())
+        self.last_block_id = block_id or block_id_of(block.encode())
 
     def end_block(self, height: int, last_certificate: CommitCertificate | None) -> None:
         """What every block does after its transactions and evidence: missed votes, expiries, releases,
@@ -849,8 +874,14 @@ class Ledger:
                                MAX_BLOCK_EVIDENCE)
         scratch.end_block(height, self.last_certificate)
         block = Block(height, self.roots[self.state.height], self.last_certificate, tuple(chosen), tuple(evidence),
-                      scratch.time, scratch.validators.digest())
+                      scratch.time, scratch.validators.digest(), self.chain_id, self.state.validators.digest())
         return block.encode()
+
+    def has_pending(self) -> bool:
+        """Whether a proposal now would carry anything: evidence, or a transaction next in its sender's turn
+        (the consensus core makes no empty blocks back to back while this is False)."""
+        return bool(self.evidence_pool) or any(tx.nonce == self.state.nonce(tx.sender)
+                                               for tx in self.mempool.values())
 
     def is_valid(self, height: int, value: bytes) -> bool:
         attempt = self._try(value)
@@ -897,7 +928,7 @@ class Ledger:
                 self._tried.clear()
             attempt = self.state.copy()
             try:
-                attempt.apply_block(decode_block(value), self.roots[self.state.height], self.mempool)
+                attempt.apply_block(decode_block(value), self.roots[self.state.height], self.mempool, block_id)
             except LedgerError:
                 attempt = None
             self._tried[block_id] = attempt

@@ -93,6 +93,7 @@ async def run_ledger_node(host, genesis: Genesis, identity: Identity | None, dat
         snapshots = SnapshotServer(host, ledger, interval=snapshot_interval)
         consensus.on_commit.append(snapshots.on_commit)
         transactions = TransactionService(host, ledger)
+        transactions.on_new.append(consensus.txs_available)  # an idle proposer proposes at once
         queries = QueryService(host, ledger)
         outcomes = OutcomeService(host, ledger)
         consensus.on_commit.append(outcomes.on_commit)

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import logging
 import struct
+from typing import Callable
 
 import trio
 
@@ -97,6 +98,8 @@ class TransactionService:
         self.host = host
         self.ledger = ledger
         self._relay_send, self._relay_receive = trio.open_memory_channel(RELAY_QUEUE_SIZE)
+        # Called when a new transaction enters the mempool (the consensus driver's txs_available).
+        self.on_new: list[Callable[[], None]] = []
 
     async def run(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
         self.host.set_stream_handler(LEDGER_TX_PROTOCOL, self._handle_stream)
@@ -123,6 +126,8 @@ class TransactionService:
         held = len(self.ledger.mempool)
         tx_id = self.ledger.submit(data)
         if len(self.ledger.mempool) > held:  # new here (submit adds at most one)
+            for listener in self.on_new:
+                listener()
             try:
                 self._relay_send.send_nowait(data)
             except trio.WouldBlock:

@@ -60,6 +60,12 @@ def _root_of(hashes: list[bytes]) -> bytes:
     return level[0]
 
 
+def ordered_root(items: list[bytes]) -> bytes:
+    """The root over ``items`` in their given order (each a leaf keyed by the item, with an empty value):
+    a block's transactions root, over its transaction IDs. EMPTY_ROOT if there are none."""
+    return _root_of([leaf_hash(item, b"") for item in items]) if items else EMPTY_ROOT
+
+
 @dataclass(frozen=True, slots=True)
 class MerkleProof:
     index: int

@@ -53,13 +53,20 @@ from .wire import (
 
 SIM_CHAIN = "sim-chain"
 
-# Timeouts a little above the simulated network's delays after GST.
+# Timeouts a little above the simulated network's delays after GST. The
+# commit wait is half the largest delay after GST (most late precommits still
+# arrive; a height takes a few delays, so a schedule's partitions and crashes
+# still fall in the middle of heights); an idle chain (an application with
+# has_pending: the ledger) makes a block every 0.2 s, often enough for lock
+# leases of 20 ms and more to expire by block time in a short run.
 SIM_CONFIG = TendermintConfig(
     timeout_propose=0.3,
     timeout_prevote=0.1,
     timeout_precommit=0.1,
     timeout_delta=0.1,
     rebroadcast_interval=0.5,
+    timeout_commit=0.01,
+    idle_block_interval=0.2,
 )
 
 
@@ -238,6 +245,13 @@ class ConsensusSim:
     def restart(self, index: int) -> None:
         self.trace.append(f"{self.now:.3f} restart {index}")
         self._boot(self.nodes[index])
+
+    def txs_available(self, index: int) -> None:
+        """Node ``index``'s application has new transactions (what a node's driver hears from its mempool)."""
+        node = self.nodes[index]
+        if node.core is not None:
+            node.core.txs_available(self.now)
+            self._sync(node)
 
     def partition(self, groups: list[list[int]]) -> None:
         """Messages cross no boundary between ``groups`` until :meth:`heal`."""

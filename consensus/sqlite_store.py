@@ -15,9 +15,15 @@ import struct
 from pathlib import Path
 
 from .store import SavedState
-from .wire import Commit, decode_certificate, encode_certificate
+from .wire import Commit, decode_certificate, encode_certificate, pack_value, unpack_value
 
 STORE_FILE_NAME = "consensus.sqlite3"
+# SQLite's user_version: 1 = block version 3, values stored packed (wire.pack_value, Brotli from 1 KiB).
+STORE_FORMAT = 1
+
+
+class StoreFormatError(RuntimeError):
+    """The store was written in another format (by an older HyperMesh)."""
 
 
 def _pack(items: tuple[bytes, ...]) -> bytes:
@@ -54,6 +60,18 @@ class SqliteConsensusStore:
                 height INTEGER PRIMARY KEY, certificate BLOB NOT NULL, value BLOB NOT NULL
             );
         """)
+        self._check_format()
+
+    def _check_format(self) -> None:
+        (version,) = self._db.execute("PRAGMA user_version").fetchone()
+        if version == STORE_FORMAT:
+            return
+        if version == 0 and self._db.execute("SELECT COUNT(*) FROM commits").fetchone()[0] == 0:
+            self._db.execute(f"PRAGMA user_version={STORE_FORMAT}")
+            return
+        self._db.close()
+        raise StoreFormatError(f"{self.path} holds a chain in store format {version}, this node reads format "
+                               f"{STORE_FORMAT}: move the chain directory aside and sync again (--state-sync)")
 
     def load_state(self) -> SavedState | None:
         row = self._db.execute("SELECT height, round, locked_round, locked_value, valid_round, valid_value,"
@@ -77,13 +95,14 @@ class SqliteConsensusStore:
         with self._db:  # one transaction, one fsync
             self._db.execute("BEGIN")
             self._db.execute("INSERT OR REPLACE INTO commits VALUES (?, ?, ?)",
-                             (commit.certificate.height, encode_certificate(commit.certificate), commit.value))
+                             (commit.certificate.height, encode_certificate(commit.certificate),
+                              pack_value(commit.value)))
             if state is not None:
                 self.save_state(state)
 
     def load_commit(self, height: int) -> Commit | None:
         row = self._db.execute("SELECT certificate, value FROM commits WHERE height = ?", (height,)).fetchone()
-        return None if row is None else Commit(decode_certificate(row[0]), row[1])
+        return None if row is None else Commit(decode_certificate(row[0]), unpack_value(row[1]))
 
     def last_commit_height(self) -> int:
         (height,) = self._db.execute("SELECT COALESCE(MAX(height), 0) FROM commits").fetchone()

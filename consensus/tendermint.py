@@ -14,10 +14,16 @@ Beyond the paper, for a network that loses messages and nodes that crash:
 - every message this node signed at its current height is re-sent every
   ``rebroadcast_interval``, so a lost message costs time, not liveness;
 - a message from a height we have decided (or a :class:`Status`, which a
-  node outside the validator set re-sends every ``rebroadcast_interval``) is
+  node with nothing of its own to re-send sends every ``rebroadcast_interval``) is
   answered with the decisions from that height on (value and commit certificate, :class:`Commit`), from
-  which the node behind commits without re-running the rounds;
+  which the node behind commits without re-running the rounds, asking for
+  the next batch as soon as it has executed one;
 - messages for the next height are kept (boundedly) until we get there;
+- after a decision the next height starts ``timeout_commit`` later (so one
+  call decides at most one height by the rounds), and a round-0 proposer
+  whose application has nothing to propose waits for
+  :meth:`txs_available` or ``idle_block_interval`` (no empty blocks back to
+  back); docs/ARCHITECTURE.md (Pacemaker) gives the rule;
 - before a signed message is handed out, the signer state (last height,
   round and step signed, lock, valid value, what was signed) is saved to the
   store; a restarted node reloads it and never signs a conflicting message.
@@ -82,6 +88,11 @@ class Application(Protocol):
     # height's proposer is chosen, and may return the validator set of the
     # next height (a chain whose stake changes its validators); see
     # TendermintCore._finalize.
+    #
+    # Optional: ``has_pending() -> bool``: whether a proposal now would carry
+    # anything (transactions, evidence). An application that has it gets no
+    # empty blocks back to back: an idle proposer waits for
+    # :meth:`TendermintCore.txs_available` or ``idle_block_interval``.
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +103,14 @@ class TendermintConfig:
     timeout_precommit: float = 0.5
     timeout_delta: float = 0.5
     rebroadcast_interval: float = 1.0
+    # After a decision, the next height starts this much later (CometBFT's
+    # timeout_commit): late precommits still arrive, and no input makes the
+    # core decide heights in a loop.
+    timeout_commit: float = 0.01
+    # With an application that says it has nothing to propose (has_pending),
+    # the round-0 proposer waits for transactions up to this long, and the
+    # others' round-0 propose timeout is this much longer (see _propose_timeout).
+    idle_block_interval: float = 1.0
     # Messages for rounds further ahead are refused: bounds the vote tables.
     max_rounds_ahead: int = 64
     # Decisions sent at once to a node behind; next-height messages kept.
@@ -135,6 +154,9 @@ class EquivocationDetected:
     evidence: Evidence
 
 
+# Rule applications one input may cause at most (a few are the most a round needs).
+MAX_RULE_PASSES = 64
+
 # Votes of one validator for different blocks in one round and type that are
 # counted (an equivocator's votes count for each block, as in the paper: a
 # polka may rest on them). Bounded, so that equivocation cannot exhaust memory;
@@ -172,6 +194,8 @@ class _Timeout(enum.IntEnum):
     PROPOSE = 0
     PREVOTE = 1
     PRECOMMIT = 2
+    COMMIT = 3  # the commit wait is over: round 0 of the height starts
+    IDLE = 4  # an idle proposer proposes (an empty block) all the same
 
 
 class TendermintCore:
@@ -272,13 +296,18 @@ class TendermintCore:
         value valid: a proposer re-proposing it names that round, and every
         honest validator must be able to see the polka to follow it (line 28).
         """
+        resent = False
         for (_, round_), message in self._own.items():
             if round_ == self.round:
                 self._outbound.append(Broadcast(message))
+                resent = True
         for vote in self._valid_polka():
             self._outbound.append(Broadcast(vote))
-        if not self.is_validator:
-            # We sign nothing that would tell validators we are behind: ask for what they decided.
+        if not resent:
+            # Nothing of ours tells the others where we are (a follower signs
+            # nothing; a validator in its commit wait, an idle proposer or one
+            # waiting for a proposal has signed nothing yet at this height):
+            # say it, so that a node ahead answers with what it decided.
             self._outbound.append(Broadcast(Status(self.height)))
 
     def _pass_on_round_votes(self) -> None:
@@ -385,7 +414,7 @@ class TendermintCore:
         verify_commit(commit, self.chain_id, self.validators)
         if not self._is_valid(commit.value, commit.certificate.block_id):
             raise InvalidValue("the application refuses a certified value")
-        self._decide(commit, now)
+        self._decide(commit, now, from_commit=True)
 
     def _on_evidence(self, sender: bytes, evidence: Evidence) -> None:
         # Known before checked: keys are only ever added for verified evidence.
@@ -454,14 +483,19 @@ class TendermintCore:
         return tally is not None and self.validators.is_quorum(tally.total)
 
     def _advance(self, now: float) -> None:
-        # Each rule that fires moves the step, round or height forward (or
-        # sets a once-per-round flag), so this ends after a few passes.
-        while self._apply_one_rule(now):
-            pass
+        # Each rule that fires moves the step or round forward (or sets a
+        # once-per-round flag), and a decision stops the rules until the
+        # commit wait is over, so this ends after a few passes (bounded all
+        # the same: what is left waits for the next input).
+        for _ in range(MAX_RULE_PASSES):
+            if not self._apply_one_rule(now):
+                return
 
     def _apply_one_rule(self, now: float) -> bool:
         if self._decide_if_certified(now):
             return True
+        if self._commit_wait:
+            return False  # this height's messages are kept and counted; its rounds start after the wait
         # Line 55: more than f of the power is in a later round: join it.
         later = [r for r, senders in self._round_senders.items()
                  if r > self.round and self.validators.exceeds_faulty(sum(senders.values()))]
@@ -524,7 +558,7 @@ class TendermintCore:
                 continue
             precommits = tally.for_block(proposal.block_id)
             certificate = make_certificate(precommits, self.validators)
-            self._decide(Commit(certificate, proposal.value), now)
+            self._decide(Commit(certificate, proposal.value), now, from_commit=False)
             return True
         return False
 
@@ -532,21 +566,66 @@ class TendermintCore:
         """Line 11."""
         self.round = round_
         self.step = Step.PROPOSE
+        self._commit_wait = False
         self._prevote_timer_set = self._precommit_timer_set = self._polka_seen = False
         self._round_senders = {r: s for r, s in self._round_senders.items() if r > round_}
         if self.is_validator and self.validators.proposer(self.height, round_) == self.public_key:
-            if self.valid_value is not None:
-                value, pol_round = self.valid_value, self.valid_round
+            if (round_ == 0 and self.valid_value is None and (Kind.PROPOSAL, 0) not in self._own
+                    and self._app_idle()):
+                # Nothing to propose: no empty block yet (txs_available, or the IDLE timeout).
+                self._awaiting_txs = True
+                self._schedule(_Timeout.IDLE, self.config.idle_block_interval, now)
             else:
-                value, pol_round = self.app.propose(self.height), -1
-            proposal = self._sign_message(Kind.PROPOSAL, round_, value=value, pol_round=pol_round)
-            if proposal is not None and round_ not in self._proposals:
-                self._record(proposal)
-        self._schedule(_Timeout.PROPOSE, self.config.timeout_propose, now)
+                self._propose()
+        self._schedule(_Timeout.PROPOSE, self._propose_timeout(round_), now)
         self._state_changed = True
 
+    def _propose(self) -> None:
+        """Lines 14-19: propose our valid value (with its proof-of-lock round) or a new one."""
+        self._awaiting_txs = False
+        if self.valid_value is not None:
+            value, pol_round = self.valid_value, self.valid_round
+        else:
+            value, pol_round = self.app.propose(self.height), -1
+        proposal = self._sign_message(Kind.PROPOSAL, self.round, value=value, pol_round=pol_round)
+        if proposal is not None and self.round not in self._proposals:
+            self._record(proposal)
+
+    def _app_idle(self) -> bool:
+        """Whether the application says a proposal now would carry nothing (``has_pending``, if it has one)."""
+        has_pending = getattr(self.app, "has_pending", None)
+        return has_pending is not None and not has_pending()
+
+    def _propose_timeout(self, round_: int) -> float:
+        """The paper's timeoutPropose(round), and in round 0 the wait an idle proposer may take.
+
+        A proposer with nothing to propose waits up to idle_block_interval
+        for transactions; a validator with nothing pending itself expects
+        that wait, and one that holds transactions (the proposer has them
+        too, relayed) expects a proposal at the usual time.
+        """
+        if round_ == 0 and self._app_idle():
+            return self.config.timeout_propose + self.config.idle_block_interval
+        return self.config.timeout_propose
+
+    def txs_available(self, now: float) -> None:
+        """The application has something to propose now (the driver calls this as transactions arrive):
+        a proposer waiting for transactions proposes at once."""
+        if self._awaiting_txs:
+            self._propose()
+            self._advance(now)
+            self._persist()
+
     def _on_timeout(self, kind: _Timeout, now: float) -> None:
-        """Lines 57-65."""
+        """Lines 57-65, and the ends of the commit wait and of an idle proposer's wait."""
+        if kind is _Timeout.COMMIT:
+            if self._commit_wait:
+                self._start_round(0, now)
+            return
+        if kind is _Timeout.IDLE:
+            if self._awaiting_txs:
+                self._propose()
+            return
         self._pass_on_round_votes()
         if kind is _Timeout.PROPOSE and self.step is Step.PROPOSE:
             self._vote(Kind.PREVOTE, None)
@@ -561,7 +640,9 @@ class TendermintCore:
         deadline = now + base + self.round * self.config.timeout_delta
         heapq.heappush(self._timers, (deadline, next(self._sequence), kind, self.height, self.round))
 
-    def _decide(self, commit: Commit, now: float) -> None:
+    def _decide(self, commit: Commit, now: float, from_commit: bool) -> None:
+        """Line 49's decision (or a certified one from a :class:`Commit`); the next height starts after the
+        commit wait (timeout_commit), so no input decides heights in a loop."""
         certificate = commit.certificate
         # The application executes the decision (and may change the validator
         # set) before the next height starts under that set.
@@ -570,13 +651,15 @@ class TendermintCore:
         self._reset_height()
         self._unsaved_commits.append(commit)  # saved with the next height's state (_persist)
         self._events.append(Committed(certificate.height, certificate.round, commit.value, certificate))
-        self._start_round(0, now)
+        self._commit_wait = True
+        self._schedule(_Timeout.COMMIT, self.config.timeout_commit, now)
         pending = self._future_commits.pop(self.height, None)
         self._future_commits = {h: c for h, c in self._future_commits.items() if h > self.height}
-        if pending is None and not self.is_validator and certificate.height % self.config.catch_up_batch == 0:
-            # The last of a batch of commits: ask for the next at once. Asking
-            # only at each re-send gave a follower catch_up_batch blocks per
-            # rebroadcast_interval, and a chain deciding faster left it behind.
+        if pending is None and from_commit and certificate.height % self.config.catch_up_batch == 0:
+            # Catching up (a follower, or a validator back from a crash), at
+            # the last of a batch of commits: ask for the next at once. Asking
+            # only at each re-send gave catch_up_batch blocks per
+            # rebroadcast_interval, and a chain deciding faster left us behind.
             self._outbound.append(Broadcast(Status(self.height)))
         if pending is not None:
             try:
@@ -613,6 +696,7 @@ class TendermintCore:
         self._validity: dict[bytes, bool] = {}
         self._evidence_seen: set = set()
         self._prevote_timer_set = self._precommit_timer_set = self._polka_seen = False
+        self._commit_wait = self._awaiting_txs = False
 
     # ------------------------------------------------------------ signing
 

@@ -6,6 +6,14 @@ and the decoder refuses every other (unknown kinds, out-of-range fields,
 non-canonical flags, unsorted or repeated certificate entries, trailing
 bytes), so what is hashed or signed never depends on who encoded it.
 
+The one exception is the value (block) inside a proposal or a commit: it
+travels Brotli-compressed at quality 1 once it reaches
+``COMPRESS_VALUES_FROM`` bytes (``codec:u8 ‖ data``, codec 0 raw, 1
+Brotli; the codec follows from the value's length). The compressed bytes
+themselves are not checked to be canonical (another Brotli version may
+compress differently), and need not be: only the decompressed value is
+hashed, and its block ID is what proposals and votes sign.
+
 Signatures are Ed25519 over *sign-bytes*, a separate canonical string that
 starts with a domain tag and names the chain, the message type, height,
 round, proof-of-lock round and block ID; a signature for one chain, height,
@@ -26,6 +34,8 @@ import hashlib
 import struct
 from dataclasses import dataclass, field
 
+import brotli
+
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
@@ -42,10 +52,16 @@ MAX_CHAIN_ID_SIZE = 50
 # A value (block) travels whole inside its proposal; 1 MiB bounds what one
 # message can make a node buffer, hash and keep per round.
 MAX_VALUE_SIZE = 1 << 20
+# Values this long or longer travel (and rest in the block store) Brotli-compressed at quality 1 (fast,
+# and the gain is in the repeated keys and chain IDs of transactions); shorter ones do not pay for it.
+COMPRESS_VALUES_FROM = 1024
+_RAW_VALUE, _BROTLI_VALUE = 0, 1
+# Brotli's worst case on incompressible input is a few bytes per 64 KiB block.
+_MAX_PACKED_VALUE_SIZE = 1 + MAX_VALUE_SIZE + 1024
 MAX_HEIGHT = (1 << 63) - 1
 MAX_ROUND = (1 << 31) - 1
 _CERTIFICATE_ENTRY_SIZE = 2 + SIGNATURE_SIZE
-MAX_MESSAGE_SIZE = 64 + MAX_VALUE_SIZE + MAX_VALIDATORS * _CERTIFICATE_ENTRY_SIZE
+MAX_MESSAGE_SIZE = 64 + _MAX_PACKED_VALUE_SIZE + MAX_VALIDATORS * _CERTIFICATE_ENTRY_SIZE
 
 
 class ConsensusError(Exception):
@@ -304,6 +320,39 @@ def verify_evidence(evidence: Evidence, chain_id: str, validators: ValidatorSet)
 # ---------------------------------------------------------------- encoding
 
 
+def pack_value(value: bytes) -> bytes:
+    """A value as it travels and rests: ``codec:u8 ‖ data`` (Brotli from ``COMPRESS_VALUES_FROM`` bytes on)."""
+    if len(value) >= COMPRESS_VALUES_FROM:
+        return bytes([_BROTLI_VALUE]) + brotli.compress(value, quality=1)
+    return bytes([_RAW_VALUE]) + value
+
+
+def unpack_value(packed: bytes) -> bytes:
+    """The value of :func:`pack_value`'s output; WireError if it is malformed or would exceed MAX_VALUE_SIZE
+    (decompression stops there: a small message cannot make us allocate more)."""
+    if not packed or len(packed) > _MAX_PACKED_VALUE_SIZE:
+        raise WireError(f"a packed value of {len(packed)} bytes")
+    if packed[0] == _RAW_VALUE:
+        value = packed[1:]
+        if len(value) >= COMPRESS_VALUES_FROM:
+            raise WireError(f"a value of {len(value)} bytes travels compressed")
+    elif packed[0] == _BROTLI_VALUE:
+        decompressor = brotli.Decompressor()
+        try:
+            value = decompressor.process(packed[1:], output_buffer_limit=MAX_VALUE_SIZE + 1)
+        except brotli.error as exc:
+            raise WireError(f"the value does not decompress: {exc}") from None
+        if len(value) <= MAX_VALUE_SIZE and not decompressor.is_finished():
+            raise WireError("the compressed value is truncated")
+        if len(value) < COMPRESS_VALUES_FROM:
+            raise WireError(f"a value of {len(value)} bytes travels raw")
+    else:
+        raise WireError(f"unknown value codec {packed[0]}")
+    if len(value) > MAX_VALUE_SIZE:
+        raise WireError(f"a value of more than {MAX_VALUE_SIZE} bytes")
+    return value
+
+
 def encode_message(message: Message) -> bytes:
     if isinstance(message, Vote):
         return bytes([VERSION]) + _encode_vote_body(message)
@@ -311,19 +360,22 @@ def encode_message(message: Message) -> bytes:
         return b"".join((
             bytes([VERSION, Kind.PROPOSAL]),
             struct.pack(">QIi", message.height, message.round, message.pol_round),
-            message.proposer, message.signature,
-            struct.pack(">I", len(message.value)), message.value,
+            message.proposer, message.signature, _length_prefixed(pack_value(message.value)),
         ))
     if isinstance(message, Commit):
         return b"".join((
             bytes([VERSION, Kind.COMMIT]), _encode_certificate_body(message.certificate),
-            struct.pack(">I", len(message.value)), message.value,
+            _length_prefixed(pack_value(message.value)),
         ))
     if isinstance(message, Evidence):
         return bytes([VERSION, Kind.EVIDENCE]) + _encode_vote_body(message.first) + _encode_vote_body(message.second)
     if isinstance(message, Status):
         return bytes([VERSION, Kind.STATUS]) + struct.pack(">Q", message.height)
     raise TypeError(f"not a consensus message: {type(message).__name__}")
+
+
+def _length_prefixed(data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + data
 
 
 def encode_certificate(certificate: CommitCertificate) -> bytes:
@@ -379,9 +431,9 @@ class _Reader:
 
     def value(self) -> bytes:
         (size,) = self.unpack(">I")
-        if size > MAX_VALUE_SIZE:
+        if size > _MAX_PACKED_VALUE_SIZE:
             raise WireError(f"value of {size} bytes exceeds {MAX_VALUE_SIZE}")
-        return self.take(size)
+        return unpack_value(self.take(size))
 
     def vote(self) -> Vote:
         try:

@@ -559,11 +559,14 @@ class KademliaCore:
         """Find the k closest peers to ``key`` (a peer ID's bytes, or any key)."""
         return self._start(Operation, key, now)
 
-    def get_providers(self, key: bytes, now: float, wanted: int = 20) -> int:
-        """Find up to ``wanted`` providers of a multihash (CID.multihash)."""
+    def get_providers(self, key: bytes, now: float, wanted: int = 20, paths: int | None = None) -> int:
+        """Find up to ``wanted`` providers of a multihash (CID.multihash), over ``paths`` disjoint
+        lookup paths (default: the configured ``disjoint_paths``)."""
+        if paths is not None and paths < 1:
+            raise ValueError(f"a lookup needs at least one path, not {paths}")
         known = self.store.get_providers(key, now, wanted)
         return self._start(
-            GetProvidersOperation, key, now, paths=self.config.disjoint_paths, wanted=wanted, known=known
+            GetProvidersOperation, key, now, paths=paths or self.config.disjoint_paths, wanted=wanted, known=known
         )
 
     def get_value(self, key: bytes, now: float, quorum: int | None = None) -> int:

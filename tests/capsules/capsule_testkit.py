@@ -22,16 +22,19 @@ DEADLINE_SLACK_MS = 250
 BUILDER = Identity.from_seed(b"capsule-tests-builder")
 STRANGER = Identity.from_seed(b"capsule-tests-stranger")
 
-# A core module with the bytes ABI whose entry points exercise the limits.
-LIMITS_WAT = """
-(module
-  (memory (export "memory") 1)
+# The core-module ABI's allocator, for test modules: a bump pointer from offset 1024.
+ALLOC_WAT = """
   (global $heap (mut i32) (i32.const 1024))
   (func (export "hm_alloc") (param $len i32) (result i32)
     (local $ptr i32)
     (local.set $ptr (global.get $heap))
     (global.set $heap (i32.add (local.get $ptr) (local.get $len)))
-    (local.get $ptr))
+    (local.get $ptr))"""
+
+# A core module with the bytes ABI whose entry points exercise the limits.
+LIMITS_WAT = """
+(module
+  (memory (export "memory") 1)""" + ALLOC_WAT + """
   (func (export "echo") (param $ptr i32) (param $len i32) (result i64)
     (i64.or (i64.shl (i64.extend_i32_u (local.get $ptr)) (i64.const 32)) (i64.extend_i32_u (local.get $len))))
   (func (export "spin") (param i32 i32) (result i64)

@@ -27,11 +27,11 @@ class GatedEngine(CapsuleEngine):
         self.compiling = threading.Event()
         self.gate = threading.Event()
 
-    def module(self, code: bytes):
+    def module(self, code, digest=None):
         if code == self.gated:
             self.compiling.set()
             assert self.gate.wait(WAIT_S), "the test never opened the gate"
-        return super().module(code)
+        return super().module(code, digest)
 
 
 def test_activate_compiles_outside_the_runtime_lock(tmp_path, policy):

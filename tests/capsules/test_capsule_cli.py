@@ -183,8 +183,13 @@ def test_new_scaffolds_python_and_js(tmp_path):
     assert manifest["name"] == "acme.js-thing" and manifest["kind"] == "component"
 
 
-def test_python_scaffold_builds_signs_and_runs(tmp_path):
+def test_python_scaffold_builds_signs_and_runs(tmp_path, shared_cache):
     data = tmp_path / "node"
+    # The node's compiled-code cache is the session's: the component compiles
+    # once (~20 s) across sessions instead of in every run.
+    data.mkdir()
+    (shared_cache / "artifacts").mkdir(mode=0o700, exist_ok=True)
+    (data / "artifacts").symlink_to(shared_cache / "artifacts", target_is_directory=True)
     run("new", "acme.pyecho", "--lang", "python", cwd=tmp_path)
     run("build", "pyecho", cwd=tmp_path)
     run("sign", "pyecho", "--data-dir", data, cwd=tmp_path)

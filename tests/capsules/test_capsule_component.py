@@ -5,12 +5,15 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import threading
 import time
 
 import pytest
 
 from capsule_testkit import BUILDER, DEADLINE_SLACK_MS
 from hypermesh.capsules.build import build_capsule, world_wit
+from hypermesh.capsules import component_stdio
+from hypermesh.capsules.component_stdio import MAX_IDLE_DRAINS
 from hypermesh.capsules.errors import CallError, LinkError
 from hypermesh.capsules.kvstore import kv_namespace
 from hypermesh.capsules.lifecycle import State
@@ -38,30 +41,68 @@ def test_python_guest_kv_is_persistent_per_signer_and_name(runtime, hello):
     assert runtime.kv.get(kv_namespace(BUILDER.peer_id, "examples.hello-python"), b"count") == b"3"
 
 
-@pytest.mark.parametrize("size", [1, 8191, 8192, 8193, 100_000, 1 << 20])
+@pytest.mark.parametrize("size", [1, 8191, 8192, 8193, 65535, 65536, 65537, 100_000, 1 << 20])
 def test_inputs_round_trip_through_stdio(runtime, hello, size):
-    # handle-stdio: the input is stdin, the output is written to stdout in chunks of up to 8 KiB.
+    # handle-stdio: the input is stdin; the output goes through a 64 KiB pipe, drained while the guest writes.
     assert hello.sandbox.stdio_index is not None
     data = os.urandom(size)
     assert runtime.call("examples.hello-python", "handle", data).output == data
+
+
+def test_concurrent_stdio_calls_each_get_their_own_output(runtime, hello):
+    # Each call's drain thread is its own: more than a pipe's worth from 6 threads at once.
+    inputs = [bytes([n]) * (200_000 + n) for n in range(6)]
+    outputs: dict[int, bytes] = {}
+
+    def one(n: int) -> None:
+        outputs[n] = runtime.call("examples.hello-python", "handle", inputs[n]).output
+
+    threads = [threading.Thread(target=one, args=(n,)) for n in range(len(inputs))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert [outputs.get(n) == inputs[n] for n in range(len(inputs))] == [True] * len(inputs)
+    # Idle drain threads wait for later calls, but only so many.
+    drains = [thread for thread in threading.enumerate() if thread.name == "capsule-stdout"]
+    assert len(drains) <= MAX_IDLE_DRAINS
+
+
+def test_stdio_without_proc_falls_back_to_the_callback(runtime, python_capsule, tmp_path, monkeypatch):
+    # Where /proc/self/fd cannot be opened, stdout is wasmtime's custom callback: same output, same limit.
+    monkeypatch.setattr(component_stdio, "PIPE_PATH", str(tmp_path / "missing" / "{}"))
+    capsule = _with_output_limit(runtime, python_capsule, tmp_path, 65536)
+    data = os.urandom(65536)
+    assert runtime.call(capsule.cid, "handle", data).output == data
+    with pytest.raises(CallError) as failure:
+        runtime.call(capsule.cid, "handle", bytes(65537))
+    assert failure.value.kind == "output" and "more than its 65536-byte output limit" in str(failure.value)
 
 
 def test_what_the_guest_prints_is_not_output(runtime, hello):
     assert runtime.call("examples.hello-python", "handle", b"print").output == b"printed"
 
 
-def test_output_over_the_limit_through_stdio_fails_the_call(runtime, python_capsule, tmp_path):
+def _with_output_limit(runtime, python_capsule, tmp_path, limit: int):
+    """The Python example with ``max_output_bytes`` = ``limit``, installed and active."""
     directory = shutil.copytree(python_capsule, tmp_path / "small-output", ignore=shutil.ignore_patterns("src"))
     manifest = json.loads((directory / "manifest.json").read_text())
-    manifest["resources"]["max_output_bytes"] = 65536
+    manifest["resources"]["max_output_bytes"] = limit
     (directory / "manifest.json").write_text(json.dumps(manifest))
     sign_capsule(directory, BUILDER)
     capsule = runtime.install(directory)
     runtime.activate(capsule.cid)
+    return capsule
+
+
+def test_output_over_the_limit_through_stdio_fails_the_call(runtime, python_capsule, tmp_path):
+    capsule = _with_output_limit(runtime, python_capsule, tmp_path, 65536)
     assert runtime.call(capsule.cid, "handle", bytes(65536)).output == bytes(65536)
-    with pytest.raises(CallError) as failure:
-        runtime.call(capsule.cid, "handle", bytes(65537))
-    assert failure.value.kind == "output" and "more than its 65536-byte output limit" in str(failure.value)
+    for size in (65537, 4 << 20):  # just over, and many pipes' worth over: the drain drops the rest
+        with pytest.raises(CallError) as failure:
+            runtime.call(capsule.cid, "handle", bytes(size))
+        assert failure.value.kind == "output" and "more than its 65536-byte output limit" in str(failure.value)
+    assert runtime.call(capsule.cid, "handle", b"ping").output == b"pong"
 
 
 def test_spinning_guest_is_stopped_and_runtime_recovers(runtime, hello):

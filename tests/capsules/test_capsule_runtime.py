@@ -12,7 +12,8 @@ import pytest
 
 from capsule_testkit import BUILDER, LIMITS_WAT, STRANGER, copy_example, manifest, write_capsule
 from hypermesh.capsules.build import build_capsule
-from hypermesh.capsules.errors import CallError, LifecycleError
+from hypermesh.capsules.engine import CapsuleEngine
+from hypermesh.capsules.errors import CallError, LifecycleError, LinkError
 from hypermesh.capsules.execution import output_matches, verify_execution_receipt
 from hypermesh.capsules.lifecycle import ALLOWED, State
 from hypermesh.capsules.receipt import sign_capsule
@@ -295,5 +296,43 @@ def test_trusting_a_signer_takes_effect_without_a_restart(tmp_path):
         second = runtime.install(write_capsule(tmp_path / "b", manifest(version="1.0.1"), LIMITS_WAT, signer=STRANGER))
         assert second.state is State.VERIFIED
         assert runtime.policy.allows(runtime.identity.peer_id, "system")  # still trusts itself
+    finally:
+        runtime.close()
+
+
+def _tamper_installed_code(capsule) -> None:
+    path = capsule.directory / capsule.manifest.impl
+    path.chmod(0o600)
+    path.write_bytes(b"\0asm\1\0\0\0")  # a valid, empty module: other code than was admitted
+
+
+def test_reload_finds_the_compiled_code_by_the_admitted_digest(runtime, tmp_path):
+    # A cold start after unload reads neither the code file nor compiles: the
+    # artifact is found by the digest of the bytes admitted. What runs is the
+    # admitted code, whatever the file on disk became.
+    capsule = runtime.install(example("echo", tmp_path))
+    runtime.activate(capsule.cid)
+    runtime.unload(capsule.cid)
+    runtime.engine.forget_loaded()
+    _tamper_installed_code(capsule)
+    compiled = runtime.engine.stats["compiled"]
+    runtime.activate(capsule.cid)
+    assert runtime.call("examples.echo", "reverse", b"abc").output == b"cba"
+    assert runtime.engine.stats["compiled"] == compiled
+
+
+def test_recompiling_refuses_code_other_than_was_admitted(tmp_path, policy):
+    # Without a compiled artifact the file is read again, and checked against the admitted digest.
+    runtime = CapsuleRuntime(tmp_path / "node", identity=BUILDER, policy=policy,
+                             engine=CapsuleEngine(None))  # compiled code in memory only
+    try:
+        capsule = runtime.install(example("echo", tmp_path))
+        runtime.activate(capsule.cid)
+        runtime.unload(capsule.cid)
+        runtime.engine.forget_loaded()
+        _tamper_installed_code(capsule)
+        with pytest.raises(LinkError, match="is not the code that was admitted"):
+            runtime.activate(capsule.cid)
+        assert capsule.state == State.QUARANTINED
     finally:
         runtime.close()

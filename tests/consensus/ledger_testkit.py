@@ -9,7 +9,7 @@ from hypermesh.consensus.sqlite_store import SqliteConsensusStore
 from hypermesh.consensus.tendermint import TendermintConfig, TendermintCore
 from hypermesh.transport.host import open_host
 from hypermesh.consensus.genesis import Genesis, GenesisBond, LedgerParams
-from hypermesh.consensus.ledger import Ledger
+from hypermesh.consensus.ledger import Block, Ledger
 from hypermesh.consensus.ledger_tx import Role, sign_transaction
 from hypermesh.consensus.validators import public_key_of
 from hypermesh.consensus.wire import Commit, Kind, block_id_of, make_certificate, sign_vote
@@ -24,6 +24,15 @@ BALANCE = 100_000
 
 def key(identity):
     return public_key_of(identity)
+
+
+def block_on(ledger: Ledger, height: int, parent_root: bytes, last_certificate=None, transactions=(),
+             **fields) -> Block:
+    """A block on ``ledger``'s chain with the header fields its proposer fills in (the validator set unchanged),
+    for tests that build blocks by hand; ``fields`` override any of them."""
+    same_set = ledger.validators.digest()
+    header = {"chain_id": ledger.chain_id, "validators": same_set, "next_validators": same_set, **fields}
+    return Block(height, parent_root, last_certificate, tuple(transactions), **header)
 
 
 def make_genesis(validators=4, params=LedgerParams(), balance=BALANCE):

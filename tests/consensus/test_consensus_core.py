@@ -8,6 +8,7 @@ from consensus_testkit import (
     CHAIN,
     CONFIG,
     IDENTITIES,
+    CountingApp,
     KEYS,
     VALIDATORS,
     broadcasts,
@@ -18,8 +19,8 @@ from consensus_testkit import (
     votes,
 )
 from hypermesh.consensus.store import MemoryConsensusStore
-from hypermesh.consensus.tendermint import Committed, EquivocationDetected, SendTo, Step
-from hypermesh.consensus.validators import public_key_of
+from hypermesh.consensus.tendermint import Committed, EquivocationDetected, SendTo, Step, TendermintCore
+from hypermesh.consensus.validators import Validator, ValidatorSet, public_key_of
 from hypermesh.consensus.wire import (
     Commit,
     DuplicateMessage,
@@ -343,8 +344,10 @@ def test_a_status_from_a_node_behind_is_answered_with_the_commits_it_lacks():
     assert not node.take_outbound()
 
 
-def test_a_follower_asks_for_the_next_batch_of_commits_as_soon_as_it_has_executed_one():
-    """Asking only at each re-send, a follower got catch_up_batch blocks a second and fell behind a faster chain."""
+@pytest.mark.parametrize("catching_up", [None, ME], ids=["follower", "validator"])
+def test_a_node_behind_asks_for_the_next_batch_of_commits_as_soon_as_it_has_executed_one(catching_up):
+    """Asking only at each re-send, a node behind got catch_up_batch blocks a second and fell behind a faster
+    chain (a validator restarted after a kill -9 stayed at height 50 while the others passed 2,700)."""
     signers = [i for i in IDENTITIES if i is not ME][:3]
     batch = CONFIG.catch_up_batch
     node = new_core(None)
@@ -352,7 +355,7 @@ def test_a_follower_asks_for_the_next_batch_of_commits_as_soon_as_it_has_execute
         feed(node, [proposal(height, 0, VALUE)] + votes(Kind.PREVOTE, height, 0, VALUE, signers)
              + votes(Kind.PRECOMMIT, height, 0, VALUE, signers))
     node.take_outbound()
-    follower = new_core(None)
+    follower = new_core(catching_up)
     node.handle_message(public_key_of(Identity.from_seed(b"a follower")), Status(1), 1.0)
     commits = [o.message for o in node.take_outbound() if isinstance(o, SendTo)]
     assert [c.certificate.height for c in commits] == list(range(1, batch + 1))
@@ -375,3 +378,89 @@ def test_others_votes_are_passed_on_when_the_round_times_out_not_on_arrival():
     core.handle_timer(core.get_timer())
     resent = [o for o in core.take_outbound() if o.message == vote]
     assert len(resent) == 1 and vote.validator in resent[0].exclude  # for those its signer left out
+
+
+class IdleApp(CountingApp):
+    """An application that can say it has nothing to propose (the ledger's has_pending)."""
+
+    def __init__(self, pending=False):
+        super().__init__()
+        self.pending = pending
+
+    def has_pending(self):
+        return self.pending
+
+
+class LimitedApp(CountingApp):
+    """Refuses to propose more than ``limit`` values: a core deciding heights in a loop fails, it does not hang."""
+
+    def __init__(self, limit):
+        super().__init__()
+        self.limit = limit
+
+    def propose(self, height):
+        assert self.proposed < self.limit, "the core went on proposing within one call"
+        return super().propose(height)
+
+
+def decisions(core):
+    return [e.height for e in core.take_events() if isinstance(e, Committed)]
+
+
+def test_a_validator_holding_a_quorum_alone_decides_one_height_per_commit_wait():
+    """Without a commit wait, such a validator decided heights in a loop within one call (fuzz seed 276)."""
+    alone = ValidatorSet([Validator(ME_KEY, 1)])
+    core = TendermintCore(CHAIN, alone, ME, LimitedApp(5), MemoryConsensusStore(), CONFIG)
+    core.start(0.0)
+    assert decisions(core) == [1] and core.height == 2
+    assert core.get_timer() == pytest.approx(CONFIG.timeout_commit)
+    core.handle_timer(CONFIG.timeout_commit / 2)
+    assert decisions(core) == []
+    core.handle_timer(CONFIG.timeout_commit)
+    assert decisions(core) == [2]
+
+
+def test_the_next_height_starts_after_the_commit_wait_and_keeps_what_arrives_meanwhile():
+    proposer = proposer_of(2, 0)
+    core = new_core(proposer)
+    signers = [i for i in IDENTITIES if i is not proposer][:2]  # with its own votes: a quorum
+    feed(core, [proposal(1, 0, VALUE)] + votes(Kind.PREVOTE, 1, 0, VALUE, signers)
+         + votes(Kind.PRECOMMIT, 1, 0, VALUE, signers), now=1.0)
+    assert decisions(core) == [1]
+    core.take_outbound()
+    early = votes(Kind.PREVOTE, 2, 0, None, signers[:1])
+    feed(core, early, now=1.0)  # a validator done waiting already: counted, not refused
+    assert not broadcasts(core, Kind.PROPOSAL) and core.get_timer() == pytest.approx(1.0 + CONFIG.timeout_commit)
+    core.handle_timer(1.0 + CONFIG.timeout_commit)
+    [sent] = broadcasts(core, Kind.PROPOSAL)
+    assert (sent.height, sent.round) == (2, 0)
+    with pytest.raises(DuplicateMessage):
+        feed(core, early, now=1.1)
+
+
+def test_an_idle_proposer_waits_for_transactions_or_the_idle_block_interval():
+    proposer = proposer_of(1, 0)
+    app = IdleApp()
+    core = TendermintCore(CHAIN, VALIDATORS, proposer, app, MemoryConsensusStore(), CONFIG)
+    core.start(0.0)
+    assert not broadcasts(core, Kind.PROPOSAL) and app.proposed == 0
+    assert core.get_timer() == pytest.approx(CONFIG.idle_block_interval)
+    core.handle_timer(CONFIG.idle_block_interval)  # an empty block all the same: leases expire by block time
+    [sent] = broadcasts(core, Kind.PROPOSAL)
+    assert (sent.height, sent.round) == (1, 0)
+    woken = TendermintCore(CHAIN, VALIDATORS, proposer, IdleApp(), MemoryConsensusStore(), CONFIG)
+    woken.start(0.0)
+    woken.txs_available(0.3)
+    assert [p.height for p in broadcasts(woken, Kind.PROPOSAL)] == [1]
+
+
+@pytest.mark.parametrize("pending", [False, True])
+def test_round_zero_propose_timeout_allows_for_an_idle_proposer_unless_we_hold_transactions(pending):
+    core = TendermintCore(CHAIN, VALIDATORS, ME, IdleApp(pending), MemoryConsensusStore(), CONFIG)
+    core.start(0.0)
+    core.handle_timer(CONFIG.timeout_propose)
+    nil_now = [v.block_id for v in broadcasts(core, Kind.PREVOTE)]
+    assert nil_now == ([None] if pending else [])
+    if not pending:
+        core.handle_timer(CONFIG.timeout_propose + CONFIG.idle_block_interval)
+        assert [v.block_id for v in broadcasts(core, Kind.PREVOTE)] == [None]

@@ -32,6 +32,18 @@ def test_seeded_schedules_with_byzantine_stake_are_safe_and_live(n, offset, coun
         assert_ok(run_schedule(generate_schedule(seed, n)))
 
 
+def test_seed_276_ends_a_validator_that_holds_a_quorum_alone_decides_one_height_per_call():
+    """Once slashing left validator 1 with a quorum alone, it decided heights in a loop and the run never ended."""
+    outcome = replay(276)
+    assert_ok(outcome)
+    first = {}
+    for node in outcome.sim.honest_nodes():
+        for height, at in node.commit_times.items():
+            first[height] = min(at, first.get(height, at))
+    times = sorted(first.values())
+    assert all(b - a >= SIM_CONFIG.timeout_commit - 1e-9 for a, b in zip(times, times[1:]))
+
+
 def test_schedules_mix_every_adversary():
     """Over a few dozen seeds every Byzantine behaviour, partition, kill and network fault appears."""
     schedules = [generate_schedule(seed) for seed in range(60)]

@@ -1,15 +1,19 @@
 """The signer state on disk: SQLite round trips, and a real validator process killed with SIGKILL."""
 
 import random
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from consensus_testkit import CHAIN, IDENTITIES, KEYS, VALIDATORS, feed, new_core, proposal, proposer_of, votes
-from hypermesh.consensus.sqlite_store import SqliteConsensusStore
+from hypermesh.consensus.sqlite_store import SqliteConsensusStore, StoreFormatError
 from hypermesh.consensus.store import MemoryConsensusStore, SavedState
 from hypermesh.consensus.tendermint import Committed
-from hypermesh.consensus.wire import Kind, Proposal, Vote, decode_message, encode_message, signer_of, verify_commit
+from hypermesh.consensus.wire import (Commit, Kind, Proposal, Vote, block_id_of, decode_message, encode_message,
+                                     make_certificate, sign_vote, signer_of, verify_commit)
 
 HELPER = Path(__file__).parent / "consensus_validator_proc.py"
 
@@ -23,6 +27,26 @@ def test_saved_state_and_commits_round_trip_through_sqlite(tmp_path):
     reopened = SqliteConsensusStore(tmp_path)
     assert reopened.load_state() == state
     assert reopened.last_commit_height() == 0
+
+
+def test_blocks_rest_compressed_and_a_store_of_another_format_is_refused_with_its_remedy(tmp_path):
+    value = b"a block whose transactions repeat the same keys; " * 100
+    certificate = make_certificate([sign_vote(i, CHAIN, Kind.PRECOMMIT, 1, 0, block_id_of(value))
+                                    for i in IDENTITIES[:3]], VALIDATORS)
+    store = SqliteConsensusStore(tmp_path)
+    store.save_commit(Commit(certificate, value))
+    store.close()
+    reopened = SqliteConsensusStore(tmp_path)
+    assert reopened.load_commit(1) == Commit(certificate, value)
+    reopened.close()
+    db = sqlite3.connect(tmp_path / "consensus.sqlite3")
+    (stored,) = db.execute("SELECT value FROM commits").fetchone()
+    assert len(stored) < len(value) // 4
+    db.execute("PRAGMA user_version=0")  # as a store written before the format was recorded
+    db.commit()
+    db.close()
+    with pytest.raises(StoreFormatError, match="sync again"):
+        SqliteConsensusStore(tmp_path)
 
 
 def test_restart_on_sqlite_resumes_height_round_and_lock(tmp_path):
@@ -106,7 +130,7 @@ class CountingStore(MemoryConsensusStore):
         super().save_commit(commit, state)
 
 
-def test_a_decision_and_the_next_proposal_and_prevote_are_saved_in_one_write_before_they_leave():
+def test_a_decision_and_then_the_next_proposal_and_prevote_are_each_saved_in_one_write_before_they_leave():
     next_proposer = proposer_of(2, 0)
     store = CountingStore()
     core = new_core(next_proposer, store)
@@ -119,7 +143,11 @@ def test_a_decision_and_the_next_proposal_and_prevote_are_saved_in_one_write_bef
         core.handle_message(signer_of(precommit), precommit, 0.0)
         if core.height == 2:
             break
-    assert store.writes - writes == 1  # the decision, the next proposal and our prevote: one write
+    assert store.writes - writes == 1  # the decision and the next height's state: one write
+    assert store.last_commit_height() == 1
+    writes = store.writes
+    core.handle_timer(core.config.timeout_commit)  # the commit wait is over: height 2 starts
+    assert store.writes - writes == 1  # the next proposal and our prevote: one write
     sent = [o.message for o in core.take_outbound()]
     own = [m for m in sent if signer_of(m) == KEYS[IDENTITIES.index(next_proposer)] and m.height == 2]
     assert {type(m) for m in own} == {Proposal, Vote}  # the proposal of height 2 and our prevote for it

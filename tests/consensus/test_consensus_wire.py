@@ -3,12 +3,14 @@
 import collections
 import struct
 
+import brotli
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from hypermesh.consensus.validators import Validator, ValidatorSet, ValidatorSetError, public_key_of
 from hypermesh.consensus.wire import (
+    COMPRESS_VALUES_FROM,
     MAX_VALUE_SIZE,
     Commit,
     CommitCertificate,
@@ -29,6 +31,7 @@ from hypermesh.consensus.wire import (
     encode_message,
     make_certificate,
     make_evidence,
+    pack_value,
     sign_proposal,
     sign_vote,
     verify_certificate,
@@ -131,7 +134,44 @@ def test_any_well_formed_vote_round_trips(kind, height, round_, block_id, valida
 def test_oversized_value_is_refused_before_it_is_read():
     header = struct.pack(">BBQIi", 1, Kind.PROPOSAL, 1, 0, -1) + bytes(96)
     with pytest.raises(WireError, match="exceeds"):
-        decode_message(header + struct.pack(">I", MAX_VALUE_SIZE + 1))
+        decode_message(header + struct.pack(">I", MAX_VALUE_SIZE + 2048))
+
+
+def proposal_carrying(packed: bytes) -> bytes:
+    """A proposal's encoding with ``packed`` as its value field, whatever that holds."""
+    proposal = sign_proposal(proposer_identity(3, 1), CHAIN, 3, 1, 0, VALUE)
+    encoded = encode_message(proposal)
+    head = encoded[:len(encoded) - 4 - len(pack_value(VALUE))]
+    return head + struct.pack(">I", len(packed)) + packed
+
+
+def test_a_large_block_travels_compressed_and_round_trips():
+    value = b"".join(b"transfer %d to the same few keys;" % (i % 50) for i in range(3_000))
+    proposal = sign_proposal(proposer_identity(3, 1), CHAIN, 3, 1, 0, value)
+    encoded = encode_message(proposal)
+    assert len(encoded) < len(value) // 4
+    assert decode_message(encoded) == proposal
+
+
+def test_a_compressed_value_that_would_exceed_the_limit_is_refused_without_inflating_it():
+    bomb = pack_value(bytes(MAX_VALUE_SIZE))[:1] + brotli.compress(bytes(64 * MAX_VALUE_SIZE), quality=11)
+    assert len(bomb) < 1_000
+    with pytest.raises(WireError, match="more than"):
+        decode_message(proposal_carrying(bomb))
+
+
+def test_truncated_corrupt_or_miscoded_values_are_refused():
+    packed = pack_value(bytes(range(256)) * 20)
+    with pytest.raises(WireError, match="truncated"):
+        decode_message(proposal_carrying(packed[:len(packed) // 2]))
+    with pytest.raises(WireError):
+        decode_message(proposal_carrying(packed[:1] + bytes(50)))
+    with pytest.raises(WireError, match="codec"):
+        decode_message(proposal_carrying(b"\x07" + VALUE))
+    with pytest.raises(WireError, match="travels compressed"):
+        decode_message(proposal_carrying(b"\x00" + bytes(COMPRESS_VALUES_FROM)))
+    with pytest.raises(WireError, match="travels raw"):
+        decode_message(proposal_carrying(b"\x01" + brotli.compress(VALUE)))
 
 
 def test_non_canonical_forms_are_refused():

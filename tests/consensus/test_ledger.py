@@ -1,5 +1,7 @@
 """The ledger application: accounts, signed transfers, genesis, blocks and the state root."""
 
+import dataclasses
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -17,7 +19,8 @@ from hypermesh.consensus.ledger_tx import (
     decode_transaction,
     sign_transaction,
 )
-from ledger_testkit import BALANCE, LEDGER_CHAIN, STAKE, USER_IDS, VALIDATOR_IDS, Chain, key, make_genesis
+from hypermesh.consensus.merkle import ordered_root
+from ledger_testkit import BALANCE, LEDGER_CHAIN, STAKE, USER_IDS, VALIDATOR_IDS, Chain, block_on, key, make_genesis
 
 ALICE, BOB = USER_IDS[0], USER_IDS[1]
 
@@ -149,33 +152,45 @@ def test_the_proposer_leaves_out_transactions_that_would_fail_so_the_block_appli
     assert chain.ledger.state.balance(key(ALICE)) == 0
 
 
-def test_a_block_with_a_failing_transaction_a_wrong_parent_root_or_another_next_validator_set_is_invalid():
+def test_a_block_with_a_failing_transaction_a_wrong_parent_root_or_another_chain_or_set_is_invalid():
     chain = Chain(make_genesis())
     ledger = chain.ledger
-    from hypermesh.consensus.ledger import Block
-    root, same_set = ledger.state.root(), ledger.validators.digest()
+    root = ledger.state.root()
     overspend = sign_transaction(ALICE, LEDGER_CHAIN, 0, Transfer(key(BOB), BALANCE + 1))
-    assert not ledger.is_valid(1, Block(1, root, None, (overspend,), next_validators=same_set).encode())
-    assert not ledger.is_valid(1, Block(1, b"\x00" * 32, None, (), next_validators=same_set).encode())
-    assert not ledger.is_valid(2, Block(2, root, None, (), next_validators=same_set).encode())
-    assert not ledger.is_valid(1, Block(1, root, None, (), next_validators=bytes(32)).encode())
+    assert not ledger.is_valid(1, block_on(ledger, 1, root, None, (overspend,)).encode())
+    assert not ledger.is_valid(1, block_on(ledger, 1, b"\x00" * 32).encode())
+    assert not ledger.is_valid(2, block_on(ledger, 2, root).encode())
+    assert not ledger.is_valid(1, block_on(ledger, 1, root, next_validators=bytes(32)).encode())
+    assert not ledger.is_valid(1, block_on(ledger, 1, root, validators=bytes(32)).encode())
+    assert not ledger.is_valid(1, block_on(ledger, 1, root, chain_id="another-chain").encode())
     assert not ledger.is_valid(1, b"\x01garbage")
-    assert ledger.is_valid(1, Block(1, root, None, (), next_validators=same_set).encode())
+    assert ledger.is_valid(1, block_on(ledger, 1, root).encode())
     with pytest.raises(InvalidBlock):
-        decode_block(Block(1, root, None, ()).encode() + b"\x00")
+        decode_block(block_on(ledger, 1, root).encode() + b"\x00")
+
+
+def test_a_block_whose_transactions_root_does_not_match_its_transactions_is_refused():
+    ledger = Ledger(make_genesis())
+    ledger.submit(sign_transaction(ALICE, LEDGER_CHAIN, 0, Transfer(key(BOB), 10)))
+    block = decode_block(ledger.propose(1))
+    encoded = bytearray(block.encode())
+    start = encoded.index(block.transactions_root)
+    encoded[start] ^= 1
+    with pytest.raises(InvalidBlock, match="transactions root"):
+        decode_block(bytes(encoded))
+    assert block.transactions_root == ordered_root([tx.tx_id() for tx in block.transactions])
 
 
 def test_a_block_must_carry_a_valid_certificate_of_its_parent():
     chain = Chain(make_genesis())
     chain.commit_block()
     ledger = chain.ledger
-    from hypermesh.consensus.ledger import Block
     certificate = chain.commits[-1].certificate
-    root, same_set = ledger.state.root(), ledger.validators.digest()
-    assert ledger.is_valid(2, Block(2, root, certificate, (), next_validators=same_set).encode())
-    assert not ledger.is_valid(2, Block(2, root, None, (), next_validators=same_set).encode())
+    root = ledger.state.root()
+    assert ledger.is_valid(2, block_on(ledger, 2, root, certificate).encode())
+    assert not ledger.is_valid(2, block_on(ledger, 2, root, None).encode())
     weak = type(certificate)(certificate.height, certificate.round, certificate.block_id, certificate.signatures[:2])
-    assert not ledger.is_valid(2, Block(2, root, weak, (), next_validators=same_set).encode())
+    assert not ledger.is_valid(2, block_on(ledger, 2, root, weak).encode())
 
 
 def test_replaying_the_decided_blocks_from_genesis_gives_the_same_root_at_every_height():
@@ -303,7 +318,6 @@ def test_a_full_block_takes_every_sender_in_turn_not_the_lowest_keys_first():
 
 
 def test_a_proposed_block_with_a_forged_transaction_is_invalid_though_the_mempool_holds_the_genuine_one():
-    from hypermesh.consensus.ledger import Block
     ledger = Ledger(make_genesis())
     genuine = sign_transaction(ALICE, LEDGER_CHAIN, 0, Transfer(key(BOB), 10))
     ledger.submit(genuine)  # its signature is checked once, here; blocks reuse that check
@@ -311,8 +325,7 @@ def test_a_proposed_block_with_a_forged_transaction_is_invalid_though_the_mempoo
     forged = decode_transaction(genuine.encode()[:-64] + by_bob.signature)
     honest = decode_block(ledger.propose(1))
     assert honest.transactions == (genuine,) and ledger.is_valid(1, honest.encode())
-    tampered = Block(1, honest.parent_root, honest.last_certificate, (forged,), honest.evidence,
-                     next_validators=honest.next_validators)
+    tampered = dataclasses.replace(honest, transactions=(forged,))
     assert not ledger.is_valid(1, tampered.encode())
 
 

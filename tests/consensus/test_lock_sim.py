@@ -33,6 +33,7 @@ class SimLockClient:
         self.nonce += 1
         for node in self.sim.nodes:
             node.app.submit(tx)
+            self.sim.txs_available(node.index)
         self.pending = (body, kind, ttl, self.sim.now)
         self.sim.schedule(self.sim.now + POLL, self.poll)
 

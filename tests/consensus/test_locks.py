@@ -6,7 +6,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from hypermesh.consensus.ledger import MAX_BLOCK_TIME_AHEAD_MS, Block, Ledger, LedgerState, decode_block
+from hypermesh.consensus.ledger import MAX_BLOCK_TIME_AHEAD_MS, Ledger, LedgerState, decode_block
 from hypermesh.consensus.ledger_tx import (
     MAX_LOCK_NAME_SIZE,
     MAX_LOCK_TTL_MS,
@@ -25,7 +25,7 @@ from hypermesh.consensus.linearizability import ACQUIRE, RELEASE, RENEW, Operati
 from hypermesh.consensus.lock_client import lock_result
 from hypermesh.consensus.locks import Lease, LockOutcome, OutcomeCode, lock_entry_key
 from hypermesh.consensus.merkle import verify_proof
-from ledger_testkit import LEDGER_CHAIN, USER_IDS, Chain, key, make_genesis
+from ledger_testkit import LEDGER_CHAIN, USER_IDS, Chain, block_on, key, make_genesis
 
 ALICE, BOB, CAROL = USER_IDS[:3]
 NAME = b"jobs/leader"
@@ -156,8 +156,7 @@ def test_a_replayed_transaction_is_refused_and_nothing_changes():
     root = chain.ledger.state.root()
     with pytest.raises(WrongNonce, match="used already"):
         chain.ledger.submit(tx)
-    replay = Block(2, root, chain.commits[-1].certificate, (tx,), time=START_MS,
-                   next_validators=chain.ledger.validators.digest()).encode()
+    replay = block_on(chain.ledger, 2, root, chain.commits[-1].certificate, (tx,), time=START_MS).encode()
     assert not chain.ledger.is_valid(2, replay)
     assert chain.ledger.state.root() == root
 
@@ -201,7 +200,7 @@ def test_block_time_never_goes_back_and_a_block_too_far_ahead_of_the_validators_
     root, certificate = chain.ledger.state.root(), chain.commits[-1].certificate
 
     def at(time: int) -> bytes:
-        return Block(2, root, certificate, (), time=time, next_validators=chain.ledger.validators.digest()).encode()
+        return block_on(chain.ledger, 2, root, certificate, time=time).encode()
     assert not chain.ledger.is_valid(2, at(START_MS - 1))
     assert chain.ledger.is_valid(2, at(START_MS))
     ahead = START_MS + MAX_BLOCK_TIME_AHEAD_MS

@@ -1,6 +1,7 @@
 """Eclipse defence: the per-prefix caps of the routing table count the address
 we observed a peer's connection on, never the ones it advertises."""
 
+import collections
 import contextlib
 import random
 
@@ -47,6 +48,24 @@ def test_core_caps_peers_by_observed_prefix_whatever_they_advertise():
         # All advertise one public address (say, a shared relay) but connect from their own.
         core.peer_seen(peer, (to_bytes(quic_addr("45.67.89.1")),), NOW, to_bytes(quic_addr(f"46.{i}.0.1")))
     assert sum(p in core.routing for p in honest) == 30
+
+
+def test_a_dual_stack_peer_holds_one_place_under_the_prefix_it_was_admitted_from():
+    # Seen again over IPv6, a peer admitted over IPv4 keeps its one place, counted under its IPv4
+    # prefix; one the IPv4 cap refused may still enter under its IPv6 prefix's own cap.
+    rng = random.Random(8)
+    core = KademliaCore(PeerId(b"\x12\x20" + rng.randbytes(32)), store=MemoryRecordStore(), now=NOW, rng=rng)
+    v4, v6 = to_bytes(quic_addr("45.67.89.1")), to_bytes("/ip6/2a02:1234:5678::1/udp/4001/quic-v1")
+    dual = [PeerId(b"\x12\x20" + rng.randbytes(32)) for _ in range(3 * TABLE_CAP)]
+    for peer in dual:
+        core.peer_seen(peer, (v4, v6), NOW, v4)
+    admitted_over_v4 = {peer for peer in dual if peer in core.routing}
+    for peer in dual:
+        core.peer_seen(peer, (v4, v6), NOW + 1, v6)
+    groups = collections.Counter(core.routing.get(peer).ip_group for peer in dual if peer in core.routing)
+    assert groups == {"45.67.89.0/24": len(admitted_over_v4), "2a02:1234:5678::/48": groups["2a02:1234:5678::/48"]}
+    assert len(admitted_over_v4) <= TABLE_CAP and groups["2a02:1234:5678::/48"] <= TABLE_CAP
+    assert all(core.routing.get(peer).ip_group == "45.67.89.0/24" for peer in admitted_over_v4)
 
 
 def test_core_adds_no_peer_without_an_observed_address():

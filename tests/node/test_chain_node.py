@@ -163,13 +163,10 @@ def test_a_follower_joins_by_state_sync_and_answers_queries(chain, tmp_path):
         assert "holds no block 1 " in ask_refused(follower, "chain.block", height=1)
 
 
-@pytest.mark.skip(reason="open: after kill -9 the restarted `hypermesh run` validator rebuilt its chain from its "
-                         "store but got no later block within 120 s at load ~35 (not yet diagnosed; the process "
-                         "tests in tests/consensus cover kill -9 with their own harness)")
 def test_a_validator_killed_with_sigkill_restarts_from_its_chain_data(chain):
     root, nodes = chain
     victim = nodes[3]
-    before = ask(victim, "chain.status")["height"]
+    before = ask(victim, "chain.wait", height=2, timeout=WAIT)["height"]  # started, with blocks of its own
     victim.process.send_signal(signal.SIGKILL)
     victim.process.wait()
     flags = json.loads((root / "flags.json").read_text())
