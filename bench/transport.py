@@ -285,6 +285,10 @@ def namespace_pair_unavailable() -> str | None:
     return None
 
 
+class NamespaceSetupError(RuntimeError):
+    """The namespace pair could not be set up (e.g. no permission in a container)."""
+
+
 def _ip(*args: str) -> None:
     result = subprocess.run(["ip", *args], capture_output=True, text=True, timeout=30)
     if result.returncode:
@@ -299,16 +303,19 @@ def namespace_pair(mtu: int):
     names = (tag + "s", tag + "c")
     created = []
     try:
-        for name in names:
-            _ip("netns", "add", name)
-            created.append(name)
-        # Created inside the namespaces: nothing appears on the host's links.
-        _ip("link", "add", "hmtx0", "mtu", str(mtu), "netns", names[0], "type", "veth",
-            "peer", "name", "hmtx1", "mtu", str(mtu), "netns", names[1])
-        for name, device, address in ((names[0], "hmtx0", SERVER_NS_ADDR), (names[1], "hmtx1", CLIENT_NS_ADDR)):
-            _ip("-n", name, "addr", "add", f"{address}/64", "dev", device, "nodad")
-            _ip("-n", name, "link", "set", device, "up")
-            _ip("-n", name, "link", "set", "lo", "up")
+        try:
+            for name in names:
+                _ip("netns", "add", name)
+                created.append(name)
+            # Created inside the namespaces: nothing appears on the host's links.
+            _ip("link", "add", "hmtx0", "mtu", str(mtu), "netns", names[0], "type", "veth",
+                "peer", "name", "hmtx1", "mtu", str(mtu), "netns", names[1])
+            for name, device, address in ((names[0], "hmtx0", SERVER_NS_ADDR), (names[1], "hmtx1", CLIENT_NS_ADDR)):
+                _ip("-n", name, "addr", "add", f"{address}/64", "dev", device, "nodad")
+                _ip("-n", name, "link", "set", device, "up")
+                _ip("-n", name, "link", "set", "lo", "up")
+        except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
+            raise NamespaceSetupError(str(exc)) from None
         yield names
     finally:
         for name in created:
@@ -365,6 +372,8 @@ def measure_namespace_pairs(total_bytes: int, tmp: Path) -> dict:
     for mtu in NAMESPACE_MTUS:
         try:
             results[f"mtu_{mtu}"] = measure_namespace_pair(mtu, total_bytes, tmp / f"netns-{mtu}")
+        except NamespaceSetupError as exc:
+            return {"skipped": f"cannot set up network namespaces here: {exc}"}
         except (RuntimeError, OSError, ValueError, subprocess.SubprocessError) as exc:
             results[f"mtu_{mtu}"] = {"error": str(exc)}
     return results
