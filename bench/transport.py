@@ -7,7 +7,10 @@ for our transport over [::1] and 127.0.0.1 — full connect (handshake + first
 negotiated stream) p50/p99, resumed connect p50, resumed dial to the first
 ping answer with the ping in 0-RTT early data, ping RTT p50/p99 on an open
 connection, bulk throughput on one stream and on 8 parallel streams, and
-1,000 concurrent connections held by one node (setup time, RSS) — then the
+1,000 concurrent connections held by one node (setup time, RSS); where it
+runs as root, one-stream perf download and upload across two network
+namespaces joined by a veth pair at MTU 1500 and 1280, with both processes'
+CPU time (``namespace_pairs``; ``--skip-namespaces`` leaves it out) — then the
 same figures for py-libp2p (QUIC and TCP, bench/baselines/pylibp2p_transport.py
 in the interop venv) and plain trio TCP (bench/baselines/trio_tcp.py), with
 the same sample sizes for every implementation; a ``figures`` list that
@@ -282,6 +285,10 @@ def namespace_pair_unavailable() -> str | None:
     return None
 
 
+class NamespaceSetupError(RuntimeError):
+    """The namespace pair could not be set up (e.g. no permission in a container)."""
+
+
 def _ip(*args: str) -> None:
     result = subprocess.run(["ip", *args], capture_output=True, text=True, timeout=30)
     if result.returncode:
@@ -296,16 +303,19 @@ def namespace_pair(mtu: int):
     names = (tag + "s", tag + "c")
     created = []
     try:
-        for name in names:
-            _ip("netns", "add", name)
-            created.append(name)
-        # Created inside the namespaces: nothing appears on the host's links.
-        _ip("link", "add", "hmtx0", "mtu", str(mtu), "netns", names[0], "type", "veth",
-            "peer", "name", "hmtx1", "mtu", str(mtu), "netns", names[1])
-        for name, device, address in ((names[0], "hmtx0", SERVER_NS_ADDR), (names[1], "hmtx1", CLIENT_NS_ADDR)):
-            _ip("-n", name, "addr", "add", f"{address}/64", "dev", device, "nodad")
-            _ip("-n", name, "link", "set", device, "up")
-            _ip("-n", name, "link", "set", "lo", "up")
+        try:
+            for name in names:
+                _ip("netns", "add", name)
+                created.append(name)
+            # Created inside the namespaces: nothing appears on the host's links.
+            _ip("link", "add", "hmtx0", "mtu", str(mtu), "netns", names[0], "type", "veth",
+                "peer", "name", "hmtx1", "mtu", str(mtu), "netns", names[1])
+            for name, device, address in ((names[0], "hmtx0", SERVER_NS_ADDR), (names[1], "hmtx1", CLIENT_NS_ADDR)):
+                _ip("-n", name, "addr", "add", f"{address}/64", "dev", device, "nodad")
+                _ip("-n", name, "link", "set", device, "up")
+                _ip("-n", name, "link", "set", "lo", "up")
+        except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
+            raise NamespaceSetupError(str(exc)) from None
         yield names
     finally:
         for name in created:
@@ -362,6 +372,8 @@ def measure_namespace_pairs(total_bytes: int, tmp: Path) -> dict:
     for mtu in NAMESPACE_MTUS:
         try:
             results[f"mtu_{mtu}"] = measure_namespace_pair(mtu, total_bytes, tmp / f"netns-{mtu}")
+        except NamespaceSetupError as exc:
+            return {"skipped": f"cannot set up network namespaces here: {exc}"}
         except (RuntimeError, OSError, ValueError, subprocess.SubprocessError) as exc:
             results[f"mtu_{mtu}"] = {"error": str(exc)}
     return results

@@ -433,6 +433,8 @@ class ConsensusSim:
     def _conflicting(self, node: SimValidator, message: Message) -> Message:
         if isinstance(message, Proposal):
             value = node.app.propose(message.height)
+            if value == message.value:  # a deterministic application (the ledger) proposed the same block
+                value += b" (equivocated)"
             evil = sign_proposal(node.identity, SIM_CHAIN, message.height, message.round, message.pol_round, value)
             self._seen_blocks.setdefault((message.height, message.round), []).append(evil.block_id)
             return evil

@@ -55,6 +55,7 @@ from .wire import (
     Kind,
     Message,
     Proposal,
+    ProposalHeader,
     RejectedMessage,
     RoundOutOfRange,
     Status,
@@ -393,8 +394,11 @@ class TendermintCore:
             raise DuplicateMessage("proposal already received")
         verify_proposal(proposal, self.chain_id, self.validators)
         if previous is not None:
-            # An equivocating proposer: keep the first; the decision, if it
-            # is the other, reaches us as a Commit.
+            # An equivocating proposer: evidence of it; keep the first (the
+            # decision, if it is the other, reaches us as a Commit).
+            evidence = make_evidence(previous, proposal)
+            if self._evidence_key(evidence.first) not in self._evidence_seen:
+                self._equivocation(evidence)
             raise DuplicateMessage("a different proposal for this round was received first")
         if not self._is_valid(proposal.value, proposal.block_id):
             self._record(proposal)  # still the proposal of this round: we prevote nil for it
@@ -424,8 +428,8 @@ class TendermintCore:
         self._equivocation(evidence, frozenset((sender,)))
 
     @staticmethod
-    def _evidence_key(vote: Vote) -> tuple:
-        return (vote.validator, vote.kind, vote.height, vote.round)
+    def _evidence_key(signed: Vote | ProposalHeader) -> tuple:
+        return (signed.validator, signed.kind, signed.height, signed.round)
 
     def _equivocation(self, evidence: Evidence, exclude: frozenset[bytes] = frozenset()) -> None:
         key = self._evidence_key(evidence.first)
@@ -566,7 +570,7 @@ class TendermintCore:
         """Line 11."""
         self.round = round_
         self.step = Step.PROPOSE
-        self._commit_wait = False
+        self._commit_wait = self._awaiting_txs = False
         self._prevote_timer_set = self._precommit_timer_set = self._polka_seen = False
         self._round_senders = {r: s for r, s in self._round_senders.items() if r > round_}
         if self.is_validator and self.validators.proposer(self.height, round_) == self.public_key:

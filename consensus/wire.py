@@ -14,6 +14,10 @@ themselves are not checked to be canonical (another Brotli version may
 compress differently), and need not be: only the decompressed value is
 hashed, and its block ID is what proposals and votes sign.
 
+Evidence of equivocation is two conflicting votes, or two proposal headers
+(:class:`ProposalHeader`: what a proposer signed, without the value) of one
+round's proposer.
+
 Signatures are Ed25519 over *sign-bytes*, a separate canonical string that
 starts with a domain tag and names the chain, the message type, height,
 round, proof-of-lock round and block ID; a signature for one chain, height,
@@ -214,11 +218,34 @@ class Commit:
 
 
 @dataclass(frozen=True, slots=True)
-class Evidence:
-    """Two votes of one validator for different blocks at one height, round and type."""
+class ProposalHeader:
+    """What a proposer signed, without the value: one half of the evidence of two proposals."""
 
-    first: Vote
-    second: Vote
+    height: int
+    round: int
+    pol_round: int
+    block_id: bytes
+    validator: bytes  # the proposer (named as a vote's signer is, for what reads evidence)
+    signature: bytes
+
+    kind = Kind.PROPOSAL
+
+    def sign_bytes(self, chain_id: str) -> bytes:
+        return sign_bytes(chain_id, Kind.PROPOSAL, self.height, self.round, self.block_id, self.pol_round)
+
+
+def proposal_header(proposal: Proposal) -> ProposalHeader:
+    return ProposalHeader(proposal.height, proposal.round, proposal.pol_round, proposal.block_id,
+                          proposal.proposer, proposal.signature)
+
+
+@dataclass(frozen=True, slots=True)
+class Evidence:
+    """Two votes of one validator for different blocks at one height, round and type, or two different
+    proposals of one proposer for one height and round (as :class:`ProposalHeader`s)."""
+
+    first: Vote | ProposalHeader
+    second: Vote | ProposalHeader
 
 
 @dataclass(frozen=True, slots=True)
@@ -250,9 +277,11 @@ def sign_proposal(identity: Identity, chain_id: str, height: int, round_: int, p
     return Proposal(height, round_, pol_round, value, public_key_of(identity), signature)
 
 
-def make_evidence(a: Vote, b: Vote) -> Evidence:
-    """The evidence of two conflicting votes, in canonical order (by encoding)."""
-    first, second = sorted((a, b), key=encode_message)
+def make_evidence(a: Vote | Proposal, b: Vote | Proposal) -> Evidence:
+    """The evidence of two conflicting votes or proposals, in canonical order (by encoding)."""
+    if isinstance(a, Proposal):
+        a, b = proposal_header(a), proposal_header(b)
+    first, second = sorted((a, b), key=_encode_evidence_half)
     return Evidence(first, second)
 
 
@@ -308,6 +337,14 @@ def verify_evidence(evidence: Evidence, chain_id: str, validators: ValidatorSet)
     a, b = evidence.first, evidence.second
     if (a.kind, a.height, a.round, a.validator) != (b.kind, b.height, b.round, b.validator):
         raise InvalidEvidence("votes are not by one validator for one height, round and type")
+    if isinstance(a, ProposalHeader):
+        if (a.block_id, a.pol_round) == (b.block_id, b.pol_round):
+            raise InvalidEvidence("the proposals are the same")
+        if validators.proposer(a.height, a.round) != a.validator:
+            raise InvalidEvidence(f"not the proposer of height {a.height} round {a.round}")
+        if not all(_verify_ed25519(p.validator, p.signature, p.sign_bytes(chain_id)) for p in (a, b)):
+            raise InvalidEvidence("a proposal signature does not verify")
+        return
     if a.block_id == b.block_id:
         raise InvalidEvidence("votes are for the same block")
     try:
@@ -368,7 +405,8 @@ def encode_message(message: Message) -> bytes:
             _length_prefixed(pack_value(message.value)),
         ))
     if isinstance(message, Evidence):
-        return bytes([VERSION, Kind.EVIDENCE]) + _encode_vote_body(message.first) + _encode_vote_body(message.second)
+        return bytes([VERSION, Kind.EVIDENCE]) + _encode_evidence_half(message.first) \
+            + _encode_evidence_half(message.second)
     if isinstance(message, Status):
         return bytes([VERSION, Kind.STATUS]) + struct.pack(">Q", message.height)
     raise TypeError(f"not a consensus message: {type(message).__name__}")
@@ -387,6 +425,14 @@ def _encode_vote_body(vote: Vote) -> bytes:
         struct.pack(">BQI", vote.kind, vote.height, vote.round),
         _block_id_field(vote.block_id), vote.validator, vote.signature,
     ))
+
+
+def _encode_evidence_half(half: Vote | ProposalHeader) -> bytes:
+    """A vote's body, or a proposal header: kind ‖ height ‖ round ‖ pol_round:i32 ‖ block ID ‖ proposer ‖ signature."""
+    if isinstance(half, Vote):
+        return _encode_vote_body(half)
+    return b"".join((struct.pack(">BQIi", Kind.PROPOSAL, half.height, half.round, half.pol_round), half.block_id,
+                     half.validator, half.signature))
 
 
 def _encode_certificate_body(certificate: CommitCertificate) -> bytes:
@@ -446,6 +492,17 @@ class _Reader:
         block_id = self.block_id()
         return Vote(kind, height, round_, block_id, self.take(PUBLIC_KEY_SIZE), self.take(SIGNATURE_SIZE))
 
+    def evidence_half(self) -> Vote | ProposalHeader:
+        if self.data[self.offset:self.offset + 1] != bytes([Kind.PROPOSAL]):
+            return self.vote()
+        self.offset += 1
+        height, round_ = self.height_and_round()
+        (pol_round,) = self.unpack(">i")
+        if not -1 <= pol_round < round_:
+            raise WireError(f"proof-of-lock round {pol_round} not in -1..{round_ - 1}")
+        return ProposalHeader(height, round_, pol_round, self.take(BLOCK_ID_SIZE), self.take(PUBLIC_KEY_SIZE),
+                              self.take(SIGNATURE_SIZE))
+
     def certificate(self) -> CommitCertificate:
         height, round_ = self.height_and_round()
         block_id = self.take(BLOCK_ID_SIZE)
@@ -489,8 +546,8 @@ def decode_message(data: bytes) -> Message:
         certificate = reader.certificate()
         message = Commit(certificate, reader.value())
     elif kind == Kind.EVIDENCE:
-        first, second = reader.vote(), reader.vote()
-        if _encode_vote_body(first) >= _encode_vote_body(second):
+        first, second = reader.evidence_half(), reader.evidence_half()
+        if _encode_evidence_half(first) >= _encode_evidence_half(second):
             raise WireError("evidence votes are not in canonical order")
         message = Evidence(first, second)
     elif kind == Kind.STATUS:

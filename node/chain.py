@@ -31,6 +31,7 @@ from hypermesh.consensus.sqlite_store import STORE_FILE_NAME, SqliteConsensusSto
 from hypermesh.consensus.state_sync import StateSyncError
 from hypermesh.consensus.snapshot import SnapshotError
 from hypermesh.consensus.tendermint import EquivocationDetected, TendermintConfig
+from hypermesh.consensus.wire import Kind
 from hypermesh.transport.errors import TransportError
 from hypermesh.transport.identity import PeerId
 from hypermesh.trust.engine import Observation, Proof
@@ -270,7 +271,9 @@ def trust_listeners(trust: TrustService):
     """
     def on_evidence(event: EquivocationDetected) -> None:
         vote = event.evidence.first
-        trust.prove(peer_id_of(vote.validator), Proof.EQUIVOCATION, f"two votes at height {vote.height}, round {vote.round}")
+        what = "proposals" if vote.kind is Kind.PROPOSAL else "votes"
+        trust.prove(peer_id_of(vote.validator), Proof.EQUIVOCATION,
+                    f"two {what} at height {vote.height}, round {vote.round}")
 
     def on_misbehaviour(peer: PeerId, _error: Exception) -> None:
         trust.report(peer, Observation.PROTOCOL_VIOLATION)

@@ -347,8 +347,12 @@ class QuicConnectionDriver:
         self.needs_transmit = False
         # Whether the last datagrams woke a stream reader (which may answer).
         self.readers_woken = False
-        # Set by the endpoint while woken readers have their turn: a write
-        # then leaves the transmit to the endpoint (and sets ``answered``).
+        # Whether the last datagrams opened streams (whose handlers may
+        # answer twice: multistream, then the reply).
+        self.new_streams = False
+        # Set by the endpoint on such a connection while woken readers have
+        # their turn: a write then leaves the transmit to the endpoint (and
+        # sets ``answered``).
         self.transmit_deferred = False
         self.answered = False
         self.handshake_complete = trio.Event()
@@ -656,6 +660,7 @@ class QuicConnectionDriver:
             # Authenticated by the resumed ticket's PSK before the handshake ends.
             self.remote_peer_id = self.remote_peer_id or self.quic.early_peer_id
         self._streams[stream_id] = stream
+        self.new_streams = True
         metrics.STREAMS_OPEN.inc()
         self._inbound_streams += 1
         self._on_new_stream(stream)

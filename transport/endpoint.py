@@ -318,9 +318,14 @@ class QuicEndpoint:
                 # Let woken stream readers run first: their replies then carry
                 # the acknowledgements, one packet instead of two. Trio may run
                 # us before them in the next batch, so allow a second round.
-                # Their writes meanwhile are left for us to send (in one
-                # packet with the acknowledgements and each other).
-                for driver in dirty.values():
+                # On a connection with new streams, what their handlers write
+                # meanwhile (multistream answer and reply) is left for us to
+                # send in one packet; a handshake flight goes first, at once:
+                # the peer works on it while a 0-RTT request is answered.
+                deferred = [driver for driver in dirty.values() if driver.new_streams]
+                for driver in deferred:
+                    if driver.needs_transmit and not driver.handshake_complete.is_set():
+                        driver.transmit()
                     driver.transmit_deferred = True
                 try:
                     for _ in range(READER_ROUNDS):
@@ -331,8 +336,8 @@ class QuicEndpoint:
                         ):
                             break
                 finally:
-                    for driver in dirty.values():
-                        driver.transmit_deferred = False
+                    for driver in deferred:
+                        driver.transmit_deferred = driver.new_streams = False
                 for driver in dirty.values():
                     if driver.needs_transmit:
                         driver.transmit()

@@ -170,6 +170,20 @@ def test_two_votes_for_different_blocks_become_evidence():
     assert {event.evidence.first.block_id, event.evidence.second.block_id} == {block_id_of(VALUE), block_id_of(b"another block")}
 
 
+def test_two_proposals_of_the_proposer_for_one_round_become_evidence():
+    core = new_core(ME)
+    first, second = proposal(1, 0, VALUE), proposal(1, 0, b"another block")
+    feed(core, [first])
+    with pytest.raises(DuplicateMessage):
+        feed(core, [second])  # the first is kept
+    [event] = [e for e in core.take_events() if isinstance(e, EquivocationDetected)]
+    verify_evidence(event.evidence, CHAIN, VALIDATORS)
+    assert {event.evidence.first.block_id, event.evidence.second.block_id} == {first.block_id, second.block_id}
+    assert event.evidence.first.validator == first.proposer
+    relayed = [o for o in core.take_outbound() if o.message == event.evidence]
+    assert len(relayed) == 1  # passed on, as double votes are
+
+
 def test_missing_proposal_leads_to_nil_votes_and_a_longer_next_round():
     core = new_core(ME)
     assert core.get_timer() == 1.0  # timeout_propose(0)
@@ -452,6 +466,17 @@ def test_an_idle_proposer_waits_for_transactions_or_the_idle_block_interval():
     woken.start(0.0)
     woken.txs_available(0.3)
     assert [p.height for p in broadcasts(woken, Kind.PROPOSAL)] == [1]
+
+
+def test_an_idle_proposer_that_left_round_zero_proposes_nothing_when_transactions_arrive():
+    proposer = proposer_of(1, 0)
+    core = TendermintCore(CHAIN, VALIDATORS, proposer, IdleApp(), MemoryConsensusStore(), CONFIG)
+    core.start(0.0)
+    later = [i for i in IDENTITIES if i is not proposer and i is not proposer_of(1, 1)][:2]
+    feed(core, votes(Kind.PREVOTE, 1, 1, None, later), now=0.1)  # more than f in round 1: we join it
+    assert core.round == 1
+    core.txs_available(0.2)
+    assert not broadcasts(core, Kind.PROPOSAL)  # round 1 is another's
 
 
 @pytest.mark.parametrize("pending", [False, True])

@@ -1,6 +1,7 @@
 """The consensus wire codec, signatures and the validator set, attacked from the receiving side."""
 
 import collections
+import dataclasses
 import struct
 
 import brotli
@@ -14,6 +15,7 @@ from hypermesh.consensus.wire import (
     MAX_VALUE_SIZE,
     Commit,
     CommitCertificate,
+    Evidence,
     ForgedSignature,
     InvalidCertificate,
     InvalidEvidence,
@@ -68,6 +70,8 @@ def sample_messages():
         sign_vote(IDENTITIES[1], CHAIN, Kind.PRECOMMIT, 1, 0, None),
         sign_proposal(proposer_identity(3, 1), CHAIN, 3, 1, 0, VALUE),
         Commit(certificate_for(VALUE, IDENTITIES[:3]), VALUE),
+        make_evidence(sign_proposal(proposer_identity(3, 1), CHAIN, 3, 1, 0, VALUE),
+                      sign_proposal(proposer_identity(3, 1), CHAIN, 3, 1, -1, b"other")),
         Status(7),
         make_evidence(vote, nil_vote),
     ]
@@ -281,6 +285,25 @@ def test_evidence_must_prove_a_real_equivocation():
                            (a, "same block"), (forged, "does not verify")):
         with pytest.raises(InvalidEvidence, match=reason):
             verify_evidence(make_evidence(a, second), CHAIN, VALIDATORS)
+
+
+def test_proposal_evidence_must_prove_two_different_proposals_of_the_proposer():
+    proposer = proposer_identity(3, 1)
+    a, b = (sign_proposal(proposer, CHAIN, 3, 1, -1, value) for value in (VALUE, b"other"))
+    evidence = make_evidence(a, b)
+    verify_evidence(evidence, CHAIN, VALIDATORS)
+    assert decode_message(encode_message(evidence)) == evidence
+    assert {evidence.first.validator, evidence.second.validator} == {a.proposer}
+    not_proposer = next(i for i in IDENTITIES if i is not proposer)
+    forged = dataclasses.replace(make_evidence(a, b).second, signature=bytes(64))
+    cases = ((make_evidence(a, a), "the same"),
+             (make_evidence(*(sign_proposal(not_proposer, CHAIN, 3, 1, -1, v) for v in (VALUE, b"other"))),
+              "not the proposer"),
+             (Evidence(evidence.first, forged), "does not verify"),
+             (Evidence(evidence.first, sign_vote(proposer, CHAIN, Kind.PREVOTE, 3, 1, None)), "one height"))
+    for bad, reason in cases:
+        with pytest.raises(InvalidEvidence, match=reason):
+            verify_evidence(bad, CHAIN, VALIDATORS)
 
 
 # ---------------------------------------------------------- validator set

@@ -97,12 +97,14 @@ def test_downtime_jails_after_the_window_without_slashing_and_unjailing_waits_fo
     assert chain.ledger.validators.index_of(key(sleeper)) is not None
 
 
-def test_a_validator_that_double_signs_in_the_simulator_is_slashed_and_jailed_and_the_chain_goes_on():
+@pytest.mark.parametrize("behaviour", [Behaviour.EQUIVOCATE, Behaviour.EQUIVOCATE_PROPOSAL])
+def test_a_validator_that_double_signs_in_the_simulator_is_slashed_and_jailed_and_the_chain_goes_on(behaviour):
+    """Two votes, or (EQUIVOCATE_PROPOSAL) two proposals for one round: evidence, carried in a block, slashed."""
     seed = 3
     identities = sim_identities(seed, 4)
     genesis = Genesis(SIM_CHAIN, LedgerParams(), {key(i): BALANCE for i in identities},
                       tuple(GenesisBond(key(i), Role.VALIDATOR, STAKE) for i in identities))
-    sim = ConsensusSim(seed, [STAKE] * 4, byzantine={0: Behaviour.EQUIVOCATE},
+    sim = ConsensusSim(seed, [STAKE] * 4, byzantine={0: behaviour},
                        app_factory=lambda index, identity, rng: Ledger(genesis))
     cheat = key(identities[0])
     sim.start()

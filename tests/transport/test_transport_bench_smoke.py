@@ -62,3 +62,17 @@ def test_ours_and_the_baselines_take_equal_samples(report):
             assert figure["ours_n"] == figure["baseline_n"] == (
                 sizes["connects"] if figure["name"].startswith("connect") else sizes["pings"]
             ), figure["name"]
+
+
+def test_namespace_pair_is_measured_at_both_mtus_or_says_why_not(report):
+    pairs = report["namespace_pairs"]
+    if "skipped" in pairs:
+        assert pairs["skipped"]  # not root, not Linux, or no ip command
+        return
+    for mtu in (1500, 1280):
+        pair = pairs[f"mtu_{mtu}"]
+        assert "error" not in pair, pair
+        assert pair["link_mtu"] == mtu
+        for direction in ("download", "upload"):
+            assert pair[direction]["direction"] == direction and pair[direction]["mb_per_s"] > 0
+            assert pair[direction]["datagram_size"] <= mtu - 48  # IPv6 and UDP headers
