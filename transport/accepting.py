@@ -43,9 +43,6 @@ REFUSED_BY_POLICY = "refused by policy"
 # Half-open inbound handshakes beyond which new Initials get a Retry (as
 # quic-go and quinn do), unless HostConfig.retry_threshold says otherwise.
 DEFAULT_RETRY_THRESHOLD = 64
-# At the per-peer limit, a connection of that peer that does not answer a PING
-# this soon is taken for one its crashed process left, and closed.
-UNRESPONSIVE_PEER_TIMEOUT = 1.0
 
 
 class Acceptor:
@@ -142,7 +139,7 @@ class Acceptor:
         if len(self._table.connections_to(peer_id)) >= self._config.max_connections_per_peer:
             # A peer killed without a CONNECTION_CLOSE that comes back would
             # otherwise be refused until its old connections' idle timeout.
-            await self._table.close_unresponsive(peer_id, UNRESPONSIVE_PEER_TIMEOUT)
+            await self._table.close_unresponsive(peer_id)
         if driver.closed:
             return
         if len(self._table.connections_to(peer_id)) >= self._config.max_connections_per_peer:

@@ -20,6 +20,10 @@ from .identity import PeerId
 from .mtu import PROBE_DELAY, REPROBE_AFTER_BLACK_HOLE, probe_datagram_size
 from .multiaddrs import sockaddr_to_multiaddr
 
+# A connection of a peer that connects again and does not answer a PING this
+# soon is taken for one its crashed process left, and closed.
+UNRESPONSIVE_PEER_TIMEOUT = 1.0
+
 
 class ConnectionTable:
     def __init__(
@@ -48,12 +52,20 @@ class ConnectionTable:
         return [peer for peer, drivers in self._by_peer.items() if drivers]
 
     def connections_to(self, peer_id: PeerId) -> list[QuicConnectionDriver]:
+        """The peer's live connections, oldest first."""
         # A connection either side has closed may take a few probe timeouts
         # to report it: it must neither be reused nor count against limits.
         return [driver for driver in self._by_peer.get(peer_id, []) if not (driver.closed or driver.quic.is_ending)]
 
-    async def close_unresponsive(self, peer_id: PeerId, timeout: float) -> None:
-        """Close those of ``peer_id``'s connections that answer no PING within ``timeout`` seconds."""
+    def newest_to(self, peer_id: PeerId) -> QuicConnectionDriver | None:
+        """The connection to use for new streams: the newest live one. A peer that restarted after a crash
+        comes back on a new connection while its old one, silent, lingers until the idle timeout."""
+        live = self.connections_to(peer_id)
+        return live[-1] if live else None
+
+    async def close_unresponsive(self, peer_id: PeerId, timeout: float = UNRESPONSIVE_PEER_TIMEOUT,
+                                 spare: QuicConnectionDriver | None = None) -> None:
+        """Close those of ``peer_id``'s connections (but ``spare``) that answer no PING within ``timeout`` s."""
 
         async def check(driver: QuicConnectionDriver) -> None:
             if not await driver.answers_ping(timeout):
@@ -61,7 +73,8 @@ class ConnectionTable:
 
         async with trio.open_nursery() as nursery:
             for driver in self.connections_to(peer_id):
-                nursery.start_soon(check, driver)
+                if driver is not spare:
+                    nursery.start_soon(check, driver)
 
     def is_full(self) -> bool:
         return len(self._all) >= self._config.max_connections
@@ -88,6 +101,10 @@ class ConnectionTable:
 
     def established(self, driver: QuicConnectionDriver, direction: str, started: float) -> None:
         peer_id = driver.remote_peer_id
+        if self.connections_to(peer_id):
+            # Connected again while we hold a connection: the peer may have
+            # restarted, leaving that one dead; find out now, not at its idle timeout.
+            self._spawn(self.close_unresponsive, peer_id, UNRESPONSIVE_PEER_TIMEOUT, driver)
         self._by_peer.setdefault(peer_id, []).append(driver)
         driver.user_data["direction"] = direction
         metrics.CONNECTIONS_OPEN.labels(direction).inc()

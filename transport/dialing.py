@@ -77,9 +77,9 @@ class Dialer:
         pending = self._pending.get(peer_id)
         if pending is not None:
             await pending.done.wait()
-            existing = self._table.connections_to(peer_id)
-            if existing:
-                return existing[0]
+            existing = self._table.newest_to(peer_id)
+            if existing is not None:
+                return existing
             raise pending.error or HandshakeError(f"connection to {peer_id} closed as it opened")
         pending = self._pending[peer_id] = _PendingDial()
         early_driver = None

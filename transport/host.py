@@ -231,9 +231,9 @@ class Host:
         if address.peer_id is None:
             raise MultiaddrError(f"{addr} lacks /p2p/<peer id>: the peer must be authenticated")
         self._check_peer_allowed(address.peer_id)
-        existing = self.connections_to(address.peer_id)
-        if existing:
-            return existing[0]
+        existing = self._connections.newest_to(address.peer_id)
+        if existing is not None:
+            return existing
         return await self.dialer.dial(address.peer_id, [address])
 
     async def connection_to(self, peer_id: PeerId, early_data: bool = False) -> QuicConnectionDriver:
@@ -245,9 +245,9 @@ class Host:
         if peer_id == self.peer_id:
             raise TransportError("cannot dial ourselves")
         self._check_peer_allowed(peer_id)
-        existing = self.connections_to(peer_id)
-        if existing:
-            return existing[0]
+        existing = self._connections.newest_to(peer_id)
+        if existing is not None:
+            return existing
         addresses = []
         for text in self.peerstore.addrs(peer_id):
             try:

@@ -326,6 +326,31 @@ async def test_a_peer_that_restarted_is_not_refused_for_the_connections_its_old_
         assert len(server.connections_to(twin.peer_id)) == 1
 
 
+async def test_a_peer_that_restarted_is_reached_on_its_new_connection_not_the_dead_one():
+    """Under the per-peer limit the dead connections a killed peer left are not in the way of a new one, but
+    streams to that peer must not go down them: after it comes back, what we send reaches its new process at
+    once, and the dead connection is closed well before the QUIC idle timeout (30 s)."""
+    twin = Identity.generate()
+    async with contextlib.AsyncExitStack() as stack:
+        server = await stack.enter_async_context(open_host(Identity.generate(), [V6]))
+        accepted = trio.Event()
+        server.on_connection.append(lambda driver: accepted.set())
+        async with open_host(twin, [V6]) as old:
+            with trio.fail_after(STEP):
+                await old.connect(server.listen_addrs()[0])
+                await accepted.wait()
+                [dead] = server.connections_to(twin.peer_id)
+                for connection in old.connections_to(server.peer_id):
+                    connection.abandon("killed")  # gone without a word, as a killed process
+        accepted = trio.Event()
+        restarted = await stack.enter_async_context(open_host(twin, [V6]))
+        with trio.fail_after(STEP / 2):
+            await restarted.connect(server.listen_addrs()[0])
+            await accepted.wait()
+            assert await ping.ping(server, twin.peer_id)
+            await dead.closed_event.wait()
+        assert len(server.connections_to(twin.peer_id)) == 1
+
 async def test_a_dead_ipv6_address_does_not_delay_a_live_ipv4_one(pair):
     server, client = pair
     live_v4 = next(a for a in server.listen_addrs() if a.startswith("/ip4/"))
