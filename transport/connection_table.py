@@ -41,6 +41,9 @@ class ConnectionTable:
         self._all: set[QuicConnectionDriver] = set()
         # Called with each new connection once its handshake is done.
         self.on_connection: list[Callable[[QuicConnectionDriver], None]] = []
+        # Called with (peer, reason) when we close an authenticated peer's
+        # connection for a QUIC protocol violation of its own.
+        self.on_misbehaviour: list[Callable[[PeerId, str], None]] = []
 
     def __len__(self) -> int:
         return len(self._all)
@@ -132,6 +135,11 @@ class ConnectionTable:
         self._all.discard(driver)
         driver.endpoint.unregister_connection(driver)
         peer_id = driver.remote_peer_id
+        violation = driver.quic.peer_violation
+        if violation is not None and peer_id is not None and driver.handshake_complete.is_set():
+            metrics.PEER_VIOLATIONS.labels("quic").inc()
+            for listener in self.on_misbehaviour:
+                listener(peer_id, violation)
         drivers = self._by_peer.get(peer_id)
         if drivers and driver in drivers:
             drivers.remove(driver)

@@ -187,6 +187,13 @@ class Host:
         self.acceptor.peer_filter = peer_filter
         self._peer_filter = peer_filter
 
+    def on_misbehaviour(self, listener: Callable[[PeerId, str], None]) -> None:
+        """Call ``listener(peer, reason)`` when an authenticated peer breaks the protocol: a QUIC error
+        its packets caused (we closed its connection), a malformed multistream negotiation, or a
+        handler's ProtocolError (a malformed identify record, say). The trust layer counts these."""
+        self._connections.on_misbehaviour.append(listener)
+        self._streams.on_misbehaviour.append(listener)
+
     def _check_peer_allowed(self, peer_id: PeerId) -> None:
         reason = self._peer_filter(peer_id) if self._peer_filter is not None else None
         if reason is not None:

@@ -39,6 +39,11 @@ HANDSHAKE_SECONDS = Histogram(
 STREAMS_OPEN = Gauge("hypermesh_streams_open", "Open streams")
 STREAMS_TOTAL = Counter("hypermesh_streams_total", "Streams opened, by direction and protocol", ["direction", "protocol"])
 STREAMS_REFUSED = Counter("hypermesh_streams_refused_total", "Inbound streams refused", ["reason"])
+PEER_VIOLATIONS = Counter(
+    "hypermesh_peer_violations_total",
+    "Protocol violations by authenticated peers: QUIC errors they caused, malformed negotiation or identify",
+    ["layer"],
+)
 BYTES_SENT = PlainCounter("hypermesh_stream_bytes_sent_total", "Application bytes written to streams")
 BYTES_RECEIVED = PlainCounter("hypermesh_stream_bytes_received_total", "Application bytes read from streams")
 CONNECTIONS_TRIMMED = Counter(

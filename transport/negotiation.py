@@ -15,6 +15,7 @@ import trio
 from . import metrics
 from .connection import STREAM_ERROR_LIMIT, STREAM_ERROR_PROTOCOL, QuicConnectionDriver, QuicStream
 from .errors import ConnectionClosed, HandshakeError, NegotiationError, ProtocolError, StreamReset, TransportError
+from .identity import PeerId
 from .multistream import Negotiator
 
 log = logging.getLogger("hypermesh.transport")
@@ -83,6 +84,9 @@ class StreamDispatcher:
         self._negotiation_timeout = negotiation_timeout
         self._spawn = spawn
         self._running = 0
+        # Called with (peer, reason) when a peer's stream breaks the protocol
+        # (malformed negotiation, or a handler raising ProtocolError).
+        self.on_misbehaviour: list[Callable[[PeerId, str], None]] = []
 
     def set_handler(self, protocol: str, handler: StreamHandler, early_data: bool = False) -> None:
         self._handlers[protocol] = handler
@@ -138,6 +142,8 @@ class StreamDispatcher:
             except (trio.TooSlowError, ProtocolError) as exc:
                 metrics.STREAMS_REFUSED.labels("negotiation").inc()
                 log.debug("stream from %s refused: %s", stream.remote_peer, exc)
+                if isinstance(exc, ProtocolError):
+                    self._report(stream, f"negotiation: {exc}")
                 await stream.reset(STREAM_ERROR_PROTOCOL)
                 return
             stream.protocol = negotiator.result.protocol
@@ -157,6 +163,8 @@ class StreamDispatcher:
                 await handler(stream)
             except (TransportError, ConnectionClosed) as exc:
                 log.debug("%s handler for %s ended: %s", stream.protocol, stream.remote_peer, exc)
+                if isinstance(exc, ProtocolError):
+                    self._report(stream, f"{stream.protocol}: {exc}")
                 await stream.reset(STREAM_ERROR_PROTOCOL)
                 return
             except Exception:
@@ -168,3 +176,8 @@ class StreamDispatcher:
             await stream.reset()  # frees the stream's slot; a no-op once closed
         finally:
             self._running -= 1
+
+    def _report(self, stream: QuicStream, reason: str) -> None:
+        metrics.PEER_VIOLATIONS.labels("stream").inc()
+        for listener in self.on_misbehaviour:
+            listener(stream.remote_peer, reason)

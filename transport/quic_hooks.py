@@ -2,7 +2,8 @@
 
 aioquic has no public switches for what libp2p over QUIC needs, so
 :class:`Libp2pQuicConnection` subclasses ``QuicConnection`` and hooks in at
-these points (each has its own test in ``tests/transport/test_quic_hooks.py``;
+these points (each has its own test in ``tests/transport/test_quic_hooks.py``,
+hook 12 in ``tests/transport/test_misbehaviour.py``;
 ``pyproject.toml`` pins aioquic to the 1.7 series because of them):
 
 1. Mutual TLS: the server requests a client certificate and refuses a client
@@ -42,6 +43,11 @@ these points (each has its own test in ``tests/transport/test_quic_hooks.py``;
 11. Early data (0-RTT): which streams the peer opened in 0-RTT packets, the
     client's peer ID as soon as its early data is accepted (the resumed
     ticket's PSK authenticates it), and whether a client can send early data.
+12. Peer violations: when aioquic closes a connection because of something
+    the peer sent (a frame over our flow-control or stream limits, a
+    malformed frame, ...), the reason is kept (``peer_violation``) so the
+    transport can report the peer; aioquic's close event does not say
+    whether the error was the peer's or ours.
 """
 
 from __future__ import annotations
@@ -78,6 +84,20 @@ STREAM_RECEIVE_WINDOW = 1 << 20
 CONNECTION_RECEIVE_WINDOW = 8 << 20
 # active_connection_id_limit we advertise (RFC 9000 §18.2: at least 2).
 ACTIVE_CONNECTION_ID_LIMIT = 4
+# Errors aioquic raises on what a peer sent (RFC 9000 §20.1), as opposed to
+# our own failures (INTERNAL_ERROR), refusals and TLS alerts.
+PEER_VIOLATION_CODES = frozenset({
+    QuicErrorCode.FLOW_CONTROL_ERROR,
+    QuicErrorCode.STREAM_LIMIT_ERROR,
+    QuicErrorCode.STREAM_STATE_ERROR,
+    QuicErrorCode.FINAL_SIZE_ERROR,
+    QuicErrorCode.FRAME_ENCODING_ERROR,
+    QuicErrorCode.TRANSPORT_PARAMETER_ERROR,
+    QuicErrorCode.CONNECTION_ID_LIMIT_ERROR,
+    QuicErrorCode.PROTOCOL_VIOLATION,
+    QuicErrorCode.KEY_UPDATE_ERROR,
+    QuicErrorCode.CRYPTO_BUFFER_EXCEEDED,
+})
 
 
 class ReceiveCredit:
@@ -267,6 +287,9 @@ class Libp2pQuicConnection(QuicConnection):
         self._building_probe = False
         # The peer's transport parameters, parsed again only when asked for.
         self._remote_parameters_data: bytes | None = None
+        # Hook 12: why we closed the connection on the peer's account, if we did.
+        self.peer_violation: str | None = None
+        self._receiving = False
         super().__init__(**kwargs)
         # Connection IDs the peer may issue us: spares for a migration, as
         # quic-go's 4 (aioquic asks for 8, and issues as many as the peer
@@ -343,6 +366,22 @@ class Libp2pQuicConnection(QuicConnection):
     def can_send_early_data(self) -> bool:
         """Client: 0-RTT keys are ready (a resumed ticket that allows early data)."""
         return self._is_client and self._cryptos[tls.Epoch.ZERO_RTT].send.is_valid()
+
+    # -- hook 12: peer violations --------------------------------------------
+
+    def receive_datagram(self, data: bytes, addr, now: float) -> None:
+        self._receiving = True
+        try:
+            super().receive_datagram(data, addr, now)
+        finally:
+            self._receiving = False
+
+    def close(self, error_code: int = QuicErrorCode.NO_ERROR, frame_type: int | None = None,
+              reason_phrase: str = "") -> None:
+        # aioquic closes with the error it raised while parsing what the peer sent.
+        if self._receiving and error_code in PEER_VIOLATION_CODES and self._close_event is None:
+            self.peer_violation = f"{QuicErrorCode(error_code).name}: {reason_phrase}"
+        super().close(error_code, frame_type, reason_phrase)
 
     def _handle_connection_close_frame(self, context, frame_type: int, buf: Buffer) -> None:
         already_closing = self._close_event is not None

@@ -73,13 +73,15 @@ class TrustService:
 
     # -- wiring ------------------------------------------------------------
     def install(self, dht=None) -> None:
-        """Serve the protocol and make the transport obey the shun list; given the node's running DHT
-        service, make it obey too and count what it reports against peers: malformed messages and
-        rate-limit hits (security), and the outcome of its liveness checks (uptime probes)."""
+        """Serve the protocol, make the transport obey the shun list and count the protocol violations
+        it reports (security); given the node's running DHT service, make it obey too and count what it
+        reports against peers: malformed messages and rate-limit hits (security), and the outcome of its
+        liveness checks (uptime probes)."""
         if dht is not None and dht.core is None:
             raise RuntimeError("the DHT service must be running before trust is installed on it")
         self.host.set_stream_handler(PROTOCOL_ID, self._serve)
         self.host.set_peer_filter(self._refusal_reason)
+        self.host.on_misbehaviour(lambda peer, reason: self.report(peer, Observation.PROTOCOL_VIOLATION))
         if dht is None:
             return
         self.dht = dht.core

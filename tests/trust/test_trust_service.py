@@ -100,6 +100,20 @@ async def test_a_proven_cheat_is_disconnected_refused_and_not_dialled(nodes):
         await b.host.connect(a.host.listen_addrs()[0])
 
 
+async def test_transport_protocol_violations_count_against_the_peer(nodes):
+    a, b = nodes
+    with trio.fail_after(STEP):
+        stream = b.host.connections_to(a.host.peer_id)[0].open_stream()
+        # A multistream header, then a message that does not end with a newline.
+        await stream.send_all(b"\x13/multistream/1.0.0\n\x04abcd")
+        with pytest.raises((StreamReset, trio.BrokenResourceError, trio.ClosedResourceError)):
+            while await stream.receive_some(1024):
+                pass
+    assert a.counters["reports"] == 1
+    _, bad = a.engine.evidence(b.host.peer_id, 0).counts(Dimension.SECURITY, 0, 1)
+    assert bad > 0
+
+
 async def test_malformed_dht_messages_count_against_their_sender(nodes):
     a, b = nodes
     async with trio.open_nursery() as nursery:
