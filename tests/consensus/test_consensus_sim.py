@@ -6,6 +6,7 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
+from hypermesh.consensus import fuzz
 from hypermesh.consensus.sim import SIM_CHAIN, SIM_CONFIG, Behaviour, ConsensusSim, NetworkConfig, SimApp
 from hypermesh.consensus.sim import byzantine_by_stake
 from hypermesh.consensus.tendermint import TendermintCore
@@ -22,8 +23,7 @@ STORMY = NetworkConfig(gst=GST, loss=0.2, pre_gst_max_delay=0.5, duplicate=0.05,
 
 def view_timeout(round_):
     """The time one failed round costs at ``round_`` (its three timeouts)."""
-    c = SIM_CONFIG
-    return c.timeout_propose + c.timeout_prevote + c.timeout_precommit + 3 * c.timeout_delta * round_
+    return fuzz.view_timeout(SIM_CONFIG, round_)
 
 
 def assert_safe(sim, byzantine=()):
