@@ -45,7 +45,8 @@ from typing import Protocol
 from hypermesh.transport.identity import Identity
 
 from .store import ConsensusStore, SavedState
-from .validators import ValidatorSet, public_key_of
+from .signing import Signer, as_signer
+from .validators import ValidatorSet
 from .wire import (
     Commit,
     CommitCertificate,
@@ -204,16 +205,16 @@ class TendermintCore:
         self,
         chain_id: str,
         validators: ValidatorSet,
-        identity: Identity | None,
+        identity: Identity | Signer | None,
         app: Application,
         store: ConsensusStore,
         config: TendermintConfig = TendermintConfig(),
     ):
         self.chain_id = chain_id
         self.validators = validators
-        self.identity = identity
-        self.public_key = public_key_of(identity) if identity is not None else None
-        self.is_validator = self.public_key is not None and validators.index_of(self.public_key) is not None
+        self.signer = as_signer(identity) if identity is not None else None
+        self.public_key = self.signer.name if self.signer is not None else None
+        self.is_validator = self._signs_in(validators)
         self.app = app
         self.store = store
         self.config = config
@@ -686,7 +687,7 @@ class TendermintCore:
         validators = finalize(commit)
         if validators is not None:
             self.validators = validators
-            self.is_validator = self.public_key is not None and validators.index_of(self.public_key) is not None
+            self.is_validator = self._signs_in(validators)
 
     def _reset_height(self) -> None:
         self.round = 0
@@ -713,6 +714,12 @@ class TendermintCore:
         if not self._tally(vote.kind, vote.round).has(vote):
             self._record(vote)
 
+    def _signs_in(self, validators: ValidatorSet) -> bool:
+        """Whether we are in ``validators`` with the consensus key we hold: a validator whose declared key
+        is not the one it signs with would only send signatures everyone refuses (it then follows)."""
+        index = None if self.signer is None else validators.index_of(self.signer.name)
+        return index is not None and validators.validators[index].consensus_key == self.signer.consensus_key
+
     def _sign_message(self, kind: Kind, round_: int, *, block_id: bytes | None = None,
                       value: bytes = b"", pol_round: int = -1) -> Vote | Proposal | None:
         """Sign, save, then queue for sending; None if signing could conflict with what we signed before.
@@ -735,9 +742,9 @@ class TendermintCore:
             if position <= self._last_signed:
                 return None
             if kind is Kind.PROPOSAL:
-                message = sign_proposal(self.identity, self.chain_id, self.height, round_, pol_round, value)
+                message = sign_proposal(self.signer, self.chain_id, self.height, round_, pol_round, value)
             else:
-                message = sign_vote(self.identity, self.chain_id, kind, self.height, round_, block_id)
+                message = sign_vote(self.signer, self.chain_id, kind, self.height, round_, block_id)
             self._own[(kind, round_)] = message
             self._last_signed = position
             self._state_changed = True  # saved before the call that signed it returns (_persist)

@@ -90,7 +90,7 @@ async def status(node) -> dict:
         "last_block_id": state.last_block_id.hex(),
         "round": core.round,
         "validator": core.is_validator,
-        "signing": core.identity is not None,
+        "signing": core.signer is not None,
         "validators": len(ledger.validators),
         "total_power": ledger.validators.total_power,
         "mempool": len(ledger.mempool),
