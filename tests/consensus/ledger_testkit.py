@@ -126,13 +126,15 @@ def ledger_service(data_dir, host, genesis, identity, stack):
 
 
 @contextlib.asynccontextmanager
-async def ledger_network(tmp_path, genesis, extra_hosts=()):
+async def ledger_network(tmp_path, genesis, extra_hosts=(), signers=()):
     """The genesis validators, each a host with a ledger, a SQLite store and a consensus service;
-    ``extra_hosts`` (identities) get hosts that know them, without consensus."""
+    ``extra_hosts`` (identities) get hosts that know them, without consensus; ``signers``: validators that
+    sign with a consensus key of their own (the others with their identity)."""
     identities = VALIDATOR_IDS[:4]
+    own_keys = {signer.name: signer for signer in signers}
     async with contextlib.AsyncExitStack() as stack:
         hosts = await stack.enter_async_context(connected_hosts(identities + list(extra_hosts)))
-        services = [ledger_service(tmp_path / f"v{index}", host, genesis, identity, stack)
+        services = [ledger_service(tmp_path / f"v{index}", host, genesis, own_keys.get(key(identity), identity), stack)
                     for index, (host, identity) in enumerate(zip(hosts[:len(identities)], identities))]
         nursery = await stack.enter_async_context(trio.open_nursery())
         for service in services:

@@ -31,7 +31,6 @@ from hypermesh.consensus.wire import (
     InvalidCertificate,
     InvalidEvidence,
     Kind,
-    Vote,
     WireError,
     block_id_of,
     decode_certificate,

@@ -6,6 +6,7 @@ import hashlib
 import json
 
 import pytest
+import trio
 
 from hypermesh.consensus.genesis import Genesis, GenesisBond, GenesisError, LedgerParams, genesis_to_json, parse_genesis
 from hypermesh.consensus.ledger import (
@@ -27,7 +28,7 @@ from hypermesh.consensus.ledger_tx import (
 )
 from hypermesh.consensus.signing import Scheme, Signer, ml_dsa_key_from_seed, ml_dsa_public_key, prove_possession
 from hypermesh.consensus.wire import Kind, make_evidence, sign_vote, verify_certificate
-from ledger_testkit import BALANCE, LEDGER_CHAIN, STAKE, USER_IDS, VALIDATOR_IDS, Chain, key
+from ledger_testkit import BALANCE, LEDGER_CHAIN, STAKE, STEP, USER_IDS, VALIDATOR_IDS, Chain, key, ledger_network
 
 EPOCH = LedgerParams(epoch_length=3, unbonding_period=600, max_evidence_age=500)
 ML_DSA_KEYS = [ml_dsa_key_from_seed(hashlib.sha256(b"ledger-ml-dsa-%d" % i).digest()) for i in range(7)]
@@ -94,6 +95,18 @@ def test_a_chain_of_ml_dsa_and_ed25519_validators_certifies_blocks_with_both():
     sizes = {len(signature) for _, signature in decode_block(chain.commits[-1].value).last_certificate.signatures}
     assert sizes == {64, Scheme.ML_DSA_65.signature_size}
     assert chain.ledgers[1].state.root() == chain.ledger.state.root()
+
+
+async def test_ml_dsa_and_ed25519_validators_on_real_hosts_commit_the_same_blocks(tmp_path):
+    async with ledger_network(tmp_path, pq_genesis(), signers=SIGNERS) as (services, _):
+        with trio.fail_after(STEP):
+            for service in services:
+                await service.wait_for_height(3)
+        ledgers = [service.core.app for service in services]
+        assert len({ledger.roots[3] for ledger in ledgers}) == 1
+        certificate = decode_block(services[0].core.store.load_commit(3).value).last_certificate
+        verify_certificate(certificate, LEDGER_CHAIN, ledgers[0].validators)
+        assert Scheme.ML_DSA_65.signature_size in {len(signature) for _, signature in certificate.signatures}
 
 
 def test_the_state_with_consensus_keys_restores_from_its_entries_and_sets_round_trip():
