@@ -173,6 +173,14 @@ class Signer:
     def sign(self, message: bytes) -> bytes:
         return self.identity.sign(message) if self._ml_dsa is None else self._ml_dsa.sign(message)
 
+    def for_key(self, declared: ConsensusKey | None) -> "Signer | None":
+        """What signs for a validator whose set declares ``declared``: the identity alone when it declares
+        none (a node that made its ML-DSA key before the chain took it), this signer when it is our key,
+        None when it is a key we do not hold."""
+        if declared is None:
+            return self if self._ml_dsa is None else Signer(self.identity)
+        return self if declared == self.consensus_key else None
+
 
 def as_signer(who: Identity | Signer) -> Signer:
     return who if isinstance(who, Signer) else Signer(who)

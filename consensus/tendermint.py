@@ -214,7 +214,8 @@ class TendermintCore:
         self.validators = validators
         self.signer = as_signer(identity) if identity is not None else None
         self.public_key = self.signer.name if self.signer is not None else None
-        self.is_validator = self._signs_in(validators)
+        self._active_signer = self._signer_for(validators)
+        self.is_validator = self._active_signer is not None
         self.app = app
         self.store = store
         self.config = config
@@ -687,7 +688,8 @@ class TendermintCore:
         validators = finalize(commit)
         if validators is not None:
             self.validators = validators
-            self.is_validator = self._signs_in(validators)
+            self._active_signer = self._signer_for(validators)
+            self.is_validator = self._active_signer is not None
 
     def _reset_height(self) -> None:
         self.round = 0
@@ -714,11 +716,11 @@ class TendermintCore:
         if not self._tally(vote.kind, vote.round).has(vote):
             self._record(vote)
 
-    def _signs_in(self, validators: ValidatorSet) -> bool:
-        """Whether we are in ``validators`` with the consensus key we hold: a validator whose declared key
-        is not the one it signs with would only send signatures everyone refuses (it then follows)."""
+    def _signer_for(self, validators: ValidatorSet) -> Signer | None:
+        """What we sign with as a member of ``validators``: the key the set declares for us (None if we are
+        not in it, or it declares a key we do not hold: we would only send signatures everyone refuses)."""
         index = None if self.signer is None else validators.index_of(self.signer.name)
-        return index is not None and validators.validators[index].consensus_key == self.signer.consensus_key
+        return None if index is None else self.signer.for_key(validators.validators[index].consensus_key)
 
     def _sign_message(self, kind: Kind, round_: int, *, block_id: bytes | None = None,
                       value: bytes = b"", pol_round: int = -1) -> Vote | Proposal | None:
@@ -742,9 +744,9 @@ class TendermintCore:
             if position <= self._last_signed:
                 return None
             if kind is Kind.PROPOSAL:
-                message = sign_proposal(self.signer, self.chain_id, self.height, round_, pol_round, value)
+                message = sign_proposal(self._active_signer, self.chain_id, self.height, round_, pol_round, value)
             else:
-                message = sign_vote(self.signer, self.chain_id, kind, self.height, round_, block_id)
+                message = sign_vote(self._active_signer, self.chain_id, kind, self.height, round_, block_id)
             self._own[(kind, round_)] = message
             self._last_signed = position
             self._state_changed = True  # saved before the call that signed it returns (_persist)

@@ -4,11 +4,12 @@
 key as unencrypted PKCS#8 PEM (its 32-byte seed form), mode 0600, written
 atomically (a temporary file, fsync, rename, fsync of the directory) so a
 kill -9 leaves either no file or the whole key. Created on demand by
-``hypermesh validator key --scheme ml-dsa-65``; a validator node
-(``hypermesh run --validator``) signs consensus messages with it when it is
-there, and with its identity key (Ed25519) when it is not. Which key the
-chain expects is the ledger's: the one declared at genesis or in a bond; a
-node holding another signs nothing (it follows).
+``hypermesh validator key --scheme ml-dsa-65``, and read when a validator
+node starts (``hypermesh run --validator``), so make it before. Which key
+the node signs with is the current validator set's: the one declared at
+genesis or by a bond (``hypermesh stake bond --consensus-key``, from the
+next epoch on); its identity key (Ed25519) while the set declares none; and
+nothing (it follows) if the set declares a key the node does not hold.
 """
 
 from __future__ import annotations

@@ -40,7 +40,9 @@ from hypermesh.consensus.wire import (
     make_certificate,
     make_evidence,
     sign_proposal,
+    Vote,
     sign_vote,
+    signer_of,
     verify_certificate,
     verify_evidence,
     verify_proposal,
@@ -230,6 +232,19 @@ def test_a_validator_without_the_key_its_set_declares_follows_instead_of_signing
     assert not without_key.is_validator
     with_key = TendermintCore(CHAIN, MIXED, ML_DSA, CountingApp(), MemoryConsensusStore(), CONFIG)
     assert with_key.is_validator
+
+
+def test_a_validator_holding_an_ml_dsa_key_the_set_does_not_declare_signs_with_ed25519():
+    """A node made its key before the chain took it (the bond declaring it takes effect at the next epoch)."""
+    plain = ValidatorSet([Validator(s.name, 1) for s in SIGNERS])
+    core = TendermintCore(CHAIN, plain, ML_DSA, CountingApp(), MemoryConsensusStore(), CONFIG)
+    assert core.is_validator
+    core.start(0.0)
+    core.handle_timer(core.get_timer())  # the proposal (if ours) times out: we prevote nil
+    own = [m.message for m in core.take_outbound() if signer_of(m.message) == ML_DSA.name]
+    assert own and all(len(message.signature) == 64 for message in own)
+    for message in own:
+        (verify_vote if isinstance(message, Vote) else verify_proposal)(message, CHAIN, plain)
 
 
 # ------------------------------------------------------------- on the simulator
