@@ -423,7 +423,15 @@ async def lock_show(node, name: str, proof: bool = False) -> dict:
         raise ValueError(f"no proven state to show yet: {exc}") from None
     if proof:
         shown.update(chain_id=ledger.chain_id, proof=answer.hex(),
-                     validators=[{"peer_id": _peer(v.public_key), "power": v.power} for v in signers.validators])
+                     validators=[_trusted_validator(v) for v in signers.validators])
+    return shown
+
+
+def _trusted_validator(validator) -> dict:
+    """A validator as an offline checker rebuilds it: peer ID, power and the consensus key it signs with."""
+    shown = {"peer_id": _peer(validator.public_key), "power": validator.power}
+    if validator.consensus_key is not None:
+        shown["consensus_key"] = validator.consensus_key.to_json()
     return shown
 
 
