@@ -952,36 +952,28 @@ class Ledger:
         certificate = encode_certificate(self.last_certificate) if self.last_certificate is not None else b""
         budget = MAX_VALUE_SIZE - _BLOCK_HEADER_SIZE - len(certificate)
 
-        def fits(size: int) -> None:
-            nonlocal budget
-            if size > budget:
-                raise BlockFull("no room left in this block")
-            budget -= size
+        def fitting(size_of, apply):
+            """``apply`` an item if it fits what is left of the block (BlockFull otherwise)."""
+            def attempt(item) -> None:
+                nonlocal budget
+                size = size_of(item)
+                if size > budget:
+                    raise BlockFull("no room left in this block")
+                apply(item)
+                budget -= size
+            return attempt
 
-        def fits_and_applies(tx: Transaction) -> None:
-            size = 4 + len(tx.encode())
-            fits(size)
-            try:
-                scratch.apply_transaction(tx, signature_checked=True)  # at submit
-            except LedgerError:
-                fits(-size)
-                raise
-
-        def evidence_fits_and_applies(item: Evidence) -> None:
-            size = 4 + len(encode_message(item))
-            fits(size)
-            try:
-                scratch.apply_evidence(item, height)
-            except LedgerError:
-                fits(-size)
-                raise
-
-        # Evidence first in the budget (a block is applied transactions first: only the byte count is ahead).
+        # Transactions leave room for evidence (a block applies its transactions first: only the bytes are ahead).
         evidence_room = min(budget, MAX_BLOCK_EVIDENCE * _MAX_EVIDENCE_SIZE)
         budget -= evidence_room
-        chosen = _applicable(pending, fits_and_applies, limit)
+        chosen = _applicable(pending, fitting(lambda tx: 4 + len(tx.encode()),
+                                              lambda tx: scratch.apply_transaction(tx, signature_checked=True)),
+                             limit)  # signatures were checked at submit
         budget += evidence_room
-        evidence = _applicable(list(self.evidence_pool.values()), evidence_fits_and_applies, MAX_BLOCK_EVIDENCE)
+        evidence = _applicable(list(self.evidence_pool.values()),
+                               fitting(lambda item: 4 + len(encode_message(item)),
+                                       lambda item: scratch.apply_evidence(item, height)),
+                               MAX_BLOCK_EVIDENCE)
         scratch.end_block(height, self.last_certificate)
         block = Block(height, self.roots[self.state.height], self.last_certificate, tuple(chosen), tuple(evidence),
                       scratch.time, scratch.validators.digest(), self.chain_id, self.state.validators.digest())

@@ -27,7 +27,7 @@ from hypermesh.consensus.ledger_tx import (
     sign_transaction,
 )
 from hypermesh.consensus.signing import Scheme, Signer, ml_dsa_key_from_seed, ml_dsa_public_key, prove_possession
-from hypermesh.consensus.wire import Kind, make_evidence, sign_vote, verify_certificate
+from hypermesh.consensus.wire import Kind, encode_certificate, make_evidence, sign_vote, verify_certificate
 from ledger_testkit import BALANCE, LEDGER_CHAIN, STAKE, STEP, USER_IDS, VALIDATOR_IDS, Chain, key, ledger_network
 
 EPOCH = LedgerParams(epoch_length=3, unbonding_period=600, max_evidence_age=500)
@@ -139,6 +139,26 @@ def test_ml_dsa_double_signing_is_slashed_as_ed25519_double_signing_is():
     assert state.bonded(cheat.name, Role.VALIDATOR) == STAKE - STAKE * 500 // 10_000
     assert cheat.name in state.tombstoned
     assert changed is not None and changed.index_of(cheat.name) is None
+
+
+def test_a_full_block_with_an_ml_dsa_certificate_and_evidence_stays_within_the_value_limit():
+    from hypermesh.consensus.ledger_tx import SealedNote
+    from hypermesh.consensus.sealed import MAX_PLAINTEXT, SealingKey, seal
+    from hypermesh.consensus.wire import MAX_VALUE_SIZE
+
+    chain = Chain(pq_genesis(), signers=SIGNERS)
+    chain.commit_block()  # the next block carries a certificate with ML-DSA-65 signatures
+    cheat = SIGNERS[1]
+    evidence = make_evidence(*(sign_vote(cheat, LEDGER_CHAIN, Kind.PRECOMMIT, 1, 0, block) for block in
+                               (b"\x01" * 32, b"\x02" * 32)))
+    chain.ledger.add_evidence(evidence)
+    recipient = SealingKey.from_seed(b"big-notes").public
+    notes = [chain.tx(USER_IDS[0], SealedNote(seal(b"\x00" * MAX_PLAINTEXT, [recipient]))) for _ in range(40)]
+    chain.run(*notes)
+    block = decode_block(chain.commits[-1].value)
+    assert len(chain.commits[-1].value) <= MAX_VALUE_SIZE
+    assert 0 < len(block.transactions) < 40 and block.evidence == (evidence,)
+    assert len(encode_certificate(block.last_certificate)) > 2 * Scheme.ML_DSA_65.signature_size
 
 
 # --------------------------------------------------------- bond transactions
