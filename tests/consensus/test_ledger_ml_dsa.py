@@ -7,6 +7,8 @@ import json
 
 import pytest
 import trio
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from hypermesh.consensus.genesis import Genesis, GenesisBond, GenesisError, LedgerParams, genesis_to_json, parse_genesis
 from hypermesh.consensus.ledger import (
@@ -19,6 +21,7 @@ from hypermesh.consensus.ledger import (
 from hypermesh.consensus.ledger_tx import (
     Bond,
     ForgedPossession,
+    LedgerError,
     MalformedTransaction,
     Role,
     TxKind,
@@ -226,3 +229,24 @@ def test_a_malformed_declaring_bond_is_refused_by_the_decoder():
     with pytest.raises(MalformedTransaction, match="only a validator bond"):
         Chain(pq_genesis()).ledger.state.copy().apply_transaction(sign_transaction(NEWCOMER, LEDGER_CHAIN, 0,
                                                                                     provider_bond))
+
+
+DECLARING_BOND = sign_transaction(NEWCOMER, LEDGER_CHAIN, 0, declaring_bond(STAKE, ML_DSA_KEYS[4], LEDGER_CHAIN,
+                                                                            key(NEWCOMER))).encode()
+
+
+@settings(max_examples=200, deadline=None)
+@given(position=st.integers(0, len(DECLARING_BOND) - 1), byte=st.integers(0, 255),
+       how=st.sampled_from(["flip", "truncate", "insert"]))
+def test_a_mutated_declaring_bond_decodes_only_canonically_or_is_refused_with_a_typed_reason(position, byte, how):
+    if how == "flip":
+        mutated = DECLARING_BOND[:position] + bytes([byte]) + DECLARING_BOND[position + 1:]
+    elif how == "truncate":
+        mutated = DECLARING_BOND[:position]
+    else:
+        mutated = DECLARING_BOND[:position] + bytes([byte]) + DECLARING_BOND[position:]
+    try:
+        tx = decode_transaction(mutated)
+    except LedgerError:
+        return
+    assert tx.encode() == mutated
