@@ -138,6 +138,9 @@ def test_the_ledger_refusals_name_their_reason_and_move_nothing(chain):
     assert "unknown escrow" in ask_refused(node, "chain.escrow_refund", escrow_id="ab" * 32)
     assert "not an account" in ask_refused(node, "chain.account", peer="nobody")
     assert "holds no block 100000000" in ask_refused(node, "chain.block", height=100_000_000)
+    assert "has no ML-DSA-65 key" in ask_refused(nodes[0], "chain.bond", amount=10_000, consensus_key=True)
+    assert "only a validator bond" in ask_refused(node, "chain.bond", amount=10_000, role="provider",
+                                                  consensus_key=True)
     account = ask(node, "chain.account")
     assert account["balance"] == ALLOCATION and account["nonce"] == 0  # nothing refused moved a unit
 
