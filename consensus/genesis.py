@@ -5,11 +5,18 @@ JSON, one object::
     {"chain_id": "hypermesh-1",
      "params": {"min_stake": {"validator": 10000, "provider": 10000}, ...},
      "accounts": [{"peer_id": "12D3Koo…", "balance": 50000}],
-     "bonds": [{"peer_id": "12D3Koo…", "role": "validator", "amount": 10000}]}
+     "bonds": [{"peer_id": "12D3Koo…", "role": "validator", "amount": 10000},
+               {"peer_id": "12D3Koo…", "role": "validator", "amount": 10000,
+                "consensus_key": {"scheme": "ml-dsa-65", "public_key": "<base64, 1952 bytes>"}}]}
 
 Accounts are named by Ed25519 peer IDs (the node identity); a bond of the
 validator role at genesis makes its owner one of the initial validators,
-with voting power equal to the bonded amount. Parameters left out take the
+with voting power equal to the bonded amount; its ``consensus_key``, if
+given, is what it signs votes with (signing.py; without one, its Ed25519
+identity key). Unlike a bond transaction, a genesis key carries no proof of
+possession: whoever assembles the genesis vouches for it, as for the rest
+of the file, and a validator given a key it does not hold only fails to
+sign. Parameters left out take the
 defaults of :class:`LedgerParams`. The supply is the sum of balances and
 bonds; nothing is minted after genesis (no block rewards yet).
 """
@@ -22,6 +29,7 @@ from dataclasses import asdict, dataclass, field, fields
 from hypermesh.transport.identity import KEY_TYPE_ED25519, IdentityError, PeerId, decode_public_key, encode_public_key
 
 from .ledger_tx import MAX_AMOUNT, MAX_CHAIN_ID_SIZE, Role
+from .signing import ConsensusKey, ConsensusKeyError
 from .validators import MAX_VALIDATORS, PUBLIC_KEY_SIZE
 
 # Bounds the file a node reads at start (accounts × ~100 bytes).
@@ -75,6 +83,7 @@ class GenesisBond:
     owner: bytes
     role: Role
     amount: int
+    consensus_key: ConsensusKey | None = None  # validators only
 
 
 @dataclass(frozen=True)
@@ -101,6 +110,8 @@ class Genesis:
             seen.add((bond.owner, bond.role))
             if len(bond.owner) != PUBLIC_KEY_SIZE or bond.amount < self.params.min_stake(bond.role):
                 raise GenesisError(f"a genesis bond of {bond.amount} is below the {bond.role.name.lower()} minimum")
+            if bond.consensus_key is not None and bond.role is not Role.VALIDATOR:
+                raise GenesisError(f"bond of {peer_id_of(bond.owner)}: only a validator bond has a consensus_key")
         if self.supply() > MAX_AMOUNT:
             raise GenesisError("the supply exceeds 2^62")
         if not any(b.role is Role.VALIDATOR for b in self.bonds):
@@ -139,6 +150,24 @@ def _integer(value: object, what: str) -> int:
     return value
 
 
+def _bond(entry: dict) -> GenesisBond:
+    owner = account_of(entry["peer_id"])
+    key = None
+    if "consensus_key" in entry:
+        try:
+            key = ConsensusKey.from_json(entry["consensus_key"])
+        except ConsensusKeyError as exc:
+            raise GenesisError(f"bond of {entry['peer_id']}: consensus_key: {exc}") from None
+    return GenesisBond(owner, _role_named(entry["role"]), _integer(entry["amount"], "amount"), key)
+
+
+def _bond_json(bond: GenesisBond) -> dict:
+    entry = {"peer_id": peer_id_of(bond.owner).to_base58(), "role": bond.role.name.lower(), "amount": bond.amount}
+    if bond.consensus_key is not None:
+        entry["consensus_key"] = bond.consensus_key.to_json()
+    return entry
+
+
 def parse_genesis(text: str | bytes) -> Genesis:
     if len(text) > MAX_GENESIS_SIZE:
         raise GenesisError(f"genesis exceeds {MAX_GENESIS_SIZE} bytes")
@@ -159,8 +188,7 @@ def parse_genesis(text: str | bytes) -> Genesis:
             if key in balances:
                 raise GenesisError("an account appears twice")
             balances[key] = _integer(entry["balance"], "balance")
-        bonds = tuple(GenesisBond(account_of(b["peer_id"]), _role_named(b["role"]), _integer(b["amount"], "amount"))
-                      for b in data.get("bonds", []))
+        bonds = tuple(_bond(entry) for entry in data.get("bonds", []))
         chain_id = data["chain_id"]
         if not isinstance(chain_id, str):
             raise GenesisError("chain_id must be a string")
@@ -181,8 +209,7 @@ def genesis_to_json(genesis: Genesis) -> str:
         "chain_id": genesis.chain_id,
         "params": params,
         "accounts": [{"peer_id": peer_id_of(k).to_base58(), "balance": v} for k, v in sorted(genesis.balances.items())],
-        "bonds": [{"peer_id": peer_id_of(b.owner).to_base58(), "role": b.role.name.lower(), "amount": b.amount}
-                  for b in genesis.bonds],
+        "bonds": [_bond_json(b) for b in genesis.bonds],
     }, indent=2, sort_keys=True)
 
 

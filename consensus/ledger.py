@@ -75,6 +75,7 @@ from .ledger_tx import (
     WrongChain,
     WrongNonce,
     check_body_ranges,
+    check_possession,
     decode_transaction,
     escrow_id_of,
     verify_signature,
@@ -82,7 +83,8 @@ from .ledger_tx import (
 from .locks import LockOutcome, LockTable, lock_entry_key
 from .merkle import AbsenceProof, MerkleProof, MerkleTree, ProofError, ordered_root, verify_proof
 from .store import ConsensusStore
-from .validators import MAX_POWER, MAX_VALIDATORS, Validator, ValidatorSet
+from .signing import ConsensusKey, Scheme
+from .validators import MAX_POWER, Validator, ValidatorSet
 from .wire import (
     MAX_VALUE_SIZE,
     Commit,
@@ -108,11 +110,12 @@ MAX_BLOCK_EVIDENCE = 64
 # Bounds what submitted transactions can make a node hold.
 MAX_MEMPOOL_TRANSACTIONS = 10_000
 MAX_PENDING_PER_SENDER = 64
-# What a proposal may spend on transactions: the consensus value limit less the
-# header, the largest certificate and the evidence a block may carry.
-_MAX_EVIDENCE_SIZE = 2 * (1 + 8 + 4 + 33 + 32 + 64) + 16
-MAX_BLOCK_TRANSACTION_BYTES = (MAX_VALUE_SIZE - 256 - (16 + MAX_VALIDATORS * (2 + 64))
-                               - MAX_BLOCK_EVIDENCE * (4 + _MAX_EVIDENCE_SIZE))
+# What a proposal may spend on transactions and evidence: the consensus value limit less the header and
+# the block's certificate (its size varies with the signers' schemes: up to ~0.5 MB with ML-DSA-65 keys).
+_BLOCK_HEADER_SIZE = 256
+# Room kept for evidence: MAX_BLOCK_EVIDENCE items of Ed25519 votes (4 + their encoding); ML-DSA-65
+# evidence (~6.7 KB) takes this room and what transactions leave.
+_MAX_EVIDENCE_SIZE = 4 + 2 + 2 * (1 + 8 + 4 + 33 + 32 + 64)
 _META_KEYS = (b"meta/burned", b"meta/minted", b"meta/height", b"meta/time", b"meta/last_block", b"meta/validators",
               b"meta/last_validators")
 
@@ -242,14 +245,33 @@ def _u64(value: int) -> bytes:
 
 
 def encode_validator_set(validators: ValidatorSet) -> bytes:
-    return struct.pack(">H", len(validators)) + b"".join(v.public_key + _u64(v.power) for v in validators.validators)
+    """``count:u16 ‖ (key ‖ power:u64) × count``, then per validator that declared a consensus key, in
+    index order, ``index:u16 ‖ scheme:u8 ‖ public key`` (nothing for an Ed25519-only set, as before)."""
+    members = validators.validators
+    return b"".join((struct.pack(">H", len(members)), *(v.public_key + _u64(v.power) for v in members),
+                     *(struct.pack(">H", i) + v.consensus_key.encode()
+                       for i, v in enumerate(members) if v.consensus_key is not None)))
 
 
 def decode_validator_set(data: bytes) -> ValidatorSet:
-    if len(data) < 2 or len(data) != 2 + 40 * struct.unpack(">H", data[:2])[0]:
+    """ValueError (ValidatorSetError, ConsensusKeyError) unless ``data`` is one canonical encoding."""
+    if len(data) < 2 or len(data) < 2 + 40 * struct.unpack(">H", data[:2])[0]:
         raise ValueError("a validator set entry has the wrong length")
-    return ValidatorSet([Validator(data[i:i + 32], struct.unpack(">Q", data[i + 32:i + 40])[0])
-                         for i in range(2, len(data), 40)])
+    count = struct.unpack(">H", data[:2])[0]
+    end = 2 + 40 * count
+    members = [(data[i:i + 32], struct.unpack(">Q", data[i + 32:i + 40])[0]) for i in range(2, end, 40)]
+    keys: dict[int, ConsensusKey] = {}
+    offset = end
+    while offset < len(data):
+        if offset + 3 > len(data):
+            raise ValueError("a truncated consensus key in a validator set entry")
+        index, code = struct.unpack(">HB", data[offset:offset + 3])
+        if index >= count or (keys and index <= max(keys)):
+            raise ValueError("consensus keys of a validator set entry are not in validator order")
+        size = Scheme(code).public_key_size
+        keys[index] = ConsensusKey.decode(data[offset + 2:offset + 3 + size])
+        offset += 3 + size
+    return ValidatorSet([Validator(key, power, keys.get(i)) for i, (key, power) in enumerate(members)])
 
 
 @dataclass(frozen=True, slots=True)
@@ -289,6 +311,8 @@ class LedgerState:
     tombstoned: frozenset[bytes] = frozenset()
     # validator -> consecutive commit certificates it is missing from
     missed: dict[bytes, int] = field(default_factory=dict)
+    # validator -> the consensus key it declared (at genesis or in a bond); absent: it signs with Ed25519
+    consensus_keys: dict[bytes, ConsensusKey] = field(default_factory=dict)
     # (first height, set) of recent validator sets, to check evidence of past heights
     set_history: tuple[tuple[int, ValidatorSet], ...] = ()
     burned: int = 0
@@ -307,7 +331,8 @@ class LedgerState:
     def from_genesis(cls, genesis: Genesis) -> "LedgerState":
         genesis.check()
         state = cls(genesis, accounts={key: (balance, 0) for key, balance in genesis.balances.items()},
-                    bonds={(b.owner, b.role): b.amount for b in genesis.bonds})
+                    bonds={(b.owner, b.role): b.amount for b in genesis.bonds},
+                    consensus_keys={b.owner: b.consensus_key for b in genesis.bonds if b.consensus_key is not None})
         state.validators = state.last_validators = state.compute_validator_set()
         state.set_history = ((1, state.validators),)
         return state
@@ -315,6 +340,7 @@ class LedgerState:
     def copy(self) -> "LedgerState":
         return replace(self, accounts=dict(self.accounts), bonds=dict(self.bonds), unbonding=dict(self.unbonding),
                        jailed=dict(self.jailed), missed=dict(self.missed), escrows=dict(self.escrows),
+                       consensus_keys=dict(self.consensus_keys),
                        locks=self.locks.copy())
 
     # ----------------------------------------------------------- queries
@@ -346,7 +372,7 @@ class LedgerState:
         Voting power is the bonded stake, capped at the core's MAX_POWER (2^48):
         a larger stake would otherwise make a set the core refuses, and halt the chain."""
         candidates = sorted(self._candidates(), key=lambda c: (-c[0], c[1]))
-        return ValidatorSet([Validator(owner, min(amount, MAX_POWER))
+        return ValidatorSet([Validator(owner, min(amount, MAX_POWER), self.consensus_keys.get(owner))
                              for amount, owner in candidates[:self.params.max_validators]])
 
     def _candidates(self) -> list[tuple[int, bytes]]:
@@ -376,6 +402,8 @@ class LedgerState:
             entries[b"jail" + owner] = _u64(until) + bytes([owner in self.tombstoned])
         for owner, count in self.missed.items():
             entries[b"miss" + owner] = _u64(count)
+        for owner, key in self.consensus_keys.items():
+            entries[b"ckey" + owner] = key.encode()
         entries[b"meta/burned"] = _u64(self.burned)
         entries[b"meta/minted"] = _u64(self.minted)
         entries[b"meta/height"] = _u64(self.height)
@@ -410,6 +438,8 @@ class LedgerState:
                     tombstoned.add(rest)
             elif prefix == b"miss" and len(rest) == 32:
                 state.missed[rest] = struct.unpack(">Q", value)[0]
+            elif prefix == b"ckey" and len(rest) == 32:
+                state.consensus_keys[rest] = ConsensusKey.decode(value)
             elif prefix == b"hist" and len(rest) == 8:
                 state.set_history += ((struct.unpack(">Q", rest)[0], decode_validator_set(value)),)
             elif state.locks.load_entry(entry_key, value):
@@ -492,8 +522,12 @@ class LedgerState:
         minimum = self.params.min_stake(body.role)
         if bonded < minimum:
             raise BelowMinimumStake(f"a {body.role.name.lower()} bond of {bonded} is below the minimum {minimum}")
+        check_possession(tx)
         self._debit(tx.sender, balance, body.amount)
         self.bonds[(tx.sender, body.role)] = bonded
+        if body.consensus_key is not None:
+            # Signs with it from the next validator set computed (an epoch boundary) on.
+            self.consensus_keys[tx.sender] = body.consensus_key
 
     def _unbond(self, tx: Transaction, balance: int) -> None:
         body: Unbond = tx.body
@@ -880,6 +914,7 @@ class Ledger:
         if tx_id in self.mempool:
             return tx_id  # these very bytes were checked when they came first (relays bring them again)
         verify_signature(tx)
+        check_possession(tx)
         nonce = self.state.nonce(tx.sender)
         if tx.nonce < nonce:
             raise WrongNonce(f"nonce {tx.nonce} is used already")
@@ -914,18 +949,30 @@ class Ledger:
         scratch.time = max(self.state.time, self._clock_ms() or 0)
         limit = self.genesis.params.max_block_transactions
         pending = _senders_in_turn(self.mempool.values(), height)
-        budget = MAX_BLOCK_TRANSACTION_BYTES
+        certificate = encode_certificate(self.last_certificate) if self.last_certificate is not None else b""
+        budget = MAX_VALUE_SIZE - _BLOCK_HEADER_SIZE - len(certificate)
 
-        def fits_and_applies(tx: Transaction) -> None:
-            nonlocal budget
-            size = 4 + len(tx.encode())
-            if size > budget:
-                raise BlockFull("no room left in this block")
-            scratch.apply_transaction(tx, signature_checked=True)  # at submit
-            budget -= size
+        def fitting(size_of, apply):
+            """``apply`` an item if it fits what is left of the block (BlockFull otherwise)."""
+            def attempt(item) -> None:
+                nonlocal budget
+                size = size_of(item)
+                if size > budget:
+                    raise BlockFull("no room left in this block")
+                apply(item)
+                budget -= size
+            return attempt
 
-        chosen = _applicable(pending, fits_and_applies, limit)
-        evidence = _applicable(list(self.evidence_pool.values()), lambda item: scratch.apply_evidence(item, height),
+        # Transactions leave room for evidence (a block applies its transactions first: only the bytes are ahead).
+        evidence_room = min(budget, MAX_BLOCK_EVIDENCE * _MAX_EVIDENCE_SIZE)
+        budget -= evidence_room
+        chosen = _applicable(pending, fitting(lambda tx: 4 + len(tx.encode()),
+                                              lambda tx: scratch.apply_transaction(tx, signature_checked=True)),
+                             limit)  # signatures were checked at submit
+        budget += evidence_room
+        evidence = _applicable(list(self.evidence_pool.values()),
+                               fitting(lambda item: 4 + len(encode_message(item)),
+                                       lambda item: scratch.apply_evidence(item, height)),
                                MAX_BLOCK_EVIDENCE)
         scratch.end_block(height, self.last_certificate)
         block = Block(height, self.roots[self.state.height], self.last_certificate, tuple(chosen), tuple(evidence),

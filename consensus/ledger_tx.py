@@ -28,6 +28,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from hypermesh.transport.identity import Identity
 
 from .sealed import MAX_SEALED_SIZE, SealedPayloadError, decode_sealed
+from .signing import ConsensusKey, ConsensusKeyError, Scheme, holds_key, ml_dsa_public_key, prove_possession
 from .validators import PUBLIC_KEY_SIZE, public_key_of
 
 TX_VERSION = 1
@@ -128,6 +129,10 @@ class LockNameOutOfRange(MalformedTransaction):
     pass
 
 
+class ForgedPossession(LedgerError):
+    """A validator bond declaring a consensus key whose proof of possession does not verify."""
+
+
 class DuplicateRequest(LedgerError):
     """A lock request whose ID this sender used already: it is decided; ask for its outcome."""
 
@@ -138,6 +143,7 @@ class TxKind(enum.IntEnum):
     UNBOND = 0x03
     UNJAIL = 0x04
     SEALED_NOTE = 0x05
+    BOND_WITH_KEY = 0x06  # a validator bond that declares its consensus (ML-DSA-65) key
     ESCROW_OPEN = 0x10
     ESCROW_RELEASE = 0x11
     ESCROW_REFUND = 0x12
@@ -159,8 +165,13 @@ class Transfer:
 
 @dataclass(frozen=True, slots=True)
 class Bond:
+    """``consensus_key`` (validators only): the key it signs consensus messages with from the next set on,
+    with ``possession``, that key's signature of (chain ID, sender) (signing.py)."""
+
     role: Role
     amount: int
+    consensus_key: ConsensusKey | None = None
+    possession: bytes = b""
 
 
 @dataclass(frozen=True, slots=True)
@@ -287,6 +298,25 @@ def _check_lock_body(body: LockBody) -> None:
         raise MalformedTransaction(f"fencing token {body.token} out of range")
 
 
+def declaring_bond(amount: int, private_key, chain_id: str, owner: bytes) -> Bond:
+    """A validator bond of ``amount`` that declares ``private_key``'s (ML-DSA-65) public key for ``owner``."""
+    return Bond(Role.VALIDATOR, amount, ml_dsa_public_key(private_key), prove_possession(private_key, chain_id, owner))
+
+
+def check_possession(tx: Transaction) -> None:
+    """ForgedPossession unless a bond's declared key signed its proof for this chain and sender."""
+    body = tx.body
+    if isinstance(body, Bond) and body.consensus_key is not None \
+            and not holds_key(body.consensus_key, tx.chain_id, tx.sender, body.possession):
+        raise ForgedPossession("the proof of possession of the declared consensus key does not verify")
+
+
+def _kind_of(body: Body) -> TxKind:
+    if isinstance(body, Bond) and body.consensus_key is not None:
+        return TxKind.BOND_WITH_KEY
+    return _KIND_OF[type(body)]
+
+
 def _encode_body(body: Body) -> bytes:
     if isinstance(body, LOCK_BODIES):
         _check_lock_body(body)
@@ -298,6 +328,9 @@ def _encode_body(body: Body) -> bytes:
         return encoded
     if isinstance(body, Transfer):
         return body.to + struct.pack(">Q", body.amount)
+    if isinstance(body, Bond) and body.consensus_key is not None:
+        # role ‖ amount ‖ scheme:u8 ‖ public key ‖ proof (both of the scheme's fixed sizes)
+        return struct.pack(">BQ", body.role, body.amount) + body.consensus_key.encode() + body.possession
     if isinstance(body, (Bond, Unbond)):
         return struct.pack(">BQ", body.role, body.amount)
     if isinstance(body, Unjail):
@@ -317,7 +350,7 @@ def _encode_unsigned(chain_id: str, sender: bytes, nonce: int, body: Body) -> by
         raise MalformedTransaction(f"chain ID must be 1..{MAX_CHAIN_ID_SIZE} bytes")
     if not 0 <= nonce <= MAX_NONCE:
         raise MalformedTransaction("nonce out of range")
-    return (struct.pack(">BBB", TX_VERSION, _KIND_OF[type(body)], len(chain)) + chain + sender
+    return (struct.pack(">BBB", TX_VERSION, _kind_of(body), len(chain)) + chain + sender
             + struct.pack(">Q", nonce) + _encode_body(body))
 
 
@@ -372,6 +405,17 @@ def _decode_body(kind: TxKind, reader: _Reader) -> Body:
         return Transfer(reader.take(PUBLIC_KEY_SIZE), reader.amount())
     if kind is TxKind.BOND:
         return Bond(reader.role(), reader.amount())
+    if kind is TxKind.BOND_WITH_KEY:
+        role, amount = reader.role(), reader.amount()
+        code = reader.u8()
+        try:
+            scheme = Scheme(code)
+            key = ConsensusKey(scheme, reader.take(scheme.public_key_size))
+        except (ValueError, ConsensusKeyError) as exc:  # an unknown scheme code, or one that needs no key
+            raise MalformedTransaction(f"declared consensus key: {exc}") from None
+        body = Bond(role, amount, key, reader.take(scheme.signature_size))
+        _check_declared_key(body)
+        return body
     if kind is TxKind.UNBOND:
         return Unbond(reader.role(), reader.amount())
     if kind is TxKind.UNJAIL:
@@ -441,10 +485,23 @@ def decode_transaction(data: bytes) -> Transaction:
     return tx
 
 
+def _check_declared_key(body: Bond) -> None:
+    if body.consensus_key is None:
+        if body.possession:
+            raise MalformedTransaction("a proof of possession without a declared key")
+        return
+    if body.role is not Role.VALIDATOR:
+        raise MalformedTransaction("only a validator bond declares a consensus key")
+    if len(body.possession) != body.consensus_key.scheme.signature_size:
+        raise MalformedTransaction("the proof of possession is not a signature of the key's scheme")
+
+
 def check_body_ranges(body: Body) -> None:
     """The range and form rules the decoder applies, for transactions built in memory."""
     if isinstance(body, (Transfer, Bond, Unbond, EscrowOpen)):
         _check_amount(body.amount)
+    if isinstance(body, Bond):
+        _check_declared_key(body)
     if isinstance(body, SealedNote):
         try:
             decode_sealed(body.payload)
@@ -458,9 +515,10 @@ __all__ = [
     "AmountOutOfRange", "BadDeadline", "DuplicateRequest", "LOCK_BODIES", "LockAcquire", "LockBody",
     "LockNameOutOfRange", "LockRelease", "LockRenew", "MAX_LOCK_NAME_SIZE", "MAX_LOCK_TTL_MS", "REQUEST_ID_SIZE",
     "TtlOutOfRange", "BelowMinimumStake", "Bond", "EscrowExpired", "EscrowNotExpired",
-    "EscrowOpen", "EscrowRefund", "EscrowRelease", "ForgedSignature", "InsufficientBond", "InsufficientFunds",
+    "EscrowOpen", "EscrowRefund", "EscrowRelease", "ForgedPossession", "ForgedSignature", "InsufficientBond", "InsufficientFunds",
     "LedgerError", "MAX_AMOUNT", "MalformedTransaction", "NotAProvider", "NotEscrowClient", "NotJailed", "Role",
     "SealedNote", "StillJailed", "InvalidSlashingEvidence", "Transaction", "Transfer", "TxKind", "Unbond",
     "Unjail", "UnknownEscrow", "WrongChain",
-    "WrongNonce", "decode_transaction", "escrow_id_of", "sign_transaction", "verify_signature",
+    "WrongNonce", "check_possession", "declaring_bond", "decode_transaction", "escrow_id_of", "sign_transaction",
+    "verify_signature",
 ]

@@ -32,10 +32,13 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Callable
 
+import hashlib
+
 from hypermesh.transport.identity import Identity
 
 from .store import MemoryConsensusStore
 from .tendermint import Broadcast, Committed, EquivocationDetected, TendermintConfig, TendermintCore
+from .signing import Signer, ml_dsa_key_from_seed
 from .validators import Validator, ValidatorSet, public_key_of
 from .wire import (
     Kind,
@@ -143,6 +146,7 @@ class SimApp:
 class SimValidator:
     index: int
     identity: Identity
+    signer: Signer  # the identity, with its ML-DSA-65 key if the node signs with one
     key: bytes
     behaviour: Behaviour
     store: MemoryConsensusStore
@@ -165,9 +169,14 @@ class ConsensusSim:
         config: TendermintConfig = SIM_CONFIG,
         core_class: type[TendermintCore] = TendermintCore,
         app_factory: Callable[[int, Identity, random.Random], object] | None = None,
+        ml_dsa: frozenset[int] = frozenset(),
     ):
         """``powers[i]`` is node i's initial voting power (0: a follower, outside the initial set);
-        ``app_factory`` makes each node's application (default :class:`SimApp`)."""
+        ``app_factory`` makes each node's application (default :class:`SimApp`); the nodes in
+        ``ml_dsa`` sign consensus messages with ML-DSA-65 (the others with Ed25519).
+
+        ML-DSA signing is randomised (hedged, FIPS 204), so with ``ml_dsa`` the bytes of signatures
+        differ between runs; what the simulator decides does not depend on them."""
         self.seed = seed
         self.core_class = core_class
         self.rng = random.Random(seed)
@@ -175,11 +184,13 @@ class ConsensusSim:
         self.config = config
         self.now = 0.0
         identities = sim_identities(seed, len(powers))
-        self.validator_set = ValidatorSet([Validator(public_key_of(i), p) for i, p in zip(identities, powers) if p])
+        signers = [Signer(identity, sim_ml_dsa_key(seed, i) if i in ml_dsa else None)
+                   for i, identity in enumerate(identities)]
+        self.validator_set = ValidatorSet([Validator(s.name, p, s.consensus_key) for s, p in zip(signers, powers) if p])
         make_app = app_factory or (lambda index, identity, rng: SimApp(index, rng))
         byzantine = byzantine or {}
         self.nodes = [
-            SimValidator(i, identity, public_key_of(identity), byzantine.get(i, Behaviour.HONEST),
+            SimValidator(i, identity, signers[i], public_key_of(identity), byzantine.get(i, Behaviour.HONEST),
                          MemoryConsensusStore(), make_app(i, identity, random.Random(self.rng.getrandbits(64))))
             for i, identity in enumerate(identities)
         ]
@@ -232,7 +243,7 @@ class ConsensusSim:
     def _boot(self, node: SimValidator) -> None:
         # An application that changes the validator set knows the current one (after a restart too).
         validators = getattr(node.app, "validators", None) or self.validator_set
-        node.core = self.core_class(SIM_CHAIN, validators, node.identity, node.app, node.store, self.config)
+        node.core = self.core_class(SIM_CHAIN, validators, node.signer, node.app, node.store, self.config)
         node.timer_at = None
         node.core.start(self.now)
         self._sync(node)
@@ -435,12 +446,12 @@ class ConsensusSim:
             value = node.app.propose(message.height)
             if value == message.value:  # a deterministic application (the ledger) proposed the same block
                 value += b" (equivocated)"
-            evil = sign_proposal(node.identity, SIM_CHAIN, message.height, message.round, message.pol_round, value)
+            evil = sign_proposal(node.signer, SIM_CHAIN, message.height, message.round, message.pol_round, value)
             self._seen_blocks.setdefault((message.height, message.round), []).append(evil.block_id)
             return evil
         if isinstance(message, Vote):
             block_id = self._alternative_block(message.height, message.round, message.block_id)
-            return sign_vote(node.identity, SIM_CHAIN, message.kind, message.height, message.round, block_id)
+            return sign_vote(node.signer, SIM_CHAIN, message.kind, message.height, message.round, block_id)
         return message
 
     def _send_equivocating(self, node: SimValidator, message: Message, targets: list[SimValidator]) -> None:
@@ -474,8 +485,8 @@ class ConsensusSim:
             pol_round, value = self.rng.randrange(message.round), message.value
         else:
             pol_round, value = -1, b"invalid h=%d #%d" % (message.height, self.rng.getrandbits(32))
-        bad = sign_proposal(node.identity, SIM_CHAIN, message.height, message.round, pol_round, value)
-        sent = [bad] + [sign_vote(node.identity, SIM_CHAIN, kind, message.height, message.round, bad.block_id)
+        bad = sign_proposal(node.signer, SIM_CHAIN, message.height, message.round, pol_round, value)
+        sent = [bad] + [sign_vote(node.signer, SIM_CHAIN, kind, message.height, message.round, bad.block_id)
                         for kind in (Kind.PREVOTE, Kind.PRECOMMIT)]
         for data in map(encode_message, sent):
             for target in targets:
@@ -534,10 +545,15 @@ class ConsensusSim:
         blocks.append(proposal.block_id)
         targets = [n for n in self.nodes if n is not node and self.rng.random() < 0.5]
         for kind in (Kind.PREVOTE, Kind.PRECOMMIT):
-            vote = sign_vote(node.identity, SIM_CHAIN, kind, proposal.height, proposal.round, proposal.block_id)
+            vote = sign_vote(node.signer, SIM_CHAIN, kind, proposal.height, proposal.round, proposal.block_id)
             data = encode_message(vote)
             for target in targets:
                 self._transmit(node, target, data)
+
+
+def sim_ml_dsa_key(seed: int, index: int):
+    """Node ``index``'s ML-DSA-65 key (deterministic in the seed)."""
+    return ml_dsa_key_from_seed(hashlib.sha256(b"sim-ml-dsa-%d-%d" % (seed, index)).digest())
 
 
 def sim_identities(seed: int, count: int) -> list[Identity]:

@@ -45,7 +45,8 @@ from typing import Protocol
 from hypermesh.transport.identity import Identity
 
 from .store import ConsensusStore, SavedState
-from .validators import ValidatorSet, public_key_of
+from .signing import Signer, as_signer
+from .validators import ValidatorSet
 from .wire import (
     Commit,
     CommitCertificate,
@@ -204,16 +205,17 @@ class TendermintCore:
         self,
         chain_id: str,
         validators: ValidatorSet,
-        identity: Identity | None,
+        identity: Identity | Signer | None,
         app: Application,
         store: ConsensusStore,
         config: TendermintConfig = TendermintConfig(),
     ):
         self.chain_id = chain_id
         self.validators = validators
-        self.identity = identity
-        self.public_key = public_key_of(identity) if identity is not None else None
-        self.is_validator = self.public_key is not None and validators.index_of(self.public_key) is not None
+        self.signer = as_signer(identity) if identity is not None else None
+        self.public_key = self.signer.name if self.signer is not None else None
+        self._active_signer = self._signer_for(validators)
+        self.is_validator = self._active_signer is not None
         self.app = app
         self.store = store
         self.config = config
@@ -686,7 +688,8 @@ class TendermintCore:
         validators = finalize(commit)
         if validators is not None:
             self.validators = validators
-            self.is_validator = self.public_key is not None and validators.index_of(self.public_key) is not None
+            self._active_signer = self._signer_for(validators)
+            self.is_validator = self._active_signer is not None
 
     def _reset_height(self) -> None:
         self.round = 0
@@ -713,6 +716,12 @@ class TendermintCore:
         if not self._tally(vote.kind, vote.round).has(vote):
             self._record(vote)
 
+    def _signer_for(self, validators: ValidatorSet) -> Signer | None:
+        """What we sign with as a member of ``validators``: the key the set declares for us (None if we are
+        not in it, or it declares a key we do not hold: we would only send signatures everyone refuses)."""
+        index = None if self.signer is None else validators.index_of(self.signer.name)
+        return None if index is None else self.signer.for_key(validators.validators[index].consensus_key)
+
     def _sign_message(self, kind: Kind, round_: int, *, block_id: bytes | None = None,
                       value: bytes = b"", pol_round: int = -1) -> Vote | Proposal | None:
         """Sign, save, then queue for sending; None if signing could conflict with what we signed before.
@@ -735,9 +744,9 @@ class TendermintCore:
             if position <= self._last_signed:
                 return None
             if kind is Kind.PROPOSAL:
-                message = sign_proposal(self.identity, self.chain_id, self.height, round_, pol_round, value)
+                message = sign_proposal(self._active_signer, self.chain_id, self.height, round_, pol_round, value)
             else:
-                message = sign_vote(self.identity, self.chain_id, kind, self.height, round_, block_id)
+                message = sign_vote(self._active_signer, self.chain_id, kind, self.height, round_, block_id)
             self._own[(kind, round_)] = message
             self._last_signed = position
             self._state_changed = True  # saved before the call that signed it returns (_persist)

@@ -6,13 +6,16 @@ import hashlib
 import math
 from dataclasses import dataclass
 
-from cryptography.hazmat.primitives import serialization
-
-from hypermesh.transport.identity import Identity
+from .signing import ConsensusKey, Scheme, public_key_of, verify_signature  # noqa: F401 (public_key_of: re-exported)
 
 PUBLIC_KEY_SIZE = 32
 # Bounds every list indexed by validator (commit certificates, vote tables).
 MAX_VALIDATORS = 1024
+# Validators that sign with ML-DSA-65 (3,309-byte signatures): at most this
+# many in a set, so that a commit certificate (which every block carries, for
+# its parent) stays under half of a block's 1 MiB (128 × 3.3 KB + the rest in
+# Ed25519 ≈ 0.5 MB) and a consensus message under ~1.5 MB.
+MAX_ML_DSA_VALIDATORS = 128
 # Keeps the total power (and so every sum of powers) a u64.
 MAX_POWER = 1 << 48
 
@@ -21,15 +24,24 @@ class ValidatorSetError(ValueError):
     """A validator set that breaks the rules (duplicates, zero power, too many)."""
 
 
-def public_key_of(identity: Identity) -> bytes:
-    """The raw 32-byte Ed25519 public key that names a validator."""
-    return identity.private_key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
-
-
 @dataclass(frozen=True, slots=True)
 class Validator:
+    """``public_key``: the Ed25519 key that names it; ``consensus_key``: what it signs votes with, if not that."""
+
     public_key: bytes
     power: int
+    consensus_key: ConsensusKey | None = None
+
+    @property
+    def scheme(self) -> Scheme:
+        return Scheme.ED25519 if self.consensus_key is None else self.consensus_key.scheme
+
+    def verifies(self, signature: bytes, message: bytes) -> bool:
+        """Whether ``signature`` is this validator's, in its scheme (exact length), over ``message``."""
+        key = self.consensus_key
+        if key is None:
+            return verify_signature(Scheme.ED25519, self.public_key, signature, message)
+        return verify_signature(key.scheme, key.public_key, signature, message)
 
 
 class ValidatorSet:
@@ -53,6 +65,8 @@ class ValidatorSet:
         keys = [v.public_key for v in ordered]
         if len(set(keys)) != len(keys):
             raise ValidatorSetError("a validator appears twice")
+        if sum(v.consensus_key is not None for v in ordered) > MAX_ML_DSA_VALIDATORS:
+            raise ValidatorSetError(f"more than {MAX_ML_DSA_VALIDATORS} validators sign with ML-DSA-65")
         self.validators: tuple[Validator, ...] = tuple(ordered)
         self.total_power = sum(v.power for v in ordered)
         self._index = {key: i for i, key in enumerate(keys)}
@@ -84,10 +98,17 @@ class ValidatorSet:
         return 3 * power > self.total_power
 
     def digest(self) -> bytes:
-        """SHA-256 over the canonical encoding (key ‖ power:u64, in key order)."""
-        h = hashlib.sha256(b"hypermesh-validator-set-v1\x00")
+        """SHA-256 over the canonical encoding: key ‖ power:u64 per validator in key order (v1, a set of
+        Ed25519 signers only, as before schemes existed), or, once any validator declared a consensus key,
+        key ‖ power:u64 ‖ len:u16 ‖ (scheme:u8 ‖ consensus key) (v2; len 0 for the name key), so a client that
+        checks the digest checks the keys it verifies signatures with too."""
+        declared = any(v.consensus_key is not None for v in self.validators)
+        h = hashlib.sha256(b"hypermesh-validator-set-v2\x00" if declared else b"hypermesh-validator-set-v1\x00")
         for validator in self.validators:
             h.update(validator.public_key + validator.power.to_bytes(8, "big"))
+            if declared:
+                key = b"" if validator.consensus_key is None else validator.consensus_key.encode()
+                h.update(len(key).to_bytes(2, "big") + key)
         return h.digest()
 
     def proposer(self, height: int, round_: int) -> bytes:

@@ -18,11 +18,18 @@ Evidence of equivocation is two conflicting votes, or two proposal headers
 (:class:`ProposalHeader`: what a proposer signed, without the value) of one
 round's proposer.
 
-Signatures are Ed25519 over *sign-bytes*, a separate canonical string that
+Signatures are over *sign-bytes*, a separate canonical string that
 starts with a domain tag and names the chain, the message type, height,
 round, proof-of-lock round and block ID; a signature for one chain, height,
 round or type therefore verifies for no other. Proposals sign the block ID
-(SHA-256 of the value), not the value itself.
+(SHA-256 of the value), not the value itself. Each validator signs in its
+scheme (signing.py): Ed25519 (64 bytes) by default, or ML-DSA-65 (3,309).
+A message whose signatures are all 64 bytes is version 1, each signature
+fixed-width, as before schemes; any other is version 2, where every
+signature is ``len:u16 ‖ bytes`` (1..MAX_SIGNATURE_SIZE), and a version-2
+message of 64-byte signatures only is refused (one encoding per value).
+The decoder does not know schemes; verification checks a signature's exact
+length for its validator's scheme.
 
 Decoding (:func:`decode_message`) checks form only and raises
 :class:`WireError`; checking a message against a validator set
@@ -33,22 +40,21 @@ subclasses, whose ``misbehaviour`` says whether the sender is to blame.
 from __future__ import annotations
 
 import enum
-import functools
 import hashlib
 import struct
 from dataclasses import dataclass, field
 
 import brotli
 
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-
 from hypermesh.transport.identity import Identity
 
-from .validators import MAX_VALIDATORS, PUBLIC_KEY_SIZE, ValidatorSet, public_key_of
+from .signing import MAX_SIGNATURE_SIZE, Signer, as_signer
+from .validators import MAX_ML_DSA_VALIDATORS, MAX_VALIDATORS, PUBLIC_KEY_SIZE, Validator, ValidatorSet
 
 PROTOCOL_ID = "/hm/consensus/1.0.0"
 VERSION = 1
+# Messages with a signature other than 64 bytes (an ML-DSA-65 signer): signatures length-prefixed.
+LONG_SIGNATURES_VERSION = 2
 SIGN_DOMAIN = b"hypermesh/consensus/v1\x00"
 BLOCK_ID_SIZE = 32
 SIGNATURE_SIZE = 64
@@ -64,8 +70,12 @@ _RAW_VALUE, _BROTLI_VALUE = 0, 1
 _MAX_PACKED_VALUE_SIZE = 1 + MAX_VALUE_SIZE + 1024
 MAX_HEIGHT = (1 << 63) - 1
 MAX_ROUND = (1 << 31) - 1
-_CERTIFICATE_ENTRY_SIZE = 2 + SIGNATURE_SIZE
-MAX_MESSAGE_SIZE = 64 + _MAX_PACKED_VALUE_SIZE + MAX_VALIDATORS * _CERTIFICATE_ENTRY_SIZE
+# The largest certificate: every validator in a version-2 entry (index, length, signature), at most
+# MAX_ML_DSA_VALIDATORS of them with ML-DSA-65 signatures: ~0.5 MB, so a message stays under ~1.6 MB
+# (the consensus stream's frame limit, and what a commit or state-sync answer may take).
+MAX_CERTIFICATE_SIGNATURE_BYTES = (MAX_VALIDATORS * (2 + 2 + SIGNATURE_SIZE)
+                                   + MAX_ML_DSA_VALIDATORS * (MAX_SIGNATURE_SIZE - SIGNATURE_SIZE))
+MAX_MESSAGE_SIZE = 64 + _MAX_PACKED_VALUE_SIZE + MAX_CERTIFICATE_SIGNATURE_BYTES
 
 
 class ConsensusError(Exception):
@@ -151,18 +161,6 @@ def sign_bytes(chain_id: str, kind: Kind, height: int, round_: int, block_id: by
 
 def _block_id_field(block_id: bytes | None) -> bytes:
     return b"\x00" if block_id is None else b"\x01" + block_id
-
-
-# The same vote is checked again inside the certificate it ends up in (and,
-# in the simulator, by every validator of one process): remembered, since
-# verifying is deterministic. Bounded, and sign-bytes are short.
-@functools.lru_cache(maxsize=8192)
-def _verify_ed25519(public_key: bytes, signature: bytes, message: bytes) -> bool:
-    try:
-        Ed25519PublicKey.from_public_bytes(public_key).verify(signature, message)
-    except (InvalidSignature, ValueError):
-        return False
-    return True
 
 
 # ------------------------------------------------------------------ messages
@@ -267,21 +265,27 @@ def signer_of(message: Message) -> bytes | None:
     return None
 
 
-def sign_vote(identity: Identity, chain_id: str, kind: Kind, height: int, round_: int, block_id: bytes | None) -> Vote:
-    signature = identity.sign(sign_bytes(chain_id, kind, height, round_, block_id))
-    return Vote(kind, height, round_, block_id, public_key_of(identity), signature)
+def sign_vote(signer: Identity | Signer, chain_id: str, kind: Kind, height: int, round_: int,
+              block_id: bytes | None) -> Vote:
+    """A vote signed in the signer's scheme (an identity alone: Ed25519)."""
+    signer = as_signer(signer)
+    signature = signer.sign(sign_bytes(chain_id, kind, height, round_, block_id))
+    return Vote(kind, height, round_, block_id, signer.name, signature)
 
 
-def sign_proposal(identity: Identity, chain_id: str, height: int, round_: int, pol_round: int, value: bytes) -> Proposal:
-    signature = identity.sign(sign_bytes(chain_id, Kind.PROPOSAL, height, round_, block_id_of(value), pol_round))
-    return Proposal(height, round_, pol_round, value, public_key_of(identity), signature)
+def sign_proposal(signer: Identity | Signer, chain_id: str, height: int, round_: int, pol_round: int,
+                  value: bytes) -> Proposal:
+    signer = as_signer(signer)
+    signature = signer.sign(sign_bytes(chain_id, Kind.PROPOSAL, height, round_, block_id_of(value), pol_round))
+    return Proposal(height, round_, pol_round, value, signer.name, signature)
 
 
 def make_evidence(a: Vote | Proposal, b: Vote | Proposal) -> Evidence:
     """The evidence of two conflicting votes or proposals, in canonical order (by encoding)."""
     if isinstance(a, Proposal):
         a, b = proposal_header(a), proposal_header(b)
-    first, second = sorted((a, b), key=_encode_evidence_half)
+    long = _any_long((a.signature, b.signature))
+    first, second = sorted((a, b), key=lambda half: _encode_evidence_half(half, long))
     return Evidence(first, second)
 
 
@@ -295,20 +299,35 @@ def make_certificate(precommits: list[Vote], validators: ValidatorSet) -> Commit
 # ------------------------------------------------------------ verification
 
 
+def _member(validators: ValidatorSet, key: bytes) -> Validator | None:
+    index = validators.index_of(key)
+    return None if index is None else validators.validators[index]
+
+
+def _why_not(validator: Validator, signature: bytes) -> str:
+    """What is wrong with a signature that does not verify, for the error."""
+    scheme = validator.scheme
+    if len(signature) != scheme.signature_size:
+        return f"a {len(signature)}-byte signature, the validator signs {scheme.label} ({scheme.signature_size} bytes)"
+    return f"the {scheme.label} signature does not verify"
+
+
 def verify_vote(vote: Vote, chain_id: str, validators: ValidatorSet) -> None:
-    if validators.index_of(vote.validator) is None:
+    validator = _member(validators, vote.validator)
+    if validator is None:
         raise UnknownValidator("vote from a key outside the validator set")
-    if not _verify_ed25519(vote.validator, vote.signature, vote.sign_bytes(chain_id)):
-        raise ForgedSignature("vote signature does not verify")
+    if not validator.verifies(vote.signature, vote.sign_bytes(chain_id)):
+        raise ForgedSignature(f"vote: {_why_not(validator, vote.signature)}")
 
 
 def verify_proposal(proposal: Proposal, chain_id: str, validators: ValidatorSet) -> None:
-    if validators.index_of(proposal.proposer) is None:
+    validator = _member(validators, proposal.proposer)
+    if validator is None:
         raise UnknownValidator("proposal from a key outside the validator set")
     if validators.proposer(proposal.height, proposal.round) != proposal.proposer:
         raise NotProposer(f"not the proposer of height {proposal.height} round {proposal.round}")
-    if not _verify_ed25519(proposal.proposer, proposal.signature, proposal.sign_bytes(chain_id)):
-        raise ForgedSignature("proposal signature does not verify")
+    if not validator.verifies(proposal.signature, proposal.sign_bytes(chain_id)):
+        raise ForgedSignature(f"proposal: {_why_not(validator, proposal.signature)}")
 
 
 def verify_certificate(certificate: CommitCertificate, chain_id: str, validators: ValidatorSet) -> None:
@@ -319,8 +338,8 @@ def verify_certificate(certificate: CommitCertificate, chain_id: str, validators
         if index >= len(validators):
             raise InvalidCertificate(f"validator index {index} outside the set")
         validator = validators.validators[index]
-        if not _verify_ed25519(validator.public_key, signature, message):
-            raise InvalidCertificate(f"signature of validator {index} does not verify")
+        if not validator.verifies(signature, message):
+            raise InvalidCertificate(f"validator {index}: {_why_not(validator, signature)}")
         power += validator.power
     if not validators.is_quorum(power):
         raise InvalidCertificate(f"signatures of {power} of {validators.total_power} power are not a quorum")
@@ -342,7 +361,8 @@ def verify_evidence(evidence: Evidence, chain_id: str, validators: ValidatorSet)
             raise InvalidEvidence("the proposals are the same")
         if validators.proposer(a.height, a.round) != a.validator:
             raise InvalidEvidence(f"not the proposer of height {a.height} round {a.round}")
-        if not all(_verify_ed25519(p.validator, p.signature, p.sign_bytes(chain_id)) for p in (a, b)):
+        proposer = _member(validators, a.validator)
+        if not all(proposer.verifies(p.signature, p.sign_bytes(chain_id)) for p in (a, b)):
             raise InvalidEvidence("a proposal signature does not verify")
         return
     if a.block_id == b.block_id:
@@ -390,23 +410,47 @@ def unpack_value(packed: bytes) -> bytes:
     return value
 
 
+def _any_long(signatures) -> bool:
+    """Whether these signatures need version 2 (one of them is not 64 bytes)."""
+    return any(len(signature) != SIGNATURE_SIZE for signature in signatures)
+
+
+def _signatures_of(message: Message) -> list[bytes]:
+    if isinstance(message, (Vote, Proposal)):
+        return [message.signature]
+    if isinstance(message, Commit):
+        return [signature for _, signature in message.certificate.signatures]
+    if isinstance(message, Evidence):
+        return [message.first.signature, message.second.signature]
+    return []
+
+
+def _version(long: bool) -> int:
+    return LONG_SIGNATURES_VERSION if long else VERSION
+
+
+def _signature_field(signature: bytes, long: bool) -> bytes:
+    return struct.pack(">H", len(signature)) + signature if long else signature
+
+
 def encode_message(message: Message) -> bytes:
+    long = _any_long(_signatures_of(message))
     if isinstance(message, Vote):
-        return bytes([VERSION]) + _encode_vote_body(message)
+        return bytes([_version(long)]) + _encode_vote_body(message, long)
     if isinstance(message, Proposal):
         return b"".join((
-            bytes([VERSION, Kind.PROPOSAL]),
+            bytes([_version(long), Kind.PROPOSAL]),
             struct.pack(">QIi", message.height, message.round, message.pol_round),
-            message.proposer, message.signature, _length_prefixed(pack_value(message.value)),
+            message.proposer, _signature_field(message.signature, long), _length_prefixed(pack_value(message.value)),
         ))
     if isinstance(message, Commit):
         return b"".join((
-            bytes([VERSION, Kind.COMMIT]), _encode_certificate_body(message.certificate),
+            bytes([_version(long), Kind.COMMIT]), _encode_certificate_body(message.certificate, long),
             _length_prefixed(pack_value(message.value)),
         ))
     if isinstance(message, Evidence):
-        return bytes([VERSION, Kind.EVIDENCE]) + _encode_evidence_half(message.first) \
-            + _encode_evidence_half(message.second)
+        return bytes([_version(long), Kind.EVIDENCE]) + _encode_evidence_half(message.first, long) \
+            + _encode_evidence_half(message.second, long)
     if isinstance(message, Status):
         return bytes([VERSION, Kind.STATUS]) + struct.pack(">Q", message.height)
     raise TypeError(f"not a consensus message: {type(message).__name__}")
@@ -417,29 +461,30 @@ def _length_prefixed(data: bytes) -> bytes:
 
 
 def encode_certificate(certificate: CommitCertificate) -> bytes:
-    return bytes([VERSION, Kind.CERTIFICATE]) + _encode_certificate_body(certificate)
+    long = _any_long(signature for _, signature in certificate.signatures)
+    return bytes([_version(long), Kind.CERTIFICATE]) + _encode_certificate_body(certificate, long)
 
 
-def _encode_vote_body(vote: Vote) -> bytes:
+def _encode_vote_body(vote: Vote, long: bool) -> bytes:
     return b"".join((
         struct.pack(">BQI", vote.kind, vote.height, vote.round),
-        _block_id_field(vote.block_id), vote.validator, vote.signature,
+        _block_id_field(vote.block_id), vote.validator, _signature_field(vote.signature, long),
     ))
 
 
-def _encode_evidence_half(half: Vote | ProposalHeader) -> bytes:
+def _encode_evidence_half(half: Vote | ProposalHeader, long: bool) -> bytes:
     """A vote's body, or a proposal header: kind ‖ height ‖ round ‖ pol_round:i32 ‖ block ID ‖ proposer ‖ signature."""
     if isinstance(half, Vote):
-        return _encode_vote_body(half)
+        return _encode_vote_body(half, long)
     return b"".join((struct.pack(">BQIi", Kind.PROPOSAL, half.height, half.round, half.pol_round), half.block_id,
-                     half.validator, half.signature))
+                     half.validator, _signature_field(half.signature, long)))
 
 
-def _encode_certificate_body(certificate: CommitCertificate) -> bytes:
+def _encode_certificate_body(certificate: CommitCertificate, long: bool) -> bytes:
     return b"".join((
         struct.pack(">QI", certificate.height, certificate.round), certificate.block_id,
         struct.pack(">H", len(certificate.signatures)),
-        *(struct.pack(">H", index) + signature for index, signature in certificate.signatures),
+        *(struct.pack(">H", index) + _signature_field(signature, long) for index, signature in certificate.signatures),
     ))
 
 
@@ -447,6 +492,23 @@ class _Reader:
     def __init__(self, data: bytes):
         self.data = memoryview(data)
         self.offset = 0
+        self.long = False  # version 2: signatures length-prefixed
+        self.saw_long = False
+
+    def version(self) -> None:
+        (version,) = self.unpack(">B")
+        if version not in (VERSION, LONG_SIGNATURES_VERSION):
+            raise WireError(f"unknown version {version}")
+        self.long = version == LONG_SIGNATURES_VERSION
+
+    def signature(self) -> bytes:
+        if not self.long:
+            return self.take(SIGNATURE_SIZE)
+        (size,) = self.unpack(">H")
+        if not 0 < size <= MAX_SIGNATURE_SIZE:
+            raise WireError(f"a signature of {size} bytes (at most {MAX_SIGNATURE_SIZE})")
+        self.saw_long = self.saw_long or size != SIGNATURE_SIZE
+        return self.take(size)
 
     def take(self, size: int) -> bytes:
         end = self.offset + size
@@ -490,7 +552,7 @@ class _Reader:
             raise WireError(f"{kind.name} is not a vote")
         height, round_ = self.height_and_round()
         block_id = self.block_id()
-        return Vote(kind, height, round_, block_id, self.take(PUBLIC_KEY_SIZE), self.take(SIGNATURE_SIZE))
+        return Vote(kind, height, round_, block_id, self.take(PUBLIC_KEY_SIZE), self.signature())
 
     def evidence_half(self) -> Vote | ProposalHeader:
         if self.data[self.offset:self.offset + 1] != bytes([Kind.PROPOSAL]):
@@ -501,7 +563,7 @@ class _Reader:
         if not -1 <= pol_round < round_:
             raise WireError(f"proof-of-lock round {pol_round} not in -1..{round_ - 1}")
         return ProposalHeader(height, round_, pol_round, self.take(BLOCK_ID_SIZE), self.take(PUBLIC_KEY_SIZE),
-                              self.take(SIGNATURE_SIZE))
+                              self.signature())
 
     def certificate(self) -> CommitCertificate:
         height, round_ = self.height_and_round()
@@ -516,12 +578,14 @@ class _Reader:
             if index <= previous:
                 raise WireError("certificate entries are not in strictly increasing validator order")
             previous = index
-            entries.append((index, self.take(SIGNATURE_SIZE)))
+            entries.append((index, self.signature()))
         return CommitCertificate(height, round_, block_id, tuple(entries))
 
     def finish(self) -> None:
         if self.offset != len(self.data):
             raise WireError(f"{len(self.data) - self.offset} trailing bytes")
+        if self.long and not self.saw_long:
+            raise WireError("a version-2 message whose signatures are all 64 bytes (that is version 1)")
 
 
 def decode_message(data: bytes) -> Message:
@@ -529,9 +593,8 @@ def decode_message(data: bytes) -> Message:
     if len(data) > MAX_MESSAGE_SIZE:
         raise WireError(f"message of {len(data)} bytes exceeds {MAX_MESSAGE_SIZE}")
     reader = _Reader(data)
-    version, kind = reader.unpack(">BB")
-    if version != VERSION:
-        raise WireError(f"unknown version {version}")
+    reader.version()
+    (kind,) = reader.unpack(">B")
     if kind in VOTE_KINDS:
         reader.offset -= 1
         message: Message = reader.vote()
@@ -540,14 +603,14 @@ def decode_message(data: bytes) -> Message:
         (pol_round,) = reader.unpack(">i")
         if not -1 <= pol_round < round_:
             raise WireError(f"proof-of-lock round {pol_round} not in -1..{round_ - 1}")
-        proposer, signature = reader.take(PUBLIC_KEY_SIZE), reader.take(SIGNATURE_SIZE)
+        proposer, signature = reader.take(PUBLIC_KEY_SIZE), reader.signature()
         message = Proposal(height, round_, pol_round, reader.value(), proposer, signature)
     elif kind == Kind.COMMIT:
         certificate = reader.certificate()
         message = Commit(certificate, reader.value())
     elif kind == Kind.EVIDENCE:
         first, second = reader.evidence_half(), reader.evidence_half()
-        if _encode_evidence_half(first) >= _encode_evidence_half(second):
+        if _encode_evidence_half(first, reader.long) >= _encode_evidence_half(second, reader.long):
             raise WireError("evidence votes are not in canonical order")
         message = Evidence(first, second)
     elif kind == Kind.STATUS:
@@ -565,9 +628,9 @@ def decode_certificate(data: bytes) -> CommitCertificate:
     if len(data) > MAX_MESSAGE_SIZE:
         raise WireError("certificate too large")
     reader = _Reader(data)
-    version, kind = reader.unpack(">BB")
-    if (version, kind) != (VERSION, Kind.CERTIFICATE):
-        raise WireError("not a version-1 commit certificate")
+    reader.version()
+    if reader.unpack(">B")[0] != Kind.CERTIFICATE:
+        raise WireError("not a commit certificate")
     certificate = reader.certificate()
     reader.finish()
     return certificate

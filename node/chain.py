@@ -5,7 +5,9 @@ beside its transport, DHT, capsules and trust, with its data in
 ``<data dir>/chain/``: the consensus store (SQLite, WAL), the state a state
 sync started from, and a copy of the genesis it was made with (a restart on
 another genesis is refused instead of diverging). With ``--validator`` it
-signs with its identity key whenever the ledger puts it in the validator set;
+signs whenever the ledger puts it in the validator set, with its ML-DSA-65
+consensus key if the data directory holds one (validator_key.py), else
+with its identity key;
 without, it follows the chain (verifying every commit certificate) and
 answers queries. With ``--state-sync`` a node with no chain data starts from
 a certified snapshot of a validator it is connected to, instead of replaying
@@ -27,6 +29,7 @@ import trio
 from hypermesh.consensus.genesis import Genesis, GenesisError, genesis_to_json, parse_genesis, peer_id_of
 from hypermesh.consensus.ledger import Ledger
 from hypermesh.consensus.ledger_node import BASE_STATE_FILE, LedgerNode, run_ledger_node
+from hypermesh.consensus.signing import Signer
 from hypermesh.consensus.sqlite_store import STORE_FILE_NAME, SqliteConsensusStore
 from hypermesh.consensus.state_sync import StateSyncError
 from hypermesh.consensus.snapshot import SnapshotError
@@ -36,6 +39,8 @@ from hypermesh.transport.errors import TransportError
 from hypermesh.transport.identity import PeerId
 from hypermesh.trust.engine import Observation, Proof
 from hypermesh.trust.service import TrustService
+
+from .validator_key import ValidatorKeyError, load_ml_dsa_key
 
 log = logging.getLogger("hypermesh.node")
 
@@ -61,18 +66,25 @@ class ChainOptions:
     state_sync: bool = False
     config: TendermintConfig = TendermintConfig()
     snapshot_interval: int = 1_000
+    # A validator's ML-DSA-65 consensus key (None: it signs with its identity key).
+    ml_dsa_key: object = None
 
 
 def chain_options(genesis_path: Path | None, validator: bool, state_sync: bool, timeout: float,
-                  snapshot_interval: int) -> ChainOptions | None:
-    """The chain a node runs from its settings (None without a genesis); ChainSetupError if they do not fit."""
+                  snapshot_interval: int, data_dir: Path | None = None) -> ChainOptions | None:
+    """The chain a node runs from its settings (None without a genesis); ChainSetupError if they do not fit.
+    A validator's ML-DSA-65 key is read from ``data_dir`` now, so that a broken key file stops the start."""
     if genesis_path is None:
         if validator or state_sync:
             raise ChainSetupError(f"{'--validator' if validator else '--state-sync'} needs --genesis FILE "
                                   "(the chain to run; `hypermesh genesis new` makes one)")
         return None
+    try:
+        ml_dsa_key = load_ml_dsa_key(data_dir) if validator and data_dir is not None else None
+    except ValidatorKeyError as exc:
+        raise ChainSetupError(f"consensus key: {exc}") from None
     return ChainOptions(read_genesis(genesis_path), validator, state_sync, consensus_timeouts(timeout),
-                        snapshot_interval)
+                        snapshot_interval, ml_dsa_key)
 
 
 def consensus_timeouts(timeout: float) -> TendermintConfig:
@@ -161,7 +173,7 @@ async def open_chain(node, chain: NodeChain):
     """Run ``chain`` on ``node`` until the block exits."""
     options = chain.options
     directory = prepare_chain_dir(node.data_dir, options.genesis)
-    identity = node.identity if options.validator else None
+    identity = Signer(node.identity, options.ml_dsa_key) if options.validator else None
     try:
         async with contextlib.AsyncExitStack() as stack:
             if has_chain_data(directory):
@@ -178,7 +190,8 @@ async def open_chain(node, chain: NodeChain):
             ledger_node.consensus.on_evidence.append(on_evidence)
             ledger_node.consensus.on_misbehaviour.append(on_misbehaviour)
             log.info("chain %s: %s at height %d (%s)", options.genesis.chain_id,
-                     "validator" if identity else "follower", ledger_node.ledger.state.height, chain.origin)
+                     f"validator signing {identity.scheme.label}" if identity else "follower",
+                     ledger_node.ledger.state.height, chain.origin)
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(_locate_validators, node, ledger_node)
                 yield chain

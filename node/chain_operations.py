@@ -39,12 +39,15 @@ from hypermesh.consensus.ledger_tx import (
     Transfer,
     Unbond,
     check_body_ranges,
+    declaring_bond,
     escrow_id_of,
     sign_transaction,
 )
 from hypermesh.consensus.locks import LockOutcome, lock_entry_key
 from hypermesh.consensus.validators import public_key_of
 from hypermesh.consensus.wire import block_id_of
+
+from .validator_key import ValidatorKeyError, load_ml_dsa_key
 
 # How long a transaction command waits for a block to hold its transaction, unless told otherwise.
 COMMIT_TIMEOUT = 30.0
@@ -90,7 +93,7 @@ async def status(node) -> dict:
         "last_block_id": state.last_block_id.hex(),
         "round": core.round,
         "validator": core.is_validator,
-        "signing": core.identity is not None,
+        "signing": core.signer is not None,
         "validators": len(ledger.validators),
         "total_power": ledger.validators.total_power,
         "mempool": len(ledger.mempool),
@@ -174,7 +177,7 @@ async def validators(node) -> dict:
     return {
         "height": state.height,
         "total_power": current.total_power,
-        "validators": [{"peer_id": _peer(v.public_key), "power": v.power,
+        "validators": [{"peer_id": _peer(v.public_key), "power": v.power, "scheme": v.scheme.label,
                         "bonded": state.bonded(v.public_key, Role.VALIDATOR),
                         "connected": bool(node.host.connections_to(peer_id_of(v.public_key)))
                         if v.public_key != public_key_of(node.identity) else None}
@@ -282,9 +285,24 @@ async def transfer(node, to: str, amount: int, timeout: float = COMMIT_TIMEOUT) 
     return _tx_result(tx, height, to=_peer(tx.body.to), amount=amount)
 
 
-async def bond(node, amount: int, role: str = "validator", timeout: float = COMMIT_TIMEOUT) -> dict:
-    tx, height = await _submit(node, Bond(_role(role), amount), timeout)
-    return _tx_result(tx, height, role=role, amount=amount)
+async def bond(node, amount: int, role: str = "validator", consensus_key: bool = False,
+               timeout: float = COMMIT_TIMEOUT) -> dict:
+    """``consensus_key``: the bond declares the node's ML-DSA-65 key (with its proof of possession); the
+    validator signs with it from the next validator set on."""
+    body = Bond(_role(role), amount)
+    if consensus_key:
+        if body.role is not Role.VALIDATOR:
+            raise ChainRefusal("refused: only a validator bond declares a consensus key")
+        try:
+            key = load_ml_dsa_key(node.data_dir)
+        except ValidatorKeyError as exc:
+            raise ChainRefusal(f"refused: {exc}") from None
+        if key is None:
+            raise ChainRefusal("refused: this node has no ML-DSA-65 key; make one with "
+                               "`hypermesh validator key --scheme ml-dsa-65` first")
+        body = declaring_bond(amount, key, _chain(node).ledger.chain_id, public_key_of(node.identity))
+    tx, height = await _submit(node, body, timeout)
+    return _tx_result(tx, height, role=role, amount=amount, consensus_key=consensus_key)
 
 
 async def unbond(node, amount: int, role: str = "validator", timeout: float = COMMIT_TIMEOUT) -> dict:
@@ -405,7 +423,15 @@ async def lock_show(node, name: str, proof: bool = False) -> dict:
         raise ValueError(f"no proven state to show yet: {exc}") from None
     if proof:
         shown.update(chain_id=ledger.chain_id, proof=answer.hex(),
-                     validators=[{"peer_id": _peer(v.public_key), "power": v.power} for v in signers.validators])
+                     validators=[_trusted_validator(v) for v in signers.validators])
+    return shown
+
+
+def _trusted_validator(validator) -> dict:
+    """A validator as an offline checker rebuilds it: peer ID, power and the consensus key it signs with."""
+    shown = {"peer_id": _peer(validator.public_key), "power": validator.power}
+    if validator.consensus_key is not None:
+        shown["consensus_key"] = validator.consensus_key.to_json()
     return shown
 
 

@@ -31,7 +31,7 @@ from ..devnet import DevnetError
 from ..logs import setup_logging
 from . import (
     capsule_commands, chain_commands, config_commands, devnet_commands, dht_commands, genesis_commands, node_commands,
-    transport_commands, trust_commands,
+    transport_commands, trust_commands, validator_commands,
 )
 from .common import (
     EXIT_FAILURE, EXIT_OK, JSON_HELP, BadValue, CommandError, Parser, explicit_global_options, one_line,
@@ -40,7 +40,7 @@ from .version import print_version
 
 SETTING_DESTS = {setting.dest for setting in SETTINGS}
 COMMAND_GROUPS = (node_commands, config_commands, devnet_commands, transport_commands, dht_commands,
-                  capsule_commands, trust_commands, genesis_commands, chain_commands)
+                  capsule_commands, trust_commands, genesis_commands, chain_commands, validator_commands)
 # The commands that report a node identity they create themselves; for any
 # other, main announces one.
 REPORT_OWN_IDENTITY = {("init", None), ("run", None), ("capsule", "sign")}

@@ -59,7 +59,7 @@ def _validators_lines(result):
     yield f"{len(result['validators'])} validators at height {result['height']}, total power {result['total_power']}"
     for validator in result["validators"]:
         link = {True: "connected", False: "not connected", None: "this node"}[validator["connected"]]
-        yield f"  {validator['peer_id']}  power {validator['power']}  ({link})"
+        yield f"  {validator['peer_id']}  power {validator['power']}  {validator['scheme']}  ({link})"
 
 
 def _tx_lines(result):
@@ -131,14 +131,19 @@ def register(commands) -> None:
     transfer.add_argument("amount", type=amount, help="whole units to send")
 
     stake = _group(commands, "stake", "bond and unbond this node's stake")
-    for name, verb in (("bond", "move AMOUNT units of the balance into stake for a role"),
-                       ("unbond", "start returning AMOUNT units of stake to the balance (after the "
-                                  "unbonding period, during which it can still be slashed)")):
-        parser = _transaction(stake, name, f"chain.{name}", verb, amount="amount", role="role")
+    for name, verb, fields in (("bond", "move AMOUNT units of the balance into stake for a role",
+                                {"consensus_key": "consensus_key"}),
+                               ("unbond", "start returning AMOUNT units of stake to the balance (after the "
+                                          "unbonding period, during which it can still be slashed)", {})):
+        parser = _transaction(stake, name, f"chain.{name}", verb, amount="amount", role="role", **fields)
         parser.add_argument("amount", type=amount, help="whole units")
         parser.add_argument("--role", choices=tuple(ROLES), default="validator",
                             help="the role the stake is for: validator or provider (default validator; "
                                  "each has a minimum stake, 10000 by default)")
+    stake.choices["bond"].add_argument(
+        "--consensus-key", action="store_true",
+        help="declare this node's ML-DSA-65 key (`hypermesh validator key`) as what it signs votes with, "
+             "from the next validator set on (the bond carries the key's proof of possession)")
 
     escrow = _group(commands, "escrow", "pay for compute through escrow on the chain")
     opened = _transaction(escrow, "open", "chain.escrow_open",

@@ -45,7 +45,7 @@ def cmd_run(args) -> int:
         raise CommandError(f"connection limits: {exc}") from None
     try:
         args.chain = chain_options(_genesis_path(args), args.validator, args.state_sync, args.chain_timeout,
-                                   args.snapshot_interval)
+                                   args.snapshot_interval, args.data_dir)
     except ChainSetupError as exc:
         raise CommandError(str(exc)) from None
     tune_garbage_collector()

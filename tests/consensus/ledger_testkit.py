@@ -44,11 +44,13 @@ def make_genesis(validators=4, params=LedgerParams(), balance=BALANCE):
 class Chain:
     """Ledgers of several nodes fed the same certified blocks; the proposer is the set's, as in consensus."""
 
-    def __init__(self, genesis, nodes=1):
+    def __init__(self, genesis, nodes=1, signers=()):
+        """``signers``: validators that sign with a consensus key of their own (the others with their identity)."""
         self.genesis = genesis
         self.ledgers = [Ledger(genesis) for _ in range(nodes)]
         self.genesis_validators = self.ledgers[0].validators.validators
         self.by_key = {key(i): i for i in VALIDATOR_IDS + USER_IDS}
+        self.signers = {**self.by_key, **{signer.name: signer for signer in signers}}
         self.nonces = {}
         self.commits = []
 
@@ -79,7 +81,7 @@ class Chain:
         value = ledger.propose(height)
         assert all(node.is_valid(height, value) for node in self.ledgers)
         validators = ledger.validators
-        precommits = [sign_vote(self.by_key[v.public_key], LEDGER_CHAIN, Kind.PRECOMMIT, height, 0, block_id_of(value))
+        precommits = [sign_vote(self.signers[v.public_key], LEDGER_CHAIN, Kind.PRECOMMIT, height, 0, block_id_of(value))
                       for v in validators.validators if v.public_key not in absent]
         assert validators.is_quorum(sum(validators.power_of(p.validator) for p in precommits))
         commit = Commit(make_certificate(precommits, validators), value)
@@ -124,13 +126,15 @@ def ledger_service(data_dir, host, genesis, identity, stack):
 
 
 @contextlib.asynccontextmanager
-async def ledger_network(tmp_path, genesis, extra_hosts=()):
+async def ledger_network(tmp_path, genesis, extra_hosts=(), signers=()):
     """The genesis validators, each a host with a ledger, a SQLite store and a consensus service;
-    ``extra_hosts`` (identities) get hosts that know them, without consensus."""
+    ``extra_hosts`` (identities) get hosts that know them, without consensus; ``signers``: validators that
+    sign with a consensus key of their own (the others with their identity)."""
     identities = VALIDATOR_IDS[:4]
+    own_keys = {signer.name: signer for signer in signers}
     async with contextlib.AsyncExitStack() as stack:
         hosts = await stack.enter_async_context(connected_hosts(identities + list(extra_hosts)))
-        services = [ledger_service(tmp_path / f"v{index}", host, genesis, identity, stack)
+        services = [ledger_service(tmp_path / f"v{index}", host, genesis, own_keys.get(key(identity), identity), stack)
                     for index, (host, identity) in enumerate(zip(hosts[:len(identities)], identities))]
         nursery = await stack.enter_async_context(trio.open_nursery())
         for service in services:

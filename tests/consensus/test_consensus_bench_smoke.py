@@ -53,3 +53,21 @@ def test_profile_bench_splits_a_height_s_cpu_by_component_and_counts_checks_root
                                                           "leaf_hashes"}
         assert 0 < entry["store_synced_writes"] <= entry["store_writes"]
     assert report["transactions"]["transactions"] == 40
+
+
+def test_quick_signing_bench_reports_ed25519_and_ml_dsa_65_side_by_side():
+    completed = subprocess.run([sys.executable, str(BENCH.with_name("consensus_signing.py")), "--quick",
+                                "--votes", "20", "--sizes", "4,7", "--heights", "3"],
+                               capture_output=True, text=True, timeout=120, check=True)
+    assert completed.stdout.strip().count("\n") == 0
+    report = json.loads(completed.stdout)
+    ed25519, ml_dsa = report["schemes"]["ed25519"], report["schemes"]["ml-dsa-65"]
+    assert (ed25519["signature_bytes"], ml_dsa["signature_bytes"]) == (64, 3309)
+    assert ed25519["sign_us"]["n"] == ml_dsa["verify_us"]["n"] == 20
+    for scheme in (ed25519, ml_dsa):
+        assert [c["validators"] for c in scheme["certificates"]] == [4, 7]
+        assert scheme["simulator_ms_per_height"] > 0
+    # 7 ML-DSA signatures: the certificate grows by the signature sizes, not more.
+    assert ml_dsa["certificates"][1]["bytes"] - ed25519["certificates"][1]["bytes"] == 7 * (3309 + 2 - 64)
+    for row in report["checks"]:
+        assert set(row) == CHECK_FIELDS

@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from hypermesh.consensus.signing import MAX_SIGNATURE_SIZE, Signer, ml_dsa_key_from_seed
 from hypermesh.consensus.validators import Validator, ValidatorSet, ValidatorSetError, public_key_of
 from hypermesh.consensus.wire import (
     COMPRESS_VALUES_FROM,
@@ -48,6 +49,7 @@ CHAIN = "test-chain"
 IDENTITIES = [Identity.from_seed(b"validator-%d" % i) for i in range(4)]
 VALIDATORS = ValidatorSet([Validator(public_key_of(identity), 1) for identity in IDENTITIES])
 OUTSIDER = Identity.from_seed(b"outsider")
+ML_DSA_SIGNER = Signer(Identity.from_seed(b"pq"), ml_dsa_key_from_seed(bytes(range(32))))
 VALUE = b"block one"
 
 
@@ -77,10 +79,25 @@ def sample_messages():
     ]
 
 
+def long_signature_messages():
+    """Messages with ML-DSA-65 signatures (version 2: signatures length-prefixed), some mixed with Ed25519."""
+    vote = sign_vote(ML_DSA_SIGNER, CHAIN, Kind.PRECOMMIT, 5, 2, block_id_of(VALUE))
+    ed25519_vote = sign_vote(IDENTITIES[1], CHAIN, Kind.PRECOMMIT, 5, 2, block_id_of(VALUE))
+    mixed = CommitCertificate(5, 2, block_id_of(VALUE), ((0, ed25519_vote.signature), (3, vote.signature)))
+    return [
+        vote,
+        sign_proposal(ML_DSA_SIGNER, CHAIN, 3, 1, 0, VALUE),
+        Commit(mixed, VALUE),
+        make_evidence(vote, sign_vote(ML_DSA_SIGNER, CHAIN, Kind.PRECOMMIT, 5, 2, None)),
+        make_evidence(sign_proposal(ML_DSA_SIGNER, CHAIN, 3, 1, 0, VALUE),
+                      sign_proposal(ML_DSA_SIGNER, CHAIN, 3, 1, -1, b"other")),
+    ]
+
+
 # ------------------------------------------------------------------ codec
 
 
-@pytest.mark.parametrize("message", sample_messages(), ids=lambda m: type(m).__name__)
+@pytest.mark.parametrize("message", sample_messages() + long_signature_messages(), ids=lambda m: type(m).__name__)
 def test_every_message_round_trips_byte_for_byte(message):
     encoded = encode_message(message)
     assert decode_message(encoded) == message
@@ -102,7 +119,7 @@ def test_decoder_raises_only_wire_errors_on_arbitrary_bytes(data):
 
 
 @given(
-    st.sampled_from([encode_message(m) for m in sample_messages()]),
+    st.sampled_from([encode_message(m) for m in sample_messages() + long_signature_messages()]),
     st.integers(min_value=0, max_value=10_000),
     st.integers(min_value=0, max_value=255),
     st.sampled_from(["flip", "truncate", "append"]),
@@ -133,6 +150,24 @@ def test_decoder_accepts_mutations_only_as_canonical_messages(encoded, position,
 def test_any_well_formed_vote_round_trips(kind, height, round_, block_id, validator, signature):
     vote = Vote(kind, height, round_, block_id, validator, signature)
     assert decode_message(encode_message(vote)) == vote
+
+
+@given(
+    signatures=st.lists(st.binary(min_size=1, max_size=MAX_SIGNATURE_SIZE), min_size=2, max_size=2),
+    cut=st.integers(min_value=0, max_value=2 * MAX_SIGNATURE_SIZE + 200),
+)
+def test_long_signatures_round_trip_and_their_truncations_are_refused(signatures, cut):
+    """Any signature length up to the largest scheme's travels (the decoder knows no schemes); a truncated
+    message never decodes; a version-2 message is accepted only if it needs to be."""
+    evidence = make_evidence(*(Vote(Kind.PREVOTE, 9, 1, block_id, b"\x07" * 32, signature)
+                               for block_id, signature in zip((None, b"\x01" * 32), signatures)))
+    encoded = encode_message(evidence)
+    assert decode_message(encoded) == evidence
+    assert encoded[0] == (1 if all(len(s) == 64 for s in signatures) else 2)
+    with pytest.raises(WireError):
+        decode_message(encoded[:cut % len(encoded)])
+    with pytest.raises(WireError):
+        decode_message(bytes([3 - encoded[0]]) + encoded[1:])  # the other version
 
 
 def test_oversized_value_is_refused_before_it_is_read():
@@ -185,7 +220,7 @@ def test_non_canonical_forms_are_refused():
     with pytest.raises(WireError, match="height"):
         decode_message(vote[:2] + bytes(8) + vote[10:])  # height 0
     with pytest.raises(WireError, match="version"):
-        decode_message(b"\x02" + vote[1:])
+        decode_message(b"\x03" + vote[1:])  # version 2 is length-prefixed signatures
     with pytest.raises(WireError, match="trailing"):
         decode_message(vote + b"\x00")
     with pytest.raises(WireError, match="height"):

@@ -1,5 +1,6 @@
-"""The chain in real `hypermesh run` processes on [::1]: a genesis, four validators, a follower that joins
-by state sync, and the chain commands through the running node's control socket."""
+"""The chain in real `hypermesh run` processes on [::1]: a genesis, four validators (two of them signing with
+ML-DSA-65 keys made by `hypermesh validator key`), a follower that joins by state sync, and the chain commands
+through the running node's control socket."""
 
 import functools
 import json
@@ -10,6 +11,7 @@ import trio
 
 from cli_testkit import hm
 from hypermesh.consensus.genesis import account_of
+from hypermesh.consensus.signing import ConsensusKey, Scheme
 from hypermesh.consensus.ledger_query import verify_answer
 from hypermesh.consensus.locks import Lease, lock_entry_key
 from hypermesh.consensus.validators import Validator, ValidatorSet
@@ -25,6 +27,8 @@ STARTUP = 150
 # A command's process imports the whole node before it asks (tens of seconds on a busy machine).
 CLI_TIMEOUT = 150
 VALIDATORS = 4
+# Validators 2 and 3 sign with ML-DSA-65 keys (3 is the one killed with SIGKILL and restarted).
+ML_DSA_VALIDATORS = (2, 3)
 ALLOCATION = 100_000
 # Short rounds and frequent snapshots: a test chain moves fast and a follower finds a snapshot soon.
 # Bounds a wait for the chain: two cores shared with other tests; a restarted node replays hundreds of blocks.
@@ -64,7 +68,12 @@ def chain(tmp_path_factory):
     root = tmp_path_factory.mktemp("chain")
     dirs = [root / f"v{i}" for i in range(VALIDATORS)]
     peers = [str(init_identity(d)[0].peer_id) for d in dirs]
-    genesis = hm("genesis", "new", *[f"--validator={peer}" for peer in peers],
+    keys = {}
+    for i in ML_DSA_VALIDATORS:
+        keys[i] = root / f"v{i}-key.json"
+        keys[i].write_text(hm("validator", "key", "--data-dir", dirs[i], "--json", cwd=root).stdout)
+    entries = [f"{peer}::ml-dsa-65=@{keys[i]}" if i in keys else peer for i, peer in enumerate(peers)]
+    genesis = hm("genesis", "new", *[f"--validator={entry}" for entry in entries],
                  *[f"--allocation={peer}:{ALLOCATION}" for peer in peers], "--chain-id", "test-chain", cwd=root)
     (root / "genesis.json").write_text(genesis.stdout)
     flags = ["--genesis", str(root / "genesis.json"), "--validator", *CHAIN_FLAGS]
@@ -96,6 +105,11 @@ def test_four_validators_from_a_genesis_commit_the_same_blocks(chain):
     validators = ask(nodes[2], "chain.validators")
     assert sorted(v["peer_id"] for v in validators["validators"]) == sorted(node.peer_id for node in nodes)
     assert all(v["power"] == 10_000 for v in validators["validators"])
+    schemes = {v["peer_id"]: v["scheme"] for v in validators["validators"]}
+    assert schemes == {node.peer_id: "ml-dsa-65" if i in ML_DSA_VALIDATORS else "ed25519"
+                       for i, node in enumerate(nodes)}
+    # Block 3 carries block 2's certificate: any quorum (3 of 4) holds an ML-DSA-65 signature, 3,309 bytes.
+    assert ask(nodes[0], "chain.block", height=3)["size"] > Scheme.ML_DSA_65.signature_size
 
 
 def test_a_transfer_shows_in_the_balances_on_another_node(chain):
@@ -124,6 +138,9 @@ def test_the_ledger_refusals_name_their_reason_and_move_nothing(chain):
     assert "unknown escrow" in ask_refused(node, "chain.escrow_refund", escrow_id="ab" * 32)
     assert "not an account" in ask_refused(node, "chain.account", peer="nobody")
     assert "holds no block 100000000" in ask_refused(node, "chain.block", height=100_000_000)
+    assert "has no ML-DSA-65 key" in ask_refused(nodes[0], "chain.bond", amount=10_000, consensus_key=True)
+    assert "only a validator bond" in ask_refused(node, "chain.bond", amount=10_000, role="provider",
+                                                  consensus_key=True)
     account = ask(node, "chain.account")
     assert account["balance"] == ALLOCATION and account["nonce"] == 0  # nothing refused moved a unit
 
@@ -138,7 +155,10 @@ def test_two_nodes_contend_for_a_lock_and_its_proof_checks_offline(chain):
     ask(nodes[2], "chain.wait", height=first["height"] + 1, timeout=WAIT)  # certified by the next block's commit
     shown = ask(nodes[2], "lock.show", name="job", proof=True)
     assert (shown["held"], shown["holder"], shown["token"]) == (True, nodes[0].peer_id, first["token"])
-    trusted = ValidatorSet([Validator(account_of(v["peer_id"]), v["power"]) for v in shown["validators"]])
+    trusted = ValidatorSet([Validator(account_of(v["peer_id"]), v["power"],
+                                      ConsensusKey.from_json(v["consensus_key"]) if "consensus_key" in v else None)
+                            for v in shown["validators"]])
+    assert sum("consensus_key" in v for v in shown["validators"]) == len(ML_DSA_VALIDATORS)
     height, value = verify_answer(bytes.fromhex(shown["proof"]), lock_entry_key(b"job"), "test-chain", trusted)
     assert height == shown["height"] and Lease.decode(value).token == first["token"]
     assert "holds no live lease" in ask_refused(nodes[1], "lock.release", name="job", timeout=WAIT)
