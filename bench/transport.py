@@ -10,7 +10,10 @@ connection, bulk throughput on one stream and on 8 parallel streams, and
 1,000 concurrent connections held by one node (setup time, RSS); where it
 runs as root, one-stream perf download and upload across two network
 namespaces joined by a veth pair at MTU 1500 and 1280, with both processes'
-CPU time (``namespace_pairs``; ``--skip-namespaces`` leaves it out) — then the
+CPU time (``namespace_pairs``; ``--skip-namespaces`` leaves it out); where
+Node.js is, a js-libp2p client (quinn, installed into .js-libp2p by npm on
+first use) downloading on one stream from us and from a js-libp2p server,
+alternated (``js_libp2p``; ``--skip-js``) — then the
 same figures for py-libp2p (QUIC and TCP, bench/baselines/pylibp2p_transport.py
 in the interop venv) and plain trio TCP (bench/baselines/trio_tcp.py), with
 the same sample sizes for every implementation; a ``figures`` list that
@@ -379,6 +382,70 @@ def measure_namespace_pairs(total_bytes: int, tmp: Path) -> dict:
     return results
 
 
+# -- a js-libp2p (quinn) client: from us and from a js-libp2p server -------------------
+
+# js-libp2p and its QUIC transport (quinn, 1,452-byte datagrams at most), installed by
+# the bench on first use; the issue's own measurement used these releases.
+JS_LIBP2P_DIR = REPO / ".js-libp2p"
+JS_LIBP2P_PACKAGES = ["libp2p@3.3.11", "@chainsafe/libp2p-quic@2.1.1", "@multiformats/multiaddr@13.0.3"]
+JS_PERF_SCRIPT = REPO / "bench/baselines/js_libp2p_perf.mjs"
+
+
+def js_libp2p_unavailable() -> str | None:
+    """Why the js-libp2p comparison cannot run here, after installing it if needed; None if it can."""
+    if shutil.which("node") is None or shutil.which("npm") is None:
+        return "Node.js (node and npm) not found"
+    marker = JS_LIBP2P_DIR / ".installed"
+    if not marker.exists():
+        print("bench: installing js-libp2p with npm for the js-libp2p comparison", file=sys.stderr)
+        result = subprocess.run(["npm", "install", "--silent", "--no-audit", "--no-fund", "--prefix",
+                                 str(JS_LIBP2P_DIR), *JS_LIBP2P_PACKAGES], capture_output=True, text=True,
+                                timeout=600, stdin=subprocess.DEVNULL)
+        if result.returncode != 0:
+            return f"npm install failed: {result.stderr.strip()[-300:]}"
+        marker.touch()
+    # ES modules resolve packages from the script's own directory upwards.
+    shutil.copy(JS_PERF_SCRIPT, JS_LIBP2P_DIR / JS_PERF_SCRIPT.name)
+    return None
+
+
+def js_perf_download(addr: str, total_bytes: int) -> dict:
+    return run_json(["node", str(JS_LIBP2P_DIR / JS_PERF_SCRIPT.name), "client", addr, str(total_bytes)], 600)
+
+
+def measure_js_libp2p(total_bytes: int, rounds: int, tmp: Path) -> dict:
+    """A js-libp2p client downloading ``total_bytes`` on one stream from a ``hypermesh run``
+    and from a js-libp2p server, both on 127.0.0.1, alternated ``rounds`` times so that
+    load on the machine falls on both alike; the server's CPU time beside each."""
+    reason = js_libp2p_unavailable()
+    if reason is not None:
+        return {"skipped": reason}
+    js_server = subprocess.Popen(["node", str(JS_LIBP2P_DIR / JS_PERF_SCRIPT.name), "server"],
+                                 stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    samples: dict[str, list[dict]] = {"from_hypermesh": [], "from_js_libp2p": []}
+    try:
+        js_addr = json.loads(read_line(js_server.stdout, time.monotonic() + 60))["addr"]
+        with start_node(tmp / "js-peer", ["/ip4/127.0.0.1/udp/0/quic-v1"], extra=["--perf"]) as server:
+            ours = server.addr("/ip4/")
+            for _ in range(rounds):
+                for key, addr, pid in (("from_hypermesh", ours, server.process.pid),
+                                       ("from_js_libp2p", js_addr, js_server.pid)):
+                    before = cpu_seconds(pid)
+                    result = js_perf_download(addr, total_bytes)
+                    samples[key].append({**result, "server_cpu_s": round(cpu_seconds(pid) - before, 3)})
+    finally:
+        js_server.terminate()
+        js_server.wait(30)
+    report: dict = {"client": "js-libp2p 3.3.11, @chainsafe/libp2p-quic 2.1.1 (quinn)", "bytes": total_bytes,
+                    "rounds": rounds, "samples": samples}
+    for key, runs in samples.items():
+        rates = sorted(run["mb_per_s"] for run in runs if "mb_per_s" in run)
+        errors = [run["error"] for run in runs if "error" in run]
+        report[key] = {"median_mb_per_s": round(rates[len(rates) // 2], 2) if rates else None,
+                       "completed": len(rates), "errors": errors[:3]}
+    return report
+
+
 # -- baselines ----------------------------------------------------------------------
 
 
@@ -454,7 +521,7 @@ def build_figures(ours: dict, base: dict) -> list[dict]:
 # -- checks -------------------------------------------------------------------------
 
 
-def build_checks(ours: dict, base: dict, many: dict, pairs: dict) -> list[dict]:
+def build_checks(ours: dict, base: dict, many: dict, pairs: dict, js: dict) -> list[dict]:
     v6 = ours["ipv6"]
     quic = get(base, "py-libp2p", "transports", "quic") or {}
     checks = []
@@ -483,6 +550,11 @@ def build_checks(ours: dict, base: dict, many: dict, pairs: dict) -> list[dict]:
     checks.append(check("bulk_1stream_vs_pylibp2p_quic", like_bulk, "MB/s", ">= 20x", py_bulk,
                         like_bulk / py_bulk if like_bulk and py_bulk else None,
                         bool(like_bulk and py_bulk and like_bulk / py_bulk >= 20)))
+    if get(js, "skipped") is None:
+        from_us, from_js = get(js, "from_hypermesh", "median_mb_per_s"), get(js, "from_js_libp2p", "median_mb_per_s")
+        share = from_us / from_js if from_us and from_js else None
+        checks.append(check("js_libp2p_client_download_from_us_vs_from_js_libp2p", from_us, "MB/s", ">= 0.8x",
+                            from_js, share, bool(share and share >= 0.8)))
     netns = get(pairs, "mtu_1500", "download", "mb_per_s")
     if get(pairs, "skipped") is None:
         checks.append(check("bulk_1stream_download_netns_mtu1500", netns, "MB/s", ">= 60",
@@ -499,6 +571,7 @@ def main() -> None:
     parser.add_argument("--bulk-client", nargs=3, metavar=("ADDR", "BYTES", "SERVER_PID"), help=argparse.SUPPRESS)
     parser.add_argument("--skip-namespaces", action="store_true", help="skip the MTU 1500/1280 namespace pair")
     parser.add_argument("--skip-baselines", action="store_true")
+    parser.add_argument("--skip-js", action="store_true", help="skip the js-libp2p (quinn) client comparison")
     args = parser.parse_args()
     if args.hold_connections:
         trio.run(hold_connections, args.hold_connections[0], int(args.hold_connections[1]))
@@ -523,6 +596,8 @@ def main() -> None:
             many = measure_many_connections(server, connections)
         pairs = ({"skipped": "--skip-namespaces"} if args.skip_namespaces
                  else measure_namespace_pairs(int(sizes["bulk_mb"] * MB), Path(tmp)))
+        js = ({"skipped": "--skip-js"} if args.skip_js
+              else measure_js_libp2p(int(sizes["bulk_mb"] * MB / 2), 2 if args.quick else 5, Path(tmp)))
     base = {} if args.skip_baselines else baselines(args.quick, sizes)
     report = {
         "bench": "transport",
@@ -534,7 +609,8 @@ def main() -> None:
         "baselines": base,
         "sample_sizes": sizes,
         "figures": build_figures(ours, base),
-        "checks": build_checks(ours, base, many, pairs),
+        "js_libp2p": js,
+        "checks": build_checks(ours, base, many, pairs, js),
         "elapsed_s": round(time.monotonic() - started, 1),
     }
     print(json.dumps(report, indent=1))

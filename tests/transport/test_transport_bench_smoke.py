@@ -76,3 +76,15 @@ def test_namespace_pair_is_measured_at_both_mtus_or_says_why_not(report):
         for direction in ("download", "upload"):
             assert pair[direction]["direction"] == direction and pair[direction]["mb_per_s"] > 0
             assert pair[direction]["datagram_size"] <= mtu - 48  # IPv6 and UDP headers
+
+
+def test_js_libp2p_client_downloads_from_us_and_from_js_libp2p_or_says_why_not(report):
+    js = report["js_libp2p"]
+    if "skipped" in js:
+        assert js["skipped"]  # no Node.js, or npm could not install js-libp2p
+        return
+    for server in ("from_hypermesh", "from_js_libp2p"):
+        assert js[server]["completed"] == js["rounds"], js[server]
+        assert all(run["bytes"] == js["bytes"] for run in js["samples"][server])
+    check = next(c for c in report["checks"] if c["name"] == "js_libp2p_client_download_from_us_vs_from_js_libp2p")
+    assert check["baseline"] == js["from_js_libp2p"]["median_mb_per_s"]
