@@ -25,6 +25,9 @@ class FakeStream:
         self.remote_addr = remote_addr
         self.protocol = protocol
         self.was_reset = False
+        # A fake connection has no 0-RTT: every stream is opened after its handshake.
+        self.early = False
+        self.handshake_confirmed = True
 
     async def send_all(self, data: bytes) -> None:
         try:
@@ -93,7 +96,7 @@ class FakeHost:
         self._connected: set[PeerId] = set()
         network.hosts[self.peer_id] = self
 
-    def set_stream_handler(self, protocol: str, handler) -> None:
+    def set_stream_handler(self, protocol: str, handler, early_data: bool = False, *, replay_safe: bool = True) -> None:
         self.handlers[protocol] = handler
 
     def remove_stream_handler(self, protocol: str) -> None:
@@ -116,7 +119,7 @@ class FakeHost:
         self._connected.add(remote.peer_id)
         remote._connected.add(self.peer_id)
 
-    async def new_stream(self, peer_id: PeerId, protocols: list[str]) -> FakeStream:
+    async def new_stream(self, peer_id: PeerId, protocols: list[str], *, replay_safe: bool | None = None) -> FakeStream:
         await trio.sleep(DIAL_LATENCY)
         remote = self.network.hosts.get(peer_id)
         if remote is None or not remote.online or not self.peerstore.addrs(peer_id):

@@ -39,9 +39,9 @@ def record_dials(host) -> list:
     dialled = []
     real_new_stream = host.new_stream
 
-    async def recording_new_stream(peer_id, protocols):
+    async def recording_new_stream(peer_id, protocols, **options):
         dialled.append(peer_id)
-        return await real_new_stream(peer_id, protocols)
+        return await real_new_stream(peer_id, protocols, **options)
 
     host.new_stream = recording_new_stream
     return dialled
