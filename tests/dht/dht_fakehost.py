@@ -25,7 +25,9 @@ class FakeStream:
         self.remote_addr = remote_addr
         self.protocol = protocol
         self.was_reset = False
-        # A fake connection has no 0-RTT: every stream is opened after its handshake.
+        # 0-RTT as a resumed dial's first stream sees it: opened early, and
+        # confirmed by the first answer (QUIC's client completes its
+        # handshake before it can read the server's answer).
         self.early = False
         self.handshake_confirmed = True
 
@@ -37,9 +39,15 @@ class FakeStream:
 
     async def receive_some(self, max_bytes: int | None = None) -> bytes:
         try:
-            return await self._half.receive_some(max_bytes)
+            data = await self._half.receive_some(max_bytes)
         except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
             raise TransportError(f"stream broken: {exc}") from None
+        self.handshake_confirmed = self.handshake_confirmed or bool(data)
+        return data
+
+    async def wait_for_handshake(self, timeout: float) -> bool:
+        await trio.lowlevel.checkpoint()
+        return True
 
     async def send_eof(self) -> None:
         await self._half.send_stream.aclose()
@@ -132,7 +140,11 @@ class FakeHost:
         remote._connected.add(self.peer_id)
         inbound = FakeStream(theirs, self.peer_id, self.source_addr, protocol)
         self.network.nursery.start_soon(remote._serve, inbound, protocol)
-        return FakeStream(ours, peer_id, remote.source_addr, protocol)
+        stream = FakeStream(ours, peer_id, remote.source_addr, protocol)
+        # Every stream the caller lets go early does (the server half is served as after a handshake).
+        stream.early = bool(replay_safe)
+        stream.handshake_confirmed = not stream.early
+        return stream
 
     async def _serve(self, stream: FakeStream, protocol: str) -> None:
         try:

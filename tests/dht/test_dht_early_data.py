@@ -164,7 +164,7 @@ async def test_a_resumed_dials_lookup_is_answered_in_early_data(resumable, tmp_p
     ) >= 1
 
 
-async def test_a_provide_sends_its_lookup_early_but_never_its_add_provider(resumable, tmp_path):
+async def test_a_provide_sends_its_lookup_early_and_its_add_provider_after_the_handshake(resumable, tmp_path):
     server, client, service, store, _ = resumable
     early = EarlyRequests(service)
     cid = Cid.for_string("early provide")
