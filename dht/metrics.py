@@ -30,7 +30,8 @@ class DhtMetrics:
             "hypermesh_dht_early_data_requests_total",
             "Inbound DHT requests on streams opened in 0-RTT, before the handshake completed: "
             "answered (a read, at once), held (a write, waiting for the handshake), "
-            "applied (a held write, once the handshake completed), dropped (a held write whose handshake failed)",
+            "applied (a held write passed on, once the handshake completed, to the usual checks and rate limits), "
+            "dropped (a held write whose handshake failed)",
             ["type", "outcome"],
             registry=registry,
         )
