@@ -5,7 +5,8 @@
 Runs everything in one go on loopback and prints ONE JSON object on stdout:
 for our transport over [::1] and 127.0.0.1 — full connect (handshake + first
 negotiated stream) p50/p99, resumed connect p50, resumed dial to the first
-ping answer with the ping in 0-RTT early data, ping RTT p50/p99 on an open
+ping answer with the ping in 0-RTT early data, dial to the first DHT
+FIND_NODE answer (full, and resumed with the FIND_NODE in 0-RTT), ping RTT p50/p99 on an open
 connection, bulk throughput on one stream and on 8 parallel streams, and
 1,000 concurrent connections held by one node (setup time, RSS); where it
 runs as root, one-stream perf download and upload across two network
@@ -25,6 +26,9 @@ figure only).
 
 The server is always a separate ``hypermesh run`` process, as for the
 baselines, so both sides of every figure pay real process boundaries.
+
+``--first-answers-only`` measures only the dial-to-first-answer figures (ping
+and FIND_NODE, full and resumed in 0-RTT) over [::1], with the load average.
 """
 
 from __future__ import annotations
@@ -48,9 +52,12 @@ sys.path.insert(0, str(REPO / "bench"))
 
 from benchlib import INTEROP_PY, check, get, machine, run_json, summary  # noqa: E402
 
+from hypermesh.dht.messages import MAX_MESSAGE_SIZE, KadMessage, MessageType, encode_message  # noqa: E402
+from hypermesh.dht.messages import PROTOCOL_ID as KAD_PROTOCOL  # noqa: E402
 from hypermesh.node.processes import hypermesh_command, read_line, start_node  # noqa: E402
 from hypermesh.transport import perf, ping  # noqa: E402
 from hypermesh.transport.errors import TransportError  # noqa: E402
+from hypermesh.transport.framing import BufferedReader, write_frame  # noqa: E402
 from hypermesh.transport.host import HostConfig, open_host  # noqa: E402
 from hypermesh.transport.identity import Identity  # noqa: E402
 from hypermesh.transport.multiaddrs import parse_quic_address  # noqa: E402
@@ -80,26 +87,64 @@ async def measure_connects(addr: str, count: int, resumption: bool) -> list[floa
     return samples[-count:]
 
 
-async def measure_resumed_first_pings(addr: str, count: int) -> list[float]:
-    """Resumed dial to the first ping answer: the ping rides in 0-RTT early data."""
+async def ask_ping(client, peer_id):
+    stream = await client.new_stream(peer_id, [ping.PROTOCOL])
+    await ping.Pinger(stream).ping()
+    return stream
+
+
+async def ask_find_node(client, peer_id):
+    stream = await client.new_stream(peer_id, [KAD_PROTOCOL], replay_safe=True)  # a read: replay-safe
+    await write_frame(stream, encode_message(KadMessage(MessageType.FIND_NODE, key=peer_id.multihash)))
+    if await BufferedReader(stream).read_frame(MAX_MESSAGE_SIZE) is None:
+        raise TransportError("the server ended the FIND_NODE stream without answering")
+    return stream
+
+
+async def measure_first_answers(addr: str, count: int, ask, resumption: bool = True) -> list[float]:
+    """Dial (no connection open) to the first answer of ``ask(client, peer_id)``.
+
+    With ``resumption``, every dial but the first resumes a ticket and the
+    replay-safe request rides in 0-RTT early data; without, each is a full
+    handshake, then the request. A sample that did not dial (the server's
+    DHT, asked by a peer it has not identified yet, probes it back: that
+    connection, if it comes in between, is reused) is not counted.
+    """
     target = parse_quic_address(addr)
     samples = []
-    async with open_host(Identity.generate()) as client:
+    async with open_host(Identity.generate(), config=HostConfig(enable_resumption=resumption)) as client:
         client.peerstore.add_addrs(target.peer_id, [addr])
-        for index in range(count + 1):
+        for _ in range(2 * count + 1):
+            if len(samples) == count:
+                break
+            for driver in client.connections_to(target.peer_id):
+                await driver.aclose()
             started = trio.current_time()
-            stream = await client.new_stream(target.peer_id, [ping.PROTOCOL])
-            await ping.Pinger(stream).ping()
+            stream = await ask(client, target.peer_id)
             elapsed = trio.current_time() - started
-            if index:  # the first dial earns the ticket
+            connection = stream.connection
+            dialled = connection.is_client and connection.opened_at >= started
+            # With resumption, only resumed dials count (the first earns the ticket).
+            if dialled and (connection.resumed or not resumption):
                 samples.append(elapsed)
             await stream.aclose()
-            # The server's session ticket comes after the handshake; closing
-            # before it arrives would leave the next dial without one (the
-            # ticket just used is single-use) and measure a full handshake.
-            await stream.connection.session_ticket_received.wait()
-            await stream.connection.aclose()
+            if resumption and dialled:
+                # The server's session ticket comes after the handshake; closing
+                # before it arrives would leave the next dial without one (the
+                # ticket just used is single-use) and measure a full handshake
+                # (which is then not counted).
+                with trio.move_on_after(5):
+                    await connection.session_ticket_received.wait()
+            await connection.aclose()
     return samples
+
+
+async def measure_first_answer_figures(addr: str, count: int) -> dict:
+    return {
+        "resumed_first_ping_early_data_ms": summary_s(await measure_first_answers(addr, count, ask_ping)),
+        "first_find_node_ms": summary_s(await measure_first_answers(addr, count, ask_find_node, resumption=False)),
+        "resumed_first_find_node_early_data_ms": summary_s(await measure_first_answers(addr, count, ask_find_node)),
+    }
 
 
 async def measure_pings(addr: str, count: int) -> list[float]:
@@ -147,7 +192,7 @@ async def measure_family(addr: str, sizes: dict) -> dict:
         "addr": addr,
         "connect_ms": summary_s(await measure_connects(addr, connects, resumption=False)),
         "resumed_connect_ms": summary_s(await measure_connects(addr, connects, resumption=True)),
-        "resumed_first_ping_early_data_ms": summary_s(await measure_resumed_first_pings(addr, connects)),
+        **await measure_first_answer_figures(addr, connects),
         "ping_rtt_ms": summary_s(await measure_pings(addr, pings)),
         "bulk_1stream": await measure_bulk(addr, bulk, 1),
         "bulk_8streams": await measure_bulk(addr, bulk, 8),
@@ -564,6 +609,16 @@ def build_checks(ours: dict, base: dict, many: dict, pairs: dict, js: dict) -> l
     return checks
 
 
+def first_answers_report(quick: bool, count: int, started: float) -> dict:
+    load_before = os.getloadavg()
+    with tempfile.TemporaryDirectory(prefix="hypermesh-bench-") as tmp:
+        with start_node(Path(tmp) / "server", ["/ip6/::1/udp/0/quic-v1"]) as server:
+            figures = trio.run(measure_first_answer_figures, server.addr("/ip6/"), count)
+    return {"bench": "transport_first_answers", "quick": quick, "machine": machine(), "samples": count,
+            "load_average_before": load_before, "load_average_after": os.getloadavg(), **figures,
+            "elapsed_s": round(time.monotonic() - started, 1)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small run for a smoke test")
@@ -572,6 +627,8 @@ def main() -> None:
     parser.add_argument("--skip-namespaces", action="store_true", help="skip the MTU 1500/1280 namespace pair")
     parser.add_argument("--skip-baselines", action="store_true")
     parser.add_argument("--skip-js", action="store_true", help="skip the js-libp2p (quinn) client comparison")
+    parser.add_argument("--first-answers-only", action="store_true",
+                        help="only the dial-to-first-answer figures (ping, FIND_NODE) over [::1]")
     args = parser.parse_args()
     if args.hold_connections:
         trio.run(hold_connections, args.hold_connections[0], int(args.hold_connections[1]))
@@ -581,6 +638,9 @@ def main() -> None:
         return
     started = time.monotonic()
     sizes = sample_sizes(args.quick)
+    if args.first_answers_only:
+        print(json.dumps(first_answers_report(args.quick, sizes["connects"], started)))
+        return
     connections = 100 if args.quick else 1000
     with tempfile.TemporaryDirectory(prefix="hypermesh-bench-") as tmp:
         listen = ["/ip6/::1/udp/0/quic-v1", "/ip4/127.0.0.1/udp/0/quic-v1"]

@@ -5,11 +5,20 @@ task sleeps until the core's timer (or until something wakes it), one task
 per outbound request opens a stream, writes one length-prefixed message and
 reads the answer, and the inbound handler feeds requests to the core.
 
-Host contract (hypermesh.transport.host.Host): ``set_stream_handler``,
-``remove_stream_handler``, ``new_stream(peer_id, [protocol])``, ``peerstore.add_addrs/addrs/protocols``,
+Host contract (hypermesh.transport.host.Host): ``set_stream_handler(protocol,
+handler, early_data, replay_safe=)``, ``remove_stream_handler``,
+``new_stream(peer_id, [protocol], replay_safe=)``, ``peerstore.add_addrs/addrs/protocols``,
 ``connected_peers()``, ``connections_to(peer_id)`` (each with ``remote_multiaddr``),
 ``listen_addrs()``; streams have ``remote_peer``,
-``remote_addr``, ``send_all``, ``receive_some``, ``aclose`` and ``reset``.
+``remote_addr``, ``send_all``, ``receive_some``, ``aclose``, ``reset``, and for
+0-RTT ``early``, ``handshake_confirmed`` and ``wait_for_handshake(timeout)``.
+
+0-RTT early data: reads (``REPLAY_SAFE_TYPES``) to a peer we have no
+connection to go out in a resumed dial's first flight; writes never do. As a
+server, a read on a stream that came in 0-RTT is answered at once, and a
+write is held until the connection's handshake completes (the peer then
+proved it holds the connection's keys, so the write is not a replayed
+flight) and dropped if it does not.
 """
 
 from __future__ import annotations
@@ -31,7 +40,17 @@ from hypermesh.transport.identity import IdentityError, PeerId
 from .kademlia import KadConfig, KademliaCore, Mode, OperationFinished, OutboundRequest, PeerProbed, RecordChanged
 from .server import Misbehaviour, PeerMisbehaved
 from .metrics import DhtMetrics
-from .messages import MAX_MESSAGE_SIZE, PROTOCOL_ID, DhtProtocolError, PeerInfo, decode_message, encode_message
+from .messages import (
+    MAX_MESSAGE_SIZE,
+    PROTOCOL_ID,
+    REPLAY_SAFE_TYPES,
+    DhtProtocolError,
+    KadMessage,
+    MessageType,
+    PeerInfo,
+    decode_message,
+    encode_message,
+)
 from .operations import OperationResult
 from .streams import StreamPool, close_quietly, reset_quietly
 
@@ -56,6 +75,9 @@ ONE_WAY_MESSAGES_PER_STREAM = 64
 PIPELINED_REQUESTS_PER_STREAM = 16
 # How long we wait for a peer to close its side after our last one-way message.
 ONE_WAY_DRAIN_TIMEOUT = 5.0
+# How long a write that came in 0-RTT waits for its connection's handshake
+# (which the transport bounds too) before it is dropped.
+EARLY_WRITE_HANDSHAKE_TIMEOUT = 10.0
 # How long addresses learned from DHT answers stay in the peerstore.
 LEARNED_ADDR_TTL = 600.0
 # What a request to an unreliable peer may end in; anything else is a bug, logged loudly.
@@ -136,8 +158,11 @@ class KademliaService:
         self._record_listeners: list[Callable[[bytes], None]] = []
         self._misbehaviour_listeners: list[Callable[[PeerId, Misbehaviour], None]] = []
         self._probe_listeners: list[Callable[[PeerId, bool], None]] = []
+        self._early_request_listeners: list[Callable[[PeerId, MessageType, str], None]] = []
         self._outbound_limit = trio.CapacityLimiter(MAX_OUTBOUND_STREAMS)
-        self._request_streams = StreamPool(lambda peer: self.host.new_stream(peer, [PROTOCOL_ID]))
+        self._request_streams = StreamPool(
+            lambda peer, replay_safe: self.host.new_stream(peer, [PROTOCOL_ID], replay_safe=replay_safe)
+        )
         # Requests that await an answer, queued per peer while its sender task runs.
         self._asking: dict[PeerId, list[OutboundRequest]] = {}
         self._inbound_limit = trio.CapacityLimiter(MAX_INBOUND_STREAMS)
@@ -179,7 +204,8 @@ class KademliaService:
                 if self.mode is Mode.SERVER:
                     # Registering the handler is what makes identify advertise the
                     # protocol, and so what makes other peers treat us as a server.
-                    self.host.set_stream_handler(PROTOCOL_ID, self._handle_stream)
+                    # Streams may come in 0-RTT: _serve_stream holds their writes.
+                    self.host.set_stream_handler(PROTOCOL_ID, self._handle_stream, early_data=True, replay_safe=False)
                 self.core.bootstrap(now)
                 self._pump()
                 self.host.on_identified.append(self._on_identified)
@@ -282,9 +308,9 @@ class KademliaService:
             await trio.sleep(self._request_streams.max_idle_seconds)
             await self._request_streams.close_stale()
 
-    def _sender_is_server(self, peer: PeerId, observed: bytes | None) -> bool:
+    def _sender_is_server(self, peer: PeerId, observed: bytes | None, probe: bool = True) -> bool:
         protocols = self.host.peerstore.protocols(peer)
-        if not protocols and peer not in self.core.routing:
+        if probe and not protocols and peer not in self.core.routing:
             self._probe(peer, observed)
         return PROTOCOL_ID in protocols
 
@@ -379,7 +405,8 @@ class KademliaService:
         remaining = list(requests)
         retried = False
         while remaining:
-            pooled = await self._request_streams.take(peer_id)
+            replay_safe = all(r.message.type in REPLAY_SAFE_TYPES for r in remaining)
+            pooled = await self._request_streams.take(peer_id, replay_safe)
             answered = 0
             try:
                 await pooled.stream.send_all(b"".join(frame(encode_message(r.message)) for r in remaining))
@@ -413,7 +440,7 @@ class KademliaService:
         (py-libp2p) then drop the messages they have not read yet. Peers that
         echo each ADD_PROVIDER (py-libp2p does) have the echoes read and dropped.
         """
-        stream = await self.host.new_stream(peer_id, [PROTOCOL_ID])
+        stream = await self.host.new_stream(peer_id, [PROTOCOL_ID], replay_safe=False)
         try:
             for request in requests:
                 await write_frame(stream, encode_message(request.message))
@@ -465,6 +492,10 @@ class KademliaService:
                     except (DhtProtocolError, FramingError):
                         self._report_misbehaviour(peer, Misbehaviour.MALFORMED)
                         raise
+                    in_early_data = stream.early and not stream.handshake_confirmed
+                    if in_early_data and not await self._early_request_may_proceed(stream, request):
+                        await stream.reset()
+                        return
                     observed = multiaddr_bytes(stream.remote_addr)
                     response = self.core.handle_request(
                         peer,
@@ -472,7 +503,8 @@ class KademliaService:
                         self.now(),
                         sender_addrs=self._peer_addrs(peer),
                         observed_addr=observed,
-                        sender_is_server=self._sender_is_server(peer, observed),
+                        # No probe back while the handshake runs: it would dial the peer a second connection.
+                        sender_is_server=self._sender_is_server(peer, observed, probe=stream.handshake_confirmed),
                     )
                     self._pump()
                     if response is not None:
@@ -483,6 +515,30 @@ class KademliaService:
             log.debug("DHT request from %s rejected: %s", peer.short(), exc)
             self._pump()
             await stream.reset()
+
+    async def _early_request_may_proceed(self, stream, request: KadMessage) -> bool:
+        """A request that came in 0-RTT, before the handshake completed.
+
+        0-RTT data can be replayed, so only a read is served at once. A
+        write waits for the handshake: once it completes, the peer has
+        proved it holds this connection's keys, so the write is no replay.
+        If it fails, the write is dropped (False).
+        """
+        if request.type in REPLAY_SAFE_TYPES:
+            self._count_early_request(stream.remote_peer, request.type, "answered")
+            return True
+        self._count_early_request(stream.remote_peer, request.type, "held")
+        confirmed = await stream.wait_for_handshake(EARLY_WRITE_HANDSHAKE_TIMEOUT)
+        self._count_early_request(stream.remote_peer, request.type, "applied" if confirmed else "dropped")
+        if not confirmed:
+            log.debug("DHT %s in 0-RTT from %s dropped: the handshake did not complete",
+                      request.type.name, stream.remote_peer.short())
+        return confirmed
+
+    def _count_early_request(self, peer: PeerId, kind: MessageType, outcome: str) -> None:
+        self.metrics.early_requests.labels(kind.name, outcome).inc()
+        for listener in self._early_request_listeners:
+            listener(peer, kind, outcome)
 
     # -------------------------------------------------------- operations
 
@@ -550,6 +606,12 @@ class KademliaService:
     def on_probe(self, listener: Callable[[PeerId, bool], None]) -> None:
         """Call ``listener(peer, answered)`` when a liveness check of a routing-table peer settles."""
         self._probe_listeners.append(listener)
+
+    def on_early_request(self, listener: Callable[[PeerId, MessageType, str], None]) -> None:
+        """Call ``listener(peer, type, outcome)`` for each request that came in
+        0-RTT: outcome "answered" (a read), "held" (a write, until the
+        handshake completes), then "applied" or "dropped"."""
+        self._early_request_listeners.append(listener)
 
     def _report_misbehaviour(self, peer: PeerId, kind: Misbehaviour) -> None:
         for listener in self._misbehaviour_listeners:

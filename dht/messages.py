@@ -57,6 +57,12 @@ class MessageType(enum.IntEnum):
     PING = 5
 
 
+# Requests with no effect but their answer: the same request received twice
+# (a replayed 0-RTT flight) changes nothing. They may be sent and answered
+# in 0-RTT early data; PUT_VALUE and ADD_PROVIDER (writes) may not.
+REPLAY_SAFE_TYPES = frozenset({MessageType.GET_VALUE, MessageType.GET_PROVIDERS, MessageType.FIND_NODE, MessageType.PING})
+
+
 class ConnectionType(enum.IntEnum):
     NOT_CONNECTED = 0
     CONNECTED = 1

@@ -26,6 +26,15 @@ class DhtMetrics:
             "hypermesh_dht_requests_rejected_total", "Inbound DHT requests refused", ["type", "reason"],
             registry=registry,
         )
+        self.early_requests = Counter(
+            "hypermesh_dht_early_data_requests_total",
+            "Inbound DHT requests on streams opened in 0-RTT, before the handshake completed: "
+            "answered (a read, at once), held (a write, waiting for the handshake), "
+            "applied (a held write passed on, once the handshake completed, to the usual checks and rate limits), "
+            "dropped (a held write whose handshake failed)",
+            ["type", "outcome"],
+            registry=registry,
+        )
         self.reprovided_records = Counter(
             "hypermesh_dht_reprovide_records_total", "Provider records republished (keys, not messages)",
             registry=registry,

@@ -45,23 +45,29 @@ class StreamPool:
     """Idle request streams by peer. Not thread-safe; one trio task at a time."""
 
     def __init__(self, open_stream, *, max_idle: int = MAX_IDLE_STREAMS, max_idle_seconds: float = MAX_IDLE_SECONDS):
-        self._open_stream = open_stream  # async (peer_id) -> stream
+        self._open_stream = open_stream  # async (peer_id, replay_safe) -> stream
         self._idle: OrderedDict[PeerId, PooledStream] = OrderedDict()
         self.max_idle = max_idle
         self.max_idle_seconds = max_idle_seconds
         self.reused = 0
         self.opened = 0
 
-    async def take(self, peer: PeerId) -> PooledStream:
-        """An idle stream to ``peer`` if a fresh one is kept, else a new one."""
-        pooled = self._idle.pop(peer, None)
-        if pooled is not None:
+    async def take(self, peer: PeerId, replay_safe: bool = False) -> PooledStream:
+        """An idle stream to ``peer`` if a fresh one is kept, else a new one.
+
+        ``replay_safe``: what will be sent on it is replay-safe, so it may go
+        in 0-RTT; otherwise an idle stream still in 0-RTT stays idle and a new
+        one (which waits for the handshake) is opened.
+        """
+        pooled = self._idle.get(peer)
+        if pooled is not None and (replay_safe or not _in_early_data(pooled.stream)):
+            del self._idle[peer]
             if trio.current_time() - pooled.idle_since <= self.max_idle_seconds:
                 pooled.reused = True
                 self.reused += 1
                 return pooled
             await close_quietly(pooled.stream)
-        stream = await self._open_stream(peer)
+        stream = await self._open_stream(peer, replay_safe)
         self.opened += 1
         return PooledStream(stream, BufferedReader(stream))
 
@@ -89,6 +95,11 @@ class StreamPool:
 
     def __len__(self) -> int:
         return len(self._idle)
+
+
+def _in_early_data(stream) -> bool:
+    """Whether what we write on ``stream`` now would go in 0-RTT."""
+    return stream.early and not stream.handshake_confirmed
 
 
 async def close_quietly(stream) -> None:

@@ -31,7 +31,8 @@ class HostConfig:
     agent_version: str = AGENT_VERSION
     probe_datagram_size: bool = True
     enable_resumption: bool = True
-    # Send replay-safe requests (protocols registered with early_data=True)
+    # Send replay-safe requests (Host.new_stream's replay_safe, by default the
+    # protocols registered with early_data=True and replay_safe=True)
     # in 0-RTT on resumed dials; the server side always applies the rule.
     enable_early_data: bool = True
     # Poll the socket this long after traffic instead of sleeping (lower

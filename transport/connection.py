@@ -109,6 +109,18 @@ class QuicStream:
     def connection(self) -> "QuicConnectionDriver":
         return self._connection
 
+    @property
+    def handshake_confirmed(self) -> bool:
+        """Whether the connection's handshake has completed: the peer then
+        proved it holds the connection's keys, so what it sends is no replay
+        (and what we send no longer goes in 0-RTT)."""
+        return self._connection.handshake_complete.is_set()
+
+    async def wait_for_handshake(self, timeout: float) -> bool:
+        """True once the connection's handshake completed; False if it failed
+        (the connection closed) or ``timeout`` seconds passed first."""
+        return await self._connection.wait_for_handshake(timeout)
+
     def __repr__(self) -> str:
         return f"<QuicStream {self.stream_id} {self.protocol} with {self._connection.remote_peer_id}>"
 

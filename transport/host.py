@@ -208,10 +208,21 @@ class Host:
 
     # -- handlers --------------------------------------------------------------
 
-    def set_stream_handler(self, protocol: str, handler: StreamHandler, early_data: bool = False) -> None:
-        """Serve ``protocol``; ``early_data``: its requests are replay-safe and
-        may come (and be sent by us) in 0-RTT, before the handshake completes."""
-        self._streams.set_handler(protocol, handler, early_data)
+    def set_stream_handler(
+        self, protocol: str, handler: StreamHandler, early_data: bool = False, *, replay_safe: bool = True
+    ) -> None:
+        """Serve ``protocol``.
+
+        ``early_data``: its streams may come in 0-RTT, before the handshake
+        completes (other protocols' early streams are reset unserved).
+        ``replay_safe`` (with ``early_data``): every request of the protocol
+        is replay-safe, so :meth:`new_stream` sends it early by default. A
+        protocol that also carries writes passes False: its handler must
+        not act on a write while ``stream.early and not
+        stream.handshake_confirmed`` (see :meth:`QuicStream.wait_for_handshake`),
+        and its callers choose per stream with ``new_stream(…, replay_safe=)``.
+        """
+        self._streams.set_handler(protocol, handler, early_data, replay_safe)
 
     def remove_stream_handler(self, protocol: str) -> None:
         self._streams.remove_handler(protocol)
@@ -274,16 +285,35 @@ class Host:
 
     # -- streams ---------------------------------------------------------------
 
-    async def new_stream(self, peer_id: PeerId, protocols: list[str]) -> QuicStream:
-        """Open a stream to ``peer_id`` and agree on one of ``protocols``."""
-        early_data = self.config.enable_early_data and set(protocols) <= self._streams.early_data_protocols
-        driver = await self.connection_to(peer_id, early_data)
-        return await self.open_stream_on(driver, protocols)
+    async def new_stream(
+        self, peer_id: PeerId, protocols: list[str], *, replay_safe: bool | None = None
+    ) -> QuicStream:
+        """Open a stream to ``peer_id`` and agree on one of ``protocols``.
 
-    async def open_stream_on(self, driver: QuicConnectionDriver, protocols: list[str]) -> QuicStream:
-        return await open_negotiated_stream(
-            driver, protocols, self.config.negotiation_timeout, self._streams.early_data_protocols
-        )
+        ``replay_safe``: whether everything the caller will send on the
+        stream is replay-safe, so that it may ride in 0-RTT (a resumed dial
+        to a peer we have no connection to). None: as the protocols were
+        registered (:meth:`set_stream_handler`); False: never in 0-RTT; True:
+        the caller vouches for its requests (the peer must serve the
+        protocol in early data, or it resets the stream).
+        """
+        early = self._may_send_early(protocols, replay_safe)
+        driver = await self.connection_to(peer_id, early)
+        return await self._open_stream(driver, protocols, early)
+
+    async def open_stream_on(
+        self, driver: QuicConnectionDriver, protocols: list[str], *, replay_safe: bool | None = None
+    ) -> QuicStream:
+        """Open a stream on ``driver``; ``replay_safe`` as for :meth:`new_stream`."""
+        return await self._open_stream(driver, protocols, self._may_send_early(protocols, replay_safe))
+
+    def _may_send_early(self, protocols: list[str], replay_safe: bool | None) -> bool:
+        if replay_safe is None:
+            replay_safe = set(protocols) <= self._streams.replay_safe_protocols
+        return self.config.enable_early_data and replay_safe
+
+    async def _open_stream(self, driver: QuicConnectionDriver, protocols: list[str], early: bool) -> QuicStream:
+        return await open_negotiated_stream(driver, protocols, self.config.negotiation_timeout, early)
 
 
 @contextlib.asynccontextmanager

@@ -28,14 +28,15 @@ def peer_label(driver: QuicConnectionDriver) -> str:
 
 
 async def open_negotiated_stream(
-    driver: QuicConnectionDriver, protocols: list[str], timeout: float, early_data_protocols: frozenset[str] = frozenset()
+    driver: QuicConnectionDriver, protocols: list[str], timeout: float, early: bool = False
 ) -> QuicStream:
     """Open a stream on ``driver`` and agree on one of ``protocols``.
 
-    Before the handshake completes (a dial that sends early data), only
-    protocols in ``early_data_protocols`` go out in 0-RTT; others wait.
+    Before the handshake completes (a dial that sends early data), the
+    stream goes out in 0-RTT only if ``early`` (what it will carry is
+    replay-safe); otherwise it waits for the handshake.
     """
-    if not driver.handshake_complete.is_set() and not set(protocols) <= early_data_protocols:
+    if not driver.handshake_complete.is_set() and not early:
         if not await driver.wait_for_handshake(timeout):
             raise driver.handshake_error or HandshakeError(f"handshake with {peer_label(driver)} did not complete")
     stream = driver.open_stream()
@@ -78,8 +79,11 @@ class StreamDispatcher:
         self, max_handlers: int, negotiation_timeout: float, spawn: Callable[..., None]
     ) -> None:
         self._handlers: dict[str, StreamHandler] = {}
-        # Protocols whose requests may come in 0-RTT: replaying them has no effect.
+        # Protocols whose streams may come in 0-RTT: their handlers act on
+        # replay-safe requests only until the handshake completes.
         self._early_data_protocols: set[str] = set()
+        # Those of them whose every request is replay-safe (sent early by default).
+        self._replay_safe_protocols: set[str] = set()
         self._max_handlers = max_handlers
         self._negotiation_timeout = negotiation_timeout
         self._spawn = spawn
@@ -88,16 +92,21 @@ class StreamDispatcher:
         # (malformed negotiation, or a handler raising ProtocolError).
         self.on_misbehaviour: list[Callable[[PeerId, str], None]] = []
 
-    def set_handler(self, protocol: str, handler: StreamHandler, early_data: bool = False) -> None:
+    def set_handler(
+        self, protocol: str, handler: StreamHandler, early_data: bool = False, replay_safe: bool = True
+    ) -> None:
         self._handlers[protocol] = handler
+        self._early_data_protocols.discard(protocol)
+        self._replay_safe_protocols.discard(protocol)
         if early_data:
             self._early_data_protocols.add(protocol)
-        else:
-            self._early_data_protocols.discard(protocol)
+            if replay_safe:
+                self._replay_safe_protocols.add(protocol)
 
     def remove_handler(self, protocol: str) -> None:
         self._handlers.pop(protocol, None)
         self._early_data_protocols.discard(protocol)
+        self._replay_safe_protocols.discard(protocol)
 
     @property
     def protocols(self) -> list[str]:
@@ -105,7 +114,13 @@ class StreamDispatcher:
 
     @property
     def early_data_protocols(self) -> frozenset[str]:
+        """Protocols served on streams opened in 0-RTT."""
         return frozenset(self._early_data_protocols)
+
+    @property
+    def replay_safe_protocols(self) -> frozenset[str]:
+        """Early-data protocols whose every request is replay-safe."""
+        return frozenset(self._replay_safe_protocols)
 
     def on_new_stream(self, stream: QuicStream) -> None:
         if self._running >= self._max_handlers:
@@ -149,7 +164,8 @@ class StreamDispatcher:
             stream.protocol = negotiator.result.protocol
             stream.unread(negotiator.result.leftover)
             if stream.early and stream.protocol not in self._early_data_protocols:
-                # 0-RTT data can be replayed: only replay-safe requests may use it.
+                # 0-RTT data can be replayed: only protocols whose handlers
+                # act on nothing but replay-safe requests there may use it.
                 metrics.STREAMS_REFUSED.labels("early_data").inc()
                 log.debug("%s in early data from %s refused", stream.protocol, stream.remote_peer)
                 await stream.reset(STREAM_ERROR_PROTOCOL)

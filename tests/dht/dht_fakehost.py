@@ -25,6 +25,11 @@ class FakeStream:
         self.remote_addr = remote_addr
         self.protocol = protocol
         self.was_reset = False
+        # 0-RTT as a resumed dial's first stream sees it: opened early, and
+        # confirmed by the first answer (QUIC's client completes its
+        # handshake before it can read the server's answer).
+        self.early = False
+        self.handshake_confirmed = True
 
     async def send_all(self, data: bytes) -> None:
         try:
@@ -34,9 +39,15 @@ class FakeStream:
 
     async def receive_some(self, max_bytes: int | None = None) -> bytes:
         try:
-            return await self._half.receive_some(max_bytes)
+            data = await self._half.receive_some(max_bytes)
         except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
             raise TransportError(f"stream broken: {exc}") from None
+        self.handshake_confirmed = self.handshake_confirmed or bool(data)
+        return data
+
+    async def wait_for_handshake(self, timeout: float) -> bool:
+        await trio.lowlevel.checkpoint()
+        return True
 
     async def send_eof(self) -> None:
         await self._half.send_stream.aclose()
@@ -93,7 +104,7 @@ class FakeHost:
         self._connected: set[PeerId] = set()
         network.hosts[self.peer_id] = self
 
-    def set_stream_handler(self, protocol: str, handler) -> None:
+    def set_stream_handler(self, protocol: str, handler, early_data: bool = False, *, replay_safe: bool = True) -> None:
         self.handlers[protocol] = handler
 
     def remove_stream_handler(self, protocol: str) -> None:
@@ -116,7 +127,7 @@ class FakeHost:
         self._connected.add(remote.peer_id)
         remote._connected.add(self.peer_id)
 
-    async def new_stream(self, peer_id: PeerId, protocols: list[str]) -> FakeStream:
+    async def new_stream(self, peer_id: PeerId, protocols: list[str], *, replay_safe: bool | None = None) -> FakeStream:
         await trio.sleep(DIAL_LATENCY)
         remote = self.network.hosts.get(peer_id)
         if remote is None or not remote.online or not self.peerstore.addrs(peer_id):
@@ -129,7 +140,11 @@ class FakeHost:
         remote._connected.add(self.peer_id)
         inbound = FakeStream(theirs, self.peer_id, self.source_addr, protocol)
         self.network.nursery.start_soon(remote._serve, inbound, protocol)
-        return FakeStream(ours, peer_id, remote.source_addr, protocol)
+        stream = FakeStream(ours, peer_id, remote.source_addr, protocol)
+        # Every stream the caller lets go early does (the server half is served as after a handshake).
+        stream.early = bool(replay_safe)
+        stream.handshake_confirmed = not stream.early
+        return stream
 
     async def _serve(self, stream: FakeStream, protocol: str) -> None:
         try:

@@ -16,6 +16,7 @@ from hypermesh.dht.keys import Cid, kad_key, peer_key
 from hypermesh.dht.messages import (
     MAX_MESSAGE_SIZE,
     PROTOCOL_ID,
+    REPLAY_SAFE_TYPES,
     KadMessage,
     MessageType,
     PeerInfo,
@@ -27,7 +28,7 @@ from hypermesh.dht.server import Misbehaviour
 from hypermesh.dht.store import MemoryRecordStore
 from hypermesh.transport.errors import TransportError
 from hypermesh.transport.framing import BufferedReader, frame, write_frame
-from hypermesh.transport.varint import encode_uvarint
+from hypermesh.transport.varint import decode_uvarint, encode_uvarint
 
 
 def bootstrap_addr(host):
@@ -39,9 +40,9 @@ def record_dials(host) -> list:
     dialled = []
     real_new_stream = host.new_stream
 
-    async def recording_new_stream(peer_id, protocols):
+    async def recording_new_stream(peer_id, protocols, **options):
         dialled.append(peer_id)
-        return await real_new_stream(peer_id, protocols)
+        return await real_new_stream(peer_id, protocols, **options)
 
     host.new_stream = recording_new_stream
     return dialled
@@ -470,3 +471,48 @@ async def test_a_request_that_timed_out_waiting_for_a_stream_is_never_sent(autoj
         await trio.sleep(2 * asker.config.query_timeout)  # virtual: time for a late send to happen
         assert len(dialled) == 1
         nursery.cancel_scope.cancel()
+
+
+def record_writes(host) -> list:
+    """(whether it went in 0-RTT, message type) for every message ``host`` sends on the streams it opens."""
+    sent = []
+    real_new_stream = host.new_stream
+
+    async def recording_new_stream(peer_id, protocols, *, replay_safe=None):
+        assert replay_safe is not None  # every DHT stream says whether what it carries is replay-safe
+        stream = await real_new_stream(peer_id, protocols, replay_safe=replay_safe)
+        real_send_all = stream.send_all
+
+        async def send_all(data):
+            in_early_data = stream.early and not stream.handshake_confirmed
+            offset = 0
+            while offset < len(data):
+                length, offset = decode_uvarint(data, offset)
+                sent.append((in_early_data, decode_message(bytes(data[offset : offset + length])).type))
+                offset += length
+            await real_send_all(data)
+
+        stream.send_all = send_all
+        return stream
+
+    host.new_stream = recording_new_stream
+    return sent
+
+
+async def test_only_reads_go_in_early_data(autojump_clock):
+    async with dht_network(8) as (nursery, services):
+        writer = services[3]
+        sent = record_writes(writer.host)
+        # No stream is kept: every round of requests, writes too, opens a new one.
+        writer._request_streams.max_idle = 0
+        cid = Cid.for_string("early or not")
+        writer.provide([cid.multihash])
+        await writer.wait_provided([cid.multihash])
+        offering = discovery_on(writer)
+        nursery.start_soon(offering.run)
+        assert await offering.register_service("early", "/hm/early/1") >= 1
+        await writer.get_value(service_key("early"))
+    early = {kind for in_early_data, kind in sent if in_early_data}
+    assert MessageType.FIND_NODE in early
+    assert early <= REPLAY_SAFE_TYPES
+    assert {MessageType.ADD_PROVIDER, MessageType.PUT_VALUE} <= {kind for _, kind in sent}

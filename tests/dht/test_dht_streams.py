@@ -7,8 +7,11 @@ from hypermesh.transport.identity import Identity
 
 
 class StandInStream:
-    def __init__(self):
+    def __init__(self, early=False):
         self.closed = False
+        # Opened in 0-RTT and the handshake not completed yet.
+        self.early = early
+        self.handshake_confirmed = not early
 
     async def aclose(self):
         await trio.sleep(0.01)  # a real close yields too
@@ -21,9 +24,9 @@ class StandInStream:
 def pool_with_counter():
     opened = []
 
-    async def open_stream(peer):
+    async def open_stream(peer, replay_safe):
         await trio.lowlevel.checkpoint()
-        opened.append(StandInStream())
+        opened.append(StandInStream(early=replay_safe))
         return opened[-1]
 
     return StreamPool(open_stream, max_idle=2, max_idle_seconds=10), opened
@@ -61,3 +64,20 @@ async def test_closing_stale_streams_while_requests_take_them(autojump_clock):
         for peer in PEERS[:2]:
             nursery.start_soon(pool.take, peer)
     assert all(stream.closed for stream in opened[:2]) and len(pool) == 0
+
+
+async def test_a_write_is_not_given_a_stream_still_in_early_data(autojump_clock):
+    pool, opened = pool_with_counter()
+    read = await pool.take(PEERS[0], replay_safe=True)
+    await pool.give_back(PEERS[0], read)
+    write = await pool.take(PEERS[0], replay_safe=False)
+    assert write.stream is opened[1] and not write.stream.early
+    assert len(pool) == 1  # the early stream stays for the next read
+    assert (await pool.take(PEERS[0], replay_safe=True)).stream is opened[0]
+
+
+async def test_a_write_reuses_an_early_stream_once_its_handshake_completed(autojump_clock):
+    pool, opened = pool_with_counter()
+    await pool.give_back(PEERS[0], await pool.take(PEERS[0], replay_safe=True))
+    opened[0].handshake_confirmed = True
+    assert (await pool.take(PEERS[0], replay_safe=False)).stream is opened[0]

@@ -152,6 +152,34 @@ async def test_a_replayed_early_flight_causes_no_second_effect(resumable):
     assert len(served) == 2  # the first request and the one just made; none from the replay
 
 
+async def test_a_protocol_that_also_carries_writes_goes_early_only_when_the_caller_says_so(resumable):
+    server, client, _ = resumable
+    reads_and_writes = "/test/reads-and-writes/1.0.0"
+
+    async def echo(stream):
+        await stream.send_all(await stream.receive_some())
+
+    for host in (server, client):
+        host.set_stream_handler(reads_and_writes, echo, early_data=True, replay_safe=False)
+    with trio.fail_after(STEP):
+        by_default = await client.new_stream(server.peer_id, [reads_and_writes])
+        assert not by_default.early and by_default.connection.handshake_complete.is_set()
+        await by_default.connection.session_ticket_received.wait()
+        await by_default.connection.aclose()
+        vouched = await client.new_stream(server.peer_id, [reads_and_writes], replay_safe=True)
+        assert vouched.early
+        await vouched.send_all(b"a read")
+        assert await vouched.receive_some() == b"a read"
+    assert vouched.connection.early_data_accepted
+
+
+async def test_a_replay_safe_protocol_is_not_sent_early_when_the_caller_says_not_to(resumable):
+    server, client, _ = resumable
+    with trio.fail_after(STEP):
+        stream = await client.new_stream(server.peer_id, [ping.PROTOCOL], replay_safe=False)
+    assert not stream.early and stream.connection.handshake_complete.is_set()
+
+
 def client_addresses(client, server):
     from hypermesh.transport.multiaddrs import parse_quic_address
 
