@@ -23,6 +23,13 @@ STEP = 10
 SUBJECT = Identity.from_seed(b"subject").peer_id
 
 
+async def read_until_reset(stream):
+    """Read until the node resets the stream (what it does to a peer that broke the protocol)."""
+    with pytest.raises((StreamReset, trio.BrokenResourceError, trio.ClosedResourceError)):
+        while await stream.receive_some(1024):
+            pass
+
+
 @pytest.fixture
 async def nodes(tmp_path):
     identities = [Identity.generate(), Identity.generate()]
@@ -70,9 +77,7 @@ async def test_a_malformed_message_resets_the_stream_and_counts_against_the_send
         stream = await b.host.new_stream(a.host.peer_id, [PROTOCOL_ID])
         await write_frame(stream, b"\x09garbage")
         await stream.send_eof()
-        with pytest.raises((StreamReset, trio.BrokenResourceError, trio.ClosedResourceError)):
-            while await stream.receive_some(1024):
-                pass
+        await read_until_reset(stream)
     assert a.counters["violations"] == 1
     _, bad = a.engine.evidence(b.host.peer_id, 0).counts(Dimension.SECURITY, 0, 1)
     assert bad > 0
@@ -106,9 +111,7 @@ async def test_transport_protocol_violations_count_against_the_peer(nodes):
         stream = b.host.connections_to(a.host.peer_id)[0].open_stream()
         # A multistream header, then a message that does not end with a newline.
         await stream.send_all(b"\x13/multistream/1.0.0\n\x04abcd")
-        with pytest.raises((StreamReset, trio.BrokenResourceError, trio.ClosedResourceError)):
-            while await stream.receive_some(1024):
-                pass
+        await read_until_reset(stream)
     assert a.counters["reports"] == 1
     _, bad = a.engine.evidence(b.host.peer_id, 0).counts(Dimension.SECURITY, 0, 1)
     assert bad > 0
@@ -123,9 +126,7 @@ async def test_malformed_dht_messages_count_against_their_sender(nodes):
         with trio.fail_after(STEP):
             stream = await b.host.new_stream(a.host.peer_id, [KAD_PROTOCOL_ID])
             await write_frame(stream, b"\xff\xff\xff\xff")
-            with pytest.raises((StreamReset, trio.BrokenResourceError, trio.ClosedResourceError)):
-                while await stream.receive_some(1024):
-                    pass
+            await read_until_reset(stream)
         nursery.cancel_scope.cancel()
     assert a.counters["reports"] == 1
     _, bad = a.engine.evidence(b.host.peer_id, 0).counts(Dimension.SECURITY, 0, 1)
