@@ -138,7 +138,13 @@ class StreamDispatcher:
                         reply = header + negotiator.receive_data(data)
                         if reply:
                             header = b""
-                            await stream.send_all(reply)
+                            if negotiator.result is not None and negotiator.result.leftover:
+                                # The dialer sent its request after the proposal, so it
+                                # is not waiting for our answer: that goes in one packet
+                                # with the handler's reply, however long it takes.
+                                stream.hold_for_first_write(reply)
+                            else:
+                                await stream.send_all(reply)
             except (trio.TooSlowError, ProtocolError) as exc:
                 metrics.STREAMS_REFUSED.labels("negotiation").inc()
                 log.debug("stream from %s refused: %s", stream.remote_peer, exc)
