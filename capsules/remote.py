@@ -176,6 +176,12 @@ class RemoteRunService:
 
     async def _take_slot(self, share: _PeerShare) -> bool:
         """One of the peer's slots and one of the node's, within the queue timeout (only the wait is bounded)."""
+        if share.slots.value and self._total.available_tokens:
+            # Both free: nobody waits for them (trio hands a released slot to
+            # a waiter), so take them without a scheduling round.
+            share.slots.acquire_nowait()
+            self._total.acquire_nowait()
+            return True
         with trio.move_on_after(self.limits.queue_timeout):
             await share.slots.acquire()
             try:

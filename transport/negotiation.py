@@ -124,7 +124,7 @@ class StreamDispatcher:
                     # once the peer is authenticated. Streams opened in 0-RTT
                     # are authenticated by the resumed ticket; their protocol
                     # is checked below, before any handler runs.
-                    if not stream.early:
+                    if not stream.early and not stream.connection.handshake_complete.is_set():
                         await stream.connection.handshake_complete.wait()
                     # Our header goes out with our first answer, in one
                     # packet: every dialer sends its header without waiting
