@@ -314,6 +314,8 @@ class Libp2pQuicConnection(QuicConnection):
         # ack-eliciting 1-RTT packets received since our last ACK.
         self._ack_delay = ACK_HOLD
         self._unacknowledged_eliciting = 0
+        # The 1-RTT packet space, once _initialize made it (looked up on every write).
+        self._application_space = None
         self._local_max_data.value = CONNECTION_RECEIVE_WINDOW
         self._local_max_data.sent = CONNECTION_RECEIVE_WINDOW
         self._local_max_stream_data_bidi_local = STREAM_RECEIVE_WINDOW
@@ -324,6 +326,7 @@ class Libp2pQuicConnection(QuicConnection):
 
     def _initialize(self, peer_cid: bytes) -> None:
         super()._initialize(peer_cid)
+        self._application_space = self._spaces[tls.Epoch.ONE_RTT]  # hook 13
         context = self.tls
         context.__class__ = Libp2pTlsContext
         context.expected_peer_id = self._expected_peer_id
@@ -403,13 +406,13 @@ class Libp2pQuicConnection(QuicConnection):
 
     def _write_ack_frame(self, builder: QuicPacketBuilder, space, now: float) -> None:
         super()._write_ack_frame(builder=builder, space=space, now=now)
-        if space is self._spaces.get(tls.Epoch.ONE_RTT):
+        if space is self._application_space:
             self._unacknowledged_eliciting = 0
 
     def _make_ack_due(self, received_at: float | None = None) -> None:
         """A pending 1-RTT ACK goes with the next packet (``received_at``:
         when the packet that needs it arrived; by default the latest one)."""
-        space = self._spaces.get(tls.Epoch.ONE_RTT)
+        space = self._application_space
         if space is not None and space.ack_at is not None:
             if received_at is None:
                 received_at = space.largest_received_time
