@@ -49,3 +49,17 @@ async def test_a_request_and_its_reply_take_one_datagram_each_way(autojump_clock
         assert reply == b"request"
         assert len(client_sent) == 1 and len(server_sent) == 1
         assert driver.send_buffered == 0  # the reply acknowledged the request
+
+
+async def test_a_handler_that_answers_nothing_still_confirms_the_protocol_with_its_fin():
+    async def read_and_close(stream) -> None:
+        await BufferedReader(stream).read_frame(1024)  # the dispatcher closes the stream after
+
+    async with open_host(Identity.generate(), [V6]) as server, open_host(Identity.generate()) as client:
+        server.set_stream_handler(ECHO_ONCE, read_and_close)
+        with trio.fail_after(STEP):
+            await client.connect(server.listen_addrs()[0])
+            stream = await client.new_stream(server.peer_id, [ECHO_ONCE])
+            await write_frame(stream, b"request", eof=True)
+            # The held multistream answer left with the FIN: a clean end, not a failed negotiation.
+            assert await stream.receive_some() == b""
