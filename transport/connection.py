@@ -211,8 +211,9 @@ class QuicStream:
         """Queue ``data``, waiting while the peer's credit and our buffers are full.
 
         With ``eof``, finish sending as :meth:`send_eof` does, in the packet
-        that carries the last of ``data``. Raises WriteStalled (after resetting the stream) if no byte could be
-        queued for ``write_stall_timeout`` seconds.
+        that carries the last of ``data``. Raises WriteStalled (after
+        resetting the stream) if no byte could be queued for
+        ``write_stall_timeout`` seconds.
         """
         view = memoryview(data)
         connection = self._connection

@@ -89,8 +89,8 @@ STREAM_RECEIVE_WINDOW = 1 << 20
 CONNECTION_RECEIVE_WINDOW = 8 << 20
 # Hook 13: how long the ACK of a single ack-eliciting packet may wait for a
 # packet of ours to ride on, well within the 25 ms max_ack_delay aioquic
-# advertises (the peer's loss timers allow for that much). A request's reply
-# within this carries its ACK: one datagram each way instead of two and one.
+# advertises (the peer's loss timers allow for that much). A reply sent
+# within this carries the request's ACK, which then needs no datagram of its own.
 ACK_HOLD = 0.005
 # An ACK made due is dated this much before the packet it acknowledges
 # arrived: strictly overdue, so the next transmit sends it even past pacing
