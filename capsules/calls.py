@@ -100,7 +100,9 @@ class CallRouter:
             result = self.call(target, function, data, budget=INLINE_BUDGET)
         except OverBudget:
             return await trio.to_thread.run_sync(self.call, target, function, data)
-        await trio.lowlevel.checkpoint()
+        # Cancellable, but no scheduling round: a remote run's answer then
+        # leaves in the round its request arrived in (with the ACK).
+        await trio.lowlevel.checkpoint_if_cancelled()
         return result
 
     def _may_try_inline(self, capsule: Capsule, function: str) -> bool:

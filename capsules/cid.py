@@ -9,6 +9,7 @@ as IPFS prints CIDv1.
 from __future__ import annotations
 
 import base64
+import functools
 import re
 
 from .errors import FormatError
@@ -22,19 +23,34 @@ MULTIBASE_BASE32 = "b"
 # version, codec and multihash header are each a single-byte varint here.
 _PREFIX = bytes([CID_VERSION, CODEC_RAW, MULTIHASH_SHA2_256, SHA256_LENGTH])
 _CID_TEXT = re.compile(r"^b[a-z2-7]{58}$")
+# CIDs converted lately, both ways: base32 in pure Python (the standard
+# library's) costs a remote run more than its receipt check's hashing.
+MAX_CACHED_CIDS = 1024
 
 
 def cid_from_digest(digest: bytes) -> str:
     """The CID text of a sha2-256 digest."""
     if len(digest) != SHA256_LENGTH:
         raise FormatError(f"a sha2-256 digest is 32 bytes, got {len(digest)}")
+    return _cid_text(bytes(digest))
+
+
+@functools.lru_cache(maxsize=MAX_CACHED_CIDS)
+def _cid_text(digest: bytes) -> str:
     encoded = base64.b32encode(_PREFIX + digest).decode("ascii").lower().rstrip("=")
     return MULTIBASE_BASE32 + encoded
 
 
 def digest_from_cid(text: str) -> bytes:
     """The sha2-256 digest inside a CID we issue; anything else is refused."""
-    if not isinstance(text, str) or not _CID_TEXT.match(text):
+    if not isinstance(text, str):
+        raise FormatError(f"not a CIDv1 base32 sha2-256 identifier: {text!r}")
+    return _digest(text)
+
+
+@functools.lru_cache(maxsize=MAX_CACHED_CIDS)
+def _digest(text: str) -> bytes:
+    if not _CID_TEXT.match(text):
         raise FormatError(f"not a CIDv1 base32 sha2-256 identifier: {text!r}")
     body = text[1:].upper()
     raw = base64.b32decode(body + "=" * (-len(body) % 8))

@@ -77,6 +77,8 @@ class CapsuleExecutor:
 
     async def ready(self, capsule: Capsule) -> Capsule:
         """Activate an installed capsule unless it already serves; compiles off the event loop."""
+        if capsule.state == State.ACTIVE:
+            return capsule  # what the check under the lock would find, without waiting for it
         async with self._preparing[capsule.cid]:
             if capsule.state == State.ACTIVE:
                 return capsule

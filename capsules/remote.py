@@ -144,7 +144,7 @@ class RemoteRunService:
 
     async def _answer(self, stream, answer: bytes) -> None:
         with trio.move_on_after(self.limits.answer_timeout) as sending:
-            await write_frame(stream, answer)
+            await write_frame(stream, answer, eof=True)  # the answer and its end in one packet
             await stream.aclose()
         if sending.cancelled_caught:
             await stream.reset()
@@ -176,6 +176,12 @@ class RemoteRunService:
 
     async def _take_slot(self, share: _PeerShare) -> bool:
         """One of the peer's slots and one of the node's, within the queue timeout (only the wait is bounded)."""
+        if share.slots.value and self._total.available_tokens:
+            # Both free: nobody waits for them (trio hands a released slot to
+            # a waiter), so take them without a scheduling round.
+            share.slots.acquire_nowait()
+            self._total.acquire_nowait()
+            return True
         with trio.move_on_after(self.limits.queue_timeout):
             await share.slots.acquire()
             try:
@@ -256,8 +262,8 @@ async def run_remote(host, peer: PeerId, cid: str, function: str, data: bytes, *
         stream = await host.new_stream(peer, [PROTOCOL_ID])
         try:
             try:
-                await write_frame(stream, body)
-                await stream.send_eof()
+                # Proposal, request and end in one packet.
+                await write_frame(stream, body, eof=True)
             except StreamReset:
                 pass  # the node refused before reading it all: its answer says why
             answer = await BufferedReader(stream).read_frame(MAX_RESPONSE_BYTES)

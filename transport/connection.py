@@ -92,6 +92,8 @@ class QuicStream:
         self._send_stopped: StreamReset | None = None
         self._closed = False
         self._lazy_negotiator = None
+        # Bytes that go out with the application's first write or FIN (see hold_for_first_write).
+        self._held = b""
         # None: writes wait as long as the peer withholds credit.
         self.write_stall_timeout: float | None = None
 
@@ -164,6 +166,19 @@ class QuicStream:
         self._send_stream_data(negotiator.initial_bytes())
         self._connection.transmit_soon()
 
+    def hold_for_first_write(self, data: bytes) -> None:
+        """Send ``data`` with the application's first write, or with its FIN,
+        not before: the listener's multistream answer to a dialer that sent
+        its request without waiting for it then shares the reply's packet
+        however long the handler takes. Dropped if the stream is reset."""
+        self._held += data
+
+    def _release_held(self) -> bytes:
+        held, self._held = self._held, b""
+        if held:
+            metrics.BYTES_SENT.inc(len(held))
+        return held
+
     async def receive_some(self, max_bytes: int | None = None) -> bytes:
         """Up to ``max_bytes`` bytes; ``b""`` once the peer has finished sending."""
         if self._lazy_negotiator is not None:
@@ -204,11 +219,13 @@ class QuicStream:
 
     # -- sending ------------------------------------------------------------
 
-    async def send_all(self, data: bytes) -> None:
+    async def send_all(self, data: bytes, *, eof: bool = False) -> None:
         """Queue ``data``, waiting while the peer's credit and our buffers are full.
 
-        Raises WriteStalled (after resetting the stream) if no byte could be
-        queued for ``write_stall_timeout`` seconds.
+        With ``eof``, finish sending as :meth:`send_eof` does, in the packet
+        that carries the last of ``data``. Raises WriteStalled (after
+        resetting the stream) if no byte could be queued for
+        ``write_stall_timeout`` seconds.
         """
         view = memoryview(data)
         connection = self._connection
@@ -223,11 +240,15 @@ class QuicStream:
                 raise ConnectionClosed(connection.close_reason)
             room = connection._send_room(self.stream_id)
             if room > 0:
+                if self._held:
+                    self._send_stream_data(self._release_held())
                 chunk = view[: min(room, WRITE_SLICE)]
-                # No copy here: aioquic copies what it is given into its buffer.
-                self._send_stream_data(chunk)
-                metrics.BYTES_SENT.inc(len(chunk))
                 view = view[len(chunk) :]
+                finishing = eof and not view
+                # No copy here: aioquic copies what it is given into its buffer.
+                self._send_stream_data(chunk, end_stream=finishing)
+                self._send_eof = self._send_eof or finishing
+                metrics.BYTES_SENT.inc(len(chunk))
                 if view or not connection.transmit_deferred:
                     connection.transmit()
                 else:
@@ -273,7 +294,7 @@ class QuicStream:
             await trio.lowlevel.checkpoint()
             return
         self._send_eof = True
-        self._send_stream_data(b"", end_stream=True)
+        self._send_stream_data(self._release_held(), end_stream=True)
         self._connection.transmit()
         await trio.lowlevel.checkpoint()
 
@@ -315,6 +336,7 @@ class QuicStream:
             except ValueError:
                 pass  # aioquic refuses when the stream is already gone
         self._receive_buffer.clear()
+        self._held = b""
         connection._forget_stream(self.stream_id)
         connection.transmit()
 

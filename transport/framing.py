@@ -75,5 +75,9 @@ def frame(message: bytes) -> bytes:
     return encode_uvarint(len(message)) + message
 
 
-async def write_frame(stream: ByteStream, message: bytes) -> None:
-    await stream.send_all(frame(message))
+async def write_frame(stream: ByteStream, message: bytes, *, eof: bool = False) -> None:
+    """Send one message; with ``eof`` (a QUIC stream), finish sending in the same packet."""
+    if eof:
+        await stream.send_all(frame(message), eof=True)
+    else:
+        await stream.send_all(frame(message))

@@ -139,7 +139,7 @@ class StreamDispatcher:
                     # once the peer is authenticated. Streams opened in 0-RTT
                     # are authenticated by the resumed ticket; their protocol
                     # is checked below, before any handler runs.
-                    if not stream.early:
+                    if not stream.early and not stream.connection.handshake_complete.is_set():
                         await stream.connection.handshake_complete.wait()
                     # Our header goes out with our first answer, in one
                     # packet: every dialer sends its header without waiting
@@ -153,7 +153,13 @@ class StreamDispatcher:
                         reply = header + negotiator.receive_data(data)
                         if reply:
                             header = b""
-                            await stream.send_all(reply)
+                            if negotiator.result is not None and negotiator.result.leftover:
+                                # The dialer sent its request after the proposal, so it
+                                # is not waiting for our answer: that goes in one packet
+                                # with the handler's reply, however long it takes.
+                                stream.hold_for_first_write(reply)
+                            else:
+                                await stream.send_all(reply)
             except (trio.TooSlowError, ProtocolError) as exc:
                 metrics.STREAMS_REFUSED.labels("negotiation").inc()
                 log.debug("stream from %s refused: %s", stream.remote_peer, exc)

@@ -48,6 +48,11 @@ hook 12 in ``tests/transport/test_misbehaviour.py``;
     malformed frame, ...), the reason is kept (``peer_violation``) so the
     transport can report the peer; aioquic's close event does not say
     whether the error was the peer's or ours.
+13. ACK timing (RFC 9000 §13.2): the ACK of a lone ack-eliciting 1-RTT
+    packet waits up to ``ACK_HOLD`` for something of ours to ride on (a
+    request's reply, the next request), and goes with the next stream data,
+    reset or STOP_SENDING queued; a second such packet makes it due at once,
+    as RFC 9000 recommends. aioquic acknowledges after a fixed delay only.
 """
 
 from __future__ import annotations
@@ -82,6 +87,16 @@ from .tls import verify_certificate_chain
 STREAM_RECEIVE_WINDOW = 1 << 20
 # Connection-wide receive window, bounding buffered data per connection.
 CONNECTION_RECEIVE_WINDOW = 8 << 20
+# Hook 13: how long the ACK of a single ack-eliciting packet may wait for a
+# packet of ours to ride on, well within the 25 ms max_ack_delay aioquic
+# advertises (the peer's loss timers allow for that much). A reply sent
+# within this carries the request's ACK, which then needs no datagram of its own.
+ACK_HOLD = 0.005
+# An ACK made due is dated this much before the packet it acknowledges
+# arrived: strictly overdue, so the next transmit sends it even past pacing
+# (aioquic bypasses pacing only for an ACK due before "now", and a clock that
+# does not move, trio's mock clock, would keep one due exactly now waiting).
+ACK_OVERDUE = 1e-6
 # active_connection_id_limit we advertise (RFC 9000 §18.2: at least 2).
 ACTIVE_CONNECTION_ID_LIMIT = 4
 # Errors aioquic raises on what a peer sent (RFC 9000 §20.1), as opposed to
@@ -295,12 +310,12 @@ class Libp2pQuicConnection(QuicConnection):
         # quic-go's 4 (aioquic asks for 8, and issues as many as the peer
         # allows: each costs both sides a frame, an event and a route).
         self._local_active_connection_id_limit = ACTIVE_CONNECTION_ID_LIMIT
-        # Acknowledge at the next transmit rather than after 1 ms: the driver
-        # transmits once per batch of datagrams, after the application has
-        # had its turn, so the ACK rides on the reply instead of its own packet.
-        # Not zero: aioquic lets an ACK bypass pacing only once strictly due,
-        # and a zero delay would make it due "now" for ever at one instant.
-        self._ack_delay = 1e-6
+        # Hook 13: aioquic's delay before a first ACK is due, and the
+        # ack-eliciting 1-RTT packets received since our last ACK.
+        self._ack_delay = ACK_HOLD
+        self._unacknowledged_eliciting = 0
+        # The 1-RTT packet space, once _initialize made it (looked up on every write).
+        self._application_space = None
         self._local_max_data.value = CONNECTION_RECEIVE_WINDOW
         self._local_max_data.sent = CONNECTION_RECEIVE_WINDOW
         self._local_max_stream_data_bidi_local = STREAM_RECEIVE_WINDOW
@@ -311,6 +326,7 @@ class Libp2pQuicConnection(QuicConnection):
 
     def _initialize(self, peer_cid: bytes) -> None:
         super()._initialize(peer_cid)
+        self._application_space = self._spaces[tls.Epoch.ONE_RTT]  # hook 13
         context = self.tls
         context.__class__ = Libp2pTlsContext
         context.expected_peer_id = self._expected_peer_id
@@ -375,6 +391,36 @@ class Libp2pQuicConnection(QuicConnection):
             super().receive_datagram(data, addr, now)
         finally:
             self._receiving = False
+        if self._unacknowledged_eliciting >= 2:  # hook 13
+            self._make_ack_due(now)
+
+    # -- hook 13: ACK timing ---------------------------------------------------
+
+    def _payload_received(self, context, plain: bytes, crypto_frame_required: bool = False):
+        is_ack_eliciting, is_probing = super()._payload_received(
+            context, plain, crypto_frame_required=crypto_frame_required
+        )
+        if is_ack_eliciting and context.epoch in (tls.Epoch.ZERO_RTT, tls.Epoch.ONE_RTT):
+            self._unacknowledged_eliciting += 1
+        return is_ack_eliciting, is_probing
+
+    def _write_ack_frame(self, builder: QuicPacketBuilder, space, now: float) -> None:
+        super()._write_ack_frame(builder=builder, space=space, now=now)
+        if space is self._application_space:
+            self._unacknowledged_eliciting = 0
+
+    def _make_ack_due(self, received_at: float | None = None) -> None:
+        """A pending 1-RTT ACK goes with the next packet (``received_at``:
+        when the packet that needs it arrived; by default the latest one)."""
+        space = self._application_space
+        if space is not None and space.ack_at is not None:
+            if received_at is None:
+                received_at = space.largest_received_time
+            space.ack_at = min(space.ack_at, received_at - ACK_OVERDUE)
+
+    def stop_stream(self, stream_id: int, error_code: int) -> None:
+        super().stop_stream(stream_id, error_code)
+        self._make_ack_due()
 
     def close(self, error_code: int = QuicErrorCode.NO_ERROR, frame_type: int | None = None,
               reason_phrase: str = "") -> None:
@@ -583,6 +629,7 @@ class Libp2pQuicConnection(QuicConnection):
 
     def send_stream_data(self, stream_id: int, data: bytes, end_stream: bool = False) -> None:
         super().send_stream_data(stream_id, data, end_stream)
+        self._make_ack_due()  # hook 13
         sender = self._streams[stream_id].sender
         self._send_buffered += len(data)
         if "on_data_delivery" not in vars(sender):
@@ -605,6 +652,7 @@ class Libp2pQuicConnection(QuicConnection):
 
     def reset_stream(self, stream_id: int, error_code: int) -> None:
         super().reset_stream(stream_id, error_code)
+        self._make_ack_due()  # hook 13
         self._free_reset_send_buffer(stream_id)
 
     def _handle_stop_sending_frame(self, context, frame_type: int, buf: Buffer) -> None:

@@ -92,6 +92,7 @@ class ScriptedStream:
     def __init__(self, incoming: bytes):
         self.incoming = incoming
         self.sent = bytearray()
+        self.finished = False
         self.was_reset = False
 
     async def receive_some(self, max_bytes=None):
@@ -99,11 +100,12 @@ class ScriptedStream:
         piece, self.incoming = self.incoming[:7], self.incoming[7:]
         return piece
 
-    async def send_all(self, data):
+    async def send_all(self, data, *, eof=False):
         self.sent += data
+        self.finished = self.finished or eof
 
     async def send_eof(self):
-        pass
+        self.finished = True
 
     async def aclose(self):
         pass
@@ -127,6 +129,7 @@ def test_the_serving_side_survives_any_bytes():
         trio.run(service.serve, stream)  # never raises
         assert stream.was_reset or stream.sent or incoming == b""
         if stream.sent:  # an answer, never a run: nothing is installed
+            assert stream.finished
             length, prefix = decode_uvarint(bytes(stream.sent))
             assert len(stream.sent) == prefix + length
             with pytest.raises(RemoteRunRefused) as refused:

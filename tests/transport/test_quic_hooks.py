@@ -20,6 +20,7 @@ import hypermesh.transport
 from hypermesh.transport.errors import PeerIdMismatch
 from hypermesh.transport.identity import Identity
 from hypermesh.transport.quic_hooks import (
+    ACK_HOLD,
     CONNECTION_RECEIVE_WINDOW,
     STREAM_RECEIVE_WINDOW,
     DatagramSizeReduced,
@@ -440,6 +441,55 @@ def test_large_datagrams_that_stop_arriving_drop_the_size_back_to_1200():
     assert pair.client.max_datagram_size == 1200
     received = b"".join(e.data for e in pair.has(pair.server_events, events.StreamDataReceived))
     assert received == b"z" * 200_000  # everything still arrives, in small datagrams
+
+
+def settled_pair():
+    """A connected pair with nothing left to send or acknowledge."""
+    pair = Pair(Identity.generate(), Identity.generate())
+    pair.pump(advance_by=1)
+    return pair
+
+
+def request(pair, stream_id, data=b"request"):
+    """The client sends ``data`` with its FIN; the server receives the one datagram it makes."""
+    pair.client.send_stream_data(stream_id, data, end_stream=True)
+    ((datagram, _),) = pair.client.datagrams_to_send(pair.now)
+    pair.server.receive_datagram(datagram, CLIENT_ADDR, pair.now)
+    pair._drain()
+
+
+def test_the_ack_of_a_request_rides_on_the_reply():
+    pair = settled_pair()
+    stream_id = pair.client.get_next_available_stream_id()
+    request(pair, stream_id)
+    pair.now += ACK_HOLD / 2
+    assert pair.server.datagrams_to_send(pair.now) == []  # no ACK on its own yet
+    pair.server.send_stream_data(stream_id, b"reply", end_stream=True)
+    ((reply, _),) = pair.server.datagrams_to_send(pair.now)
+    pair.client.receive_datagram(reply, SERVER_ADDR, pair.now)
+    # The reply acknowledged the request: the client holds nothing to resend.
+    assert pair.client.send_buffered_total() == 0
+
+
+def test_an_ack_with_no_reply_to_ride_on_leaves_when_the_hold_expires():
+    pair = settled_pair()
+    received_at = pair.now
+    request(pair, pair.client.get_next_available_stream_id())
+    assert pair.server.get_timer() <= received_at + ACK_HOLD
+    pair.now = pair.server.get_timer()
+    pair.server.handle_timer(pair.now)
+    ((ack, _),) = pair.server.datagrams_to_send(pair.now)
+    pair.client.receive_datagram(ack, SERVER_ADDR, pair.now)
+    assert pair.client.send_buffered_total() == 0
+
+
+def test_a_second_ack_eliciting_packet_is_acknowledged_at_once():
+    pair = settled_pair()
+    request(pair, pair.client.get_next_available_stream_id())
+    request(pair, pair.client.get_next_available_stream_id())
+    ((ack, _),) = pair.server.datagrams_to_send(pair.now + 1e-5)
+    pair.client.receive_datagram(ack, SERVER_ADDR, pair.now + 1e-5)
+    assert pair.client.send_buffered_total() == 0
 
 
 # -- the boundary: no other transport module touches aioquic's internals -----
