@@ -100,9 +100,9 @@ class CallRouter:
             result = self.call(target, function, data, budget=INLINE_BUDGET)
         except OverBudget:
             return await trio.to_thread.run_sync(self.call, target, function, data)
-        # Cancellable, but no scheduling round: a remote run's answer then
-        # leaves in the round its request arrived in (with the ACK).
-        await trio.lowlevel.checkpoint_if_cancelled()
+        # A full checkpoint, as every trio async call: a caller looping over
+        # inline calls must not starve the node's other tasks.
+        await trio.lowlevel.checkpoint()
         return result
 
     def _may_try_inline(self, capsule: Capsule, function: str) -> bool:

@@ -66,6 +66,29 @@ def test_a_short_call_of_a_side_effect_free_module_runs_on_the_event_loop(runtim
     assert [r.getMessage().endswith("burning") for r in caplog.records] == [True]  # held, then logged once
 
 
+def test_a_call_run_on_the_event_loop_still_lets_other_tasks_run(runtime, tmp_path, handoffs):
+    # Every trio async call is a checkpoint: a caller looping over inline calls
+    # must not starve the rest of the node (its network, a hot swap).
+    install(runtime, tmp_path, manifest("tests.burn", entries=("burn", "echo"), requires=("log",), fuel=100_000_000), BURN_WAT)
+    calls_before_other_task_ran = []
+
+    async def main():
+        calls_made = 0
+
+        async def other_task():
+            calls_before_other_task_ran.append(calls_made)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(other_task)
+            for _ in range(50):
+                await runtime.call_async("tests.burn", "echo", b"short")
+                calls_made += 1
+
+    trio.run(main)
+    assert handoffs == []  # all inline
+    assert calls_before_other_task_ran and calls_before_other_task_ran[0] < 50
+
+
 def test_a_call_over_the_inline_budget_runs_again_in_full_and_logs_once(runtime, tmp_path, handoffs, caplog):
     install(runtime, tmp_path, manifest("tests.burn", entries=("burn", "echo"), requires=("log",), fuel=100_000_000), BURN_WAT)
     with caplog.at_level(logging.INFO, logger="hypermesh.capsules"):
