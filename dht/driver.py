@@ -52,7 +52,7 @@ from .messages import (
     encode_message,
 )
 from .operations import OperationResult
-from .streams import StreamPool, close_quietly, reset_quietly
+from .streams import StreamPool, close_quietly, in_early_data, reset_quietly
 
 log = logging.getLogger(__name__)
 
@@ -492,8 +492,7 @@ class KademliaService:
                     except (DhtProtocolError, FramingError):
                         self._report_misbehaviour(peer, Misbehaviour.MALFORMED)
                         raise
-                    in_early_data = stream.early and not stream.handshake_confirmed
-                    if in_early_data and not await self._early_request_may_proceed(stream, request):
+                    if in_early_data(stream) and not await self._early_request_may_proceed(stream, request):
                         await stream.reset()
                         return
                     observed = multiaddr_bytes(stream.remote_addr)

@@ -60,7 +60,7 @@ class StreamPool:
         one (which waits for the handshake) is opened.
         """
         pooled = self._idle.get(peer)
-        if pooled is not None and (replay_safe or not _in_early_data(pooled.stream)):
+        if pooled is not None and (replay_safe or not in_early_data(pooled.stream)):
             del self._idle[peer]
             if trio.current_time() - pooled.idle_since <= self.max_idle_seconds:
                 pooled.reused = True
@@ -97,8 +97,9 @@ class StreamPool:
         return len(self._idle)
 
 
-def _in_early_data(stream) -> bool:
-    """Whether what we write on ``stream`` now would go in 0-RTT."""
+def in_early_data(stream) -> bool:
+    """Whether ``stream`` is still in 0-RTT: opened in early data, its handshake not yet
+    complete (what we write now goes early; what the peer sent may be a replay)."""
     return stream.early and not stream.handshake_confirmed
 
 
