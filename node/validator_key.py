@@ -14,13 +14,12 @@ nothing (it follows) if the set declares a key the node does not hold.
 
 from __future__ import annotations
 
-import stat
 from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.mldsa import MLDSA65PrivateKey
 
-from hypermesh.transport.identity import write_private_file
+from hypermesh.transport.identity import IdentityError, read_private_file, write_private_file
 
 ML_DSA_KEY_FILE = "consensus-ml-dsa-65.key"
 
@@ -37,13 +36,11 @@ def load_ml_dsa_key(data_dir: Path) -> MLDSA65PrivateKey | None:
     """The node's ML-DSA-65 key, or None if it has none; ValidatorKeyError if the file is unusable."""
     path = ml_dsa_key_path(data_dir)
     try:
-        mode = stat.S_IMODE(path.stat().st_mode)
-        if mode & 0o077:
-            raise ValidatorKeyError(f"refusing to use {path}: it is readable by other users (mode {mode:04o}); "
-                                    f"fix it with `chmod 600 {path}`")
-        pem = path.read_bytes()
+        pem = read_private_file(path)
     except FileNotFoundError:
         return None
+    except IdentityError as exc:  # readable by other users
+        raise ValidatorKeyError(str(exc)) from None
     except OSError as exc:
         raise ValidatorKeyError(f"cannot read {path}: {exc.strerror}") from None
     try:

@@ -241,18 +241,23 @@ def write_private_file(path: Path, data: bytes) -> None:
         os.close(dir_fd)
 
 
-def load_identity(data_dir: Path) -> Identity:
-    """Load the host key, refusing one that other users can read."""
-    path = key_path(data_dir)
-    if not path.exists():
-        raise IdentityError(f"no identity at {path}: run `hypermesh init --data-dir {data_dir}` first")
+def read_private_file(path: Path) -> bytes:
+    """The bytes of a private key file, refusing (IdentityError) one that other users can read."""
     mode = stat.S_IMODE(path.stat().st_mode)
     if mode & 0o077:
         raise IdentityError(
             f"refusing to use {path}: it is readable by other users (mode {mode:04o}); "
             f"fix it with `chmod 600 {path}`"
         )
-    return Identity.from_pem(path.read_bytes())
+    return path.read_bytes()
+
+
+def load_identity(data_dir: Path) -> Identity:
+    """Load the host key, refusing one that other users can read."""
+    path = key_path(data_dir)
+    if not path.exists():
+        raise IdentityError(f"no identity at {path}: run `hypermesh init --data-dir {data_dir}` first")
+    return Identity.from_pem(read_private_file(path))
 
 
 def init_identity(data_dir: Path) -> tuple[Identity, bool]:
