@@ -43,15 +43,19 @@ def _cid_text(digest: bytes) -> str:
 
 def digest_from_cid(text: str) -> bytes:
     """The sha2-256 digest inside a CID we issue; anything else is refused."""
-    if not isinstance(text, str):
-        raise FormatError(f"not a CIDv1 base32 sha2-256 identifier: {text!r}")
+    if not isinstance(text, str):  # unhashable values too: checked before the cache
+        raise _not_a_cid(text)
     return _digest(text)
+
+
+def _not_a_cid(text: object) -> FormatError:
+    return FormatError(f"not a CIDv1 base32 sha2-256 identifier: {text!r}")
 
 
 @functools.lru_cache(maxsize=MAX_CACHED_CIDS)
 def _digest(text: str) -> bytes:
     if not _CID_TEXT.match(text):
-        raise FormatError(f"not a CIDv1 base32 sha2-256 identifier: {text!r}")
+        raise _not_a_cid(text)
     body = text[1:].upper()
     raw = base64.b32decode(body + "=" * (-len(body) % 8))
     if raw[: len(_PREFIX)] != _PREFIX:
