@@ -38,6 +38,10 @@ log = logging.getLogger("hypermesh.transport")
 REFUSED_CONNECTION_LIMIT = "connection limit"
 REFUSED_PEER_LIMIT = "connection limit per peer"
 REFUSED_SHUTTING_DOWN = "shutting down"
+# An Initial to the ephemeral socket of a dial-only host (a CLI command, a
+# client): it dials out and serves nobody, so whoever reached that port (a
+# server's reachability probe of an observed address) learns it at once.
+REFUSED_NOT_LISTENING = "not accepting connections (dial-only)"
 # Sent to a peer the node's peer filter refuses (the trust layer's shun list).
 REFUSED_BY_POLICY = "refused by policy"
 # Half-open inbound handshakes beyond which new Initials get a Retry (as
@@ -76,11 +80,13 @@ class Acceptor:
         return self._half_open
 
     def accept(self, endpoint: QuicEndpoint, data: bytes, addr: tuple, cid: bytes, version: int):
-        if self.closing or self._table.is_full():
+        if self.closing or not endpoint.listening or self._table.is_full():
             # Refused at once and statelessly, so the client need not wait
             # out its handshake timeout.
             metrics.CONNECTIONS_TOTAL.labels("inbound", "refused").inc()
-            refusal = refusal_datagram(data, REFUSED_SHUTTING_DOWN if self.closing else REFUSED_CONNECTION_LIMIT)
+            reason = (REFUSED_SHUTTING_DOWN if self.closing else REFUSED_NOT_LISTENING if not endpoint.listening
+                      else REFUSED_CONNECTION_LIMIT)
+            refusal = refusal_datagram(data, reason)
             if refusal is not None:
                 endpoint.send_datagram(refusal, addr)
             return None

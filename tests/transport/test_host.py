@@ -275,6 +275,24 @@ async def test_connection_limit_refuses_extra_peers_at_once():
         assert server.connection_count == 2
 
 
+async def test_a_dial_only_host_refuses_connections_to_its_ephemeral_socket():
+    """A dial-only host (a CLI command, a bench client) serves nobody: a dial to the address its
+    connection came from (what a server's reachability probe does) is refused at once."""
+    async with contextlib.AsyncExitStack() as stack:
+        server = await stack.enter_async_context(open_host(Identity.generate(), [V6]))
+        dial_only = await stack.enter_async_context(open_host(Identity.generate()))
+        with trio.fail_after(STEP):
+            await dial_only.connect(server.listen_addrs()[0])
+            assert await ping.ping(dial_only, server.peer_id)  # the server has its connection by now
+        host, port = server.connections_to(dial_only.peer_id)[0].remote_addr[:2]
+        prober = await stack.enter_async_context(open_host(Identity.generate(), config=HostConfig(handshake_timeout=STEP)))
+        with trio.fail_after(STEP / 2), pytest.raises(PeerRefused, match="peer refused: not accepting connections"):
+            await prober.connect(format_quic_address(host, port, dial_only.peer_id))
+        assert dial_only.connection_count == 1
+        with trio.fail_after(STEP):
+            assert await ping.ping(dial_only, server.peer_id)
+
+
 async def test_connections_beyond_the_per_peer_limit_are_refused():
     config = HostConfig(max_connections_per_peer=1)
     twin = Identity.generate()  # two hosts sharing one identity: two connections from one peer
