@@ -20,8 +20,11 @@ from __future__ import annotations
 
 import base64
 import binascii
+import collections
 import enum
 import functools
+import hashlib
+import threading
 from dataclasses import dataclass
 
 from cryptography.exceptions import InvalidSignature
@@ -124,8 +127,52 @@ def public_key_from_base64(text: object) -> bytes:
 
 # The same vote is checked again inside the certificate it ends up in (and,
 # in the simulator, by every validator of one process): remembered, since
-# verifying is deterministic. Bounded; an entry holds at most a key and a signature.
-@functools.lru_cache(maxsize=8192)
+# verifying is deterministic.
+VERIFIED_CACHE_SIZE = 8192
+
+
+def _cached_by_digest(maxsize: int):
+    """An LRU cache of a signature check's answers, keyed by a SHA-256 digest of its arguments.
+
+    Not ``functools.lru_cache``: that keeps the arguments themselves, and an
+    ML-DSA-65 key and signature are 5 KB, so 8,192 entries would pin ~43 MB
+    (here ~0.1 KB each). Exposes ``cache_clear`` and ``__wrapped__`` as lru_cache does."""
+    def decorate(check):
+        answers: collections.OrderedDict[bytes, bool] = collections.OrderedDict()
+        lock = threading.Lock()  # ledgers verify on worker threads too
+
+        @functools.wraps(check)
+        def cached(scheme: Scheme, public_key: bytes, signature: bytes, message: bytes) -> bool:
+            digest = hashlib.sha256()
+            for part in (public_key, signature):  # length-prefixed: no two argument lists hash alike
+                digest.update(len(part).to_bytes(4, "big"))
+                digest.update(part)
+            digest.update(bytes([scheme]))
+            digest.update(message)
+            key = digest.digest()
+            with lock:
+                answer = answers.get(key)
+                if answer is not None:
+                    answers.move_to_end(key)
+                    return answer
+            answer = check(scheme, public_key, signature, message)
+            with lock:
+                answers[key] = answer
+                if len(answers) > maxsize:
+                    answers.popitem(last=False)
+            return answer
+
+        def cache_clear() -> None:
+            with lock:
+                answers.clear()
+
+        cached.cache_clear = cache_clear
+        cached.cache_len = lambda: len(answers)
+        return cached
+    return decorate
+
+
+@_cached_by_digest(VERIFIED_CACHE_SIZE)
 def verify_signature(scheme: Scheme, public_key: bytes, signature: bytes, message: bytes) -> bool:
     """Whether ``signature`` is ``scheme``'s valid signature of ``message`` by ``public_key`` (exact length)."""
     if len(signature) != scheme.signature_size:
@@ -201,7 +248,7 @@ def holds_key(key: ConsensusKey, chain_id: str, owner: bytes, proof: bytes) -> b
 
 
 __all__ = [
-    "ConsensusKey", "ConsensusKeyError", "MAX_SIGNATURE_SIZE", "ML_DSA_SEED_SIZE", "SCHEME_LABELS", "Scheme",
+    "ConsensusKey", "ConsensusKeyError", "MAX_SIGNATURE_SIZE", "ML_DSA_SEED_SIZE", "SCHEME_LABELS", "Scheme", "VERIFIED_CACHE_SIZE",
     "Signer", "as_signer", "holds_key", "ml_dsa_key_from_seed", "ml_dsa_public_key", "possession_bytes",
     "prove_possession", "public_key_from_base64", "public_key_of", "scheme_named", "verify_signature",
 ]

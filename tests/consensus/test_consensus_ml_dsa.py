@@ -4,6 +4,7 @@ import dataclasses
 import hashlib
 import random
 import struct
+import sys
 
 import pytest
 
@@ -12,8 +13,10 @@ from hypermesh.consensus.signing import (
     ConsensusKey,
     ConsensusKeyError,
     Scheme,
+    VERIFIED_CACHE_SIZE,
     Signer,
     ml_dsa_key_from_seed,
+    verify_signature,
 )
 from hypermesh.consensus.sim import SIM_CHAIN, Behaviour, ConsensusSim
 from hypermesh.consensus.store import MemoryConsensusStore
@@ -187,6 +190,21 @@ def test_evidence_with_a_forged_ml_dsa_vote_is_refused():
 
 
 # --------------------------------------------------------------- the codec
+
+
+def test_the_verified_signature_cache_keeps_no_ml_dsa_key_or_signature_and_stays_bounded():
+    vote = sign_vote(ML_DSA, CHAIN, Kind.PRECOMMIT, 1, 0, BLOCK)
+    key, message = ML_DSA.consensus_key.public_key, vote.sign_bytes(CHAIN)
+    signature = bytes(bytearray(vote.signature))  # an object of this test's alone
+    held = sys.getrefcount(signature)
+    assert verify_signature(Scheme.ML_DSA_65, key, signature, message)
+    assert sys.getrefcount(signature) == held  # functools.lru_cache would hold it (5 KB an entry with the key)
+    assert verify_signature(Scheme.ML_DSA_65, key, signature, message)  # answered from the cache, the same
+    assert not verify_signature(Scheme.ML_DSA_65, key, flipped(signature), message)
+    assert not verify_signature(Scheme.ML_DSA_65, key, signature, message + b"!")
+    for height in range(VERIFIED_CACHE_SIZE + 10):  # cheap entries: Ed25519 votes that do not verify
+        verify_signature(Scheme.ED25519, SIGNERS[0].name, bytes(64), b"%d" % height)
+    assert verify_signature.cache_len() == VERIFIED_CACHE_SIZE
 
 
 def test_version_2_is_refused_for_64_byte_signatures_only_and_signatures_are_bounded():
