@@ -6,7 +6,7 @@ withholding, double-voting, equivocating as proposer or proposing invalid
 blocks), loss, delay, duplication and flapping links before GST, partitions
 that heal and validators killed and restarted; in half of them the nodes run
 the ledger and clients contend for locks, whose history must be
-linearizable (consensus/fuzz.py says what is checked and how liveness is
+linearizable; in one in five some or all validators sign with ML-DSA-65 (consensus/fuzz.py says what is checked and how liveness is
 bounded). One process, one core.
 
     python bench/consensus_fuzz.py [--quick] [--schedules N] [--first-seed S]
@@ -37,7 +37,7 @@ RATE_TARGET = 2_000 / 600
 def fuzz(first_seed: int, count: int) -> dict:
     per_n = defaultdict(lambda: {"schedules": 0, "violations": 0, "liveness_misses": 0, "cpu_s": 0.0,
                                  "resume_ms": [], "resume_share_of_bound": 0.0, "failing_seeds": [],
-                                 "lock_schedules": 0, "lock_requests": 0})
+                                 "lock_schedules": 0, "lock_requests": 0, "ml_dsa_schedules": 0})
     for seed in range(first_seed, first_seed + count):
         schedule = generate_schedule(seed)
         started = time.process_time()
@@ -47,6 +47,7 @@ def fuzz(first_seed: int, count: int) -> dict:
         row["schedules"] += 1
         row["violations"] += len(outcome.violations)
         row["liveness_misses"] += outcome.liveness_miss is not None
+        row["ml_dsa_schedules"] += bool(schedule.ml_dsa)
         if outcome.locks is not None:
             row["lock_schedules"] += 1
             row["lock_requests"] += len(outcome.locks.history())
@@ -60,7 +61,7 @@ def fuzz(first_seed: int, count: int) -> dict:
             # On stderr, so that a run stopped early still tells what it checked.
             print(json.dumps({"progress": seed - first_seed + 1, "last_seed": seed,
                               **{f"n{n}": {k: row[k] for k in ("schedules", "violations", "liveness_misses",
-                                                               "lock_schedules", "cpu_s")}
+                                                               "lock_schedules", "ml_dsa_schedules", "cpu_s")}
                                  for n, row in sorted(per_n.items())}}), file=sys.stderr, flush=True)
     return per_n
 
@@ -77,6 +78,9 @@ def report(per_n: dict, quick: bool, first_seed: int, wall_s: float) -> dict:
             check(f"liveness_misses_n{n}", row["liveness_misses"], "schedules", 0, met=row["liveness_misses"] == 0),
             check(f"lock_histories_checked_n{n}", row["lock_schedules"], "schedules (none failed: see violations)",
                   None, met=row["lock_schedules"] > 0),
+            check(f"ml_dsa_schedules_n{n}", row["ml_dsa_schedules"],
+                  "schedules with ML-DSA-65 signers (none failed: see violations)", None,
+                  met=row["ml_dsa_schedules"] > 0),
             check(f"schedules_per_cpu_s_n{n}", round(rate, 2), "schedules/s (one core)", None, met=True),
         ]
         details[f"n{n}"] = {

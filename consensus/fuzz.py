@@ -4,9 +4,12 @@ A :class:`Schedule` is a pure function of one seed: the number of validators
 (4, 7 or 10, from the seed), their powers, which of them are Byzantine (as
 much power as stays below a third) and how each misbehaves, the network
 before the global stabilisation time (loss, delay, duplication, reordering,
-flapping links, kills right after a decision) and a timeline of partitions
+flapping links, kills right after a decision), a timeline of partitions
 that heal and honest validators killed and restarted from their saved
-signer state. :func:`run_schedule` runs it on :class:`ConsensusSim` and
+signer state, and which validators sign with ML-DSA-65 instead of Ed25519
+(one schedule in five of each n; its own random stream, so the rest of
+every earlier seed's schedule is unchanged). ML-DSA signatures are randomised: their bytes
+differ between replays, the events and decisions do not. :func:`run_schedule` runs it on :class:`ConsensusSim` and
 checks:
 
 Safety (:func:`safety_violations`), at the end of the run:
@@ -73,6 +76,8 @@ LOCK_SHARE = 0.5
 LOCK_TAIL = 0.2
 # Virtual seconds after the stable time in which every honest validator must reach H + 2.
 CATCH_UP_LIMIT = 30.0
+# One schedule in this many of each n has validators signing with ML-DSA-65 (a mixed or an all-ML-DSA set).
+ML_DSA_EVERY = 5
 
 
 def view_timeout(config: TendermintConfig, round_: int, idle: bool = False) -> float:
@@ -130,6 +135,8 @@ class Schedule:
     stable_at: float
     # Lock clients (0: the nodes run SimApp; else the ledger, and this many clients issue lock requests).
     lock_clients: int = 0
+    # The validators that sign with ML-DSA-65 (the others with Ed25519).
+    ml_dsa: tuple[int, ...] = ()
 
     @property
     def n(self) -> int:
@@ -142,6 +149,7 @@ class Schedule:
                  "network: " + " ".join(f"{f.name}={getattr(self.network, f.name):g}" for f in fields(self.network))]
         lines.append(f"application: ledger, {self.lock_clients} lock clients" if self.lock_clients
                      else "application: SimApp")
+        lines.append(f"ML-DSA-65 signers: {list(self.ml_dsa)}" if self.ml_dsa else "signatures: Ed25519")
         lines += [step.describe() for step in self.steps]
         lines.append(f"t={self.stable_at:.3f} stable (GST passed, healed, restarted)")
         return lines
@@ -180,7 +188,11 @@ def generate_schedule(seed: int, n: int | None = None) -> Schedule:
     steps.sort(key=lambda s: s.at)
     stable_at = max([gst + (network.down_time if network.crash_on_commit else 0.0)] + [s.at for s in steps])
     lock_clients = rng.randint(2, 5) if rng.random() < LOCK_SHARE else 0
-    return Schedule(seed, tuple(powers), byzantine, network, tuple(steps), stable_at, lock_clients)
+    # From a stream of its own, so that adding schemes left every earlier seed's schedule as it was.
+    schemes = random.Random(f"consensus-fuzz-schemes-{seed}")
+    signs_ml_dsa = (seed // len(N_CHOICES)) % ML_DSA_EVERY == 0
+    ml_dsa = tuple(sorted(schemes.sample(range(n), schemes.randint(1, n)))) if signs_ml_dsa else ()
+    return Schedule(seed, tuple(powers), byzantine, network, tuple(steps), stable_at, lock_clients, ml_dsa)
 
 
 @dataclass
@@ -281,17 +293,17 @@ def _replay(node, validators: ValidatorSet, reference, violations: list[str]) ->
 
 def run_schedule(schedule: Schedule, core_class: type[TendermintCore] = TendermintCore,
                  config: TendermintConfig = SIM_CONFIG) -> Outcome:
-    byzantine = dict(schedule.byzantine)
+    byzantine, ml_dsa = dict(schedule.byzantine), frozenset(schedule.ml_dsa)
     powers, app_factory, clients = list(schedule.powers), None, []
     reference = SimApp(-1, random.Random(0))
     if schedule.lock_clients:
         clients = client_identities(schedule.seed, schedule.lock_clients)
-        genesis = lock_genesis(schedule.seed, powers, clients)
+        genesis = lock_genesis(schedule.seed, powers, clients, ml_dsa)
         app_factory = ledger_app_factory(genesis, lambda: sim.now)
         powers = [power * STAKE_UNIT for power in powers]
         reference = Ledger(genesis)
     sim = ConsensusSim(schedule.seed, powers, byzantine=byzantine, network=schedule.network,
-                       config=config, core_class=core_class, app_factory=app_factory)
+                       config=config, core_class=core_class, app_factory=app_factory, ml_dsa=ml_dsa)
     outcome = Outcome(schedule, sim=sim)
     if clients:
         outcome.locks = LockClients(sim, clients, random.Random(f"lock-clients-{schedule.seed}"))

@@ -26,7 +26,8 @@ from .ledger import Ledger
 from .ledger_tx import LedgerError, LockAcquire, LockRelease, LockRenew, Role, Transaction, sign_transaction
 from .linearizability import ACQUIRE, RELEASE, RENEW, Operation, check_lock_history, lease_overlaps
 from .lock_client import lock_result
-from .sim import SIM_CHAIN, ConsensusSim, SimValidator, sim_identities
+from .signing import ml_dsa_public_key
+from .sim import SIM_CHAIN, ConsensusSim, SimValidator, sim_identities, sim_ml_dsa_key
 from .validators import public_key_of
 
 # Bonded stake per unit of simulated voting power (the ledger's minimum validator stake).
@@ -41,11 +42,13 @@ POLL_INTERVAL = 0.02
 RESEND_INTERVAL = 0.5
 
 
-def lock_genesis(seed: int, powers: list[int], clients: list[Identity]) -> Genesis:
+def lock_genesis(seed: int, powers: list[int], clients: list[Identity], ml_dsa: frozenset[int] = frozenset()) -> Genesis:
+    """The validators bonded with ``powers`` (those in ``ml_dsa`` declaring their simulated ML-DSA-65 key)."""
     validators = sim_identities(seed, len(powers))
     balances = {public_key_of(i): BALANCE for i in validators + clients}
-    bonds = tuple(GenesisBond(public_key_of(i), Role.VALIDATOR, power * STAKE_UNIT)
-                  for i, power in zip(validators, powers) if power)
+    bonds = tuple(GenesisBond(public_key_of(identity), Role.VALIDATOR, power * STAKE_UNIT,
+                              ml_dsa_public_key(sim_ml_dsa_key(seed, i)) if i in ml_dsa else None)
+                  for i, (identity, power) in enumerate(zip(validators, powers)) if power)
     return Genesis(SIM_CHAIN, LedgerParams(), balances, bonds)
 
 

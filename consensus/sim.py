@@ -24,6 +24,7 @@ what a safety attack needs.
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import heapq
 import itertools
@@ -41,6 +42,8 @@ from .tendermint import Broadcast, Committed, EquivocationDetected, TendermintCo
 from .signing import Signer, ml_dsa_key_from_seed
 from .validators import Validator, ValidatorSet, public_key_of
 from .wire import (
+    Commit,
+    Evidence,
     Kind,
     Message,
     Proposal,
@@ -506,14 +509,13 @@ class ConsensusSim:
 
     def _send_forging(self, node: SimValidator, message: Message, targets: list[SimValidator]) -> None:
         data = encode_message(message)
-        forged = bytearray(data)
-        forged[-1] ^= 0x01  # the last byte of a vote is its signature's; of a proposal, its value's
+        forged = _with_broken_signature(message, data)
         replay = self._old_message(node, data)
         self._archive(node, data)
         for target in targets:
             self._transmit(node, target, data)
             if self.rng.random() < BAD_COPY_SHARE:
-                copies = (bytes(forged), self.rng.randbytes(self.rng.randrange(1, 200)), replay)
+                copies = (forged, self.rng.randbytes(self.rng.randrange(1, 200)), replay)
                 self._transmit(node, target, self.rng.choice(copies))
 
     def _send_replaying(self, node: SimValidator, message: Message, targets: list[SimValidator]) -> None:
@@ -549,6 +551,31 @@ class ConsensusSim:
             data = encode_message(vote)
             for target in targets:
                 self._transmit(node, target, data)
+
+
+def _flipped_first_byte(signature: bytes) -> bytes:
+    return bytes([signature[0] ^ 0x01]) + signature[1:]
+
+
+def _with_broken_signature(message: Message, data: bytes) -> bytes:
+    """``message`` (encoded as ``data``) with the first byte of a signature it carries flipped.
+
+    Never a byte chosen by position in the encoding: a block's last byte is
+    Brotli output, and whether flipping it leaves a decodable block depends on
+    the block's bytes, which hold ML-DSA signatures (randomised): a replay of
+    the seed would then take another path. A message without a signature
+    (Status) loses its last byte's low bit."""
+    if isinstance(message, (Vote, Proposal)):
+        return encode_message(dataclasses.replace(message, signature=_flipped_first_byte(message.signature)))
+    if isinstance(message, Commit) and message.certificate.signatures:
+        certificate = message.certificate
+        (index, signature), *rest = certificate.signatures
+        broken = dataclasses.replace(certificate, signatures=((index, _flipped_first_byte(signature)), *rest))
+        return encode_message(dataclasses.replace(message, certificate=broken))
+    if isinstance(message, Evidence):
+        return encode_message(dataclasses.replace(
+            message, first=dataclasses.replace(message.first, signature=_flipped_first_byte(message.first.signature))))
+    return data[:-1] + bytes([data[-1] ^ 0x01])
 
 
 def sim_ml_dsa_key(seed: int, index: int):

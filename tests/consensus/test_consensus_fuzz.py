@@ -11,6 +11,7 @@ import pytest
 
 from hypermesh.consensus.linearizability import ACQUIRE
 from hypermesh.consensus.fuzz import Outcome, generate_schedule, replay, run_schedule, view_timeout
+from hypermesh.consensus.signing import Scheme
 from hypermesh.consensus.sim import SIM_CONFIG, Behaviour
 from hypermesh.consensus.tendermint import TendermintCore
 from hypermesh.consensus.validators import ValidatorSet
@@ -53,6 +54,8 @@ def test_schedules_mix_every_adversary():
     assert actions == {"partition", "heal", "crash", "restart"}
     assert {s.n for s in schedules} == {4, 7, 10}
     assert {bool(s.lock_clients) for s in schedules} == {True, False}
+    assert any(0 < len(s.ml_dsa) < s.n for s in schedules) and any(len(s.ml_dsa) == s.n for s in schedules)
+    assert any(not s.ml_dsa for s in schedules)
     assert any(len(step.groups) == 3 for s in schedules for step in s.steps)
     for fault in ("loss", "duplicate", "flap_interval", "crash_on_commit"):
         assert any(getattr(s.network, fault) > 0 for s in schedules), fault
@@ -88,6 +91,21 @@ def test_a_seed_replays_exactly_and_prints_its_schedule_step_by_step():
     for line in schedule.describe():
         assert line in text
     assert "stable (GST passed, healed, restarted)" in text
+
+
+def test_an_ml_dsa_seed_replays_the_same_decisions_with_ml_dsa_certificates_on_the_ledger():
+    """Seed 0: four validators signing with ML-DSA-65, lock clients on the ledger. ML-DSA signing is
+    randomised, so signature bytes differ between runs; what happens, and when, does not."""
+    schedule = generate_schedule(0)
+    assert schedule.ml_dsa == (0, 1, 2, 3) and schedule.lock_clients
+    first, second = run_schedule(schedule), run_schedule(schedule)
+    assert_ok(first)
+    assert first.sim.trace == second.sim.trace
+    assert [n.commit_times for n in first.sim.nodes] == [n.commit_times for n in second.sim.nodes]
+    assert "ML-DSA-65 signers: [0, 1, 2, 3]" in first.describe()
+    node = first.sim.honest_nodes()[0]
+    certificate = node.store.load_commit(node.store.last_commit_height()).certificate
+    assert {len(signature) for _, signature in certificate.signatures} == {Scheme.ML_DSA_65.signature_size}
 
 
 def test_a_seed_replays_the_same_in_another_process_under_another_hash_seed():
@@ -164,6 +182,7 @@ def test_the_bench_prints_one_json_object_of_checks_and_replays_a_seed():
         assert checks[f"schedules_n{n}"]["value"] == 1
         assert checks[f"safety_violations_n{n}"]["value"] == 0 and checks[f"liveness_misses_n{n}"]["value"] == 0
         assert f"lock_histories_checked_n{n}" in checks and f"schedules_per_cpu_s_n{n}" in checks
+        assert f"ml_dsa_schedules_n{n}" in checks
     replayed = subprocess.run([sys.executable, str(BENCH), "--seed", "3"], capture_output=True, text=True,
                               check=True, timeout=300)
     assert replayed.stdout.startswith("schedule:\n  seed 3: n=4")
