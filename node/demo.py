@@ -6,7 +6,8 @@ bootstraps from alice): bob pings and identifies alice, alice registers a
 service that bob resolves through the DHT, and a capsule that alice
 publishes is fetched, verified and run by bob, whose signed execution
 receipt alice then verifies. Then a chain: four validators start from a
-genesis (`hypermesh genesis new`, `hypermesh run --genesis --validator`) and
+genesis (`hypermesh genesis new`, `hypermesh run --genesis --validator`;
+one signs its votes with an ML-DSA-65 key, `hypermesh validator key`) and
 commit blocks; two of them contend for a lock; one pays a fifth node, which
 bonds that stake and becomes a validator at the next epoch boundary. Prints
 what happened; exits 0 on success.
@@ -108,8 +109,12 @@ def chain_demo(root: Path) -> None:
     dirs = [root / name for name in names]
     peers = [cli_json("init", "--data-dir", str(d))["peer_id"] for d in dirs]
     step(f"a genesis (hypermesh genesis new): {', '.join(names[:4])} are validators with {STAKE} units "
-         f"of stake each; epochs of {EPOCH} blocks")
-    made = run_cli("genesis", "new", *[f"--validator={peer}:{STAKE}" for peer in peers[:4]],
+         f"of stake each; epochs of {EPOCH} blocks; val-3 signs its votes with a post-quantum ML-DSA-65 key "
+         f"(hypermesh validator key), the others with their Ed25519 node keys")
+    ml_dsa_key = root / "val-3-consensus-key.json"
+    ml_dsa_key.write_text(json.dumps(cli_json("validator", "key", "--data-dir", str(dirs[3]))))
+    entries = [f"{peer}:{STAKE}" for peer in peers[:3]] + [f"{peers[3]}:{STAKE}:ml-dsa-65=@{ml_dsa_key}"]
+    made = run_cli("genesis", "new", *[f"--validator={entry}" for entry in entries],
                    *[f"--allocation={peer}:100000" for peer in peers[:4]],
                    "--param", f"epoch_length={EPOCH}", "--chain-id", "demo-chain")
     if made.returncode != 0:
@@ -173,7 +178,8 @@ def chain_demo(root: Path) -> None:
         status = cli_json("chain", "wait", "--height", str(boundary + 2), "--data-dir", str(erin))
         validators = cli_json("validators", "--data-dir", str(erin))["validators"]
         for validator in validators:
-            print(f"{names[peers.index(validator['peer_id'])]:6} {validator['peer_id']}  power {validator['power']}")
+            print(f"{names[peers.index(validator['peer_id'])]:6} {validator['peer_id']}  power {validator['power']}, "
+                  f"signs with {validator['scheme']}")
         if not status["validator"] or peers[4] not in {validator["peer_id"] for validator in validators}:
             raise SystemExit("demo failed: erin did not become a validator")
         block = cli_json("chain", "block", str(boundary + 2), "--data-dir", str(erin))
