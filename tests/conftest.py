@@ -1,6 +1,8 @@
 """Shared test settings."""
 
 import os
+import sys
+from pathlib import Path
 
 from hypothesis import HealthCheck, settings
 
@@ -10,3 +12,6 @@ settings.register_profile(
     suppress_health_check=[HealthCheck.too_slow],
 )
 settings.load_profile("hypermesh")
+
+# Helpers shared by tests of several layers (tests/*_testkit.py) import as plain modules.
+sys.path.insert(0, str(Path(__file__).parent))

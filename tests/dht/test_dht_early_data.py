@@ -26,13 +26,13 @@ from hypermesh.dht.messages import (
     encode_message,
 )
 from hypermesh.dht.store import MemoryRecordStore
-from hypermesh.transport import ping
 from hypermesh.transport.config import HostConfig
 from hypermesh.transport.framing import BufferedReader, frame, write_frame
 from hypermesh.transport.host import open_host
 from hypermesh.transport.identity import Identity
 from hypermesh.transport.multiaddrs import parse_quic_address, quic_address_bytes
 from hypermesh.transport.multistream import Negotiator
+from resumption_testkit import earn_session_ticket
 
 V6 = "/ip6/::1/udp/0/quic-v1"
 STEP = 10
@@ -103,14 +103,7 @@ async def resumable(tmp_path):
         nursery = await stack.enter_async_context(trio.open_nursery())
         stack.callback(nursery.cancel_scope.cancel)
         await nursery.start(service.run)
-        addr = server.listen_addrs()[0]
-        client.peerstore.add_addrs(server.peer_id, [addr])
-        with trio.fail_after(STEP):
-            first = await client.connect(addr)
-            # The ticket comes after the handshake; a ping's answer follows it.
-            assert await ping.ping(client, server.peer_id)
-            await first.aclose()
-        yield server, client, service, store, first.endpoint
+        yield server, client, service, store, await earn_session_ticket(client, server, STEP)
 
 
 def handled(service: KademliaService, kind: MessageType) -> float:
@@ -177,38 +170,42 @@ async def test_a_provide_sends_its_lookup_early_and_its_add_provider_after_the_h
     assert early.seen and all(kind is not MessageType.ADD_PROVIDER for kind, _ in early.seen)
 
 
-async def test_a_write_in_early_data_is_stored_only_once_the_handshake_completes(resumable):
-    server, client, service, store, endpoint = resumable
+@contextlib.asynccontextmanager
+async def early_provide_then_client_held(resumable, key: bytes):
+    """An ADD_PROVIDER of ``key`` sent in a resumed dial's 0-RTT, after which the client's datagrams
+    (its Finished and all after) are held back, so the handshake cannot complete until released.
+    Yields (early requests seen by the server, the stream, the held sends)."""
+    server, client, service, _, endpoint = resumable
     early = EarlyRequests(service)
-    key = Cid.for_string("held write").multihash
     sends = ClientSends(endpoint)
     try:
         with trio.fail_after(STEP):
-            await send_early(client, server, frame(encode_message(provider_record(client, key))))
-            sends.hold()  # the client's Finished (and all after) waits: the handshake cannot complete
-            await early.wait_for(MessageType.ADD_PROVIDER, "held")
-            assert providers(service, store, key) == []
-            sends.release()
-            await early.wait_for(MessageType.ADD_PROVIDER, "applied")
+            stream = await send_early(client, server, frame(encode_message(provider_record(client, key))))
+            sends.hold()
+            yield early, stream, sends
     finally:
         sends.restore()
+
+
+async def test_a_write_in_early_data_is_stored_only_once_the_handshake_completes(resumable):
+    server, client, service, store, _ = resumable
+    key = Cid.for_string("held write").multihash
+    async with early_provide_then_client_held(resumable, key) as (early, _, sends):
+        await early.wait_for(MessageType.ADD_PROVIDER, "held")
+        assert providers(service, store, key) == []
+        sends.release()
+        await early.wait_for(MessageType.ADD_PROVIDER, "applied")
     assert [p.peer_id for p in providers(service, store, key)] == [client.peer_id]
     assert handled(service, MessageType.ADD_PROVIDER) == 1
 
 
 async def test_a_write_whose_handshake_never_completes_is_dropped(resumable):
-    server, client, service, store, endpoint = resumable
-    early = EarlyRequests(service)
+    _, _, service, store, _ = resumable
     key = Cid.for_string("dropped write").multihash
-    sends = ClientSends(endpoint)
-    try:
-        with trio.fail_after(STEP):
-            stream = await send_early(client, server, frame(encode_message(provider_record(client, key))))
-            sends.hold()  # never released: the server gives up the handshake
-            await early.wait_for(MessageType.ADD_PROVIDER, "dropped")
-            await stream.connection.closed_event.wait()
-    finally:
-        sends.restore()
+    async with early_provide_then_client_held(resumable, key) as (early, stream, _):
+        # Never released: the server gives up the handshake.
+        await early.wait_for(MessageType.ADD_PROVIDER, "dropped")
+        await stream.connection.closed_event.wait()
     assert providers(service, store, key) == [] and handled(service, MessageType.ADD_PROVIDER) == 0
     assert service.metrics.value(
         "hypermesh_dht_early_data_requests_total", {"type": "ADD_PROVIDER", "outcome": "dropped"}

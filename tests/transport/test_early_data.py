@@ -15,6 +15,7 @@ from hypermesh.transport.errors import StreamReset
 from hypermesh.transport.host import open_host
 from hypermesh.transport.identity import Identity
 from hypermesh.transport.multistream import Negotiator
+from resumption_testkit import earn_session_ticket
 
 V6 = "/ip6/::1/udp/0/quic-v1"
 STEP = 10
@@ -29,14 +30,7 @@ async def resumable():
     """A server, a client holding a fresh ticket for it but no connection, and
     the client's socket (its next dial to the server uses it again)."""
     async with open_host(Identity.generate(), [V6]) as server, open_host(Identity.generate()) as client:
-        addr = server.listen_addrs()[0]
-        client.peerstore.add_addrs(server.peer_id, [addr])
-        with trio.fail_after(STEP):
-            first = await client.connect(addr)
-            # The ticket comes after the handshake; a ping's answer follows it.
-            assert await ping.ping(client, server.peer_id)
-            await first.aclose()
-        yield server, client, first.endpoint
+        yield server, client, await earn_session_ticket(client, server, STEP)
 
 
 async def test_a_resumed_ping_rides_in_early_data(resumable):
