@@ -13,6 +13,7 @@ from pathlib import Path
 
 from aioquic.quic import events
 from aioquic.quic.configuration import QuicConfiguration
+from aioquic.quic.recovery import QuicPacketPacer
 from hypothesis import example, given
 from hypothesis import strategies as st
 
@@ -22,7 +23,11 @@ from hypermesh.transport.identity import Identity
 from hypermesh.transport.quic_hooks import (
     ACK_HOLD,
     CONNECTION_RECEIVE_WINDOW,
+    PACING_BURST_SECONDS,
+    PACING_GAIN,
+    PACING_MIN_BURST,
     STREAM_RECEIVE_WINDOW,
+    BurstPacer,
     DatagramSizeReduced,
     Libp2pQuicConnection,
     is_refusal,
@@ -444,9 +449,10 @@ def test_large_datagrams_that_stop_arriving_drop_the_size_back_to_1200():
 
 
 def settled_pair():
-    """A connected pair with nothing left to send or acknowledge."""
+    """A connected pair with nothing left to send or acknowledge, quiet for a moment (its pacers' buckets full)."""
     pair = Pair(Identity.generate(), Identity.generate())
     pair.pump(advance_by=1)
+    pair.now += 0.01
     return pair
 
 
@@ -490,6 +496,49 @@ def test_a_second_ack_eliciting_packet_is_acknowledged_at_once():
     ((ack, _),) = pair.server.datagrams_to_send(pair.now + 1e-5)
     pair.client.receive_datagram(ack, SERVER_ADDR, pair.now + 1e-5)
     assert pair.client.send_buffered_total() == 0
+
+
+# -- hook 14: pacing in bursts ----------------------------------------------------
+
+
+def paced(pacer, congestion_window: int, smoothed_rtt: float, duration: float) -> tuple[int, int]:
+    """A sender that always has data, woken when the pacer says: (datagrams sent, wake-ups) in ``duration``."""
+    pacer.update_rate(congestion_window=congestion_window, smoothed_rtt=smoothed_rtt)
+    now, sent, wakes = 0.0, 0, 0
+    while now < duration:
+        wakes += 1
+        while pacer.next_send_time(now) is None:
+            pacer.update_after_send(now)
+            sent += 1
+        now = pacer.next_send_time(now)
+    return sent, wakes
+
+
+def test_a_bulk_sender_is_paced_in_bursts_of_two_milliseconds_at_the_same_rate():
+    datagram, window, rtt, duration = 1452, 400_000, 0.004, 0.2  # 100 MB/s
+    sent, wakes = paced(BurstPacer(max_datagram_size=datagram), window, rtt, duration)
+    stock_sent, stock_wakes = paced(QuicPacketPacer(max_datagram_size=datagram), window, rtt, duration)
+    assert stock_sent / stock_wakes < 1.5  # aioquic: a wake-up per datagram
+    # After the first wake-up (an empty bucket): 4/5 of 2 ms of the rate each, ~110 datagrams.
+    assert sent / (wakes - 1) >= PACING_BURST_SECONDS * 0.8 * (window / rtt) / datagram
+    # The pacing rate holds: quinn's 5/4 of the window per RTT, give or take one burst.
+    rate = PACING_GAIN * window / rtt
+    assert duration * rate * 0.95 <= sent * datagram <= (duration + PACING_BURST_SECONDS) * rate
+
+
+def test_a_small_window_is_paced_in_small_bursts_and_never_waits_half_an_rtt():
+    datagram, rtt = 1200, 0.1
+    pacer = BurstPacer(max_datagram_size=datagram)
+    pacer.update_rate(congestion_window=4 * datagram, smoothed_rtt=rtt)
+    assert pacer.bucket_max <= 2 * pacer.packet_time + 1e-9  # half the window, not 10 datagrams
+    assert pacer.next_send_time(0.0) - 0.0 <= rtt / 2
+    pacer.update_rate(congestion_window=400 * datagram, smoothed_rtt=rtt)
+    assert PACING_MIN_BURST * pacer.packet_time <= pacer.bucket_max
+
+
+def test_connections_pace_with_the_burst_pacer():
+    pair = settled_pair()
+    assert isinstance(pair.client._loss._pacer, BurstPacer) and isinstance(pair.server._loss._pacer, BurstPacer)
 
 
 # -- the boundary: no other transport module touches aioquic's internals -----
