@@ -40,7 +40,10 @@ MIN_INITIAL_DATAGRAM = 1200
 # Receive buffer: the largest UDP payload, since peers (quinn, ourselves on
 # loopback) may send datagrams well above 1,500 bytes.
 MAX_UDP_PAYLOAD = 65527
-# Datagrams handled per wake-up before yielding to other tasks.
+# Datagrams handled per wake-up before yielding to other tasks and sending
+# what they call for (ACKs, window updates). Counted in datagrams, not in
+# receive calls: with GRO one call may return 40+ of them, and a batch of 64
+# calls held a bulk sender's ACKs back for thousands of datagrams.
 MAX_BATCH = 64
 # Kernel socket buffers (the kernel doubles what we ask for): large enough to
 # absorb a burst at loopback speed (bulk transfers ran no faster at 8 MB), and
@@ -300,16 +303,17 @@ class QuicEndpoint:
                     # ICMP errors surface here on Linux (e.g. port unreachable).
                     log.debug("recvfrom failed: %s", exc)
                     continue
-                received += 1
                 now = clock()
                 if 0 < segment < size:
                     # Several datagrams coalesced by GRO: each is segment bytes, the last may be less.
+                    received += -(-size // segment)
                     for start in range(0, size, segment):
                         driver = self._datagram_received(bytes(view[start : min(start + segment, size)]), addr,
                                                          now, queued)
                         if driver is not None:
                             dirty[id(driver)] = driver
                     continue
+                received += 1
                 driver = self._datagram_received(bytes(view[:size]), addr, now, queued)
                 if driver is not None:
                     dirty[id(driver)] = driver

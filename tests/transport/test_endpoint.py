@@ -115,3 +115,38 @@ def test_a_kernel_that_refuses_gso_gets_the_datagrams_one_by_one(endpoint, monke
     endpoint.gso = True
     endpoint.send_datagrams(a_run_of_datagrams(), ("::1", 9, 0, 0))
     assert sent == a_run_of_datagrams() and not endpoint.gso
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="UDP GSO and GRO are Linux features")
+async def test_a_batch_is_counted_in_datagrams_even_when_gro_coalesces_them(endpoint, monkeypatch):
+    """With GRO one receive call returns dozens of datagrams; the endpoint still stops after about
+    MAX_BATCH of them to send what they call for (a bulk sender's ACKs waited thousands before)."""
+    if not endpoint._gro:
+        pytest.skip("no UDP GRO on this kernel")
+    handled = []
+    monkeypatch.setattr(endpoint, "_datagram_received", lambda data, *args: handled.append(len(data)))
+    segment, per_send, sends = 1200, 50, 8
+    short_header = bytes([0x40]) + bytes(segment - 1)  # for no connection of ours: dropped
+    sender = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+    for _ in range(sends):
+        sender.sendmsg([short_header * per_send], [(endpoint_module.SOL_UDP, endpoint_module.UDP_SEGMENT,
+                                                    endpoint_module._SEGMENT_SIZE.pack(segment))],
+                       0, endpoint.sock.getsockname())
+    sender.close()
+    # Where each batch ends: the endpoint yields to other tasks (and then transmits).
+    at_yields = []
+    checkpoint = trio.lowlevel.checkpoint
+
+    async def recording_checkpoint():
+        at_yields.append(len(handled))
+        await checkpoint()
+
+    monkeypatch.setattr(trio.lowlevel, "checkpoint", recording_checkpoint)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(endpoint.run)
+        with trio.fail_after(5):
+            await trio.testing.wait_all_tasks_blocked()  # all read: the endpoint waits on its socket
+        nursery.cancel_scope.cancel()
+    batches = [b - a for a, b in zip([0] + at_yields, at_yields) if b > a]
+    assert handled == [segment] * (sends * per_send)
+    assert len(batches) > 1 and max(batches) <= endpoint_module.MAX_BATCH + per_send
