@@ -149,7 +149,7 @@ class _Sandbox:
         if budget is not None:
             fuel, timeout_ms = min(fuel, budget.fuel), min(timeout_ms, budget.timeout_ms)
         store.set_fuel(fuel)
-        store.set_epoch_deadline(self.engine.deadline_ticks(timeout_ms))
+        self.engine.set_deadline(store, timeout_ms)
         return store
 
     def _cut_short(self, failure: CallError, budget: CallBudget | None, attempt: _Attempt | None) -> bool:
@@ -173,6 +173,7 @@ class _Sandbox:
         depends on the zone, a trap in a start function) are left to the
         calls, which report them.
         """
+        self.engine.enter_guest()  # a start function is guest code: its deadline must tick
         try:
             instantiate(self.new_store())
         except (wasmtime.Trap, wasmtime.WasmtimeError) as exc:
@@ -181,6 +182,8 @@ class _Sandbox:
                                 f"one linear memory and at most {MAX_TABLES} tables") from None
             if "matching implementation was not found" in str(exc):
                 raise LinkError(f"{self.label} does not link: {_whole_error(exc)}") from None
+        finally:
+            self.engine.leave_guest()
 
     def call(self, function: str, data: bytes, budget: CallBudget | None = None) -> CallOutcome:
         """Run one call in a fresh store; raises :class:`CallError` saying which limit or fault stopped it.
@@ -202,6 +205,7 @@ class _Sandbox:
         local = self._local
         previous = getattr(local, "faults", None), getattr(local, "attempt", None)
         local.faults, local.attempt = faults, attempt
+        self.engine.enter_guest()
         try:
             outcome = self._run(store, function, data, faults)
         except CallError as failure:
@@ -210,6 +214,7 @@ class _Sandbox:
             self._release_logs(attempt)
             raise
         finally:
+            self.engine.leave_guest()
             local.faults, local.attempt = previous
         self._release_logs(attempt)
         return outcome
