@@ -9,13 +9,14 @@ On Linux a POSIX timer does it (``timer_create`` with ``SIGEV_THREAD``):
 libc calls wasmtime's ``wasmtime_engine_increment_epoch`` on a native
 thread, which never takes the GIL. A Python thread ticking every
 millisecond did before; it took the GIL from the event loop a thousand
-times a second, busy or idle, and cost a remote run ~10 % of its CPU.
-Elsewhere (no ``timer_create``) that thread remains, ticking always.
+times a second, busy or idle (a remote run on loopback made ~10 futex
+calls for it, and was preempted 2-5 times). Elsewhere (no
+``timer_create``) that thread remains, ticking always.
 
 The epoch only says when to look at the clock: a store that reaches its
 epoch deadline asks :func:`_on_deadline`, which traps only once the call's
-deadline on the monotonic clock has passed and otherwise sets a new epoch
-deadline. An increment that comes early (libc may still run one just after
+deadline on the monotonic clock has passed, and otherwise looks again after
+half the time left. An increment that comes early (libc may still run one just after
 the timer is disarmed, and it then lands in the next call) therefore never
 cuts a call short; a tick lost on a starved machine makes it late.
 
@@ -148,9 +149,13 @@ class EpochTicks:
 
     def __init__(self, engine: wasmtime.Engine):
         self.engine = engine
+        self._start()
+
+    def _start(self) -> None:
+        # Also in a forked child, which inherits neither the timer nor the thread.
         self._lock = threading.Lock()
         self._inside = 0
-        self._timer = _posix_timer(engine)
+        self._timer = _posix_timer(self.engine)
         if self._timer is None:
             threading.Thread(target=self._tick_forever, name="capsule-epoch", daemon=True).start()
 
@@ -182,10 +187,6 @@ class EpochTicks:
                 self.engine.increment_epoch()
                 ticks += 1
 
-    def _after_fork_in_child(self) -> None:
-        # A child inherits no timer and no thread: make them again.
-        self.__init__(self.engine)
-
     def _stop(self) -> None:
         if self._timer is not None:
             self._timer.disarm()
@@ -208,5 +209,5 @@ def shared() -> EpochTicks:
             ctypes.pythonapi.Py_IncRef(ctypes.py_object(engine))
             _shared = EpochTicks(engine)
             atexit.register(_shared._stop)
-            os.register_at_fork(after_in_child=_shared._after_fork_in_child)
+            os.register_at_fork(after_in_child=_shared._start)
         return _shared
