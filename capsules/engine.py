@@ -2,11 +2,10 @@
 
 Every store this node creates comes from one engine (epoch.py: one per
 process): fuel metering and epoch interruption are on for all of them, so
-every call has an instruction budget and a wall-clock deadline. The epoch
-advances every ``EPOCH_TICK_S`` while guest code runs (the sandbox brackets
-each run with :meth:`CapsuleEngine.enter_guest` / :meth:`leave_guest`); a
-call's deadline is its timeout in ticks plus one, so a runaway guest is
-interrupted at most one tick (plus scheduling delay) after its timeout.
+every call has an instruction budget and a deadline on the monotonic clock,
+enforced through the epoch (the sandbox sets each store's deadline with
+:meth:`CapsuleEngine.set_deadline` and brackets each run of guest code with
+:meth:`CapsuleEngine.enter_guest` / :meth:`leave_guest`).
 
 Compiled code is cached by content hash: in memory (bounded LRU) and on disk
 under ``<artifact_root>/<engine fingerprint>/<sha256>.cwasm``. Only
@@ -28,7 +27,7 @@ import wasmtime
 from wasmtime import component as wasm_component
 
 from . import epoch
-from .epoch import EPOCH_TICK_S, deadline_ticks  # noqa: F401 (EPOCH_TICK_S: part of this module's interface)
+from .epoch import deadline_ticks
 from .errors import LinkError
 from .storage import atomic_write, ensure_private_dir
 
@@ -103,14 +102,10 @@ class CapsuleEngine:
         # Host function types, which wasmtime ties to the engine that first used them.
         self.host_func_types: dict = {}
         self.stats = {"compiled": 0, "deserialized": 0, "memory_hits": 0}
-        # Bound once: called around every run of guest code.
+        # Bound once: every store's deadline, and around every run of guest code (see epoch.py).
+        self.set_deadline = self._ticks.set_deadline
         self.enter_guest = self._ticks.enter
         self.leave_guest = self._ticks.leave
-
-    @staticmethod
-    def set_deadline(store: wasmtime.Store, timeout_ms: int) -> None:
-        """``store`` traps once ``timeout_ms`` have passed (see epoch.py)."""
-        epoch.set_deadline(store, timeout_ms)
 
     @staticmethod
     def deadline_ticks(timeout_ms: int) -> int:

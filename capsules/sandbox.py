@@ -139,25 +139,25 @@ class _Sandbox:
         self.label = manifest.label
         self._local = threading.local()
 
-    def new_store(self, budget: CallBudget | None = None) -> wasmtime.Store:
-        """A store with the capsule's limits (or the tighter ``budget``), set before any guest code runs."""
+    def new_store(self, budget: CallBudget | None = None) -> tuple[wasmtime.Store, int]:
+        """A store with the capsule's limits (or the tighter ``budget``), set before any guest code runs, and its deadline."""
         store = wasmtime.Store(self.engine.engine)
         self._prepare_store(store)
         store.set_limits(memory_size=self.resources.memory_bytes, memories=MAX_MEMORIES, tables=MAX_TABLES,
                          table_elements=table_element_limit(self.resources.memory_bytes))
-        self._start_budget(store, budget)
-        return store
+        return store, self._start_budget(store, budget)
 
-    def _start_budget(self, store: wasmtime.Store, budget: CallBudget | None) -> None:
-        """Fill ``store``'s fuel and start its deadline from now: the capsule's limits, or the tighter ``budget``."""
+    def _start_budget(self, store: wasmtime.Store, budget: CallBudget | None) -> int:
+        """Fill ``store``'s fuel and start its deadline from now (returned, in monotonic ns): the capsule's
+        limits, or the tighter ``budget``."""
         fuel, timeout_ms = self.resources.fuel, self.resources.timeout_ms
         if budget is not None:
             fuel, timeout_ms = min(fuel, budget.fuel), min(timeout_ms, budget.timeout_ms)
         store.set_fuel(fuel)
-        self.engine.set_deadline(store, timeout_ms)
+        return self.engine.set_deadline(store, timeout_ms)
 
-    def _store_for_call(self, budget: CallBudget | None) -> wasmtime.Store:
-        """The store a call runs in (a hook: a component may have one prepared)."""
+    def _store_for_call(self, budget: CallBudget | None) -> tuple[wasmtime.Store, int]:
+        """The store a call runs in and its deadline (a hook: a component may have one made ahead)."""
         return self.new_store(budget)
 
     def _cut_short(self, failure: CallError, budget: CallBudget | None, attempt: _Attempt | None) -> bool:
@@ -181,9 +181,10 @@ class _Sandbox:
         depends on the zone, a trap in a start function) are left to the
         calls, which report them.
         """
-        self.engine.enter_guest()  # a start function is guest code: its deadline must tick
+        store, deadline = self.new_store()
+        self.engine.enter_guest(deadline)  # a start function is guest code: its deadline is enforced
         try:
-            instantiate(self.new_store())
+            instantiate(store)
         except (wasmtime.Trap, wasmtime.WasmtimeError) as exc:
             if "count too high" in str(exc):
                 raise LinkError(f"{self.label} creates more than one linear memory or {MAX_TABLES} tables; a capsule has "
@@ -191,7 +192,7 @@ class _Sandbox:
             if "matching implementation was not found" in str(exc):
                 raise LinkError(f"{self.label} does not link: {_whole_error(exc)}") from None
         finally:
-            self.engine.leave_guest()
+            self.engine.leave_guest(deadline)
 
     def call(self, function: str, data: bytes, budget: CallBudget | None = None) -> CallOutcome:
         """Run one call in a fresh store; raises :class:`CallError` saying which limit or fault stopped it.
@@ -204,7 +205,7 @@ class _Sandbox:
             raise CallError("input", f"{self.label} has no entry point {function!r} (has {sorted(self.manifest.entry_points)})")
         if len(data) > MAX_INPUT_BYTES:
             raise CallError("input", f"input of {len(data)} bytes is over the {MAX_INPUT_BYTES}-byte limit")
-        store = self._store_for_call(budget)
+        store, deadline = self._store_for_call(budget)
         # Host functions record here why they failed (the trap's own text is
         # generic). Calls run concurrently on several threads and nest through
         # `invoke`, hence one list per call, in thread-local storage.
@@ -213,7 +214,7 @@ class _Sandbox:
         local = self._local
         previous = getattr(local, "faults", None), getattr(local, "attempt", None)
         local.faults, local.attempt = faults, attempt
-        self.engine.enter_guest()
+        self.engine.enter_guest(deadline)
         try:
             outcome = self._run(store, function, data, faults)
         except CallError as failure:
@@ -222,7 +223,7 @@ class _Sandbox:
             self._release_logs(attempt)
             raise
         finally:
-            self.engine.leave_guest()
+            self.engine.leave_guest(deadline)
             local.faults, local.attempt = previous
         self._release_logs(attempt)
         return outcome
@@ -481,14 +482,14 @@ class ComponentSandbox(_Sandbox):
         self._ahead_running = False
         self._start_ahead()
 
-    def _store_for_call(self, budget: CallBudget | None) -> wasmtime.Store:
+    def _store_for_call(self, budget: CallBudget | None) -> tuple[wasmtime.Store, int]:
         ready = self._take_ahead()
         if ready is None:
             return self.new_store(budget)
         store, _ = ready
-        self._start_budget(store, budget)
+        deadline = self._start_budget(store, budget)
         self._local.ahead = ready  # for _call, with this store only
-        return store
+        return store, deadline
 
     def _take_ahead(self) -> tuple[wasmtime.Store, wasm_component.Instance] | None:
         """The instance made ahead, if one is ready (and ``instantiate_ahead`` is still on)."""
@@ -516,12 +517,12 @@ class ComponentSandbox(_Sandbox):
     def _instantiate_ahead(self) -> None:
         ready = None
         try:
-            store = self.new_store()
-            self.engine.enter_guest()
+            store, deadline = self.new_store()
+            self.engine.enter_guest(deadline)
             try:
                 ready = store, self.linker.instantiate(store, self.component)
             finally:
-                self.engine.leave_guest()
+                self.engine.leave_guest(deadline)
         except (wasmtime.Trap, wasmtime.WasmtimeError):
             pass  # the call that then instantiates for itself reports the failure
         finally:

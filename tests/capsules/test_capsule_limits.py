@@ -85,15 +85,15 @@ store = wasmtime.Store(ticks.engine)
 store.set_fuel(10 ** 15)
 spin = wasmtime.Instance(store, wasmtime.Module(ticks.engine, '(module (func (export "f") (loop br 0)))'), [])
 started = time.perf_counter()
-epoch.set_deadline(store, 30)
-ticks.enter()
+deadline = ticks.set_deadline(store, 30)
+ticks.enter(deadline)
 try:
     spin.exports(store)["f"](store)
 except (wasmtime.Trap, wasmtime.WasmtimeError) as exc:
     assert "interrupt" in str(exc), exc
     print(round((time.perf_counter() - started) * 1000, 1))
 finally:
-    ticks.leave()
+    ticks.leave(deadline)
 """
 
 
