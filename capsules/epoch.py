@@ -13,8 +13,9 @@ is armed for the earliest deadline among the calls running
 guest code): libc then calls wasmtime's ``wasmtime_engine_increment_epoch``
 on a native thread, without the GIL, and every running store (epoch
 deadline: the next increment) looks at the clock. A call that ends before
-its deadline, nearly all of them, costs two ``timer_settime`` calls and
-nothing else. Before, a Python thread incremented the epoch every
+its deadline, nearly all of them, costs at most two ``timer_settime``
+calls and nothing else (none when the timer is already set for an earlier
+deadline, see ``KEEP_TIMER_NS``). Before, a Python thread incremented the epoch every
 millisecond: it took the GIL from the event loop a thousand times a
 second, busy or idle (a remote run on loopback made ~10 futex calls for
 it and was preempted 2-5 times). A timer incrementing every millisecond
@@ -32,7 +33,6 @@ and it is never freed: libc may be calling into it.
 from __future__ import annotations
 
 import atexit
-import collections
 import ctypes
 import ctypes.util
 import os
@@ -50,6 +50,11 @@ _TICK_NS = round(EPOCH_TICK_S * 1e9)
 _CLOCK_MONOTONIC = 1
 _TIMER_ABSTIME = 1
 _SIGEV_THREAD = 2
+# A timer set for a deadline further away than this stays set when the last
+# call leaves: calls that follow (with later deadlines) then need no system
+# call, and if none comes it expires once for nothing (a libc thread start,
+# ~0.1 ms of CPU). A nearer one, the inline budget's, is cleared at once.
+KEEP_TIMER_NS = 50_000_000
 # wasmtime_update_deadline_kind_t: keep running until the new epoch deadline.
 _UPDATE_DEADLINE_CONTINUE = 0
 # What a call stopped by its deadline traps with ("interrupt": classify_failure's word for a timeout).
@@ -136,7 +141,7 @@ class EpochTicks:
         # Also in a forked child, which inherits neither the timer nor the thread.
         self._lock = threading.Lock()
         # Deadlines (monotonic ns) of the runs of guest code inside, and the one the timer is set for.
-        self._deadlines: collections.Counter[int] = collections.Counter()
+        self._deadlines: dict[int, int] = {}
         self._timer_at: int | None = None
         self._timer = _posix_timer(self.engine)
         if self._timer is None:
@@ -163,17 +168,27 @@ class EpochTicks:
     def enter(self, deadline_ns: int) -> None:
         """Guest code with this deadline is about to run: until :meth:`leave`, the epoch moves when it comes."""
         with self._lock:
-            self._deadlines[deadline_ns] += 1
-            if self._timer is not None and (self._timer_at is None or deadline_ns < self._timer_at):
+            self._deadlines[deadline_ns] = self._deadlines.get(deadline_ns, 0) + 1
+            timer_at = self._timer_at
+            # The timer serves if it expires first and has not expired yet.
+            if self._timer is not None and (timer_at is None or deadline_ns < timer_at
+                                            or timer_at <= time.monotonic_ns()):
                 self._set_timer(deadline_ns)
 
     def leave(self, deadline_ns: int) -> None:
         with self._lock:
-            self._deadlines[deadline_ns] -= 1
-            if not self._deadlines[deadline_ns]:
+            left = self._deadlines[deadline_ns] - 1
+            if left:
+                self._deadlines[deadline_ns] = left
+            else:
                 del self._deadlines[deadline_ns]
-            if self._timer is not None and (not self._deadlines or deadline_ns == self._timer_at):
-                self._set_timer(min(self._deadlines, default=None))
+            if self._timer is None:
+                return
+            if self._deadlines:
+                if deadline_ns == self._timer_at:
+                    self._set_timer(min(self._deadlines))
+            elif self._timer_at is not None and self._timer_at - time.monotonic_ns() < KEEP_TIMER_NS:
+                self._set_timer(None)
 
     def _looked_too_early(self) -> None:
         """A store looked at the clock before its deadline: the timer must expire again at the earliest one."""

@@ -76,6 +76,22 @@ def test_early_epoch_increments_never_cut_a_call_short(runtime, tmp_path):
     assert timeout_ms <= elapsed_ms <= timeout_ms + DEADLINE_SLACK_MS, elapsed_ms
 
 
+def test_a_deadline_is_enforced_after_a_timer_kept_for_an_earlier_call_expired(runtime, tmp_path):
+    # A call that ends early leaves the timer set for its deadline (KEEP_TIMER_NS): the
+    # next call, coming after that expired for nothing, must set it again. Without a
+    # deadline the loop would run out of its fuel instead, after seconds.
+    timeout_ms = 100
+    activate(runtime, tmp_path, manifest(fuel=3_000_000_000, timeout_ms=timeout_ms))
+    assert runtime.call("tests.limits", "echo", b"x").output == b"x"
+    time.sleep(2 * timeout_ms / 1000)  # past the first call's deadline
+    started = time.perf_counter()
+    with pytest.raises(CallError) as failure:
+        runtime.call("tests.limits", "spin", b"")
+    elapsed_ms = (time.perf_counter() - started) * 1000
+    assert failure.value.kind == "timeout"
+    assert timeout_ms <= elapsed_ms <= timeout_ms + DEADLINE_SLACK_MS, elapsed_ms
+
+
 FALLBACK_TICKER_SCRIPT = """
 import time, wasmtime
 from hypermesh.capsules import epoch
