@@ -157,7 +157,7 @@ class EpochTicks:
         timeout_ns = timeout_ms * 1_000_000
         deadline_ns = time.monotonic_ns() + timeout_ns
         store.set_epoch_deadline(self._ticks_to_look_again(timeout_ns))
-        _bindings._wasmtime_store_epoch_deadline_callback(store.ptr(), _DEADLINE_CALLBACK, deadline_ns, _NO_FINALIZER)
+        _set_deadline_callback(store.ptr(), _DEADLINE_CALLBACK_ADDRESS, deadline_ns, None)
         return deadline_ns
 
     def _ticks_to_look_again(self, left_ns: int) -> int:
@@ -229,7 +229,12 @@ def _on_deadline(context, deadline_ns, delta, kind) -> int:
 
 
 _DEADLINE_CALLBACK = _bindings._wasmtime_store_epoch_deadline_callback.argtypes[1](_on_deadline)
-_NO_FINALIZER = _bindings._wasmtime_store_epoch_deadline_callback.argtypes[3]()
+_DEADLINE_CALLBACK_ADDRESS = ctypes.cast(_DEADLINE_CALLBACK, ctypes.c_void_p).value
+# wasmtime_store_epoch_deadline_callback(store, callback, data, finalizer), called once per store: by
+# address, and without releasing the GIL (it only stores the three pointers).
+_set_deadline_callback = ctypes.PyDLL(str(_ffi.filename)).wasmtime_store_epoch_deadline_callback
+_set_deadline_callback.argtypes = [ctypes.c_void_p] * 4
+_set_deadline_callback.restype = None
 
 _shared: EpochTicks | None = None
 _shared_lock = threading.Lock()
