@@ -216,8 +216,12 @@ def bench_component(workdir: Path, cache_dir: Path | None, repeat: int, quick: b
     runtime.activate(capsule.cid)
     sandbox: ComponentSandbox = capsule.sandbox
 
-    # Every call instantiates the in-memory component in a new store.
+    # Every call instantiates the in-memory component in a new store; a node
+    # does that ahead of the next call (ComponentSandbox), which this check
+    # leaves out: here each call instantiates for itself.
+    sandbox.instantiate_ahead = False
     first_call = p50(timed(lambda: sandbox.call("handle", b"ping"), repeat))
+    sandbox.instantiate_ahead = True
     spawn = p50(timed(lambda: subprocess_round_trip(b"ping"), max(3, repeat // 10), 1))
     checks.append(check("component_instantiate_and_first_call_p50", first_call * 1000, "ms", 2, spawn * 1000))
 

@@ -43,18 +43,19 @@ DRAIN_JOIN_TIMEOUT_S = 10.0
 PIPE_PATH = "/proc/self/fd/{}"
 # A pipe holds 64 KiB: a read never returns more.
 READ_CHUNK = 1 << 16
-# Drain threads kept waiting for the next call, and how long one waits before it ends.
+# Helper threads (of each kind) kept waiting for the next job, and how long one waits before it ends.
 MAX_IDLE_DRAINS = 8
 DRAIN_IDLE_S = 30.0
 
 
-class _DrainThreads:
-    """Threads that read stdout pipes: a call takes an idle one or starts one, so each call has its own.
+class HelperThreads:
+    """Threads for short jobs beside the calls (drain a stdout pipe, prepare an instance): a job takes an idle one or starts one.
 
-    Starting a thread per call cost ~60 µs; handing a job to a waiting one ~13 µs.
+    Starting a thread per job cost ~60 µs; handing a job to a waiting one ~13 µs.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, name: str) -> None:
+        self.name = name
         self._lock = threading.Lock()
         self._idle: list[queue.SimpleQueue] = []
 
@@ -63,7 +64,7 @@ class _DrainThreads:
             inbox = self._idle.pop() if self._idle else None
         if inbox is None:
             inbox = queue.SimpleQueue()
-            threading.Thread(target=self._serve, args=(inbox,), name="capsule-stdout", daemon=True).start()
+            threading.Thread(target=self._serve, args=(inbox,), name=self.name, daemon=True).start()
         inbox.put(job)
 
     def _serve(self, inbox: queue.SimpleQueue) -> None:
@@ -84,7 +85,7 @@ class _DrainThreads:
                 self._idle.append(inbox)
 
 
-_DRAINS = _DrainThreads()
+_DRAINS = HelperThreads("capsule-stdout")
 
 
 class StdioChannel:

@@ -1,11 +1,11 @@
-"""One wasmtime engine per node, its epoch ticker and the compiled-artifact cache.
+"""The node's view of the process's wasmtime engine, and the compiled-artifact cache.
 
-Every store this node creates comes from one :class:`CapsuleEngine`: fuel
-metering and epoch interruption are on for all of them, so every call has an
-instruction budget and a wall-clock deadline. A daemon thread advances the
-engine's epoch every ``EPOCH_TICK_S``; a call's deadline is its timeout in
-ticks plus one, so a runaway guest is interrupted at most one tick (plus
-scheduling delay) after its timeout.
+Every store this node creates comes from one engine (epoch.py: one per
+process): fuel metering and epoch interruption are on for all of them, so
+every call has an instruction budget and a deadline on the monotonic clock,
+enforced through the epoch (the sandbox sets each store's deadline with
+:meth:`CapsuleEngine.set_deadline` and brackets each run of guest code with
+:meth:`CapsuleEngine.enter_guest` / :meth:`leave_guest`).
 
 Compiled code is cached by content hash: in memory (bounded LRU) and on disk
 under ``<artifact_root>/<engine fingerprint>/<sha256>.cwasm``. Only
@@ -17,9 +17,7 @@ files enter it by atomic rename only.
 from __future__ import annotations
 
 import hashlib
-import math
 import threading
-import time
 from collections import OrderedDict
 from importlib.metadata import version
 from pathlib import Path
@@ -28,17 +26,14 @@ from typing import Callable, Union
 import wasmtime
 from wasmtime import component as wasm_component
 
+from . import epoch
+from .epoch import deadline_ticks
 from .errors import LinkError
 from .storage import atomic_write, ensure_private_dir
 
-EPOCH_TICK_S = 0.001
 MAX_CACHED_MODULES = 256
 # A componentize-py guest is ~40 MB of machine code once loaded.
 MAX_CACHED_COMPONENTS = 8
-
-
-def deadline_ticks(timeout_ms: int) -> int:
-    return math.ceil(timeout_ms / 1000 / EPOCH_TICK_S) + 1
 
 
 class StoredCode:
@@ -89,14 +84,12 @@ class _LRU:
 
 
 class CapsuleEngine:
-    """The node's wasmtime engine, epoch ticker and artifact cache."""
+    """The node's artifact cache over the process's wasmtime engine and its epoch ticks."""
 
     def __init__(self, artifact_root: Path | None = None):
         """``artifact_root`` holds compiled code (``<data_dir>/artifacts``); None keeps it in memory only."""
-        config = wasmtime.Config()
-        config.consume_fuel = True
-        config.epoch_interruption = True
-        self.engine = wasmtime.Engine(config)
+        self._ticks = epoch.shared()
+        self.engine = self._ticks.engine
         # Artifacts only load into an engine with the same settings and version.
         self.fingerprint = hashlib.sha256(
             f"wasmtime-py {version('wasmtime')}|fuel|epoch".encode()
@@ -108,38 +101,20 @@ class CapsuleEngine:
         self._checked: set[str] = set()
         # Host function types, which wasmtime ties to the engine that first used them.
         self.host_func_types: dict = {}
-        self._stop = threading.Event()
-        self._started = time.monotonic()
-        self._ticks = 0
-        self._ticker = threading.Thread(target=self._tick, name="capsule-epoch", daemon=True)
-        self._ticker.start()
         self.stats = {"compiled": 0, "deserialized": 0, "memory_hits": 0}
+        # Bound once: every store's deadline, and around every run of guest code (see epoch.py).
+        self.set_deadline = self._ticks.set_deadline
+        self.enter_guest = self._ticks.enter
+        self.leave_guest = self._ticks.leave
 
-    def _tick(self) -> None:
-        # Sleeps overshoot (timer slack, the GIL, a busy machine), so ticks are
-        # counted from the clock rather than from wake-ups: after a late
-        # wake-up the epoch catches up, keeping deadlines in wall-clock time.
-        while not self._stop.wait(EPOCH_TICK_S):
-            due = self._due_ticks()
-            while self._ticks < due:
-                self.engine.increment_epoch()
-                self._ticks += 1
-
-    def _due_ticks(self) -> int:
-        return int((time.monotonic() - self._started) / EPOCH_TICK_S)
-
-    def deadline_ticks(self, timeout_ms: int) -> int:
-        """Epoch ticks from now until ``timeout_ms`` has passed, for ``Store.set_epoch_deadline``.
-
-        When the ticker is behind (starved by a busy machine), its next
-        wake-up increments the epoch several times at once; the ticks it owes
-        are added here so that the catch-up does not cut this call short.
-        """
-        return deadline_ticks(timeout_ms) + max(0, self._due_ticks() - self._ticks)
+    @staticmethod
+    def deadline_ticks(timeout_ms: int) -> int:
+        """Epoch ticks for ``timeout_ms``, for a store made outside a sandbox (the bench's baselines)."""
+        return deadline_ticks(timeout_ms)
 
     def close(self) -> None:
-        self._stop.set()
-        self._ticker.join(timeout=1)
+        """Drop the compiled code this node holds (the engine and its ticks serve the whole process)."""
+        self.forget_loaded()
 
     def link_checked(self, key: str) -> bool:
         """Whether a link check with this key passed before (in this process or, via a marker file, earlier)."""

@@ -25,7 +25,7 @@ from wasmtime import component as wasm_component
 
 from . import corecall
 from .component_bytes import call_bytes_func
-from .component_stdio import StdioChannel
+from .component_stdio import HelperThreads, StdioChannel
 from .engine import CapsuleEngine, Code, code_digest
 from .errors import CallError, LinkError
 from .host import (CORE_IMPORT_CAPABILITY, CORE_IMPORT_MODULE, CORE_IMPORTS, MAX_LOG_BYTES, WIT_PACKAGE, HostServices,
@@ -139,18 +139,26 @@ class _Sandbox:
         self.label = manifest.label
         self._local = threading.local()
 
-    def new_store(self, budget: CallBudget | None = None) -> wasmtime.Store:
-        """A store with the capsule's limits (or the tighter ``budget``), set before any guest code runs."""
+    def new_store(self, budget: CallBudget | None = None) -> tuple[wasmtime.Store, int]:
+        """A store with the capsule's limits (or the tighter ``budget``), set before any guest code runs, and its deadline."""
         store = wasmtime.Store(self.engine.engine)
         self._prepare_store(store)
         store.set_limits(memory_size=self.resources.memory_bytes, memories=MAX_MEMORIES, tables=MAX_TABLES,
                          table_elements=table_element_limit(self.resources.memory_bytes))
+        return store, self._start_budget(store, budget)
+
+    def _start_budget(self, store: wasmtime.Store, budget: CallBudget | None) -> int:
+        """Fill ``store``'s fuel and start its deadline from now (returned, in monotonic ns): the capsule's
+        limits, or the tighter ``budget``."""
         fuel, timeout_ms = self.resources.fuel, self.resources.timeout_ms
         if budget is not None:
             fuel, timeout_ms = min(fuel, budget.fuel), min(timeout_ms, budget.timeout_ms)
         store.set_fuel(fuel)
-        store.set_epoch_deadline(self.engine.deadline_ticks(timeout_ms))
-        return store
+        return self.engine.set_deadline(store, timeout_ms)
+
+    def _store_for_call(self, budget: CallBudget | None) -> tuple[wasmtime.Store, int]:
+        """The store a call runs in and its deadline (a hook: a component may have one made ahead)."""
+        return self.new_store(budget)
 
     def _cut_short(self, failure: CallError, budget: CallBudget | None, attempt: _Attempt | None) -> bool:
         """Whether ``failure`` is the budget's doing: a limit the budget set tighter than the capsule's own."""
@@ -173,14 +181,18 @@ class _Sandbox:
         depends on the zone, a trap in a start function) are left to the
         calls, which report them.
         """
+        store, deadline = self.new_store()
+        self.engine.enter_guest(deadline)  # a start function is guest code: its deadline is enforced
         try:
-            instantiate(self.new_store())
+            instantiate(store)
         except (wasmtime.Trap, wasmtime.WasmtimeError) as exc:
             if "count too high" in str(exc):
                 raise LinkError(f"{self.label} creates more than one linear memory or {MAX_TABLES} tables; a capsule has "
                                 f"one linear memory and at most {MAX_TABLES} tables") from None
             if "matching implementation was not found" in str(exc):
                 raise LinkError(f"{self.label} does not link: {_whole_error(exc)}") from None
+        finally:
+            self.engine.leave_guest(deadline)
 
     def call(self, function: str, data: bytes, budget: CallBudget | None = None) -> CallOutcome:
         """Run one call in a fresh store; raises :class:`CallError` saying which limit or fault stopped it.
@@ -193,7 +205,7 @@ class _Sandbox:
             raise CallError("input", f"{self.label} has no entry point {function!r} (has {sorted(self.manifest.entry_points)})")
         if len(data) > MAX_INPUT_BYTES:
             raise CallError("input", f"input of {len(data)} bytes is over the {MAX_INPUT_BYTES}-byte limit")
-        store = self.new_store(budget)
+        store, deadline = self._store_for_call(budget)
         # Host functions record here why they failed (the trap's own text is
         # generic). Calls run concurrently on several threads and nest through
         # `invoke`, hence one list per call, in thread-local storage.
@@ -202,6 +214,7 @@ class _Sandbox:
         local = self._local
         previous = getattr(local, "faults", None), getattr(local, "attempt", None)
         local.faults, local.attempt = faults, attempt
+        self.engine.enter_guest(deadline)
         try:
             outcome = self._run(store, function, data, faults)
         except CallError as failure:
@@ -210,6 +223,7 @@ class _Sandbox:
             self._release_logs(attempt)
             raise
         finally:
+            self.engine.leave_guest(deadline)
             local.faults, local.attempt = previous
         self._release_logs(attempt)
         return outcome
@@ -421,8 +435,23 @@ def _whole_error(error: BaseException) -> str:
     return ": ".join(re.sub(r"^[0-9]+: ", "", line) for line in lines)
 
 
+# Where components are instantiated ahead of their next call.
+_AHEAD = HelperThreads("capsule-instantiate")
+
+
 class ComponentSandbox(_Sandbox):
-    """A compiled component and a linker holding WASI 0.2 plus the granted host interfaces."""
+    """A compiled component and a linker holding WASI 0.2 plus the granted host interfaces.
+
+    Instantiating a component (a Python guest: ~1.3 ms, most of it wasmtime
+    setting up thousands of functions) took a third of a 1 MB round trip. So
+    one instance is made ahead on a helper thread, in a fresh store of its
+    own, and the next call takes it (its fuel and deadline start then, and
+    its WASI context is replaced by the call's); taking it starts the next.
+    Each instance still serves exactly one call. A call that finds none
+    (back-to-back calls, or ``instantiate_ahead`` off) instantiates for itself.
+    Either way the guest's fuel is full when the entry point is called, and
+    ``fuel_used`` counts the call alone.
+    """
 
     def __init__(self, engine: CapsuleEngine, code: Code, manifest: Manifest, resources: Resources, host: HostServices,
                  digest: str | None = None):
@@ -445,6 +474,62 @@ class ComponentSandbox(_Sandbox):
         self._check_instantiates(lambda store: self.linker.instantiate(store, self.component))
         self.handle_index = self.component.get_export_index(COMPONENT_ENTRY)
         self.stdio_index = self.component.get_export_index(STDIO_ENTRY) if STDIO_ENTRY in exports else None
+        self.instantiate_ahead = True
+        # Set while an instance made ahead waits for its call.
+        self.ahead_ready = threading.Event()
+        self._ahead_lock = threading.Lock()
+        self._ahead: tuple[wasmtime.Store, wasm_component.Instance] | None = None
+        self._ahead_running = False
+        self._start_ahead()
+
+    def _store_for_call(self, budget: CallBudget | None) -> tuple[wasmtime.Store, int]:
+        ready = self._take_ahead()
+        if ready is None:
+            return self.new_store(budget)
+        store, _ = ready
+        deadline = self._start_budget(store, budget)
+        self._local.ahead = ready  # for _call, with this store only
+        return store, deadline
+
+    def _take_ahead(self) -> tuple[wasmtime.Store, wasm_component.Instance] | None:
+        """The instance made ahead, if one is ready (and ``instantiate_ahead`` is still on)."""
+        with self._ahead_lock:
+            ready, self._ahead = self._ahead, None
+            self.ahead_ready.clear()
+        return ready if self.instantiate_ahead else None
+
+    def _start_ahead(self) -> None:
+        """Make the next call's instance, unless one is ready or on the way.
+
+        Started once a call is over, not when it starts: on a busy machine
+        the two would compete for the CPU.
+        """
+        with self._ahead_lock:
+            if not self.instantiate_ahead or self._ahead is not None or self._ahead_running:
+                return
+            self._ahead_running = True
+        try:
+            _AHEAD.start(self._instantiate_ahead)
+        except RuntimeError:  # no thread to be had: calls instantiate for themselves
+            with self._ahead_lock:
+                self._ahead_running = False
+
+    def _instantiate_ahead(self) -> None:
+        ready = None
+        try:
+            store, deadline = self.new_store()
+            self.engine.enter_guest(deadline)
+            try:
+                ready = store, self.linker.instantiate(store, self.component)
+            finally:
+                self.engine.leave_guest(deadline)
+        except (wasmtime.Trap, wasmtime.WasmtimeError):
+            pass  # the call that then instantiates for itself reports the failure
+        finally:
+            with self._ahead_lock:
+                self._ahead, self._ahead_running = ready, False
+                if ready is not None:
+                    self.ahead_ready.set()
 
     def _check_exports(self, exports: dict) -> None:
         """The entry points the host calls, against their exact WIT types (a mismatch would fail every call)."""
@@ -533,6 +618,7 @@ class ComponentSandbox(_Sandbox):
                 # the drain then reads to its end.
                 store.close()
                 channel.close()
+            self._start_ahead()
         if channel is not None and channel.failure is not None:
             raise CallError("host", f"{label}: reading its stdout failed: {channel.failure}")
         if channel is not None and channel.overflowed:
@@ -549,9 +635,14 @@ class ComponentSandbox(_Sandbox):
     def _call(self, store: wasmtime.Store, channel: StdioChannel | None, data: bytes, limit: int) -> tuple[bytes | None, int]:
         """Instantiate and call: through ``handle-stdio`` with ``channel``, else ``handle`` (output None: it is in the channel)."""
         output = None
+        ahead, self._local.ahead = getattr(self._local, "ahead", None), None
+        instance = ahead[1] if ahead is not None and ahead[0] is store else None
         if channel is not None:
             store.set_wasi(channel.wasi_config())
-        instance = self.linker.instantiate(store, self.component)
+        fuel = store.get_fuel()
+        if instance is None:
+            instance = self.linker.instantiate(store, self.component)
+            store.set_fuel(fuel)  # as for an instance made ahead: the call's fuel is its own
         if channel is not None:
             func = instance.get_func(store, self.stdio_index)
             func(store, len(data))
@@ -559,7 +650,7 @@ class ComponentSandbox(_Sandbox):
             func = instance.get_func(store, self.handle_index)
             output = call_bytes_func(func, store, data, limit)
         func.post_return(store)
-        return output, self.resources.fuel - store.get_fuel()
+        return output, fuel - store.get_fuel()
 
 
 def _is_u8_list(valtype) -> bool:

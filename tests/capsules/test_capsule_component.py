@@ -83,16 +83,20 @@ def test_what_the_guest_prints_is_not_output(runtime, hello):
     assert runtime.call("examples.hello-python", "handle", b"print").output == b"printed"
 
 
-def _with_output_limit(runtime, python_capsule, tmp_path, limit: int):
-    """The Python example with ``max_output_bytes`` = ``limit``, installed and active."""
-    directory = shutil.copytree(python_capsule, tmp_path / "small-output", ignore=shutil.ignore_patterns("src"))
+def _with_resources(runtime, python_capsule, tmp_path, **resources):
+    """The Python example with these ``resources`` in its manifest, installed and active."""
+    directory = shutil.copytree(python_capsule, tmp_path / "resources", ignore=shutil.ignore_patterns("src"))
     manifest = json.loads((directory / "manifest.json").read_text())
-    manifest["resources"]["max_output_bytes"] = limit
+    manifest["resources"].update(resources)
     (directory / "manifest.json").write_text(json.dumps(manifest))
     sign_capsule(directory, BUILDER)
     capsule = runtime.install(directory)
     runtime.activate(capsule.cid)
     return capsule
+
+
+def _with_output_limit(runtime, python_capsule, tmp_path, limit: int):
+    return _with_resources(runtime, python_capsule, tmp_path, max_output_bytes=limit)
 
 
 def test_output_over_the_limit_through_stdio_fails_the_call(runtime, python_capsule, tmp_path):
@@ -115,13 +119,7 @@ def test_spinning_guest_is_stopped_and_runtime_recovers(runtime, hello):
 
 
 def test_component_epoch_deadline(runtime, python_capsule, tmp_path):
-    directory = shutil.copytree(python_capsule, tmp_path / "short", ignore=shutil.ignore_patterns("src"))
-    manifest = json.loads((directory / "manifest.json").read_text())
-    manifest["resources"].update(fuel=100_000_000_000, timeout_ms=50)
-    (directory / "manifest.json").write_text(json.dumps(manifest))
-    sign_capsule(directory, BUILDER)
-    capsule = runtime.install(directory)
-    runtime.activate(capsule.cid)
+    capsule = _with_resources(runtime, python_capsule, tmp_path, fuel=100_000_000_000, timeout_ms=50)
     elapsed_ms = []
     for _ in range(3):
         started = time.perf_counter()
@@ -132,6 +130,30 @@ def test_component_epoch_deadline(runtime, python_capsule, tmp_path):
     # Every run; the slack covers instantiating the 18 MB guest (~1 ms) too.
     assert all(50 <= ms <= 50 + DEADLINE_SLACK_MS for ms in elapsed_ms), elapsed_ms
     assert runtime.call(capsule.cid, "handle", b"ping").output == b"pong"
+
+
+def test_a_call_on_an_instance_made_ahead_matches_one_that_instantiates_for_itself(runtime, hello):
+    sandbox = hello.sandbox
+    assert sandbox.ahead_ready.wait(60)
+    made_ahead = runtime.call("examples.hello-python", "handle", b"ping")
+    sandbox.instantiate_ahead = False
+    for_itself = runtime.call("examples.hello-python", "handle", b"ping")
+    assert made_ahead.output == for_itself.output == b"pong"
+    # Fuel counts the call alone either way (instantiating costs some too).
+    assert made_ahead.fuel_used == for_itself.fuel_used > 0
+
+
+def test_an_instance_made_ahead_starts_its_deadline_at_its_call(runtime, python_capsule, tmp_path):
+    timeout_ms = 300
+    capsule = _with_resources(runtime, python_capsule, tmp_path, fuel=100_000_000_000, timeout_ms=timeout_ms)
+    assert capsule.sandbox.ahead_ready.wait(60)
+    time.sleep(2 * timeout_ms / 1000)  # the instance waits past its call's timeout: that time is not the call's
+    started = time.perf_counter()
+    with pytest.raises(CallError) as failure:
+        runtime.call(capsule.cid, "handle", b"spin")
+    elapsed_ms = (time.perf_counter() - started) * 1000
+    assert failure.value.kind == "timeout"
+    assert timeout_ms <= elapsed_ms <= timeout_ms + DEADLINE_SLACK_MS, elapsed_ms
 
 
 def test_component_memory_limit(runtime, python_capsule, tmp_path):

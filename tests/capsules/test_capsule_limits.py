@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import threading
 import time
 
 import pytest
@@ -45,6 +49,76 @@ def test_endless_loop_is_stopped_by_epoch_after_its_timeout_every_time(runtime, 
     # Every run: never cut short, never later than scheduling on a loaded machine explains.
     assert all(timeout_ms <= ms <= timeout_ms + DEADLINE_SLACK_MS for ms in elapsed), elapsed
     assert_runtime_healthy(runtime, "tests.limits")
+
+
+def test_early_epoch_increments_never_cut_a_call_short(runtime, tmp_path):
+    # An increment may land early (libc may run a timer expiry just after the
+    # timer is disarmed, in the next call): the deadline is the clock's.
+    timeout_ms = 50
+    activate(runtime, tmp_path, manifest(fuel=100_000_000_000, timeout_ms=timeout_ms))
+    spinning = threading.Event()
+    done = threading.Event()
+
+    def increment_far_ahead():
+        spinning.wait(5)
+        for _ in range(10_000):
+            runtime.engine.engine.increment_epoch()
+        done.set()
+
+    threading.Thread(target=increment_far_ahead, daemon=True).start()
+    started = time.perf_counter()
+    spinning.set()
+    with pytest.raises(CallError) as failure:
+        runtime.call("tests.limits", "spin", b"")
+    elapsed_ms = (time.perf_counter() - started) * 1000
+    assert done.wait(5)
+    assert failure.value.kind == "timeout"
+    assert timeout_ms <= elapsed_ms <= timeout_ms + DEADLINE_SLACK_MS, elapsed_ms
+
+
+def test_a_deadline_is_enforced_after_a_timer_kept_for_an_earlier_call_expired(runtime, tmp_path):
+    # A call that ends early leaves the timer set for its deadline (KEEP_TIMER_NS): the
+    # next call, coming after that expired for nothing, must set it again. Without a
+    # deadline the loop would run out of its fuel instead, after seconds.
+    timeout_ms = 100
+    activate(runtime, tmp_path, manifest(fuel=3_000_000_000, timeout_ms=timeout_ms))
+    assert runtime.call("tests.limits", "echo", b"x").output == b"x"
+    time.sleep(2 * timeout_ms / 1000)  # past the first call's deadline
+    started = time.perf_counter()
+    with pytest.raises(CallError) as failure:
+        runtime.call("tests.limits", "spin", b"")
+    elapsed_ms = (time.perf_counter() - started) * 1000
+    assert failure.value.kind == "timeout"
+    assert timeout_ms <= elapsed_ms <= timeout_ms + DEADLINE_SLACK_MS, elapsed_ms
+
+
+FALLBACK_TICKER_SCRIPT = """
+import time, wasmtime
+from hypermesh.capsules import epoch
+ticks = epoch.shared()
+assert not ticks.native
+store = wasmtime.Store(ticks.engine)
+store.set_fuel(10 ** 15)
+spin = wasmtime.Instance(store, wasmtime.Module(ticks.engine, '(module (func (export "f") (loop br 0)))'), [])
+started = time.perf_counter()
+deadline = ticks.set_deadline(store, 30)
+ticks.enter(deadline)
+try:
+    spin.exports(store)["f"](store)
+except (wasmtime.Trap, wasmtime.WasmtimeError) as exc:
+    assert "interrupt" in str(exc), exc
+    print(round((time.perf_counter() - started) * 1000, 1))
+finally:
+    ticks.leave(deadline)
+"""
+
+
+def test_the_fallback_ticker_thread_stops_a_loop_after_its_timeout():
+    # Where there is no POSIX timer (forced here), a Python thread advances the epoch.
+    result = subprocess.run([sys.executable, "-c", FALLBACK_TICKER_SCRIPT], capture_output=True, text=True, timeout=60,
+                            env={**os.environ, "HYPERMESH_EPOCH_THREAD": "1"})
+    assert result.returncode == 0, result.stderr
+    assert 30 <= float(result.stdout) <= 30 + DEADLINE_SLACK_MS, result.stdout
 
 
 def test_memory_grow_past_the_limit_returns_minus_one(runtime, tmp_path):
