@@ -590,7 +590,10 @@ class TendermintCore:
             else:
                 self._propose()
         self._schedule(_Timeout.PROPOSE, self._propose_timeout(round_), now)
-        self._state_changed = True
+        if round_ > 0:
+            # Round 0 of a height is saved already, with the decision that began it (or it is where a restart
+            # resumes): saving it again at the end of the commit wait was a store write a height for nothing.
+            self._state_changed = True
 
     def _propose(self) -> None:
         """Lines 14-19: propose our valid value (with its proof-of-lock round) or a new one."""
