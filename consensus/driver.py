@@ -178,7 +178,9 @@ class ConsensusService:
         if scope is not None:
             # Moving the deadline re-arms the sleeping loop: waking it to do so cost a task switch and a
             # handle_timer with nothing due, about once a height (each new timeout nearer than the last).
-            scope.deadline = self.core.get_timer()
+            deadline = self.core.get_timer()
+            if scope.deadline != deadline:
+                scope.deadline = deadline
 
     # ------------------------------------------------------------ peers
 
