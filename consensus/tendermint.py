@@ -664,6 +664,11 @@ class TendermintCore:
         self._finalize(commit)
         self.height += 1
         self._reset_height()
+        # Re-sends are for a height that lasts: every message of the new one is sent fresh. At a fixed
+        # cadence, a chain deciding ten heights a second re-sent its current votes, the polka behind its
+        # valid value and its Status mid-height every interval: ~1 message a height per node for nothing.
+        if self._next_rebroadcast is not None:
+            self._next_rebroadcast = now + self.config.rebroadcast_interval
         self._unsaved_commits.append(commit)  # saved with the next height's state (_persist)
         self._events.append(Committed(certificate.height, certificate.round, commit.value, certificate))
         self._commit_wait = True

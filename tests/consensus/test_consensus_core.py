@@ -434,6 +434,23 @@ def test_others_votes_are_passed_on_when_the_round_times_out_not_on_arrival():
     assert len(resent) == 1 and vote.validator in resent[0].exclude  # for those its signer left out
 
 
+def test_re_sends_come_only_from_a_height_that_lasts_the_re_send_interval():
+    """Every message of a new height is sent fresh: at a fixed cadence, a chain deciding heights faster than the
+    interval re-sent its current votes, the polka behind its valid value and its Status mid-height."""
+    signers = [i for i in IDENTITIES if i is not ME][:3]
+    core = new_core(ME)
+    interval = CONFIG.rebroadcast_interval
+    decided_at = interval * 0.9
+    feed(core, [proposal(1, 0, VALUE)] + votes(Kind.PREVOTE, 1, 0, VALUE, signers[:2])
+         + votes(Kind.PRECOMMIT, 1, 0, VALUE, signers[:2]), now=decided_at)
+    assert core.height == 2
+    core.take_outbound()
+    core.handle_timer(interval)  # the first interval since start is over, but height 2 began just now
+    assert Status(2) not in broadcasts(core)
+    core.handle_timer(decided_at + interval)
+    assert Status(2) in broadcasts(core)
+
+
 def test_the_proposal_is_passed_on_when_the_round_times_out_not_on_arrival():
     core = new_core(ME)
     block = proposal(1, 0, VALUE)
