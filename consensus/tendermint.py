@@ -313,7 +313,7 @@ class TendermintCore:
         self._outbound.append(Broadcast(Status(self.height)))
 
     def _pass_on_round(self) -> None:
-        """Send this round's proposal and every other vote of it we hold to all but their signers:
+        """Send this round's proposal (if valid) and every other vote of it we hold to all but their signers:
         the gossip the paper assumes (what one correct process receives, all do), for messages a
         Byzantine signer sent to only some of us.
 
@@ -323,7 +323,8 @@ class TendermintCore:
         a round that goes well never needs it, and one that stalls times out.
         """
         proposal = self._proposals.get(self.round)
-        if proposal is not None and proposal.proposer != self.public_key:
+        if (proposal is not None and proposal.proposer != self.public_key
+                and self._is_valid(proposal.value, proposal.block_id)):  # one the application refuses stays here
             self._outbound.append(Broadcast(proposal, frozenset((proposal.proposer,))))
         for kind in (Kind.PREVOTE, Kind.PRECOMMIT):
             tally = self._tallies.get((kind, self.round))

@@ -463,6 +463,15 @@ def test_the_proposal_is_passed_on_when_the_round_times_out_not_on_arrival():
     assert len(passed_on) == 1 and block.proposer in passed_on[0].exclude
 
 
+def test_a_proposal_the_application_refuses_is_not_passed_on():
+    core = new_core(ME)
+    block = proposal(1, 0, b"bad block")  # CountingApp refuses values that start with b"bad"
+    with pytest.raises(InvalidValue):
+        feed(core, [block])
+    core.handle_timer(core.get_timer())  # the propose timeout: we prevote nil, and pass on the round
+    assert block not in broadcasts(core)
+
+
 class IdleApp(CountingApp):
     """An application that can say it has nothing to propose (the ledger's has_pending)."""
 
