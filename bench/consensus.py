@@ -27,6 +27,11 @@ and when it committed one (wall clock, one machine).
   request at a time, each to the next validator: acquire is the send of the
   acquire to its commit at that validator (the granted outcome read from its
   ledger); acquire + release runs on to the commit of the release.
+- ``ml_dsa_65`` (``--signing ml-dsa-65``), beside the Ed25519 figures: a
+  second chain of n processes whose validators sign with ML-DSA-65
+  consensus keys declared at genesis (as ``hypermesh genesis --validator
+  PEER:POWER:ml-dsa-65=@FILE`` does), its empty-block phase only: commit
+  latency, its split and CPU per block per validator process.
 - ``etcd``: the anchor, in the same run: Debian's ``etcd`` as a 3-member
   cluster on loopback (fsync on, its default), a lock acquired and released
   through its v3 HTTP gateway (``/v3/lock/lock``, ``/v3/lock/unlock``) on one
@@ -34,7 +39,7 @@ and when it committed one (wall clock, one machine).
   the bench runs as root (``--no-install`` skips); otherwise skipped, with
   the reason.
 
-    python bench/consensus.py [--quick] [--sizes 4,7]
+    python bench/consensus.py [--quick] [--sizes 4,7] [--signing ml-dsa-65]
 """
 
 from __future__ import annotations
@@ -42,6 +47,7 @@ from __future__ import annotations
 import argparse
 import base64
 import contextlib
+import hashlib
 import http.client
 import json
 import os
@@ -63,6 +69,7 @@ from hypermesh.consensus.ledger import decode_block  # noqa: E402
 from hypermesh.consensus.ledger_node import run_ledger_node  # noqa: E402
 from hypermesh.consensus.ledger_service import TransactionRefused, send_transaction, send_transactions  # noqa: E402
 from hypermesh.consensus.ledger_tx import LockAcquire, LockRelease, Role, Transfer, sign_transaction  # noqa: E402
+from hypermesh.consensus.signing import Scheme, Signer, ml_dsa_key_from_seed, scheme_named  # noqa: E402
 from hypermesh.consensus.sqlite_store import SqliteConsensusStore  # noqa: E402
 from hypermesh.consensus.tendermint import TendermintConfig  # noqa: E402
 from hypermesh.consensus.validators import public_key_of  # noqa: E402
@@ -94,10 +101,22 @@ def user_identity(index: int) -> Identity:
     return Identity.from_seed(b"bench-consensus-user-%d" % index)
 
 
-def make_genesis(validators: int, accounts: int) -> Genesis:
+def validator_signer(index: int, scheme: Scheme) -> Signer:
+    """What validator ``index`` signs consensus messages with: its identity, or also an ML-DSA-65 key (from a
+    seed of the bench's, as its identity is)."""
+    if scheme is Scheme.ED25519:
+        return Signer(validator_identity(index))
+    seed = hashlib.sha256(b"bench-consensus-ml-dsa-65-%d" % index).digest()
+    return Signer(validator_identity(index), ml_dsa_key_from_seed(seed))
+
+
+def make_genesis(validators: int, accounts: int, scheme: Scheme = Scheme.ED25519) -> Genesis:
+    """Every validator with its consensus key declared, when it has one (``--validator PEER:POWER:ml-dsa-65=@FILE``
+    in ``hypermesh genesis``)."""
+    signers = [validator_signer(i, scheme) for i in range(validators)]
     return Genesis(CHAIN_ID, LedgerParams(), {public_key_of(user_identity(i)): 10**12 for i in range(accounts)},
-                   tuple(GenesisBond(public_key_of(validator_identity(i)), Role.VALIDATOR, STAKE)
-                         for i in range(validators)))
+                   tuple(GenesisBond(signer.name, Role.VALIDATOR, STAKE, consensus_key=signer.consensus_key)
+                         for signer in signers))
 
 
 # ------------------------------------------------------------ validator process
@@ -121,9 +140,10 @@ class SigningTimes:
             _emit({"signed": height, "round": round_, "step": step, "t": time.time()})
 
 
-async def run_validator_process(index: int, validators: int, accounts: int, data_dir: Path) -> None:
+async def run_validator_process(index: int, validators: int, accounts: int, data_dir: Path,
+                                scheme: Scheme = Scheme.ED25519) -> None:
     """One validator: prints its addresses, reads everyone's (one JSON line on stdin), runs until killed."""
-    genesis = make_genesis(validators, accounts)
+    genesis = make_genesis(validators, accounts, scheme)
     identity = validator_identity(index)
     async with open_host(identity, LISTEN) as host:
         _emit({"addrs": host.listen_addrs()})
@@ -134,7 +154,8 @@ async def run_validator_process(index: int, validators: int, accounts: int, data
         def open_store(directory):
             return SqliteConsensusStore(directory, on_saved=SigningTimes())
         config = TendermintConfig(idle_block_interval=IDLE_BLOCK_INTERVAL)
-        async with run_ledger_node(host, genesis, identity, data_dir, config=config, open_store=open_store) as node:
+        async with run_ledger_node(host, genesis, validator_signer(index, scheme), data_dir, config=config,
+                                   open_store=open_store) as node:
             propose = node.ledger.propose
 
             def timed_propose(height: int) -> bytes:
@@ -163,10 +184,11 @@ async def run_validator_process(index: int, validators: int, accounts: int, data
 class ValidatorProcesses:
     """n validator processes and what they print: proposal times, commits (time, transaction IDs) per node."""
 
-    def __init__(self, validators: int, accounts: int, data_dir: Path):
+    def __init__(self, validators: int, accounts: int, data_dir: Path, scheme: Scheme = Scheme.ED25519):
         self.validators = validators
         self.accounts = accounts
         self.data_dir = data_dir
+        self.scheme = scheme
         self.proposed: dict[int, float] = {}
         self.proposer: dict[int, int] = {}  # height -> the index of the validator that proposed first
         self.commits: list[dict[int, dict]] = [{} for _ in range(validators)]
@@ -183,7 +205,7 @@ class ValidatorProcesses:
             for index in range(self.validators):
                 (self.data_dir / f"v{index}").mkdir()
                 command = [sys.executable, __file__, "--validator-process", str(index), str(self.validators),
-                           str(self.accounts), str(self.data_dir / f"v{index}")]
+                           str(self.accounts), str(self.data_dir / f"v{index}"), self.scheme.label]
                 process = await trio.lowlevel.open_process(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
                 processes.append(process)
             try:
@@ -269,6 +291,19 @@ class ValidatorProcesses:
                 for h in range(first, last + 1) if h in commits and h in self.proposed]
 
 
+async def empty_blocks(chain: ValidatorProcesses, seconds: float) -> dict:
+    """The chain's own pace for ``seconds``, once every validator has committed the warm-up heights."""
+    await chain.wait_until(lambda: all(chain.height(i) >= WARM_UP_HEIGHTS for i in range(chain.validators)))
+    first = chain.height() + 1
+    started = time.time()
+    await trio.sleep(seconds)
+    last = chain.height()
+    return {"empty_blocks": {"heights": last - first + 1, "seconds": round(time.time() - started, 2)},
+            "commit_latency_ms": summary(chain.commit_latencies_ms(first, last)),
+            "cpu_ms_per_block_per_validator": chain.cpu_ms_per_block(first, last),
+            "commit_latency_split_ms": chain.latency_split_ms(first, last)}
+
+
 async def measure_chain(validators: int, accounts: int, seconds: float, sequential: int, transactions: int,
                         batch: int, in_flight: int) -> dict:
     with tempfile.TemporaryDirectory() as directory:
@@ -279,21 +314,22 @@ async def measure_chain(validators: int, accounts: int, seconds: float, sequenti
                 peers = [validator_identity(i).peer_id for i in range(validators)]
                 for peer, addrs in zip(peers, chain.addrs):
                     client.peerstore.add_addrs(peer, addrs)
-                await chain.wait_until(lambda: all(chain.height(i) >= WARM_UP_HEIGHTS for i in range(validators)))
-                result = {"validators": validators}
-                # Empty blocks: the chain's own pace.
-                first = chain.height() + 1
-                started = time.time()
-                await trio.sleep(seconds)
-                last = chain.height()
-                result["empty_blocks"] = {"heights": last - first + 1, "seconds": round(time.time() - started, 2)}
-                result["commit_latency_ms"] = summary(chain.commit_latencies_ms(first, last))
-                result["cpu_ms_per_block_per_validator"] = chain.cpu_ms_per_block(first, last)
-                result["commit_latency_split_ms"] = chain.latency_split_ms(first, last)
+                result = {"validators": validators, **await empty_blocks(chain, seconds)}
                 result["transaction_latency_ms"] = summary(
                     await transaction_latencies(chain, client, peers, sequential))
                 result["lock"] = await lock_latencies(chain, client, peers, sequential)
                 result["throughput"] = await throughput(chain, client, peers, transactions, batch, in_flight, sequential)
+            nursery.cancel_scope.cancel()
+    return result
+
+
+async def measure_signing_scheme(validators: int, accounts: int, seconds: float, scheme: Scheme) -> dict:
+    """The empty-block phase of a chain whose validators all sign with ``scheme``."""
+    with tempfile.TemporaryDirectory() as directory:
+        chain = ValidatorProcesses(validators, accounts, Path(directory), scheme)
+        async with trio.open_nursery() as nursery:
+            await nursery.start(chain.run)
+            result = {"validators": validators, "signing": scheme.label, **await empty_blocks(chain, seconds)}
             nursery.cancel_scope.cancel()
     return result
 
@@ -498,6 +534,15 @@ def chain_checks(result: dict) -> list[dict]:
     ]
 
 
+def signing_checks(result: dict) -> list[dict]:
+    """A chain signing with another scheme: figures beside the Ed25519 chain's, no target of their own."""
+    n, label = result["validators"], result["signing"].replace("-", "_")
+    latency = result["commit_latency_ms"] or {}
+    return [check(f"commit_latency_{p}_ms_n{n}_{label}", latency.get(p), "ms", None, met=True) for p in ("p50", "p99")] \
+        + [check(f"cpu_ms_per_block_per_validator_n{n}_{label}", result["cpu_ms_per_block_per_validator"], "ms", None,
+                 met=True)]
+
+
 def lock_checks(n: int, lock: dict, etcd: dict | None) -> list[dict]:
     """Ours against etcd's p50, as a ratio (within 3x is met); without etcd, ours alone (not met: no anchor)."""
     checks = []
@@ -523,12 +568,16 @@ def main() -> None:
     parser.add_argument("--accounts", type=int, default=200)
     parser.add_argument("--no-install", action="store_true", help="never apt-get install etcd")
     parser.add_argument("--no-etcd", action="store_true", help="skip the etcd anchor")
-    parser.add_argument("--validator-process", nargs=4, metavar=("INDEX", "N", "ACCOUNTS", "DATA_DIR"),
+    parser.add_argument("--signing", choices=[Scheme.ML_DSA_65.label], action="append", default=[],
+                        help="also run the empty-block phase on a chain whose validators sign with this scheme "
+                             "(figures beside the Ed25519 chain's)")
+    parser.add_argument("--validator-process", nargs=5, metavar=("INDEX", "N", "ACCOUNTS", "DATA_DIR", "SCHEME"),
                         help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.validator_process:
-        index, validators, accounts, data_dir = args.validator_process
-        trio.run(run_validator_process, int(index), int(validators), int(accounts), Path(data_dir))
+        index, validators, accounts, data_dir, scheme = args.validator_process
+        trio.run(run_validator_process, int(index), int(validators), int(accounts), Path(data_dir),
+                 scheme_named(scheme))
         return
     sizes = [int(s) for s in (args.sizes or ("4" if args.quick else "4,7")).split(",")]
     seconds = args.seconds or (3.0 if args.quick else 20.0)
@@ -548,11 +597,16 @@ def main() -> None:
     for n in sizes:
         result = trio.run(measure_chain, n, args.accounts, seconds, sequential, transactions, args.batch,
                           args.in_flight)
-        results.append(result)
         checks += chain_checks(result) + lock_checks(n, result["lock"], etcd)
+        for label in dict.fromkeys(args.signing):
+            other = trio.run(measure_signing_scheme, n, args.accounts, seconds, scheme_named(label))
+            result[label.replace("-", "_")] = other
+            checks += signing_checks(other)
+        results.append(result)
     print(json.dumps({
         "bench": "consensus", "quick": args.quick, "sizes": sizes, "empty_block_seconds": seconds, "rounds": sequential,
         "transactions": transactions, "batch": args.batch, "in_flight": args.in_flight, "accounts": args.accounts,
+        "signing": ["ed25519", *dict.fromkeys(args.signing)],
         "app": "ledger (run_ledger_node: SQLite store synced before each vote leaves, default Tendermint timeouts, "
                f"idle_block_interval {IDLE_BLOCK_INTERVAL} s)",
         "chains": results, "etcd": etcd if etcd is not None else {"skipped": etcd_skipped},

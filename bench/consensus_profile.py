@@ -1,7 +1,8 @@
 """Where a block's time goes: n validators in one process, under cProfile, CPU split by component.
 
 Prints one JSON object. n validators (``run_ledger_node``: SQLite stores
-synced before each vote leaves, QUIC on loopback, default Tendermint timeouts) run as
+synced before each vote leaves, QUIC on loopback, default Tendermint timeouts
+but an idle block every ``IDLE_BLOCK_INTERVAL``, as in bench/consensus.py) run as
 tasks of one trio run; after a warm-up, two phases are profiled apart:
 
 - ``empty``: ``--heights`` heights of empty blocks;
@@ -45,6 +46,7 @@ from hypermesh.consensus.genesis import Genesis, GenesisBond, LedgerParams  # no
 from hypermesh.consensus.ledger_node import run_ledger_node  # noqa: E402
 from hypermesh.consensus.ledger_tx import Role, Transfer, sign_transaction  # noqa: E402
 from hypermesh.consensus.sqlite_store import SqliteConsensusStore  # noqa: E402
+from hypermesh.consensus.tendermint import TendermintConfig  # noqa: E402
 from hypermesh.consensus.validators import public_key_of  # noqa: E402
 from hypermesh.transport.host import open_host  # noqa: E402
 from hypermesh.transport.identity import Identity  # noqa: E402
@@ -53,6 +55,9 @@ CHAIN_ID = "bench-profile"
 LISTEN = ["/ip4/127.0.0.1/udp/0/quic-v1"]
 WARM_UP_HEIGHTS = 3
 PHASE_TIMEOUT = 600
+# As bench/consensus.py: with the default (1 s) an empty height here took a second, idle timers and
+# re-sends included, and its CPU per height was not comparable with that bench's (50 ms).
+IDLE_BLOCK_INTERVAL = 0.05
 
 # Component of a function's own time, by the path of its file (first match).
 COMPONENTS = [
@@ -243,7 +248,8 @@ async def _host(ident: Identity, *, task_status=trio.TASK_STATUS_IGNORED) -> Non
 
 
 async def _node(host, genesis, ident, data_dir, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
-    async with run_ledger_node(host, genesis, ident, data_dir, open_store=CountingStore) as node:
+    async with run_ledger_node(host, genesis, ident, data_dir, open_store=CountingStore,
+                               config=TendermintConfig(idle_block_interval=IDLE_BLOCK_INTERVAL)) as node:
         task_status.started(node)
         await trio.sleep_forever()
 

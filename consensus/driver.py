@@ -82,9 +82,8 @@ class ConsensusService:
         # Send queues by public key: the validators', and those of followers that asked for commits.
         self._queues: dict[bytes, trio.MemorySendChannel] = {}
         self._nursery: trio.Nursery | None = None
-        self._wakeup = trio.Event()
-        # When the timer loop wakes next (the core's timer when it last looked).
-        self._timer_deadline = float("-inf")
+        # The timer loop's sleep: its deadline follows the core's timer (_pump), without waking the loop.
+        self._timer_scope: trio.CancelScope | None = None
         self._progress = trio.Event()
         # The latest decisions (older ones are in the store).
         self.committed: collections.deque[Committed] = collections.deque(maxlen=KEPT_DECISIONS)
@@ -135,14 +134,14 @@ class ConsensusService:
 
     async def _timer_loop(self) -> None:
         while True:
-            self._timer_deadline = self.core.get_timer()
-            with trio.move_on_at(self._timer_deadline):
-                await self._wakeup.wait()
-            self._wakeup = trio.Event()
+            with trio.CancelScope(deadline=self.core.get_timer()) as scope:
+                self._timer_scope = scope
+                await trio.sleep_forever()
+            self._timer_scope = None
             self.core.handle_timer(trio.current_time())
-            self._pump(wake_timer_loop=False)
+            self._pump()
 
-    def _pump(self, wake_timer_loop: bool = True) -> None:
+    def _pump(self) -> None:
         """Queue what the core wants sent, hand out its events, re-arm the timer loop."""
         if not self._running:
             return
@@ -162,18 +161,26 @@ class ConsensusService:
                     queue.send_nowait(data)
                 except trio.WouldBlock:
                     log.debug("consensus send queue full: a message is dropped")
+        decided = False
         for event in self.core.take_events():
             if isinstance(event, Committed):
                 self.committed.append(event)
+                decided = True
                 for listener in self.on_commit:
                     listener(event)
             elif isinstance(event, EquivocationDetected):
                 for listener in self.on_evidence:
                     listener(event)
-        self._progress.set()
-        self._progress = trio.Event()
-        if wake_timer_loop and self.core.get_timer() < self._timer_deadline:
-            self._wakeup.set()  # only when the core now wants waking earlier than the loop sleeps until
+        if decided:
+            self._progress.set()
+            self._progress = trio.Event()
+        scope = self._timer_scope
+        if scope is not None:
+            # Moving the deadline re-arms the sleeping loop: waking it to do so cost a task switch and a
+            # handle_timer with nothing due, about once a height (each new timeout nearer than the last).
+            deadline = self.core.get_timer()
+            if scope.deadline != deadline:
+                scope.deadline = deadline
 
     # ------------------------------------------------------------ peers
 

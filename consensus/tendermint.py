@@ -295,33 +295,37 @@ class TendermintCore:
     def _rebroadcast(self) -> None:
         """Re-send what the current round and the next proposer's proof of lock need.
 
-        Our own messages of this round, and the polka that made our valid
-        value valid: a proposer re-proposing it names that round, and every
-        honest validator must be able to see the polka to follow it (line 28).
+        Our own messages of this round, the polka that made our valid value
+        valid (a proposer re-proposing it names that round, and every honest
+        validator must be able to see the polka to follow it, line 28), and
+        our height.
         """
-        resent = False
         for (_, round_), message in self._own.items():
             if round_ == self.round:
                 self._outbound.append(Broadcast(message))
-                resent = True
         for vote in self._valid_polka():
             self._outbound.append(Broadcast(vote))
-        if not resent:
-            # Nothing of ours tells the others where we are (a follower signs
-            # nothing; a validator in its commit wait, an idle proposer or one
-            # waiting for a proposal has signed nothing yet at this height):
-            # say it, so that a node ahead answers with what it decided.
-            self._outbound.append(Broadcast(Status(self.height)))
+        # Where we are, so that a node ahead answers with what it decided: a
+        # node that lost the precommits of a height the others have left gets
+        # that decision this way (its re-sent votes of that height are not
+        # answered, see _check_height), and one that signs nothing (a
+        # follower, a validator in its commit wait) has no other way to say it.
+        self._outbound.append(Broadcast(Status(self.height)))
 
-    def _pass_on_round_votes(self) -> None:
-        """Send every other vote of this round we hold to all but its signer: the gossip the paper
-        assumes (what one correct process receives, all do), for votes a Byzantine signer sent to
-        only some of us.
+    def _pass_on_round(self) -> None:
+        """Send this round's proposal (if valid) and every other vote of it we hold to all but their signers:
+        the gossip the paper assumes (what one correct process receives, all do), for messages a
+        Byzantine signer sent to only some of us.
 
-        Done when a step of the round times out, not on each vote's arrival: every validator sends
-        its own votes to all, so relaying each on arrival made a round's votes cost n² messages
-        where n suffice; a round that goes well never needs it, and one that stalls times out.
+        Done when a step of the round times out, not on each message's arrival: every validator
+        sends its own messages to all, so relaying each on arrival made a round's votes cost n²
+        messages where n suffice, and the proposal (the whole block) n - 2 copies more per node;
+        a round that goes well never needs it, and one that stalls times out.
         """
+        proposal = self._proposals.get(self.round)
+        if (proposal is not None and proposal.proposer != self.public_key
+                and self._is_valid(proposal.value, proposal.block_id)):  # one the application refuses stays here
+            self._outbound.append(Broadcast(proposal, frozenset((proposal.proposer,))))
         for kind in (Kind.PREVOTE, Kind.PRECOMMIT):
             tally = self._tallies.get((kind, self.round))
             if tally is None:
@@ -372,7 +376,11 @@ class TendermintCore:
     def _check_height(self, sender: bytes, message: Vote | Proposal, now: float) -> None:
         if message.height == self.height:
             return
-        if message.height < self.height:
+        # Of the height we decided last, it is most likely a precommit that came after the quorum: its
+        # sender gets everyone's precommits as we did (answering each such vote with our decision cost
+        # a message and its checks per late vote). A sender stuck there is answered when the Status of
+        # its next re-send arrives (_rebroadcast).
+        if message.height < self.height - 1:
             self._offer_commits(sender, message.height, now)
         elif message.height == self.height + 1 and len(self._future_messages) < self.config.max_future_messages:
             self._future_messages.append((sender, message))
@@ -388,7 +396,7 @@ class TendermintCore:
         verify_vote(vote, self.chain_id, self.validators)
         if others and self._evidence_key(vote) not in self._evidence_seen:
             self._equivocation(make_evidence(next(iter(others.values())), vote))
-        self._record(vote)  # passed on if this round times out, not now (_pass_on_round_votes)
+        self._record(vote)  # passed on if this round times out, not now (_pass_on_round)
 
     def _on_proposal(self, sender: bytes, proposal: Proposal) -> None:
         previous = self._proposals.get(proposal.round)
@@ -405,8 +413,7 @@ class TendermintCore:
         if not self._is_valid(proposal.value, proposal.block_id):
             self._record(proposal)  # still the proposal of this round: we prevote nil for it
             raise InvalidValue("the application refuses the proposed value")
-        self._record(proposal)
-        self._relay(proposal, frozenset((sender, proposal.proposer)))
+        self._record(proposal)  # passed on if this round times out, not now (_pass_on_round)
 
     def _on_commit(self, commit: Commit, now: float) -> None:
         height = commit.certificate.height
@@ -584,7 +591,10 @@ class TendermintCore:
             else:
                 self._propose()
         self._schedule(_Timeout.PROPOSE, self._propose_timeout(round_), now)
-        self._state_changed = True
+        if round_ > 0:
+            # Round 0 of a height is saved already, with the decision that began it (or it is where a restart
+            # resumes): saving it again at the end of the commit wait was a store write a height for nothing.
+            self._state_changed = True
 
     def _propose(self) -> None:
         """Lines 14-19: propose our valid value (with its proof-of-lock round) or a new one."""
@@ -632,7 +642,7 @@ class TendermintCore:
             if self._awaiting_txs:
                 self._propose()
             return
-        self._pass_on_round_votes()
+        self._pass_on_round()
         if kind is _Timeout.PROPOSE and self.step is Step.PROPOSE:
             self._vote(Kind.PREVOTE, None)
             self.step = Step.PREVOTE
@@ -655,6 +665,11 @@ class TendermintCore:
         self._finalize(commit)
         self.height += 1
         self._reset_height()
+        # Re-sends are for a height that lasts: every message of the new one is sent fresh. At a fixed
+        # cadence, a chain deciding ten heights a second re-sent its current votes, the polka behind its
+        # valid value and its Status mid-height every interval: ~1 message a height per node for nothing.
+        if self._next_rebroadcast is not None:
+            self._next_rebroadcast = now + self.config.rebroadcast_interval
         self._unsaved_commits.append(commit)  # saved with the next height's state (_persist)
         self._events.append(Committed(certificate.height, certificate.round, commit.value, certificate))
         self._commit_wait = True

@@ -19,7 +19,8 @@ CHECK_FIELDS = {"name", "value", "unit", "target", "baseline", "ratio", "met"}
 @pytest.mark.timeout(600)
 def test_quick_bench_reports_latency_throughput_and_locks_on_real_validator_processes():
     completed = subprocess.run(
-        [sys.executable, str(BENCH), "--quick", "--no-install", "--seconds", "1", "--transactions", "100"],
+        [sys.executable, str(BENCH), "--quick", "--no-install", "--seconds", "1", "--transactions", "100",
+         "--signing", "ml-dsa-65"],
         capture_output=True, text=True, timeout=570, check=True)
     assert completed.stdout.strip().count("\n") == 0  # exactly one JSON object
     report = json.loads(completed.stdout)
@@ -32,9 +33,15 @@ def test_quick_bench_reports_latency_throughput_and_locks_on_real_validator_proc
     assert chain["lock"]["measured"] and chain["lock"]["acquire_ms"]["n"] == 10
     assert chain["throughput"]["transactions"] == 100 and chain["throughput"]["refused"] == 0
     assert "skipped" in report["etcd"] or report["etcd"]["acquire_ms"]["n"] > 0
+    # Beside the Ed25519 chain's figures, a chain of ML-DSA-65 validators' empty blocks.
+    assert report["signing"] == ["ed25519", "ml-dsa-65"]
+    ml_dsa = chain["ml_dsa_65"]
+    assert ml_dsa["signing"] == "ml-dsa-65" and ml_dsa["validators"] == 4
+    assert ml_dsa["commit_latency_ms"]["n"] > 0 and ml_dsa["cpu_ms_per_block_per_validator"] > 0
     names = {c["name"] for c in report["checks"]}
     assert {"commit_latency_p50_ms_n4", "commit_latency_p99_ms_n4", "transactions_per_second_n4",
-            "lock_acquire_p50_ms_n4", "lock_acquire_release_p50_ms_n4"} <= names
+            "lock_acquire_p50_ms_n4", "lock_acquire_release_p50_ms_n4", "commit_latency_p50_ms_n4_ml_dsa_65",
+            "commit_latency_p99_ms_n4_ml_dsa_65", "cpu_ms_per_block_per_validator_n4_ml_dsa_65"} <= names
     for check in report["checks"]:
         assert set(check) == CHECK_FIELDS
 

@@ -88,7 +88,9 @@ def test_proposer_proposes_at_start():
     assert isinstance(sent, Proposal) and (sent.height, sent.round, sent.pol_round) == (1, 0, -1)
 
 
-def test_past_height_message_is_refused_and_answered_with_the_decision():
+def test_a_late_vote_of_the_height_just_decided_is_refused_and_not_answered():
+    """Its signer gets everyone's precommits as we did: answering each late precommit with our decision
+    cost a message (and its checks at the other end) per late vote, ~1 a height per validator at n = 4."""
     core = new_core(ME)
     decide_height_one(core)
     core.take_outbound()
@@ -96,9 +98,47 @@ def test_past_height_message_is_refused_and_answered_with_the_decision():
     [stale] = votes(Kind.PRECOMMIT, 1, 0, VALUE, [late])
     with pytest.raises(WrongHeight):
         core.handle_message(stale.validator, stale, 0.0)
-    [reply] = core.take_outbound()
-    assert isinstance(reply, SendTo) and reply.peer == stale.validator
-    assert isinstance(reply.message, Commit) and reply.message.value == VALUE
+    assert not core.take_outbound()
+
+
+def test_a_message_from_further_back_is_refused_and_answered_with_the_decisions():
+    signers = [i for i in IDENTITIES if i is not ME][:3]
+    core = new_core(None)  # any node that has decided answers
+    for height in (1, 2):
+        feed(core, [proposal(height, 0, VALUE)] + votes(Kind.PREVOTE, height, 0, VALUE, signers)
+             + votes(Kind.PRECOMMIT, height, 0, VALUE, signers))
+    core.take_outbound()
+    [stale] = votes(Kind.PREVOTE, 1, 0, VALUE, [ME])
+    with pytest.raises(WrongHeight):
+        core.handle_message(stale.validator, stale, 0.0)
+    answered = core.take_outbound()
+    assert all(isinstance(o, SendTo) and o.peer == stale.validator for o in answered)
+    assert [o.message.certificate.height for o in answered] == [1, 2]
+
+
+def test_a_node_stuck_at_a_decided_height_gets_the_decision_when_its_re_send_says_where_it_is():
+    """Its re-sent votes of that height are not answered (the rule above): the Status every re-send
+    carries is, so losing that height's precommits does not leave it behind."""
+    signers = [i for i in IDENTITIES if i is not ME][:3]
+    ahead = new_core(None)
+    feed(ahead, [proposal(1, 0, VALUE)] + votes(Kind.PREVOTE, 1, 0, VALUE, signers)
+         + votes(Kind.PRECOMMIT, 1, 0, VALUE, signers))
+    ahead.take_outbound()
+    stuck = new_core(ME)
+    feed(stuck, [proposal(1, 0, VALUE)] + votes(Kind.PREVOTE, 1, 0, VALUE, signers))  # the precommits are lost
+    stuck.take_outbound()
+    stuck.handle_timer(CONFIG.rebroadcast_interval)
+    resent = broadcasts(stuck)
+    assert Status(1) in resent
+    for message in resent:
+        try:
+            ahead.handle_message(ME_KEY, message, CONFIG.rebroadcast_interval)
+        except WrongHeight:
+            pass  # its votes (and what it passes on) of height 1
+    [answer] = ahead.take_outbound()
+    assert isinstance(answer, SendTo) and answer.peer == ME_KEY
+    stuck.handle_message(KEYS[0], answer.message, CONFIG.rebroadcast_interval)
+    assert [e.height for e in stuck.take_events() if isinstance(e, Committed)] == [1]
 
 
 def test_future_height_message_is_refused():
@@ -392,6 +432,44 @@ def test_others_votes_are_passed_on_when_the_round_times_out_not_on_arrival():
     core.handle_timer(core.get_timer())
     resent = [o for o in core.take_outbound() if o.message == vote]
     assert len(resent) == 1 and vote.validator in resent[0].exclude  # for those its signer left out
+
+
+def test_re_sends_come_only_from_a_height_that_lasts_the_re_send_interval():
+    """Every message of a new height is sent fresh: at a fixed cadence, a chain deciding heights faster than the
+    interval re-sent its current votes, the polka behind its valid value and its Status mid-height."""
+    signers = [i for i in IDENTITIES if i is not ME][:3]
+    core = new_core(ME)
+    interval = CONFIG.rebroadcast_interval
+    decided_at = interval * 0.9
+    feed(core, [proposal(1, 0, VALUE)] + votes(Kind.PREVOTE, 1, 0, VALUE, signers[:2])
+         + votes(Kind.PRECOMMIT, 1, 0, VALUE, signers[:2]), now=decided_at)
+    assert core.height == 2
+    core.take_outbound()
+    core.handle_timer(interval)  # the first interval since start is over, but height 2 began just now
+    assert Status(2) not in broadcasts(core)
+    core.handle_timer(decided_at + interval)
+    assert Status(2) in broadcasts(core)
+
+
+def test_the_proposal_is_passed_on_when_the_round_times_out_not_on_arrival():
+    core = new_core(ME)
+    block = proposal(1, 0, VALUE)
+    feed(core, [block])
+    # Its proposer sent it to every validator: relaying it on arrival cost n - 2 more copies of the block per node.
+    assert block not in broadcasts(core)
+    feed(core, votes(Kind.PREVOTE, 1, 0, None, others(1, 0)))  # a quorum of prevotes, none a polka
+    core.handle_timer(core.get_timer())  # the prevote timeout
+    passed_on = [o for o in core.take_outbound() if o.message == block]
+    assert len(passed_on) == 1 and block.proposer in passed_on[0].exclude
+
+
+def test_a_proposal_the_application_refuses_is_not_passed_on():
+    core = new_core(ME)
+    block = proposal(1, 0, b"bad block")  # CountingApp refuses values that start with b"bad"
+    with pytest.raises(InvalidValue):
+        feed(core, [block])
+    core.handle_timer(core.get_timer())  # the propose timeout: we prevote nil, and pass on the round
+    assert block not in broadcasts(core)
 
 
 class IdleApp(CountingApp):

@@ -1,6 +1,7 @@
 """Validators on real hosts: QUIC on loopback, /hm/consensus/1.0.0, SQLite stores."""
 
 import contextlib
+import math
 
 import pytest
 import trio
@@ -23,6 +24,63 @@ CONFIG = TendermintConfig(timeout_propose=1.0, timeout_prevote=0.5, timeout_prec
 VALIDATORS = 4
 # Loopback answers in milliseconds; this only bounds a hung test.
 STEP = 60
+
+
+class _QuietHost:
+    """What a ConsensusService needs of its host when the set holds no validator but itself."""
+
+    def __init__(self, peer_id):
+        self.peer_id = peer_id
+
+    def set_stream_handler(self, protocol, handler):
+        pass
+
+    def remove_stream_handler(self, protocol):
+        pass
+
+
+class _TimerCore:
+    """A core whose only timeout is the one the test asks for (by txs_available); records when it is woken."""
+
+    def __init__(self, validators):
+        self.validators = validators
+        self.timer = math.inf
+        self.woken_at = []
+
+    def start(self, now):
+        pass
+
+    def get_timer(self):
+        return self.timer
+
+    def handle_timer(self, now):
+        self.woken_at.append(now)
+        if now >= self.timer:
+            self.timer = math.inf
+
+    def txs_available(self, now):
+        self.timer = now + 1.0
+
+    def take_outbound(self):
+        return []
+
+    def take_events(self):
+        return []
+
+
+async def test_a_nearer_timeout_re_arms_the_timer_loop_without_waking_it(autojump_clock):
+    """Waking the loop to re-arm it cost a task switch and a handle_timer with nothing due about once a
+    height (each new timeout of a height nearer than the last)."""
+    me = Identity.from_seed(b"driver-timer")
+    core = _TimerCore(ValidatorSet([Validator(public_key_of(me), 1)]))
+    service = ConsensusService(_QuietHost(me.peer_id), core)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(service.run)
+        started = trio.current_time()
+        service.txs_available()  # the core now wants waking in 1 s, not never
+        await trio.sleep(5)
+        nursery.cancel_scope.cancel()
+    assert core.woken_at == [started + 1.0]
 
 
 @contextlib.asynccontextmanager

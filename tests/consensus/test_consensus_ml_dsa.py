@@ -283,7 +283,7 @@ def test_a_mixed_ed25519_and_ml_dsa_set_commits_certified_blocks():
     assert signature_sizes == {64, ML_DSA_SIGNATURE_SIZE}
 
 
-@pytest.mark.parametrize("behaviour, seed", [(Behaviour.EQUIVOCATE, 5), (Behaviour.FORGE, 12)])
+@pytest.mark.parametrize("behaviour, seed", [(Behaviour.EQUIVOCATE, 5), (Behaviour.FORGE, 0)])
 def test_an_ml_dsa_set_with_one_byzantine_validator_stays_safe_and_live(behaviour, seed):
     sim = ConsensusSim(seed, [1, 1, 1, 1], byzantine={2: behaviour}, ml_dsa=frozenset(range(4)))
     sim.start()

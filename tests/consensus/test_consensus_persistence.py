@@ -159,6 +159,23 @@ def test_a_decision_and_then_the_next_proposal_and_prevote_are_each_saved_in_one
     assert saved.height == 2 and {encode_message(m) for m in own} <= set(saved.own_messages)
 
 
+def test_the_end_of_the_commit_wait_writes_nothing_when_nothing_is_signed_and_a_restart_resumes_there():
+    """Round 0 of the next height is saved with the decision: saving it again when the commit wait ended
+    was a store write a height for nothing (the proposer still saves its proposal and prevote, above)."""
+    me = next(i for i in IDENTITIES if i not in (proposer_of(1, 0), proposer_of(2, 0)))
+    store = CountingStore()
+    core = new_core(me, store)
+    others = [i for i in IDENTITIES if i is not me]
+    feed(core, [proposal(1, 0, b"one")] + votes(Kind.PREVOTE, 1, 0, b"one", others[:2])
+         + votes(Kind.PRECOMMIT, 1, 0, b"one", others[:2]))
+    assert core.height == 2 and store.last_commit_height() == 1
+    writes = store.writes
+    core.handle_timer(core.config.timeout_commit)  # the commit wait is over: height 2, round 0 starts
+    assert (core.height, core.round) == (2, 0) and store.writes == writes
+    restarted = new_core(me, store)
+    assert (restarted.height, restarted.round) == (2, 0)
+
+
 _STEP_OF = {Kind.PREVOTE: 1, Kind.PRECOMMIT: 2}
 
 
