@@ -101,13 +101,19 @@ def test_a_late_vote_of_the_height_just_decided_is_refused_and_not_answered():
     assert not core.take_outbound()
 
 
-def test_a_message_from_further_back_is_refused_and_answered_with_the_decisions():
+def core_that_decided_two_heights():
+    """A node outside the set (any node that has decided answers) that decided heights 1 and 2, its outbox empty."""
     signers = [i for i in IDENTITIES if i is not ME][:3]
-    core = new_core(None)  # any node that has decided answers
+    core = new_core(None)
     for height in (1, 2):
         feed(core, [proposal(height, 0, VALUE)] + votes(Kind.PREVOTE, height, 0, VALUE, signers)
              + votes(Kind.PRECOMMIT, height, 0, VALUE, signers))
     core.take_outbound()
+    return core
+
+
+def test_a_message_from_further_back_is_refused_and_answered_with_the_decisions():
+    core = core_that_decided_two_heights()
     [stale] = votes(Kind.PREVOTE, 1, 0, VALUE, [ME])
     with pytest.raises(WrongHeight):
         core.handle_message(stale.validator, stale, 0.0)
@@ -384,12 +390,7 @@ def test_follower_without_a_validator_key_decides_and_signs_nothing():
 
 
 def test_a_status_from_a_node_behind_is_answered_with_the_commits_it_lacks():
-    signers = [i for i in IDENTITIES if i is not ME][:3]
-    node = new_core(None)  # any node that has decided answers
-    for height in (1, 2):
-        feed(node, [proposal(height, 0, VALUE)] + votes(Kind.PREVOTE, height, 0, VALUE, signers)
-             + votes(Kind.PRECOMMIT, height, 0, VALUE, signers))
-    node.take_outbound()
+    node = core_that_decided_two_heights()
     follower = public_key_of(Identity.from_seed(b"a follower"))
     node.handle_message(follower, Status(1), 1.0)
     answered = [o for o in node.take_outbound() if isinstance(o, SendTo)]
