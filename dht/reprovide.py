@@ -352,10 +352,14 @@ class Reprovider:
             return
         if providers is not None and local in providers:
             entry.confirmed += 1
+            outcome = "confirmed"
         elif providers is not None and len(providers) < listed_max:
             entry.missing += 1
+            outcome = "missing"
         else:  # no answer, or a full list that may have left us out
             entry.unanswered += 1
+            outcome = "unanswered"
+        self.metrics.confirm_probes.labels(outcome).inc()
         entry.probes_pending -= 1
         if entry.probes_pending == 0:
             self._settle(probe.publication, now)
