@@ -135,3 +135,23 @@ def test_a_region_lookup_collecting_more_than_k_peers_asks_as_many_more_at_a_tim
     batches = publisher.core.config.max_parallel_provide_batches
     wanted = SIM_KAD_CONFIG.alpha * math.ceil(SIM_KAD_CONFIG.provide_lookup_size / SIM_KAD_CONFIG.k)
     assert len(first_round) == batches * wanted
+
+
+def test_a_publication_is_confirmed_without_waiting_for_peers_gone_silent_after_its_lookup():
+    # Two of the key's closest peers (both probed) vanish once the lookup has
+    # placed the record: their ADD_PROVIDERs and probes can only time out.
+    # The other probes decide; nobody waits out those timeouts.
+    sim = build_network(27, 200)
+    publisher = sim.nodes[0]
+    key = Cid.for_string("stragglers").multihash
+    publisher.core.provide([key], sim.now)
+    sim._sync(publisher)
+    sim.run_until(sim.now + SWEEP_LIMIT, stop=lambda: sim.delivered["ADD_PROVIDER"] > 0)
+    position = kad_key(key)
+    others = [n for n in sim.nodes if n is not publisher]
+    for node in heapq.nsmallest(2, others, key=lambda n: n.key ^ position):
+        sim.crash(node)
+    gone_silent = sim.now
+    sim.run_until(sim.now + SWEEP_LIMIT, stop=lambda: publisher.core.store.local_provides()[key] > 0)
+    assert publisher.core.store.local_provides()[key] > 0
+    assert sim.now - gone_silent < SIM_KAD_CONFIG.query_timeout
