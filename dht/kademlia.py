@@ -540,7 +540,7 @@ class KademliaCore:
         del self._ops[op.op_id]
         self._refresh_ops.discard(op.op_id)
         if op.op_id == self._bootstrap_op:
-            self._bootstrap_finished(now)
+            self._bootstrap_finished(now, None if op.timed_out else op.lookup)
         batch = self._batches.pop(op.op_id, None)
         if batch is not None:
             # Reported once its records are confirmed or not (_publish), not now.
@@ -750,14 +750,28 @@ class KademliaCore:
             self._bootstrap_finished(now)
         return op_id
 
-    def _bootstrap_finished(self, now: float) -> None:
+    def _bootstrap_finished(self, now: float, lookup: Lookup | None = None) -> None:
+        """``lookup``: the bootstrap's, if it ran to its end (not cut short by the operation timeout)."""
         self._bootstrap_op = None
+        if lookup is not None:
+            self._self_lookup_covered(lookup, now)
         if len(self.routing):
             self._bootstrap_backoff = self.config.bootstrap_retry_min
             return
         self._next_bootstrap = now + self._bootstrap_backoff
         log.warning("DHT bootstrap found no peers; retrying in %.0f s", self._bootstrap_backoff)
         self._bootstrap_backoff = min(self._bootstrap_backoff * 2, self.config.bootstrap_retry_max)
+
+    def _self_lookup_covered(self, lookup: Lookup, now: float) -> None:
+        """A lookup of our own key has heard from every peer nearer than its
+        k-th closest (all there are, if it found fewer): Kademlia's join then
+        refreshes the buckets beyond, and those inside need no lookup."""
+        if lookup.target != self.local_key:
+            return
+        answered = lookup.closest_succeeded(self.config.k)
+        if answered:
+            radius = answered[-1].distance if len(answered) >= self.config.k else 1 << KEY_BITS
+            self.routing.mark_covered(radius, now)
 
     def network_size_estimate(self) -> int:
         """Peers in the network, from how densely our closest neighbours pack.
