@@ -80,7 +80,8 @@ def worker_main(args) -> None:
 
     from hypermesh.node.runtime import tune_garbage_collector
 
-    logging.basicConfig(level=logging.ERROR, stream=sys.stderr)
+    # HYPERMESH_BENCH_LOG=WARNING puts, e.g., unconfirmed provides in the worker logs (--keep-data keeps them).
+    logging.basicConfig(level=os.environ.get("HYPERMESH_BENCH_LOG", "ERROR").upper(), stream=sys.stderr)
     # As a node process does (`hypermesh run`).
     tune_garbage_collector()
     profile_dir = os.environ.get("HYPERMESH_BENCH_PROFILE")  # a directory: each worker dumps cProfile stats there
@@ -522,6 +523,8 @@ def _run_phases(args, rng, workers, ours, t0) -> None:
 
     # --- find_providers
     try:
+        # Keepalives and maintenance alone, before any provide: the floor under every later figure.
+        ours["background_cpu_percent_after_setup"] = background_cpu(workers)
         pairs = [rng.sample(where, 2) for _ in range(args.lookups)]
         keys = [f"dht-bench-{args.seed}-{j}-{rng.random()}" for j in range(args.lookups)]
         t = time.monotonic()
@@ -536,6 +539,7 @@ def _run_phases(args, rng, workers, ours, t0) -> None:
         ours["provide_failed"] = sum(a["failed"] for a in answers.values())
         ours["provide_phase_s"] = round(time.monotonic() - t, 2)
         ours["background_cpu_percent_before_lookups"] = background_cpu(workers)
+        record_metrics(workers, ours, "provide")
 
         # wanted=1: time to the first provider; wanted=20 (the API default, as
         # kubo's findprovs): the lookup runs to convergence. Same pairs for both.

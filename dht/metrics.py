@@ -68,6 +68,14 @@ class DhtMetrics:
             registry=registry,
         )
 
+        self.confirm_probes = Counter(
+            "hypermesh_dht_provide_confirm_probes_total",
+            "GET_PROVIDERS probes confirming a publication, by outcome: confirmed (the peer lists us), "
+            "missing (it answered without us), unanswered (no answer, or a full list that may leave us out)",
+            ["outcome"],
+            registry=registry,
+        )
+
     def value(self, name: str, labels: dict[str, str] | None = None) -> float | None:
         """The current value of one sample (``name`` as exposed), for tests and benches."""
         return self.registry.get_sample_value(name, labels or {})

@@ -14,8 +14,10 @@ token bucket without a word. So each peer's ADD_PROVIDERs are paced to what
 that bucket lets in (:class:`ProviderPacer`), and a region counts as
 published only once a few of the peers sent the most answer GET_PROVIDERS
 with our record for the last key each was sent (the tail is what an
-exhausted bucket drops). Regions that are not confirmed are counted, logged
-and sent again later.
+exhausted bucket drops). Each is asked once its own records are written,
+and the region is settled as soon as the answers still outstanding could
+not change the verdict: a slow or vanished peer holds up nothing. Regions
+that are not confirmed are counted, logged and sent again later.
 
 Falling behind is the failure that matters: if a sweep takes longer than
 the records live, content silently disappears from the network. The
@@ -150,16 +152,37 @@ class _Publication:
 
     batch: ProvideBatch
     keys: list[bytes]
+    # ADD_PROVIDERs not yet settled, in all and per peer.
     unsettled: int = 0
-    # Per peer, ADD_PROVIDERs it was sent and the last of their keys: a
-    # receiver out of tokens drops the tail of what it was sent.
-    sent: Counter[PeerId] = field(default_factory=Counter)
+    unsettled_by_peer: Counter[PeerId] = field(default_factory=Counter)
+    # Per peer, the last ADD_PROVIDER released: a receiver out of tokens
+    # drops the tail of what it was sent.
     last_sent: dict[PeerId, Send] = field(default_factory=dict)
-    confirm_at: float | None = None
-    probes_pending: int = 0
+    # The peers sent the most, each probed once its own ADD_PROVIDERs have
+    # settled (probe_at: when), not once every peer's have: a slow or
+    # vanished peer elsewhere in the region holds up nothing.
+    probe_targets: tuple[PeerId, ...] = ()
+    probe_at: dict[PeerId, float] = field(default_factory=dict)
     confirmed: int = 0
     missing: int = 0
     unanswered: int = 0
+
+    def outcome(self) -> bool | None:
+        """Whether the probes confirm the publication; None while those
+        outstanding could still tip it either way.
+
+        Confirmed: at least one probe lists us and at most a third of those
+        that answered do not. A few records lost in transit leave each key on
+        most of its k closest peers; receivers out of tokens (or dropping on
+        purpose) lose the tails, and most probes come back missing.
+        """
+        outstanding = len(self.probe_targets) - self.confirmed - self.missing - self.unanswered
+        if self.confirmed and 3 * (self.missing + outstanding) <= self.confirmed + self.missing + outstanding:
+            return True
+        best_case = self.confirmed + outstanding
+        if best_case == 0 or 3 * self.missing > best_case + self.missing:
+            return False
+        return None
 
 
 class Reprovider:
@@ -239,7 +262,7 @@ class Reprovider:
 
     def get_timer(self) -> float | None:
         timers = [self._next_sweep, self.pacer.next_release()]
-        timers += [p.confirm_at for p in self._publications.values()]
+        timers += [min(p.probe_at.values(), default=None) for p in self._publications.values()]
         return min((t for t in timers if t is not None), default=None)
 
     def plan(self, now: float, network_size: int) -> None:
@@ -306,17 +329,19 @@ class Reprovider:
             return
         self._publications[publication] = entry
         entry.unsettled = len(assignments)
+        entry.unsettled_by_peer.update(peer.peer_id for peer, _ in assignments)
+        entry.probe_targets = tuple(peer for peer, _ in entry.unsettled_by_peer.most_common(self.confirm_probes))
         for peer, key in assignments:
             self.pacer.enqueue(Send(publication, peer, key), now)
 
     def take_sends(self, now: float) -> list[Send]:
         released = self.pacer.release(now)
         for send in released:
-            entry = self._publications[send.publication]
-            entry.sent[send.peer.peer_id] += 1
-            # Kept in sending order, not in the order writes end (a lost
-            # message ends last, at its timeout).
-            entry.last_sent[send.peer.peer_id] = send
+            entry = self._publications.get(send.publication)
+            if entry is not None:  # else settled already by the probes: sent all the same
+                # Kept in sending order, not in the order writes end (a lost
+                # message ends last, at its timeout).
+                entry.last_sent[send.peer.peer_id] = send
         return released
 
     def send_settled(self, send: Send, now: float) -> None:
@@ -327,21 +352,21 @@ class Reprovider:
         # Whether the write failed or not: a failed one may still have been
         # read (a peer that resets the stream after reading); the probe judges.
         entry.unsettled -= 1
-        if entry.unsettled == 0:
-            entry.confirm_at = now + self.confirm_delay
+        peer = send.peer.peer_id
+        entry.unsettled_by_peer[peer] -= 1
+        if entry.unsettled_by_peer[peer] == 0 and peer in entry.probe_targets:
+            entry.probe_at[peer] = now + self.confirm_delay
+        if entry.unsettled == 0 and not entry.probe_targets:  # probing is off
+            self._settle(send.publication, True, now)
 
     def take_probes(self, now: float) -> list[Send]:
         """GET_PROVIDERS to send now: to the peers sent the most, for the last key each was sent."""
         probes = []
-        for publication, entry in list(self._publications.items()):
-            if entry.confirm_at is None or entry.confirm_at > now:
-                continue
-            entry.confirm_at = None
-            busiest = [peer for peer, _ in entry.sent.most_common(self.confirm_probes)]
-            entry.probes_pending = len(busiest)
-            probes.extend(entry.last_sent[peer] for peer in busiest)
-            if not busiest:  # nothing was sent, or probing is off
-                self._settle(publication, now)
+        for entry in self._publications.values():
+            for peer, at in list(entry.probe_at.items()):
+                if at <= now:
+                    del entry.probe_at[peer]
+                    probes.append(entry.last_sent[peer])
         return probes
 
     def probe_answered(self, probe: Send, providers: list[PeerId] | None, listed_max: int, local: PeerId,
@@ -352,23 +377,21 @@ class Reprovider:
             return
         if providers is not None and local in providers:
             entry.confirmed += 1
+            outcome = "confirmed"
         elif providers is not None and len(providers) < listed_max:
             entry.missing += 1
+            outcome = "missing"
         else:  # no answer, or a full list that may have left us out
             entry.unanswered += 1
-        entry.probes_pending -= 1
-        if entry.probes_pending == 0:
-            self._settle(probe.publication, now)
+            outcome = "unanswered"
+        self.metrics.confirm_probes.labels(outcome).inc()
+        confirmed = entry.outcome()
+        if confirmed is not None:
+            self._settle(probe.publication, confirmed, now)
 
-    def _settle(self, publication: int, now: float) -> None:
+    def _settle(self, publication: int, confirmed: bool, now: float) -> None:
         entry = self._publications.pop(publication)
         self._running -= 1
-        # A few records lost in transit leave each key on most of its k
-        # closest peers; receivers out of tokens (or dropping on purpose)
-        # lose the tails, and most probes come back missing.
-        confirmed = self.confirm_probes == 0 or (
-            entry.confirmed > 0 and entry.missing * 3 <= entry.confirmed + entry.missing
-        )
         keys = tuple(entry.keys)
         self._in_progress.difference_update(keys)
         if confirmed:

@@ -267,7 +267,9 @@ class RoutingTable:
 
         Only buckets from the far end down to one past the closest non-empty
         bucket: the ones below are (almost surely) empty in any network, and
-        refreshing them would cost a lookup each for nothing.
+        refreshing them would cost a lookup each for nothing. Nor a full
+        bucket whose every peer was heard from within ``interval``: a lookup
+        there could add nobody.
         """
         if not self._nonempty:
             return []
@@ -275,10 +277,25 @@ class RoutingTable:
         return [
             i
             for i in range(KEY_BITS - 1, lowest - 1, -1)
-            if now - self.bucket(i).last_refreshed >= interval
+            if now - self.bucket(i).last_refreshed >= interval and not self._full_and_fresh(i, now, interval)
         ]
+
+    def _full_and_fresh(self, index: int, now: float, interval: float) -> bool:
+        entries = self.bucket(index).entries
+        # Least recently seen first: the first entry is the stalest.
+        return len(entries) >= self.config.k and now - entries[0].last_seen < interval
 
     def mark_refreshed(self, target: int, now: float) -> None:
         index = bucket_index(self.local_key, target)
         if index >= 0:
+            self.bucket(index).last_refreshed = now
+
+    def mark_covered(self, radius: int, now: float) -> None:
+        """A lookup of our own key heard from every peer nearer than ``radius``:
+        the buckets lying wholly inside that ball count as refreshed."""
+        if not self._nonempty:
+            return
+        for index in range(max(min(self._nonempty) - 1, 0), KEY_BITS):  # the buckets buckets_to_refresh visits
+            if (1 << (index + 1)) > radius:  # bucket ``index`` holds distances [2**index, 2**(index+1))
+                return
             self.bucket(index).last_refreshed = now

@@ -1,5 +1,6 @@
 """The core's own upkeep: bucket refresh, liveness checks, saved peers, size estimate."""
 
+import dataclasses
 import random
 
 from multiaddr import Multiaddr
@@ -8,7 +9,7 @@ from hypermesh.dht.kademlia import KadConfig, KademliaCore, PeerProbed
 from hypermesh.dht.keys import bucket_index, kad_key, peer_key
 from hypermesh.dht.messages import KadMessage, MessageType
 from hypermesh.dht.routing import RoutingConfig
-from hypermesh.dht.sim import build_network
+from hypermesh.dht.sim import PROTOCOL_KAD_CONFIG, build_network
 from hypermesh.dht.store import MemoryRecordStore
 from hypermesh.transport.identity import PeerId
 
@@ -92,3 +93,19 @@ def test_network_size_estimate_is_close():
 def test_peer_keys_are_sha256_of_the_peer_id_bytes():
     peer = PeerId(b"\x12\x20" + bytes(32))
     assert peer_key(peer) == kad_key(peer.multihash)
+
+
+def test_a_node_that_joined_refreshes_only_the_buckets_its_self_lookup_did_not_cover():
+    # Kademlia's join refreshes the buckets beyond the closest neighbour; the
+    # self-lookup has already heard from every peer nearer than its k-th
+    # closest, so the buckets inside that ball need no lookup of their own.
+    # Each was refreshed all the same (15 lookups here in 9 minutes; at 200
+    # nodes tens of thousands of FIND_NODEs with nobody asking anything).
+    config = dataclasses.replace(PROTOCOL_KAD_CONFIG, maintenance_interval=60.0)
+    sim = build_network(31, 200, kad=config)
+    newcomer = sim.add_node()
+    joined = sim.run_operation(newcomer, lambda core, now: sim.join(newcomer, sim.nodes[:3]))
+    kth_closest = bucket_index(newcomer.key, peer_key(joined.closest[-1].peer_id))
+    sim.run_until(sim.now + 9 * config.maintenance_interval)  # before the periodic self-lookup
+    refreshed = [bucket_index(newcomer.key, kad_key(r.key)) for r in newcomer.results.values() if r.kind == "find_node"]
+    assert refreshed and min(refreshed) >= kth_closest

@@ -3,8 +3,10 @@
 import dataclasses
 import heapq
 import logging
+import math
 
 from hypermesh.dht.keys import Cid, kad_key
+from hypermesh.dht.messages import MessageType
 from hypermesh.dht.reprovide import LEVEL_NAMES
 from hypermesh.dht.sim import SIM_KAD_CONFIG, build_joined_network, build_network
 
@@ -100,3 +102,56 @@ def test_each_record_reaches_its_closest_peers_in_a_network_the_protocol_built()
     assert sum(held) >= 0.995 * SIM_KAD_CONFIG.k * len(held)
     # Trusting the whole lookup left 10 of these 150 on 17 or 18 peers; now 2 on 18.
     assert sum(h < 0.95 * SIM_KAD_CONFIG.k for h in held) <= 0.02 * len(held)
+
+
+def provide_results(sim, publisher, keys):
+    """Provide ``keys``, run until published; the provide operations' results."""
+    publisher.results.clear()
+    provide_and_settle(sim, publisher, keys)
+    return [r for r in publisher.results.values() if r.kind == "provide"]
+
+
+def test_a_provide_of_one_key_collects_2k_peers_not_a_regions_64():
+    # 64 peers help place many keys of a region at once; a lone key needs its
+    # k closest and a margin against hostile peers (see _region_lookup_size).
+    sim = build_network(25, 200)
+    publisher = sim.nodes[0]
+    key = Cid.for_string("a single key").multihash
+    [provided] = provide_results(sim, publisher, [key])
+    assert provided.stored == 1
+    assert provided.queries <= 2 * SIM_KAD_CONFIG.k + 2 * SIM_KAD_CONFIG.alpha
+
+
+def test_a_region_lookup_collecting_more_than_k_peers_asks_as_many_more_at_a_time():
+    # A lookup must hear from every peer it collects: with alpha in flight,
+    # 64 peers took over 20 round trips where a lookup of k takes about 7.
+    sim = build_network(26, 200)
+    publisher = sim.nodes[0]
+    keys = [Cid.for_string(f"region-{i}").multihash for i in range(200)]
+    core = publisher.core
+    core.provide(keys, sim.now)
+    core.handle_timer(sim.now + core.reprovider.coalesce_delay)
+    first_round = [r for r in core.take_outbound() if r.message.type is MessageType.FIND_NODE and r.message.key in keys]
+    batches = publisher.core.config.max_parallel_provide_batches
+    wanted = SIM_KAD_CONFIG.alpha * math.ceil(SIM_KAD_CONFIG.provide_lookup_size / SIM_KAD_CONFIG.k)
+    assert len(first_round) == batches * wanted
+
+
+def test_a_publication_is_confirmed_without_waiting_for_peers_gone_silent_after_its_lookup():
+    # Two of the key's closest peers (both probed) vanish once the lookup has
+    # placed the record: their ADD_PROVIDERs and probes can only time out.
+    # The other probes decide; nobody waits out those timeouts.
+    sim = build_network(27, 200)
+    publisher = sim.nodes[0]
+    key = Cid.for_string("stragglers").multihash
+    publisher.core.provide([key], sim.now)
+    sim._sync(publisher)
+    sim.run_until(sim.now + SWEEP_LIMIT, stop=lambda: sim.delivered["ADD_PROVIDER"] > 0)
+    position = kad_key(key)
+    others = [n for n in sim.nodes if n is not publisher]
+    for node in heapq.nsmallest(2, others, key=lambda n: n.key ^ position):
+        sim.crash(node)
+    gone_silent = sim.now
+    sim.run_until(sim.now + SWEEP_LIMIT, stop=lambda: publisher.core.store.local_provides()[key] > 0)
+    assert publisher.core.store.local_provides()[key] > 0
+    assert sim.now - gone_silent < SIM_KAD_CONFIG.query_timeout

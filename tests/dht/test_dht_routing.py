@@ -150,3 +150,28 @@ def test_invariants_hold_under_any_sequence_of_events(operations):
         assert all(groups.count(g) <= config.max_per_group_per_bucket for g in groups)
     all_groups = [e.ip_group for e in entries if e.ip_group]
     assert all(all_groups.count(g) <= config.max_per_group_in_table for g in all_groups)
+
+
+def test_a_full_bucket_of_peers_heard_from_within_the_interval_needs_no_refresh():
+    # A lookup there could add nobody: every place is taken by a peer known alive.
+    rng = random.Random(8)
+    table = RoutingTable(peer_key(make_peer(rng)))
+    full = fill_bucket(table, rng, 255, table.config.k, now=500.0)
+    fill_bucket(table, rng, 254, 3, now=500.0)
+    assert 255 not in table.buckets_to_refresh(1000.0, 600.0)
+    assert 254 in table.buckets_to_refresh(1000.0, 600.0)
+    # Once one of them has not been heard from within the interval, it is due again.
+    table.observe(full[0], peer_key(full[0]), (), 1000.0)
+    assert 255 in table.buckets_to_refresh(1200.0, 600.0)
+
+
+def test_marking_a_covered_ball_refreshes_every_bucket_inside_it():
+    rng = random.Random(9)
+    table = RoutingTable(peer_key(make_peer(rng)))
+    for index in (255, 252, 250, 248):
+        fill_bucket(table, rng, index, 1, now=0.0)
+    # Every peer within distance 2**251 was seen: buckets 250 and below lie inside.
+    table.mark_covered(1 << 251, 1000.0)
+    due = table.buckets_to_refresh(1000.0, 600.0)
+    assert 255 in due and 252 in due and 251 in due
+    assert not set(due) & set(range(247, 251))
