@@ -40,6 +40,13 @@ latency is timed inside the worker around the one call it measures.
    the asking node's own store timed apart, and the check's name states
    ``wanted`` and both node counts.
 
+Each phase's metrics include the workers' garbage collections
+(``bench_gc_gen<N>_collections``, ``_seconds`` of wall clock and
+``_cpu_seconds``, and pauses over 100 ms), summed over workers and counted
+from the start: fifty nodes share a worker's heap, so its pauses are longer
+than a node process's. ``HYPERMESH_BENCH_GC=young,middle,old`` runs the
+workers with other collector thresholds than a node's.
+
 Every phase has a time cap; a phase that hits it reports null and a reason.
 A baseline that fails is reported with its cause (in ``baselines`` and in
 its check's target), and the JSON is printed whatever fails.
@@ -84,6 +91,11 @@ def worker_main(args) -> None:
     logging.basicConfig(level=os.environ.get("HYPERMESH_BENCH_LOG", "ERROR").upper(), stream=sys.stderr)
     # As a node process does (`hypermesh run`).
     tune_garbage_collector()
+    if os.environ.get("HYPERMESH_BENCH_GC"):  # "young,middle,old": try other collector thresholds than a node's
+        import gc
+
+        gc.set_threshold(*map(int, os.environ["HYPERMESH_BENCH_GC"].split(",")))
+    GC_PAUSES.install()
     profile_dir = os.environ.get("HYPERMESH_BENCH_PROFILE")  # a directory: each worker dumps cProfile stats there
     if profile_dir:
         import cProfile
@@ -316,14 +328,49 @@ async def _worker(args) -> None:
                 answer({"results": results})
 
 
+class GcPauses:
+    """Counts this process's garbage collections and the time they stop it.
+
+    Fifty nodes share a worker's heap, so a full collection here scans what
+    fifty node processes would each scan a fiftieth of: its pauses are worth
+    seeing beside the lookup latencies they may stretch.
+    """
+
+    LONG = 0.1  # seconds: a pause this long shows in a lookup's p99
+
+    def __init__(self) -> None:
+        self.counts: dict[str, float] = {}
+        self._started = 0.0
+
+    def install(self) -> None:
+        import gc
+
+        gc.callbacks.append(self._on_collection)
+
+    def _on_collection(self, phase: str, info: dict) -> None:
+        if phase == "start":
+            self._started, self._started_cpu = time.perf_counter(), time.thread_time()
+            return
+        paused = time.perf_counter() - self._started
+        generation = info["generation"]
+        for key, value in ((f"bench_gc_gen{generation}_collections", 1), (f"bench_gc_gen{generation}_seconds", paused),
+                           (f"bench_gc_gen{generation}_cpu_seconds", time.thread_time() - self._started_cpu),
+                           ("bench_gc_pauses_over_100ms", paused > self.LONG)):
+            self.counts[key] = self.counts.get(key, 0.0) + value
+
+
+GC_PAUSES = GcPauses()
+
+
 def _process_metrics(nodes) -> dict[str, float]:
-    """This worker's hypermesh counters and gauges, summed over its nodes.
+    """This worker's hypermesh counters and gauges, summed over its nodes,
+    and its garbage collector's pauses.
 
     The transport's are process-wide; each DHT node has a registry of its own.
     """
     from prometheus_client import REGISTRY
 
-    values: dict[str, float] = {}
+    values: dict[str, float] = dict(GC_PAUSES.counts)
     families = [f for registry in (REGISTRY, *(n.service.metrics.registry for n in nodes)) for f in registry.collect()]
     for family in families:
         if not family.name.startswith("hypermesh_") or family.type not in ("counter", "gauge"):
