@@ -22,13 +22,19 @@ import hashlib
 import struct
 from dataclasses import dataclass, field
 
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from hypermesh.transport.identity import Identity
 
 from .sealed import MAX_SEALED_SIZE, SealedPayloadError, decode_sealed
-from .signing import ConsensusKey, ConsensusKeyError, Scheme, holds_key, ml_dsa_public_key, prove_possession
+from .signing import (
+    ConsensusKey,
+    ConsensusKeyError,
+    Scheme,
+    ed25519_verifies,
+    holds_key,
+    ml_dsa_public_key,
+    prove_possession,
+)
 from .validators import PUBLIC_KEY_SIZE, public_key_of
 
 TX_VERSION = 1
@@ -361,10 +367,8 @@ def sign_transaction(identity: Identity, chain_id: str, nonce: int, body: Body) 
 
 
 def verify_signature(tx: Transaction) -> None:
-    try:
-        Ed25519PublicKey.from_public_bytes(tx.sender).verify(tx.signature, TX_SIGN_DOMAIN + tx.unsigned_bytes())
-    except (InvalidSignature, ValueError):
-        raise ForgedSignature("the signature does not verify for the sender's key") from None
+    if not ed25519_verifies(tx.sender, tx.signature, TX_SIGN_DOMAIN + tx.unsigned_bytes()):
+        raise ForgedSignature("the signature does not verify for the sender's key")
 
 
 class _Reader:

@@ -120,6 +120,27 @@ def test_a_transfer_with_a_forged_signature_is_refused_and_nothing_moves():
     assert_unchanged(ledger, root, supply)
 
 
+# The identity point as an Ed25519 public key, and the "signature" (R = identity, S = 0) that satisfies
+# RFC 8032's cofactorless check for it and every message: OpenSSL accepts it, libsodium does not.
+SMALL_ORDER_KEY = bytes([1]) + bytes(31)
+TRIVIAL_SIGNATURE = SMALL_ORDER_KEY + bytes(32)
+
+
+def test_a_small_order_key_whose_one_signature_fits_every_message_is_refused():
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+    from hypermesh.consensus.ledger_tx import Transaction, verify_signature
+    from hypermesh.consensus.signing import Scheme
+    from hypermesh.consensus.signing import verify_signature as verify_consensus_signature
+
+    for message in (b"one message", b"and any other"):
+        Ed25519PublicKey.from_public_bytes(SMALL_ORDER_KEY).verify(TRIVIAL_SIGNATURE, message)  # OpenSSL: "valid"
+        assert not verify_consensus_signature(Scheme.ED25519, SMALL_ORDER_KEY, TRIVIAL_SIGNATURE, message)
+    forged = Transaction(LEDGER_CHAIN, SMALL_ORDER_KEY, 0, Transfer(key(BOB), 10), TRIVIAL_SIGNATURE)
+    with pytest.raises(ForgedSignature):
+        verify_signature(forged)
+
+
 def test_a_transaction_signed_for_another_chain_is_refused():
     ledger = Chain(make_genesis()).ledger
     with pytest.raises(WrongChain):
