@@ -819,6 +819,9 @@ class QuicConnectionDriver:
     def close(self, reason: str = "closed", error_code: int = 0) -> None:
         if self.closed:
             return
+        if not self.quic.started:
+            self.abandon(reason)  # it never sent anything: nobody to tell
+            return
         if self.needs_transmit:
             # What is queued goes first (the client's Finished, a last
             # reply): a closing connection sends nothing but its close.

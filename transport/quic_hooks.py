@@ -631,7 +631,15 @@ class Libp2pQuicConnection(QuicConnection):
         # to open than the update would give it.
         return streams.value != streams.sent and streams.sent - streams.used < streams.value - streams.sent
 
+    @property
+    def started(self) -> bool:
+        """Whether the connection has its Initial keys: a client's ``connect()``
+        ran to its end (a Ctrl-C can land inside it) or a server parsed an Initial."""
+        return tls.Epoch.INITIAL in self._cryptos
+
     def datagrams_to_send(self, now: float) -> list[tuple[bytes, tuple]]:
+        if not self.started:
+            return []  # aioquic would fail on the missing keys; there is nothing to send without them
         datagrams = super().datagrams_to_send(now)
         # aioquic discards finished streams after writing MAX_STREAMS: send
         # the slots that frees now, not with whatever goes out next.

@@ -108,7 +108,7 @@ def test_ctrl_c_during_a_short_lived_ping_says_interrupted(tmp_path):
                     process.send_signal(signal.SIGINT)
                     break
             rest = process.stderr.read()
-            assert process.wait(30) == 130
+            assert process.wait(30) == 130, rest
         finally:
             process.kill()
     assert rest.strip().splitlines()[-1] == "error: interrupted" and "Traceback" not in rest

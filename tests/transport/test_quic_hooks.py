@@ -376,6 +376,16 @@ def test_connection_credit_is_received_equals_read_plus_discarded_plus_buffered(
     credit = pair.server.receive_credit
     assert credit.buffered == 0
     assert pair.server._local_max_data.sent >= credit.received + CONNECTION_RECEIVE_WINDOW * 3 // 4
+def test_a_client_whose_connect_never_ran_closes_without_sending_or_failing():
+    # What a Ctrl-C inside connect() leaves behind: a connection without its Initial keys.
+    client = Libp2pQuicConnection(configuration=configuration(Identity.generate(), True))
+    assert not client.started
+    client.close(reason_phrase="interrupted")
+    assert client.datagrams_to_send(0.0) == []
+    client.connect(SERVER_ADDR, now=0.0)
+    assert client.started
+
+
 def test_stateless_refusal_closes_the_clients_handshake_with_connection_refused():
     client = Libp2pQuicConnection(configuration=configuration(Identity.generate(), True))
     client.connect(SERVER_ADDR, now=0.0)
