@@ -340,7 +340,7 @@ class GcPauses:
 
     def __init__(self) -> None:
         self.counts: dict[str, float] = {}
-        self._started = 0.0
+        self._started = self._started_cpu = 0.0
 
     def install(self) -> None:
         import gc

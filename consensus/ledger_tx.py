@@ -22,7 +22,6 @@ import hashlib
 import struct
 from dataclasses import dataclass, field
 
-
 from hypermesh.transport.identity import Identity
 
 from .sealed import MAX_SEALED_SIZE, SealedPayloadError, decode_sealed

@@ -56,6 +56,10 @@ hook 12 in ``tests/transport/test_misbehaviour.py``;
 14. Pacing in bursts (:class:`BurstPacer`), as quinn paces: once the pacer's
     bucket is empty, aioquic lets the next datagram go one datagram's time
     later, so a bulk sender woke for one or two datagrams at a time.
+15. Start: whether a connection has its Initial keys (``started``). A
+    Ctrl-C can land inside a client's ``connect()`` before they exist, and
+    aioquic then fails on any transmit (KeyError); such a connection sends
+    nothing and its driver drops it at once.
 """
 
 from __future__ import annotations

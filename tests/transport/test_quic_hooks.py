@@ -376,6 +376,8 @@ def test_connection_credit_is_received_equals_read_plus_discarded_plus_buffered(
     credit = pair.server.receive_credit
     assert credit.buffered == 0
     assert pair.server._local_max_data.sent >= credit.received + CONNECTION_RECEIVE_WINDOW * 3 // 4
+
+
 def test_a_client_whose_connect_never_ran_closes_without_sending_or_failing():
     # What a Ctrl-C inside connect() leaves behind: a connection without its Initial keys.
     client = Libp2pQuicConnection(configuration=configuration(Identity.generate(), True))
