@@ -16,7 +16,7 @@ libsodium (PyNaCl), which does it in half the time OpenSSL takes here (54
 against 106 µs), and every block's transactions are checked by every
 validator. Its rule is the stricter one, and it is the chain's rule:
 besides RFC 8032's checks it refuses public keys and R points of small
-order and non-canonical encodings, so every node, whatever it runs, must
+order and non-canonical public keys, so every node, whatever it runs, must
 verify the same way (:func:`ed25519_verifies`).
 
 A declared key comes with a *proof of possession*: the new key's signature
