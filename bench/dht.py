@@ -341,6 +341,10 @@ class GcPauses:
     def __init__(self) -> None:
         self.counts: dict[str, float] = {}
         self._started = self._started_cpu = 0.0
+        # HYPERMESH_BENCH_GC_SAMPLE=N: every Nth collection, the worker's stderr
+        # (kept with --keep-data) gets the types of what it freed.
+        self.sample_every = int(os.environ.get("HYPERMESH_BENCH_GC_SAMPLE", "0"))
+        self._collections = 0
 
     def install(self) -> None:
         import gc
@@ -348,6 +352,8 @@ class GcPauses:
         gc.callbacks.append(self._on_collection)
 
     def _on_collection(self, phase: str, info: dict) -> None:
+        if self.sample_every:
+            self._sample(phase, info)
         if phase == "start":
             self._started, self._started_cpu = time.perf_counter(), time.thread_time()
             return
@@ -355,8 +361,24 @@ class GcPauses:
         generation = info["generation"]
         for key, value in ((f"bench_gc_gen{generation}_collections", 1), (f"bench_gc_gen{generation}_seconds", paused),
                            (f"bench_gc_gen{generation}_cpu_seconds", time.thread_time() - self._started_cpu),
+                           (f"bench_gc_gen{generation}_collected", info["collected"]),
                            ("bench_gc_pauses_over_100ms", paused > self.LONG)):
             self.counts[key] = self.counts.get(key, 0.0) + value
+
+    def _sample(self, phase: str, info: dict) -> None:
+        import collections
+        import gc
+
+        if phase == "start":
+            self._collections += 1
+            if self._collections % self.sample_every == 0:
+                gc.set_debug(gc.DEBUG_SAVEALL)  # this collection keeps what it frees in gc.garbage
+        elif gc.get_debug() & gc.DEBUG_SAVEALL:
+            gc.set_debug(0)
+            freed = collections.Counter(type(o).__qualname__ for o in gc.garbage)
+            gc.garbage.clear()
+            sys.stderr.write(f"gc sample: generation {info['generation']} freed {info['collected']}: "
+                             f"{freed.most_common(25)}\n")
 
 
 GC_PAUSES = GcPauses()

@@ -31,6 +31,7 @@ from .errors import (
     ResourceLimitError,
     StreamReset,
     WriteStalled,
+    fresh,
 )
 from .identity import PeerId
 from .multiaddrs import sockaddr_to_multiaddr
@@ -208,7 +209,7 @@ class QuicStream:
                 self._connection._consumed(self.stream_id, len(data))
                 return data
             if self._reset_error is not None:
-                raise self._reset_error
+                raise fresh(self._reset_error)
             if self._receive_eof:
                 await trio.lowlevel.checkpoint()
                 return b""
@@ -233,7 +234,7 @@ class QuicStream:
         progress_at: float | None = None
         while True:
             if self._reset_error is not None or self._send_stopped is not None:
-                raise self._reset_error or self._send_stopped
+                raise fresh(self._reset_error or self._send_stopped)
             if self._send_eof:
                 raise StreamReset("cannot send after send_eof")
             if connection.closed:
@@ -285,7 +286,7 @@ class QuicStream:
             # aioquic's sender is reset (a STOP_SENDING we have not seen as an
             # event yet): the peer stopped our sending.
             self._on_send_stopped(StreamReset(f"stream reset by peer ({exc})"))
-            raise self._send_stopped from None
+            raise fresh(self._send_stopped) from None
 
     async def send_eof(self) -> None:
         """Finish our side of the stream (QUIC FIN); the peer sees end of data."""

@@ -19,7 +19,7 @@ from .config import HostConfig
 from .connection import QuicConnectionDriver
 from .connection_table import ConnectionTable
 from .endpoint import QuicEndpoint
-from .errors import HandshakeError, PeerIdMismatch, PeerRefused, TransportError
+from .errors import HandshakeError, PeerIdMismatch, PeerRefused, TransportError, fresh
 from .happy_eyeballs import RaceFailed, interleave_families, race
 from .identity import PeerId
 from .multiaddrs import MultiaddrError, QuicAddress, resolve, sockaddr_to_multiaddr
@@ -183,10 +183,9 @@ class Dialer:
             driver.close("dial cancelled")  # another address won, or the caller gave up
             raise
         if not completed:
-            error = driver.handshake_error or HandshakeError(
-                f"handshake with {driver.remote_multiaddr} timed out after {timeout:g} s"
-            )
             driver.close("handshake failed")
             metrics.CONNECTIONS_TOTAL.labels("outbound", "failed").inc()
-            raise error
+            if driver.handshake_error is not None:
+                raise fresh(driver.handshake_error)
+            raise HandshakeError(f"handshake with {driver.remote_multiaddr} timed out after {timeout:g} s")
         self._table.established(driver, "outbound", driver.user_data["dial_started"])

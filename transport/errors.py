@@ -45,3 +45,14 @@ class ConnectionClosed(TransportError):
 
 class ResourceLimitError(TransportError):
     """A configured limit (connections, streams, buffers) refused the request."""
+
+
+def fresh(error: TransportError) -> TransportError:
+    """A new exception like ``error``, a stored one (a stream's reset, a
+    connection's handshake failure), to raise in its place.
+
+    Raised itself, the stored exception gets a traceback whose frames hold
+    what stores it: a reference cycle that only the garbage collector frees,
+    and a traceback that grows with every raise.
+    """
+    return type(error)(*error.args)

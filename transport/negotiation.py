@@ -14,7 +14,7 @@ import trio
 
 from . import metrics
 from .connection import STREAM_ERROR_LIMIT, STREAM_ERROR_PROTOCOL, QuicConnectionDriver, QuicStream
-from .errors import ConnectionClosed, HandshakeError, NegotiationError, ProtocolError, StreamReset, TransportError
+from .errors import ConnectionClosed, HandshakeError, NegotiationError, ProtocolError, StreamReset, TransportError, fresh
 from .identity import PeerId
 from .multistream import Negotiator
 
@@ -38,7 +38,9 @@ async def open_negotiated_stream(
     """
     if not driver.handshake_complete.is_set() and not early:
         if not await driver.wait_for_handshake(timeout):
-            raise driver.handshake_error or HandshakeError(f"handshake with {peer_label(driver)} did not complete")
+            if driver.handshake_error is not None:
+                raise fresh(driver.handshake_error)
+            raise HandshakeError(f"handshake with {peer_label(driver)} did not complete")
     stream = driver.open_stream()
     negotiator = Negotiator.dialer(protocols)
     if len(protocols) == 1:

@@ -65,6 +65,7 @@ hook 12 in ``tests/transport/test_misbehaviour.py``;
 from __future__ import annotations
 
 import os
+import weakref
 from dataclasses import dataclass
 from typing import Callable
 
@@ -312,6 +313,34 @@ class BurstPacer(QuicPacketPacer):
         half_window = max(2 * self._max_datagram_size, congestion_window // 2) / rate
         self.bucket_max = min(burst, half_window)
         self.bucket_time = min(self.bucket_time, self.bucket_max)
+
+
+class _DeliveryCounter:
+    """A stream sender's ``on_data_delivery`` that also keeps the connection's
+    count of buffered bytes (:meth:`Libp2pQuicConnection._count_deliveries`).
+
+    It holds the sender and the connection weakly: held strongly, every
+    stream would be a reference cycle (sender, handler, sender) that only the
+    garbage collector frees, and a busy node's young collections would grow
+    with its stream count. A packet in flight holds this handler; once the
+    stream is gone, what it acknowledges concerns nobody.
+    """
+
+    __slots__ = ("_connection", "_sender")
+
+    def __init__(self, connection: "Libp2pQuicConnection", sender) -> None:
+        self._connection = weakref.ref(connection)
+        self._sender = weakref.ref(sender)
+
+    def __call__(self, delivery, start: int, stop: int, fin: bool) -> None:
+        sender = self._sender()
+        if sender is None:
+            return
+        freed_from = sender._buffer_start
+        type(sender).on_data_delivery(sender, delivery, start, stop, fin)
+        connection = self._connection()
+        if connection is not None:
+            connection._send_buffered -= sender._buffer_start - freed_from
 
 
 class Libp2pQuicConnection(QuicConnection):
@@ -692,14 +721,7 @@ class Libp2pQuicConnection(QuicConnection):
         aioquic reads ``sender.on_data_delivery`` each time it builds a STREAM
         frame, so an instance attribute takes its place from then on.
         """
-        deliver = sender.on_data_delivery
-
-        def on_data_delivery(delivery, start: int, stop: int, fin: bool) -> None:
-            freed_from = sender._buffer_start
-            deliver(delivery, start, stop, fin)
-            self._send_buffered -= sender._buffer_start - freed_from
-
-        sender.on_data_delivery = on_data_delivery
+        sender.on_data_delivery = _DeliveryCounter(self, sender)
 
     def reset_stream(self, stream_id: int, error_code: int) -> None:
         super().reset_stream(stream_id, error_code)
