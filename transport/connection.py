@@ -496,7 +496,10 @@ class QuicConnectionDriver:
             # idle long enough is ``idle_close_after`` from now.
             since = self._last_stream_activity if not self._streams else trio.current_time()
             wake_at = min(self._last_activity + interval, since + idle_close_after)
-            await trio.sleep_until(max(wake_at, trio.current_time() + MIN_KEEPALIVE_SLEEP))
+            # Ends at once when the connection closes: asleep, this task would
+            # hold the closed connection (all of its state) until wake_at.
+            with trio.move_on_at(max(wake_at, trio.current_time() + MIN_KEEPALIVE_SLEEP)):
+                await self.closed_event.wait()
             if self.closed:
                 return
             now = trio.current_time()

@@ -9,9 +9,11 @@ cycle of a few hundred objects for the collector."""
 
 import contextlib
 import gc
+import weakref
 
 import pytest
 import trio
+import trio.testing
 
 from hypermesh.transport import ping
 from hypermesh.transport.errors import StreamReset
@@ -93,3 +95,27 @@ async def test_reset_streams_leave_no_reference_cycles(pair):
                 await stream.aclose()
             assert await ping.ping(client, server.peer_id)
     assert garbage == []
+
+
+async def close_connections(host, peer_id) -> list[weakref.ref]:
+    """Close every connection to ``peer_id``; weak references to them (we hold none)."""
+    closed = []
+    for driver in host.connections_to(peer_id):
+        closed.append(weakref.ref(driver))
+        await driver.aclose()
+    return closed
+
+
+async def test_closed_connections_are_not_held_by_their_keepalive(pair):
+    """A closed connection's tasks end with it: its keepalive task, asleep
+    until the next PING was due, held all of its state for half an idle
+    timeout after it closed."""
+    server, client = pair
+    closed = []
+    with trio.fail_after(STEP):
+        for _ in range(5):
+            closed += await close_connections(client, server.peer_id)
+            assert await ping.ping(client, server.peer_id)  # dials anew
+        await trio.testing.wait_all_tasks_blocked()
+    gc.collect()
+    assert [ref for ref in closed if ref() is not None] == []
