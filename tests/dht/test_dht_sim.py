@@ -248,3 +248,21 @@ def test_a_lookup_needs_a_path():
     node = sim.add_node()
     with pytest.raises(ValueError, match="at least one path"):
         node.core.get_providers(Cid.for_string("x").multihash, sim.now, paths=0)
+
+
+def test_a_one_path_provider_lookup_ends_once_its_three_closest_have_answered():
+    """To convergence (wanted = 20, one provider) it asks a few peers, not
+    all k closest, and finds the provider all the same (go-libp2p-kad-dht's
+    β = 3); disjoint paths, chosen against eclipses, each ask their k."""
+    sim = build_network(6, 200, kad=SIM_KAD_CONFIG)
+    publisher = sim.nodes[0]
+    key = Cid.for_string("settle").multihash
+    publisher.core.provide([key], sim.now)
+    sim._sync(publisher)
+    sim.run_until(sim.now + 60)
+    one_path = sim.run_operation(sim.nodes[100], lambda core, now: core.get_providers(key, now, wanted=20, paths=1))
+    assert [p.peer_id for p in one_path.providers] == [publisher.peer_id]
+    assert one_path.queries < SIM_KAD_CONFIG.k // 2
+    disjoint = sim.run_operation(sim.nodes[101], lambda core, now: core.get_providers(key, now, wanted=20, paths=3))
+    assert [p.peer_id for p in disjoint.providers] == [publisher.peer_id]
+    assert disjoint.queries >= SIM_KAD_CONFIG.k
