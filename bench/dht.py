@@ -256,10 +256,22 @@ async def _worker(args) -> None:
                             error = f"{type(exc).__name__}: {exc}"
                     if scope.cancelled_caught:
                         error = "timeout"
-                    results.append({"ms": (time.perf_counter() - t) * 1000, "found": found, "local": local,
-                                    "error": error, "queries": result.queries if result else None,
-                                    "hops": result.hops if result else None})
+                    outcome = {"ms": (time.perf_counter() - t) * 1000, "found": found, "local": local,
+                               "error": error, "queries": result.queries if result else None,
+                               "hops": result.hops if result else None}
+                    if not found:  # for the parent's diagnosis: which peers the lookup heard from
+                        outcome.update(key=text, seeker=str(hosts[index].peer_id),
+                                       answered=[str(p.peer_id) for p in result.closest] if result else [])
+                    results.append(outcome)
                 answer({"results": results})
+            elif op == "holders":
+                # Which of this worker's nodes hold a provider record for each key (any provider).
+                held = {}
+                for text in cmd["keys"]:
+                    multihash = Cid.for_string(text).multihash
+                    held[text] = [str(hosts[i].peer_id) for i, node in enumerate(nodes)
+                                  if node.service.store.get_providers(multihash, node.service.now(), 1)]
+                answer({"holders": held})
             elif op == "register":
                 # Each node registers its share of the names in batches of
                 # cmd["batch"] (register_services: one lookup per keyspace region).
@@ -569,10 +581,42 @@ def lookup_figures(results: list[dict], wanted: int, requested: int) -> dict:
             "ms": summary([r["ms"] for r in remote_found]),
         },
         "failures": errors,
+        # Lookups that ended without the provider (no error, no timeout), with the diagnosis
+        # diagnose_failed_lookups adds: where the record was and whom the lookup heard from.
+        "not_found": [r for r in remote if not r["found"] and not r["error"]][:10],
         "queries_p50": statistics.median([r["queries"] for r in remote_found if r["queries"] is not None] or [0]),
         # The slowest lookups, to see what their time went on.
         "slowest": sorted(remote_found, key=lambda r: -r["ms"])[:5],
     }
+
+
+def diagnose_failed_lookups(workers: list[Worker], failed: list[dict], k: int = 20) -> None:
+    """Add to each lookup that ended without the provider where its record
+    was: the keyspace ranks (0 = closest to the key, among all nodes) of the
+    nodes holding it, and of the nodes the lookup heard from."""
+    if not failed:
+        return
+    from hypermesh.dht.keys import Cid, kad_key, peer_key
+    from hypermesh.transport.identity import PeerId
+
+    holders: dict[str, set[str]] = {}
+    try:
+        answers = ask_all(workers, {w.index: {"cmd": "holders", "keys": [r["key"] for r in failed]} for w in workers}, 60)
+    except PhaseTimeout:
+        return
+    for answer in answers.values():
+        for text, peers in answer["holders"].items():
+            holders.setdefault(text, set()).update(peers)
+    everyone = [p for w in workers for p in w.peers]
+    for record in failed:
+        target = kad_key(Cid.for_string(record["key"]).multihash)
+        ranked = sorted(everyone, key=lambda p: peer_key(PeerId.from_base58(p)) ^ target)
+        rank = {p: i for i, p in enumerate(ranked)}
+        held = holders.get(record["key"], set())
+        record["holder_ranks"] = sorted(rank[p] for p in held if p in rank)
+        record["k_closest_holding"] = sum(1 for p in ranked[:k] if p in held)
+        record["answered_ranks"] = sorted(rank[p] for p in record.pop("answered") if p in rank)
+        record["seeker_rank"] = rank.get(record["seeker"])
 
 
 def _run_phases(args, rng, workers, ours, t0) -> None:
@@ -626,6 +670,7 @@ def _run_phases(args, rng, workers, ours, t0) -> None:
             except PhaseTimeout as exc:  # what ran is reported; what did not counts as failed
                 ours["errors"][f"find_providers_wanted{wanted}"] = str(exc)
             ours[f"find_providers_wanted{wanted}"] = lookup_figures(results, wanted, len(pairs))
+            diagnose_failed_lookups(workers, ours[f"find_providers_wanted{wanted}"]["not_found"])
     except PhaseTimeout as exc:
         ours["errors"]["find_providers"] = str(exc)
     record_metrics(workers, ours, "find_providers")

@@ -74,13 +74,12 @@ class KadConfig:
     operation_timeout: float = 60.0
     # S/Kademlia disjoint paths for provider and value lookups (1 = off).
     disjoint_paths: int = 1
-    # A provider lookup on one path ends once this many of the closest peers
-    # have answered, as go-libp2p-kad-dht's does (its resiliency, β = 3): each
-    # of the k closest holds the record, and waiting for the farthest of them
-    # cost a read ~7 round trips at alpha = 3 and its slowest straggler. On
-    # disjoint paths (chosen against eclipse attacks) each path waits for all k
-    # (the simulated eclipse: 3 paths find 100 % that way, 96.7 % with β);
-    # a value lookup always does: three junk answers must not end it.
+    # A provider lookup that has found providers ends once this many of the
+    # closest peers have answered, as go-libp2p-kad-dht's does (its
+    # resiliency, β = 3): each of the k closest holds the record, and waiting
+    # for the farthest of them cost a read ~7 round trips at alpha = 3 and its
+    # slowest straggler. One that has found none asks all k closest (hostile
+    # peers hiding a record must not end it); a value lookup always does.
     provider_lookup_settle_on: int = 3
     # Peers a provide or put batch's lookup collects around its region (> k,
     # see operations.RegionBatchOperation).
@@ -472,7 +471,7 @@ class KademliaCore:
     # ---------------------------------------------------------- operations
 
     def _start(self, op_class, key: bytes, now: float, *, target: int | None = None, paths: int = 1,
-               result_size: int | None = None, settle_on: int | None = None, extra_seeds=(), **kwargs) -> int:
+               result_size: int | None = None, extra_seeds=(), **kwargs) -> int:
         target = kad_key(key) if target is None else target
         self.routing.mark_refreshed(target, now)
         seeds = [(e.info, e.key) for e in self.routing.closest(target, self.config.k)]
@@ -487,7 +486,6 @@ class KademliaCore:
             result_size=result_size,
             query_timeout=self.config.query_timeout,
             paths=paths,
-            settle_on=settle_on,
         )
         op_id = next(self._ids)
         lookup = Lookup(target, seeds, lookup_config, self.local_peer)
@@ -579,10 +577,9 @@ class KademliaCore:
         if paths is not None and paths < 1:
             raise ValueError(f"a lookup needs at least one path, not {paths}")
         known = self.store.get_providers(key, now, wanted)
-        paths = paths or self.config.disjoint_paths
         return self._start(
-            GetProvidersOperation, key, now, paths=paths,
-            settle_on=self.config.provider_lookup_settle_on if paths == 1 else None, wanted=wanted, known=known,
+            GetProvidersOperation, key, now, paths=paths or self.config.disjoint_paths, wanted=wanted, known=known,
+            settle_on=self.config.provider_lookup_settle_on,
         )
 
     def get_value(self, key: bytes, now: float, quorum: int | None = None) -> int:

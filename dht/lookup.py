@@ -4,9 +4,8 @@ A :class:`Lookup` is fed responses, failures and the current time, and says
 which peers to query next; it never sends anything or reads a clock. At most
 ``alpha`` queries are in flight (spread over the paths), each with its own
 deadline. The lookup ends when the ``result_size`` closest peers it knows
-that have not failed have all answered, or, with ``settle_on = β``, once the
-β closest have (go-libp2p-kad-dht's resiliency; queries still in flight to
-farther peers are then not waited for).
+that have not failed have all answered; an operation may end it sooner, for
+example once the β closest have (:meth:`Lookup.settled`).
 
 Disjoint paths (S/Kademlia, Baumgart & Mies 2007): with ``paths = d > 1`` the
 seeds are dealt round-robin to d paths, and every peer belongs to the path
@@ -53,10 +52,6 @@ class LookupConfig:
     result_size: int = 20
     query_timeout: float = 10.0
     paths: int = 1
-    # None: the lookup ends once all result_size closest have answered (it
-    # finds the k closest, for placing records); β: once the β closest have
-    # (a read: any of the k closest holds the record).
-    settle_on: int | None = None
 
 
 class Lookup:
@@ -169,12 +164,21 @@ class Lookup:
     def done(self) -> bool:
         if self.finished:
             return True
-        settle_on = self.config.settle_on
         for path in range(self.paths):
-            if settle_on is None and self._in_flight[path]:
+            if self._in_flight[path]:
                 return False
+            for candidate in self._window(path):
+                if candidate.state is QueryState.NOT_QUERIED:
+                    return False
+        return True
+
+    def settled(self, count: int) -> bool:
+        """Whether the ``count`` closest peers known on every path that have
+        not failed have all answered: go-libp2p-kad-dht's termination (its
+        resiliency β), whatever is still in flight to farther peers."""
+        for path in range(self.paths):
             for place, candidate in enumerate(self._window(path)):
-                if settle_on is not None and place >= settle_on:
+                if place >= count:
                     break
                 if candidate.state is not QueryState.SUCCEEDED:  # not asked yet, or no answer yet
                     return False

@@ -98,3 +98,29 @@ def test_kademlia_package_baseline_times_gets_from_the_getters_own_store_apart()
     assert 0 < local < result["found"]
     assert result["get_ms"]["n"] == result["found"] - local
     assert result["local_get_ms"]["n"] == local
+
+
+def test_a_lookup_that_missed_the_provider_is_told_where_the_record_was(tmp_path):
+    from hypermesh.dht.keys import Cid, kad_key, peer_key
+    from hypermesh.transport.identity import Identity, PeerId
+
+    peers = [str(Identity.generate().peer_id) for _ in range(30)]
+    key = "dht-bench-missed"
+    target = kad_key(Cid.for_string(key).multihash)
+    ranked = sorted(peers, key=lambda p: peer_key(PeerId.from_base58(p)) ^ target)
+    # The worker reads the holders command, then answers it.
+    reply = {"answer_to": 1, "holders": {key: [ranked[1], ranked[5], ranked[25]]}}
+    script = f"import json, sys\nsys.stdin.readline()\nprint(json.dumps({reply!r}), flush=True)\n"
+    worker = object.__new__(dht_bench.Worker)
+    worker.index, worker.stale_answers, worker._last_command_id, worker.peers = 0, 0, 0, peers
+    worker.stderr = open(tmp_path / "stderr.log", "w+")
+    worker.process = subprocess.Popen([sys.executable, "-c", script], stdin=subprocess.PIPE,
+                                      stdout=subprocess.PIPE, stderr=worker.stderr, bufsize=0)
+    failed = [{"key": key, "seeker": ranked[29], "answered": [ranked[3], ranked[0], ranked[2]], "found": False}]
+    try:
+        dht_bench.diagnose_failed_lookups([worker], failed)
+    finally:
+        worker.process.wait(10)
+        worker.stderr.close()
+    assert failed == [{"key": key, "seeker": ranked[29], "found": False, "holder_ranks": [1, 5, 25],
+                       "k_closest_holding": 2, "answered_ranks": [0, 2, 3], "seeker_rank": 29}]

@@ -107,43 +107,34 @@ def test_finish_stops_querying():
     assert lookup.done and lookup.next_queries(0.0) == [] and lookup.get_timer() is None
 
 
-def test_a_read_lookup_ends_once_its_three_closest_have_answered():
-    """settle_on = β (a provider lookup's 3): done when the β closest known
-    have answered, whatever is in flight to farther peers; without it, the
-    lookup waits for all result_size (20) closest."""
+
+def test_settled_once_the_three_closest_have_answered_whatever_is_in_flight():
+    """go-libp2p-kad-dht's termination (β = 3): the three closest known have
+    answered, while queries to farther peers are still out."""
     network = peers(40)
     target = random.Random(3).getrandbits(256)
     by_distance = sorted(network, key=lambda p: peer_key(p.peer_id) ^ target)
-    for settle_on, queries_until_done in ((3, 3), (None, 20)):
-        lookup = Lookup(target, keyed(by_distance[:20]), LookupConfig(alpha=3, settle_on=settle_on))
-        asked = []
-        for _ in range(40):  # every round: the lookup's queries, the closest answered first
-            if lookup.done:
-                break
-            asked += lookup.next_queries(0.0)
-            answering = min(
-                (info for info in asked if lookup.candidate(info.peer_id).state is QueryState.WAITING),
-                key=lambda info: peer_key(info.peer_id) ^ target,
-            )
-            lookup.on_response(answering.peer_id, [], 0.0)  # knows nobody closer
-        assert lookup.done
-        answered = [c for c in asked if lookup.candidate(c.peer_id).state is QueryState.SUCCEEDED]
-        assert len(answered) == queries_until_done
-        assert {c.peer_id for c in answered} >= {p.peer_id for p in by_distance[:3]}
+    lookup = Lookup(target, keyed(by_distance[:20]), LookupConfig(alpha=3))
+    first = lookup.next_queries(0.0)
+    assert [info.peer_id for info in first] == [p.peer_id for p in by_distance[:3]]
+    lookup.on_response(first[0].peer_id, [], 0.0)
+    lookup.on_response(first[1].peer_id, [], 0.0)
+    assert len(lookup.next_queries(0.0)) == 2  # the fourth and fifth closest
+    assert not lookup.settled(3)
+    lookup.on_response(first[2].peer_id, [], 0.0)
+    assert lookup.settled(3) and lookup.in_flight() == 2
+    assert not lookup.settled(5) and not lookup.done
 
 
-def test_a_read_lookup_waits_for_a_closer_peer_an_answer_revealed():
-    """Settling on the β closest counts peers heard of on the way: a closer
-    peer named in an answer must answer too before the lookup ends."""
+def test_not_settled_while_a_closer_peer_an_answer_named_has_not_answered():
     network = peers(40)
     target = random.Random(4).getrandbits(256)
     by_distance = sorted(network, key=lambda p: peer_key(p.peer_id) ^ target)
     closest, seeds = by_distance[0], by_distance[1:21]
-    lookup = Lookup(target, keyed(seeds), LookupConfig(alpha=3, settle_on=3))
-    first = lookup.next_queries(0.0)
-    for info in first:
+    lookup = Lookup(target, keyed(seeds), LookupConfig(alpha=3))
+    for info in lookup.next_queries(0.0):
         lookup.on_response(info.peer_id, keyed([closest]), 0.0)
-    assert not lookup.done
+    assert not lookup.settled(3)
     assert closest.peer_id in {info.peer_id for info in lookup.next_queries(0.0)}
     lookup.on_response(closest.peer_id, [], 0.0)
-    assert lookup.done
+    assert lookup.settled(3)

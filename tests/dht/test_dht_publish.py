@@ -155,3 +155,26 @@ def test_a_publication_is_confirmed_without_waiting_for_peers_gone_silent_after_
     sim.run_until(sim.now + SWEEP_LIMIT, stop=lambda: publisher.core.store.local_provides()[key] > 0)
     assert publisher.core.store.local_provides()[key] > 0
     assert sim.now - gone_silent < SIM_KAD_CONFIG.query_timeout
+
+
+def test_a_provide_whose_lookup_timed_out_places_no_record_where_it_stopped():
+    """Under overload a provide's lookup can reach its deadline having heard
+    only from peers on the way: its key goes back to the reprovider
+    unplaced, not to those peers (whom the confirmation probes would then
+    ask, finding the record they were just sent)."""
+    from hypermesh.dht.lookup import Lookup, LookupConfig
+    from hypermesh.dht.messages import PeerInfo
+    from hypermesh.dht.operations import ProvideBatchOperation
+    from hypermesh.transport.identity import Identity
+
+    key = Cid.for_string("cut short").multihash
+    target = kad_key(key)
+    on_the_way = [PeerInfo(Identity.generate().peer_id) for _ in range(8)]
+    lookup = Lookup(target, [(info, kad_key(info.peer_id.multihash)) for info in on_the_way], LookupConfig(alpha=8))
+    for info in lookup.next_queries(0.0):
+        lookup.on_response(info.peer_id, [], 0.0)
+    operation = ProvideBatchOperation(1, key, lookup, 60.0, [key], k=20)
+    operation.timed_out = True  # as KademliaCore sets it at the operation's deadline
+    operation.fanout(on_the_way[0])
+    assert operation.assignments == []
+    assert operation.placed_keys() == [] and operation.result().unplaced_keys == [key]

@@ -250,19 +250,21 @@ def test_a_lookup_needs_a_path():
         node.core.get_providers(Cid.for_string("x").multihash, sim.now, paths=0)
 
 
-def test_a_one_path_provider_lookup_ends_once_its_three_closest_have_answered():
+
+def test_a_provider_lookup_that_found_the_provider_ends_once_its_three_closest_have_answered():
     """To convergence (wanted = 20, one provider) it asks a few peers, not
     all k closest, and finds the provider all the same (go-libp2p-kad-dht's
-    β = 3); disjoint paths, chosen against eclipses, each ask their k."""
+    β = 3); one that finds no provider asks all k closest."""
     sim = build_network(6, 200, kad=SIM_KAD_CONFIG)
     publisher = sim.nodes[0]
     key = Cid.for_string("settle").multihash
     publisher.core.provide([key], sim.now)
     sim._sync(publisher)
     sim.run_until(sim.now + 60)
-    one_path = sim.run_operation(sim.nodes[100], lambda core, now: core.get_providers(key, now, wanted=20, paths=1))
-    assert [p.peer_id for p in one_path.providers] == [publisher.peer_id]
-    assert one_path.queries < SIM_KAD_CONFIG.k // 2
-    disjoint = sim.run_operation(sim.nodes[101], lambda core, now: core.get_providers(key, now, wanted=20, paths=3))
-    assert [p.peer_id for p in disjoint.providers] == [publisher.peer_id]
-    assert disjoint.queries >= SIM_KAD_CONFIG.k
+    for paths in (1, 3):
+        found = sim.run_operation(sim.nodes[100], lambda core, now, p=paths: core.get_providers(key, now, wanted=20, paths=p))
+        assert [p.peer_id for p in found.providers] == [publisher.peer_id]
+        assert found.queries < SIM_KAD_CONFIG.k // 2 * paths
+    nobody = Cid.for_string("provided by nobody").multihash
+    missed = sim.run_operation(sim.nodes[100], lambda core, now: core.get_providers(nobody, now, wanted=20))
+    assert missed.providers == [] and missed.queries >= SIM_KAD_CONFIG.k
