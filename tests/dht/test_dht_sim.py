@@ -86,14 +86,19 @@ def test_signed_service_records_through_the_network():
     assert record.peer_id == alice_identity.peer_id and record.seq == 2
 
 
-def test_disjoint_path_provider_lookups():
-    kad = dataclasses.replace(SIM_KAD_CONFIG, disjoint_paths=3)
+def network_with_one_provider(kad, text: str):
+    """200 nodes; the first has provided ``text`` a minute ago. Returns (sim, publisher, key)."""
     sim = build_network(6, 200, kad=kad)
     publisher = sim.nodes[0]
-    key = Cid.for_string("disjoint").multihash
+    key = Cid.for_string(text).multihash
     publisher.core.provide([key], sim.now)
     sim._sync(publisher)
     sim.run_until(sim.now + 60)
+    return sim, publisher, key
+
+
+def test_disjoint_path_provider_lookups():
+    sim, publisher, key = network_with_one_provider(dataclasses.replace(SIM_KAD_CONFIG, disjoint_paths=3), "disjoint")
     result = sim.run_operation(sim.nodes[100], lambda core, now: core.get_providers(key, now, wanted=1))
     assert [p.peer_id for p in result.providers] == [publisher.peer_id]
 
@@ -255,12 +260,7 @@ def test_a_provider_lookup_that_found_the_provider_ends_once_its_three_closest_h
     """To convergence (wanted = 20, one provider) it asks a few peers, not
     all k closest, and finds the provider all the same (go-libp2p-kad-dht's
     β = 3); one that finds no provider asks all k closest."""
-    sim = build_network(6, 200, kad=SIM_KAD_CONFIG)
-    publisher = sim.nodes[0]
-    key = Cid.for_string("settle").multihash
-    publisher.core.provide([key], sim.now)
-    sim._sync(publisher)
-    sim.run_until(sim.now + 60)
+    sim, publisher, key = network_with_one_provider(SIM_KAD_CONFIG, "settle")
     for paths in (1, 3):
         found = sim.run_operation(sim.nodes[100], lambda core, now, p=paths: core.get_providers(key, now, wanted=20, paths=p))
         assert [p.peer_id for p in found.providers] == [publisher.peer_id]
