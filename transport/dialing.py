@@ -80,7 +80,9 @@ class Dialer:
             existing = self._table.newest_to(peer_id)
             if existing is not None:
                 return existing
-            raise pending.error or HandshakeError(f"connection to {peer_id} closed as it opened")
+            if pending.error is not None:
+                raise fresh(pending.error)  # each waiter its own: the first dial's error is shared
+            raise HandshakeError(f"connection to {peer_id} closed as it opened")
         pending = self._pending[peer_id] = _PendingDial()
         early_driver = None
         try:

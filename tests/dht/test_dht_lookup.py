@@ -107,7 +107,6 @@ def test_finish_stops_querying():
     assert lookup.done and lookup.next_queries(0.0) == [] and lookup.get_timer() is None
 
 
-
 def test_settled_once_the_three_closest_have_answered_whatever_is_in_flight():
     """go-libp2p-kad-dht's termination (β = 3): the three closest known have
     answered, while queries to farther peers are still out."""

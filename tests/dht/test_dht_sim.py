@@ -255,7 +255,6 @@ def test_a_lookup_needs_a_path():
         node.core.get_providers(Cid.for_string("x").multihash, sim.now, paths=0)
 
 
-
 def test_a_provider_lookup_that_found_the_provider_ends_once_its_three_closest_have_answered():
     """To convergence (wanted = 20, one provider) it asks a few peers, not
     all k closest, and finds the provider all the same (go-libp2p-kad-dht's
