@@ -100,8 +100,12 @@ def test_ctrl_c_during_a_short_lived_ping_says_interrupted(tmp_path):
     with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as silent:  # bound, never answers
         silent.bind(("::1", 0))
         target = f"/ip6/::1/udp/{silent.getsockname()[1]}/quic-v1/p2p/12D3KooWDpJ7As7BWAwRMfu1VU2WCqNjvq387JEYKDBj4kx6nXTN"
+        # Ctrl-C at a terminal: SIGINT at its default disposition. A runner
+        # started as a background job of a non-interactive shell ignores
+        # SIGINT, and the child would inherit that (and rightly ignore it).
         process = subprocess.Popen(hypermesh_command("ping", target, "--log-level", "debug", "--data-dir",
-                                                     str(tmp_path)), stderr=subprocess.PIPE, text=True)
+                                                     str(tmp_path)), stderr=subprocess.PIPE, text=True,
+                                   preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
         try:
             for line in process.stderr:  # bounded: the dial fails after its timeout
                 if "dialling" in line:
