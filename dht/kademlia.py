@@ -35,7 +35,7 @@ from .keys import (
     peer_key,
     validate_multihash,
 )
-from .lookup import Lookup, LookupConfig
+from .lookup import Lookup, LookupConfig, StragglerThreshold
 from .messages import DhtProtocolError, KadMessage, MessageType, PeerInfo
 from .metrics import DhtMetrics
 from .operations import (
@@ -70,6 +70,11 @@ class KadConfig:
     k: int = 20
     alpha: int = 3
     query_timeout: float = 10.0
+    # A lookup query unanswered after the node's retransmission-style timeout
+    # (lookup.StragglerThreshold), never less than this, stops holding up its
+    # lookup: one paused or overloaded peer among the closest would otherwise
+    # set every lookup through it to its pace.
+    straggler_floor: float = 0.025
     # A lookup that has not converged by then ends with what it has.
     operation_timeout: float = 60.0
     # S/Kademlia disjoint paths for provider and value lookups (1 = off).
@@ -167,6 +172,7 @@ class _Pending:
     expects_response: bool
     # PUBLISH and CONFIRM requests: what the reprovider asked for.
     send: Send | None = None
+    sent_at: float = 0.0
 
 
 @dataclass(slots=True)
@@ -184,6 +190,7 @@ class _PutBatch:
 
 _REQUEST_TIMEOUT = 0
 _OPERATION_TIMEOUT = 1
+_REQUEST_SLOW = 2  # a lookup query past the straggler threshold
 
 
 class KademliaCore:
@@ -233,6 +240,7 @@ class KademliaCore:
         self._outbound: list[OutboundRequest] = []
         self._requests: dict[int, _Pending] = {}
         self._deadlines: list[tuple[float, int, int]] = []
+        self.straggler_threshold = StragglerThreshold(config.straggler_floor, config.query_timeout)
         self._ops: dict[int, Operation] = {}
         self._batches: dict[int, ProvideBatch] = {}
         # Provide lookups that have ended, until their publication settles.
@@ -281,7 +289,7 @@ class KademliaCore:
 
     def _deadline_live(self, entry: tuple[float, int, int]) -> bool:
         _, kind, ident = entry
-        return ident in (self._requests if kind == _REQUEST_TIMEOUT else self._ops)
+        return ident in (self._ops if kind == _OPERATION_TIMEOUT else self._requests)
 
     def handle_timer(self, now: float) -> None:
         while self._deadlines and self._deadlines[0][0] <= now:
@@ -290,6 +298,8 @@ class KademliaCore:
                 self.handle_failure(ident, now)
             elif kind == _OPERATION_TIMEOUT and ident in self._ops:
                 self._operation_timed_out(self._ops[ident], now)
+            elif kind == _REQUEST_SLOW and ident in self._requests:
+                self._query_slow(self._requests[ident], now)
         if self.reprovider.sweep_due(now):
             if len(self.routing):
                 self.reprovider.plan(now, self.network_size_estimate())
@@ -374,6 +384,7 @@ class KademliaCore:
             return
         if message is not None:
             self._observe_server(pending.peer, (), remote_addr, now)
+            self.straggler_threshold.observe(now - pending.sent_at)
         if pending.send is not None:
             self._publication_answer(pending, message, now)
             return
@@ -428,6 +439,13 @@ class KademliaCore:
             return None
         return self._ops.get(pending.op_id)
 
+    def _query_slow(self, pending: _Pending, now: float) -> None:
+        op = self._ops.get(pending.op_id) if pending.purpose is _Purpose.LOOKUP else None
+        if op is not None and op.phase is Phase.LOOKUP and op.lookup.mark_slow(pending.peer):
+            self.stats.stragglers += 1
+            self.metrics.lookup_stragglers.inc()
+            self._advance(op, now)
+
     def exclude_peer(self, peer: PeerId) -> bool:
         """Drop ``peer`` from the routing table now (``peer_filter`` keeps it out later).
 
@@ -462,9 +480,11 @@ class KademliaCore:
               send: Send | None = None) -> None:
         request_id = next(self._ids)
         self._requests[request_id] = _Pending(
-            peer.peer_id, purpose, op_id, message.type, message.key, expects_response, send
+            peer.peer_id, purpose, op_id, message.type, message.key, expects_response, send, now
         )
         heapq.heappush(self._deadlines, (now + self.config.query_timeout, _REQUEST_TIMEOUT, request_id))
+        if purpose is _Purpose.LOOKUP:
+            heapq.heappush(self._deadlines, (now + self.straggler_threshold.seconds, _REQUEST_SLOW, request_id))
         self._outbound.append(OutboundRequest(request_id, peer, message, expects_response))
         self.stats.requests_sent += 1
 

@@ -7,6 +7,15 @@ deadline. The lookup ends when the ``result_size`` closest peers it knows
 that have not failed have all answered; an operation may end it sooner, for
 example once the β closest have (:meth:`Lookup.settled`).
 
+Stragglers (the Kademlia paper, §2.3: "nodes that fail to respond quickly
+are removed from consideration until and unless they do respond"): a query
+the caller marks slow (:meth:`Lookup.mark_slow`) gives up its place among the
+``alpha`` in flight, so the next candidate is asked, and no longer holds up
+:meth:`Lookup.settled`. It still counts as asked: its answer is taken if it
+comes, and the lookup is not :attr:`Lookup.done` while it is outstanding
+among the closest. At most ``alpha`` per path are forgiven at a time, so a
+network where everyone is slow is not flooded.
+
 Disjoint paths (S/Kademlia, Baumgart & Mies 2007): with ``paths = d > 1`` the
 seeds are dealt round-robin to d paths, and every peer belongs to the path
 that first heard of it, so no peer is queried on two paths. An attacker must
@@ -44,6 +53,12 @@ class Candidate:
     path: int
     state: QueryState = QueryState.NOT_QUERIED
     deadline: float = math.inf
+    # Waiting, but past the caller's straggler threshold (see mark_slow).
+    slow: bool = False
+
+    @property
+    def straggling(self) -> bool:
+        return self.slow and self.state is QueryState.WAITING
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,7 +86,8 @@ class Lookup:
         self._candidates: dict[PeerId, Candidate] = {}
         # Per path: sorted distances and the candidates in the same order.
         self._order: list[list[tuple[int, PeerId]]] = [[] for _ in range(self.paths)]
-        self._in_flight = [0] * self.paths
+        self._in_flight = [0] * self.paths  # not counting stragglers
+        self._straggling = [0] * self.paths
         self.queries_sent = 0
         self.finished = False
         for position, (info, key) in enumerate(seeds):
@@ -87,12 +103,13 @@ class Lookup:
     def candidate(self, peer_id: PeerId) -> Candidate | None:
         return self._candidates.get(peer_id)
 
-    def _window(self, path: int):
-        """The first ``result_size`` candidates of a path that have not failed."""
+    def _window(self, path: int, skip_stragglers: bool = True):
+        """The first ``result_size`` candidates of a path that have not failed
+        (nor, with ``skip_stragglers``, are straggling)."""
         taken = 0
         for _, peer_id in self._order[path]:
             candidate = self._candidates[peer_id]
-            if candidate.state is QueryState.FAILED:
+            if candidate.state is QueryState.FAILED or (skip_stragglers and candidate.straggling):
                 continue
             yield candidate
             taken += 1
@@ -129,8 +146,7 @@ class Lookup:
         candidate = self._candidates.get(peer_id)
         if candidate is None or candidate.state is not QueryState.WAITING:
             return False
-        candidate.state = QueryState.SUCCEEDED
-        self._in_flight[candidate.path] -= 1
+        self._settle(candidate, QueryState.SUCCEEDED)
         for info, key in closer:
             self._add(info, key, candidate.hops + 1, candidate.path)
         return True
@@ -139,8 +155,28 @@ class Lookup:
         candidate = self._candidates.get(peer_id)
         if candidate is None or candidate.state is not QueryState.WAITING:
             return
-        candidate.state = QueryState.FAILED
+        self._settle(candidate, QueryState.FAILED)
+
+    def _settle(self, candidate: Candidate, state: QueryState) -> None:
+        if candidate.slow:
+            self._straggling[candidate.path] -= 1
+        else:
+            self._in_flight[candidate.path] -= 1
+        candidate.state = state
+
+    def mark_slow(self, peer_id: PeerId) -> bool:
+        """The query to ``peer_id`` is taking too long: stop waiting on it to
+        go on (its answer is still taken). False if it is not waiting, or its
+        path already forgives ``alpha`` stragglers."""
+        candidate = self._candidates.get(peer_id)
+        if candidate is None or candidate.state is not QueryState.WAITING or candidate.slow or self.finished:
+            return False
+        if self._straggling[candidate.path] >= self.per_path_parallelism:
+            return False
+        candidate.slow = True
         self._in_flight[candidate.path] -= 1
+        self._straggling[candidate.path] += 1
+        return True
 
     def get_timer(self) -> float | None:
         deadlines = [c.deadline for c in self._candidates.values() if c.state is QueryState.WAITING]
@@ -158,10 +194,14 @@ class Lookup:
         return expired
 
     def in_flight(self) -> int:
-        return sum(self._in_flight)
+        """Queries awaiting an answer, stragglers included."""
+        return sum(self._in_flight) + sum(self._straggling)
 
     @property
     def done(self) -> bool:
+        """Every one of the closest has answered or failed. A straggler among
+        them is waited for (to its deadline): one that has found nothing must
+        not end without its closest peers' answers."""
         if self.finished:
             return True
         for path in range(self.paths):
@@ -170,12 +210,15 @@ class Lookup:
             for candidate in self._window(path):
                 if candidate.state is QueryState.NOT_QUERIED:
                     return False
+            if self._straggling[path] and any(c.straggling for c in self._window(path, skip_stragglers=False)):
+                return False
         return True
 
     def settled(self, count: int) -> bool:
         """Whether the ``count`` closest peers known on every path that have
         not failed have all answered: go-libp2p-kad-dht's termination (its
-        resiliency β), whatever is still in flight to farther peers."""
+        resiliency β), whatever is still in flight to farther peers. A
+        straggler is out of consideration until it answers."""
         for path in range(self.paths):
             for place, candidate in enumerate(self._window(path)):
                 if place >= count:
@@ -197,3 +240,32 @@ class Lookup:
 
     def failed_peers(self) -> list[PeerId]:
         return [p for p, c in self._candidates.items() if c.state is QueryState.FAILED]
+
+
+class StragglerThreshold:
+    """When a query counts as slow: TCP's retransmission timeout (RFC 6298,
+    smoothed round trip plus four deviations) over the answers this node has
+    had, within [``floor``, ``ceiling``]. The floor keeps scheduling noise on
+    a quiet network from making every query a straggler; before any answer,
+    ``initial`` (RFC 6298's 1 s)."""
+
+    def __init__(self, floor: float, ceiling: float, initial: float = 1.0):
+        self.floor = floor
+        self.ceiling = ceiling
+        self.initial = initial
+        self.smoothed: float | None = None
+        self.deviation = 0.0
+
+    def observe(self, round_trip: float) -> None:
+        round_trip = max(0.0, round_trip)
+        if self.smoothed is None:
+            self.smoothed, self.deviation = round_trip, round_trip / 2
+        else:
+            self.deviation = 0.75 * self.deviation + 0.25 * abs(self.smoothed - round_trip)
+            self.smoothed = 0.875 * self.smoothed + 0.125 * round_trip
+
+    @property
+    def seconds(self) -> float:
+        if self.smoothed is None:
+            return min(self.ceiling, max(self.floor, self.initial))
+        return min(self.ceiling, max(self.floor, self.smoothed + 4 * self.deviation))

@@ -35,6 +35,11 @@ class DhtMetrics:
             ["type", "outcome"],
             registry=registry,
         )
+        self.lookup_stragglers = Counter(
+            "hypermesh_dht_lookup_stragglers_total",
+            "Lookup queries unanswered past the straggler threshold, which their lookup stopped waiting on",
+            registry=registry,
+        )
         self.reprovided_records = Counter(
             "hypermesh_dht_reprovide_records_total", "Provider records republished (keys, not messages)",
             registry=registry,

@@ -62,6 +62,8 @@ class CoreStats:
     requests_handled: int = 0
     rate_limited: int = 0
     rejected: int = 0
+    # Lookup queries that passed the straggler threshold and were gone around.
+    stragglers: int = 0
     operations: dict[str, int] = field(default_factory=dict)
 
 

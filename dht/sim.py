@@ -69,6 +69,8 @@ class SimNode:
     online: bool = True
     adversarial: bool = False
     joined_at: float = 0.0
+    # A paused or overloaded node: its answers leave this much later.
+    answer_delay: float = 0.0
     timer_at: float | None = None
     results: dict[int, OperationResult] = field(default_factory=dict)
 
@@ -268,11 +270,12 @@ class Simulator:
         self._sync(target)
         if self._lost():
             return
+        at = self.now + target.answer_delay + self._latency()
         if failed:
-            self.schedule(self.now + self._latency(), self._fail, source, request.request_id)
+            self.schedule(at, self._fail, source, request.request_id)
         else:
             reply = self._wire(response) if response is not None else None
-            self.schedule(self.now + self._latency(), self._respond, source, target, request.request_id, reply)
+            self.schedule(at, self._respond, source, target, request.request_id, reply)
 
     def _respond(self, source: SimNode, target: SimNode, request_id: int, response) -> None:
         if source.online:

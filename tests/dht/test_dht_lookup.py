@@ -3,7 +3,7 @@
 import random
 
 from hypermesh.dht.keys import peer_key
-from hypermesh.dht.lookup import Lookup, LookupConfig, QueryState
+from hypermesh.dht.lookup import Lookup, LookupConfig, QueryState, StragglerThreshold
 from hypermesh.dht.messages import PeerInfo
 from hypermesh.transport.identity import PeerId
 
@@ -137,3 +137,83 @@ def test_not_settled_while_a_closer_peer_an_answer_named_has_not_answered():
     assert closest.peer_id in {info.peer_id for info in lookup.next_queries(0.0)}
     lookup.on_response(closest.peer_id, [], 0.0)
     assert lookup.settled(3)
+
+
+def closest_first(count, seed):
+    network = peers(count, seed)
+    target = random.Random(seed).getrandbits(256)
+    return target, sorted(network, key=lambda p: peer_key(p.peer_id) ^ target)
+
+
+def test_a_straggler_gives_its_place_in_flight_to_the_next_candidate():
+    target, by_distance = closest_first(40, 5)
+    lookup = Lookup(target, keyed(by_distance[:20]), LookupConfig(alpha=3))
+    first = lookup.next_queries(0.0)
+    assert lookup.next_queries(0.0) == []
+    assert lookup.mark_slow(first[0].peer_id)
+    assert [info.peer_id for info in lookup.next_queries(0.1)] == [by_distance[3].peer_id]
+    assert lookup.in_flight() == 4  # the straggler is still asked, only not waited on
+
+
+def test_settled_goes_around_a_straggler_among_the_closest():
+    target, by_distance = closest_first(40, 6)
+    lookup = Lookup(target, keyed(by_distance[:20]), LookupConfig(alpha=3))
+    first = lookup.next_queries(0.0)
+    lookup.mark_slow(first[0].peer_id)
+    for info in first[1:] + lookup.next_queries(0.1):
+        lookup.on_response(info.peer_id, [], 0.2)
+    assert lookup.settled(3)  # the 2nd, 3rd and 4th closest answered
+    assert not lookup.done  # the straggler among the closest is still awaited
+
+
+def test_done_waits_for_a_straggler_among_the_closest_until_it_fails():
+    target, by_distance = closest_first(40, 7)
+    lookup = Lookup(target, keyed(by_distance[:5]), LookupConfig(alpha=3, result_size=5))
+    first = lookup.next_queries(0.0)
+    lookup.mark_slow(first[0].peer_id)
+    queries = first[1:]
+    for _ in range(10):
+        for info in queries:
+            lookup.on_response(info.peer_id, [], 0.1)
+        queries = lookup.next_queries(0.1)
+        if not queries:
+            break
+    assert lookup.settled(4) and not lookup.done
+    lookup.on_failure(first[0].peer_id, 5.0)
+    assert lookup.done and lookup.in_flight() == 0
+
+
+def test_a_stragglers_late_answer_is_taken():
+    target, by_distance = closest_first(40, 8)
+    lookup = Lookup(target, keyed(by_distance[1:21]), LookupConfig(alpha=3))
+    first = lookup.next_queries(0.0)
+    lookup.mark_slow(first[0].peer_id)
+    assert lookup.on_response(first[0].peer_id, keyed([by_distance[0]]), 3.0)
+    assert lookup.candidate(first[0].peer_id).state is QueryState.SUCCEEDED
+    assert by_distance[0].peer_id in {info.peer_id for info in lookup.next_queries(3.0)}
+    assert lookup.in_flight() == 3
+
+
+def test_at_most_alpha_stragglers_are_forgiven_at_a_time():
+    target, by_distance = closest_first(40, 9)
+    lookup = Lookup(target, keyed(by_distance[:20]), LookupConfig(alpha=2))
+    asked = lookup.next_queries(0.0)
+    for info in asked:
+        assert lookup.mark_slow(info.peer_id)
+    again = lookup.next_queries(0.1)
+    assert len(again) == 2 and not any(lookup.mark_slow(info.peer_id) for info in again)
+    assert lookup.next_queries(0.2) == [] and lookup.in_flight() == 4
+    assert not lookup.mark_slow(asked[0].peer_id)  # already forgiven
+
+
+def test_straggler_threshold_follows_the_round_trips_within_its_bounds():
+    threshold = StragglerThreshold(floor=0.025, ceiling=10.0)
+    assert threshold.seconds == 1.0  # nothing heard yet: RFC 6298's first timeout
+    for _ in range(50):
+        threshold.observe(0.002)
+    assert threshold.seconds == 0.025  # a quiet loopback: the floor
+    for rtt in [0.1, 0.3] * 25:
+        threshold.observe(rtt)
+    assert 0.3 < threshold.seconds < 1.0  # smoothed 0.2 s plus four deviations
+    threshold.observe(100.0)
+    assert threshold.seconds == 10.0

@@ -267,3 +267,20 @@ def test_a_provider_lookup_that_found_the_provider_ends_once_its_three_closest_h
     nobody = Cid.for_string("provided by nobody").multihash
     missed = sim.run_operation(sim.nodes[100], lambda core, now: core.get_providers(nobody, now, wanted=20))
     assert missed.providers == [] and missed.queries >= SIM_KAD_CONFIG.k
+
+
+def test_a_provider_lookup_goes_around_a_paused_peer_among_the_closest():
+    """A peer that answers late (a paused process, an overloaded host) no
+    longer sets the pace of every lookup that meets it: the lookup asks the
+    next peer and settles on the closest that answer."""
+    sim, publisher, key = network_with_one_provider(SIM_KAD_CONFIG, "paused")
+    target = kad_key(key)
+    closest = sorted((n for n in sim.nodes if n is not publisher), key=lambda n: n.key ^ target)[:2]
+    for node in closest:
+        node.answer_delay = 4.5  # under the 5 s query timeout: answered, but late
+    seeker = sim.nodes[150]
+    started = sim.now
+    result = sim.run_operation(seeker, lambda core, now: core.get_providers(key, now, wanted=20))
+    assert [p.peer_id for p in result.providers] == [publisher.peer_id]
+    assert sim.now - started < 2.5, "the lookup waited for the paused peers"
+    assert seeker.core.stats.stragglers >= 1
