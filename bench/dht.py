@@ -626,6 +626,8 @@ def _run_phases(args, rng, workers, ours, t0) -> None:
         sizes = sorted(s for a in answers.values() for s in a["routing"])
         ours["routing_table_size"] = {"min": sizes[0], "p50": sizes[len(sizes) // 2], "max": sizes[-1]}
         ours["bootstrap_failures"] = sum(a["failed"] for a in answers.values())
+        # A node that knows nobody can only answer from its own store: said, not hidden in a minimum.
+        ours["nodes_with_empty_routing_table"] = sum(1 for size in sizes if size == 0)
         record_metrics(workers, ours, "setup")
         progress(ours, "setup")
     except PhaseTimeout as exc:

@@ -23,7 +23,7 @@ def test_quick_real_dht_bench_prints_one_report():
     assert len(report["loadavg_start"]) == 3
     ours = report["hypermesh"]
     assert ours["errors"] == {}, ours["errors"]
-    assert ours["nodes"] == 12
+    assert ours["nodes"] == 12 and ours["nodes_with_empty_routing_table"] == 0
     for wanted in (1, 20):
         lookups = ours[f"find_providers_wanted{wanted}"]
         assert lookups["wanted"] == wanted
