@@ -440,7 +440,7 @@ class KademliaCore:
         return self._ops.get(pending.op_id)
 
     def _query_slow(self, pending: _Pending, now: float) -> None:
-        op = self._ops.get(pending.op_id) if pending.purpose is _Purpose.LOOKUP else None
+        op = self._ops.get(pending.op_id)  # only lookup queries get a straggler deadline (_send)
         if op is not None and op.phase is Phase.LOOKUP and op.lookup.mark_slow(pending.peer):
             self.stats.stragglers += 1
             self.metrics.lookup_stragglers.inc()

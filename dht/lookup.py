@@ -266,6 +266,5 @@ class StragglerThreshold:
 
     @property
     def seconds(self) -> float:
-        if self.smoothed is None:
-            return min(self.ceiling, max(self.floor, self.initial))
-        return min(self.ceiling, max(self.floor, self.smoothed + 4 * self.deviation))
+        estimate = self.initial if self.smoothed is None else self.smoothed + 4 * self.deviation
+        return min(self.ceiling, max(self.floor, estimate))
